@@ -1,0 +1,107 @@
+//! Reading a `POST /rides` body: form-encoded (the seed's curl) or JSON,
+//! capped in size, into parsed ride parameters. Every problem is a 4xx that
+//! names the field.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use domain::{RideParams, RideParamsField};
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// Bodies larger than this are refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+const RAISE_ERROR: &str = "raise_error";
+
+pub struct RideFields {
+    pub params: RideParams,
+    pub raise_error: bool,
+}
+
+enum Format {
+    Form,
+    Json,
+}
+
+fn format(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        // curl -d without a type, and plain clients: treat as a form.
+        return Ok(Format::Form);
+    };
+    let text = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
+    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-www-form-urlencoded" => Ok(Format::Form),
+        "application/json" => Ok(Format::Json),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+pub async fn read_ride_body(headers: &HeaderMap, body: Body) -> Result<RideFields, ApiError> {
+    let format = format(headers)?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge)?;
+    let fields = match format {
+        Format::Form => form_fields(&bytes)?,
+        Format::Json => json_fields(&bytes)?,
+    };
+    let mut known = HashMap::new();
+    for (name, value) in fields {
+        let is_known = name == RAISE_ERROR || RideParamsField::ALL.iter().any(|f| f.name() == name);
+        if !is_known {
+            return Err(ApiError::UnknownField(name));
+        }
+        if known.insert(name.clone(), value).is_some() {
+            return Err(ApiError::RepeatedField(name));
+        }
+    }
+    let params = RideParams::parse(|field| known.get(field.name()).map(String::as_str))?;
+    let raise_error = match known.get(RAISE_ERROR).map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::BadRaiseError),
+    };
+    Ok(RideFields {
+        params,
+        raise_error,
+    })
+}
+
+fn form_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(bytes)
+        .map_err(|error| ApiError::MalformedBody(format!("the form body could not be read: {error}")))
+}
+
+/// JSON numbers are taken as written (so 1e2 stays 100), strings as a form
+/// value would be, booleans for `raise_error`.
+fn json_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::MalformedBody(format!("the JSON body could not be read: {error}")))?;
+    let Value::Object(object) = value else {
+        return Err(ApiError::MalformedBody(
+            "the JSON body must be an object".to_owned(),
+        ));
+    };
+    object
+        .into_iter()
+        .map(|(name, value)| {
+            let text = match value {
+                Value::Number(number) => number.to_string(),
+                Value::String(text) => text,
+                Value::Bool(flag) => flag.to_string(),
+                Value::Null | Value::Array(_) | Value::Object(_) => {
+                    if name == RAISE_ERROR {
+                        return Err(ApiError::BadRaiseError);
+                    }
+                    // A field that is there but is no number.
+                    "not a number".to_owned()
+                }
+            };
+            Ok((name, text))
+        })
+        .collect()
+}

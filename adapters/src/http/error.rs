@@ -1,0 +1,220 @@
+//! Every way a request can fail, and the one status each maps to. Internal
+//! causes are logged here and never shown to the client.
+
+use std::time::Duration;
+
+use application::ports::StoreError;
+use application::{AuthError, CreateRideError};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::{IdempotencyKeyError, Problem, RideParamsError};
+use tracing::error;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the Authorization header is required")]
+    AuthMissing,
+    #[error("the Authorization header does not name a known user")]
+    AuthUnknown,
+    #[error("{0}")]
+    Key(#[from] IdempotencyKeyError),
+    #[error("send exactly one Idempotency-Key header")]
+    KeyRepeated,
+    #[error("the body must be application/x-www-form-urlencoded or application/json")]
+    UnsupportedMediaType,
+    #[error("the body is larger than {} bytes", super::MAX_BODY_BYTES)]
+    BodyTooLarge,
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("{0}")]
+    Params(#[from] RideParamsError),
+    #[error("unknown field {0}")]
+    UnknownField(String),
+    #[error("{0} is given more than once")]
+    RepeatedField(String),
+    #[error("raise_error must be true or false")]
+    BadRaiseError,
+    #[error("{0}")]
+    CreateRide(#[from] CreateRideError),
+    #[error("no such ride")]
+    RideNotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("the store is unreachable")]
+    StoreUnreachable,
+    #[error("internal error: {0}")]
+    Store(#[from] StoreError),
+    /// Set by `bins` from configuration; how long a 503 asks clients to wait.
+    #[error("payment processor unavailable")]
+    GatewayUnknown { retry_after: Duration },
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Missing => ApiError::AuthMissing,
+            AuthError::Unknown => ApiError::AuthUnknown,
+            AuthError::Store(error) => ApiError::Store(error),
+        }
+    }
+}
+
+pub const DEFAULT_GATEWAY_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+const RETRY_SAME_KEY: &str = "Retry the request with the same Idempotency-Key.";
+
+impl ApiError {
+    fn problem(&self) -> (Problem, Option<Duration>) {
+        use ApiError::*;
+        let p = |status, slug, title, detail: String| Problem::new(status, slug, title, detail);
+        match self {
+            AuthMissing | AuthUnknown => (
+                p(401, "unauthorized", "Unauthorized", self.to_string()),
+                None,
+            ),
+            Key(_) | KeyRepeated => (
+                p(400, "invalid-idempotency-key", "Invalid Idempotency-Key", self.to_string()),
+                None,
+            ),
+            UnsupportedMediaType => (
+                p(415, "unsupported-media-type", "Unsupported media type", self.to_string()),
+                None,
+            ),
+            BodyTooLarge => (
+                p(413, "body-too-large", "Body too large", self.to_string()),
+                None,
+            ),
+            MalformedBody(_) | Params(_) | UnknownField(_) | RepeatedField(_) | BadRaiseError => (
+                p(422, "invalid-ride-parameters", "Invalid ride parameters", self.to_string()),
+                None,
+            ),
+            RideNotFound => (p(404, "not-found", "Not found", self.to_string()), None),
+            RouteNotFound => (p(404, "not-found", "Not found", self.to_string()), None),
+            MethodNotAllowed => (
+                p(405, "method-not-allowed", "Method not allowed", self.to_string()),
+                None,
+            ),
+            StoreUnreachable => (
+                p(503, "not-ready", "Not ready", self.to_string()),
+                Some(Duration::from_secs(1)),
+            ),
+            GatewayUnknown { retry_after } => (
+                p(
+                    503,
+                    "payment-processor-unavailable",
+                    "Payment processor unavailable",
+                    format!(
+                        "The payment processor did not answer definitively; the charge may or may not exist. {RETRY_SAME_KEY}"
+                    ),
+                ),
+                Some(*retry_after),
+            ),
+            CreateRide(error) => Self::create_ride_problem(error),
+            Store(error) => Self::internal(error),
+        }
+    }
+
+    fn create_ride_problem(error: &CreateRideError) -> (Problem, Option<Duration>) {
+        match error {
+            CreateRideError::KeyReused => (
+                Problem::new(
+                    422,
+                    "idempotency-key-reused",
+                    "Idempotency-Key reused",
+                    "This Idempotency-Key was already used with a different request (body, method or path). Use a new key for a new request.".to_owned(),
+                ),
+                None,
+            ),
+            CreateRideError::InFlight { retry_after } => {
+                Self::in_flight(format!("its lock expires within {} s at the latest", retry_after.as_secs().max(1)))
+            }
+            CreateRideError::Store(StoreError::LostLock(_)) => {
+                Self::in_flight("another attempt took it over".to_owned())
+            }
+            CreateRideError::GatewayUnknown { .. } => ApiError::GatewayUnknown {
+                retry_after: DEFAULT_GATEWAY_RETRY_AFTER,
+            }
+            .problem(),
+            CreateRideError::NeedsReview => (
+                Problem::new(
+                    500,
+                    "needs-review",
+                    "Needs review",
+                    "The charge for this request was first attempted too long ago to retry safely; it has been set aside for review by support.".to_owned(),
+                ),
+                None,
+            ),
+            CreateRideError::Simulated => (
+                Problem::new(
+                    500,
+                    "internal-error",
+                    "Internal error",
+                    format!("Simulated failure in the charge phase (raise_error). {RETRY_SAME_KEY}"),
+                ),
+                None,
+            ),
+            CreateRideError::Store(error) => Self::internal(error),
+        }
+    }
+
+    /// 409: a client should retry soon; the lock holder is usually done in
+    /// milliseconds, and the lock timeout bounds the wait if it crashed.
+    fn in_flight(why: String) -> (Problem, Option<Duration>) {
+        (
+            Problem::new(
+                409,
+                "request-in-flight",
+                "Request in flight",
+                format!(
+                    "A request with this Idempotency-Key is being processed ({why}). Retry shortly with the same key."
+                ),
+            ),
+            Some(Duration::from_secs(1)),
+        )
+    }
+
+    /// Turns a use-case error into the API's, with the configured `Retry-After`.
+    pub fn from_create_ride(error: CreateRideError, gateway_retry_after: Duration) -> Self {
+        match error {
+            CreateRideError::GatewayUnknown { .. } => ApiError::GatewayUnknown {
+                retry_after: gateway_retry_after,
+            },
+            other => ApiError::CreateRide(other),
+        }
+    }
+
+    fn internal(error: &StoreError) -> (Problem, Option<Duration>) {
+        error!(%error, "internal error");
+        (
+            Problem::new(
+                500,
+                "internal-error",
+                "Internal error",
+                format!("An internal error stopped the request. {RETRY_SAME_KEY}"),
+            ),
+            None,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (problem, retry_after) = self.problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            problem.body(),
+        )
+            .into_response();
+        if let Some(after) = retry_after {
+            let seconds = after.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

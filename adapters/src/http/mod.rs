@@ -1,0 +1,192 @@
+//! The HTTP API (axum): parses requests into the application's types, calls
+//! one use case, and maps each outcome to one status in `error.rs`.
+//!
+//! Checks run in SPEC.md's order, auth, then key, then body, and none of them
+//! stores anything: the key phase is only reached by a request that parsed.
+
+mod body;
+mod error;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use application::ports::Store;
+use application::{Answer, Authenticate, CreateRide, RideRequest, ShowRide};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use domain::response::ride_json;
+use domain::{IdempotencyKey, IdempotencyKeyError, RideId, User};
+use tokio::net::TcpListener;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use body::MAX_BODY_BYTES;
+pub use error::{ApiError, DEFAULT_GATEWAY_RETRY_AFTER};
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// What the handlers need: the use cases, built by `bins`.
+#[derive(Clone)]
+pub struct ApiState {
+    pub create_ride: Arc<CreateRide>,
+    pub authenticate: Arc<Authenticate>,
+    pub show_ride: Arc<ShowRide>,
+    pub store: Arc<dyn Store>,
+    /// `Retry-After` sent with a 503 when the gateway's answer was unknown.
+    pub gateway_retry_after: Duration,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/rides", post(create_ride))
+        .route("/rides/{id}", get(show_ride))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN))
+                .on_request(()),
+        )
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` resolves, then finishes the requests in hand.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<User, ApiError> {
+    let header = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| ApiError::AuthUnknown)?),
+    };
+    Ok(state.authenticate.user(header).await?)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let value = values
+        .next()
+        .ok_or(ApiError::Key(IdempotencyKeyError::Missing))?;
+    if values.next().is_some() {
+        return Err(ApiError::KeyRepeated);
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::Key(IdempotencyKeyError::NotVisibleAscii))?;
+    Ok(IdempotencyKey::parse(text)?)
+}
+
+async fn create_ride(State(state): State<ApiState>, request: Request) -> Result<Response, ApiError> {
+    let request_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let (parts, body) = request.into_parts();
+    let user = authenticate(&state, &parts.headers).await?;
+    let key = idempotency_key(&parts.headers)?;
+    let fields = body::read_ride_body(&parts.headers, body).await?;
+    let answer = state
+        .create_ride
+        .run(RideRequest {
+            user,
+            key,
+            params: fields.params,
+            request_ip,
+            raise_error: fields.raise_error,
+        })
+        .await
+        .map_err(|error| ApiError::from_create_ride(error, state.gateway_retry_after))?;
+    Ok(stored_response(answer))
+}
+
+fn stored_response(answer: Answer) -> Response {
+    let content_type = if answer.response.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    let status = StatusCode::from_u16(answer.response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from(answer.response.body),
+    )
+        .into_response();
+    if answer.replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn show_ride(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let user = authenticate(&state, &headers).await?;
+    let id: i64 = id.parse().map_err(|_| ApiError::RideNotFound)?;
+    let ride = state
+        .show_ride
+        .run(&user, RideId(id))
+        .await?
+        .ok_or(ApiError::RideNotFound)?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        ride_json(&ride).finish(),
+    )
+        .into_response())
+}
+
+async fn healthz() -> impl IntoResponse {
+    json_status(StatusCode::OK, "ok")
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => json_status(StatusCode::OK, "ready"),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check: store unreachable");
+            ApiError::StoreUnreachable.into_response()
+        }
+    }
+}
+
+fn json_status(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{{\"status\":\"{text}\"}}"),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,8 @@
+//! Adapters: one module per technology behind the application's ports.
+//! Only here is there SQL, HTTP or a queue client; `bins` picks which ones
+//! run.
+
+pub mod clock;
+pub mod http;
+pub mod memory;
+pub mod receipts;

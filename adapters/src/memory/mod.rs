@@ -1,0 +1,11 @@
+//! In-memory adapters: real implementations of the ports, kept in this
+//! process. The embedded default (`rocket-rides start` with nothing set) and
+//! the store every use-case test runs on.
+
+pub mod gateway;
+pub mod queue;
+pub mod store;
+
+pub use gateway::{FakeCharge, FakeGateway, FakeGatewayFaults};
+pub use queue::MemoryQueue;
+pub use store::{AuditRecord, MemoryStore};

@@ -1,0 +1,134 @@
+//! The in-memory job queue: the embedded default. Publishing a job id it has
+//! seen within the dedup window is a no-op (as JetStream's `Nats-Msg-Id`),
+//! failed jobs come back after their delay, and a receiver waits without
+//! polling.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use application::ports::{Delivery, JobQueue, QueueError};
+use async_trait::async_trait;
+use domain::StagedJob;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<(StagedJob, u32)>,
+    delayed: Vec<(Instant, StagedJob, u32)>,
+    in_flight: HashMap<u64, (StagedJob, u32)>,
+    published: HashMap<i64, Instant>,
+    next_tag: u64,
+}
+
+#[derive(Debug)]
+pub struct MemoryQueue {
+    state: Mutex<State>,
+    notify: Notify,
+    dedup_window: Duration,
+}
+
+impl Default for MemoryQueue {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(15 * 60))
+    }
+}
+
+impl MemoryQueue {
+    pub fn new(dedup_window: Duration) -> Self {
+        Self {
+            state: Mutex::default(),
+            notify: Notify::new(),
+            dedup_window,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Jobs waiting or being worked, for tests.
+    pub fn len(&self) -> usize {
+        let state = self.state();
+        state.ready.len() + state.delayed.len() + state.in_flight.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pops a ready job, promoting delayed ones that are due; otherwise the
+    /// instant the next delayed job becomes due.
+    fn take(&self) -> Result<Delivery, Option<Instant>> {
+        let mut state = self.state();
+        let now = Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            state.delayed.drain(..).partition(|(at, _, _)| *at <= now);
+        state.delayed = waiting;
+        state
+            .ready
+            .extend(due.into_iter().map(|(_, job, attempt)| (job, attempt)));
+        match state.ready.pop_front() {
+            Some((job, attempt)) => {
+                state.next_tag += 1;
+                let tag = state.next_tag;
+                state.in_flight.insert(tag, (job.clone(), attempt));
+                Ok(Delivery { job, tag, attempt })
+            }
+            None => Err(state.delayed.iter().map(|(at, _, _)| *at).min()),
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for MemoryQueue {
+    async fn publish(&self, job: &StagedJob) -> Result<(), QueueError> {
+        {
+            let mut state = self.state();
+            let now = Instant::now();
+            let window = self.dedup_window;
+            state.published.retain(|_, at| now.duration_since(*at) < window);
+            if state.published.contains_key(&job.id) {
+                return Ok(());
+            }
+            state.published.insert(job.id, now);
+            state.ready.push_back((job.clone(), 1));
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    async fn receive(&self, max_wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            let notified = self.notify.notified();
+            let wake_at = match self.take() {
+                Ok(delivery) => return Ok(Some(delivery)),
+                Err(next_due) => next_due.map_or(deadline, |due| due.min(deadline)),
+            };
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.state().in_flight.remove(&delivery.tag);
+        Ok(())
+    }
+
+    async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        let mut state = self.state();
+        if let Some((job, attempt)) = state.in_flight.remove(&delivery.tag) {
+            state
+                .delayed
+                .push((Instant::now() + delay, job, attempt + 1));
+        }
+        Ok(())
+    }
+}

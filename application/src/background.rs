@@ -1,0 +1,237 @@
+//! The background use cases: the completer, the enqueuer, the worker and the
+//! reaper. Each runs one batch (or one job) per call; `bins` decides how
+//! often, and stops between batches on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::CompleterPolicy;
+use tracing::{error, info, warn};
+
+use crate::create_ride::{CreateRide, CreateRideError};
+use crate::ports::{Clock, JobQueue, QueueError, ReceiptSender, Store, StoreError};
+
+/// What one completer batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompleterReport {
+    pub picked: usize,
+    pub finished: usize,
+    /// Taken by another process between the query and the lock.
+    pub skipped: usize,
+    pub failed: usize,
+    pub needs_review: usize,
+}
+
+/// Finishes requests their clients gave up on, by running the same phase
+/// machine as the API, in-process.
+pub struct CompleteStalledKeys {
+    store: Arc<dyn Store>,
+    create_ride: Arc<CreateRide>,
+    clock: Arc<dyn Clock>,
+    policy: CompleterPolicy,
+    batch_size: usize,
+}
+
+impl CompleteStalledKeys {
+    pub fn new(
+        store: Arc<dyn Store>,
+        create_ride: Arc<CreateRide>,
+        clock: Arc<dyn Clock>,
+        policy: CompleterPolicy,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            store,
+            create_ride,
+            clock,
+            policy,
+            batch_size,
+        }
+    }
+
+    #[tracing::instrument(name = "completer_batch", skip_all)]
+    pub async fn run_batch(&self) -> Result<CompleterReport, StoreError> {
+        let ids = self
+            .store
+            .find_completable(self.clock.now(), self.policy, self.batch_size)
+            .await?;
+        let mut report = CompleterReport {
+            picked: ids.len(),
+            ..CompleterReport::default()
+        };
+        for key_id in ids {
+            match self.create_ride.resume(key_id, self.policy).await {
+                Ok(Some(answer)) => {
+                    info!(%key_id, status = answer.response.status, "completer finished key");
+                    report.finished += 1;
+                }
+                Ok(None) => report.skipped += 1,
+                Err(CreateRideError::NeedsReview) => {
+                    warn!(%key_id, "key needs review: not charging again; see `rocket-rides review`");
+                    report.needs_review += 1;
+                }
+                Err(error) => {
+                    warn!(%key_id, %error, "completer could not finish key; will retry");
+                    report.failed += 1;
+                }
+            }
+        }
+        if report.picked > 0 {
+            info!(?report, "completer batch done");
+        }
+        Ok(report)
+    }
+}
+
+/// Moves staged jobs into the job queue. A job leaves the store only after
+/// the queue accepted it; a crash in between publishes it again, which the
+/// queue (dedup by job id) and the worker (one receipt per ride) absorb.
+pub struct DrainStagedJobs {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn JobQueue>,
+    batch_size: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl DrainStagedJobs {
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn JobQueue>, batch_size: usize) -> Self {
+        Self {
+            store,
+            queue,
+            batch_size,
+        }
+    }
+
+    /// Returns how many jobs were moved.
+    #[tracing::instrument(name = "enqueuer_batch", skip_all)]
+    pub async fn run_batch(&self) -> Result<usize, DrainError> {
+        let jobs = self.store.staged_jobs(self.batch_size).await?;
+        let mut moved = 0;
+        for job in jobs {
+            self.queue.publish(&job).await?;
+            self.store.delete_staged_job(job.id).await?;
+            moved += 1;
+            info!(job_id = job.id, ride_id = %job.job.ride_id, "staged job enqueued");
+        }
+        if moved > 0 {
+            info!(moved, "enqueuer batch done");
+        }
+        Ok(moved)
+    }
+}
+
+/// What the worker did with one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkOutcome {
+    Sent { job_id: i64 },
+    /// Delivered again after it took effect: acknowledged, nothing sent.
+    AlreadySent { job_id: i64 },
+    /// Sending failed; the queue delivers it again after `delay`.
+    Retrying { job_id: i64, delay: Duration },
+}
+
+/// Works `send_ride_receipt` jobs: at most one receipt per ride, however many
+/// times the queue delivers the job.
+pub struct WorkJobs {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn JobQueue>,
+    sender: Arc<dyn ReceiptSender>,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl WorkJobs {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn JobQueue>,
+        sender: Arc<dyn ReceiptSender>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            sender,
+            clock,
+        }
+    }
+
+    /// Backoff for a failed job: 1 s, 2 s, 4 s … capped at 5 minutes.
+    pub fn backoff(attempt: u32) -> Duration {
+        Duration::from_secs(1u64 << attempt.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Works the next job, waiting up to `max_wait` for one.
+    #[tracing::instrument(name = "worker_job", skip_all)]
+    pub async fn work_next(&self, max_wait: Duration) -> Result<Option<WorkOutcome>, WorkError> {
+        let Some(delivery) = self.queue.receive(max_wait).await? else {
+            return Ok(None);
+        };
+        let job_id = delivery.job.id;
+        let receipt = &delivery.job.job;
+        if self.store.receipt_sent(receipt.ride_id).await? {
+            self.queue.ack(&delivery).await?;
+            info!(job_id, ride_id = %receipt.ride_id, "receipt already sent; duplicate delivery acknowledged");
+            return Ok(Some(WorkOutcome::AlreadySent { job_id }));
+        }
+        if let Err(cause) = self.sender.send(job_id, receipt).await {
+            let delay = Self::backoff(delivery.attempt);
+            error!(job_id, attempt = delivery.attempt, ?delay, error = %cause, "sending the receipt failed; retrying later");
+            self.queue.retry_later(&delivery, delay).await?;
+            return Ok(Some(WorkOutcome::Retrying { job_id, delay }));
+        }
+        self.store
+            .record_receipt(job_id, receipt.ride_id, self.clock.now())
+            .await?;
+        self.queue.ack(&delivery).await?;
+        Ok(Some(WorkOutcome::Sent { job_id }))
+    }
+}
+
+/// Deletes keys so old that no client or completer will retry them.
+pub struct ReapKeys {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    max_age: Duration,
+    batch_size: usize,
+}
+
+impl ReapKeys {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        max_age: Duration,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            max_age,
+            batch_size,
+        }
+    }
+
+    #[tracing::instrument(name = "reaper_batch", skip_all)]
+    pub async fn run_batch(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let cutoff = now.checked_sub(self.max_age).unwrap_or(std::time::UNIX_EPOCH);
+        let reaped = self.store.reap_keys(cutoff, self.batch_size).await?;
+        if reaped > 0 {
+            info!(reaped, "reaper deleted old idempotency keys");
+        }
+        Ok(reaped)
+    }
+}

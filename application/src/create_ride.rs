@@ -1,0 +1,344 @@
+//! Create ride: the phase machine of SPEC.md.
+//!
+//! The key phase locks the key; then each phase runs from the key's recovery
+//! point and commits the next one, until the key is finished or a phase stops
+//! it. The API runs it for a client's request, the completer for a stalled
+//! key; both go through `drive`, so a key resumes the same way whoever picks
+//! it up. No store transaction is open while the gateway is called.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::charge::ReceiptJob;
+use domain::{
+    ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord, LockPolicy,
+    RIDE_PRICE, RecoveryPoint, RequestFingerprint, ReviewPolicy, RideParams, StoredResponse, User,
+};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::ports::{Clock, Finish, KeyPhase, KeyRequest, Lease, PaymentGateway, Store, StoreError};
+
+/// A client's `POST /rides`, parsed.
+#[derive(Debug, Clone)]
+pub struct RideRequest {
+    pub user: User,
+    pub key: IdempotencyKey,
+    pub params: RideParams,
+    pub request_ip: Option<String>,
+    /// The simulator's switch: fail the charge phase with an internal error.
+    /// Not part of the fingerprint.
+    pub raise_error: bool,
+}
+
+impl RideRequest {
+    pub const METHOD: &'static str = "POST";
+    pub const PATH: &'static str = "/rides";
+
+    pub fn fingerprint(&self) -> RequestFingerprint {
+        RequestFingerprint::for_ride(Self::METHOD, Self::PATH, &self.params)
+    }
+}
+
+/// A finished request's answer, fresh or replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub response: StoredResponse,
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateRideError {
+    #[error("this Idempotency-Key was used for a different request")]
+    KeyReused,
+    #[error("a request with this Idempotency-Key is in flight")]
+    InFlight { retry_after: Duration },
+    #[error("the payment processor did not answer definitively: {reason}")]
+    GatewayUnknown { reason: String },
+    #[error(
+        "the charge was first attempted longer ago than the payment processor remembers idempotency keys; a person must review it"
+    )]
+    NeedsReview,
+    #[error("simulated failure in the charge phase (raise_error)")]
+    Simulated,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Settings of the phase machine.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateRideSettings {
+    pub lock: LockPolicy,
+    pub review: ReviewPolicy,
+}
+
+pub struct CreateRide {
+    store: Arc<dyn Store>,
+    gateway: Arc<dyn PaymentGateway>,
+    clock: Arc<dyn Clock>,
+    settings: CreateRideSettings,
+}
+
+impl CreateRide {
+    pub fn new(
+        store: Arc<dyn Store>,
+        gateway: Arc<dyn PaymentGateway>,
+        clock: Arc<dyn Clock>,
+        settings: CreateRideSettings,
+    ) -> Self {
+        Self {
+            store,
+            gateway,
+            clock,
+            settings,
+        }
+    }
+
+    /// Runs a client's request from the key phase to an answer.
+    #[tracing::instrument(name = "create_ride", skip_all, fields(user_id = %request.user.id, key = %request.key))]
+    pub async fn run(&self, request: RideRequest) -> Result<Answer, CreateRideError> {
+        let key_request = KeyRequest {
+            user_id: request.user.id,
+            key: request.key.clone(),
+            fingerprint: request.fingerprint(),
+            params: request.params,
+            request_ip: request.request_ip.clone(),
+        };
+        let now = self.clock.now();
+        let record = match self
+            .store
+            .begin_request(&key_request, now, self.settings.lock)
+            .await?
+        {
+            KeyPhase::Locked(record) => record,
+            KeyPhase::Replay(response) => {
+                info!(status = response.status, "replaying the stored response");
+                return Ok(Answer {
+                    response,
+                    replayed: true,
+                });
+            }
+            KeyPhase::Mismatch => return Err(CreateRideError::KeyReused),
+            KeyPhase::InFlight { retry_after } => {
+                return Err(CreateRideError::InFlight { retry_after });
+            }
+        };
+        self.drive(record, &request.user, request.raise_error).await
+    }
+
+    /// Finishes a stalled key for the completer, if it is still eligible.
+    /// `Ok(None)` when another process got to it first.
+    #[tracing::instrument(name = "complete_key", skip_all, fields(key_id = %key_id))]
+    pub async fn resume(
+        &self,
+        key_id: KeyId,
+        policy: CompleterPolicy,
+    ) -> Result<Option<Answer>, CreateRideError> {
+        let now = self.clock.now();
+        let Some(record) = self.store.lock_for_completion(key_id, now, policy).await? else {
+            return Ok(None);
+        };
+        let lease = Lease::of(&record);
+        let user = match self.store.find_user(record.user_id).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                self.release(lease).await;
+                return Err(StoreError::Inconsistent(format!(
+                    "key {key_id} belongs to user {} who does not exist",
+                    record.user_id
+                ))
+                .into());
+            }
+            Err(error) => {
+                self.release(lease).await;
+                return Err(error.into());
+            }
+        };
+        self.drive(record, &user, false).await.map(Some)
+    }
+
+    /// Runs phases from the record's recovery point while holding its lock.
+    /// Every way out that is not `finished` releases the lock, except losing
+    /// it to another request (then it is not ours to release).
+    async fn drive(
+        &self,
+        record: KeyRecord,
+        user: &User,
+        raise_error: bool,
+    ) -> Result<Answer, CreateRideError> {
+        let lease = Lease::of(&record);
+        let result = self.phases(record, user, raise_error).await;
+        match &result {
+            Ok(_) | Err(CreateRideError::Store(StoreError::LostLock(_))) => {}
+            Err(error) => {
+                warn!(key_id = %lease.key_id, %error, "request stopped; unlocking its key");
+                self.release(lease).await;
+            }
+        }
+        result
+    }
+
+    async fn release(&self, lease: Lease) {
+        if let Err(error) = self.store.unlock(lease).await {
+            // The lock timeout frees the key in the end.
+            warn!(key_id = %lease.key_id, %error, "could not unlock the key");
+        }
+    }
+
+    async fn phases(
+        &self,
+        mut record: KeyRecord,
+        user: &User,
+        raise_error: bool,
+    ) -> Result<Answer, CreateRideError> {
+        let lease = Lease::of(&record);
+        loop {
+            let span = info_span!("phase", key_id = %record.id, recovery_point = %record.recovery_point);
+            match record.recovery_point {
+                RecoveryPoint::Started => {
+                    record = self
+                        .store
+                        .create_ride(lease, self.clock.now())
+                        .instrument(span)
+                        .await?;
+                    info!(key_id = %record.id, ride_id = ?record.ride_id.map(|r| r.0), "ride created");
+                }
+                RecoveryPoint::RideCreated => {
+                    match self
+                        .charge(lease, &record, user, raise_error)
+                        .instrument(span)
+                        .await?
+                    {
+                        Charged::Recorded(next) => record = next,
+                        Charged::Finished(response) => {
+                            return Ok(Answer {
+                                response,
+                                replayed: false,
+                            });
+                        }
+                    }
+                }
+                RecoveryPoint::ChargeCreated => {
+                    let response = self.finish_booking(lease, &record).instrument(span).await?;
+                    return Ok(Answer {
+                        response,
+                        replayed: false,
+                    });
+                }
+                RecoveryPoint::Finished => {
+                    let response = record.response.clone().ok_or_else(|| {
+                        StoreError::Inconsistent(format!(
+                            "key {} is finished without a stored response",
+                            record.id
+                        ))
+                    })?;
+                    return Ok(Answer {
+                        response,
+                        replayed: true,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The `ride_created` phase: the only one that talks to the gateway.
+    async fn charge(
+        &self,
+        lease: Lease,
+        record: &KeyRecord,
+        user: &User,
+        raise_error: bool,
+    ) -> Result<Charged, CreateRideError> {
+        if raise_error {
+            return Err(CreateRideError::Simulated);
+        }
+        let now = self.clock.now();
+        if self.settings.review.needs_review(record, now) {
+            warn!(key_id = %record.id, "charge first attempted beyond the gateway's idempotency window; needs review");
+            return Err(CreateRideError::NeedsReview);
+        }
+        self.store.note_charge_attempt(lease, now).await?;
+        let request = ChargeRequest {
+            customer_id: user.stripe_customer_id.clone(),
+            amount_cents: RIDE_PRICE.amount_cents,
+            currency: RIDE_PRICE.currency.to_owned(),
+            description: format!("Rocket Rides ride for {}", user.email),
+            idempotency_key: record.downstream_key.clone(),
+        };
+        let outcome = self.gateway.charge(&request).await;
+        let now = self.clock.now();
+        match outcome {
+            ChargeOutcome::Charged { charge_id } => {
+                info!(key_id = %record.id, %charge_id, "card charged");
+                self.store.record_charge(lease, &charge_id, now).await?;
+                let mut next = record.clone();
+                next.recovery_point = RecoveryPoint::ChargeCreated;
+                Ok(Charged::Recorded(next))
+            }
+            ChargeOutcome::Declined { message } => {
+                info!(key_id = %record.id, %message, "card declined");
+                let response = StoredResponse::card_declined(&message);
+                self.finish_refused(lease, response, now).await
+            }
+            ChargeOutcome::Refused { message } => {
+                warn!(key_id = %record.id, %message, "charge refused for good");
+                let response = StoredResponse::charge_refused(&message);
+                self.finish_refused(lease, response, now).await
+            }
+            ChargeOutcome::Unknown { reason } => {
+                warn!(key_id = %record.id, %reason, "charge outcome unknown; the key stays at ride_created");
+                Err(CreateRideError::GatewayUnknown { reason })
+            }
+        }
+    }
+
+    async fn finish_refused(
+        &self,
+        lease: Lease,
+        response: StoredResponse,
+        now: std::time::SystemTime,
+    ) -> Result<Charged, CreateRideError> {
+        self.store
+            .finish(
+                lease,
+                Finish::Refused {
+                    response: response.clone(),
+                },
+                now,
+            )
+            .await?;
+        Ok(Charged::Finished(response))
+    }
+
+    /// The `charge_created` phase: the 201 and its receipt job, together.
+    async fn finish_booking(
+        &self,
+        lease: Lease,
+        record: &KeyRecord,
+    ) -> Result<StoredResponse, CreateRideError> {
+        let ride_id = record.ride_id.ok_or_else(|| {
+            StoreError::Inconsistent(format!("key {} is charged but has no ride", record.id))
+        })?;
+        let ride = self.store.find_ride(ride_id).await?.ok_or_else(|| {
+            StoreError::Inconsistent(format!("ride {ride_id} of key {} is gone", record.id))
+        })?;
+        let response = StoredResponse::ride_created(&ride);
+        let job = ReceiptJob::for_ride(ride.id, ride.user_id);
+        self.store
+            .finish(
+                lease,
+                Finish::Booked {
+                    response: response.clone(),
+                    job,
+                },
+                self.clock.now(),
+            )
+            .await?;
+        info!(key_id = %record.id, ride_id = %ride.id, "ride booked; receipt staged");
+        Ok(response)
+    }
+}
+
+enum Charged {
+    Recorded(KeyRecord),
+    Finished(StoredResponse),
+}

@@ -1,0 +1,19 @@
+//! The use cases of Rocket Rides and the ports they drive.
+//!
+//! A use case takes its ports as `Arc<dyn Port>` and knows nothing of the
+//! technology behind them. The phase machine lives in `create_ride`; the
+//! background processes in `background`; riders in `users`.
+
+pub mod background;
+pub mod create_ride;
+pub mod ports;
+pub mod queries;
+pub mod users;
+
+pub use background::{
+    CompleteStalledKeys, CompleterReport, DrainError, DrainStagedJobs, ReapKeys, WorkError,
+    WorkJobs, WorkOutcome,
+};
+pub use create_ride::{Answer, CreateRide, CreateRideError, CreateRideSettings, RideRequest};
+pub use queries::{ListKeysForReview, ShowRide};
+pub use users::{AuthError, AuthMode, Authenticate, DEMO_USERS, SeedDemoUsers, SeedError, SeededUser};

@@ -1,0 +1,240 @@
+//! The ports: what the use cases need from the outside world, as traits.
+//! Adapters implement them; `bins` picks which implementation runs.
+//!
+//! Atomicity is part of the store's contract. Every method marked "one atomic
+//! phase" commits all its writes together with the key's new recovery point,
+//! or nothing at all, and only for the holder of the key's current lock
+//! (`Lease`). The in-memory store does it under a mutex, Postgres in one
+//! short transaction that locks the key's row.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use domain::charge::ReceiptJob;
+use domain::{
+    ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord,
+    LockPolicy, RequestFingerprint, Ride, RideId, RideParams, StagedJob, StoredResponse, User,
+    UserId,
+};
+
+#[cfg(any(test, feature = "mocks"))]
+use mockall::automock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key is no longer where this request left it: its lock was taken
+    /// over by another request, or the recovery point moved on.
+    #[error("the idempotency key was taken over by another request: {0}")]
+    LostLock(String),
+    /// A row the phase needs is not there (a bug, or data changed by hand).
+    #[error("inconsistent data: {0}")]
+    Inconsistent(String),
+    #[error(transparent)]
+    Unavailable(#[from] anyhow::Error),
+}
+
+/// Proof of holding a key's lock: the key and the lock generation taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub key_id: KeyId,
+    pub generation: i64,
+}
+
+impl Lease {
+    pub fn of(record: &KeyRecord) -> Self {
+        Self {
+            key_id: record.id,
+            generation: record.lock_generation,
+        }
+    }
+}
+
+/// A request arriving at the key phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRequest {
+    pub user_id: UserId,
+    pub key: IdempotencyKey,
+    pub fingerprint: RequestFingerprint,
+    pub params: RideParams,
+    pub request_ip: Option<String>,
+}
+
+/// What the key phase decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyPhase {
+    /// The key is locked for this request (new, or resumed); go on from its
+    /// recovery point.
+    Locked(KeyRecord),
+    Mismatch,
+    Replay(StoredResponse),
+    InFlight { retry_after: Duration },
+}
+
+/// How a finished key ends. A receipt job is staged exactly when a 201 is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// From `charge_created`: the 201 and its receipt job, in one phase.
+    Booked {
+        response: StoredResponse,
+        job: ReceiptJob,
+    },
+    /// From `ride_created`: a definitive refusal (402, 502); nothing charged.
+    Refused { response: StoredResponse },
+}
+
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Is the store reachable? For `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    async fn find_user_by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<User>, StoreError>;
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    /// Creates the user, or updates the customer of the user with this email.
+    async fn upsert_user(&self, email: &str, stripe_customer_id: &str)
+    -> Result<User, StoreError>;
+    async fn add_api_key(&self, user_id: UserId, hash: &ApiKeyHash) -> Result<(), StoreError>;
+
+    /// The key phase, one atomic phase: insert the key (locked, `started`),
+    /// or load the user's existing key and decide with
+    /// `KeyDecision::for_existing`; on resume, take the lock (new generation)
+    /// and set `last_run_at`.
+    async fn begin_request(
+        &self,
+        request: &KeyRequest,
+        now: SystemTime,
+        policy: LockPolicy,
+    ) -> Result<KeyPhase, StoreError>;
+
+    /// Unfinished keys the completer may pick up, oldest first.
+    async fn find_completable(
+        &self,
+        now: SystemTime,
+        policy: CompleterPolicy,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError>;
+
+    /// Takes the lock of a key for the completer if, checked again under the
+    /// key's lock, it is still eligible. `None` when it no longer is.
+    async fn lock_for_completion(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        policy: CompleterPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// One atomic phase, `started` → `ride_created`: the ride (one per key)
+    /// and its `ride.created` audit record.
+    async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError>;
+
+    /// Notes that a charge is about to be attempted (the first time only);
+    /// the review rule reads it. Does not move the recovery point.
+    async fn note_charge_attempt(
+        &self,
+        lease: Lease,
+        now: SystemTime,
+    ) -> Result<KeyRecord, StoreError>;
+
+    /// One atomic phase, `ride_created` → `charge_created`: the charge id on
+    /// the ride.
+    async fn record_charge(
+        &self,
+        lease: Lease,
+        charge_id: &str,
+        now: SystemTime,
+    ) -> Result<Ride, StoreError>;
+
+    /// One atomic phase → `finished`: the response stored, the key unlocked,
+    /// and for a booking its receipt job staged.
+    async fn finish(&self, lease: Lease, finish: Finish, now: SystemTime)
+    -> Result<(), StoreError>;
+
+    /// Releases the lock after an error, so a retry need not wait for the
+    /// lock timeout. Does nothing if the lease is no longer current.
+    async fn unlock(&self, lease: Lease) -> Result<(), StoreError>;
+
+    async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError>;
+
+    /// Staged jobs in id order, at most `limit`.
+    async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError>;
+    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError>;
+
+    /// Records that the receipt for a ride was sent. `false` when one was
+    /// recorded already (a duplicate delivery).
+    async fn record_receipt(
+        &self,
+        job_id: i64,
+        ride_id: RideId,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
+    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` keys created before `created_before`; their rides
+    /// stay, with no key. Returns how many went.
+    async fn reap_keys(&self, created_before: SystemTime, limit: usize)
+    -> Result<usize, StoreError>;
+
+    /// Unfinished keys whose first charge attempt is older than `before`:
+    /// the ones the completer must not charge again blindly.
+    async fn keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the payment processor refused: {0}")]
+    Refused(String),
+    #[error("the payment processor did not answer definitively: {0}")]
+    Unknown(String),
+}
+
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    /// Creates a customer paying with `source` (a card token); its id.
+    async fn create_customer(&self, email: &str, source: &str) -> Result<String, GatewayError>;
+    /// Charges a customer. Never fails: every answer is classified.
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("job queue: {0}")]
+pub struct QueueError(#[from] pub anyhow::Error);
+
+/// One job handed to a worker; acknowledge it or ask for it again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub job: StagedJob,
+    /// Identifies this delivery to the queue (not the job).
+    pub tag: u64,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+}
+
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Returns once the queue has accepted the job. Publishing one job id
+    /// twice delivers it once where the queue can tell (dedup by id).
+    async fn publish(&self, job: &StagedJob) -> Result<(), QueueError>;
+    /// The next job, waiting up to `max_wait`.
+    async fn receive(&self, max_wait: Duration) -> Result<Option<Delivery>, QueueError>;
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+    /// Gives the job back, to be delivered again after `delay`.
+    async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;
+}
+
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait ReceiptSender: Send + Sync {
+    async fn send(&self, job_id: i64, receipt: &ReceiptJob) -> anyhow::Result<()>;
+}
+
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}

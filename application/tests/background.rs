@@ -1,0 +1,189 @@
+//! The enqueuer, the worker and the reaper on the in-memory adapters.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use application::ports::{JobQueue, MockReceiptSender, ReceiptSender, Store};
+use application::{DrainStagedJobs, ReapKeys, WorkJobs, WorkOutcome};
+use async_trait::async_trait;
+use domain::charge::ReceiptJob;
+use support::{Harness, key};
+
+/// Counts what it sends, per ride.
+#[derive(Default)]
+struct CountingSender {
+    sent: std::sync::Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl ReceiptSender for CountingSender {
+    async fn send(&self, _job_id: i64, receipt: &ReceiptJob) -> anyhow::Result<()> {
+        self.sent.lock().expect("lock").push(receipt.ride_id.0);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn staged_jobs_reach_the_worker_and_each_ride_gets_one_receipt() {
+    let h = Harness::new().await;
+    for n in 0..5 {
+        h.book(&key(n)).await.expect("booked");
+    }
+    let enqueuer = DrainStagedJobs::new(h.store.clone(), h.queue.clone(), 1000);
+    assert_eq!(enqueuer.run_batch().await.expect("drained"), 5);
+    assert_eq!(h.staged_job_count().await, 0, "jobs leave once queued");
+
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(h.store.clone(), h.queue.clone(), sender.clone(), h.clock.clone());
+    for _ in 0..5 {
+        let outcome = worker.work_next(Duration::from_millis(10)).await.expect("worked");
+        assert!(matches!(outcome, Some(WorkOutcome::Sent { .. })), "{outcome:?}");
+    }
+    assert_eq!(worker.work_next(Duration::from_millis(10)).await.expect("idle"), None);
+    let mut sent = sender.sent.lock().expect("lock").clone();
+    sent.sort();
+    let mut rides: Vec<i64> = h.store.rides().iter().map(|r| r.id.0).collect();
+    rides.sort();
+    assert_eq!(sent, rides);
+}
+
+#[tokio::test]
+async fn a_job_published_twice_still_sends_one_receipt() {
+    let h = Harness::new().await;
+    h.book(&key(1)).await.expect("booked");
+    let job = h.store.staged_jobs(1).await.expect("jobs").remove(0);
+    // The enqueuer crashed after publishing, before deleting: publishes again.
+    h.queue.publish(&job).await.expect("published");
+    h.queue.publish(&job).await.expect("published again");
+
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(h.store.clone(), h.queue.clone(), sender.clone(), h.clock.clone());
+    while worker
+        .work_next(Duration::from_millis(10))
+        .await
+        .expect("worked")
+        .is_some()
+    {}
+    assert_eq!(sender.sent.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_job_after_success_is_acknowledged_without_sending() {
+    let h = Harness::new().await;
+    h.book(&key(1)).await.expect("booked");
+    let job = h.store.staged_jobs(1).await.expect("jobs").remove(0);
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(h.store.clone(), h.queue.clone(), sender.clone(), h.clock.clone());
+    h.queue.publish(&job).await.expect("published");
+    worker.work_next(Duration::from_millis(10)).await.expect("sent");
+    // A second queue (a redelivery the first one does not know of).
+    let other_queue = Arc::new(adapters::memory::MemoryQueue::default());
+    other_queue.publish(&job).await.expect("published");
+    let worker = WorkJobs::new(h.store.clone(), other_queue.clone(), sender.clone(), h.clock.clone());
+    let outcome = worker.work_next(Duration::from_millis(10)).await.expect("worked");
+    assert_eq!(outcome, Some(WorkOutcome::AlreadySent { job_id: job.id }));
+    assert_eq!(sender.sent.lock().expect("lock").len(), 1);
+    assert!(other_queue.is_empty(), "the duplicate was acknowledged");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_send_is_retried_with_backoff() {
+    let h = Harness::new().await;
+    h.book(&key(1)).await.expect("booked");
+    DrainStagedJobs::new(h.store.clone(), h.queue.clone(), 10)
+        .run_batch()
+        .await
+        .expect("drained");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut sender = MockReceiptSender::new();
+    let counter = calls.clone();
+    sender.expect_send().returning(move |_, _| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(anyhow::anyhow!("mail server down"))
+        } else {
+            Ok(())
+        }
+    });
+    let worker = WorkJobs::new(h.store.clone(), h.queue.clone(), Arc::new(sender), h.clock.clone());
+    let first = worker.work_next(Duration::from_millis(10)).await.expect("worked");
+    assert!(
+        matches!(first, Some(WorkOutcome::Retrying { delay, .. }) if delay == Duration::from_secs(1)),
+        "{first:?}"
+    );
+    let second = worker.work_next(Duration::from_secs(5)).await.expect("worked");
+    assert!(matches!(second, Some(WorkOutcome::Sent { .. })), "{second:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(h.queue.is_empty());
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    assert_eq!(WorkJobs::backoff(1), Duration::from_secs(1));
+    assert_eq!(WorkJobs::backoff(2), Duration::from_secs(2));
+    assert_eq!(WorkJobs::backoff(5), Duration::from_secs(16));
+    assert_eq!(WorkJobs::backoff(50), Duration::from_secs(256));
+}
+
+#[tokio::test]
+async fn the_reaper_removes_only_old_keys_and_keeps_their_rides() {
+    let h = Harness::new().await;
+    h.book(&key(1)).await.expect("booked");
+    h.advance(Duration::from_secs(3600));
+    h.book(&key(2)).await.expect("booked");
+    let reaper = ReapKeys::new(h.store.clone(), h.clock.clone(), Duration::from_secs(72 * 3600), 1000);
+
+    h.advance(Duration::from_secs(71 * 3600)); // key 1 is exactly 72 h old
+    assert_eq!(reaper.run_batch().await.expect("nothing old enough"), 0);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(reaper.run_batch().await.expect("reaped"), 1);
+
+    let keys = h.store.keys();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].key.as_str(), key(2));
+    let rides = h.store.rides();
+    assert_eq!(rides.len(), 2, "rides stay");
+    assert_eq!(rides[0].idempotency_key_id, None);
+    assert_eq!(rides[1].idempotency_key_id, Some(keys[0].id));
+
+    // The reaped key is free again: a new request under it is new.
+    let answer = h.book(&key(1)).await.expect("new request");
+    assert!(!answer.replayed);
+    assert_eq!(h.store.rides().len(), 3);
+}
+
+#[tokio::test]
+async fn the_reaper_takes_at_most_a_batch() {
+    let h = Harness::new().await;
+    for n in 0..5 {
+        h.book(&key(n)).await.expect("booked");
+    }
+    h.advance(Duration::from_secs(73 * 3600));
+    let reaper = ReapKeys::new(h.store.clone(), h.clock.clone(), Duration::from_secs(72 * 3600), 2);
+    assert_eq!(reaper.run_batch().await.expect("reaped"), 2);
+    assert_eq!(h.store.keys().len(), 3);
+}
+
+#[tokio::test]
+async fn seeding_twice_keeps_the_users_and_their_customers() {
+    let h = Harness::new().await;
+    let seeder = application::SeedDemoUsers::new(h.store.clone(), h.gateway.clone());
+    let again = seeder.run(None).await.expect("seeded again");
+    assert_eq!(again[0].user, h.good_user);
+    assert_eq!(again[1].user, h.declined_user);
+    let mut n = 0;
+    let mut generate = move || {
+        n += 1;
+        format!("api-key-{n}")
+    };
+    let with_keys = seeder.run(Some(&mut generate)).await.expect("keys issued");
+    assert_eq!(with_keys[0].api_key.as_deref(), Some("api-key-1"));
+    let found = h
+        .store
+        .find_user_by_api_key(&domain::ApiKeyHash::of("api-key-1"))
+        .await
+        .expect("lookup");
+    assert_eq!(found, Some(h.good_user.clone()));
+}

@@ -1,0 +1,395 @@
+//! The phase machine on the in-memory adapters with a manual clock: every
+//! row of SPEC.md's table the use case decides, and resuming from each
+//! recovery point. No sleeps: lock timeouts are crossed by moving the clock.
+
+mod support;
+
+use std::time::Duration;
+
+use application::CreateRideError;
+use application::ports::{KeyPhase, KeyRequest, Lease, Store};
+use domain::{LockPolicy, RecoveryPoint, RideParams};
+use support::{Harness, LOCK_TIMEOUT, key};
+
+#[tokio::test]
+async fn a_booked_ride_is_charged_once_stored_and_staged() {
+    let h = Harness::new().await;
+    let answer = h.book(&key(1)).await.expect("booked");
+    assert_eq!(answer.response.status, 201);
+    assert!(!answer.replayed);
+
+    let rides = h.store.rides();
+    assert_eq!(rides.len(), 1);
+    let charges = h.gateway.charges();
+    assert_eq!(charges.len(), 1);
+    assert_eq!(rides[0].stripe_charge_id.as_deref(), Some(charges[0].id.as_str()));
+    assert_eq!(charges[0].amount_cents, 2000);
+    assert_eq!(charges[0].currency, "usd");
+    assert!(answer.response.body.contains(&charges[0].id));
+
+    let keys = h.store.keys();
+    assert_eq!(keys[0].recovery_point, RecoveryPoint::Finished);
+    assert_eq!(keys[0].locked_at, None, "a finished key is unlocked");
+    assert_eq!(charges[0].idempotency_key, keys[0].downstream_key);
+
+    let jobs = h.store.staged_jobs(10).await.expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job.ride_id, rides[0].id);
+    assert_eq!(jobs[0].job.amount_cents, 2000);
+
+    let audit = h.store.audit_records();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "ride.created");
+    assert_eq!(audit[0].origin_ip.as_deref(), Some("203.0.113.9"));
+}
+
+#[tokio::test]
+async fn a_finished_key_replays_its_response_byte_for_byte_without_charging_again() {
+    let h = Harness::new().await;
+    let first = h.book(&key(1)).await.expect("booked");
+    h.advance(Duration::from_secs(3600));
+    let second = h.book(&key(1)).await.expect("replayed");
+    assert!(second.replayed);
+    assert_eq!(second.response, first.response);
+    assert_eq!(h.gateway.charge_calls(), 1);
+    assert_eq!(h.store.rides().len(), 1);
+    assert_eq!(h.staged_job_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_declined_card_finishes_with_402_and_replays_it() {
+    let h = Harness::new().await;
+    let request = h.request(&h.declined_user, &key(1));
+    let answer = h.create_ride.run(request.clone()).await.expect("answered");
+    assert_eq!(answer.response.status, 402);
+    assert!(answer.response.body.contains("Your card was declined."));
+    let replay = h.create_ride.run(request).await.expect("replayed");
+    assert!(replay.replayed);
+    assert_eq!(replay.response, answer.response);
+    assert_eq!(h.gateway.charge_calls(), 1);
+    assert_eq!(h.staged_job_count().await, 0, "no receipt without a 201");
+    assert_eq!(h.store.rides()[0].stripe_charge_id, None);
+}
+
+#[tokio::test]
+async fn a_charge_refused_for_good_finishes_with_502() {
+    let h = Harness::new().await;
+    let request = h.request(&h.cardless_user, &key(1));
+    let answer = h.create_ride.run(request).await.expect("answered");
+    assert_eq!(answer.response.status, 502);
+    assert!(answer.response.body.contains("no active card"));
+    assert_eq!(h.store.keys()[0].recovery_point, RecoveryPoint::Finished);
+    assert_eq!(h.staged_job_count().await, 0);
+}
+
+#[tokio::test]
+async fn raise_error_fails_the_charge_phase_unlocks_and_a_retry_without_it_succeeds() {
+    let h = Harness::new().await;
+    let mut request = h.request(&h.good_user, &key(1));
+    request.raise_error = true;
+    let error = h.create_ride.run(request.clone()).await.unwrap_err();
+    assert!(matches!(error, CreateRideError::Simulated), "{error:?}");
+    let stored = &h.store.keys()[0];
+    assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(stored.locked_at, None, "an error path never leaves a key locked");
+    assert_eq!(stored.response, None, "a 500 is not stored");
+    assert_eq!(h.gateway.charge_calls(), 0);
+
+    request.raise_error = false;
+    let answer = h.create_ride.run(request).await.expect("retried");
+    assert_eq!(answer.response.status, 201);
+    assert!(!answer.replayed);
+    assert_eq!(h.store.rides().len(), 1, "the retry reuses the ride");
+    assert_eq!(h.gateway.charges().len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_a_different_body_is_refused_and_changes_nothing() {
+    let h = Harness::new().await;
+    h.book(&key(1)).await.expect("booked");
+    let before = h.store.keys();
+    let mut other = h.request(&h.good_user, &key(1));
+    other.params = RideParams::from_numbers([1.0, 2.0, 3.0, 4.5]).expect("valid");
+    let error = h.create_ride.run(other).await.unwrap_err();
+    assert!(matches!(error, CreateRideError::KeyReused), "{error:?}");
+    assert_eq!(h.store.keys(), before);
+    assert_eq!(h.store.rides().len(), 1);
+}
+
+#[tokio::test]
+async fn keys_are_scoped_to_the_user() {
+    let h = Harness::new().await;
+    h.book(&key(1)).await.expect("booked");
+    let mut theirs = h.request(&h.declined_user, &key(1));
+    theirs.params = RideParams::from_numbers([0.0; 4]).expect("valid");
+    let answer = h.create_ride.run(theirs).await.expect("their own request");
+    assert_eq!(answer.response.status, 402);
+    assert!(!answer.replayed);
+    assert_eq!(h.store.keys().len(), 2);
+}
+
+/// Leaves a key locked at `started`, as a process that died right after the
+/// key phase would.
+async fn crash_after_key_phase(h: &Harness, key_text: &str) -> Lease {
+    let request = h.request(&h.good_user, key_text);
+    let phase = h
+        .store
+        .begin_request(
+            &KeyRequest {
+                user_id: request.user.id,
+                key: request.key.clone(),
+                fingerprint: request.fingerprint(),
+                params: request.params,
+                request_ip: None,
+            },
+            h.clock_now(),
+            LockPolicy {
+                lock_timeout: LOCK_TIMEOUT,
+            },
+        )
+        .await
+        .expect("key phase");
+    let KeyPhase::Locked(record) = phase else {
+        panic!("expected a new key, got {phase:?}");
+    };
+    Lease::of(&record)
+}
+
+trait Now {
+    fn clock_now(&self) -> std::time::SystemTime;
+}
+
+impl Now for Harness {
+    fn clock_now(&self) -> std::time::SystemTime {
+        application::ports::Clock::now(self.clock.as_ref())
+    }
+}
+
+#[tokio::test]
+async fn a_key_locked_by_a_live_request_answers_409_until_the_lock_times_out() {
+    let h = Harness::new().await;
+    crash_after_key_phase(&h, &key(1)).await;
+    h.advance(Duration::from_secs(30));
+    let error = h.book(&key(1)).await.unwrap_err();
+    let CreateRideError::InFlight { retry_after } = error else {
+        panic!("expected 409, got {error:?}");
+    };
+    assert_eq!(retry_after, Duration::from_secs(60));
+    assert_eq!(h.store.rides().len(), 0, "a 409 changes nothing");
+
+    h.advance(Duration::from_secs(61));
+    let answer = h.book(&key(1)).await.expect("resumed after the lock timeout");
+    assert_eq!(answer.response.status, 201);
+    assert_eq!(h.gateway.charges().len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_resumes_from_started() {
+    let h = Harness::new().await;
+    crash_after_key_phase(&h, &key(1)).await;
+    h.advance(LOCK_TIMEOUT + Duration::from_secs(1));
+    let answer = h.book(&key(1)).await.expect("resumed");
+    assert_eq!(answer.response.status, 201);
+    assert_eq!(h.store.rides().len(), 1);
+    assert_eq!(h.gateway.charges().len(), 1);
+    assert_eq!(h.staged_job_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_in_the_charge_phase_charges_once() {
+    let h = Harness::new().await;
+    // The process died after Stripe charged but before the charge was recorded.
+    let lease = crash_after_key_phase(&h, &key(1)).await;
+    let record = h.store.create_ride(lease, h.clock_now()).await.expect("ride");
+    let user = h.good_user.clone();
+    application::ports::PaymentGateway::charge(
+        h.gateway.as_ref(),
+        &domain::ChargeRequest {
+            customer_id: user.stripe_customer_id.clone(),
+            amount_cents: 2000,
+            currency: "usd".into(),
+            description: format!("Rocket Rides ride for {}", user.email),
+            idempotency_key: record.downstream_key.clone(),
+        },
+    )
+    .await;
+    assert_eq!(h.gateway.charges().len(), 1);
+
+    h.advance(LOCK_TIMEOUT + Duration::from_secs(1));
+    let answer = h.book(&key(1)).await.expect("resumed");
+    assert_eq!(answer.response.status, 201);
+    let charges = h.gateway.charges();
+    assert_eq!(charges.len(), 1, "the downstream key collapses the retry");
+    assert_eq!(
+        h.store.rides()[0].stripe_charge_id.as_deref(),
+        Some(charges[0].id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_retry_resumes_from_charge_created_without_calling_the_gateway() {
+    let h = Harness::new().await;
+    let lease = crash_after_key_phase(&h, &key(1)).await;
+    h.store.create_ride(lease, h.clock_now()).await.expect("ride");
+    h.store
+        .record_charge(lease, "ch_recorded_before_crash", h.clock_now())
+        .await
+        .expect("charge recorded");
+
+    h.advance(LOCK_TIMEOUT + Duration::from_secs(1));
+    let answer = h.book(&key(1)).await.expect("resumed");
+    assert_eq!(answer.response.status, 201);
+    assert!(answer.response.body.contains("ch_recorded_before_crash"));
+    assert_eq!(h.gateway.charge_calls(), 0);
+    assert_eq!(h.staged_job_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_request_whose_lock_was_taken_over_cannot_write_behind_its_successor() {
+    let h = Harness::new().await;
+    let stale = crash_after_key_phase(&h, &key(1)).await;
+    h.advance(LOCK_TIMEOUT + Duration::from_secs(1));
+    h.book(&key(1)).await.expect("the successor finishes");
+    let error = h.store.create_ride(stale, h.clock_now()).await.unwrap_err();
+    assert!(
+        matches!(error, application::ports::StoreError::LostLock(_)),
+        "{error:?}"
+    );
+    assert_eq!(h.store.rides().len(), 1);
+}
+
+#[tokio::test]
+async fn the_completer_finishes_a_failed_request_with_one_charge() {
+    let h = Harness::new().await;
+    let mut request = h.request(&h.good_user, &key(1));
+    request.raise_error = true;
+    h.create_ride.run(request.clone()).await.unwrap_err();
+
+    h.advance(Duration::from_secs(301));
+    let report = h.completer().run_batch().await.expect("batch");
+    assert_eq!((report.picked, report.finished), (1, 1));
+    assert_eq!(h.gateway.charges().len(), 1);
+
+    request.raise_error = false;
+    let answer = h.create_ride.run(request).await.expect("replay");
+    assert!(answer.replayed);
+    assert_eq!(answer.response.status, 201);
+    assert_eq!(h.gateway.charges().len(), 1);
+}
+
+#[tokio::test]
+async fn the_completer_picks_exactly_the_eligible_keys() {
+    let h = Harness::new().await;
+    let mut failing = h.request(&h.good_user, &key(1));
+    failing.raise_error = true;
+    // Key 1: fails at t=0 (old enough later).
+    h.create_ride.run(failing.clone()).await.unwrap_err();
+    // Key 2: finished at t=0: never eligible.
+    h.book(&key(2)).await.expect("booked");
+    // Key 3: crashed holding its lock at t=0.
+    crash_after_key_phase(&h, &key(3)).await;
+
+    h.advance(Duration::from_secs(200));
+    // Key 4: fails at t=200: too young at t=301.
+    let mut young = h.request(&h.good_user, &key(4));
+    young.raise_error = true;
+    h.create_ride.run(young).await.unwrap_err();
+    // Key 1 retried at t=260: run too recently at t=301.
+    h.advance(Duration::from_secs(60));
+    h.create_ride.run(failing).await.unwrap_err();
+
+    h.advance(Duration::from_secs(41)); // t = 301
+    let policy = support::completer_policy();
+    let ids = |h: &Harness| {
+        let now = h.clock_now();
+        let store = h.store.clone();
+        async move {
+            let mut ids: Vec<i64> = store
+                .find_completable(now, policy, 100)
+                .await
+                .expect("query")
+                .into_iter()
+                .map(|id| id.0)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let key_id = |h: &Harness, n: usize| {
+        h.store
+            .keys()
+            .into_iter()
+            .find(|k| k.key.as_str() == key(n))
+            .map(|k| k.id.0)
+            .expect("key exists")
+    };
+    // Key 3's lock is 301 s old (stale), it is unfinished and idle: eligible.
+    assert_eq!(ids(&h).await, vec![key_id(&h, 3)]);
+
+    h.advance(Duration::from_secs(20)); // t = 321: key 1 idle 61 s
+    assert_eq!(ids(&h).await, vec![key_id(&h, 1), key_id(&h, 3)]);
+
+    h.advance(Duration::from_secs(180)); // t = 501: key 4 is 301 s old
+    assert_eq!(
+        ids(&h).await,
+        vec![key_id(&h, 1), key_id(&h, 3), key_id(&h, 4)]
+    );
+
+    let report = h.completer().run_batch().await.expect("batch");
+    assert_eq!((report.picked, report.finished, report.failed), (3, 3, 0));
+    assert!(ids(&h).await.is_empty());
+    assert_eq!(h.gateway.charges().len(), 4);
+    assert_eq!(h.staged_job_count().await, 4);
+}
+
+#[tokio::test]
+async fn a_batch_size_limits_the_completer() {
+    let h = Harness::new().await;
+    for n in 0..5 {
+        let mut request = h.request(&h.good_user, &key(n));
+        request.raise_error = true;
+        h.create_ride.run(request).await.unwrap_err();
+    }
+    h.advance(Duration::from_secs(301));
+    let completer = application::CompleteStalledKeys::new(
+        h.store.clone(),
+        h.create_ride.clone(),
+        h.clock.clone(),
+        support::completer_policy(),
+        2,
+    );
+    assert_eq!(completer.run_batch().await.expect("batch").finished, 2);
+    assert_eq!(completer.run_batch().await.expect("batch").finished, 2);
+    assert_eq!(completer.run_batch().await.expect("batch").finished, 1);
+    assert_eq!(completer.run_batch().await.expect("batch").picked, 0);
+}
+
+#[tokio::test]
+async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stripe() {
+    let h = Harness::new().await;
+    let lease = crash_after_key_phase(&h, &key(1)).await;
+    h.store.create_ride(lease, h.clock_now()).await.expect("ride");
+    h.store
+        .note_charge_attempt(lease, h.clock_now())
+        .await
+        .expect("attempt noted");
+
+    h.advance(support::REVIEW_WINDOW + Duration::from_secs(1));
+    let report = h.completer().run_batch().await.expect("batch");
+    assert_eq!(report.needs_review, 1);
+    assert_eq!(h.gateway.charge_calls(), 0, "not charged again blindly");
+    let stored = &h.store.keys()[0];
+    assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(stored.locked_at, None);
+
+    let listed = application::ListKeysForReview::new(
+        h.store.clone(),
+        h.clock.clone(),
+        support::REVIEW_WINDOW,
+    )
+    .run(10)
+    .await
+    .expect("listed");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, lease.key_id);
+}

@@ -1,0 +1,257 @@
+//! What the fake gateway cannot stage, staged with mockall: an unknown
+//! outcome on the first call only, and a store that fails at a chosen step.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use adapters::memory::FakeGateway;
+use application::ports::{
+    Finish, KeyPhase, Lease, MockPaymentGateway, MockStore, PaymentGateway, Store, StoreError,
+};
+use application::{CreateRide, CreateRideError, RideRequest};
+use domain::{ChargeOutcome, IdempotencyKey, RecoveryPoint, RideParams};
+use support::{Harness, key};
+
+#[tokio::test]
+async fn an_unknown_outcome_then_success_charges_once_with_the_same_downstream_key() {
+    let seen_keys = Arc::new(Mutex::new(Vec::new()));
+    let mut gateway = MockPaymentGateway::new();
+    let mut sequence = mockall::Sequence::new();
+    let seen = seen_keys.clone();
+    gateway
+        .expect_charge()
+        .times(1)
+        .in_sequence(&mut sequence)
+        .returning(move |request| {
+            seen.lock().expect("lock").push(request.idempotency_key.clone());
+            ChargeOutcome::Unknown {
+                reason: "timed out".into(),
+            }
+        });
+    let seen = seen_keys.clone();
+    gateway
+        .expect_charge()
+        .times(1)
+        .in_sequence(&mut sequence)
+        .returning(move |request| {
+            seen.lock().expect("lock").push(request.idempotency_key.clone());
+            assert_eq!(request.amount_cents, 2000);
+            ChargeOutcome::Charged {
+                charge_id: "ch_after_retry".into(),
+            }
+        });
+    let h = Harness::with_gateway(Arc::new(FakeGateway::new()), Some(Arc::new(gateway))).await;
+
+    let error = h.book(&key(1)).await.unwrap_err();
+    assert!(matches!(error, CreateRideError::GatewayUnknown { .. }), "{error:?}");
+    let stored = &h.store.keys()[0];
+    assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(stored.locked_at, None, "unlocked for an immediate retry");
+    assert_eq!(stored.response, None, "an unknown outcome is never stored");
+
+    let answer = h.book(&key(1)).await.expect("retried");
+    assert_eq!(answer.response.status, 201);
+    assert!(answer.response.body.contains("ch_after_retry"));
+    let seen = seen_keys.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], seen[1], "both attempts carry one downstream key");
+    assert_eq!(seen[0], h.store.keys()[0].downstream_key);
+    assert_eq!(h.store.rides().len(), 1);
+    assert_eq!(h.staged_job_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_declined_card_is_stored_and_replayed_without_a_second_call() {
+    let mut gateway = MockPaymentGateway::new();
+    gateway.expect_charge().times(1).returning(|_| ChargeOutcome::Declined {
+        message: "Your card has insufficient funds.".into(),
+    });
+    let h = Harness::with_gateway(Arc::new(FakeGateway::new()), Some(Arc::new(gateway))).await;
+    let first = h.book(&key(1)).await.expect("answered");
+    assert_eq!(first.response.status, 402);
+    assert!(first.response.body.contains("insufficient funds"));
+    let replay = h.book(&key(1)).await.expect("replayed");
+    assert!(replay.replayed);
+    assert_eq!(replay.response, first.response);
+    assert_eq!(h.staged_job_count().await, 0);
+}
+
+#[tokio::test]
+async fn downstream_keys_differ_between_idempotency_keys() {
+    let seen_keys = Arc::new(Mutex::new(Vec::new()));
+    let mut gateway = MockPaymentGateway::new();
+    let seen = seen_keys.clone();
+    gateway.expect_charge().times(3).returning(move |request| {
+        seen.lock().expect("lock").push(request.idempotency_key.clone());
+        ChargeOutcome::Charged {
+            charge_id: format!("ch_{}", request.idempotency_key),
+        }
+    });
+    let h = Harness::with_gateway(Arc::new(FakeGateway::new()), Some(Arc::new(gateway))).await;
+    for n in 0..3 {
+        h.book(&key(n)).await.expect("booked");
+    }
+    let mut seen = seen_keys.lock().expect("lock").clone();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3);
+}
+
+/// A store that delegates to the in-memory one except where a test says.
+fn failing_store(
+    inner: Arc<adapters::memory::MemoryStore>,
+    fail_record_charge: bool,
+    unlocks: Arc<Mutex<Vec<Lease>>>,
+) -> MockStore {
+    let mut store = MockStore::new();
+    let s = inner.clone();
+    store
+        .expect_begin_request()
+        .returning(move |request, now, policy| {
+            let s = s.clone();
+            let request = request.clone();
+            futures_block_on(async move { s.begin_request(&request, now, policy).await })
+        });
+    let s = inner.clone();
+    store
+        .expect_create_ride()
+        .returning(move |lease, now| futures_block_on(s.create_ride(lease, now)));
+    let s = inner.clone();
+    store
+        .expect_note_charge_attempt()
+        .returning(move |lease, now| futures_block_on(s.note_charge_attempt(lease, now)));
+    let s = inner.clone();
+    store.expect_record_charge().returning(move |lease, charge, now| {
+        if fail_record_charge {
+            Err(StoreError::Unavailable(anyhow::anyhow!("connection reset")))
+        } else {
+            futures_block_on(s.record_charge(lease, charge, now))
+        }
+    });
+    let s = inner.clone();
+    store
+        .expect_finish()
+        .returning(move |lease, finish: Finish, now| futures_block_on(s.finish(lease, finish, now)));
+    let s = inner.clone();
+    store
+        .expect_find_ride()
+        .returning(move |id| futures_block_on(s.find_ride(id)));
+    let s = inner;
+    store.expect_unlock().returning(move |lease| {
+        unlocks.lock().expect("lock").push(lease);
+        futures_block_on(s.unlock(lease))
+    });
+    store
+}
+
+/// The in-memory store never awaits anything real, so its futures complete
+/// on the first poll; mockall's `returning` closures are synchronous.
+fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut context = std::task::Context::from_waker(waker);
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the in-memory store never waits"),
+    }
+}
+
+#[tokio::test]
+async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_once() {
+    let h = Harness::new().await;
+    let unlocks = Arc::new(Mutex::new(Vec::new()));
+    let broken = failing_store(h.store.clone(), true, unlocks.clone());
+    let create_ride = CreateRide::new(
+        Arc::new(broken),
+        h.gateway.clone() as Arc<dyn PaymentGateway>,
+        h.clock.clone(),
+        support::settings(),
+    );
+    let request = RideRequest {
+        user: h.good_user.clone(),
+        key: IdempotencyKey::parse(&key(1)).expect("valid"),
+        params: RideParams::from_numbers([0.0; 4]).expect("valid"),
+        request_ip: None,
+        raise_error: false,
+    };
+    let error = create_ride.run(request.clone()).await.unwrap_err();
+    assert!(
+        matches!(error, CreateRideError::Store(StoreError::Unavailable(_))),
+        "{error:?}"
+    );
+    assert_eq!(unlocks.lock().expect("lock").len(), 1, "the key was unlocked");
+    let stored = &h.store.keys()[0];
+    assert_eq!(stored.locked_at, None);
+    assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(h.gateway.charges().len(), 1, "Stripe did charge");
+
+    // The store is back: a retry (no lock timeout to wait for) finishes with
+    // the same charge.
+    let answer = h.create_ride.run(request).await.expect("retried");
+    assert_eq!(answer.response.status, 201);
+    assert_eq!(h.gateway.charges().len(), 1);
+    assert!(answer.response.body.contains(&h.gateway.charges()[0].id));
+}
+
+#[tokio::test]
+async fn a_store_failing_while_unlocking_still_answers_and_the_lock_timeout_frees_the_key() {
+    let h = Harness::new().await;
+    let mut store = MockStore::new();
+    let inner = h.store.clone();
+    store.expect_begin_request().returning(move |request, now, policy| {
+        futures_block_on(inner.begin_request(request, now, policy))
+    });
+    let inner = h.store.clone();
+    store
+        .expect_create_ride()
+        .returning(move |lease, now| futures_block_on(inner.create_ride(lease, now)));
+    store
+        .expect_unlock()
+        .times(1)
+        .returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("gone"))));
+    let create_ride = CreateRide::new(
+        Arc::new(store),
+        h.gateway.clone() as Arc<dyn PaymentGateway>,
+        h.clock.clone(),
+        support::settings(),
+    );
+    let mut request = h.request(&h.good_user, &key(1));
+    request.raise_error = true;
+    let error = create_ride.run(request.clone()).await.unwrap_err();
+    assert!(matches!(error, CreateRideError::Simulated), "{error:?}");
+    assert!(h.store.keys()[0].locked_at.is_some(), "still locked");
+
+    request.raise_error = false;
+    let error = h.create_ride.run(request.clone()).await.unwrap_err();
+    assert!(matches!(error, CreateRideError::InFlight { .. }), "{error:?}");
+    h.advance(support::LOCK_TIMEOUT + std::time::Duration::from_secs(1));
+    let answer = h.create_ride.run(request).await.expect("after the timeout");
+    assert_eq!(answer.response.status, 201);
+}
+
+#[tokio::test]
+async fn losing_the_lock_does_not_unlock_the_successor() {
+    let h = Harness::new().await;
+    let mut store = MockStore::new();
+    let inner = h.store.clone();
+    store.expect_begin_request().returning(move |request, now, policy| {
+        futures_block_on(inner.begin_request(request, now, policy))
+    });
+    store
+        .expect_create_ride()
+        .returning(|_, _| Err(StoreError::LostLock("taken over".into())));
+    store.expect_unlock().never();
+    let create_ride = CreateRide::new(
+        Arc::new(store),
+        h.gateway.clone() as Arc<dyn PaymentGateway>,
+        h.clock.clone(),
+        support::settings(),
+    );
+    let error = create_ride
+        .run(h.request(&h.good_user, &key(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CreateRideError::Store(StoreError::LostLock(_))), "{error:?}");
+    let _ = KeyPhase::Mismatch;
+}

@@ -1,0 +1,133 @@
+//! The harness of the use-case tests: the in-memory adapters, a manual clock
+//! and the demo users, with one method per thing a test does.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters::clock::ManualClock;
+use adapters::memory::{FakeGateway, MemoryQueue, MemoryStore};
+use application::ports::{Clock, PaymentGateway, Store};
+use application::{
+    Answer, CompleteStalledKeys, CreateRide, CreateRideError, CreateRideSettings, RideRequest,
+    SeedDemoUsers,
+};
+use domain::{
+    CompleterPolicy, IdempotencyKey, LockPolicy, ReviewPolicy, RideParams, User,
+};
+
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(90);
+pub const REVIEW_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+pub fn settings() -> CreateRideSettings {
+    CreateRideSettings {
+        lock: LockPolicy {
+            lock_timeout: LOCK_TIMEOUT,
+        },
+        review: ReviewPolicy {
+            gateway_idempotency_window: REVIEW_WINDOW,
+        },
+    }
+}
+
+pub fn completer_policy() -> CompleterPolicy {
+    CompleterPolicy {
+        min_age: Duration::from_secs(300),
+        min_idle: Duration::from_secs(60),
+        lock: LockPolicy {
+            lock_timeout: LOCK_TIMEOUT,
+        },
+    }
+}
+
+pub struct Harness {
+    pub store: Arc<MemoryStore>,
+    pub gateway: Arc<FakeGateway>,
+    pub queue: Arc<MemoryQueue>,
+    pub clock: Arc<ManualClock>,
+    pub create_ride: Arc<CreateRide>,
+    pub good_user: User,
+    pub declined_user: User,
+    pub cardless_user: User,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_gateway(Arc::new(FakeGateway::new()), None).await
+    }
+
+    /// A harness whose rides are charged through `charging`, while the
+    /// demo users' customers are still created on the fake.
+    pub async fn with_gateway(
+        fake: Arc<FakeGateway>,
+        charging: Option<Arc<dyn PaymentGateway>>,
+    ) -> Self {
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(ManualClock::at_epoch_plus(0));
+        let seeded = SeedDemoUsers::new(store.clone(), fake.clone())
+            .run(None)
+            .await
+            .expect("seeding works");
+        let cardless_customer = fake
+            .create_customer("user-no-card@example.com", "")
+            .await
+            .expect("customer");
+        let cardless_user = store
+            .upsert_user("user-no-card@example.com", &cardless_customer)
+            .await
+            .expect("user");
+        let gateway: Arc<dyn PaymentGateway> = charging.unwrap_or_else(|| fake.clone());
+        let create_ride = Arc::new(CreateRide::new(
+            store.clone(),
+            gateway,
+            clock.clone(),
+            settings(),
+        ));
+        Self {
+            store,
+            gateway: fake,
+            queue: Arc::new(MemoryQueue::default()),
+            clock,
+            create_ride,
+            good_user: seeded[0].user.clone(),
+            declined_user: seeded[1].user.clone(),
+            cardless_user,
+        }
+    }
+
+    pub fn request(&self, user: &User, key: &str) -> RideRequest {
+        RideRequest {
+            user: user.clone(),
+            key: IdempotencyKey::parse(key).expect("test keys are valid"),
+            params: RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid"),
+            request_ip: Some("203.0.113.9".to_owned()),
+            raise_error: false,
+        }
+    }
+
+    pub async fn book(&self, key: &str) -> Result<Answer, CreateRideError> {
+        self.create_ride.run(self.request(&self.good_user, key)).await
+    }
+
+    pub fn completer(&self) -> CompleteStalledKeys {
+        CompleteStalledKeys::new(
+            self.store.clone(),
+            self.create_ride.clone(),
+            self.clock.clone() as Arc<dyn Clock>,
+            completer_policy(),
+            1000,
+        )
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub async fn staged_job_count(&self) -> usize {
+        self.store.staged_jobs(10_000).await.expect("jobs").len()
+    }
+}
+
+pub fn key(n: usize) -> String {
+    format!("test-key-{n:020}")
+}

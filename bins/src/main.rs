@@ -1,0 +1,89 @@
+//! `rocket-rides`: one binary, one subcommand per process. Parses settings
+//! (flags with environment fallbacks), builds the adapters they select, and
+//! runs the processes until SIGINT or SIGTERM.
+
+mod processes;
+mod settings;
+mod simulator;
+mod wiring;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::settings::{Cli, Command, LogFormat};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("rocket-rides: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Cancelled on the first SIGINT or SIGTERM; processes finish what they hold.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown signal received; finishing work in hand");
+        trigger.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let shutdown = shutdown_token();
+    let settings = cli.settings;
+    match cli.command {
+        Command::Start => processes::start(&settings, shutdown).await,
+        Command::Api => processes::api(&settings, shutdown).await,
+        Command::Completer => processes::completer(&settings, shutdown).await,
+        Command::Enqueuer => processes::enqueuer(&settings, shutdown).await,
+        Command::Worker => processes::worker(&settings, shutdown).await,
+        Command::Reaper => processes::reaper(&settings, shutdown).await,
+        Command::Simulator(args) => simulator::run(&settings, &args, shutdown).await,
+        Command::Up => processes::up(&settings).await,
+        Command::Review(args) => processes::review(&settings, &args).await,
+    }
+}

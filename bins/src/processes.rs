@@ -1,0 +1,266 @@
+//! The processes: each a loop over one use case, stopping between batches
+//! when the shutdown token is cancelled.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use application::AuthMode;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::settings::{ReviewArgs, Settings, SimulatorArgs};
+use crate::simulator;
+use crate::wiring::System;
+
+/// A process that only makes sense beside a shared store refuses to run on
+/// the in-memory one, rather than silently working on data nobody sees.
+fn require_shared_store(system: &System, process: &str) -> anyhow::Result<()> {
+    if system.embedded {
+        bail!(
+            "`{process}` on its own needs a shared store, and the in-memory store lives inside one process: run `rocket-rides start` for the embedded demo"
+        );
+    }
+    Ok(())
+}
+
+/// On the in-memory store the demo users must be created in-process: `up`
+/// would create them in a store that dies with it.
+async fn seed_if_embedded(system: &System) -> anyhow::Result<()> {
+    if !system.embedded {
+        return Ok(());
+    }
+    let issue_keys = system.settings.auth_mode.into_mode() == AuthMode::ApiKey;
+    let mut generate = new_api_key;
+    let seeded = system
+        .seeder()
+        .run(issue_keys.then_some(&mut generate as &mut (dyn FnMut() -> String + Send)))
+        .await?;
+    for seeded in seeded {
+        match seeded.api_key {
+            Some(key) => info!(email = %seeded.user.email, api_key = %key, "demo user ready (API key shown once)"),
+            None => info!(email = %seeded.user.email, "demo user ready"),
+        }
+    }
+    Ok(())
+}
+
+fn new_api_key() -> String {
+    format!(
+        "rr_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+trait IntoMode {
+    fn into_mode(self) -> AuthMode;
+}
+
+impl IntoMode for crate::settings::AuthModeArg {
+    fn into_mode(self) -> AuthMode {
+        self.into()
+    }
+}
+
+async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
+    let address = format!("{}:{}", settings.api_host, settings.api_port);
+    let listener = TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding the API to {address}"))?;
+    info!(%address, "API listening");
+    Ok(listener)
+}
+
+async fn serve_api(system: &System, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    adapters::http::serve(listener, system.api_state(), shutdown.cancelled_owned())
+        .await
+        .context("serving the API")?;
+    info!("API stopped");
+    Ok(())
+}
+
+/// Runs `batch` now and then every `interval`, until shutdown. A batch in
+/// hand is finished first; errors are logged and the loop goes on.
+async fn every<F, Fut>(name: &'static str, interval: Duration, shutdown: CancellationToken, mut batch: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    info!(process = name, ?interval, "started");
+    while !shutdown.is_cancelled() {
+        if let Err(error) = batch().await {
+            error!(process = name, "{error:#}");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    info!(process = name, "stopped");
+}
+
+async fn completer_loop(system: &System, shutdown: CancellationToken) {
+    let completer = system.completer();
+    every("completer", system.settings.poll_interval, shutdown, || async {
+        completer.run_batch().await?;
+        Ok(())
+    })
+    .await;
+}
+
+async fn enqueuer_loop(system: &System, shutdown: CancellationToken) {
+    let enqueuer = system.enqueuer();
+    every("enqueuer", system.settings.poll_interval, shutdown, || async {
+        enqueuer.run_batch().await?;
+        Ok(())
+    })
+    .await;
+}
+
+async fn reaper_loop(system: &System, shutdown: CancellationToken) {
+    let reaper = system.reaper();
+    every("reaper", system.settings.poll_interval, shutdown, || async {
+        reaper.run_batch().await?;
+        Ok(())
+    })
+    .await;
+}
+
+async fn worker_loop(system: &System, shutdown: CancellationToken) {
+    let worker = system.worker();
+    info!(process = "worker", "started");
+    while !shutdown.is_cancelled() {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = worker.work_next(Duration::from_secs(1)) => next,
+        };
+        if let Err(error) = next {
+            warn!(process = "worker", %error, "job failed; pausing");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(system.settings.poll_interval) => {}
+            }
+        }
+    }
+    info!(process = "worker", "stopped");
+}
+
+pub async fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = std::sync::Arc::new(System::build(settings).await?);
+    seed_if_embedded(&system).await?;
+    let listener = bind(settings).await?;
+    let mut tasks = JoinSet::new();
+    {
+        let (system, shutdown) = (system.clone(), shutdown.clone());
+        tasks.spawn(async move { serve_api(&system, listener, shutdown).await });
+    }
+    type Loop = fn(&System, CancellationToken) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    let loops: [Loop; 4] = [
+        |s, t| Box::pin(completer_loop(s, t)),
+        |s, t| Box::pin(enqueuer_loop(s, t)),
+        |s, t| Box::pin(worker_loop(s, t)),
+        |s, t| Box::pin(reaper_loop(s, t)),
+    ];
+    for run in loops {
+        let (system, shutdown) = (system.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            run(&system, shutdown).await;
+            Ok(())
+        });
+    }
+    {
+        let settings = settings.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { simulator::run(&settings, &SimulatorArgs::defaults(), shutdown).await });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.context("a process panicked").and_then(|r| r);
+        if let Err(error) = outcome {
+            error!("{error:#}");
+            shutdown.cancel();
+            result = Err(error);
+        }
+    }
+    result
+}
+
+pub async fn api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::build(settings).await?;
+    seed_if_embedded(&system).await?;
+    let listener = bind(settings).await?;
+    serve_api(&system, listener, shutdown).await
+}
+
+pub async fn completer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::build(settings).await?;
+    require_shared_store(&system, "completer")?;
+    completer_loop(&system, shutdown).await;
+    Ok(())
+}
+
+pub async fn enqueuer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::build(settings).await?;
+    require_shared_store(&system, "enqueuer")?;
+    enqueuer_loop(&system, shutdown).await;
+    Ok(())
+}
+
+pub async fn worker(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::build(settings).await?;
+    require_shared_store(&system, "worker")?;
+    worker_loop(&system, shutdown).await;
+    Ok(())
+}
+
+pub async fn reaper(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::build(settings).await?;
+    require_shared_store(&system, "reaper")?;
+    reaper_loop(&system, shutdown).await;
+    Ok(())
+}
+
+pub async fn up(settings: &Settings) -> anyhow::Result<()> {
+    let system = System::build(settings).await?;
+    require_shared_store(&system, "up")?;
+    let mut generate = new_api_key;
+    let seeded = system
+        .seeder()
+        .run(Some(&mut generate as &mut (dyn FnMut() -> String + Send)))
+        .await?;
+    for seeded in seeded {
+        println!(
+            "{}\tcustomer {}\tapi key {} (shown once; stored hashed)",
+            seeded.user.email,
+            seeded.user.stripe_customer_id,
+            seeded.api_key.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn review(settings: &Settings, args: &ReviewArgs) -> anyhow::Result<()> {
+    let system = System::build(settings).await?;
+    require_shared_store(&system, "review")?;
+    let keys = system.review().run(args.limit).await?;
+    if keys.is_empty() {
+        println!("no keys need review");
+    }
+    for key in keys {
+        println!(
+            "key_id={} user_id={} idempotency_key={} ride_id={} downstream_key={} first_charge_attempt={}",
+            key.id,
+            key.user_id,
+            key.key,
+            key.ride_id.map(|r| r.to_string()).unwrap_or_default(),
+            key.downstream_key,
+            key.charge_attempted_at
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string())
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}

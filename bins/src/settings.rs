@@ -1,0 +1,140 @@
+//! Settings: every one a flag with an environment fallback; `--help` lists them.
+
+use std::time::Duration;
+
+use application::AuthMode;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error} (write durations like 90s, 5m, 72h)"))
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|_| format!("{text} is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{text} is not between 0 and 1"))
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "rocket-rides", version, about = "Book rides, charge cards, never twice.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process: api, completer, enqueuer, worker, reaper, simulator.
+    Start,
+    /// The HTTP API.
+    Api,
+    /// Finishes requests left unfinished.
+    Completer,
+    /// Moves staged jobs into the job queue.
+    Enqueuer,
+    /// Works queued jobs (sends ride receipts).
+    Worker,
+    /// Deletes old idempotency keys.
+    Reaper,
+    /// Sends traffic to the API.
+    Simulator(SimulatorArgs),
+    /// Creates the demo users and their Stripe customers (safe to re-run).
+    Up,
+    /// Lists keys the completer will not charge again: a person must decide.
+    Review(ReviewArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum AuthModeArg {
+    Email,
+    ApiKey,
+}
+
+impl From<AuthModeArg> for AuthMode {
+    fn from(mode: AuthModeArg) -> Self {
+        match mode {
+            AuthModeArg::Email => AuthMode::Email,
+            AuthModeArg::ApiKey => AuthMode::ApiKey,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Port the API listens on.
+    #[arg(long, env = "API_PORT", default_value_t = 5000, global = true)]
+    pub api_port: u16,
+    /// Address the API binds to.
+    #[arg(long, env = "API_HOST", default_value = "0.0.0.0", global = true)]
+    pub api_host: String,
+    /// How `Authorization` names the user: the demo's email, or `Bearer <api key>`.
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value = "email", global = true)]
+    pub auth_mode: AuthModeArg,
+    /// A locked key whose lock is older than this may be taken over.
+    #[arg(long, env = "LOCK_TIMEOUT", value_parser = duration, default_value = "90s", global = true)]
+    pub lock_timeout: Duration,
+    /// The completer leaves keys younger than this to their client.
+    #[arg(long, env = "COMPLETER_MIN_AGE", value_parser = duration, default_value = "300s", global = true)]
+    pub completer_min_age: Duration,
+    /// The completer leaves keys run more recently than this.
+    #[arg(long, env = "COMPLETER_MIN_IDLE", value_parser = duration, default_value = "60s", global = true)]
+    pub completer_min_idle: Duration,
+    /// The reaper deletes keys older than this.
+    #[arg(long, env = "REAPER_MAX_AGE", value_parser = duration, default_value = "72h", global = true)]
+    pub reaper_max_age: Duration,
+    /// How long the payment processor remembers an idempotency key; a charge
+    /// first attempted longer ago goes to review instead of being retried.
+    #[arg(long, env = "GATEWAY_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h", global = true)]
+    pub gateway_idempotency_window: Duration,
+    /// Pause between batches of the completer, enqueuer and reaper.
+    #[arg(long, env = "POLL_INTERVAL", value_parser = duration, default_value = "5s", global = true)]
+    pub poll_interval: Duration,
+    /// Most keys or jobs one batch takes.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, global = true)]
+    pub batch_size: usize,
+    /// `Retry-After` on a 503 when the payment processor's answer was unknown.
+    #[arg(long, env = "GATEWAY_RETRY_AFTER", value_parser = duration, default_value = "2s", global = true)]
+    pub gateway_retry_after: Duration,
+    /// In-process fake gateway only: probability that a charge's answer is lost.
+    #[arg(long, env = "FAKE_GATEWAY_UNKNOWN_RATE", value_parser = rate, default_value = "0", global = true)]
+    pub fake_gateway_unknown_rate: f64,
+    /// In-process fake gateway only: delay added to every charge.
+    #[arg(long, env = "FAKE_GATEWAY_LATENCY", value_parser = duration, default_value = "0s", global = true)]
+    pub fake_gateway_latency: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorArgs {
+    /// The API to send rides to; defaults to this machine's API_PORT.
+    #[arg(long, env = "SIMULATOR_API_URL")]
+    pub api_url: Option<String>,
+    /// Longest pause between two requests (each pause is random up to this).
+    #[arg(long, env = "SIMULATOR_MAX_PAUSE", value_parser = duration, default_value = "2s")]
+    pub max_pause: Duration,
+    /// Share of requests sent with raise_error=true.
+    #[arg(long, env = "SIMULATOR_ERROR_RATE", value_parser = rate, default_value = "0.5")]
+    pub error_rate: f64,
+    /// The Authorization header to send (an email, or `Bearer <key>`).
+    #[arg(long, env = "SIMULATOR_AUTHORIZATION", default_value = "user@example.com")]
+    pub authorization: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReviewArgs {
+    /// Most keys to list.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}

@@ -1,0 +1,141 @@
+//! The only place that picks adapters: from settings to ports to use cases.
+
+use std::sync::Arc;
+
+use adapters::clock::SystemClock;
+use adapters::http::ApiState;
+use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
+use adapters::receipts::LogReceiptSender;
+use application::ports::{Clock, JobQueue, PaymentGateway, ReceiptSender, Store};
+use application::{
+    Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
+    ListKeysForReview, ReapKeys, SeedDemoUsers, ShowRide, WorkJobs,
+};
+use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
+use tracing::info;
+
+use crate::settings::Settings;
+
+/// The adapters one process runs on, and the use cases built over them.
+pub struct System {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub queue: Arc<dyn JobQueue>,
+    pub receipts: Arc<dyn ReceiptSender>,
+    pub clock: Arc<dyn Clock>,
+    /// The store lives in this process only: other processes cannot share it.
+    pub embedded: bool,
+}
+
+impl System {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        info!("store: in-memory (embedded default; nothing persists across restarts)");
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        info!(
+            unknown_rate = settings.fake_gateway_unknown_rate,
+            latency = ?settings.fake_gateway_latency,
+            "payment gateway: in-process fake"
+        );
+        let gateway: Arc<dyn PaymentGateway> = Arc::new(FakeGateway::with_faults(FakeGatewayFaults {
+            unknown_rate: settings.fake_gateway_unknown_rate,
+            latency: settings.fake_gateway_latency,
+        }));
+        info!("job queue: in-memory");
+        let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::default());
+        Ok(Self {
+            settings: settings.clone(),
+            store,
+            gateway,
+            queue,
+            receipts: Arc::new(LogReceiptSender),
+            clock: Arc::new(SystemClock),
+            embedded: true,
+        })
+    }
+
+    fn lock_policy(&self) -> LockPolicy {
+        LockPolicy {
+            lock_timeout: self.settings.lock_timeout,
+        }
+    }
+
+    pub fn completer_policy(&self) -> CompleterPolicy {
+        CompleterPolicy {
+            min_age: self.settings.completer_min_age,
+            min_idle: self.settings.completer_min_idle,
+            lock: self.lock_policy(),
+        }
+    }
+
+    pub fn create_ride(&self) -> Arc<CreateRide> {
+        Arc::new(CreateRide::new(
+            self.store.clone(),
+            self.gateway.clone(),
+            self.clock.clone(),
+            CreateRideSettings {
+                lock: self.lock_policy(),
+                review: ReviewPolicy {
+                    gateway_idempotency_window: self.settings.gateway_idempotency_window,
+                },
+            },
+        ))
+    }
+
+    pub fn api_state(&self) -> ApiState {
+        ApiState {
+            create_ride: self.create_ride(),
+            authenticate: Arc::new(Authenticate::new(
+                self.store.clone(),
+                self.settings.auth_mode.into(),
+            )),
+            show_ride: Arc::new(ShowRide::new(self.store.clone())),
+            store: self.store.clone(),
+            gateway_retry_after: self.settings.gateway_retry_after,
+        }
+    }
+
+    pub fn completer(&self) -> CompleteStalledKeys {
+        CompleteStalledKeys::new(
+            self.store.clone(),
+            self.create_ride(),
+            self.clock.clone(),
+            self.completer_policy(),
+            self.settings.batch_size,
+        )
+    }
+
+    pub fn enqueuer(&self) -> DrainStagedJobs {
+        DrainStagedJobs::new(self.store.clone(), self.queue.clone(), self.settings.batch_size)
+    }
+
+    pub fn worker(&self) -> WorkJobs {
+        WorkJobs::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.receipts.clone(),
+            self.clock.clone(),
+        )
+    }
+
+    pub fn reaper(&self) -> ReapKeys {
+        ReapKeys::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.settings.reaper_max_age,
+            self.settings.batch_size,
+        )
+    }
+
+    pub fn seeder(&self) -> SeedDemoUsers {
+        SeedDemoUsers::new(self.store.clone(), self.gateway.clone())
+    }
+
+    pub fn review(&self) -> ListKeysForReview {
+        ListKeysForReview::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.settings.gateway_idempotency_window,
+        )
+    }
+}

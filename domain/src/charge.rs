@@ -1,0 +1,72 @@
+//! Charges and what the payment processor can answer. The four outcomes are
+//! the whole point of the phase machine: only a definitive answer finishes a
+//! key; an unknown one leaves it to be retried under the same downstream key.
+
+use crate::ride::RideId;
+use crate::user::UserId;
+
+/// What one ride costs: 20.00 USD, in cents.
+pub const RIDE_PRICE: Price = Price {
+    amount_cents: 2000,
+    currency: "usd",
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub amount_cents: i64,
+    pub currency: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRequest {
+    pub customer_id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub description: String,
+    /// Sent as Stripe's `Idempotency-Key`: the same for every attempt of one key.
+    pub idempotency_key: String,
+}
+
+/// How the payment processor answered a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// The card was charged; the charge's id.
+    Charged { charge_id: String },
+    /// The card was declined (`card_error`), with the processor's message.
+    Declined { message: String },
+    /// Refused for good for another reason (another 4xx): retrying won't help.
+    Refused { message: String },
+    /// No definitive answer (timeout, connection error, 5xx, 429): the charge
+    /// may or may not exist, so the request must be retried, never finished.
+    Unknown { reason: String },
+}
+
+/// The job staged when a ride is booked: email the rider a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptJob {
+    pub ride_id: RideId,
+    pub user_id: UserId,
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+impl ReceiptJob {
+    pub const NAME: &'static str = "send_ride_receipt";
+
+    pub fn for_ride(ride_id: RideId, user_id: UserId) -> Self {
+        Self {
+            ride_id,
+            user_id,
+            amount_cents: RIDE_PRICE.amount_cents,
+            currency: RIDE_PRICE.currency.to_owned(),
+        }
+    }
+}
+
+/// A job written in the same transaction as the 201 that caused it, waiting
+/// for the enqueuer to move it into the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedJob {
+    pub id: i64,
+    pub job: ReceiptJob,
+}

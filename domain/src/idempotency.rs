@@ -1,0 +1,434 @@
+//! Idempotency keys and the rules around them: what a key may look like, the
+//! one-way order of recovery points, when a lock is still held, which keys
+//! the completer may pick up, and which must go to a person for review.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use crate::fingerprint::RequestFingerprint;
+use crate::response::StoredResponse;
+use crate::ride::{RideId, RideParams};
+use crate::user::UserId;
+
+/// A client's `Idempotency-Key`: 20 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyKeyError {
+    #[error("the Idempotency-Key header is required")]
+    Missing,
+    #[error("the Idempotency-Key must be at least {min} characters long, it has {len}", min = IdempotencyKey::MIN_LEN)]
+    TooShort { len: usize },
+    #[error("the Idempotency-Key must be at most {max} characters long, it has {len}", max = IdempotencyKey::MAX_LEN)]
+    TooLong { len: usize },
+    #[error("the Idempotency-Key may only hold visible ASCII characters (no spaces or control characters)")]
+    NotVisibleAscii,
+}
+
+impl IdempotencyKey {
+    pub const MIN_LEN: usize = 20;
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(raw: &str) -> Result<Self, IdempotencyKeyError> {
+        if raw.is_empty() {
+            return Err(IdempotencyKeyError::Missing);
+        }
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(IdempotencyKeyError::NotVisibleAscii);
+        }
+        // Visible ASCII: bytes and characters are one and the same.
+        let len = raw.len();
+        if len < Self::MIN_LEN {
+            return Err(IdempotencyKeyError::TooShort { len });
+        }
+        if len > Self::MAX_LEN {
+            return Err(IdempotencyKeyError::TooLong { len });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How far a request has got. Each atomic phase commits its writes together
+/// with the next recovery point; a retry resumes from the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecoveryPoint {
+    Started,
+    RideCreated,
+    ChargeCreated,
+    Finished,
+}
+
+impl RecoveryPoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryPoint::Started => "started",
+            RecoveryPoint::RideCreated => "ride_created",
+            RecoveryPoint::ChargeCreated => "charge_created",
+            RecoveryPoint::Finished => "finished",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "started" => Some(RecoveryPoint::Started),
+            "ride_created" => Some(RecoveryPoint::RideCreated),
+            "charge_created" => Some(RecoveryPoint::ChargeCreated),
+            "finished" => Some(RecoveryPoint::Finished),
+            _ => None,
+        }
+    }
+
+    /// Recovery points only move forward: a phase that would move a key back
+    /// (or leave it where it is) is a bug or a lost race.
+    pub fn may_advance_to(self, next: RecoveryPoint) -> bool {
+        next > self
+    }
+}
+
+impl fmt::Display for RecoveryPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub i64);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An idempotency key as stored: the request it stands for and how far that
+/// request has got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub user_id: UserId,
+    pub key: IdempotencyKey,
+    pub fingerprint: RequestFingerprint,
+    /// The request's parameters, so the completer can finish it without the client.
+    pub params: RideParams,
+    /// The client's address, recorded in the ride's audit record.
+    pub request_ip: Option<String>,
+    pub recovery_point: RecoveryPoint,
+    pub locked_at: Option<SystemTime>,
+    /// Bumped each time a request takes the lock; a phase only commits for
+    /// the holder of the current generation, so a request whose lock timed
+    /// out and was taken over cannot write behind its successor's back.
+    pub lock_generation: i64,
+    pub created_at: SystemTime,
+    pub last_run_at: SystemTime,
+    /// The key passed to Stripe with every charge attempt: unique to this key
+    /// forever, so Stripe collapses retries into one charge.
+    pub downstream_key: String,
+    /// When a charge was first attempted for this key, for the review rule.
+    pub charge_attempted_at: Option<SystemTime>,
+    pub ride_id: Option<RideId>,
+    pub response: Option<StoredResponse>,
+}
+
+fn age(now: SystemTime, then: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or(Duration::ZERO)
+}
+
+/// How long a lock protects a request that has stopped answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    pub lock_timeout: Duration,
+}
+
+impl LockPolicy {
+    /// A lock is fresh until it is older than the lock timeout.
+    pub fn is_fresh(&self, locked_at: Option<SystemTime>, now: SystemTime) -> bool {
+        locked_at.is_some_and(|at| age(now, at) <= self.lock_timeout)
+    }
+
+    /// When a client told 409 may expect the lock to be free, at the latest.
+    pub fn retry_after(&self, locked_at: Option<SystemTime>, now: SystemTime) -> Duration {
+        let held = locked_at.map(|at| age(now, at)).unwrap_or(Duration::ZERO);
+        self.lock_timeout
+            .saturating_sub(held)
+            .clamp(Duration::from_secs(1), self.lock_timeout.max(Duration::from_secs(1)))
+    }
+}
+
+/// What the key phase does with a request whose key already exists.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyDecision {
+    /// Same key, different request: never mix two requests under one key.
+    Mismatch,
+    /// Finished earlier: answer with what was stored.
+    Replay(StoredResponse),
+    /// Another request holds a fresh lock on this key.
+    InFlight { retry_after: Duration },
+    /// Take the lock and resume from the key's recovery point.
+    Resume,
+}
+
+impl KeyDecision {
+    pub fn for_existing(
+        record: &KeyRecord,
+        fingerprint: &RequestFingerprint,
+        now: SystemTime,
+        policy: LockPolicy,
+    ) -> Self {
+        if record.fingerprint != *fingerprint {
+            return KeyDecision::Mismatch;
+        }
+        if record.recovery_point == RecoveryPoint::Finished {
+            return match &record.response {
+                Some(response) => KeyDecision::Replay(response.clone()),
+                // A finished key always carries its response; the stores
+                // write both in one phase. Resuming finishes it again.
+                None => KeyDecision::Resume,
+            };
+        }
+        if policy.is_fresh(record.locked_at, now) {
+            return KeyDecision::InFlight {
+                retry_after: policy.retry_after(record.locked_at, now),
+            };
+        }
+        KeyDecision::Resume
+    }
+}
+
+/// Which unfinished keys the completer picks up: old enough that the client
+/// had its chance, idle for a while, and not held by a live request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompleterPolicy {
+    pub min_age: Duration,
+    pub min_idle: Duration,
+    pub lock: LockPolicy,
+}
+
+impl CompleterPolicy {
+    pub fn is_eligible(&self, record: &KeyRecord, now: SystemTime) -> bool {
+        record.recovery_point != RecoveryPoint::Finished
+            && age(now, record.created_at) > self.min_age
+            && age(now, record.last_run_at) > self.min_idle
+            && !self.lock.is_fresh(record.locked_at, now)
+    }
+
+    /// The latest `created_at` and `last_run_at` an eligible key may have;
+    /// stores turn these into index range scans.
+    pub fn cutoffs(&self, now: SystemTime) -> (SystemTime, SystemTime, SystemTime) {
+        let back = |d: Duration| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
+        (
+            back(self.min_age),
+            back(self.min_idle),
+            back(self.lock.lock_timeout),
+        )
+    }
+}
+
+/// Stripe remembers a downstream idempotency key for a limited time. A charge
+/// first attempted longer ago than that may exist without Stripe recognising
+/// the key again, so charging again could charge twice: a person decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewPolicy {
+    pub gateway_idempotency_window: Duration,
+}
+
+impl ReviewPolicy {
+    pub fn needs_review(&self, record: &KeyRecord, now: SystemTime) -> bool {
+        record.recovery_point == RecoveryPoint::RideCreated
+            && record
+                .charge_attempted_at
+                .is_some_and(|at| age(now, at) > self.gateway_idempotency_window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ride::RideParams;
+
+    const T0: Duration = Duration::from_secs(1_700_000_000);
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(seconds)
+    }
+
+    fn record() -> KeyRecord {
+        let params = RideParams::from_numbers([0.0; 4]).expect("valid");
+        KeyRecord {
+            id: KeyId(1),
+            user_id: UserId(1),
+            key: IdempotencyKey::parse("k-0123456789abcdef0123").expect("valid"),
+            fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
+            params,
+            request_ip: None,
+            recovery_point: RecoveryPoint::Started,
+            locked_at: None,
+            lock_generation: 1,
+            created_at: at(0),
+            last_run_at: at(0),
+            downstream_key: "rr-1".into(),
+            charge_attempted_at: None,
+            ride_id: None,
+            response: None,
+        }
+    }
+
+    #[test]
+    fn key_length_bounds_are_20_and_255() {
+        assert_eq!(
+            IdempotencyKey::parse(&"a".repeat(19)),
+            Err(IdempotencyKeyError::TooShort { len: 19 })
+        );
+        assert!(IdempotencyKey::parse(&"a".repeat(20)).is_ok());
+        assert!(IdempotencyKey::parse(&"a".repeat(255)).is_ok());
+        assert_eq!(
+            IdempotencyKey::parse(&"a".repeat(256)),
+            Err(IdempotencyKeyError::TooLong { len: 256 })
+        );
+        assert_eq!(IdempotencyKey::parse(""), Err(IdempotencyKeyError::Missing));
+    }
+
+    #[test]
+    fn keys_are_visible_ascii_only() {
+        for bad in [
+            "aaaaaaaaaa aaaaaaaaaa",
+            "aaaaaaaaaa\taaaaaaaaaa",
+            "aaaaaaaaaaéaaaaaaaaaa",
+            "aaaaaaaaaa\u{7f}aaaaaaaaa",
+        ] {
+            assert_eq!(
+                IdempotencyKey::parse(bad),
+                Err(IdempotencyKeyError::NotVisibleAscii),
+                "{bad:?}"
+            );
+        }
+        assert!(IdempotencyKey::parse("!~\"#$%&'()*+,-./0123456789:;<=>?@").is_ok());
+    }
+
+    #[test]
+    fn recovery_points_only_move_forward() {
+        use RecoveryPoint::*;
+        let order = [Started, RideCreated, ChargeCreated, Finished];
+        for (i, from) in order.iter().enumerate() {
+            for (j, to) in order.iter().enumerate() {
+                assert_eq!(from.may_advance_to(*to), j > i, "{from} -> {to}");
+            }
+            assert_eq!(RecoveryPoint::parse(from.as_str()), Some(*from));
+        }
+        assert_eq!(RecoveryPoint::parse("charged"), None);
+    }
+
+    #[test]
+    fn a_lock_is_fresh_up_to_the_timeout_and_stale_after() {
+        let policy = LockPolicy {
+            lock_timeout: Duration::from_secs(90),
+        };
+        assert!(!policy.is_fresh(None, at(0)));
+        assert!(policy.is_fresh(Some(at(0)), at(90)));
+        assert!(!policy.is_fresh(Some(at(0)), at(91)));
+        assert_eq!(
+            policy.retry_after(Some(at(0)), at(30)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(policy.retry_after(Some(at(0)), at(90)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_key_phase_checks_fingerprint_then_finished_then_lock() {
+        let policy = LockPolicy {
+            lock_timeout: Duration::from_secs(90),
+        };
+        let mut key = record();
+        let same = key.fingerprint.clone();
+        let other_params = RideParams::from_numbers([1.0, 0.0, 0.0, 0.0]).expect("valid");
+        let other = RequestFingerprint::for_ride("POST", "/rides", &other_params);
+
+        key.locked_at = Some(at(10));
+        assert_eq!(
+            KeyDecision::for_existing(&key, &other, at(20), policy),
+            KeyDecision::Mismatch
+        );
+        assert_eq!(
+            KeyDecision::for_existing(&key, &same, at(20), policy),
+            KeyDecision::InFlight {
+                retry_after: Duration::from_secs(80)
+            }
+        );
+        assert_eq!(
+            KeyDecision::for_existing(&key, &same, at(101), policy),
+            KeyDecision::Resume
+        );
+
+        key.recovery_point = RecoveryPoint::Finished;
+        key.locked_at = None;
+        key.response = Some(StoredResponse {
+            status: 201,
+            body: "{}".into(),
+        });
+        assert_eq!(
+            KeyDecision::for_existing(&key, &same, at(20), policy),
+            KeyDecision::Replay(StoredResponse {
+                status: 201,
+                body: "{}".into()
+            })
+        );
+        assert_eq!(
+            KeyDecision::for_existing(&key, &other, at(20), policy),
+            KeyDecision::Mismatch
+        );
+    }
+
+    #[test]
+    fn the_completer_takes_old_idle_unlocked_unfinished_keys_only() {
+        let policy = CompleterPolicy {
+            min_age: Duration::from_secs(300),
+            min_idle: Duration::from_secs(60),
+            lock: LockPolicy {
+                lock_timeout: Duration::from_secs(90),
+            },
+        };
+        let key = record();
+        assert!(!policy.is_eligible(&key, at(300)), "not over 300 s old");
+        assert!(policy.is_eligible(&key, at(301)));
+
+        let mut recently_run = key.clone();
+        recently_run.last_run_at = at(250);
+        assert!(!policy.is_eligible(&recently_run, at(301)));
+        assert!(policy.is_eligible(&recently_run, at(311)));
+
+        let mut locked = key.clone();
+        locked.locked_at = Some(at(250));
+        locked.last_run_at = at(0);
+        assert!(!policy.is_eligible(&locked, at(320)));
+        assert!(policy.is_eligible(&locked, at(341)));
+
+        let mut finished = key;
+        finished.recovery_point = RecoveryPoint::Finished;
+        assert!(!policy.is_eligible(&finished, at(10_000)));
+    }
+
+    #[test]
+    fn review_is_needed_only_past_the_gateway_window_at_ride_created() {
+        let policy = ReviewPolicy {
+            gateway_idempotency_window: Duration::from_secs(24 * 3600),
+        };
+        let mut key = record();
+        key.recovery_point = RecoveryPoint::RideCreated;
+        assert!(!policy.needs_review(&key, at(100_000)), "never attempted");
+        key.charge_attempted_at = Some(at(0));
+        assert!(!policy.needs_review(&key, at(24 * 3600)));
+        assert!(policy.needs_review(&key, at(24 * 3600 + 1)));
+        key.recovery_point = RecoveryPoint::ChargeCreated;
+        assert!(!policy.needs_review(&key, at(100_000)), "already charged");
+    }
+}

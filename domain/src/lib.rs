@@ -1,0 +1,28 @@
+//! The language of Rocket Rides: idempotency keys, recovery points, rides,
+//! charges and the rules that decide what a request may do next.
+//!
+//! Everything here is plain data and pure functions. Time is passed in as an
+//! argument, nothing here touches a clock, a socket or a database, so every
+//! rule can be tested with a handful of values.
+
+pub mod api_key;
+pub mod charge;
+pub mod fingerprint;
+pub mod idempotency;
+pub mod json;
+pub mod ride;
+pub mod response;
+pub mod user;
+
+pub use api_key::ApiKeyHash;
+pub use charge::{ChargeOutcome, ChargeRequest, Price, ReceiptJob, StagedJob, RIDE_PRICE};
+pub use fingerprint::RequestFingerprint;
+pub use idempotency::{
+    CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyDecision, KeyId, KeyRecord,
+    LockPolicy, RecoveryPoint, ReviewPolicy,
+};
+pub use ride::{
+    Coordinate, Latitude, Longitude, Ride, RideId, RideParams, RideParamsError, RideParamsField,
+};
+pub use response::{Problem, StoredResponse};
+pub use user::{User, UserId};
