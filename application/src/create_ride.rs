@@ -338,6 +338,8 @@ impl CreateRide {
     }
 }
 
+// Short-lived, moved once per phase: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Charged {
     Recorded(KeyRecord),
     Finished(StoredResponse),

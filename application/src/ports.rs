@@ -60,6 +60,7 @@ pub struct KeyRequest {
 }
 
 /// What the key phase decided.
+#[allow(clippy::large_enum_variant)] // one per request, moved once
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyPhase {
     /// The key is locked for this request (new, or resumed); go on from its

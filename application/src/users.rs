@@ -7,10 +7,13 @@ use tracing::{info, warn};
 
 use crate::ports::{GatewayError, PaymentGateway, Store, StoreError};
 
-/// The demo riders: one whose card charges, one whose card is declined.
-pub const DEMO_USERS: [(&str, &str); 2] = [
+/// The demo riders and the card source their Stripe customer gets: one whose
+/// card charges, one whose card is declined (the seed's two), and one with
+/// no card at all, whose charges Stripe refuses for good (a 502 to try).
+pub const DEMO_USERS: [(&str, &str); 3] = [
     ("user@example.com", "tok_visa"),
     ("user-bad-source@example.com", "tok_chargeCustomerFail"),
+    ("user-no-card@example.com", ""),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,8 @@ use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore}
 use adapters::receipts::LogReceiptSender;
 use application::ports::{Clock, JobQueue, PaymentGateway, ReceiptSender, Store};
 use application::{
-    Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
-    ListKeysForReview, ReapKeys, SeedDemoUsers, ShowRide, WorkJobs,
+    CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
+    ListKeysForReview, ReapKeys, SeedDemoUsers, WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
 use tracing::info;
@@ -68,31 +68,33 @@ impl System {
         }
     }
 
+    fn create_ride_settings(&self) -> CreateRideSettings {
+        CreateRideSettings {
+            lock: self.lock_policy(),
+            review: ReviewPolicy {
+                gateway_idempotency_window: self.settings.gateway_idempotency_window,
+            },
+        }
+    }
+
     pub fn create_ride(&self) -> Arc<CreateRide> {
         Arc::new(CreateRide::new(
             self.store.clone(),
             self.gateway.clone(),
             self.clock.clone(),
-            CreateRideSettings {
-                lock: self.lock_policy(),
-                review: ReviewPolicy {
-                    gateway_idempotency_window: self.settings.gateway_idempotency_window,
-                },
-            },
+            self.create_ride_settings(),
         ))
     }
 
     pub fn api_state(&self) -> ApiState {
-        ApiState {
-            create_ride: self.create_ride(),
-            authenticate: Arc::new(Authenticate::new(
-                self.store.clone(),
-                self.settings.auth_mode.into(),
-            )),
-            show_ride: Arc::new(ShowRide::new(self.store.clone())),
-            store: self.store.clone(),
-            gateway_retry_after: self.settings.gateway_retry_after,
-        }
+        ApiState::new(
+            self.store.clone(),
+            self.gateway.clone(),
+            self.clock.clone(),
+            self.settings.auth_mode.into(),
+            self.create_ride_settings(),
+            self.settings.gateway_retry_after,
+        )
     }
 
     pub fn completer(&self) -> CompleteStalledKeys {

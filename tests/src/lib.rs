@@ -1,1 +1,228 @@
-//! helpers
+//! Helpers of the black-box suites: `spawn_app` starts the real axum router
+//! on a loopback port over the adapters a suite chooses, and returns a
+//! handle with one method per endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters::clock::SystemClock;
+use adapters::http::ApiState;
+use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryStore};
+use application::ports::{PaymentGateway, Store};
+use application::{AuthMode, CreateRideSettings, SeedDemoUsers, SeededUser};
+use domain::{LockPolicy, ReviewPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const GOOD_USER: &str = "user@example.com";
+pub const DECLINED_USER: &str = "user-bad-source@example.com";
+pub const CARDLESS_USER: &str = "user-no-card@example.com";
+
+/// The seed's curl body.
+pub const SEED_BODY: &str = "origin_lat=0.0&origin_lon=0.0&target_lat=0.0&target_lon=0.0";
+
+pub struct AppOptions {
+    pub auth_mode: AuthMode,
+    pub faults: FakeGatewayFaults,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            auth_mode: AuthMode::Email,
+            faults: FakeGatewayFaults::default(),
+        }
+    }
+}
+
+/// What a suite reads back from a store, whichever store it is.
+#[async_trait::async_trait]
+pub trait Inspect: Send + Sync {
+    async fn key_count(&self) -> usize;
+    async fn ride_count(&self) -> usize;
+}
+
+#[async_trait::async_trait]
+impl Inspect for MemoryStore {
+    async fn key_count(&self) -> usize {
+        self.keys().len()
+    }
+
+    async fn ride_count(&self) -> usize {
+        self.rides().len()
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub inspect: Arc<dyn Inspect>,
+    pub gateway: Arc<FakeGateway>,
+    pub users: Vec<SeededUser>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// A fresh key: 36 characters, unique per call.
+pub fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub async fn spawn_app(options: AppOptions) -> TestApp {
+    let store = Arc::new(MemoryStore::new());
+    spawn_app_on(store.clone(), store, options).await
+}
+
+/// Starts the API over `store` with an in-process fake gateway, the demo
+/// users seeded (with API keys when `auth_mode` is `ApiKey`).
+pub async fn spawn_app_on(
+    store: Arc<dyn Store>,
+    inspect: Arc<dyn Inspect>,
+    options: AppOptions,
+) -> TestApp {
+    let gateway = Arc::new(FakeGateway::with_faults(options.faults));
+    let mut n = 0;
+    let mut generate = move || {
+        n += 1;
+        format!("rr_test_key_{n}_{}", uuid::Uuid::new_v4().simple())
+    };
+    let issue = options.auth_mode == AuthMode::ApiKey;
+    let users = SeedDemoUsers::new(store.clone(), gateway.clone())
+        .run(issue.then_some(&mut generate as &mut (dyn FnMut() -> String + Send)))
+        .await
+        .expect("seeding the demo users");
+    let state = ApiState::new(
+        store.clone(),
+        gateway.clone() as Arc<dyn PaymentGateway>,
+        Arc::new(SystemClock),
+        options.auth_mode,
+        CreateRideSettings {
+            lock: LockPolicy {
+                lock_timeout: Duration::from_secs(90),
+            },
+            review: ReviewPolicy {
+                gateway_idempotency_window: Duration::from_secs(24 * 3600),
+            },
+        },
+        Duration::from_secs(2),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let address: SocketAddr = listener.local_addr().expect("address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(adapters::http::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base: format!("http://{address}"),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("client"),
+        store,
+        inspect,
+        gateway,
+        users,
+        _stop: stop,
+    }
+}
+
+impl TestApp {
+    /// `POST /rides` with a form body, as the seed's curl sends it.
+    pub async fn post_ride(
+        &self,
+        authorization: Option<&str>,
+        key: Option<&str>,
+        body: &str,
+    ) -> reqwest::Response {
+        self.post_ride_typed(authorization, key, "application/x-www-form-urlencoded", body)
+            .await
+    }
+
+    pub async fn post_ride_typed(
+        &self,
+        authorization: Option<&str>,
+        key: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/rides", self.base))
+            .header("Content-Type", content_type)
+            .body(body.to_owned());
+        if let Some(authorization) = authorization {
+            request = request.header("Authorization", authorization);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("the API answers")
+    }
+
+    pub async fn get_ride(&self, authorization: &str, id: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/rides/{id}", self.base))
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
+    pub fn api_key_of(&self, email: &str) -> String {
+        let user = self
+            .users
+            .iter()
+            .find(|u| u.user.email == email)
+            .expect("a demo user");
+        format!("Bearer {}", user.api_key.clone().expect("issued a key"))
+    }
+}
+
+/// Status, headers and body of a response, read once.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub async fn of(response: reqwest::Response) -> Self {
+        Self {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await.expect("a body"),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("a JSON body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// For problem+json answers: the `detail`, checked to equal `error`.
+    pub fn detail(&self) -> String {
+        let json = self.json();
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.body
+        );
+        assert_eq!(json["status"], self.status, "{}", self.body);
+        assert!(json["type"].is_string() && json["title"].is_string(), "{}", self.body);
+        assert_eq!(json["detail"], json["error"], "{}", self.body);
+        json["detail"].as_str().expect("detail").to_owned()
+    }
+}

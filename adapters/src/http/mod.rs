@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use application::ports::Store;
-use application::{Answer, Authenticate, CreateRide, RideRequest, ShowRide};
+use application::ports::{Clock, PaymentGateway, Store};
+use application::{
+    Answer, AuthMode, Authenticate, CreateRide, CreateRideSettings, RideRequest, ShowRide,
+};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -41,6 +43,26 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// `Retry-After` sent with a 503 when the gateway's answer was unknown.
     pub gateway_retry_after: Duration,
+}
+
+impl ApiState {
+    /// The API's use cases over the given ports.
+    pub fn new(
+        store: Arc<dyn Store>,
+        gateway: Arc<dyn PaymentGateway>,
+        clock: Arc<dyn Clock>,
+        auth_mode: AuthMode,
+        settings: CreateRideSettings,
+        gateway_retry_after: Duration,
+    ) -> Self {
+        Self {
+            create_ride: Arc::new(CreateRide::new(store.clone(), gateway, clock, settings)),
+            authenticate: Arc::new(Authenticate::new(store.clone(), auth_mode)),
+            show_ride: Arc::new(ShowRide::new(store.clone())),
+            store,
+            gateway_retry_after,
+        }
+    }
 }
 
 pub fn router(state: ApiState) -> Router {

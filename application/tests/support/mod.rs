@@ -68,14 +68,6 @@ impl Harness {
             .run(None)
             .await
             .expect("seeding works");
-        let cardless_customer = fake
-            .create_customer("user-no-card@example.com", "")
-            .await
-            .expect("customer");
-        let cardless_user = store
-            .upsert_user("user-no-card@example.com", &cardless_customer)
-            .await
-            .expect("user");
         let gateway: Arc<dyn PaymentGateway> = charging.unwrap_or_else(|| fake.clone());
         let create_ride = Arc::new(CreateRide::new(
             store.clone(),
@@ -91,7 +83,7 @@ impl Harness {
             create_ride,
             good_user: seeded[0].user.clone(),
             declined_user: seeded[1].user.clone(),
-            cardless_user,
+            cardless_user: seeded[2].user.clone(),
         }
     }
 
