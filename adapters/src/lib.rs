@@ -5,4 +5,5 @@
 pub mod clock;
 pub mod http;
 pub mod memory;
+pub mod postgres;
 pub mod receipts;

@@ -131,11 +131,7 @@ pub trait Store: Send + Sync {
 
     /// Notes that a charge is about to be attempted (the first time only);
     /// the review rule reads it. Does not move the recovery point.
-    async fn note_charge_attempt(
-        &self,
-        lease: Lease,
-        now: SystemTime,
-    ) -> Result<KeyRecord, StoreError>;
+    async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError>;
 
     /// One atomic phase, `ride_created` → `charge_created`: the charge id on
     /// the ride.

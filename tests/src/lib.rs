@@ -2,6 +2,8 @@
 //! on a loopback port over the adapters a suite chooses, and returns a
 //! handle with one method per endpoint.
 
+pub mod postgres;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

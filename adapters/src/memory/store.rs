@@ -281,15 +281,11 @@ impl Store for MemoryStore {
         Ok(record.clone())
     }
 
-    async fn note_charge_attempt(
-        &self,
-        lease: Lease,
-        now: SystemTime,
-    ) -> Result<KeyRecord, StoreError> {
+    async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
         let mut state = self.state();
         let record = state.leased_at(lease, RecoveryPoint::RideCreated)?;
         record.charge_attempted_at.get_or_insert(now);
-        Ok(record.clone())
+        Ok(())
     }
 
     async fn record_charge(

@@ -1,0 +1,642 @@
+//! The Postgres store (sqlx). Each atomic phase is one short READ COMMITTED
+//! transaction that locks the key's row (`FOR UPDATE`), checks the lease and
+//! the recovery point it expects, writes, and commits. Requests for one key
+//! queue on that row lock; requests for different keys never touch the same
+//! rows, so nothing aborts with a serialization failure. No transaction is
+//! open while the gateway is called: the use case calls it between phases.
+
+mod rows;
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use application::ports::{Finish, KeyPhase, KeyRequest, Lease, Store, StoreError};
+use async_trait::async_trait;
+use domain::{
+    ApiKeyHash, CompleterPolicy, KeyDecision, KeyId, KeyRecord, LockPolicy, RecoveryPoint, Ride,
+    RideId, StagedJob, User, UserId,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, Transaction};
+use time::OffsetDateTime;
+
+use rows::{JobRow, KeyRow, RideRow, UserRow};
+
+/// The schema, applied by `migrate`.
+pub const SCHEMA: &str = include_str!("../../../schema.sql");
+
+/// Any constant will do: it only has to be the same for every migrating process.
+const MIGRATION_LOCK: i64 = 0x5269_6465_734d_6967;
+
+/// Connection pool settings, from flags.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    /// Postgres aborts any statement running longer than this.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid Postgres URL")?
+        .options([(
+            "statement_timeout",
+            format!("{}ms", settings.statement_timeout.as_millis()),
+        )]);
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(options)
+        .await
+        .context("connecting to Postgres")
+}
+
+/// Applies `schema.sql`. Idempotent; concurrent runs queue on an advisory lock.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(SCHEMA)
+        .execute(&mut *tx)
+        .await
+        .context("applying schema.sql")?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn timestamp(at: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(at)
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(anyhow::Error::new(error))
+}
+
+/// Maps a unique violation on `constraint` to `to`; anything else is the
+/// store being unavailable.
+fn on_constraint(
+    error: sqlx::Error,
+    constraint: &str,
+    to: impl FnOnce() -> StoreError,
+) -> StoreError {
+    if let sqlx::Error::Database(db) = &error
+        && db.code().as_deref() == Some("23505")
+        && db.constraint() == Some(constraint)
+    {
+        return to();
+    }
+    unavailable(error)
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// The key columns and its ride's id, for `KeyRow`; `$where` completes it.
+macro_rules! select_key {
+    ($where:literal) => {
+        concat!(
+            "SELECT k.id, k.created_at, k.idempotency_key, k.last_run_at, k.locked_at, ",
+            "k.lock_generation, k.request_fingerprint, k.origin_lat, k.origin_lon, k.target_lat, ",
+            "k.target_lon, k.request_ip, k.response_code, k.response_body, k.recovery_point, ",
+            "k.downstream_key, k.charge_attempted_at, k.user_id, r.id AS ride_id ",
+            "FROM idempotency_keys k LEFT JOIN rides r ON r.idempotency_key_id = k.id ",
+            $where
+        )
+    };
+}
+
+impl PostgresStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(unavailable)
+    }
+
+    /// Loads and row-locks the key a lease names, checking that the lease is
+    /// current and the key is at `expected`.
+    async fn lock_leased(
+        conn: &mut PgConnection,
+        lease: Lease,
+        expected: RecoveryPoint,
+    ) -> Result<KeyRecord, StoreError> {
+        let row: Option<KeyRow> =
+            sqlx::query_as(select_key!("WHERE k.id = $1 FOR UPDATE OF k"))
+                .bind(lease.key_id.0)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+        let record = KeyRecord::try_from(
+            row.ok_or_else(|| StoreError::LostLock(format!("key {} is gone", lease.key_id)))?,
+        )?;
+        if record.lock_generation != lease.generation || record.locked_at.is_none() {
+            return Err(StoreError::LostLock(format!(
+                "key {} is now held by lock generation {}",
+                lease.key_id, record.lock_generation
+            )));
+        }
+        if record.recovery_point != expected {
+            return Err(StoreError::LostLock(format!(
+                "key {} is at {}, expected {expected}",
+                lease.key_id, record.recovery_point
+            )));
+        }
+        Ok(record)
+    }
+
+    async fn set_recovery_point(
+        conn: &mut PgConnection,
+        key_id: KeyId,
+        point: RecoveryPoint,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE idempotency_keys SET recovery_point = $2 WHERE id = $1")
+            .bind(key_id.0)
+            .bind(point.as_str())
+            .execute(conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn find_key_for_update(
+        conn: &mut PgConnection,
+        request: &KeyRequest,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let row: Option<KeyRow> = sqlx::query_as(select_key!(
+            "WHERE k.user_id = $1 AND k.idempotency_key = $2 FOR UPDATE OF k"
+        ))
+        .bind(request.user_id.0)
+        .bind(request.key.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(unavailable)?;
+        row.map(KeyRecord::try_from).transpose()
+    }
+
+    async fn take_lock(
+        conn: &mut PgConnection,
+        key_id: KeyId,
+        now: SystemTime,
+    ) -> Result<KeyRecord, StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET locked_at = $2, last_run_at = $2, \
+             lock_generation = lock_generation + 1 WHERE id = $1",
+        )
+        .bind(key_id.0)
+        .bind(timestamp(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        let row: KeyRow = sqlx::query_as(select_key!("WHERE k.id = $1"))
+            .bind(key_id.0)
+            .fetch_one(conn)
+            .await
+            .map_err(unavailable)?;
+        KeyRecord::try_from(row)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> =
+            sqlx::query_as("SELECT id, email, stripe_customer_id FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(row.map(User::from))
+    }
+
+    async fn find_user_by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT u.id, u.email, u.stripe_customer_id FROM users u \
+             JOIN api_keys a ON a.user_id = u.id WHERE a.key_hash = $1",
+        )
+        .bind(hash.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.map(User::from))
+    }
+
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> =
+            sqlx::query_as("SELECT id, email, stripe_customer_id FROM users WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(row.map(User::from))
+    }
+
+    async fn upsert_user(
+        &self,
+        email: &str,
+        stripe_customer_id: &str,
+    ) -> Result<User, StoreError> {
+        let row: UserRow = sqlx::query_as(
+            "INSERT INTO users (email, stripe_customer_id) VALUES ($1, $2) \
+             ON CONFLICT (email) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id \
+             RETURNING id, email, stripe_customer_id",
+        )
+        .bind(email)
+        .bind(stripe_customer_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(User::from(row))
+    }
+
+    async fn add_api_key(&self, user_id: UserId, hash: &ApiKeyHash) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (user_id, key_hash) VALUES ($1, $2) \
+             ON CONFLICT (key_hash) DO NOTHING",
+        )
+        .bind(user_id.0)
+        .bind(hash.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn begin_request(
+        &self,
+        request: &KeyRequest,
+        now: SystemTime,
+        policy: LockPolicy,
+    ) -> Result<KeyPhase, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut existing = Self::find_key_for_update(&mut tx, request).await?;
+        if existing.is_none() {
+            // Two first requests with one key: the second insert waits for
+            // the first to commit, then inserts nothing and finds its row.
+            let [origin_lat, origin_lon, target_lat, target_lon] = request.params.numbers();
+            let inserted: Option<(i64,)> = sqlx::query_as(
+                "INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, \
+                 locked_at, request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, \
+                 request_ip, recovery_point, user_id) \
+                 VALUES ($1, $2, $1, $1, $3, $4, $5, $6, $7, $8, 'started', $9) \
+                 ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id",
+            )
+            .bind(timestamp(now))
+            .bind(request.key.as_str())
+            .bind(request.fingerprint.as_str())
+            .bind(origin_lat)
+            .bind(origin_lon)
+            .bind(target_lat)
+            .bind(target_lon)
+            .bind(request.request_ip.as_deref())
+            .bind(request.user_id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if inserted.is_some() {
+                let record = Self::find_key_for_update(&mut tx, request)
+                    .await?
+                    .ok_or_else(|| StoreError::Inconsistent("inserted key vanished".into()))?;
+                tx.commit().await.map_err(unavailable)?;
+                return Ok(KeyPhase::Locked(record));
+            }
+            existing = Self::find_key_for_update(&mut tx, request).await?;
+        }
+        let record = existing.ok_or_else(|| {
+            StoreError::Inconsistent("a conflicting key insert left no row".into())
+        })?;
+        let phase = match KeyDecision::for_existing(&record, &request.fingerprint, now, policy) {
+            KeyDecision::Mismatch => KeyPhase::Mismatch,
+            KeyDecision::Replay(response) => KeyPhase::Replay(response),
+            KeyDecision::InFlight { retry_after } => KeyPhase::InFlight { retry_after },
+            KeyDecision::Resume => KeyPhase::Locked(Self::take_lock(&mut tx, record.id, now).await?),
+        };
+        tx.commit().await.map_err(unavailable)?;
+        Ok(phase)
+    }
+
+    async fn find_completable(
+        &self,
+        now: SystemTime,
+        policy: CompleterPolicy,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let (created_before, run_before, locked_before) = policy.cutoffs(now);
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM idempotency_keys \
+             WHERE recovery_point <> 'finished' AND created_at < $1 AND last_run_at < $2 \
+             AND (locked_at IS NULL OR locked_at < $3) \
+             ORDER BY created_at, id LIMIT $4",
+        )
+        .bind(timestamp(created_before))
+        .bind(timestamp(run_before))
+        .bind(timestamp(locked_before))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(ids.into_iter().map(|(id,)| KeyId(id)).collect())
+    }
+
+    async fn lock_for_completion(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        policy: CompleterPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        // SKIP LOCKED: a key another completer (or a request) is locking
+        // right now is theirs; this completer moves on.
+        let row: Option<KeyRow> =
+            sqlx::query_as(select_key!("WHERE k.id = $1 FOR UPDATE OF k SKIP LOCKED"))
+                .bind(key_id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = KeyRecord::try_from(row)?;
+        if !policy.is_eligible(&record, now) {
+            return Ok(None);
+        }
+        let record = Self::take_lock(&mut tx, key_id, now).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(record))
+    }
+
+    async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut record = Self::lock_leased(&mut tx, lease, RecoveryPoint::Started).await?;
+        let [origin_lat, origin_lon, target_lat, target_lon] = record.params.numbers();
+        let (ride_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO rides (created_at, idempotency_key_id, origin_lat, origin_lon, \
+             target_lat, target_lon, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(timestamp(now))
+        .bind(record.id.0)
+        .bind(origin_lat)
+        .bind(origin_lon)
+        .bind(target_lat)
+        .bind(target_lon)
+        .bind(record.user_id.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            on_constraint(e, "rides_idempotency_key_unique", || {
+                StoreError::LostLock(format!("key {} already has a ride", lease.key_id))
+            })
+        })?;
+        sqlx::query(
+            "INSERT INTO audit_records (action, created_at, data, origin_ip, resource_id, \
+             resource_type, user_id) VALUES ('ride.created', $1, \
+             jsonb_build_object('origin_lat', $2::float8, 'origin_lon', $3::float8, \
+             'target_lat', $4::float8, 'target_lon', $5::float8), $6, $7, 'ride', $8)",
+        )
+        .bind(timestamp(now))
+        .bind(origin_lat)
+        .bind(origin_lon)
+        .bind(target_lat)
+        .bind(target_lon)
+        .bind(record.request_ip.as_deref())
+        .bind(ride_id)
+        .bind(record.user_id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        Self::set_recovery_point(&mut tx, record.id, RecoveryPoint::RideCreated).await?;
+        tx.commit().await.map_err(unavailable)?;
+        record.recovery_point = RecoveryPoint::RideCreated;
+        record.ride_id = Some(RideId(ride_id));
+        Ok(record)
+    }
+
+    async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE idempotency_keys SET charge_attempted_at = COALESCE(charge_attempted_at, $3) \
+             WHERE id = $1 AND lock_generation = $2 AND locked_at IS NOT NULL \
+             AND recovery_point = 'ride_created'",
+        )
+        .bind(lease.key_id.0)
+        .bind(lease.generation)
+        .bind(timestamp(now))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::LostLock(format!(
+                "key {} is no longer held at ride_created by this request",
+                lease.key_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn record_charge(
+        &self,
+        lease: Lease,
+        charge_id: &str,
+        _now: SystemTime,
+    ) -> Result<Ride, StoreError> {
+        let mut tx = self.begin().await?;
+        let record = Self::lock_leased(&mut tx, lease, RecoveryPoint::RideCreated).await?;
+        let row: Option<RideRow> = sqlx::query_as(
+            "UPDATE rides SET stripe_charge_id = $2 WHERE idempotency_key_id = $1 \
+             RETURNING id, idempotency_key_id, origin_lat, origin_lon, target_lat, target_lon, \
+             stripe_charge_id, user_id",
+        )
+        .bind(record.id.0)
+        .bind(charge_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| {
+            on_constraint(e, "rides_stripe_charge_id_unique", || {
+                StoreError::Inconsistent(format!("charge {charge_id} is already on another ride"))
+            })
+        })?;
+        let ride = Ride::try_from(
+            row.ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", record.id)))?,
+        )?;
+        Self::set_recovery_point(&mut tx, record.id, RecoveryPoint::ChargeCreated).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(ride)
+    }
+
+    async fn finish(
+        &self,
+        lease: Lease,
+        finish: Finish,
+        _now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let (expected, response, job) = match finish {
+            Finish::Booked { response, job } => (RecoveryPoint::ChargeCreated, response, Some(job)),
+            Finish::Refused { response } => (RecoveryPoint::RideCreated, response, None),
+        };
+        let mut tx = self.begin().await?;
+        let record = Self::lock_leased(&mut tx, lease, expected).await?;
+        if let Some(job) = job {
+            sqlx::query(
+                "INSERT INTO staged_jobs (job_name, job_args) VALUES ($1, jsonb_build_object(\
+                 'amount', $2::bigint, 'currency', $3::text, 'user_id', $4::bigint, 'ride_id', $5::bigint))",
+            )
+            .bind(domain::charge::ReceiptJob::NAME)
+            .bind(job.amount_cents)
+            .bind(&job.currency)
+            .bind(job.user_id.0)
+            .bind(job.ride_id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        sqlx::query(
+            "UPDATE idempotency_keys SET recovery_point = 'finished', response_code = $2, \
+             response_body = $3, locked_at = NULL WHERE id = $1",
+        )
+        .bind(record.id.0)
+        .bind(i32::from(response.status))
+        .bind(&response.body)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn unlock(&self, lease: Lease) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET locked_at = NULL WHERE id = $1 AND lock_generation = $2",
+        )
+        .bind(lease.key_id.0)
+        .bind(lease.generation)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
+        let row: Option<RideRow> = sqlx::query_as(
+            "SELECT id, idempotency_key_id, origin_lat, origin_lon, target_lat, target_lon, \
+             stripe_charge_id, user_id FROM rides WHERE id = $1",
+        )
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(Ride::try_from).transpose()
+    }
+
+    async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError> {
+        let rows: Vec<JobRow> = sqlx::query_as(
+            "SELECT id, job_name, (job_args->>'amount')::bigint AS amount, \
+             job_args->>'currency' AS currency, (job_args->>'user_id')::bigint AS user_id, \
+             (job_args->>'ride_id')::bigint AS ride_id FROM staged_jobs ORDER BY id LIMIT $1",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter().map(StagedJob::try_from).collect()
+    }
+
+    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM staged_jobs WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn record_receipt(
+        &self,
+        job_id: i64,
+        ride_id: RideId,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO sent_receipts (ride_id, job_id, sent_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (ride_id) DO NOTHING",
+        )
+        .bind(ride_id.0)
+        .bind(job_id)
+        .bind(timestamp(now))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
+        let (sent,): (bool,) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM sent_receipts WHERE ride_id = $1)")
+                .bind(ride_id.0)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(sent)
+    }
+
+    async fn reap_keys(
+        &self,
+        created_before: SystemTime,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        // Keys a request holds right now (row-locked) are skipped, not waited for.
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE id IN (SELECT id FROM idempotency_keys \
+             WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(timestamp(created_before))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    async fn keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(select_key!(
+            "WHERE k.recovery_point = 'ride_created' AND k.charge_attempted_at < $1 \
+             ORDER BY k.charge_attempted_at LIMIT $2"
+        ))
+        .bind(timestamp(attempted_before))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter().map(KeyRecord::try_from).collect()
+    }
+}

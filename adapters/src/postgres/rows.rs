@@ -1,0 +1,167 @@
+//! Row structs: what the queries return, converted into domain types. A row
+//! that does not convert is data the domain's rules forbid (written by hand,
+//! or by a bug), reported as `StoreError::Inconsistent`.
+
+use std::time::SystemTime;
+
+use application::ports::StoreError;
+use domain::charge::ReceiptJob;
+use domain::{
+    IdempotencyKey, KeyId, KeyRecord, RecoveryPoint, RequestFingerprint, Ride, RideId, RideParams,
+    StagedJob, StoredResponse, User, UserId,
+};
+use time::OffsetDateTime;
+
+fn inconsistent(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Inconsistent(what.to_string())
+}
+
+fn system_time(at: OffsetDateTime) -> SystemTime {
+    SystemTime::from(at)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct UserRow {
+    id: i64,
+    email: String,
+    stripe_customer_id: String,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        User {
+            id: UserId(row.id),
+            email: row.email,
+            stripe_customer_id: row.stripe_customer_id,
+        }
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct KeyRow {
+    id: i64,
+    created_at: OffsetDateTime,
+    idempotency_key: String,
+    last_run_at: OffsetDateTime,
+    locked_at: Option<OffsetDateTime>,
+    lock_generation: i64,
+    request_fingerprint: String,
+    origin_lat: f64,
+    origin_lon: f64,
+    target_lat: f64,
+    target_lon: f64,
+    request_ip: Option<String>,
+    response_code: Option<i32>,
+    response_body: Option<String>,
+    recovery_point: String,
+    downstream_key: String,
+    charge_attempted_at: Option<OffsetDateTime>,
+    user_id: i64,
+    ride_id: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for KeyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        let response = match (row.response_code, row.response_body) {
+            (Some(code), Some(body)) => Some(StoredResponse {
+                status: u16::try_from(code)
+                    .map_err(|_| inconsistent(format!("key {}: status {code}", row.id)))?,
+                body,
+            }),
+            _ => None,
+        };
+        Ok(KeyRecord {
+            id: KeyId(row.id),
+            user_id: UserId(row.user_id),
+            key: IdempotencyKey::parse(&row.idempotency_key)
+                .map_err(|e| inconsistent(format!("key {}: {e}", row.id)))?,
+            fingerprint: RequestFingerprint::from_stored(row.request_fingerprint),
+            params: RideParams::from_numbers([
+                row.origin_lat,
+                row.origin_lon,
+                row.target_lat,
+                row.target_lon,
+            ])
+            .map_err(|e| inconsistent(format!("key {}: {e}", row.id)))?,
+            request_ip: row.request_ip,
+            recovery_point: RecoveryPoint::parse(&row.recovery_point).ok_or_else(|| {
+                inconsistent(format!("key {}: recovery point {}", row.id, row.recovery_point))
+            })?,
+            locked_at: row.locked_at.map(system_time),
+            lock_generation: row.lock_generation,
+            created_at: system_time(row.created_at),
+            last_run_at: system_time(row.last_run_at),
+            downstream_key: row.downstream_key,
+            charge_attempted_at: row.charge_attempted_at.map(system_time),
+            ride_id: row.ride_id.map(RideId),
+            response,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct RideRow {
+    id: i64,
+    idempotency_key_id: Option<i64>,
+    origin_lat: f64,
+    origin_lon: f64,
+    target_lat: f64,
+    target_lon: f64,
+    stripe_charge_id: Option<String>,
+    user_id: i64,
+}
+
+impl TryFrom<RideRow> for Ride {
+    type Error = StoreError;
+
+    fn try_from(row: RideRow) -> Result<Self, StoreError> {
+        Ok(Ride {
+            id: RideId(row.id),
+            user_id: UserId(row.user_id),
+            idempotency_key_id: row.idempotency_key_id.map(KeyId),
+            params: RideParams::from_numbers([
+                row.origin_lat,
+                row.origin_lon,
+                row.target_lat,
+                row.target_lon,
+            ])
+            .map_err(|e| inconsistent(format!("ride {}: {e}", row.id)))?,
+            stripe_charge_id: row.stripe_charge_id,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct JobRow {
+    id: i64,
+    job_name: String,
+    amount: Option<i64>,
+    currency: Option<String>,
+    user_id: Option<i64>,
+    ride_id: Option<i64>,
+}
+
+impl TryFrom<JobRow> for StagedJob {
+    type Error = StoreError;
+
+    fn try_from(row: JobRow) -> Result<Self, StoreError> {
+        if row.job_name != ReceiptJob::NAME {
+            return Err(inconsistent(format!(
+                "staged job {}: unknown job {}",
+                row.id, row.job_name
+            )));
+        }
+        let missing = || inconsistent(format!("staged job {}: incomplete arguments", row.id));
+        Ok(StagedJob {
+            id: row.id,
+            job: ReceiptJob {
+                ride_id: RideId(row.ride_id.ok_or_else(missing)?),
+                user_id: UserId(row.user_id.ok_or_else(missing)?),
+                amount_cents: row.amount.ok_or_else(missing)?,
+                currency: row.currency.ok_or_else(missing)?,
+            },
+        })
+    }
+}

@@ -1,0 +1,126 @@
+-- Rocket Rides: the Postgres schema.
+--
+-- The single source the Postgres adapter applies (`rocket-rides migrate`).
+-- Every statement is idempotent, so running it again changes nothing.
+-- Tables follow the original rocket-rides-atomic schema, with our changes
+-- noted where they are.
+
+-- Riders. `stripe_customer_id` is the Stripe customer their rides are charged to.
+CREATE TABLE IF NOT EXISTS users (
+    id                 BIGSERIAL   PRIMARY KEY,
+    email              TEXT        NOT NULL,
+    stripe_customer_id TEXT        NOT NULL,
+    created_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT users_email_unique UNIQUE (email)
+);
+
+-- Ours: API keys for AUTH_MODE=api-key, stored only as SHA-256 hex, so a
+-- leaked table leaks no working credential. A user may hold several.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id         BIGSERIAL   PRIMARY KEY,
+    user_id    BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    key_hash   TEXT        NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT api_keys_key_hash_unique UNIQUE (key_hash)
+);
+
+-- One row per (user, Idempotency-Key): the request, how far it got
+-- (recovery_point), who holds it (locked_at, lock_generation), and once
+-- finished the response replayed to every retry.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    id                  BIGSERIAL        PRIMARY KEY,
+    created_at          TIMESTAMPTZ      NOT NULL,
+    -- Ours: up to 255 characters (the original: 100, past which a 500).
+    idempotency_key     TEXT             NOT NULL
+        CHECK (char_length(idempotency_key) BETWEEN 20 AND 255),
+    last_run_at         TIMESTAMPTZ      NOT NULL,
+    locked_at           TIMESTAMPTZ,
+    -- Ours: bumped on every lock taken; a phase commits only for the
+    -- current generation, so a request whose lock timed out and was taken
+    -- over cannot write behind its successor's back.
+    lock_generation     BIGINT           NOT NULL DEFAULT 1,
+    -- The request: method, path and canonical parameters (the fingerprint
+    -- compared on every retry), and the parameters themselves so the
+    -- completer can finish it without the client. The original kept
+    -- request_method, request_path and request_params (JSONB).
+    request_fingerprint TEXT             NOT NULL,
+    origin_lat          DOUBLE PRECISION NOT NULL,
+    origin_lon          DOUBLE PRECISION NOT NULL,
+    target_lat          DOUBLE PRECISION NOT NULL,
+    target_lon          DOUBLE PRECISION NOT NULL,
+    request_ip          TEXT,
+    -- The stored response, set together with recovery_point = 'finished'.
+    response_code       INT,
+    response_body       TEXT,
+    recovery_point      TEXT             NOT NULL
+        CHECK (recovery_point IN ('started', 'ride_created', 'charge_created', 'finished')),
+    -- Ours: the Idempotency-Key sent to Stripe with every charge attempt,
+    -- unique to this row forever.
+    downstream_key      TEXT             NOT NULL DEFAULT 'rocket-rides-' || gen_random_uuid(),
+    -- Ours: when a charge was first attempted (the review rule).
+    charge_attempted_at TIMESTAMPTZ,
+    user_id             BIGINT           NOT NULL REFERENCES users (id),
+    CONSTRAINT idempotency_keys_user_key_unique UNIQUE (user_id, idempotency_key),
+    CONSTRAINT idempotency_keys_downstream_key_unique UNIQUE (downstream_key),
+    CONSTRAINT idempotency_keys_finished_has_response
+        CHECK ((recovery_point = 'finished') = (response_code IS NOT NULL AND response_body IS NOT NULL))
+);
+
+-- The completer: unfinished keys, oldest first. A partial index holds only
+-- unfinished keys, so its size follows the backlog, not the table.
+CREATE INDEX IF NOT EXISTS idempotency_keys_unfinished_created_at
+    ON idempotency_keys (created_at)
+    WHERE recovery_point <> 'finished';
+
+-- The reaper: keys by age.
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at
+    ON idempotency_keys (created_at);
+
+-- The review list: charges attempted but not recorded, by attempt time.
+CREATE INDEX IF NOT EXISTS idempotency_keys_review
+    ON idempotency_keys (charge_attempted_at)
+    WHERE recovery_point = 'ride_created';
+
+-- Booked rides. A ride outlives its key: the reaper's delete sets
+-- idempotency_key_id to NULL.
+CREATE TABLE IF NOT EXISTS rides (
+    id                 BIGSERIAL        PRIMARY KEY,
+    created_at         TIMESTAMPTZ      NOT NULL DEFAULT now(),
+    idempotency_key_id BIGINT           REFERENCES idempotency_keys (id) ON DELETE SET NULL,
+    origin_lat         DOUBLE PRECISION NOT NULL,
+    origin_lon         DOUBLE PRECISION NOT NULL,
+    target_lat         DOUBLE PRECISION NOT NULL,
+    target_lon         DOUBLE PRECISION NOT NULL,
+    stripe_charge_id   TEXT,
+    user_id            BIGINT           NOT NULL REFERENCES users (id),
+    -- One ride per key, one ride per charge.
+    CONSTRAINT rides_idempotency_key_unique UNIQUE (idempotency_key_id),
+    CONSTRAINT rides_stripe_charge_id_unique UNIQUE (stripe_charge_id)
+);
+
+-- What happened, to what, from where (the original's audit trail).
+CREATE TABLE IF NOT EXISTS audit_records (
+    id            BIGSERIAL   PRIMARY KEY,
+    action        TEXT        NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    data          JSONB       NOT NULL,
+    origin_ip     TEXT,
+    resource_id   BIGINT      NOT NULL,
+    resource_type TEXT        NOT NULL,
+    user_id       BIGINT      NOT NULL REFERENCES users (id)
+);
+
+-- Jobs written in the same transaction as the 201 that caused them; the
+-- enqueuer moves them to the job queue in id order and deletes them.
+CREATE TABLE IF NOT EXISTS staged_jobs (
+    id       BIGSERIAL PRIMARY KEY,
+    job_name TEXT      NOT NULL,
+    job_args JSONB     NOT NULL
+);
+
+-- Ours: receipts sent, one per ride, so a job delivered twice sends once.
+CREATE TABLE IF NOT EXISTS sent_receipts (
+    ride_id BIGINT      PRIMARY KEY REFERENCES rides (id),
+    job_id  BIGINT      NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL
+);

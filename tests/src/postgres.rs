@@ -1,0 +1,107 @@
+//! Postgres for the suites: one container per test binary (testcontainers,
+//! image from `TEST_POSTGRES_IMAGE` when set), a fresh database per test.
+//! Without a Docker engine the suites fail, saying so: they are never
+//! skipped silently.
+
+use std::sync::Arc;
+
+use adapters::postgres::{self, PoolSettings, PostgresStore};
+use sqlx::PgPool;
+use testcontainers::core::IntoContainerPort;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, ImageExt};
+use testcontainers_modules::postgres::Postgres;
+use tokio::sync::OnceCell;
+
+use crate::Inspect;
+
+/// Containers the suites start carry this label; `scripts/test` removes
+/// them when the run ends.
+pub const CONTAINER_LABEL: &str = "rocket-rides-tests";
+
+static CONTAINER: OnceCell<(ContainerAsync<Postgres>, String)> = OnceCell::const_new();
+
+/// `name:tag`, split at the last colon; `TEST_POSTGRES_IMAGE` or the official image.
+fn image() -> (String, String) {
+    match std::env::var("TEST_POSTGRES_IMAGE") {
+        Ok(image) if !image.is_empty() => match image.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+            _ => (image, "latest".to_owned()),
+        },
+        _ => ("postgres".to_owned(), "15".to_owned()),
+    }
+}
+
+async fn server_url() -> &'static str {
+    let (_, url) = CONTAINER
+        .get_or_init(|| async {
+            let (name, tag) = image();
+            let container = Postgres::default()
+                .with_name(name.clone())
+                .with_tag(tag.clone())
+                .with_cmd(["-c", "fsync=off", "-c", "max_connections=400"])
+                .with_label(CONTAINER_LABEL, "true")
+                .start()
+                .await
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "could not start Postgres ({name}:{tag}) with testcontainers: {error}. \
+                         These suites need a Docker engine (DOCKER_HOST or /var/run/docker.sock) \
+                         and the image: on a machine with no registry, run \
+                         `eval \"$(../shared/ci/offline-images)\"` first, or use ./scripts/test."
+                    )
+                });
+            let host = container.get_host().await.expect("container host");
+            let port = container
+                .get_host_port_ipv4(5432.tcp())
+                .await
+                .expect("Postgres port mapped");
+            let url = format!("postgres://postgres:postgres@{host}:{port}");
+            (container, url)
+        })
+        .await;
+    url
+}
+
+/// A URL to a new, empty database of its own, schema not yet applied.
+pub async fn fresh_database_url() -> String {
+    let server = server_url().await;
+    let admin = PgPool::connect(&format!("{server}/postgres"))
+        .await
+        .expect("connecting to the test server");
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("creating a test database");
+    admin.close().await;
+    format!("{server}/{name}")
+}
+
+/// A migrated database of its own and the store over it.
+pub async fn fresh_store() -> Arc<PostgresStore> {
+    fresh_store_with(PoolSettings::default()).await
+}
+
+pub async fn fresh_store_with(settings: PoolSettings) -> Arc<PostgresStore> {
+    let url = fresh_database_url().await;
+    let pool = postgres::connect(&url, &settings).await.expect("connecting");
+    postgres::migrate(&pool).await.expect("migrating");
+    Arc::new(PostgresStore::new(pool))
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> usize {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.expect("count");
+    usize::try_from(n).expect("a count")
+}
+
+#[async_trait::async_trait]
+impl Inspect for PostgresStore {
+    async fn key_count(&self) -> usize {
+        count(self.pool(), "SELECT count(*) FROM idempotency_keys").await
+    }
+
+    async fn ride_count(&self) -> usize {
+        count(self.pool(), "SELECT count(*) FROM rides").await
+    }
+}

@@ -1,0 +1,393 @@
+//! The store port's contract: one set of test bodies, run against the
+//! in-memory store and against Postgres (testcontainers). Whatever one store
+//! does, the other must do too.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use application::ports::{Finish, KeyPhase, KeyRequest, Lease, Store, StoreError};
+use domain::charge::ReceiptJob;
+use domain::{
+    ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyRecord, LockPolicy, RecoveryPoint,
+    RequestFingerprint, RideParams, StoredResponse, User,
+};
+
+const LOCK: LockPolicy = LockPolicy {
+    lock_timeout: Duration::from_secs(90),
+};
+
+const COMPLETER: CompleterPolicy = CompleterPolicy {
+    min_age: Duration::from_secs(300),
+    min_idle: Duration::from_secs(60),
+    lock: LOCK,
+};
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+}
+
+async fn user(store: &dyn Store, email: &str) -> User {
+    store.upsert_user(email, &format!("cus_{email}")).await.expect("user")
+}
+
+fn request(user: &User, key: &str, lat: f64) -> KeyRequest {
+    let params = RideParams::from_numbers([lat, 2.0, 3.0, 4.0]).expect("valid");
+    KeyRequest {
+        user_id: user.id,
+        key: IdempotencyKey::parse(key).expect("valid"),
+        fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
+        params,
+        request_ip: Some("198.51.100.7".into()),
+    }
+}
+
+fn key(n: usize) -> String {
+    format!("contract-key-{n:010}")
+}
+
+async fn locked(store: &dyn Store, request: &KeyRequest, now: SystemTime) -> KeyRecord {
+    match store.begin_request(request, now, LOCK).await.expect("key phase") {
+        KeyPhase::Locked(record) => record,
+        other => panic!("expected the lock, got {other:?}"),
+    }
+}
+
+fn created(ride_id: i64) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        body: format!("{{\"ride\":{ride_id}}}"),
+    }
+}
+
+/// Runs a key from `started` to `finished` with a 201.
+async fn book(store: &dyn Store, request: &KeyRequest, now: SystemTime) -> KeyRecord {
+    let record = locked(store, request, now).await;
+    let lease = Lease::of(&record);
+    let record = store.create_ride(lease, now).await.expect("ride");
+    store.note_charge_attempt(lease, now).await.expect("noted");
+    let ride = store
+        .record_charge(lease, &format!("ch_{}", record.id), now)
+        .await
+        .expect("charge");
+    store
+        .finish(
+            lease,
+            Finish::Booked {
+                response: created(ride.id.0),
+                job: ReceiptJob::for_ride(ride.id, ride.user_id),
+            },
+            now,
+        )
+        .await
+        .expect("finished");
+    record
+}
+
+async fn a_new_key_is_locked_at_started_with_its_own_downstream_key(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let first = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    assert_eq!(first.recovery_point, RecoveryPoint::Started);
+    assert_eq!(first.locked_at, Some(at(0)));
+    assert_eq!(first.created_at, at(0));
+    assert_eq!(first.last_run_at, at(0));
+    assert_eq!(first.ride_id, None);
+    assert_eq!(first.response, None);
+    assert_eq!(first.request_ip.as_deref(), Some("198.51.100.7"));
+    let second = locked(store.as_ref(), &request(&rider, &key(2), 1.0), at(0)).await;
+    assert!(!first.downstream_key.is_empty());
+    assert_ne!(first.downstream_key, second.downstream_key);
+    assert_ne!(first.id, second.id);
+}
+
+async fn a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let req = request(&rider, &key(1), 1.0);
+    let first = locked(store.as_ref(), &req, at(0)).await;
+    match store.begin_request(&req, at(90), LOCK).await.expect("key phase") {
+        KeyPhase::InFlight { retry_after } => assert_eq!(retry_after, Duration::from_secs(1)),
+        other => panic!("expected in flight, got {other:?}"),
+    }
+    let second = locked(store.as_ref(), &req, at(91)).await;
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.lock_generation, first.lock_generation + 1);
+    assert_eq!(second.last_run_at, at(91));
+    assert_eq!(second.created_at, at(0));
+    assert_eq!(second.downstream_key, first.downstream_key, "forever the same");
+}
+
+async fn a_different_request_under_a_key_is_a_mismatch_and_keys_are_per_user(
+    store: Arc<dyn Store>,
+) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let other = user(store.as_ref(), "b@example.com").await;
+    locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    assert_eq!(
+        store
+            .begin_request(&request(&rider, &key(1), 1.5), at(1), LOCK)
+            .await
+            .expect("key phase"),
+        KeyPhase::Mismatch
+    );
+    let theirs = locked(store.as_ref(), &request(&other, &key(1), 1.5), at(1)).await;
+    assert_eq!(theirs.user_id, other.id);
+}
+
+async fn the_phases_walk_forward_and_a_finished_key_replays(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let req = request(&rider, &key(1), 1.0);
+    let record = book(store.as_ref(), &req, at(5)).await;
+    let ride_id = record.ride_id.expect("a ride");
+    let ride = store.find_ride(ride_id).await.expect("found").expect("exists");
+    assert_eq!(ride.idempotency_key_id, Some(record.id));
+    assert_eq!(ride.user_id, rider.id);
+    assert_eq!(ride.stripe_charge_id, Some(format!("ch_{}", record.id)));
+    assert_eq!(ride.params, req.params);
+    let jobs = store.staged_jobs(10).await.expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job, ReceiptJob::for_ride(ride_id, rider.id));
+    assert_eq!(
+        store.begin_request(&req, at(6), LOCK).await.expect("key phase"),
+        KeyPhase::Replay(created(ride_id.0))
+    );
+    let after = store.keys_for_review(at(1_000_000), 10).await.expect("review");
+    assert!(after.is_empty(), "a finished key needs no review");
+}
+
+async fn a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let req = request(&rider, &key(1), 1.0);
+    let stale = Lease::of(&locked(store.as_ref(), &req, at(0)).await);
+    let current = Lease::of(&locked(store.as_ref(), &req, at(100)).await);
+    let error = store.create_ride(stale, at(101)).await.unwrap_err();
+    assert!(matches!(error, StoreError::LostLock(_)), "{error:?}");
+    assert!(matches!(
+        store.note_charge_attempt(stale, at(101)).await,
+        Err(StoreError::LostLock(_))
+    ));
+    store.unlock(stale).await.expect("a no-op");
+    match store.begin_request(&req, at(102), LOCK).await.expect("key phase") {
+        KeyPhase::InFlight { .. } => {}
+        other => panic!("the successor still holds the lock, got {other:?}"),
+    }
+    let record = store.create_ride(current, at(103)).await.expect("the successor writes");
+    assert_eq!(record.recovery_point, RecoveryPoint::RideCreated);
+    store.unlock(current).await.expect("unlocked");
+    let resumed = locked(store.as_ref(), &req, at(104)).await;
+    assert_eq!(resumed.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(resumed.ride_id, record.ride_id);
+}
+
+async fn a_phase_from_the_wrong_recovery_point_writes_nothing(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let req = request(&rider, &key(1), 1.0);
+    let lease = Lease::of(&locked(store.as_ref(), &req, at(0)).await);
+    let record = store.create_ride(lease, at(0)).await.expect("ride");
+    let ride_id = record.ride_id.expect("ride");
+    assert!(matches!(
+        store.create_ride(lease, at(1)).await,
+        Err(StoreError::LostLock(_))
+    ));
+    let booked = Finish::Booked {
+        response: created(ride_id.0),
+        job: ReceiptJob::for_ride(ride_id, rider.id),
+    };
+    assert!(matches!(
+        store.finish(lease, booked, at(1)).await,
+        Err(StoreError::LostLock(_))
+    ));
+    assert!(store.staged_jobs(10).await.expect("jobs").is_empty());
+    let declined = StoredResponse {
+        status: 402,
+        body: "{\"error\":\"declined\"}".into(),
+    };
+    store
+        .finish(lease, Finish::Refused { response: declined.clone() }, at(2))
+        .await
+        .expect("refused from ride_created");
+    assert!(store.staged_jobs(10).await.expect("jobs").is_empty(), "no job without a 201");
+    assert_eq!(
+        store.begin_request(&req, at(3), LOCK).await.expect("key phase"),
+        KeyPhase::Replay(declined)
+    );
+}
+
+async fn the_completer_query_and_lock_take_exactly_the_eligible_keys(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    // 1: unlocked at ride_created since t=0.  2: finished.  3: locked at t=0.
+    // 4: unlocked, created at t=200.
+    let one = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    store.create_ride(Lease::of(&one), at(0)).await.expect("ride");
+    store.unlock(Lease::of(&one)).await.expect("unlocked");
+    book(store.as_ref(), &request(&rider, &key(2), 1.0), at(0)).await;
+    let three = locked(store.as_ref(), &request(&rider, &key(3), 1.0), at(0)).await;
+    let four = locked(store.as_ref(), &request(&rider, &key(4), 1.0), at(200)).await;
+    store.unlock(Lease::of(&four)).await.expect("unlocked");
+
+    let ids = |now| {
+        let store = store.clone();
+        async move { store.find_completable(now, COMPLETER, 100).await.expect("query") }
+    };
+    assert!(ids(at(300)).await.is_empty(), "nothing is over 300 s old");
+    assert_eq!(ids(at(301)).await, vec![one.id, three.id]);
+    assert_eq!(ids(at(501)).await, vec![one.id, three.id, four.id]);
+    assert_eq!(
+        store.find_completable(at(501), COMPLETER, 2).await.expect("query"),
+        vec![one.id, three.id],
+        "oldest first, at most a batch"
+    );
+
+    let taken = store
+        .lock_for_completion(one.id, at(501), COMPLETER)
+        .await
+        .expect("lock")
+        .expect("eligible");
+    assert_eq!(taken.lock_generation, one.lock_generation + 1);
+    assert_eq!(taken.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(
+        store.lock_for_completion(one.id, at(502), COMPLETER).await.expect("lock"),
+        None,
+        "locked and just run: not eligible again"
+    );
+    assert_eq!(ids(at(502)).await, vec![three.id, four.id]);
+}
+
+async fn the_reaper_deletes_old_keys_only_and_keeps_their_rides(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let old = book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    let old_two = book(store.as_ref(), &request(&rider, &key(2), 1.0), at(1)).await;
+    let young = book(store.as_ref(), &request(&rider, &key(3), 1.0), at(100)).await;
+    assert_eq!(store.reap_keys(at(0), 10).await.expect("reap"), 0, "strictly older");
+    assert_eq!(store.reap_keys(at(50), 1).await.expect("reap"), 1, "a batch at most");
+    assert_eq!(store.reap_keys(at(50), 10).await.expect("reap"), 1);
+    for gone in [&old, &old_two] {
+        let ride = store
+            .find_ride(gone.ride_id.expect("ride"))
+            .await
+            .expect("found")
+            .expect("the ride stays");
+        assert_eq!(ride.idempotency_key_id, None);
+    }
+    let kept = store
+        .find_ride(young.ride_id.expect("ride"))
+        .await
+        .expect("found")
+        .expect("exists");
+    assert_eq!(kept.idempotency_key_id, Some(young.id));
+    // A reaped key's string is free again.
+    let again = locked(store.as_ref(), &request(&rider, &key(1), 9.0), at(200)).await;
+    assert_ne!(again.id, old.id);
+}
+
+async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    for n in 0..3 {
+        book(store.as_ref(), &request(&rider, &key(n), 1.0), at(0)).await;
+    }
+    let jobs = store.staged_jobs(10).await.expect("jobs");
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(store.staged_jobs(2).await.expect("jobs").len(), 2);
+    store.delete_staged_job(jobs[0].id).await.expect("deleted");
+    let left = store.staged_jobs(10).await.expect("jobs");
+    assert_eq!(left, jobs[1..].to_vec());
+
+    let ride = jobs[0].job.ride_id;
+    assert!(!store.receipt_sent(ride).await.expect("read"));
+    assert!(store.record_receipt(jobs[0].id, ride, at(1)).await.expect("recorded"));
+    assert!(!store.record_receipt(jobs[0].id, ride, at(2)).await.expect("duplicate"));
+    assert!(store.receipt_sent(ride).await.expect("read"));
+}
+
+async fn users_upsert_by_email_and_are_found_by_api_key_hash(store: Arc<dyn Store>) {
+    let first = store.upsert_user("a@example.com", "cus_1").await.expect("user");
+    let again = store.upsert_user("a@example.com", "cus_2").await.expect("user");
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.stripe_customer_id, "cus_2");
+    assert_eq!(
+        store.find_user_by_email("a@example.com").await.expect("read"),
+        Some(again.clone())
+    );
+    assert_eq!(store.find_user(first.id).await.expect("read"), Some(again.clone()));
+    assert_eq!(store.find_user_by_email("b@example.com").await.expect("read"), None);
+    let hash = ApiKeyHash::of("rr_secret");
+    store.add_api_key(first.id, &hash).await.expect("added");
+    assert_eq!(
+        store.find_user_by_api_key(&hash).await.expect("read"),
+        Some(again)
+    );
+    assert_eq!(
+        store
+            .find_user_by_api_key(&ApiKeyHash::of("rr_other"))
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+async fn keys_whose_charge_was_attempted_long_ago_are_listed_for_review(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let record = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    let lease = Lease::of(&record);
+    store.create_ride(lease, at(0)).await.expect("ride");
+    store.note_charge_attempt(lease, at(10)).await.expect("noted");
+    store.note_charge_attempt(lease, at(20)).await.expect("first attempt kept");
+    store.unlock(lease).await.expect("unlocked");
+    assert!(store.keys_for_review(at(10), 10).await.expect("list").is_empty());
+    let listed = store.keys_for_review(at(11), 10).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].charge_attempted_at, Some(at(10)));
+}
+
+async fn concurrent_first_requests_with_one_key_let_exactly_one_through(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let req = request(&rider, &key(1), 1.0);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (store, req) = (store.clone(), req.clone());
+        tasks.spawn(async move { store.begin_request(&req, at(0), LOCK).await });
+    }
+    let mut locked = 0;
+    let mut in_flight = 0;
+    while let Some(phase) = tasks.join_next().await {
+        match phase.expect("task").expect("no store error from a race") {
+            KeyPhase::Locked(_) => locked += 1,
+            KeyPhase::InFlight { .. } => in_flight += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((locked, in_flight), (1, 15));
+}
+
+macro_rules! contract {
+    ($store:ident, $make:expr) => {
+        mod $store {
+            use super::*;
+
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let store: Arc<dyn Store> = $make;
+                        super::$name(store).await;
+                    }
+                };
+            }
+
+            case!(a_new_key_is_locked_at_started_with_its_own_downstream_key);
+            case!(a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over);
+            case!(a_different_request_under_a_key_is_a_mismatch_and_keys_are_per_user);
+            case!(the_phases_walk_forward_and_a_finished_key_replays);
+            case!(a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor);
+            case!(a_phase_from_the_wrong_recovery_point_writes_nothing);
+            case!(the_completer_query_and_lock_take_exactly_the_eligible_keys);
+            case!(the_reaper_deletes_old_keys_only_and_keeps_their_rides);
+            case!(staged_jobs_come_in_id_order_and_receipts_are_recorded_once);
+            case!(users_upsert_by_email_and_are_found_by_api_key_hash);
+            case!(keys_whose_charge_was_attempted_long_ago_are_listed_for_review);
+            case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
+        }
+    };
+}
+
+contract!(memory, Arc::new(adapters::memory::MemoryStore::new()));
+contract!(postgres, integration_tests::postgres::fresh_store().await);
