@@ -130,11 +130,18 @@ impl DrainStagedJobs {
 /// What the worker did with one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkOutcome {
-    Sent { job_id: i64 },
+    Sent {
+        job_id: i64,
+    },
     /// Delivered again after it took effect: acknowledged, nothing sent.
-    AlreadySent { job_id: i64 },
+    AlreadySent {
+        job_id: i64,
+    },
     /// Sending failed; the queue delivers it again after `delay`.
-    Retrying { job_id: i64, delay: Duration },
+    Retrying {
+        job_id: i64,
+        delay: Duration,
+    },
 }
 
 /// Works `send_ride_receipt` jobs: at most one receipt per ride, however many
@@ -227,7 +234,9 @@ impl ReapKeys {
     #[tracing::instrument(name = "reaper_batch", skip_all)]
     pub async fn run_batch(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let cutoff = now.checked_sub(self.max_age).unwrap_or(std::time::UNIX_EPOCH);
+        let cutoff = now
+            .checked_sub(self.max_age)
+            .unwrap_or(std::time::UNIX_EPOCH);
         let reaped = self.store.reap_keys(cutoff, self.batch_size).await?;
         if reaped > 0 {
             info!(reaped, "reaper deleted old idempotency keys");

@@ -192,7 +192,8 @@ impl CreateRide {
     ) -> Result<Answer, CreateRideError> {
         let lease = Lease::of(&record);
         loop {
-            let span = info_span!("phase", key_id = %record.id, recovery_point = %record.recovery_point);
+            let span =
+                info_span!("phase", key_id = %record.id, recovery_point = %record.recovery_point);
             match record.recovery_point {
                 RecoveryPoint::Started => {
                     record = self

@@ -16,4 +16,6 @@ pub use background::{
 };
 pub use create_ride::{Answer, CreateRide, CreateRideError, CreateRideSettings, RideRequest};
 pub use queries::{ListKeysForReview, ShowRide};
-pub use users::{AuthError, AuthMode, Authenticate, DEMO_USERS, SeedDemoUsers, SeedError, SeededUser};
+pub use users::{
+    AuthError, AuthMode, Authenticate, DEMO_USERS, SeedDemoUsers, SeedError, SeededUser,
+};

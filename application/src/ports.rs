@@ -68,7 +68,9 @@ pub enum KeyPhase {
     Locked(KeyRecord),
     Mismatch,
     Replay(StoredResponse),
-    InFlight { retry_after: Duration },
+    InFlight {
+        retry_after: Duration,
+    },
 }
 
 /// How a finished key ends. A receipt job is staged exactly when a 201 is.
@@ -93,8 +95,7 @@ pub trait Store: Send + Sync {
     async fn find_user_by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<User>, StoreError>;
     async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     /// Creates the user, or updates the customer of the user with this email.
-    async fn upsert_user(&self, email: &str, stripe_customer_id: &str)
-    -> Result<User, StoreError>;
+    async fn upsert_user(&self, email: &str, stripe_customer_id: &str) -> Result<User, StoreError>;
     async fn add_api_key(&self, user_id: UserId, hash: &ApiKeyHash) -> Result<(), StoreError>;
 
     /// The key phase, one atomic phase: insert the key (locked, `started`),
@@ -169,8 +170,11 @@ pub trait Store: Send + Sync {
 
     /// Deletes up to `limit` keys created before `created_before`; their rides
     /// stay, with no key. Returns how many went.
-    async fn reap_keys(&self, created_before: SystemTime, limit: usize)
-    -> Result<usize, StoreError>;
+    async fn reap_keys(
+        &self,
+        created_before: SystemTime,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
 
     /// Unfinished keys whose first charge attempt is older than `before`:
     /// the ones the completer must not charge again blindly.

@@ -55,26 +55,27 @@ impl SeedDemoUsers {
     ) -> Result<Vec<SeededUser>, SeedError> {
         let mut seeded = Vec::new();
         for (email, source) in DEMO_USERS {
-            let user = match self.store.find_user_by_email(email).await? {
-                Some(user) => user,
-                None => {
-                    let customer = self
-                        .gateway
-                        .create_customer(email, source)
-                        .await
-                        .map_err(|source| SeedError::Gateway {
-                            email: email.to_owned(),
-                            source,
-                        })?;
-                    let user = self.store.upsert_user(email, &customer).await?;
-                    info!(email, customer = %user.stripe_customer_id, "demo user created");
-                    user
-                }
-            };
+            let user =
+                match self.store.find_user_by_email(email).await? {
+                    Some(user) => user,
+                    None => {
+                        let customer = self.gateway.create_customer(email, source).await.map_err(
+                            |source| SeedError::Gateway {
+                                email: email.to_owned(),
+                                source,
+                            },
+                        )?;
+                        let user = self.store.upsert_user(email, &customer).await?;
+                        info!(email, customer = %user.stripe_customer_id, "demo user created");
+                        user
+                    }
+                };
             let api_key = match new_api_key.as_mut() {
                 Some(generate) => {
                     let key = generate();
-                    self.store.add_api_key(user.id, &ApiKeyHash::of(&key)).await?;
+                    self.store
+                        .add_api_key(user.id, &ApiKeyHash::of(&key))
+                        .await?;
                     Some(key)
                 }
                 None => None,
@@ -112,7 +113,9 @@ pub struct Authenticate {
 impl Authenticate {
     pub fn new(store: Arc<dyn Store>, mode: AuthMode) -> Self {
         if mode == AuthMode::Email {
-            warn!("AUTH_MODE=email trusts the Authorization header as the user's email: for demos only");
+            warn!(
+                "AUTH_MODE=email trusts the Authorization header as the user's email: for demos only"
+            );
         }
         Self { store, mode }
     }
@@ -130,7 +133,9 @@ impl Authenticate {
                 else {
                     return Err(AuthError::Unknown);
                 };
-                self.store.find_user_by_api_key(&ApiKeyHash::of(token)).await?
+                self.store
+                    .find_user_by_api_key(&ApiKeyHash::of(token))
+                    .await?
             }
         };
         user.ok_or(AuthError::Unknown)

@@ -37,12 +37,29 @@ async fn staged_jobs_reach_the_worker_and_each_ride_gets_one_receipt() {
     assert_eq!(h.staged_job_count().await, 0, "jobs leave once queued");
 
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(h.store.clone(), h.queue.clone(), sender.clone(), h.clock.clone());
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        sender.clone(),
+        h.clock.clone(),
+    );
     for _ in 0..5 {
-        let outcome = worker.work_next(Duration::from_millis(10)).await.expect("worked");
-        assert!(matches!(outcome, Some(WorkOutcome::Sent { .. })), "{outcome:?}");
+        let outcome = worker
+            .work_next(Duration::from_millis(10))
+            .await
+            .expect("worked");
+        assert!(
+            matches!(outcome, Some(WorkOutcome::Sent { .. })),
+            "{outcome:?}"
+        );
     }
-    assert_eq!(worker.work_next(Duration::from_millis(10)).await.expect("idle"), None);
+    assert_eq!(
+        worker
+            .work_next(Duration::from_millis(10))
+            .await
+            .expect("idle"),
+        None
+    );
     let mut sent = sender.sent.lock().expect("lock").clone();
     sent.sort();
     let mut rides: Vec<i64> = h.store.rides().iter().map(|r| r.id.0).collect();
@@ -60,7 +77,12 @@ async fn a_job_published_twice_still_sends_one_receipt() {
     h.queue.publish(&job).await.expect("published again");
 
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(h.store.clone(), h.queue.clone(), sender.clone(), h.clock.clone());
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        sender.clone(),
+        h.clock.clone(),
+    );
     while worker
         .work_next(Duration::from_millis(10))
         .await
@@ -76,14 +98,30 @@ async fn a_redelivered_job_after_success_is_acknowledged_without_sending() {
     h.book(&key(1)).await.expect("booked");
     let job = h.store.staged_jobs(1).await.expect("jobs").remove(0);
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(h.store.clone(), h.queue.clone(), sender.clone(), h.clock.clone());
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        sender.clone(),
+        h.clock.clone(),
+    );
     h.queue.publish(&job).await.expect("published");
-    worker.work_next(Duration::from_millis(10)).await.expect("sent");
+    worker
+        .work_next(Duration::from_millis(10))
+        .await
+        .expect("sent");
     // A second queue (a redelivery the first one does not know of).
     let other_queue = Arc::new(adapters::memory::MemoryQueue::default());
     other_queue.publish(&job).await.expect("published");
-    let worker = WorkJobs::new(h.store.clone(), other_queue.clone(), sender.clone(), h.clock.clone());
-    let outcome = worker.work_next(Duration::from_millis(10)).await.expect("worked");
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        other_queue.clone(),
+        sender.clone(),
+        h.clock.clone(),
+    );
+    let outcome = worker
+        .work_next(Duration::from_millis(10))
+        .await
+        .expect("worked");
     assert_eq!(outcome, Some(WorkOutcome::AlreadySent { job_id: job.id }));
     assert_eq!(sender.sent.lock().expect("lock").len(), 1);
     assert!(other_queue.is_empty(), "the duplicate was acknowledged");
@@ -107,14 +145,28 @@ async fn a_failed_send_is_retried_with_backoff() {
             Ok(())
         }
     });
-    let worker = WorkJobs::new(h.store.clone(), h.queue.clone(), Arc::new(sender), h.clock.clone());
-    let first = worker.work_next(Duration::from_millis(10)).await.expect("worked");
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        Arc::new(sender),
+        h.clock.clone(),
+    );
+    let first = worker
+        .work_next(Duration::from_millis(10))
+        .await
+        .expect("worked");
     assert!(
         matches!(first, Some(WorkOutcome::Retrying { delay, .. }) if delay == Duration::from_secs(1)),
         "{first:?}"
     );
-    let second = worker.work_next(Duration::from_secs(5)).await.expect("worked");
-    assert!(matches!(second, Some(WorkOutcome::Sent { .. })), "{second:?}");
+    let second = worker
+        .work_next(Duration::from_secs(5))
+        .await
+        .expect("worked");
+    assert!(
+        matches!(second, Some(WorkOutcome::Sent { .. })),
+        "{second:?}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert!(h.queue.is_empty());
 }
@@ -133,7 +185,12 @@ async fn the_reaper_removes_only_old_keys_and_keeps_their_rides() {
     h.book(&key(1)).await.expect("booked");
     h.advance(Duration::from_secs(3600));
     h.book(&key(2)).await.expect("booked");
-    let reaper = ReapKeys::new(h.store.clone(), h.clock.clone(), Duration::from_secs(72 * 3600), 1000);
+    let reaper = ReapKeys::new(
+        h.store.clone(),
+        h.clock.clone(),
+        Duration::from_secs(72 * 3600),
+        1000,
+    );
 
     h.advance(Duration::from_secs(71 * 3600)); // key 1 is exactly 72 h old
     assert_eq!(reaper.run_batch().await.expect("nothing old enough"), 0);
@@ -161,7 +218,12 @@ async fn the_reaper_takes_at_most_a_batch() {
         h.book(&key(n)).await.expect("booked");
     }
     h.advance(Duration::from_secs(73 * 3600));
-    let reaper = ReapKeys::new(h.store.clone(), h.clock.clone(), Duration::from_secs(72 * 3600), 2);
+    let reaper = ReapKeys::new(
+        h.store.clone(),
+        h.clock.clone(),
+        Duration::from_secs(72 * 3600),
+        2,
+    );
     assert_eq!(reaper.run_batch().await.expect("reaped"), 2);
     assert_eq!(h.store.keys().len(), 3);
 }

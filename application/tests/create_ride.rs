@@ -22,7 +22,10 @@ async fn a_booked_ride_is_charged_once_stored_and_staged() {
     assert_eq!(rides.len(), 1);
     let charges = h.gateway.charges();
     assert_eq!(charges.len(), 1);
-    assert_eq!(rides[0].stripe_charge_id.as_deref(), Some(charges[0].id.as_str()));
+    assert_eq!(
+        rides[0].stripe_charge_id.as_deref(),
+        Some(charges[0].id.as_str())
+    );
     assert_eq!(charges[0].amount_cents, 2000);
     assert_eq!(charges[0].currency, "usd");
     assert!(answer.response.body.contains(&charges[0].id));
@@ -91,7 +94,10 @@ async fn raise_error_fails_the_charge_phase_unlocks_and_a_retry_without_it_succe
     assert!(matches!(error, CreateRideError::Simulated), "{error:?}");
     let stored = &h.store.keys()[0];
     assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
-    assert_eq!(stored.locked_at, None, "an error path never leaves a key locked");
+    assert_eq!(
+        stored.locked_at, None,
+        "an error path never leaves a key locked"
+    );
     assert_eq!(stored.response, None, "a 500 is not stored");
     assert_eq!(h.gateway.charge_calls(), 0);
 
@@ -178,7 +184,10 @@ async fn a_key_locked_by_a_live_request_answers_409_until_the_lock_times_out() {
     assert_eq!(h.store.rides().len(), 0, "a 409 changes nothing");
 
     h.advance(Duration::from_secs(61));
-    let answer = h.book(&key(1)).await.expect("resumed after the lock timeout");
+    let answer = h
+        .book(&key(1))
+        .await
+        .expect("resumed after the lock timeout");
     assert_eq!(answer.response.status, 201);
     assert_eq!(h.gateway.charges().len(), 1);
 }
@@ -200,7 +209,11 @@ async fn a_retry_after_a_crash_in_the_charge_phase_charges_once() {
     let h = Harness::new().await;
     // The process died after Stripe charged but before the charge was recorded.
     let lease = crash_after_key_phase(&h, &key(1)).await;
-    let record = h.store.create_ride(lease, h.clock_now()).await.expect("ride");
+    let record = h
+        .store
+        .create_ride(lease, h.clock_now())
+        .await
+        .expect("ride");
     let user = h.good_user.clone();
     application::ports::PaymentGateway::charge(
         h.gateway.as_ref(),
@@ -230,7 +243,10 @@ async fn a_retry_after_a_crash_in_the_charge_phase_charges_once() {
 async fn a_retry_resumes_from_charge_created_without_calling_the_gateway() {
     let h = Harness::new().await;
     let lease = crash_after_key_phase(&h, &key(1)).await;
-    h.store.create_ride(lease, h.clock_now()).await.expect("ride");
+    h.store
+        .create_ride(lease, h.clock_now())
+        .await
+        .expect("ride");
     h.store
         .record_charge(lease, "ch_recorded_before_crash", h.clock_now())
         .await
@@ -368,7 +384,10 @@ async fn a_batch_size_limits_the_completer() {
 async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stripe() {
     let h = Harness::new().await;
     let lease = crash_after_key_phase(&h, &key(1)).await;
-    h.store.create_ride(lease, h.clock_now()).await.expect("ride");
+    h.store
+        .create_ride(lease, h.clock_now())
+        .await
+        .expect("ride");
     h.store
         .note_charge_attempt(lease, h.clock_now())
         .await

@@ -24,7 +24,9 @@ async fn an_unknown_outcome_then_success_charges_once_with_the_same_downstream_k
         .times(1)
         .in_sequence(&mut sequence)
         .returning(move |request| {
-            seen.lock().expect("lock").push(request.idempotency_key.clone());
+            seen.lock()
+                .expect("lock")
+                .push(request.idempotency_key.clone());
             ChargeOutcome::Unknown {
                 reason: "timed out".into(),
             }
@@ -35,7 +37,9 @@ async fn an_unknown_outcome_then_success_charges_once_with_the_same_downstream_k
         .times(1)
         .in_sequence(&mut sequence)
         .returning(move |request| {
-            seen.lock().expect("lock").push(request.idempotency_key.clone());
+            seen.lock()
+                .expect("lock")
+                .push(request.idempotency_key.clone());
             assert_eq!(request.amount_cents, 2000);
             ChargeOutcome::Charged {
                 charge_id: "ch_after_retry".into(),
@@ -44,7 +48,10 @@ async fn an_unknown_outcome_then_success_charges_once_with_the_same_downstream_k
     let h = Harness::with_gateway(Arc::new(FakeGateway::new()), Some(Arc::new(gateway))).await;
 
     let error = h.book(&key(1)).await.unwrap_err();
-    assert!(matches!(error, CreateRideError::GatewayUnknown { .. }), "{error:?}");
+    assert!(
+        matches!(error, CreateRideError::GatewayUnknown { .. }),
+        "{error:?}"
+    );
     let stored = &h.store.keys()[0];
     assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
     assert_eq!(stored.locked_at, None, "unlocked for an immediate retry");
@@ -64,9 +71,12 @@ async fn an_unknown_outcome_then_success_charges_once_with_the_same_downstream_k
 #[tokio::test]
 async fn a_declined_card_is_stored_and_replayed_without_a_second_call() {
     let mut gateway = MockPaymentGateway::new();
-    gateway.expect_charge().times(1).returning(|_| ChargeOutcome::Declined {
-        message: "Your card has insufficient funds.".into(),
-    });
+    gateway
+        .expect_charge()
+        .times(1)
+        .returning(|_| ChargeOutcome::Declined {
+            message: "Your card has insufficient funds.".into(),
+        });
     let h = Harness::with_gateway(Arc::new(FakeGateway::new()), Some(Arc::new(gateway))).await;
     let first = h.book(&key(1)).await.expect("answered");
     assert_eq!(first.response.status, 402);
@@ -83,7 +93,9 @@ async fn downstream_keys_differ_between_idempotency_keys() {
     let mut gateway = MockPaymentGateway::new();
     let seen = seen_keys.clone();
     gateway.expect_charge().times(3).returning(move |request| {
-        seen.lock().expect("lock").push(request.idempotency_key.clone());
+        seen.lock()
+            .expect("lock")
+            .push(request.idempotency_key.clone());
         ChargeOutcome::Charged {
             charge_id: format!("ch_{}", request.idempotency_key),
         }
@@ -122,17 +134,21 @@ fn failing_store(
         .expect_note_charge_attempt()
         .returning(move |lease, now| futures_block_on(s.note_charge_attempt(lease, now)));
     let s = inner.clone();
-    store.expect_record_charge().returning(move |lease, charge, now| {
-        if fail_record_charge {
-            Err(StoreError::Unavailable(anyhow::anyhow!("connection reset")))
-        } else {
-            futures_block_on(s.record_charge(lease, charge, now))
-        }
-    });
+    store
+        .expect_record_charge()
+        .returning(move |lease, charge, now| {
+            if fail_record_charge {
+                Err(StoreError::Unavailable(anyhow::anyhow!("connection reset")))
+            } else {
+                futures_block_on(s.record_charge(lease, charge, now))
+            }
+        });
     let s = inner.clone();
     store
         .expect_finish()
-        .returning(move |lease, finish: Finish, now| futures_block_on(s.finish(lease, finish, now)));
+        .returning(move |lease, finish: Finish, now| {
+            futures_block_on(s.finish(lease, finish, now))
+        });
     let s = inner.clone();
     store
         .expect_find_ride()
@@ -180,7 +196,11 @@ async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_on
         matches!(error, CreateRideError::Store(StoreError::Unavailable(_))),
         "{error:?}"
     );
-    assert_eq!(unlocks.lock().expect("lock").len(), 1, "the key was unlocked");
+    assert_eq!(
+        unlocks.lock().expect("lock").len(),
+        1,
+        "the key was unlocked"
+    );
     let stored = &h.store.keys()[0];
     assert_eq!(stored.locked_at, None);
     assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
@@ -199,9 +219,11 @@ async fn a_store_failing_while_unlocking_still_answers_and_the_lock_timeout_free
     let h = Harness::new().await;
     let mut store = MockStore::new();
     let inner = h.store.clone();
-    store.expect_begin_request().returning(move |request, now, policy| {
-        futures_block_on(inner.begin_request(request, now, policy))
-    });
+    store
+        .expect_begin_request()
+        .returning(move |request, now, policy| {
+            futures_block_on(inner.begin_request(request, now, policy))
+        });
     let inner = h.store.clone();
     store
         .expect_create_ride()
@@ -224,7 +246,10 @@ async fn a_store_failing_while_unlocking_still_answers_and_the_lock_timeout_free
 
     request.raise_error = false;
     let error = h.create_ride.run(request.clone()).await.unwrap_err();
-    assert!(matches!(error, CreateRideError::InFlight { .. }), "{error:?}");
+    assert!(
+        matches!(error, CreateRideError::InFlight { .. }),
+        "{error:?}"
+    );
     h.advance(support::LOCK_TIMEOUT + std::time::Duration::from_secs(1));
     let answer = h.create_ride.run(request).await.expect("after the timeout");
     assert_eq!(answer.response.status, 201);
@@ -235,9 +260,11 @@ async fn losing_the_lock_does_not_unlock_the_successor() {
     let h = Harness::new().await;
     let mut store = MockStore::new();
     let inner = h.store.clone();
-    store.expect_begin_request().returning(move |request, now, policy| {
-        futures_block_on(inner.begin_request(request, now, policy))
-    });
+    store
+        .expect_begin_request()
+        .returning(move |request, now, policy| {
+            futures_block_on(inner.begin_request(request, now, policy))
+        });
     store
         .expect_create_ride()
         .returning(|_, _| Err(StoreError::LostLock("taken over".into())));
@@ -252,6 +279,9 @@ async fn losing_the_lock_does_not_unlock_the_successor() {
         .run(h.request(&h.good_user, &key(1)))
         .await
         .unwrap_err();
-    assert!(matches!(error, CreateRideError::Store(StoreError::LostLock(_))), "{error:?}");
+    assert!(
+        matches!(error, CreateRideError::Store(StoreError::LostLock(_))),
+        "{error:?}"
+    );
     let _ = KeyPhase::Mismatch;
 }

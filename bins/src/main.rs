@@ -31,7 +31,9 @@ fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -85,5 +87,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulator(args) => simulator::run(&settings, &args, shutdown).await,
         Command::Up => processes::up(&settings).await,
         Command::Review(args) => processes::review(&settings, &args).await,
+        Command::Migrate => processes::migrate(&settings).await,
     }
 }

@@ -26,10 +26,31 @@ fn require_shared_store(system: &System, process: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The in-memory queue lives inside one process: an enqueuer publishing to
+/// its own copy would delete staged jobs no worker ever sees.
+fn require_shared_queue(system: &System, process: &str) -> anyhow::Result<()> {
+    if system.queue_in_process {
+        bail!(
+            "`{process}` on its own needs a job queue shared between processes, and the in-memory queue lives inside one process: run `rocket-rides start`, which runs the enqueuer and the worker together"
+        );
+    }
+    Ok(())
+}
+
 /// On the in-memory store the demo users must be created in-process: `up`
 /// would create them in a store that dies with it.
 async fn seed_if_embedded(system: &System) -> anyhow::Result<()> {
     if !system.embedded {
+        if system
+            .store
+            .find_user_by_email(application::DEMO_USERS[0].0)
+            .await?
+            .is_none()
+        {
+            warn!(
+                "no demo users in the database yet: run `rocket-rides up` (the simulator's requests get 401 until then)"
+            );
+        }
         return Ok(());
     }
     let issue_keys = system.settings.auth_mode.into_mode() == AuthMode::ApiKey;
@@ -40,7 +61,9 @@ async fn seed_if_embedded(system: &System) -> anyhow::Result<()> {
         .await?;
     for seeded in seeded {
         match seeded.api_key {
-            Some(key) => info!(email = %seeded.user.email, api_key = %key, "demo user ready (API key shown once)"),
+            Some(key) => {
+                info!(email = %seeded.user.email, api_key = %key, "demo user ready (API key shown once)")
+            }
             None => info!(email = %seeded.user.email, "demo user ready"),
         }
     }
@@ -74,7 +97,11 @@ async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-async fn serve_api(system: &System, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn serve_api(
+    system: &System,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     adapters::http::serve(listener, system.api_state(), shutdown.cancelled_owned())
         .await
         .context("serving the API")?;
@@ -84,8 +111,12 @@ async fn serve_api(system: &System, listener: TcpListener, shutdown: Cancellatio
 
 /// Runs `batch` now and then every `interval`, until shutdown. A batch in
 /// hand is finished first; errors are logged and the loop goes on.
-async fn every<F, Fut>(name: &'static str, interval: Duration, shutdown: CancellationToken, mut batch: F)
-where
+async fn every<F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    shutdown: CancellationToken,
+    mut batch: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
@@ -104,28 +135,43 @@ where
 
 async fn completer_loop(system: &System, shutdown: CancellationToken) {
     let completer = system.completer();
-    every("completer", system.settings.poll_interval, shutdown, || async {
-        completer.run_batch().await?;
-        Ok(())
-    })
+    every(
+        "completer",
+        system.settings.poll_interval,
+        shutdown,
+        || async {
+            completer.run_batch().await?;
+            Ok(())
+        },
+    )
     .await;
 }
 
 async fn enqueuer_loop(system: &System, shutdown: CancellationToken) {
     let enqueuer = system.enqueuer();
-    every("enqueuer", system.settings.poll_interval, shutdown, || async {
-        enqueuer.run_batch().await?;
-        Ok(())
-    })
+    every(
+        "enqueuer",
+        system.settings.poll_interval,
+        shutdown,
+        || async {
+            enqueuer.run_batch().await?;
+            Ok(())
+        },
+    )
     .await;
 }
 
 async fn reaper_loop(system: &System, shutdown: CancellationToken) {
     let reaper = system.reaper();
-    every("reaper", system.settings.poll_interval, shutdown, || async {
-        reaper.run_batch().await?;
-        Ok(())
-    })
+    every(
+        "reaper",
+        system.settings.poll_interval,
+        shutdown,
+        || async {
+            reaper.run_batch().await?;
+            Ok(())
+        },
+    )
     .await;
 }
 
@@ -157,7 +203,8 @@ pub async fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::
         let (system, shutdown) = (system.clone(), shutdown.clone());
         tasks.spawn(async move { serve_api(&system, listener, shutdown).await });
     }
-    type Loop = fn(&System, CancellationToken) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    type Loop =
+        fn(&System, CancellationToken) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
     let loops: [Loop; 4] = [
         |s, t| Box::pin(completer_loop(s, t)),
         |s, t| Box::pin(enqueuer_loop(s, t)),
@@ -174,7 +221,9 @@ pub async fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::
     {
         let settings = settings.clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(async move { simulator::run(&settings, &SimulatorArgs::defaults(), shutdown).await });
+        tasks.spawn(async move {
+            simulator::run(&settings, &SimulatorArgs::defaults(), shutdown).await
+        });
     }
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
@@ -205,6 +254,7 @@ pub async fn completer(settings: &Settings, shutdown: CancellationToken) -> anyh
 pub async fn enqueuer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let system = System::build(settings).await?;
     require_shared_store(&system, "enqueuer")?;
+    require_shared_queue(&system, "enqueuer")?;
     enqueuer_loop(&system, shutdown).await;
     Ok(())
 }
@@ -212,6 +262,7 @@ pub async fn enqueuer(settings: &Settings, shutdown: CancellationToken) -> anyho
 pub async fn worker(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let system = System::build(settings).await?;
     require_shared_store(&system, "worker")?;
+    require_shared_queue(&system, "worker")?;
     worker_loop(&system, shutdown).await;
     Ok(())
 }
@@ -239,6 +290,17 @@ pub async fn up(settings: &Settings) -> anyhow::Result<()> {
             seeded.api_key.unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let Some(url) = &settings.database_url else {
+        bail!("`migrate` needs DATABASE_URL: the in-memory store has no schema to apply");
+    };
+    let pool = adapters::postgres::connect(url, &crate::wiring::pool_settings(settings)).await?;
+    adapters::postgres::migrate(&pool).await?;
+    info!("schema.sql applied");
+    println!("schema.sql applied");
     Ok(())
 }
 

@@ -6,11 +6,14 @@ use application::AuthMode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|error| format!("{error} (write durations like 90s, 5m, 72h)"))
+    humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (write durations like 90s, 5m, 72h)"))
 }
 
 fn rate(text: &str) -> Result<f64, String> {
-    let value: f64 = text.parse().map_err(|_| format!("{text} is not a number"))?;
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text} is not a number"))?;
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
@@ -19,11 +22,21 @@ fn rate(text: &str) -> Result<f64, String> {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "rocket-rides", version, about = "Book rides, charge cards, never twice.")]
+#[command(
+    name = "rocket-rides",
+    version,
+    about = "Book rides, charge cards, never twice."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     #[command(flatten)]
     pub settings: Settings,
@@ -55,6 +68,8 @@ pub enum Command {
     Up,
     /// Lists keys the completer will not charge again: a person must decide.
     Review(ReviewArgs),
+    /// Applies schema.sql to DATABASE_URL (safe to re-run).
+    Migrate,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -74,6 +89,23 @@ impl From<AuthModeArg> for AuthMode {
 
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
+    /// Postgres to keep everything in; unset, an in-memory store inside this process.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Most Postgres connections this process opens.
+    #[arg(
+        long,
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub database_max_connections: u32,
+    /// How long to wait for a free pooled connection before failing.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", value_parser = duration, default_value = "5s", global = true)]
+    pub database_acquire_timeout: Duration,
+    /// Postgres aborts any statement running longer than this.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", value_parser = duration, default_value = "10s", global = true)]
+    pub database_statement_timeout: Duration,
     /// Port the API listens on.
     #[arg(long, env = "API_PORT", default_value_t = 5000, global = true)]
     pub api_port: u16,
@@ -81,7 +113,13 @@ pub struct Settings {
     #[arg(long, env = "API_HOST", default_value = "0.0.0.0", global = true)]
     pub api_host: String,
     /// How `Authorization` names the user: the demo's email, or `Bearer <api key>`.
-    #[arg(long, env = "AUTH_MODE", value_enum, default_value = "email", global = true)]
+    #[arg(
+        long,
+        env = "AUTH_MODE",
+        value_enum,
+        default_value = "email",
+        global = true
+    )]
     pub auth_mode: AuthModeArg,
     /// A locked key whose lock is older than this may be taken over.
     #[arg(long, env = "LOCK_TIMEOUT", value_parser = duration, default_value = "90s", global = true)]
@@ -128,7 +166,11 @@ pub struct SimulatorArgs {
     #[arg(long, env = "SIMULATOR_ERROR_RATE", value_parser = rate, default_value = "0.5")]
     pub error_rate: f64,
     /// The Authorization header to send (an email, or `Bearer <key>`).
-    #[arg(long, env = "SIMULATOR_AUTHORIZATION", default_value = "user@example.com")]
+    #[arg(
+        long,
+        env = "SIMULATOR_AUTHORIZATION",
+        default_value = "user@example.com"
+    )]
     pub authorization: String,
 }
 

@@ -5,16 +5,25 @@ use std::sync::Arc;
 use adapters::clock::SystemClock;
 use adapters::http::ApiState;
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
+use adapters::postgres::{self, PoolSettings, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use application::ports::{Clock, JobQueue, PaymentGateway, ReceiptSender, Store};
 use application::{
-    CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
-    ListKeysForReview, ReapKeys, SeedDemoUsers, WorkJobs,
+    CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs, ListKeysForReview,
+    ReapKeys, SeedDemoUsers, WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
 use tracing::info;
 
 use crate::settings::Settings;
+
+pub fn pool_settings(settings: &Settings) -> PoolSettings {
+    PoolSettings {
+        max_connections: settings.database_max_connections,
+        acquire_timeout: settings.database_acquire_timeout,
+        statement_timeout: settings.database_statement_timeout,
+    }
+}
 
 /// The adapters one process runs on, and the use cases built over them.
 pub struct System {
@@ -26,21 +35,37 @@ pub struct System {
     pub clock: Arc<dyn Clock>,
     /// The store lives in this process only: other processes cannot share it.
     pub embedded: bool,
+    /// The job queue lives in this process only (always, until a shared
+    /// queue adapter exists): the enqueuer and the worker must share it.
+    pub queue_in_process: bool,
 }
 
 impl System {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        info!("store: in-memory (embedded default; nothing persists across restarts)");
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (store, embedded): (Arc<dyn Store>, bool) = match &settings.database_url {
+            Some(url) => {
+                let pool = postgres::connect(url, &pool_settings(settings)).await?;
+                info!(
+                    max_connections = settings.database_max_connections,
+                    "store: Postgres"
+                );
+                (Arc::new(PostgresStore::new(pool)), false)
+            }
+            None => {
+                info!("store: in-memory (embedded default; nothing persists across restarts)");
+                (Arc::new(MemoryStore::new()), true)
+            }
+        };
         info!(
             unknown_rate = settings.fake_gateway_unknown_rate,
             latency = ?settings.fake_gateway_latency,
             "payment gateway: in-process fake"
         );
-        let gateway: Arc<dyn PaymentGateway> = Arc::new(FakeGateway::with_faults(FakeGatewayFaults {
-            unknown_rate: settings.fake_gateway_unknown_rate,
-            latency: settings.fake_gateway_latency,
-        }));
+        let gateway: Arc<dyn PaymentGateway> =
+            Arc::new(FakeGateway::with_faults(FakeGatewayFaults {
+                unknown_rate: settings.fake_gateway_unknown_rate,
+                latency: settings.fake_gateway_latency,
+            }));
         info!("job queue: in-memory");
         let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::default());
         Ok(Self {
@@ -50,7 +75,8 @@ impl System {
             queue,
             receipts: Arc::new(LogReceiptSender),
             clock: Arc::new(SystemClock),
-            embedded: true,
+            embedded,
+            queue_in_process: true,
         })
     }
 
@@ -108,7 +134,11 @@ impl System {
     }
 
     pub fn enqueuer(&self) -> DrainStagedJobs {
-        DrainStagedJobs::new(self.store.clone(), self.queue.clone(), self.settings.batch_size)
+        DrainStagedJobs::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.settings.batch_size,
+        )
     }
 
     pub fn worker(&self) -> WorkJobs {

@@ -22,7 +22,9 @@ pub enum IdempotencyKeyError {
     TooShort { len: usize },
     #[error("the Idempotency-Key must be at most {max} characters long, it has {len}", max = IdempotencyKey::MAX_LEN)]
     TooLong { len: usize },
-    #[error("the Idempotency-Key may only hold visible ASCII characters (no spaces or control characters)")]
+    #[error(
+        "the Idempotency-Key may only hold visible ASCII characters (no spaces or control characters)"
+    )]
     NotVisibleAscii,
 }
 
@@ -159,9 +161,10 @@ impl LockPolicy {
     /// When a client told 409 may expect the lock to be free, at the latest.
     pub fn retry_after(&self, locked_at: Option<SystemTime>, now: SystemTime) -> Duration {
         let held = locked_at.map(|at| age(now, at)).unwrap_or(Duration::ZERO);
-        self.lock_timeout
-            .saturating_sub(held)
-            .clamp(Duration::from_secs(1), self.lock_timeout.max(Duration::from_secs(1)))
+        self.lock_timeout.saturating_sub(held).clamp(
+            Duration::from_secs(1),
+            self.lock_timeout.max(Duration::from_secs(1)),
+        )
     }
 }
 
@@ -340,7 +343,10 @@ mod tests {
             policy.retry_after(Some(at(0)), at(30)),
             Duration::from_secs(60)
         );
-        assert_eq!(policy.retry_after(Some(at(0)), at(90)), Duration::from_secs(1));
+        assert_eq!(
+            policy.retry_after(Some(at(0)), at(90)),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

@@ -10,19 +10,19 @@ pub mod charge;
 pub mod fingerprint;
 pub mod idempotency;
 pub mod json;
-pub mod ride;
 pub mod response;
+pub mod ride;
 pub mod user;
 
 pub use api_key::ApiKeyHash;
-pub use charge::{ChargeOutcome, ChargeRequest, Price, ReceiptJob, StagedJob, RIDE_PRICE};
+pub use charge::{ChargeOutcome, ChargeRequest, Price, RIDE_PRICE, ReceiptJob, StagedJob};
 pub use fingerprint::RequestFingerprint;
 pub use idempotency::{
     CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyDecision, KeyId, KeyRecord,
     LockPolicy, RecoveryPoint, ReviewPolicy,
 };
+pub use response::{Problem, StoredResponse};
 pub use ride::{
     Coordinate, Latitude, Longitude, Ride, RideId, RideParams, RideParamsError, RideParamsField,
 };
-pub use response::{Problem, StoredResponse};
 pub use user::{User, UserId};

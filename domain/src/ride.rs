@@ -44,7 +44,10 @@ impl RideParamsField {
     }
 
     fn is_latitude(self) -> bool {
-        matches!(self, RideParamsField::OriginLat | RideParamsField::TargetLat)
+        matches!(
+            self,
+            RideParamsField::OriginLat | RideParamsField::TargetLat
+        )
     }
 }
 
@@ -255,7 +258,17 @@ mod tests {
 
     #[test]
     fn words_that_rust_reads_as_floats_are_not_numbers() {
-        for raw in ["NaN", "inf", "-infinity", "", " ", "1,5", "0x10", "abc", "."] {
+        for raw in [
+            "NaN",
+            "inf",
+            "-infinity",
+            "",
+            " ",
+            "1,5",
+            "0x10",
+            "abc",
+            ".",
+        ] {
             let error = parse([raw, "0", "0", "0"]).unwrap_err();
             assert_eq!(
                 error,
@@ -287,7 +300,10 @@ mod tests {
     #[test]
     fn from_numbers_rejects_nan_and_names_the_field() {
         let error = RideParams::from_numbers([0.0, f64::NAN, 0.0, 0.0]).unwrap_err();
-        assert_eq!(error, RideParamsError::NotFinite(RideParamsField::OriginLon));
+        assert_eq!(
+            error,
+            RideParamsError::NotFinite(RideParamsField::OriginLon)
+        );
     }
 
     #[test]

@@ -24,18 +24,52 @@ pub const CARDLESS_USER: &str = "user-no-card@example.com";
 /// The seed's curl body.
 pub const SEED_BODY: &str = "origin_lat=0.0&origin_lon=0.0&target_lat=0.0&target_lon=0.0";
 
+/// The store a suite runs the API on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    /// A database of its own in the suite's Postgres container.
+    Postgres,
+}
+
 pub struct AppOptions {
+    pub backend: Backend,
     pub auth_mode: AuthMode,
     pub faults: FakeGatewayFaults,
 }
 
-impl Default for AppOptions {
-    fn default() -> Self {
+impl AppOptions {
+    pub fn on(backend: Backend) -> Self {
         Self {
+            backend,
             auth_mode: AuthMode::Email,
             faults: FakeGatewayFaults::default(),
         }
     }
+}
+
+/// Runs each named test body (an `async fn(Backend)`) once per backend, as
+/// `memory::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::Backend::Memory).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
 }
 
 /// What a suite reads back from a store, whichever store it is.
@@ -72,8 +106,16 @@ pub fn new_key() -> String {
 }
 
 pub async fn spawn_app(options: AppOptions) -> TestApp {
-    let store = Arc::new(MemoryStore::new());
-    spawn_app_on(store.clone(), store, options).await
+    match options.backend {
+        Backend::Memory => {
+            let store = Arc::new(MemoryStore::new());
+            spawn_app_on(store.clone(), store, options).await
+        }
+        Backend::Postgres => {
+            let store = postgres::fresh_store().await;
+            spawn_app_on(store.clone(), store, options).await
+        }
+    }
 }
 
 /// Starts the API over `store` with an in-process fake gateway, the demo
@@ -109,7 +151,9 @@ pub async fn spawn_app_on(
         },
         Duration::from_secs(2),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let address: SocketAddr = listener.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(adapters::http::serve(listener, state, async move {
@@ -137,8 +181,13 @@ impl TestApp {
         key: Option<&str>,
         body: &str,
     ) -> reqwest::Response {
-        self.post_ride_typed(authorization, key, "application/x-www-form-urlencoded", body)
-            .await
+        self.post_ride_typed(
+            authorization,
+            key,
+            "application/x-www-form-urlencoded",
+            body,
+        )
+        .await
     }
 
     pub async fn post_ride_typed(
@@ -223,7 +272,11 @@ impl Answer {
             self.body
         );
         assert_eq!(json["status"], self.status, "{}", self.body);
-        assert!(json["type"].is_string() && json["title"].is_string(), "{}", self.body);
+        assert!(
+            json["type"].is_string() && json["title"].is_string(),
+            "{}",
+            self.body
+        );
         assert_eq!(json["detail"], json["error"], "{}", self.body);
         json["detail"].as_str().expect("detail").to_owned()
     }

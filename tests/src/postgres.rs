@@ -85,7 +85,9 @@ pub async fn fresh_store() -> Arc<PostgresStore> {
 
 pub async fn fresh_store_with(settings: PoolSettings) -> Arc<PostgresStore> {
     let url = fresh_database_url().await;
-    let pool = postgres::connect(&url, &settings).await.expect("connecting");
+    let pool = postgres::connect(&url, &settings)
+        .await
+        .expect("connecting");
     postgres::migrate(&pool).await.expect("migrating");
     Arc::new(PostgresStore::new(pool))
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 use adapters::memory::FakeGatewayFaults;
 use application::AuthMode;
 use integration_tests::{
-    AppOptions, Answer, CARDLESS_USER, DECLINED_USER, GOOD_USER, SEED_BODY, TestApp, new_key,
-    spawn_app,
+    Answer, AppOptions, Backend, CARDLESS_USER, DECLINED_USER, GOOD_USER, SEED_BODY, TestApp,
+    new_key, on_every_backend, spawn_app,
 };
 
-async fn app() -> TestApp {
-    spawn_app(AppOptions::default()).await
+async fn app(backend: Backend) -> TestApp {
+    spawn_app(AppOptions::on(backend)).await
 }
 
 async fn no_key_was_stored(app: &TestApp) {
@@ -25,9 +25,10 @@ async fn no_key_was_stored(app: &TestApp) {
     );
 }
 
-#[tokio::test]
-async fn the_seed_curl_line_books_a_ride_and_the_same_key_replays_it_byte_for_byte() {
-    let app = app().await;
+async fn the_seed_curl_line_books_a_ride_and_the_same_key_replays_it_byte_for_byte(
+    backend: Backend,
+) {
+    let app = app(backend).await;
     let key = new_key();
     let first = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
     assert_eq!(first.status, 201, "{}", first.body);
@@ -55,9 +56,8 @@ async fn the_seed_curl_line_books_a_ride_and_the_same_key_replays_it_byte_for_by
     assert!(first.body.contains(&shown.body), "the same bytes, too");
 }
 
-#[tokio::test]
-async fn a_json_body_books_a_ride_and_equals_the_form_request() {
-    let app = app().await;
+async fn a_json_body_books_a_ride_and_equals_the_form_request(backend: Backend) {
+    let app = app(backend).await;
     let key = new_key();
     let json = r#"{"origin_lat": 12.5, "origin_lon": -3, "target_lat": "40.1", "target_lon": 0}"#;
     let first = Answer::of(
@@ -74,40 +74,53 @@ async fn a_json_body_books_a_ride_and_equals_the_form_request() {
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
 }
 
-#[tokio::test]
-async fn a_declined_card_is_402_with_the_processors_message_and_is_replayed() {
-    let app = app().await;
+async fn a_declined_card_is_402_with_the_processors_message_and_is_replayed(backend: Backend) {
+    let app = app(backend).await;
     let key = new_key();
-    let first = Answer::of(app.post_ride(Some(DECLINED_USER), Some(&key), SEED_BODY).await).await;
+    let first = Answer::of(
+        app.post_ride(Some(DECLINED_USER), Some(&key), SEED_BODY)
+            .await,
+    )
+    .await;
     assert_eq!(first.status, 402);
     assert!(first.detail().contains("Your card was declined."));
-    let again = Answer::of(app.post_ride(Some(DECLINED_USER), Some(&key), SEED_BODY).await).await;
+    let again = Answer::of(
+        app.post_ride(Some(DECLINED_USER), Some(&key), SEED_BODY)
+            .await,
+    )
+    .await;
     assert_eq!(again.status, 402);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.body, first.body);
     assert_eq!(app.gateway.charge_calls(), 1);
 }
 
-#[tokio::test]
-async fn a_charge_refused_for_good_is_502_and_stored() {
-    let app = app().await;
+async fn a_charge_refused_for_good_is_502_and_stored(backend: Backend) {
+    let app = app(backend).await;
     let key = new_key();
-    let first = Answer::of(app.post_ride(Some(CARDLESS_USER), Some(&key), SEED_BODY).await).await;
+    let first = Answer::of(
+        app.post_ride(Some(CARDLESS_USER), Some(&key), SEED_BODY)
+            .await,
+    )
+    .await;
     assert_eq!(first.status, 502);
     assert!(first.detail().contains("no active card"));
-    let again = Answer::of(app.post_ride(Some(CARDLESS_USER), Some(&key), SEED_BODY).await).await;
+    let again = Answer::of(
+        app.post_ride(Some(CARDLESS_USER), Some(&key), SEED_BODY)
+            .await,
+    )
+    .await;
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.body, first.body);
 }
 
-#[tokio::test]
-async fn an_unknown_gateway_answer_is_503_with_retry_after_and_is_not_stored() {
+async fn an_unknown_gateway_answer_is_503_with_retry_after_and_is_not_stored(backend: Backend) {
     let app = spawn_app(AppOptions {
         faults: FakeGatewayFaults {
             unknown_rate: 1.0,
             latency: Duration::ZERO,
         },
-        ..AppOptions::default()
+        ..AppOptions::on(backend)
     })
     .await;
     let key = new_key();
@@ -118,30 +131,44 @@ async fn an_unknown_gateway_answer_is_503_with_retry_after_and_is_not_stored() {
         assert_eq!(answer.header("idempotent-replayed"), None, "never stored");
         assert!(answer.detail().contains("same Idempotency-Key"));
     }
-    assert_eq!(app.gateway.charge_calls(), 2, "each retry tries the charge again");
+    assert_eq!(
+        app.gateway.charge_calls(),
+        2,
+        "each retry tries the charge again"
+    );
     let charges = app.gateway.charges();
     assert!(charges.len() <= 1, "one downstream key: at most one charge");
 }
 
-#[tokio::test]
-async fn raise_error_is_500_unlocked_and_a_retry_without_it_succeeds() {
-    let app = app().await;
+async fn raise_error_is_500_unlocked_and_a_retry_without_it_succeeds(backend: Backend) {
+    let app = app(backend).await;
     let key = new_key();
     let body = format!("{SEED_BODY}&raise_error=true");
     let failed = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), &body).await).await;
     assert_eq!(failed.status, 500);
-    assert!(failed.detail().contains("Retry the request with the same Idempotency-Key"));
+    assert!(
+        failed
+            .detail()
+            .contains("Retry the request with the same Idempotency-Key")
+    );
     let retried = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
-    assert_eq!(retried.status, 201, "the key was unlocked: {}", retried.body);
+    assert_eq!(
+        retried.status, 201,
+        "the key was unlocked: {}",
+        retried.body
+    );
     assert_eq!(retried.header("idempotent-replayed"), None);
     assert_eq!(app.gateway.charges().len(), 1);
 }
 
-#[tokio::test]
-async fn missing_or_unknown_authorization_is_401_and_stores_nothing() {
-    let app = app().await;
+async fn missing_or_unknown_authorization_is_401_and_stores_nothing(backend: Backend) {
+    let app = app(backend).await;
     for authorization in [None, Some(""), Some("nobody@example.com")] {
-        let answer = Answer::of(app.post_ride(authorization, Some(&new_key()), SEED_BODY).await).await;
+        let answer = Answer::of(
+            app.post_ride(authorization, Some(&new_key()), SEED_BODY)
+                .await,
+        )
+        .await;
         assert_eq!(answer.status, 401, "{authorization:?}");
         answer.detail();
     }
@@ -151,9 +178,8 @@ async fn missing_or_unknown_authorization_is_401_and_stores_nothing() {
     no_key_was_stored(&app).await;
 }
 
-#[tokio::test]
-async fn a_bad_idempotency_key_is_400_and_stores_nothing() {
-    let app = app().await;
+async fn a_bad_idempotency_key_is_400_and_stores_nothing(backend: Backend) {
+    let app = app(backend).await;
     let too_long = "k".repeat(256);
     let cases: [(Option<&str>, &str); 5] = [
         (None, "required"),
@@ -165,44 +191,98 @@ async fn a_bad_idempotency_key_is_400_and_stores_nothing() {
     for (key, expected) in cases {
         let answer = Answer::of(app.post_ride(Some(GOOD_USER), key, SEED_BODY).await).await;
         assert_eq!(answer.status, 400, "{key:?}: {}", answer.body);
-        assert!(answer.detail().contains(expected), "{key:?}: {}", answer.body);
+        assert!(
+            answer.detail().contains(expected),
+            "{key:?}: {}",
+            answer.body
+        );
     }
     // The key is checked before the body.
-    let answer = Answer::of(app.post_ride(Some(GOOD_USER), Some("short"), "garbage").await).await;
+    let answer = Answer::of(
+        app.post_ride(Some(GOOD_USER), Some("short"), "garbage")
+            .await,
+    )
+    .await;
     assert_eq!(answer.status, 400);
     // 255 characters is fine.
     let longest = "k".repeat(255);
-    let answer = Answer::of(app.post_ride(Some(GOOD_USER), Some(&longest), SEED_BODY).await).await;
+    let answer = Answer::of(
+        app.post_ride(Some(GOOD_USER), Some(&longest), SEED_BODY)
+            .await,
+    )
+    .await;
     assert_eq!(answer.status, 201);
 }
 
-#[tokio::test]
-async fn a_bad_body_is_422_naming_the_field_and_stores_nothing() {
-    let app = app().await;
+async fn a_bad_body_is_422_naming_the_field_and_stores_nothing(backend: Backend) {
+    let app = app(backend).await;
     let cases = [
-        ("origin_lat=0&origin_lon=0&target_lat=0", "target_lon is required"),
-        ("origin_lat=abc&origin_lon=0&target_lat=0&target_lon=0", "origin_lat must be a number"),
-        ("origin_lat=NaN&origin_lon=0&target_lat=0&target_lon=0", "origin_lat must be a number"),
-        ("origin_lat=0&origin_lon=inf&target_lat=0&target_lon=0", "origin_lon must be a number"),
-        ("origin_lat=0&origin_lon=0&target_lat=91&target_lon=0", "target_lat must be between -90 and 90"),
-        ("origin_lat=0&origin_lon=-180.01&target_lat=0&target_lon=0", "origin_lon must be between -180 and 180"),
-        ("origin_lat=0&origin_lon=0&target_lat=0&target_lon=1e400", "target_lon must be a finite number"),
+        (
+            "origin_lat=0&origin_lon=0&target_lat=0",
+            "target_lon is required",
+        ),
+        (
+            "origin_lat=abc&origin_lon=0&target_lat=0&target_lon=0",
+            "origin_lat must be a number",
+        ),
+        (
+            "origin_lat=NaN&origin_lon=0&target_lat=0&target_lon=0",
+            "origin_lat must be a number",
+        ),
+        (
+            "origin_lat=0&origin_lon=inf&target_lat=0&target_lon=0",
+            "origin_lon must be a number",
+        ),
+        (
+            "origin_lat=0&origin_lon=0&target_lat=91&target_lon=0",
+            "target_lat must be between -90 and 90",
+        ),
+        (
+            "origin_lat=0&origin_lon=-180.01&target_lat=0&target_lon=0",
+            "origin_lon must be between -180 and 180",
+        ),
+        (
+            "origin_lat=0&origin_lon=0&target_lat=0&target_lon=1e400",
+            "target_lon must be a finite number",
+        ),
         ("", "origin_lat is required"),
-        ("origin_lat=0&origin_lat=1&origin_lon=0&target_lat=0&target_lon=0", "origin_lat is given more than once"),
-        ("origin_lat=0&origin_lon=0&target_lat=0&target_lon=0&amount=1", "unknown field amount"),
-        ("origin_lat=0&origin_lon=0&target_lat=0&target_lon=0&raise_error=maybe", "raise_error must be true or false"),
+        (
+            "origin_lat=0&origin_lat=1&origin_lon=0&target_lat=0&target_lon=0",
+            "origin_lat is given more than once",
+        ),
+        (
+            "origin_lat=0&origin_lon=0&target_lat=0&target_lon=0&amount=1",
+            "unknown field amount",
+        ),
+        (
+            "origin_lat=0&origin_lon=0&target_lat=0&target_lon=0&raise_error=maybe",
+            "raise_error must be true or false",
+        ),
     ];
     for (body, expected) in cases {
         let answer = Answer::of(app.post_ride(Some(GOOD_USER), Some(&new_key()), body).await).await;
         assert_eq!(answer.status, 422, "{body}: {}", answer.body);
-        assert!(answer.detail().contains(expected), "{body}: {}", answer.body);
+        assert!(
+            answer.detail().contains(expected),
+            "{body}: {}",
+            answer.body
+        );
     }
     let json_cases = [
         ("{", "could not be read"),
         ("[1, 2]", "must be an object"),
-        (r#"{"origin_lat": null, "origin_lon": 0, "target_lat": 0, "target_lon": 0}"#, "origin_lat must be a number"),
-        (r#"{"origin_lat": true, "origin_lon": 0, "target_lat": 0, "target_lon": 0}"#, "origin_lat must be a number"),
-        (r#"{"origin_lat": 0, "origin_lon": 0, "target_lat": -90.5, "target_lon": 0}"#, "target_lat must be between"),
+        (
+            r#"{"origin_lat": null, "origin_lon": 0, "target_lat": 0, "target_lon": 0}"#,
+            "origin_lat must be a number",
+        ),
+        (
+            r#"{"origin_lat": true, "origin_lon": 0, "target_lat": 0, "target_lon": 0}"#,
+            "origin_lat must be a number",
+        ),
+        (
+            r#"{"origin_lat": 0, "origin_lon": 0, "target_lat": -90.5, "target_lon": 0}"#,
+            "target_lat must be between",
+        ),
     ];
     for (body, expected) in json_cases {
         let answer = Answer::of(
@@ -211,16 +291,23 @@ async fn a_bad_body_is_422_naming_the_field_and_stores_nothing() {
         )
         .await;
         assert_eq!(answer.status, 422, "{body}: {}", answer.body);
-        assert!(answer.detail().contains(expected), "{body}: {}", answer.body);
+        assert!(
+            answer.detail().contains(expected),
+            "{body}: {}",
+            answer.body
+        );
     }
     no_key_was_stored(&app).await;
 }
 
-#[tokio::test]
-async fn an_oversized_or_unsupported_body_is_a_4xx_and_stores_nothing() {
-    let app = app().await;
+async fn an_oversized_or_unsupported_body_is_a_4xx_and_stores_nothing(backend: Backend) {
+    let app = app(backend).await;
     let huge = format!("{SEED_BODY}&pad={}", "x".repeat(64 * 1024));
-    let answer = Answer::of(app.post_ride(Some(GOOD_USER), Some(&new_key()), &huge).await).await;
+    let answer = Answer::of(
+        app.post_ride(Some(GOOD_USER), Some(&new_key()), &huge)
+            .await,
+    )
+    .await;
     assert_eq!(answer.status, 413);
     answer.detail();
     let answer = Answer::of(
@@ -231,14 +318,17 @@ async fn an_oversized_or_unsupported_body_is_a_4xx_and_stores_nothing() {
     assert_eq!(answer.status, 415);
     answer.detail();
     let binary = String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0x41]).into_owned();
-    let answer = Answer::of(app.post_ride(Some(GOOD_USER), Some(&new_key()), &binary).await).await;
+    let answer = Answer::of(
+        app.post_ride(Some(GOOD_USER), Some(&new_key()), &binary)
+            .await,
+    )
+    .await;
     assert!((400..500).contains(&answer.status), "{}", answer.status);
     no_key_was_stored(&app).await;
 }
 
-#[tokio::test]
-async fn a_key_reused_with_another_body_is_422_and_changes_nothing() {
-    let app = app().await;
+async fn a_key_reused_with_another_body_is_422_and_changes_nothing(backend: Backend) {
+    let app = app(backend).await;
     let key = new_key();
     let first = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
     assert_eq!(first.status, 201);
@@ -251,14 +341,13 @@ async fn a_key_reused_with_another_body_is_422_and_changes_nothing() {
     assert_eq!(app.gateway.charges().len(), 1);
 }
 
-#[tokio::test]
-async fn a_request_in_flight_is_409_with_retry_after() {
+async fn a_request_in_flight_is_409_with_retry_after(backend: Backend) {
     let app = spawn_app(AppOptions {
         faults: FakeGatewayFaults {
             unknown_rate: 0.0,
             latency: Duration::from_millis(500),
         },
-        ..AppOptions::default()
+        ..AppOptions::on(backend)
     })
     .await;
     let key = new_key();
@@ -277,13 +366,23 @@ async fn a_request_in_flight_is_409_with_retry_after() {
     assert_eq!(app.gateway.charges().len(), 1);
 }
 
-#[tokio::test]
-async fn a_rider_sees_their_own_ride_and_nobody_elses() {
-    let app = app().await;
-    let booked = Answer::of(app.post_ride(Some(GOOD_USER), Some(&new_key()), SEED_BODY).await).await;
-    let id = booked.json()["ride"]["id"].as_i64().expect("id").to_string();
+async fn a_rider_sees_their_own_ride_and_nobody_elses(backend: Backend) {
+    let app = app(backend).await;
+    let booked = Answer::of(
+        app.post_ride(Some(GOOD_USER), Some(&new_key()), SEED_BODY)
+            .await,
+    )
+    .await;
+    let id = booked.json()["ride"]["id"]
+        .as_i64()
+        .expect("id")
+        .to_string();
     assert_eq!(app.get_ride(GOOD_USER, &id).await.status(), 200);
-    for (who, which) in [(DECLINED_USER, id.as_str()), (GOOD_USER, "999999"), (GOOD_USER, "abc")] {
+    for (who, which) in [
+        (DECLINED_USER, id.as_str()),
+        (GOOD_USER, "999999"),
+        (GOOD_USER, "abc"),
+    ] {
         let answer = Answer::of(app.get_ride(who, which).await).await;
         assert_eq!(answer.status, 404, "{who} {which}");
         answer.detail();
@@ -291,9 +390,8 @@ async fn a_rider_sees_their_own_ride_and_nobody_elses() {
     assert_eq!(app.get_ride("nobody@example.com", &id).await.status(), 401);
 }
 
-#[tokio::test]
-async fn health_readiness_and_unknown_routes() {
-    let app = app().await;
+async fn health_readiness_and_unknown_routes(backend: Backend) {
+    let app = app(backend).await;
     assert_eq!(app.get("/healthz").await.status(), 200);
     assert_eq!(app.get("/readyz").await.status(), 200);
     let missing = Answer::of(app.get("/nothing-here").await).await;
@@ -304,21 +402,55 @@ async fn health_readiness_and_unknown_routes() {
     wrong_method.detail();
 }
 
-#[tokio::test]
-async fn api_key_mode_takes_bearer_keys_and_refuses_emails() {
+async fn api_key_mode_takes_bearer_keys_and_refuses_emails(backend: Backend) {
     let app = spawn_app(AppOptions {
         auth_mode: AuthMode::ApiKey,
-        ..AppOptions::default()
+        ..AppOptions::on(backend)
     })
     .await;
     let bearer = app.api_key_of(GOOD_USER);
-    let answer = Answer::of(app.post_ride(Some(&bearer), Some(&new_key()), SEED_BODY).await).await;
+    let answer = Answer::of(
+        app.post_ride(Some(&bearer), Some(&new_key()), SEED_BODY)
+            .await,
+    )
+    .await;
     assert_eq!(answer.status, 201, "{}", answer.body);
-    for wrong in [GOOD_USER, "Bearer rr_not_a_key", "Bearer ", "Basic dXNlcjpwYXNz"] {
-        let answer = Answer::of(app.post_ride(Some(wrong), Some(&new_key()), SEED_BODY).await).await;
+    for wrong in [
+        GOOD_USER,
+        "Bearer rr_not_a_key",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+    ] {
+        let answer = Answer::of(
+            app.post_ride(Some(wrong), Some(&new_key()), SEED_BODY)
+                .await,
+        )
+        .await;
         assert_eq!(answer.status, 401, "{wrong}");
     }
     let declined = app.api_key_of(DECLINED_USER);
-    let answer = Answer::of(app.post_ride(Some(&declined), Some(&new_key()), SEED_BODY).await).await;
+    let answer = Answer::of(
+        app.post_ride(Some(&declined), Some(&new_key()), SEED_BODY)
+            .await,
+    )
+    .await;
     assert_eq!(answer.status, 402);
 }
+
+on_every_backend!(
+    the_seed_curl_line_books_a_ride_and_the_same_key_replays_it_byte_for_byte,
+    a_json_body_books_a_ride_and_equals_the_form_request,
+    a_declined_card_is_402_with_the_processors_message_and_is_replayed,
+    a_charge_refused_for_good_is_502_and_stored,
+    an_unknown_gateway_answer_is_503_with_retry_after_and_is_not_stored,
+    raise_error_is_500_unlocked_and_a_retry_without_it_succeeds,
+    missing_or_unknown_authorization_is_401_and_stores_nothing,
+    a_bad_idempotency_key_is_400_and_stores_nothing,
+    a_bad_body_is_422_naming_the_field_and_stores_nothing,
+    an_oversized_or_unsupported_body_is_a_4xx_and_stores_nothing,
+    a_key_reused_with_another_body_is_422_and_changes_nothing,
+    a_request_in_flight_is_409_with_retry_after,
+    a_rider_sees_their_own_ride_and_nobody_elses,
+    health_readiness_and_unknown_routes,
+    api_key_mode_takes_bearer_keys_and_refuses_emails,
+);

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::memory::FakeGatewayFaults;
-use integration_tests::{AppOptions, Answer, GOOD_USER, SEED_BODY, new_key, spawn_app};
+use integration_tests::{
+    Answer, AppOptions, Backend, GOOD_USER, SEED_BODY, new_key, on_every_backend, spawn_app,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixty_four_concurrent_requests_with_one_key_make_one_ride_and_one_charge() {
+async fn sixty_four_concurrent_requests_with_one_key_make_one_ride_and_one_charge(
+    backend: Backend,
+) {
     let app = Arc::new(
         spawn_app(AppOptions {
             // Long enough that the copies overlap the one doing the work.
@@ -19,7 +22,7 @@ async fn sixty_four_concurrent_requests_with_one_key_make_one_ride_and_one_charg
                 unknown_rate: 0.0,
                 latency: Duration::from_millis(300),
             },
-            ..AppOptions::default()
+            ..AppOptions::on(backend)
         })
         .await,
     );
@@ -56,25 +59,38 @@ async fn sixty_four_concurrent_requests_with_one_key_make_one_ride_and_one_charg
     assert_eq!(app.store.staged_jobs(100).await.expect("jobs").len(), 1);
     assert_eq!(app.inspect.ride_count().await, 1, "one ride");
     assert_eq!(app.inspect.key_count().await, 1);
-    let ride_id = serde_json::from_str::<serde_json::Value>(created[0].as_str())
-        .expect("json")["ride"]["id"]
-        .as_i64()
-        .expect("id");
+    let ride_id =
+        serde_json::from_str::<serde_json::Value>(created[0].as_str()).expect("json")["ride"]["id"]
+            .as_i64()
+            .expect("id");
     // Ride ids are allocated per ride; the one ride is visible and only one.
-    assert!(app.get_ride(GOOD_USER, &ride_id.to_string()).await.status().is_success());
-    assert!(!app.get_ride(GOOD_USER, &(ride_id + 1).to_string()).await.status().is_success());
+    assert!(
+        app.get_ride(GOOD_USER, &ride_id.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    assert!(
+        !app.get_ride(GOOD_USER, &(ride_id + 1).to_string())
+            .await
+            .status()
+            .is_success()
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hundred_fifty_six_distinct_keys_at_thirty_two_at_a_time_all_get_201() {
-    let app = Arc::new(spawn_app(AppOptions::default()).await);
+async fn two_hundred_fifty_six_distinct_keys_at_thirty_two_at_a_time_all_get_201(backend: Backend) {
+    let app = Arc::new(spawn_app(AppOptions::on(backend)).await);
     let gate = Arc::new(Semaphore::new(32));
     let mut requests = JoinSet::new();
     for _ in 0..256 {
         let (app, gate) = (app.clone(), gate.clone());
         requests.spawn(async move {
             let _permit = gate.acquire_owned().await.expect("semaphore");
-            Answer::of(app.post_ride(Some(GOOD_USER), Some(&new_key()), SEED_BODY).await).await
+            Answer::of(
+                app.post_ride(Some(GOOD_USER), Some(&new_key()), SEED_BODY)
+                    .await,
+            )
+            .await
         });
     }
     let mut ride_ids = HashSet::new();
@@ -88,3 +104,8 @@ async fn two_hundred_fifty_six_distinct_keys_at_thirty_two_at_a_time_all_get_201
     assert_eq!(app.gateway.charges().len(), 256);
     assert_eq!(app.store.staged_jobs(1000).await.expect("jobs").len(), 256);
 }
+
+on_every_backend!(
+    sixty_four_concurrent_requests_with_one_key_make_one_ride_and_one_charge,
+    two_hundred_fifty_six_distinct_keys_at_thirty_two_at_a_time_all_get_201,
+);

@@ -27,7 +27,10 @@ fn at(seconds: u64) -> SystemTime {
 }
 
 async fn user(store: &dyn Store, email: &str) -> User {
-    store.upsert_user(email, &format!("cus_{email}")).await.expect("user")
+    store
+        .upsert_user(email, &format!("cus_{email}"))
+        .await
+        .expect("user")
 }
 
 fn request(user: &User, key: &str, lat: f64) -> KeyRequest {
@@ -46,7 +49,11 @@ fn key(n: usize) -> String {
 }
 
 async fn locked(store: &dyn Store, request: &KeyRequest, now: SystemTime) -> KeyRecord {
-    match store.begin_request(request, now, LOCK).await.expect("key phase") {
+    match store
+        .begin_request(request, now, LOCK)
+        .await
+        .expect("key phase")
+    {
         KeyPhase::Locked(record) => record,
         other => panic!("expected the lock, got {other:?}"),
     }
@@ -103,7 +110,11 @@ async fn a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over(store:
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
     let first = locked(store.as_ref(), &req, at(0)).await;
-    match store.begin_request(&req, at(90), LOCK).await.expect("key phase") {
+    match store
+        .begin_request(&req, at(90), LOCK)
+        .await
+        .expect("key phase")
+    {
         KeyPhase::InFlight { retry_after } => assert_eq!(retry_after, Duration::from_secs(1)),
         other => panic!("expected in flight, got {other:?}"),
     }
@@ -112,7 +123,10 @@ async fn a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over(store:
     assert_eq!(second.lock_generation, first.lock_generation + 1);
     assert_eq!(second.last_run_at, at(91));
     assert_eq!(second.created_at, at(0));
-    assert_eq!(second.downstream_key, first.downstream_key, "forever the same");
+    assert_eq!(
+        second.downstream_key, first.downstream_key,
+        "forever the same"
+    );
 }
 
 async fn a_different_request_under_a_key_is_a_mismatch_and_keys_are_per_user(
@@ -137,7 +151,11 @@ async fn the_phases_walk_forward_and_a_finished_key_replays(store: Arc<dyn Store
     let req = request(&rider, &key(1), 1.0);
     let record = book(store.as_ref(), &req, at(5)).await;
     let ride_id = record.ride_id.expect("a ride");
-    let ride = store.find_ride(ride_id).await.expect("found").expect("exists");
+    let ride = store
+        .find_ride(ride_id)
+        .await
+        .expect("found")
+        .expect("exists");
     assert_eq!(ride.idempotency_key_id, Some(record.id));
     assert_eq!(ride.user_id, rider.id);
     assert_eq!(ride.stripe_charge_id, Some(format!("ch_{}", record.id)));
@@ -146,10 +164,16 @@ async fn the_phases_walk_forward_and_a_finished_key_replays(store: Arc<dyn Store
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].job, ReceiptJob::for_ride(ride_id, rider.id));
     assert_eq!(
-        store.begin_request(&req, at(6), LOCK).await.expect("key phase"),
+        store
+            .begin_request(&req, at(6), LOCK)
+            .await
+            .expect("key phase"),
         KeyPhase::Replay(created(ride_id.0))
     );
-    let after = store.keys_for_review(at(1_000_000), 10).await.expect("review");
+    let after = store
+        .keys_for_review(at(1_000_000), 10)
+        .await
+        .expect("review");
     assert!(after.is_empty(), "a finished key needs no review");
 }
 
@@ -165,11 +189,18 @@ async fn a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor(store
         Err(StoreError::LostLock(_))
     ));
     store.unlock(stale).await.expect("a no-op");
-    match store.begin_request(&req, at(102), LOCK).await.expect("key phase") {
+    match store
+        .begin_request(&req, at(102), LOCK)
+        .await
+        .expect("key phase")
+    {
         KeyPhase::InFlight { .. } => {}
         other => panic!("the successor still holds the lock, got {other:?}"),
     }
-    let record = store.create_ride(current, at(103)).await.expect("the successor writes");
+    let record = store
+        .create_ride(current, at(103))
+        .await
+        .expect("the successor writes");
     assert_eq!(record.recovery_point, RecoveryPoint::RideCreated);
     store.unlock(current).await.expect("unlocked");
     let resumed = locked(store.as_ref(), &req, at(104)).await;
@@ -201,12 +232,24 @@ async fn a_phase_from_the_wrong_recovery_point_writes_nothing(store: Arc<dyn Sto
         body: "{\"error\":\"declined\"}".into(),
     };
     store
-        .finish(lease, Finish::Refused { response: declined.clone() }, at(2))
+        .finish(
+            lease,
+            Finish::Refused {
+                response: declined.clone(),
+            },
+            at(2),
+        )
         .await
         .expect("refused from ride_created");
-    assert!(store.staged_jobs(10).await.expect("jobs").is_empty(), "no job without a 201");
+    assert!(
+        store.staged_jobs(10).await.expect("jobs").is_empty(),
+        "no job without a 201"
+    );
     assert_eq!(
-        store.begin_request(&req, at(3), LOCK).await.expect("key phase"),
+        store
+            .begin_request(&req, at(3), LOCK)
+            .await
+            .expect("key phase"),
         KeyPhase::Replay(declined)
     );
 }
@@ -216,7 +259,10 @@ async fn the_completer_query_and_lock_take_exactly_the_eligible_keys(store: Arc<
     // 1: unlocked at ride_created since t=0.  2: finished.  3: locked at t=0.
     // 4: unlocked, created at t=200.
     let one = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
-    store.create_ride(Lease::of(&one), at(0)).await.expect("ride");
+    store
+        .create_ride(Lease::of(&one), at(0))
+        .await
+        .expect("ride");
     store.unlock(Lease::of(&one)).await.expect("unlocked");
     book(store.as_ref(), &request(&rider, &key(2), 1.0), at(0)).await;
     let three = locked(store.as_ref(), &request(&rider, &key(3), 1.0), at(0)).await;
@@ -225,13 +271,21 @@ async fn the_completer_query_and_lock_take_exactly_the_eligible_keys(store: Arc<
 
     let ids = |now| {
         let store = store.clone();
-        async move { store.find_completable(now, COMPLETER, 100).await.expect("query") }
+        async move {
+            store
+                .find_completable(now, COMPLETER, 100)
+                .await
+                .expect("query")
+        }
     };
     assert!(ids(at(300)).await.is_empty(), "nothing is over 300 s old");
     assert_eq!(ids(at(301)).await, vec![one.id, three.id]);
     assert_eq!(ids(at(501)).await, vec![one.id, three.id, four.id]);
     assert_eq!(
-        store.find_completable(at(501), COMPLETER, 2).await.expect("query"),
+        store
+            .find_completable(at(501), COMPLETER, 2)
+            .await
+            .expect("query"),
         vec![one.id, three.id],
         "oldest first, at most a batch"
     );
@@ -244,7 +298,10 @@ async fn the_completer_query_and_lock_take_exactly_the_eligible_keys(store: Arc<
     assert_eq!(taken.lock_generation, one.lock_generation + 1);
     assert_eq!(taken.recovery_point, RecoveryPoint::RideCreated);
     assert_eq!(
-        store.lock_for_completion(one.id, at(502), COMPLETER).await.expect("lock"),
+        store
+            .lock_for_completion(one.id, at(502), COMPLETER)
+            .await
+            .expect("lock"),
         None,
         "locked and just run: not eligible again"
     );
@@ -256,8 +313,16 @@ async fn the_reaper_deletes_old_keys_only_and_keeps_their_rides(store: Arc<dyn S
     let old = book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
     let old_two = book(store.as_ref(), &request(&rider, &key(2), 1.0), at(1)).await;
     let young = book(store.as_ref(), &request(&rider, &key(3), 1.0), at(100)).await;
-    assert_eq!(store.reap_keys(at(0), 10).await.expect("reap"), 0, "strictly older");
-    assert_eq!(store.reap_keys(at(50), 1).await.expect("reap"), 1, "a batch at most");
+    assert_eq!(
+        store.reap_keys(at(0), 10).await.expect("reap"),
+        0,
+        "strictly older"
+    );
+    assert_eq!(
+        store.reap_keys(at(50), 1).await.expect("reap"),
+        1,
+        "a batch at most"
+    );
     assert_eq!(store.reap_keys(at(50), 10).await.expect("reap"), 1);
     for gone in [&old, &old_two] {
         let ride = store
@@ -293,22 +358,50 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(store: Arc<
 
     let ride = jobs[0].job.ride_id;
     assert!(!store.receipt_sent(ride).await.expect("read"));
-    assert!(store.record_receipt(jobs[0].id, ride, at(1)).await.expect("recorded"));
-    assert!(!store.record_receipt(jobs[0].id, ride, at(2)).await.expect("duplicate"));
+    assert!(
+        store
+            .record_receipt(jobs[0].id, ride, at(1))
+            .await
+            .expect("recorded")
+    );
+    assert!(
+        !store
+            .record_receipt(jobs[0].id, ride, at(2))
+            .await
+            .expect("duplicate")
+    );
     assert!(store.receipt_sent(ride).await.expect("read"));
 }
 
 async fn users_upsert_by_email_and_are_found_by_api_key_hash(store: Arc<dyn Store>) {
-    let first = store.upsert_user("a@example.com", "cus_1").await.expect("user");
-    let again = store.upsert_user("a@example.com", "cus_2").await.expect("user");
+    let first = store
+        .upsert_user("a@example.com", "cus_1")
+        .await
+        .expect("user");
+    let again = store
+        .upsert_user("a@example.com", "cus_2")
+        .await
+        .expect("user");
     assert_eq!(again.id, first.id);
     assert_eq!(again.stripe_customer_id, "cus_2");
     assert_eq!(
-        store.find_user_by_email("a@example.com").await.expect("read"),
+        store
+            .find_user_by_email("a@example.com")
+            .await
+            .expect("read"),
         Some(again.clone())
     );
-    assert_eq!(store.find_user(first.id).await.expect("read"), Some(again.clone()));
-    assert_eq!(store.find_user_by_email("b@example.com").await.expect("read"), None);
+    assert_eq!(
+        store.find_user(first.id).await.expect("read"),
+        Some(again.clone())
+    );
+    assert_eq!(
+        store
+            .find_user_by_email("b@example.com")
+            .await
+            .expect("read"),
+        None
+    );
     let hash = ApiKeyHash::of("rr_secret");
     store.add_api_key(first.id, &hash).await.expect("added");
     assert_eq!(
@@ -329,10 +422,22 @@ async fn keys_whose_charge_was_attempted_long_ago_are_listed_for_review(store: A
     let record = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
     let lease = Lease::of(&record);
     store.create_ride(lease, at(0)).await.expect("ride");
-    store.note_charge_attempt(lease, at(10)).await.expect("noted");
-    store.note_charge_attempt(lease, at(20)).await.expect("first attempt kept");
+    store
+        .note_charge_attempt(lease, at(10))
+        .await
+        .expect("noted");
+    store
+        .note_charge_attempt(lease, at(20))
+        .await
+        .expect("first attempt kept");
     store.unlock(lease).await.expect("unlocked");
-    assert!(store.keys_for_review(at(10), 10).await.expect("list").is_empty());
+    assert!(
+        store
+            .keys_for_review(at(10), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     let listed = store.keys_for_review(at(11), 10).await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].charge_attempted_at, Some(at(10)));

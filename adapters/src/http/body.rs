@@ -32,7 +32,12 @@ fn format(headers: &HeaderMap) -> Result<Format, ApiError> {
         return Ok(Format::Form);
     };
     let text = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/x-www-form-urlencoded" => Ok(Format::Form),
         "application/json" => Ok(Format::Json),
@@ -72,15 +77,17 @@ pub async fn read_ride_body(headers: &HeaderMap, body: Body) -> Result<RideField
 }
 
 fn form_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_bytes::<Vec<(String, String)>>(bytes)
-        .map_err(|error| ApiError::MalformedBody(format!("the form body could not be read: {error}")))
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(bytes).map_err(|error| {
+        ApiError::MalformedBody(format!("the form body could not be read: {error}"))
+    })
 }
 
 /// JSON numbers are taken as written (so 1e2 stays 100), strings as a form
 /// value would be, booleans for `raise_error`.
 fn json_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|error| ApiError::MalformedBody(format!("the JSON body could not be read: {error}")))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::MalformedBody(format!("the JSON body could not be read: {error}"))
+    })?;
     let Value::Object(object) = value else {
         return Err(ApiError::MalformedBody(
             "the JSON body must be an object".to_owned(),

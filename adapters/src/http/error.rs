@@ -75,11 +75,21 @@ impl ApiError {
                 None,
             ),
             Key(_) | KeyRepeated => (
-                p(400, "invalid-idempotency-key", "Invalid Idempotency-Key", self.to_string()),
+                p(
+                    400,
+                    "invalid-idempotency-key",
+                    "Invalid Idempotency-Key",
+                    self.to_string(),
+                ),
                 None,
             ),
             UnsupportedMediaType => (
-                p(415, "unsupported-media-type", "Unsupported media type", self.to_string()),
+                p(
+                    415,
+                    "unsupported-media-type",
+                    "Unsupported media type",
+                    self.to_string(),
+                ),
                 None,
             ),
             BodyTooLarge => (
@@ -87,13 +97,23 @@ impl ApiError {
                 None,
             ),
             MalformedBody(_) | Params(_) | UnknownField(_) | RepeatedField(_) | BadRaiseError => (
-                p(422, "invalid-ride-parameters", "Invalid ride parameters", self.to_string()),
+                p(
+                    422,
+                    "invalid-ride-parameters",
+                    "Invalid ride parameters",
+                    self.to_string(),
+                ),
                 None,
             ),
             RideNotFound => (p(404, "not-found", "Not found", self.to_string()), None),
             RouteNotFound => (p(404, "not-found", "Not found", self.to_string()), None),
             MethodNotAllowed => (
-                p(405, "method-not-allowed", "Method not allowed", self.to_string()),
+                p(
+                    405,
+                    "method-not-allowed",
+                    "Method not allowed",
+                    self.to_string(),
+                ),
                 None,
             ),
             StoreUnreachable => (
@@ -202,7 +222,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (problem, retry_after) = self.problem();
-        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],

@@ -118,7 +118,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     Ok(IdempotencyKey::parse(text)?)
 }
 
-async fn create_ride(State(state): State<ApiState>, request: Request) -> Result<Response, ApiError> {
+async fn create_ride(
+    State(state): State<ApiState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let request_ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -147,7 +150,8 @@ fn stored_response(answer: Answer) -> Response {
     } else {
         "application/problem+json"
     };
-    let status = StatusCode::from_u16(answer.response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(answer.response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (
         status,
         [(header::CONTENT_TYPE, content_type)],

@@ -4,6 +4,10 @@
 //! one with no card is refused, and a repeated idempotency key with the same
 //! parameters gets the first answer again (other parameters: refused).
 //! Optional faults make answers unknown, before or after the charge exists.
+//!
+//! A customer's card is written into its id (`cus_visa_…`), so customers
+//! created by `rocket-rides up` in one process are charged correctly by the
+//! API in another. Charges and idempotency keys live in this process only.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -38,9 +42,13 @@ pub struct FakeCharge {
     pub idempotency_key: String,
 }
 
+/// Customer id prefixes, by card.
+const CUSTOMER_CHARGES: &str = "cus_visa_";
+const CUSTOMER_DECLINED: &str = "cus_declined_";
+const CUSTOMER_NO_CARD: &str = "cus_nocard_";
+
 #[derive(Debug, Default)]
 struct State {
-    customers: HashMap<String, Option<String>>,
     charges: Vec<FakeCharge>,
     answers: HashMap<String, (ChargeRequest, ChargeOutcome)>,
     calls: usize,
@@ -65,7 +73,9 @@ impl FakeGateway {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every successful charge, in order.
@@ -79,17 +89,22 @@ impl FakeGateway {
     }
 
     fn decide(state: &mut State, request: &ChargeRequest) -> ChargeOutcome {
-        match state.customers.get(&request.customer_id) {
-            None => ChargeOutcome::Refused {
-                message: format!("No such customer: '{}'", request.customer_id),
-            },
-            Some(None) => ChargeOutcome::Refused {
+        let customer = request.customer_id.as_str();
+        if customer.starts_with(CUSTOMER_NO_CARD) {
+            return ChargeOutcome::Refused {
                 message: "Cannot charge a customer that has no active card".to_owned(),
-            },
-            Some(Some(source)) if source == SOURCE_DECLINED => ChargeOutcome::Declined {
+            };
+        }
+        if customer.starts_with(CUSTOMER_DECLINED) {
+            return ChargeOutcome::Declined {
                 message: DECLINE_MESSAGE.to_owned(),
+            };
+        }
+        match customer.starts_with(CUSTOMER_CHARGES) {
+            false => ChargeOutcome::Refused {
+                message: format!("No such customer: '{customer}'"),
             },
-            Some(Some(_)) => {
+            true => {
                 let charge = FakeCharge {
                     id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
                     customer_id: request.customer_id.clone(),
@@ -108,16 +123,15 @@ impl FakeGateway {
 #[async_trait]
 impl PaymentGateway for FakeGateway {
     async fn create_customer(&self, _email: &str, source: &str) -> Result<String, GatewayError> {
-        let source = match source {
-            "" => None,
-            SOURCE_CHARGES | SOURCE_DECLINED => Some(source.to_owned()),
+        let prefix = match source {
+            "" => CUSTOMER_NO_CARD,
+            SOURCE_CHARGES => CUSTOMER_CHARGES,
+            SOURCE_DECLINED => CUSTOMER_DECLINED,
             other => {
                 return Err(GatewayError::Refused(format!("No such token: '{other}'")));
             }
         };
-        let id = format!("cus_{}", uuid::Uuid::new_v4().simple());
-        self.state().customers.insert(id.clone(), source);
-        Ok(id)
+        Ok(format!("{prefix}{}", uuid::Uuid::new_v4().simple()))
     }
 
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {

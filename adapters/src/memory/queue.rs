@@ -45,7 +45,9 @@ impl MemoryQueue {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Jobs waiting or being worked, for tests.
@@ -88,7 +90,9 @@ impl JobQueue for MemoryQueue {
             let mut state = self.state();
             let now = Instant::now();
             let window = self.dedup_window;
-            state.published.retain(|_, at| now.duration_since(*at) < window);
+            state
+                .published
+                .retain(|_, at| now.duration_since(*at) < window);
             if state.published.contains_key(&job.id) {
                 return Ok(());
             }

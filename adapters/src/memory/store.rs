@@ -94,7 +94,9 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a phase half-applied:
         // every method validates before it writes.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Test support: every ride, in id order.
@@ -148,11 +150,7 @@ impl Store for MemoryStore {
         Ok(self.state().users.get(&id).cloned())
     }
 
-    async fn upsert_user(
-        &self,
-        email: &str,
-        stripe_customer_id: &str,
-    ) -> Result<User, StoreError> {
+    async fn upsert_user(&self, email: &str, stripe_customer_id: &str) -> Result<User, StoreError> {
         let mut state = self.state();
         if let Some(user) = state.users.values_mut().find(|user| user.email == email) {
             user.stripe_customer_id = stripe_customer_id.to_owned();
@@ -207,10 +205,9 @@ impl Store for MemoryStore {
             state.key_index.insert(index, id);
             return Ok(KeyPhase::Locked(record));
         };
-        let record = state
-            .keys
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::Inconsistent(format!("key index points at missing key {id}")))?;
+        let record = state.keys.get_mut(&id).ok_or_else(|| {
+            StoreError::Inconsistent(format!("key index points at missing key {id}"))
+        })?;
         Ok(
             match KeyDecision::for_existing(record, &request.fingerprint, now, policy) {
                 KeyDecision::Mismatch => KeyPhase::Mismatch,
@@ -398,7 +395,10 @@ impl Store for MemoryStore {
             }
         }
         for ride in state.rides.values_mut() {
-            if ride.idempotency_key_id.is_some_and(|id| doomed.contains(&id)) {
+            if ride
+                .idempotency_key_id
+                .is_some_and(|id| doomed.contains(&id))
+            {
                 ride.idempotency_key_id = None;
             }
         }

@@ -141,12 +141,11 @@ impl PostgresStore {
         lease: Lease,
         expected: RecoveryPoint,
     ) -> Result<KeyRecord, StoreError> {
-        let row: Option<KeyRow> =
-            sqlx::query_as(select_key!("WHERE k.id = $1 FOR UPDATE OF k"))
-                .bind(lease.key_id.0)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(unavailable)?;
+        let row: Option<KeyRow> = sqlx::query_as(select_key!("WHERE k.id = $1 FOR UPDATE OF k"))
+            .bind(lease.key_id.0)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
         let record = KeyRecord::try_from(
             row.ok_or_else(|| StoreError::LostLock(format!("key {} is gone", lease.key_id)))?,
         )?;
@@ -259,11 +258,7 @@ impl Store for PostgresStore {
         Ok(row.map(User::from))
     }
 
-    async fn upsert_user(
-        &self,
-        email: &str,
-        stripe_customer_id: &str,
-    ) -> Result<User, StoreError> {
+    async fn upsert_user(&self, email: &str, stripe_customer_id: &str) -> Result<User, StoreError> {
         let row: UserRow = sqlx::query_as(
             "INSERT INTO users (email, stripe_customer_id) VALUES ($1, $2) \
              ON CONFLICT (email) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id \
@@ -337,7 +332,9 @@ impl Store for PostgresStore {
             KeyDecision::Mismatch => KeyPhase::Mismatch,
             KeyDecision::Replay(response) => KeyPhase::Replay(response),
             KeyDecision::InFlight { retry_after } => KeyPhase::InFlight { retry_after },
-            KeyDecision::Resume => KeyPhase::Locked(Self::take_lock(&mut tx, record.id, now).await?),
+            KeyDecision::Resume => {
+                KeyPhase::Locked(Self::take_lock(&mut tx, record.id, now).await?)
+            }
         };
         tx.commit().await.map_err(unavailable)?;
         Ok(phase)
@@ -482,9 +479,10 @@ impl Store for PostgresStore {
                 StoreError::Inconsistent(format!("charge {charge_id} is already on another ride"))
             })
         })?;
-        let ride = Ride::try_from(
-            row.ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", record.id)))?,
-        )?;
+        let ride =
+            Ride::try_from(row.ok_or_else(|| {
+                StoreError::Inconsistent(format!("key {} has no ride", record.id))
+            })?)?;
         Self::set_recovery_point(&mut tx, record.id, RecoveryPoint::ChargeCreated).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(ride)
@@ -547,10 +545,10 @@ impl Store for PostgresStore {
             "SELECT id, idempotency_key_id, origin_lat, origin_lon, target_lat, target_lon, \
              stripe_charge_id, user_id FROM rides WHERE id = $1",
         )
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
         row.map(Ride::try_from).transpose()
     }
 

@@ -87,7 +87,10 @@ impl TryFrom<KeyRow> for KeyRecord {
             .map_err(|e| inconsistent(format!("key {}: {e}", row.id)))?,
             request_ip: row.request_ip,
             recovery_point: RecoveryPoint::parse(&row.recovery_point).ok_or_else(|| {
-                inconsistent(format!("key {}: recovery point {}", row.id, row.recovery_point))
+                inconsistent(format!(
+                    "key {}: recovery point {}",
+                    row.id, row.recovery_point
+                ))
             })?,
             locked_at: row.locked_at.map(system_time),
             lock_generation: row.lock_generation,

@@ -12,9 +12,7 @@ use application::{
     Answer, CompleteStalledKeys, CreateRide, CreateRideError, CreateRideSettings, RideRequest,
     SeedDemoUsers,
 };
-use domain::{
-    CompleterPolicy, IdempotencyKey, LockPolicy, ReviewPolicy, RideParams, User,
-};
+use domain::{CompleterPolicy, IdempotencyKey, LockPolicy, ReviewPolicy, RideParams, User};
 
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(90);
 pub const REVIEW_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -98,7 +96,9 @@ impl Harness {
     }
 
     pub async fn book(&self, key: &str) -> Result<Answer, CreateRideError> {
-        self.create_ride.run(self.request(&self.good_user, key)).await
+        self.create_ride
+            .run(self.request(&self.good_user, key))
+            .await
     }
 
     pub fn completer(&self) -> CompleteStalledKeys {
