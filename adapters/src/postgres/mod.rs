@@ -121,6 +121,32 @@ macro_rules! select_key {
     };
 }
 
+/// The background processes' queries, public so the plan test can EXPLAIN
+/// exactly what runs.
+pub mod queries {
+    /// $1 created before, $2 last run before, $3 locked before, $4 limit.
+    pub const FIND_COMPLETABLE: &str = "SELECT id FROM idempotency_keys \
+         WHERE recovery_point <> 'finished' AND created_at < $1 AND last_run_at < $2 \
+         AND (locked_at IS NULL OR locked_at < $3) \
+         ORDER BY created_at, id LIMIT $4";
+
+    /// $1 created before, $2 limit. Keys a request holds right now
+    /// (row-locked) are skipped, not waited for.
+    pub const REAP_KEYS: &str = "DELETE FROM idempotency_keys WHERE id IN (SELECT id FROM idempotency_keys \
+         WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+    /// $1 limit.
+    pub const STAGED_JOBS: &str = "SELECT id, job_name, (job_args->>'amount')::bigint AS amount, \
+         job_args->>'currency' AS currency, (job_args->>'user_id')::bigint AS user_id, \
+         (job_args->>'ride_id')::bigint AS ride_id FROM staged_jobs ORDER BY id LIMIT $1";
+
+    /// $1 attempted before, $2 limit.
+    pub const KEYS_FOR_REVIEW: &str = select_key!(
+        "WHERE k.recovery_point = 'ride_created' AND k.charge_attempted_at < $1 \
+         ORDER BY k.charge_attempted_at LIMIT $2"
+    );
+}
+
 impl PostgresStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
@@ -347,12 +373,7 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<KeyId>, StoreError> {
         let (created_before, run_before, locked_before) = policy.cutoffs(now);
-        let ids: Vec<(i64,)> = sqlx::query_as(
-            "SELECT id FROM idempotency_keys \
-             WHERE recovery_point <> 'finished' AND created_at < $1 AND last_run_at < $2 \
-             AND (locked_at IS NULL OR locked_at < $3) \
-             ORDER BY created_at, id LIMIT $4",
-        )
+        let ids: Vec<(i64,)> = sqlx::query_as(queries::FIND_COMPLETABLE)
         .bind(timestamp(created_before))
         .bind(timestamp(run_before))
         .bind(timestamp(locked_before))
@@ -553,11 +574,7 @@ impl Store for PostgresStore {
     }
 
     async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError> {
-        let rows: Vec<JobRow> = sqlx::query_as(
-            "SELECT id, job_name, (job_args->>'amount')::bigint AS amount, \
-             job_args->>'currency' AS currency, (job_args->>'user_id')::bigint AS user_id, \
-             (job_args->>'ride_id')::bigint AS ride_id FROM staged_jobs ORDER BY id LIMIT $1",
-        )
+        let rows: Vec<JobRow> = sqlx::query_as(queries::STAGED_JOBS)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
@@ -608,11 +625,7 @@ impl Store for PostgresStore {
         created_before: SystemTime,
         limit: usize,
     ) -> Result<usize, StoreError> {
-        // Keys a request holds right now (row-locked) are skipped, not waited for.
-        let deleted = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE id IN (SELECT id FROM idempotency_keys \
-             WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
+        let deleted = sqlx::query(queries::REAP_KEYS)
         .bind(timestamp(created_before))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .execute(&self.pool)
@@ -626,10 +639,7 @@ impl Store for PostgresStore {
         attempted_before: SystemTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(select_key!(
-            "WHERE k.recovery_point = 'ride_created' AND k.charge_attempted_at < $1 \
-             ORDER BY k.charge_attempted_at LIMIT $2"
-        ))
+        let rows: Vec<KeyRow> = sqlx::query_as(queries::KEYS_FOR_REVIEW)
         .bind(timestamp(attempted_before))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
