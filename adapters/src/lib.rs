@@ -3,7 +3,9 @@
 //! run.
 
 pub mod clock;
+pub mod fake_stripe;
 pub mod http;
 pub mod memory;
 pub mod postgres;
 pub mod receipts;
+pub mod stripe;

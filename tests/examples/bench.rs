@@ -29,10 +29,22 @@ async fn main() {
         ..PoolSettings::default()
     })
     .await;
-    let app = Arc::new(spawn_app_on(store.clone(), store.clone(), AppOptions::on(Backend::Postgres)).await);
+    let app = Arc::new(
+        spawn_app_on(
+            store.clone(),
+            store.clone(),
+            AppOptions::on(Backend::Postgres),
+        )
+        .await,
+    );
 
-    println!("POST /rides against Postgres, a fresh Idempotency-Key per request, {per_level} requests per level");
-    println!("{:>8} {:>10} {:>10} {:>10} {:>10} {:>8}", "clients", "requests", "req/s", "p50 ms", "p99 ms", "non-201");
+    println!(
+        "POST /rides against Postgres, a fresh Idempotency-Key per request, {per_level} requests per level"
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "clients", "requests", "req/s", "p50 ms", "p99 ms", "non-201"
+    );
     for clients in [1usize, 8, 32] {
         let started = Instant::now();
         let mut workers = JoinSet::new();

@@ -11,10 +11,12 @@ use time::OffsetDateTime;
 /// Fills idempotency_keys with `keys` rows over 30 days (1 in 500
 /// unfinished) and staged_jobs with 20 000 rows, then ANALYZEs.
 pub async fn fill(pool: &PgPool, keys: i64) {
-    sqlx::query("INSERT INTO users (email, stripe_customer_id) VALUES ('plan@example.com', 'cus_plan')")
-        .execute(pool)
-        .await
-        .expect("user");
+    sqlx::query(
+        "INSERT INTO users (email, stripe_customer_id) VALUES ('plan@example.com', 'cus_plan')",
+    )
+    .execute(pool)
+    .await
+    .expect("user");
     sqlx::query(
         "INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, locked_at, \
          request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, response_code, \
@@ -38,7 +40,10 @@ pub async fn fill(pool: &PgPool, keys: i64) {
     .execute(pool)
     .await
     .expect("jobs");
-    sqlx::raw_sql("ANALYZE").execute(pool).await.expect("analyze");
+    sqlx::raw_sql("ANALYZE")
+        .execute(pool)
+        .await
+        .expect("analyze");
 }
 
 fn ago(seconds: u64) -> OffsetDateTime {
@@ -48,7 +53,12 @@ fn ago(seconds: u64) -> OffsetDateTime {
 /// The plans of the completer's, reaper's, enqueuer's and review queries.
 pub async fn plans(pool: &PgPool) -> Vec<(&'static str, String)> {
     let explain = |sql: &'static str| AssertSqlSafe(format!("EXPLAIN {sql}"));
-    let text = |rows: Vec<(String,)>| rows.into_iter().map(|(l,)| l).collect::<Vec<_>>().join("\n");
+    let text = |rows: Vec<(String,)>| {
+        rows.into_iter()
+            .map(|(l,)| l)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let completer: Vec<(String,)> = sqlx::query_as(explain(queries::FIND_COMPLETABLE))
         .bind(ago(300))
         .bind(ago(60))
@@ -81,4 +91,3 @@ pub async fn plans(pool: &PgPool) -> Vec<(&'static str, String)> {
         ("review", text(review)),
     ]
 }
-

@@ -123,7 +123,10 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(self.gateway.charge_calls() > calls_before, "Stripe was called");
+        assert!(
+            self.gateway.charge_calls() > calls_before,
+            "Stripe was called"
+        );
         task.abort();
         let _ = task.await;
     }
@@ -180,16 +183,29 @@ async fn a_request_that_died_after_stripe_charged_is_finished_by_the_completer_a
         1000,
     );
     world.clock.advance(Duration::from_secs(299));
-    assert_eq!(completer.run_batch().await.expect("batch").picked, 0, "too young");
+    assert_eq!(
+        completer.run_batch().await.expect("batch").picked,
+        0,
+        "too young"
+    );
     world.clock.advance(Duration::from_secs(2));
     let report = completer.run_batch().await.expect("batch");
     assert_eq!((report.picked, report.finished), (1, 1));
     assert_eq!(world.gateway.charges().len(), 1, "charged once");
 
-    let replay = world.healthy().run(world.request(1)).await.expect("replayed");
+    let replay = world
+        .healthy()
+        .run(world.request(1))
+        .await
+        .expect("replayed");
     assert!(replay.replayed);
     assert_eq!(replay.response.status, 201);
-    assert!(replay.response.body.contains(&world.gateway.charges()[0].id));
+    assert!(
+        replay
+            .response
+            .body
+            .contains(&world.gateway.charges()[0].id)
+    );
 }
 
 async fn requests_killed_at_random_points_are_all_finished_by_retries_with_one_charge_each(
@@ -224,13 +240,23 @@ async fn requests_killed_at_random_points_are_all_finished_by_retries_with_one_c
     }
     world.clock.advance(LOCK_TIMEOUT + Duration::from_secs(1));
     for n in 0..REQUESTS {
-        let answer = create_ride.run(world.request(n)).await.expect("finished by a retry");
+        let answer = create_ride
+            .run(world.request(n))
+            .await
+            .expect("finished by a retry");
         assert_eq!(answer.response.status, 201, "key {n}");
     }
-    assert_eq!(world.inspect.ride_count().await, REQUESTS, "one ride per key");
+    assert_eq!(
+        world.inspect.ride_count().await,
+        REQUESTS,
+        "one ride per key"
+    );
     let per_key = world.charges_per_downstream_key();
     assert_eq!(per_key.len(), REQUESTS, "every key charged");
-    assert!(per_key.values().all(|&count| count == 1), "once each: {per_key:?}");
+    assert!(
+        per_key.values().all(|&count| count == 1),
+        "once each: {per_key:?}"
+    );
     assert_eq!(
         world.store.staged_jobs(1000).await.expect("jobs").len(),
         REQUESTS,
@@ -242,7 +268,10 @@ async fn requests_killed_at_random_points_are_all_finished_by_retries_with_one_c
 
 /// A deterministic spread of budgets without a random-number crate.
 fn fastrand_like(n: usize) -> u64 {
-    (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ 0x5bd1_e995
+    (n as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(17)
+        ^ 0x5bd1_e995
 }
 
 async fn a_key_is_left_at_its_recovery_point_when_killed_between_phases(backend: Backend) {

@@ -21,9 +21,13 @@ async fn background_queries_use_indexes_not_sequential_scans() {
     for (process, plan) in plans(store.pool()).await {
         eprintln!("-- {process}\n{plan}");
         assert!(
-            !plan.contains("Seq Scan on idempotency_keys") && !plan.contains("Seq Scan on staged_jobs"),
+            !plan.contains("Seq Scan on idempotency_keys")
+                && !plan.contains("Seq Scan on staged_jobs"),
             "the {process} query scans a whole table:\n{plan}"
         );
-        assert!(plan.contains("Index"), "the {process} query uses no index:\n{plan}");
+        assert!(
+            plan.contains("Index"),
+            "the {process} query uses no index:\n{plan}"
+        );
     }
 }

@@ -374,13 +374,13 @@ impl Store for PostgresStore {
     ) -> Result<Vec<KeyId>, StoreError> {
         let (created_before, run_before, locked_before) = policy.cutoffs(now);
         let ids: Vec<(i64,)> = sqlx::query_as(queries::FIND_COMPLETABLE)
-        .bind(timestamp(created_before))
-        .bind(timestamp(run_before))
-        .bind(timestamp(locked_before))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(timestamp(created_before))
+            .bind(timestamp(run_before))
+            .bind(timestamp(locked_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(ids.into_iter().map(|(id,)| KeyId(id)).collect())
     }
 
@@ -575,10 +575,10 @@ impl Store for PostgresStore {
 
     async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError> {
         let rows: Vec<JobRow> = sqlx::query_as(queries::STAGED_JOBS)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.into_iter().map(StagedJob::try_from).collect()
     }
 
@@ -626,11 +626,11 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<usize, StoreError> {
         let deleted = sqlx::query(queries::REAP_KEYS)
-        .bind(timestamp(created_before))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(timestamp(created_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
     }
 
@@ -640,11 +640,11 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let rows: Vec<KeyRow> = sqlx::query_as(queries::KEYS_FOR_REVIEW)
-        .bind(timestamp(attempted_before))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(timestamp(attempted_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.into_iter().map(KeyRecord::try_from).collect()
     }
 }

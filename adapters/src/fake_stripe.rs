@@ -1,0 +1,542 @@
+//! fake-stripe: a local stand-in for the part of Stripe's HTTP API the
+//! service uses, so a whole deployment can run, and be broken on purpose,
+//! without Stripe.
+//!
+//! `POST /v1/customers` (`source`: `tok_visa` charges,
+//! `tok_chargeCustomerFail` is declined, none: no card), `POST /v1/charges`,
+//! `GET /v1/charges` (newest first, `limit`, `starting_after`, `has_more`).
+//! Form-encoded like Stripe, a bearer secret key required. Idempotency as
+//! Stripe: the same key with the same parameters gets the first answer again
+//! (with `Idempotent-Replayed: true`) for the window; other parameters: 400.
+//!
+//! Faults: with probability `rate` a POST meets one fault picked from
+//! `kinds`, landing before the request is processed (nothing recorded) or
+//! after (the charge exists, the answer is lost), as `timing` says.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::memory::gateway::{DECLINE_MESSAGE, SOURCE_CHARGES, SOURCE_DECLINED};
+
+pub const DEFAULT_PORT: u16 = 12111;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The answer comes late (by `latency`), but it comes.
+    Latency,
+    /// No answer for `hang` (past any sane client timeout), then a 500.
+    Hang,
+    /// 500 Internal Server Error.
+    ServerError,
+    /// 429 Too Many Requests.
+    RateLimit,
+    /// The connection drops in the middle of the answer.
+    Drop,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Latency,
+        FaultKind::Hang,
+        FaultKind::ServerError,
+        FaultKind::RateLimit,
+        FaultKind::Drop,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultTiming {
+    Before,
+    After,
+    /// Each fault lands before or after, at even odds.
+    Either,
+}
+
+#[derive(Debug, Clone)]
+pub struct Faults {
+    pub rate: f64,
+    pub kinds: Vec<FaultKind>,
+    pub timing: FaultTiming,
+    pub latency: Duration,
+    pub hang: Duration,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            rate: 0.0,
+            kinds: FaultKind::ALL.to_vec(),
+            timing: FaultTiming::Either,
+            latency: Duration::from_millis(500),
+            hang: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeStripeSettings {
+    pub idempotency_window: Duration,
+    pub faults: Faults,
+}
+
+impl Default for FakeStripeSettings {
+    fn default() -> Self {
+        Self {
+            idempotency_window: Duration::from_secs(24 * 3600),
+            faults: Faults::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Customer {
+    source: Option<String>,
+}
+
+#[derive(Debug)]
+struct SavedAnswer {
+    fingerprint: String,
+    status: StatusCode,
+    body: Value,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    customers: HashMap<String, Customer>,
+    /// Successful charges, oldest first.
+    charges: Vec<Value>,
+    answers: HashMap<String, SavedAnswer>,
+}
+
+#[derive(Clone)]
+pub struct FakeStripe {
+    ledger: Arc<Mutex<Ledger>>,
+    settings: Arc<FakeStripeSettings>,
+}
+
+impl FakeStripe {
+    pub fn new(settings: FakeStripeSettings) -> Self {
+        Self {
+            ledger: Arc::default(),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// Another face of the same Stripe account with other settings (faults),
+    /// sharing customers, charges and idempotency keys.
+    pub fn sharing_ledger(&self, settings: FakeStripeSettings) -> Self {
+        Self {
+            ledger: self.ledger.clone(),
+            settings: Arc::new(settings),
+        }
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/customers", post(create_customer))
+            .route("/v1/charges", post(create_charge).get(list_charges))
+            .with_state(self.clone())
+    }
+
+    /// Every successful charge, oldest first (for tests).
+    pub fn charges(&self) -> Vec<Value> {
+        self.ledger().charges.clone()
+    }
+
+    fn pick_fault(&self) -> Option<(FaultKind, bool)> {
+        let faults = &self.settings.faults;
+        if faults.kinds.is_empty() || faults.rate <= 0.0 || fastrand::f64() >= faults.rate {
+            return None;
+        }
+        let kind = faults.kinds[fastrand::usize(..faults.kinds.len())];
+        let after = match faults.timing {
+            FaultTiming::Before => false,
+            FaultTiming::After => true,
+            FaultTiming::Either => fastrand::bool(),
+        };
+        Some((kind, after))
+    }
+}
+
+fn stripe_error(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    code: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut error = json!({ "type": kind, "message": message });
+    if let Some(code) = code {
+        error["code"] = json!(code);
+    }
+    (status, json!({ "error": error }))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|key| key.starts_with("sk_"))
+}
+
+fn unauthorized() -> Response {
+    let (status, body) = stripe_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "Invalid API Key provided; send `Authorization: Bearer sk_...`.",
+        None,
+    );
+    json_response(status, &body)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+type Form = Vec<(String, String)>;
+
+fn field<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn parse_form(body: &Bytes) -> Result<Form, (StatusCode, Value)> {
+    serde_urlencoded::from_bytes(body).map_err(|error| {
+        stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("Invalid form body: {error}"),
+            None,
+        )
+    })
+}
+
+fn customer(ledger: &mut Ledger, form: &Form) -> (StatusCode, Value) {
+    let source = field(form, "source").map(str::to_owned);
+    if let Some(token) = &source
+        && token != SOURCE_CHARGES
+        && token != SOURCE_DECLINED
+    {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("No such token: '{token}'"),
+            Some("resource_missing"),
+        );
+    }
+    let id = format!("cus_{}", uuid::Uuid::new_v4().simple());
+    ledger.customers.insert(id.clone(), Customer { source });
+    (
+        StatusCode::OK,
+        json!({ "id": id, "object": "customer", "email": field(form, "email"), "created": now_unix() }),
+    )
+}
+
+fn charge(ledger: &mut Ledger, form: &Form) -> (StatusCode, Value) {
+    let invalid = |message: &str| {
+        stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            message,
+            Some("parameter_missing"),
+        )
+    };
+    let Some(amount) = field(form, "amount")
+        .and_then(|a| a.parse::<i64>().ok())
+        .filter(|a| *a > 0)
+    else {
+        return invalid("Missing or invalid required param: amount.");
+    };
+    let Some(currency) = field(form, "currency") else {
+        return invalid("Missing required param: currency.");
+    };
+    let Some(customer_id) = field(form, "customer") else {
+        return invalid("Missing required param: customer.");
+    };
+    let Some(customer) = ledger.customers.get(customer_id) else {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("No such customer: '{customer_id}'"),
+            Some("resource_missing"),
+        );
+    };
+    match customer.source.as_deref() {
+        None => stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Cannot charge a customer that has no active card",
+            Some("missing"),
+        ),
+        Some(SOURCE_DECLINED) => stripe_error(
+            StatusCode::PAYMENT_REQUIRED,
+            "card_error",
+            DECLINE_MESSAGE,
+            Some("card_declined"),
+        ),
+        Some(_) => {
+            let charge = json!({
+                "id": format!("ch_{}", uuid::Uuid::new_v4().simple()),
+                "object": "charge",
+                "amount": amount,
+                "currency": currency,
+                "customer": customer_id,
+                "description": field(form, "description"),
+                "paid": true,
+                "status": "succeeded",
+                "created": now_unix(),
+            });
+            ledger.charges.push(charge.clone());
+            (StatusCode::OK, charge)
+        }
+    }
+}
+
+impl FakeStripe {
+    /// Runs one POST under Stripe's idempotency rules. The ledger is locked
+    /// for the whole of it, so two requests with one key never both run.
+    fn process(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        form: &Form,
+        run: fn(&mut Ledger, &Form) -> (StatusCode, Value),
+    ) -> (StatusCode, Value, bool) {
+        let mut ledger = self.ledger();
+        let window = self.settings.idempotency_window;
+        ledger
+            .answers
+            .retain(|_, saved| saved.at.elapsed() < window);
+        let mut sorted = form.clone();
+        sorted.sort();
+        let fingerprint = format!(
+            "{path}?{}",
+            serde_urlencoded::to_string(&sorted).unwrap_or_default()
+        );
+        if let Some(key) = key
+            && let Some(saved) = ledger.answers.get(key)
+        {
+            if saved.fingerprint != fingerprint {
+                let (status, body) = stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_error",
+                    &format!(
+                        "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+                    ),
+                    None,
+                );
+                return (status, body, false);
+            }
+            return (saved.status, saved.body.clone(), true);
+        }
+        let (status, body) = run(&mut ledger, form);
+        if let Some(key) = key {
+            ledger.answers.insert(
+                key.to_owned(),
+                SavedAnswer {
+                    fingerprint,
+                    status,
+                    body: body.clone(),
+                    at: Instant::now(),
+                },
+            );
+        }
+        (status, body, false)
+    }
+
+    async fn handle(
+        &self,
+        path: &'static str,
+        headers: HeaderMap,
+        body: Bytes,
+        run: fn(&mut Ledger, &Form) -> (StatusCode, Value),
+    ) -> Response {
+        if !authorized(&headers) {
+            return unauthorized();
+        }
+        let form = match parse_form(&body) {
+            Ok(form) => form,
+            Err((status, body)) => return json_response(status, &body),
+        };
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let fault = self.pick_fault();
+        if let Some((kind, false)) = fault
+            && let Some(response) = self.fault(kind, path).await
+        {
+            return response;
+        }
+        let (status, body, replayed) = self.process(path, key.as_deref(), &form, run);
+        info!(path, %status, replayed, key = key.as_deref().unwrap_or(""), "fake-stripe answered");
+        if let Some((kind, true)) = fault
+            && let Some(response) = self.fault(kind, path).await
+        {
+            return response;
+        }
+        let mut response = json_response(status, &body);
+        if replayed {
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+
+    /// The faulty answer, or `None` when the fault only delays the real one.
+    async fn fault(&self, kind: FaultKind, path: &str) -> Option<Response> {
+        let faults = &self.settings.faults;
+        info!(path, ?kind, "fake-stripe injecting a fault");
+        let (status, body) = match kind {
+            FaultKind::Latency => {
+                tokio::time::sleep(faults.latency).await;
+                return None;
+            }
+            FaultKind::Hang => {
+                tokio::time::sleep(faults.hang).await;
+                stripe_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "api_error",
+                    "Hung (injected).",
+                    None,
+                )
+            }
+            FaultKind::ServerError => stripe_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "Internal error (injected).",
+                None,
+            ),
+            FaultKind::RateLimit => stripe_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "invalid_request_error",
+                "Too many requests (injected).",
+                Some("rate_limit"),
+            ),
+            FaultKind::Drop => {
+                // Half a body, then the stream fails: hyper aborts the
+                // connection mid-answer.
+                let parts: Vec<Result<Bytes, std::io::Error>> = vec![
+                    Ok(Bytes::from_static(b"{\"id\": \"ch_")),
+                    Err(std::io::Error::other("connection dropped (injected)")),
+                ];
+                let body = Body::from_stream(futures_util::stream::iter(parts));
+                return Some(
+                    (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                        .into_response(),
+                );
+            }
+        };
+        Some(json_response(status, &body))
+    }
+}
+
+async fn create_customer(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    stripe
+        .handle("/v1/customers", headers, body, customer)
+        .await
+}
+
+async fn create_charge(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    stripe.handle("/v1/charges", headers, body, charge).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    starting_after: Option<String>,
+}
+
+async fn list_charges(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    let limit = query.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        let (status, body) = stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "limit must be between 1 and 100",
+            Some("parameter_invalid_integer"),
+        );
+        return json_response(status, &body);
+    }
+    let ledger = stripe.ledger();
+    // Newest first, as Stripe lists.
+    let newest_first: Vec<&Value> = ledger.charges.iter().rev().collect();
+    let start = match &query.starting_after {
+        None => 0,
+        Some(after) => match newest_first.iter().position(|c| c["id"] == after.as_str()) {
+            Some(index) => index + 1,
+            None => {
+                let (status, body) = stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    &format!("No such charge: '{after}'"),
+                    Some("resource_missing"),
+                );
+                return json_response(status, &body);
+            }
+        },
+    };
+    let page: Vec<&Value> = newest_first
+        .iter()
+        .skip(start)
+        .take(limit)
+        .copied()
+        .collect();
+    let has_more = start + page.len() < newest_first.len();
+    json_response(
+        StatusCode::OK,
+        &json!({ "object": "list", "url": "/v1/charges", "has_more": has_more, "data": page }),
+    )
+}

@@ -1,0 +1,338 @@
+//! fake-stripe's own tests: Stripe's behaviour where we rely on it, and each
+//! fault doing what its flag says. Also the Stripe adapter against it.
+
+use std::time::Duration;
+
+use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
+use adapters::stripe::{StripeGateway, StripeSettings};
+use application::ports::PaymentGateway;
+use domain::{ChargeOutcome, ChargeRequest};
+use serde_json::Value;
+
+struct Running {
+    stripe: FakeStripe,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn start(settings: FakeStripeSettings) -> Running {
+    serve(FakeStripe::new(settings)).await
+}
+
+async fn serve(stripe: FakeStripe) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let router = stripe.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Running {
+        stripe,
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn faulty(kind: FaultKind, timing: FaultTiming) -> FakeStripeSettings {
+    FakeStripeSettings {
+        faults: Faults {
+            rate: 1.0,
+            kinds: vec![kind],
+            timing,
+            latency: Duration::from_millis(200),
+            hang: Duration::from_secs(5),
+        },
+        ..FakeStripeSettings::default()
+    }
+}
+
+impl Running {
+    async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> (u16, Value, bool) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth("sk_test_fake")
+            .form(form);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status().as_u16();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let body = response.json().await.expect("json");
+        (status, body, replayed)
+    }
+
+    async fn customer(&self, source: Option<&str>) -> String {
+        let mut form = vec![("email", "rider@example.com")];
+        if let Some(source) = source {
+            form.push(("source", source));
+        }
+        let (status, body, _) = self.post("/v1/customers", None, &form).await;
+        assert_eq!(status, 200, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn charge(&self, customer: &str, key: &str, amount: &str) -> (u16, Value, bool) {
+        self.post(
+            "/v1/charges",
+            Some(key),
+            &[
+                ("amount", amount),
+                ("currency", "usd"),
+                ("customer", customer),
+            ],
+        )
+        .await
+    }
+
+    async fn list(&self, query: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/charges?{query}", self.base))
+            .bearer_auth("sk_test_fake")
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    fn gateway(&self, timeout: Duration) -> StripeGateway {
+        StripeGateway::new(StripeSettings {
+            timeout,
+            retry_backoff: Duration::from_millis(5),
+            ..StripeSettings::new("sk_test_fake", self.base.clone())
+        })
+        .expect("client")
+    }
+}
+
+#[tokio::test]
+async fn cards_charge_decline_or_are_missing_like_stripes_test_tokens() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let visa = stripe.customer(Some("tok_visa")).await;
+    let declined = stripe.customer(Some("tok_chargeCustomerFail")).await;
+    let no_card = stripe.customer(None).await;
+
+    let (status, body, _) = stripe.charge(&visa, "k1", "2000").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["amount"], 2000);
+    assert!(body["id"].as_str().expect("id").starts_with("ch_"));
+
+    let (status, body, _) = stripe.charge(&declined, "k2", "2000").await;
+    assert_eq!(status, 402);
+    assert_eq!(body["error"]["type"], "card_error");
+    assert_eq!(body["error"]["message"], "Your card was declined.");
+
+    let (status, body, _) = stripe.charge(&no_card, "k3", "2000").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    let (status, _, _) = stripe.charge("cus_nobody", "k4", "2000").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = stripe
+        .post("/v1/customers", None, &[("source", "tok_bogus")])
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(stripe.stripe.charges().len(), 1);
+}
+
+#[tokio::test]
+async fn a_request_without_a_secret_key_is_401() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let response = stripe
+        .http
+        .post(format!("{}/v1/charges", stripe.base))
+        .form(&[("amount", "1")])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn the_same_key_and_params_replay_the_first_answer_and_other_params_are_400() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let visa = stripe.customer(Some("tok_visa")).await;
+    let (_, first, replayed) = stripe.charge(&visa, "same-key", "2000").await;
+    assert!(!replayed);
+    let (status, again, replayed) = stripe.charge(&visa, "same-key", "2000").await;
+    assert_eq!(status, 200);
+    assert!(replayed);
+    assert_eq!(again, first);
+    let (status, body, _) = stripe.charge(&visa, "same-key", "2500").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "idempotency_error");
+    assert_eq!(stripe.stripe.charges().len(), 1);
+}
+
+#[tokio::test]
+async fn idempotency_keys_expire_after_the_window() {
+    let stripe = start(FakeStripeSettings {
+        idempotency_window: Duration::from_millis(100),
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let visa = stripe.customer(Some("tok_visa")).await;
+    stripe.charge(&visa, "short-lived", "2000").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (_, _, replayed) = stripe.charge(&visa, "short-lived", "2000").await;
+    assert!(!replayed);
+    assert_eq!(
+        stripe.stripe.charges().len(),
+        2,
+        "a forgotten key charges again"
+    );
+}
+
+#[tokio::test]
+async fn charges_are_listed_newest_first_in_pages() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let visa = stripe.customer(Some("tok_visa")).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let (_, body, _) = stripe.charge(&visa, &format!("key-{n}"), "2000").await;
+        ids.push(body["id"].as_str().expect("id").to_owned());
+    }
+    ids.reverse();
+    let first = stripe.list("limit=2").await;
+    assert_eq!(first["object"], "list");
+    assert_eq!(first["has_more"], true);
+    let page: Vec<&str> = first["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(page, ids[..2]);
+    let last = stripe
+        .list(&format!("limit=10&starting_after={}", ids[1]))
+        .await;
+    assert_eq!(last["has_more"], false);
+    assert_eq!(last["data"].as_array().expect("data").len(), 3);
+    assert_eq!(last["data"][0]["id"], ids[2].as_str());
+}
+
+#[tokio::test]
+async fn a_fault_after_the_charge_leaves_the_charge_and_a_retry_gets_it_a_fault_before_leaves_none()
+{
+    for (timing, charges) in [(FaultTiming::After, 1), (FaultTiming::Before, 0)] {
+        let healthy = start(FakeStripeSettings::default()).await;
+        let broken = serve(
+            healthy
+                .stripe
+                .sharing_ledger(faulty(FaultKind::ServerError, timing)),
+        )
+        .await;
+        let visa = healthy.customer(Some("tok_visa")).await;
+        let (status, _, _) = broken.charge(&visa, "the-key", "2000").await;
+        assert_eq!(status, 500);
+        assert_eq!(healthy.stripe.charges().len(), charges, "{timing:?}");
+        let (status, body, replayed) = healthy.charge(&visa, "the-key", "2000").await;
+        assert_eq!(status, 200);
+        assert_eq!(replayed, charges == 1, "{timing:?}");
+        assert_eq!(healthy.stripe.charges().len(), 1, "{timing:?}");
+        assert_eq!(body["id"], healthy.stripe.charges()[0]["id"]);
+    }
+}
+
+#[tokio::test]
+async fn each_fault_kind_reaches_the_client_as_its_kind_of_unknown() {
+    // A dropped connection shows as a cut-off answer, or as a failed send
+    // when it drops before the headers leave.
+    let either: &[&str] = &["cut off", "could not reach"];
+    for (kind, expect) in [
+        (FaultKind::ServerError, &["500"][..]),
+        (FaultKind::RateLimit, &["429"][..]),
+        (FaultKind::Drop, either),
+        (FaultKind::Hang, &["in time"][..]),
+    ] {
+        for timing in [FaultTiming::Before, FaultTiming::After] {
+            let stripe = start(faulty(kind, timing)).await;
+            let gateway = stripe.gateway(Duration::from_millis(300));
+            let outcome = gateway
+                .charge(&ChargeRequest {
+                    customer_id: "cus_unknown".into(),
+                    amount_cents: 2000,
+                    currency: "usd".into(),
+                    description: "ride".into(),
+                    idempotency_key: "fault-key".into(),
+                })
+                .await;
+            let ChargeOutcome::Unknown { reason } = outcome else {
+                panic!("{kind:?} {timing:?}: expected unknown, got {outcome:?}");
+            };
+            assert!(
+                expect.iter().any(|e| reason.contains(e)),
+                "{kind:?} {timing:?}: {reason}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn latency_delays_but_answers() {
+    let stripe = start(faulty(FaultKind::Latency, FaultTiming::Before)).await;
+    let started = std::time::Instant::now();
+    let (status, _, _) = stripe
+        .post("/v1/customers", None, &[("source", "tok_visa")])
+        .await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn with_faults_after_the_charge_retries_through_the_adapter_charge_once() {
+    // Every other request faults after recording: the adapter's retries
+    // with one idempotency key must end with one charge.
+    let stripe = start(FakeStripeSettings {
+        faults: Faults {
+            rate: 0.5,
+            kinds: vec![
+                FaultKind::ServerError,
+                FaultKind::Drop,
+                FaultKind::RateLimit,
+            ],
+            timing: FaultTiming::After,
+            ..Faults::default()
+        },
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let gateway = StripeGateway::new(StripeSettings {
+        max_retries: 20,
+        retry_backoff: Duration::from_millis(1),
+        ..StripeSettings::new("sk_test_fake", stripe.base.clone())
+    })
+    .expect("client");
+    let customer = loop {
+        if let Ok(id) = gateway
+            .create_customer("rider@example.com", "tok_visa")
+            .await
+        {
+            break id;
+        }
+    };
+    for n in 0..20 {
+        let outcome = gateway
+            .charge(&ChargeRequest {
+                customer_id: customer.clone(),
+                amount_cents: 2000,
+                currency: "usd".into(),
+                description: "ride".into(),
+                idempotency_key: format!("ride-{n}"),
+            })
+            .await;
+        assert!(
+            matches!(outcome, ChargeOutcome::Charged { .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(stripe.stripe.charges().len(), 20);
+}

@@ -1,0 +1,234 @@
+//! The Stripe adapter against wiremock: what it sends, and how it classifies
+//! every kind of answer.
+
+use std::time::Duration;
+
+use adapters::stripe::{STRIPE_VERSION, StripeGateway, StripeSettings};
+use application::ports::{GatewayError, PaymentGateway};
+use domain::{ChargeOutcome, ChargeRequest};
+use wiremock::matchers::{body_string_contains, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn gateway(server: &MockServer) -> StripeGateway {
+    StripeGateway::new(StripeSettings {
+        timeout: Duration::from_millis(500),
+        retry_backoff: Duration::from_millis(10),
+        ..StripeSettings::new("sk_test_123", server.uri())
+    })
+    .expect("client")
+}
+
+fn charge() -> ChargeRequest {
+    ChargeRequest {
+        customer_id: "cus_abc".into(),
+        amount_cents: 2000,
+        currency: "usd".into(),
+        description: "Rocket Rides ride for user@example.com".into(),
+        idempotency_key: "rocket-rides-6f1c".into(),
+    }
+}
+
+fn charge_ok() -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_string(r#"{"id":"ch_123","object":"charge","status":"succeeded"}"#)
+}
+
+#[tokio::test]
+async fn a_charge_is_form_encoded_with_auth_version_and_the_downstream_key() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/charges"))
+        .and(header("authorization", "Bearer sk_test_123"))
+        .and(header("stripe-version", STRIPE_VERSION))
+        .and(header("idempotency-key", "rocket-rides-6f1c"))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string_contains("amount=2000"))
+        .and(body_string_contains("currency=usd"))
+        .and(body_string_contains("customer=cus_abc"))
+        .and(body_string_contains(
+            "description=Rocket+Rides+ride+for+user%40example.com",
+        ))
+        .respond_with(charge_ok())
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert_eq!(
+        gateway(&server).charge(&charge()).await,
+        ChargeOutcome::Charged {
+            charge_id: "ch_123".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_500_then_a_200_is_charged_with_the_same_key_both_times() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/charges"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("oops"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/charges"))
+        .respond_with(charge_ok())
+        .mount(&server)
+        .await;
+    assert!(matches!(
+        gateway(&server).charge(&charge()).await,
+        ChargeOutcome::Charged { .. }
+    ));
+    let requests = server.received_requests().await.expect("recorded");
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_eq!(
+            request
+                .headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok()),
+            Some("rocket-rides-6f1c")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_timeout_is_unknown() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/charges"))
+        .respond_with(charge_ok().set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let outcome = gateway(&server).charge(&charge()).await;
+    let ChargeOutcome::Unknown { reason } = outcome else {
+        panic!("expected unknown, got {outcome:?}");
+    };
+    assert!(reason.contains("in time"), "{reason}");
+    assert_eq!(
+        server.received_requests().await.expect("recorded").len(),
+        3,
+        "1 + 2 retries"
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_then_unknown() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/charges"))
+        .respond_with(ResponseTemplate::new(429).set_body_string(
+            r#"{"error":{"type":"invalid_request_error","message":"Too many requests"}}"#,
+        ))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let outcome = gateway(&server).charge(&charge()).await;
+    assert!(
+        matches!(outcome, ChargeOutcome::Unknown { .. }),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_unknown_never_a_panic() {
+    let server = MockServer::start().await;
+    for body in ["{not json", "", r#"{"object":"charge"}"#, r#"{"id":""}"#] {
+        server.reset().await;
+        Mock::given(path("/v1/charges"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(body))
+            .mount(&server)
+            .await;
+        let outcome = gateway(&server).charge(&charge()).await;
+        assert!(
+            matches!(outcome, ChargeOutcome::Unknown { .. }),
+            "{body:?}: {outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_card_error_is_declined_with_stripes_message() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/charges"))
+        .respond_with(ResponseTemplate::new(402).set_body_string(
+            r#"{"error":{"type":"card_error","code":"card_declined","message":"Your card has insufficient funds."}}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert_eq!(
+        gateway(&server).charge(&charge()).await,
+        ChargeOutcome::Declined {
+            message: "Your card has insufficient funds.".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn another_4xx_is_refused_for_good_without_retrying() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/charges"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(
+            r#"{"error":{"type":"invalid_request_error","code":"missing","message":"Cannot charge a customer that has no active card"}}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let outcome = gateway(&server).charge(&charge()).await;
+    let ChargeOutcome::Refused { message } = outcome else {
+        panic!("expected refused, got {outcome:?}");
+    };
+    assert!(message.contains("no active card"), "{message}");
+}
+
+#[tokio::test]
+async fn an_unreachable_stripe_is_unknown() {
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let uri = format!("http://{}", listener.local_addr().expect("address"));
+    drop(listener);
+    let gateway = StripeGateway::new(StripeSettings {
+        retry_backoff: Duration::from_millis(1),
+        ..StripeSettings::new("sk_test_123", uri)
+    })
+    .expect("client");
+    assert!(matches!(
+        gateway.charge(&charge()).await,
+        ChargeOutcome::Unknown { .. }
+    ));
+}
+
+#[tokio::test]
+async fn customers_are_created_with_email_and_source() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .and(header("authorization", "Bearer sk_test_123"))
+        .and(body_string_contains("email=user%40example.com"))
+        .and(body_string_contains("source=tok_visa"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(r#"{"id":"cus_1","object":"customer"}"#),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert_eq!(
+        gateway(&server)
+            .create_customer("user@example.com", "tok_visa")
+            .await
+            .expect("created"),
+        "cus_1"
+    );
+    server.reset().await;
+    Mock::given(path("/v1/customers"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(
+            r#"{"error":{"type":"invalid_request_error","message":"No such token: 'tok_nope'"}}"#,
+        ))
+        .mount(&server)
+        .await;
+    let error = gateway(&server)
+        .create_customer("user@example.com", "tok_nope")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, GatewayError::Refused(ref m) if m.contains("No such token")),
+        "{error:?}"
+    );
+}
