@@ -88,5 +88,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up => processes::up(&settings).await,
         Command::Review(args) => processes::review(&settings, &args).await,
         Command::Migrate => processes::migrate(&settings).await,
+        Command::FakeStripe(args) => processes::fake_stripe(&args, shutdown).await,
     }
 }

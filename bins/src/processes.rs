@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::settings::{ReviewArgs, Settings, SimulatorArgs};
+use crate::settings::{
+    FakeStripeArgs, FaultArg, FaultTimingArg, ReviewArgs, Settings, SimulatorArgs,
+};
 use crate::simulator;
 use crate::wiring::System;
 
@@ -301,6 +303,47 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     adapters::postgres::migrate(&pool).await?;
     info!("schema.sql applied");
     println!("schema.sql applied");
+    Ok(())
+}
+
+pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
+    let kinds = args
+        .faults
+        .iter()
+        .map(|fault| match fault {
+            FaultArg::Latency => FaultKind::Latency,
+            FaultArg::Hang => FaultKind::Hang,
+            FaultArg::ServerError => FaultKind::ServerError,
+            FaultArg::RateLimit => FaultKind::RateLimit,
+            FaultArg::Drop => FaultKind::Drop,
+        })
+        .collect();
+    let timing = match args.fault_timing {
+        FaultTimingArg::Before => FaultTiming::Before,
+        FaultTimingArg::After => FaultTiming::After,
+        FaultTimingArg::Either => FaultTiming::Either,
+    };
+    let stripe = FakeStripe::new(FakeStripeSettings {
+        idempotency_window: args.idempotency_window,
+        faults: Faults {
+            rate: args.fault_rate,
+            kinds,
+            timing,
+            latency: args.latency,
+            hang: args.hang,
+        },
+    });
+    let address = format!("{}:{}", args.host, args.port);
+    let listener = TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding fake-stripe to {address}"))?;
+    info!(%address, fault_rate = args.fault_rate, faults = ?args.faults, timing = ?args.fault_timing, "fake-stripe listening");
+    axum::serve(listener, stripe.router())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serving fake-stripe")?;
+    info!("fake-stripe stopped");
     Ok(())
 }
 

@@ -70,6 +70,8 @@ pub enum Command {
     Review(ReviewArgs),
     /// Applies schema.sql to DATABASE_URL (safe to re-run).
     Migrate,
+    /// A local stand-in for Stripe's API, with fault injection.
+    FakeStripe(FakeStripeArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -89,6 +91,27 @@ impl From<AuthModeArg> for AuthMode {
 
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
+    /// Stripe secret key; set, charges go to Stripe over HTTP at STRIPE_API_BASE,
+    /// unset, to an in-process fake.
+    #[arg(long, env = "STRIPE_API_KEY", global = true, hide_env_values = true)]
+    pub stripe_api_key: Option<String>,
+    /// Where Stripe's API is (point it at `rocket-rides fake-stripe`).
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com",
+        global = true
+    )]
+    pub stripe_api_base: String,
+    /// Connect timeout of each call to Stripe.
+    #[arg(long, env = "STRIPE_CONNECT_TIMEOUT", value_parser = duration, default_value = "5s", global = true)]
+    pub stripe_connect_timeout: Duration,
+    /// Total timeout of each call to Stripe.
+    #[arg(long, env = "STRIPE_TIMEOUT", value_parser = duration, default_value = "30s", global = true)]
+    pub stripe_timeout: Duration,
+    /// Retries of a call whose answer was unknown (same idempotency key, with backoff).
+    #[arg(long, env = "STRIPE_MAX_RETRIES", default_value_t = 2, global = true)]
+    pub stripe_max_retries: u32,
     /// Postgres to keep everything in; unset, an in-memory store inside this process.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
@@ -172,6 +195,64 @@ pub struct SimulatorArgs {
         default_value = "user@example.com"
     )]
     pub authorization: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FaultArg {
+    Latency,
+    Hang,
+    #[value(name = "500")]
+    ServerError,
+    #[value(name = "429")]
+    RateLimit,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FaultTimingArg {
+    Before,
+    After,
+    Either,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FakeStripeArgs {
+    /// Port to listen on.
+    #[arg(long, env = "FAKE_STRIPE_PORT", default_value_t = 12111)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "FAKE_STRIPE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Probability that a request meets one fault.
+    #[arg(long, env = "FAKE_STRIPE_FAULT_RATE", value_parser = rate, default_value = "0")]
+    pub fault_rate: f64,
+    /// Faults to pick from.
+    #[arg(
+        long,
+        env = "FAKE_STRIPE_FAULTS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "latency,hang,500,429,drop"
+    )]
+    pub faults: Vec<FaultArg>,
+    /// Whether a fault lands before the request is processed (nothing
+    /// recorded) or after (the charge exists, the answer is lost).
+    #[arg(
+        long,
+        env = "FAKE_STRIPE_FAULT_TIMING",
+        value_enum,
+        default_value = "either"
+    )]
+    pub fault_timing: FaultTimingArg,
+    /// Delay of a `latency` fault.
+    #[arg(long, env = "FAKE_STRIPE_LATENCY", value_parser = duration, default_value = "500ms")]
+    pub latency: Duration,
+    /// How long a `hang` fault holds the answer (past the client's timeout).
+    #[arg(long, env = "FAKE_STRIPE_HANG", value_parser = duration, default_value = "60s")]
+    pub hang: Duration,
+    /// How long an idempotency key is remembered.
+    #[arg(long, env = "FAKE_STRIPE_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h")]
+    pub idempotency_window: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

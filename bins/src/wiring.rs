@@ -7,6 +7,7 @@ use adapters::http::ApiState;
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
 use adapters::postgres::{self, PoolSettings, PostgresStore};
 use adapters::receipts::LogReceiptSender;
+use adapters::stripe::{StripeGateway, StripeSettings};
 use application::ports::{Clock, JobQueue, PaymentGateway, ReceiptSender, Store};
 use application::{
     CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs, ListKeysForReview,
@@ -56,16 +57,28 @@ impl System {
                 (Arc::new(MemoryStore::new()), true)
             }
         };
-        info!(
-            unknown_rate = settings.fake_gateway_unknown_rate,
-            latency = ?settings.fake_gateway_latency,
-            "payment gateway: in-process fake"
-        );
-        let gateway: Arc<dyn PaymentGateway> =
-            Arc::new(FakeGateway::with_faults(FakeGatewayFaults {
-                unknown_rate: settings.fake_gateway_unknown_rate,
-                latency: settings.fake_gateway_latency,
-            }));
+        let gateway: Arc<dyn PaymentGateway> = match &settings.stripe_api_key {
+            Some(api_key) => {
+                info!(api_base = %settings.stripe_api_base, "payment gateway: Stripe over HTTP");
+                Arc::new(StripeGateway::new(StripeSettings {
+                    connect_timeout: settings.stripe_connect_timeout,
+                    timeout: settings.stripe_timeout,
+                    max_retries: settings.stripe_max_retries,
+                    ..StripeSettings::new(api_key.clone(), settings.stripe_api_base.clone())
+                })?)
+            }
+            None => {
+                info!(
+                    unknown_rate = settings.fake_gateway_unknown_rate,
+                    latency = ?settings.fake_gateway_latency,
+                    "payment gateway: in-process fake"
+                );
+                Arc::new(FakeGateway::with_faults(FakeGatewayFaults {
+                    unknown_rate: settings.fake_gateway_unknown_rate,
+                    latency: settings.fake_gateway_latency,
+                }))
+            }
+        };
         info!("job queue: in-memory");
         let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::default());
         Ok(Self {
