@@ -78,7 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = shutdown_token();
     let settings = cli.settings;
     match cli.command {
-        Command::Start => processes::start(&settings, shutdown).await,
+        Command::Start(simulator) => processes::start(&settings, &simulator, shutdown).await,
         Command::Api => processes::api(&settings, shutdown).await,
         Command::Completer => processes::completer(&settings, shutdown).await,
         Command::Enqueuer => processes::enqueuer(&settings, shutdown).await,

@@ -196,7 +196,11 @@ async fn worker_loop(system: &System, shutdown: CancellationToken) {
     info!(process = "worker", "stopped");
 }
 
-pub async fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn start(
+    settings: &Settings,
+    simulator: &SimulatorArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let system = std::sync::Arc::new(System::build(settings).await?);
     seed_if_embedded(&system).await?;
     let listener = bind(settings).await?;
@@ -221,11 +225,9 @@ pub async fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::
         });
     }
     {
-        let settings = settings.clone();
+        let (settings, simulator) = (settings.clone(), simulator.clone());
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            simulator::run(&settings, &SimulatorArgs::defaults(), shutdown).await
-        });
+        tasks.spawn(async move { simulator::run(&settings, &simulator, shutdown).await });
     }
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {

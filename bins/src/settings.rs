@@ -51,7 +51,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process: api, completer, enqueuer, worker, reaper, simulator.
-    Start,
+    Start(SimulatorArgs),
     /// The HTTP API.
     Api,
     /// Finishes requests left unfinished.

@@ -9,17 +9,6 @@ use tracing::{info, warn};
 
 use crate::settings::{Settings, SimulatorArgs};
 
-impl SimulatorArgs {
-    pub fn defaults() -> Self {
-        Self {
-            api_url: None,
-            max_pause: Duration::from_secs(2),
-            error_rate: 0.5,
-            authorization: "user@example.com".to_owned(),
-        }
-    }
-}
-
 fn coordinate(limit: f64) -> String {
     format!("{:.6}", (fastrand::f64() * 2.0 - 1.0) * limit)
 }
