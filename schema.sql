@@ -118,9 +118,16 @@ CREATE TABLE IF NOT EXISTS staged_jobs (
     job_args JSONB     NOT NULL
 );
 
--- Ours: receipts sent, one per ride, so a job delivered twice sends once.
+-- Ours: an enqueuer claims a batch until claimed_until, so two enqueuers
+-- never publish one job at once; a crashed enqueuer's claim runs out.
+ALTER TABLE staged_jobs ADD COLUMN IF NOT EXISTS claimed_until TIMESTAMPTZ;
+
+-- Ours: one receipt per ride. A worker claims the ride's row before
+-- sending (claimed_at) and marks it sent after (sent_at), so a job delivered
+-- twice, or to two workers, sends once.
 CREATE TABLE IF NOT EXISTS sent_receipts (
-    ride_id BIGINT      PRIMARY KEY REFERENCES rides (id),
-    job_id  BIGINT      NOT NULL,
-    sent_at TIMESTAMPTZ NOT NULL
+    ride_id    BIGINT      PRIMARY KEY REFERENCES rides (id),
+    job_id     BIGINT      NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL,
+    sent_at    TIMESTAMPTZ
 );

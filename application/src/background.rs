@@ -9,7 +9,7 @@ use domain::CompleterPolicy;
 use tracing::{error, info, warn};
 
 use crate::create_ride::{CreateRide, CreateRideError};
-use crate::ports::{Clock, JobQueue, QueueError, ReceiptSender, Store, StoreError};
+use crate::ports::{Clock, JobQueue, QueueError, ReceiptClaim, ReceiptSender, Store, StoreError};
 
 /// What one completer batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -89,7 +89,9 @@ impl CompleteStalledKeys {
 pub struct DrainStagedJobs {
     store: Arc<dyn Store>,
     queue: Arc<dyn JobQueue>,
+    clock: Arc<dyn Clock>,
     batch_size: usize,
+    claim_for: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,18 +103,31 @@ pub enum DrainError {
 }
 
 impl DrainStagedJobs {
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn JobQueue>, batch_size: usize) -> Self {
+    /// `claim_for` bounds how long a crashed enqueuer's batch waits before
+    /// another enqueuer takes it: longer than a batch takes to publish.
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn JobQueue>,
+        clock: Arc<dyn Clock>,
+        batch_size: usize,
+        claim_for: Duration,
+    ) -> Self {
         Self {
             store,
             queue,
+            clock,
             batch_size,
+            claim_for,
         }
     }
 
     /// Returns how many jobs were moved.
     #[tracing::instrument(name = "enqueuer_batch", skip_all)]
     pub async fn run_batch(&self) -> Result<usize, DrainError> {
-        let jobs = self.store.staged_jobs(self.batch_size).await?;
+        let jobs = self
+            .store
+            .claim_staged_jobs(self.batch_size, self.clock.now(), self.claim_for)
+            .await?;
         let mut moved = 0;
         for job in jobs {
             self.queue.publish(&job).await?;
@@ -135,6 +150,10 @@ pub enum WorkOutcome {
     },
     /// Delivered again after it took effect: acknowledged, nothing sent.
     AlreadySent {
+        job_id: i64,
+    },
+    /// Another worker is sending this receipt right now; asked again later.
+    InProgressElsewhere {
         job_id: i64,
     },
     /// Sending failed; the queue delivers it again after `delay`.
@@ -176,6 +195,10 @@ impl WorkJobs {
         }
     }
 
+    /// A claim on a receipt not marked sent within this long belongs to a
+    /// worker that died while sending; another may take it.
+    pub const CLAIM_STALE_AFTER: Duration = Duration::from_secs(60);
+
     /// Backoff for a failed job: 1 s, 2 s, 4 s … capped at 5 minutes.
     pub fn backoff(attempt: u32) -> Duration {
         Duration::from_secs(1u64 << attempt.saturating_sub(1).min(8)).min(Duration::from_secs(300))
@@ -189,19 +212,39 @@ impl WorkJobs {
         };
         let job_id = delivery.job.id;
         let receipt = &delivery.job.job;
-        if self.store.receipt_sent(receipt.ride_id).await? {
-            self.queue.ack(&delivery).await?;
-            info!(job_id, ride_id = %receipt.ride_id, "receipt already sent; duplicate delivery acknowledged");
-            return Ok(Some(WorkOutcome::AlreadySent { job_id }));
+        let claim = self
+            .store
+            .claim_receipt(
+                job_id,
+                receipt.ride_id,
+                self.clock.now(),
+                Self::CLAIM_STALE_AFTER,
+            )
+            .await?;
+        match claim {
+            ReceiptClaim::Claimed => {}
+            ReceiptClaim::AlreadySent => {
+                self.queue.ack(&delivery).await?;
+                info!(job_id, ride_id = %receipt.ride_id, "receipt already sent; duplicate delivery acknowledged");
+                return Ok(Some(WorkOutcome::AlreadySent { job_id }));
+            }
+            ReceiptClaim::InProgress => {
+                self.queue
+                    .retry_later(&delivery, Self::CLAIM_STALE_AFTER)
+                    .await?;
+                info!(job_id, ride_id = %receipt.ride_id, "another worker is sending this receipt; asking again later");
+                return Ok(Some(WorkOutcome::InProgressElsewhere { job_id }));
+            }
         }
         if let Err(cause) = self.sender.send(job_id, receipt).await {
             let delay = Self::backoff(delivery.attempt);
             error!(job_id, attempt = delivery.attempt, ?delay, error = %cause, "sending the receipt failed; retrying later");
+            self.store.release_receipt(receipt.ride_id).await?;
             self.queue.retry_later(&delivery, delay).await?;
             return Ok(Some(WorkOutcome::Retrying { job_id, delay }));
         }
         self.store
-            .record_receipt(job_id, receipt.ride_id, self.clock.now())
+            .mark_receipt_sent(receipt.ride_id, self.clock.now())
             .await?;
         self.queue.ack(&delivery).await?;
         Ok(Some(WorkOutcome::Sent { job_id }))

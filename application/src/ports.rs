@@ -33,6 +33,18 @@ pub enum StoreError {
     Unavailable(#[from] anyhow::Error),
 }
 
+/// Who may send a ride's receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptClaim {
+    /// This worker: send it, then mark it sent (or release it).
+    Claimed,
+    /// Sent before: a duplicate delivery, acknowledge it.
+    AlreadySent,
+    /// Another worker claimed it moments ago and may still be sending:
+    /// ask for the job again later, in case that worker fails.
+    InProgress,
+}
+
 /// Proof of holding a key's lock: the key and the lock generation taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -154,18 +166,32 @@ pub trait Store: Send + Sync {
 
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError>;
 
-    /// Staged jobs in id order, at most `limit`.
+    /// Staged jobs in id order, at most `limit`, claimed or not (a read).
     async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError>;
+    /// Claims up to `limit` staged jobs in id order for one enqueuer until
+    /// `now + claim_for`, skipping jobs another enqueuer holds a live claim
+    /// on: two enqueuers never publish one job at once. A crashed
+    /// enqueuer's claims run out and its jobs are claimed again.
+    async fn claim_staged_jobs(
+        &self,
+        limit: usize,
+        now: SystemTime,
+        claim_for: Duration,
+    ) -> Result<Vec<StagedJob>, StoreError>;
     async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError>;
 
-    /// Records that the receipt for a ride was sent. `false` when one was
-    /// recorded already (a duplicate delivery).
-    async fn record_receipt(
+    /// Takes the right to send a ride's receipt, before sending it.
+    async fn claim_receipt(
         &self,
         job_id: i64,
         ride_id: RideId,
         now: SystemTime,
-    ) -> Result<bool, StoreError>;
+        stale_after: Duration,
+    ) -> Result<ReceiptClaim, StoreError>;
+    /// The receipt went out; nobody sends it again.
+    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError>;
+    /// Sending failed; the next delivery may claim it at once.
+    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError>;
     async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
 
     /// Deletes up to `limit` keys created before `created_before`; their rides

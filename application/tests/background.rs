@@ -32,7 +32,13 @@ async fn staged_jobs_reach_the_worker_and_each_ride_gets_one_receipt() {
     for n in 0..5 {
         h.book(&key(n)).await.expect("booked");
     }
-    let enqueuer = DrainStagedJobs::new(h.store.clone(), h.queue.clone(), 1000);
+    let enqueuer = DrainStagedJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        h.clock.clone(),
+        1000,
+        Duration::from_secs(60),
+    );
     assert_eq!(enqueuer.run_batch().await.expect("drained"), 5);
     assert_eq!(h.staged_job_count().await, 0, "jobs leave once queued");
 
@@ -131,10 +137,16 @@ async fn a_redelivered_job_after_success_is_acknowledged_without_sending() {
 async fn a_failed_send_is_retried_with_backoff() {
     let h = Harness::new().await;
     h.book(&key(1)).await.expect("booked");
-    DrainStagedJobs::new(h.store.clone(), h.queue.clone(), 10)
-        .run_batch()
-        .await
-        .expect("drained");
+    DrainStagedJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        h.clock.clone(),
+        10,
+        Duration::from_secs(60),
+    )
+    .run_batch()
+    .await
+    .expect("drained");
     let calls = Arc::new(AtomicUsize::new(0));
     let mut sender = MockReceiptSender::new();
     let counter = calls.clone();

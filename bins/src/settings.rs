@@ -163,6 +163,10 @@ pub struct Settings {
     /// Pause between batches of the completer, enqueuer and reaper.
     #[arg(long, env = "POLL_INTERVAL", value_parser = duration, default_value = "5s", global = true)]
     pub poll_interval: Duration,
+    /// How long an enqueuer holds the batch it claimed; a crashed enqueuer's
+    /// jobs are claimed again after this.
+    #[arg(long, env = "ENQUEUER_CLAIM_TIMEOUT", value_parser = duration, default_value = "60s", global = true)]
+    pub enqueuer_claim_timeout: Duration,
     /// Most keys or jobs one batch takes.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, global = true)]
     pub batch_size: usize,

@@ -150,7 +150,9 @@ impl System {
         DrainStagedJobs::new(
             self.store.clone(),
             self.queue.clone(),
+            self.clock.clone(),
             self.settings.batch_size,
+            self.settings.enqueuer_claim_timeout,
         )
     }
 

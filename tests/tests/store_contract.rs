@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use application::ports::{Finish, KeyPhase, KeyRequest, Lease, Store, StoreError};
+use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
 use domain::charge::ReceiptJob;
 use domain::{
     ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyRecord, LockPolicy, RecoveryPoint,
@@ -357,20 +357,101 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(store: Arc<
     assert_eq!(left, jobs[1..].to_vec());
 
     let ride = jobs[0].job.ride_id;
+    let job_id = jobs[0].id;
+    let stale = Duration::from_secs(60);
     assert!(!store.receipt_sent(ride).await.expect("read"));
+    let claim = |now| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_receipt(job_id, ride, now, stale)
+                .await
+                .expect("claim")
+        }
+    };
+    assert_eq!(claim(at(1)).await, ReceiptClaim::Claimed);
+    assert_eq!(
+        claim(at(2)).await,
+        ReceiptClaim::InProgress,
+        "another worker sends it"
+    );
+    store.release_receipt(ride).await.expect("released");
+    assert_eq!(
+        claim(at(3)).await,
+        ReceiptClaim::Claimed,
+        "a failed send frees it"
+    );
+    assert_eq!(
+        claim(at(64)).await,
+        ReceiptClaim::Claimed,
+        "a dead worker's claim goes stale"
+    );
+    store.mark_receipt_sent(ride, at(65)).await.expect("sent");
+    assert!(store.receipt_sent(ride).await.expect("read"));
+    assert_eq!(claim(at(66)).await, ReceiptClaim::AlreadySent);
+    assert_eq!(
+        claim(at(10_000)).await,
+        ReceiptClaim::AlreadySent,
+        "sent is forever"
+    );
+    store
+        .release_receipt(ride)
+        .await
+        .expect("a no-op once sent");
+    assert!(store.receipt_sent(ride).await.expect("read"));
+}
+
+async fn enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out(
+    store: Arc<dyn Store>,
+) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    for n in 0..5 {
+        book(store.as_ref(), &request(&rider, &key(n), 1.0), at(0)).await;
+    }
+    let all = store.staged_jobs(10).await.expect("jobs");
+    let hold = Duration::from_secs(60);
+    let first = store
+        .claim_staged_jobs(3, at(10), hold)
+        .await
+        .expect("claim");
+    let second = store
+        .claim_staged_jobs(3, at(11), hold)
+        .await
+        .expect("claim");
+    assert_eq!(first, all[..3].to_vec(), "in id order");
+    assert_eq!(
+        second,
+        all[3..].to_vec(),
+        "only what the first did not hold"
+    );
     assert!(
         store
-            .record_receipt(jobs[0].id, ride, at(1))
+            .claim_staged_jobs(3, at(12), hold)
             .await
-            .expect("recorded")
+            .expect("claim")
+            .is_empty()
     );
+    for job in &second {
+        store.delete_staged_job(job.id).await.expect("deleted");
+    }
+    // The first enqueuer died: its claim runs out and its jobs come back.
     assert!(
-        !store
-            .record_receipt(jobs[0].id, ride, at(2))
+        store
+            .claim_staged_jobs(10, at(69), hold)
             .await
-            .expect("duplicate")
+            .expect("claim")
+            .is_empty()
     );
-    assert!(store.receipt_sent(ride).await.expect("read"));
+    let again = store
+        .claim_staged_jobs(10, at(70), hold)
+        .await
+        .expect("claim");
+    assert_eq!(again, all[..3].to_vec());
+    assert_eq!(
+        store.staged_jobs(10).await.expect("jobs").len(),
+        3,
+        "claims delete nothing"
+    );
 }
 
 async fn users_upsert_by_email_and_are_found_by_api_key_hash(store: Arc<dyn Store>) {
@@ -488,6 +569,7 @@ macro_rules! contract {
             case!(the_reaper_deletes_old_keys_only_and_keeps_their_rides);
             case!(staged_jobs_come_in_id_order_and_receipts_are_recorded_once);
             case!(users_upsert_by_email_and_are_found_by_api_key_hash);
+            case!(enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out);
             case!(keys_whose_charge_was_attempted_long_ago_are_listed_for_review);
             case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
         }

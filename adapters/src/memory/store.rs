@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use application::ports::{Finish, KeyPhase, KeyRequest, Lease, Store, StoreError};
+use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
 use async_trait::async_trait;
 use domain::{
     ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId, KeyRecord, LockPolicy,
@@ -25,6 +25,12 @@ pub struct AuditRecord {
     pub at: SystemTime,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Receipt {
+    claimed_at: SystemTime,
+    sent: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
     users: BTreeMap<UserId, User>,
@@ -34,7 +40,9 @@ struct State {
     rides: BTreeMap<RideId, Ride>,
     audit: Vec<AuditRecord>,
     staged_jobs: BTreeMap<i64, StagedJob>,
-    receipts: HashMap<RideId, i64>,
+    /// Staged job id → until when an enqueuer holds it.
+    job_claims: HashMap<i64, SystemTime>,
+    receipts: HashMap<RideId, Receipt>,
     next_id: i64,
 }
 
@@ -353,27 +361,80 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn claim_staged_jobs(
+        &self,
+        limit: usize,
+        now: SystemTime,
+        claim_for: Duration,
+    ) -> Result<Vec<StagedJob>, StoreError> {
+        let mut state = self.state();
+        let free: Vec<StagedJob> = state
+            .staged_jobs
+            .values()
+            .filter(|job| {
+                state
+                    .job_claims
+                    .get(&job.id)
+                    .is_none_or(|until| *until <= now)
+            })
+            .take(limit)
+            .cloned()
+            .collect();
+        for job in &free {
+            state.job_claims.insert(job.id, now + claim_for);
+        }
+        Ok(free)
+    }
+
     async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError> {
-        self.state().staged_jobs.remove(&id);
+        let mut state = self.state();
+        state.staged_jobs.remove(&id);
+        state.job_claims.remove(&id);
         Ok(())
     }
 
-    async fn record_receipt(
+    async fn claim_receipt(
         &self,
-        job_id: i64,
+        _job_id: i64,
         ride_id: RideId,
-        _now: SystemTime,
-    ) -> Result<bool, StoreError> {
+        now: SystemTime,
+        stale_after: Duration,
+    ) -> Result<ReceiptClaim, StoreError> {
         let mut state = self.state();
-        if state.receipts.contains_key(&ride_id) {
-            return Ok(false);
+        match state.receipts.get(&ride_id) {
+            Some(receipt) if receipt.sent => return Ok(ReceiptClaim::AlreadySent),
+            Some(receipt) if receipt.claimed_at + stale_after > now => {
+                return Ok(ReceiptClaim::InProgress);
+            }
+            _ => {}
         }
-        state.receipts.insert(ride_id, job_id);
-        Ok(true)
+        state.receipts.insert(
+            ride_id,
+            Receipt {
+                claimed_at: now,
+                sent: false,
+            },
+        );
+        Ok(ReceiptClaim::Claimed)
+    }
+
+    async fn mark_receipt_sent(&self, ride_id: RideId, _now: SystemTime) -> Result<(), StoreError> {
+        if let Some(receipt) = self.state().receipts.get_mut(&ride_id) {
+            receipt.sent = true;
+        }
+        Ok(())
+    }
+
+    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.receipts.get(&ride_id).is_some_and(|r| !r.sent) {
+            state.receipts.remove(&ride_id);
+        }
+        Ok(())
     }
 
     async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
-        Ok(self.state().receipts.contains_key(&ride_id))
+        Ok(self.state().receipts.get(&ride_id).is_some_and(|r| r.sent))
     }
 
     async fn reap_keys(

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use application::ports::{Finish, KeyPhase, KeyRequest, Lease, Store, StoreError};
+use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
 use async_trait::async_trait;
 use domain::{
     ApiKeyHash, CompleterPolicy, KeyDecision, KeyId, KeyRecord, LockPolicy, RecoveryPoint, Ride,
@@ -139,6 +139,15 @@ pub mod queries {
     pub const STAGED_JOBS: &str = "SELECT id, job_name, (job_args->>'amount')::bigint AS amount, \
          job_args->>'currency' AS currency, (job_args->>'user_id')::bigint AS user_id, \
          (job_args->>'ride_id')::bigint AS ride_id FROM staged_jobs ORDER BY id LIMIT $1";
+
+    /// $1 now, $2 claimed until, $3 limit. Rows another enqueuer is
+    /// claiming this instant are skipped, not waited for.
+    pub const CLAIM_STAGED_JOBS: &str = "UPDATE staged_jobs SET claimed_until = $2 WHERE id IN (\
+         SELECT id FROM staged_jobs WHERE claimed_until IS NULL OR claimed_until <= $1 \
+         ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, job_name, (job_args->>'amount')::bigint AS amount, \
+         job_args->>'currency' AS currency, (job_args->>'user_id')::bigint AS user_id, \
+         (job_args->>'ride_id')::bigint AS ride_id";
 
     /// $1 attempted before, $2 limit.
     pub const KEYS_FOR_REVIEW: &str = select_key!(
@@ -582,6 +591,23 @@ impl Store for PostgresStore {
         rows.into_iter().map(StagedJob::try_from).collect()
     }
 
+    async fn claim_staged_jobs(
+        &self,
+        limit: usize,
+        now: SystemTime,
+        claim_for: Duration,
+    ) -> Result<Vec<StagedJob>, StoreError> {
+        let mut rows: Vec<JobRow> = sqlx::query_as(queries::CLAIM_STAGED_JOBS)
+            .bind(timestamp(now))
+            .bind(timestamp(now + claim_for))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.sort_by_key(JobRow::id);
+        rows.into_iter().map(StagedJob::try_from).collect()
+    }
+
     async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM staged_jobs WHERE id = $1")
             .bind(id)
@@ -591,32 +617,67 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn record_receipt(
+    async fn claim_receipt(
         &self,
         job_id: i64,
         ride_id: RideId,
         now: SystemTime,
-    ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO sent_receipts (ride_id, job_id, sent_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (ride_id) DO NOTHING",
+        stale_after: Duration,
+    ) -> Result<ReceiptClaim, StoreError> {
+        let stale_before = now
+            .checked_sub(stale_after)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        // Insert the claim, or take over a stale unsent one; otherwise read
+        // what is there, in one statement.
+        let claimed: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO sent_receipts (ride_id, job_id, claimed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (ride_id) DO UPDATE SET job_id = EXCLUDED.job_id, claimed_at = EXCLUDED.claimed_at \
+             WHERE sent_receipts.sent_at IS NULL AND sent_receipts.claimed_at <= $4 \
+             RETURNING ride_id",
         )
         .bind(ride_id.0)
         .bind(job_id)
         .bind(timestamp(now))
-        .execute(&self.pool)
+        .bind(timestamp(stale_before))
+        .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(inserted.rows_affected() == 1)
+        if claimed.is_some() {
+            return Ok(ReceiptClaim::Claimed);
+        }
+        Ok(match self.receipt_sent(ride_id).await? {
+            true => ReceiptClaim::AlreadySent,
+            false => ReceiptClaim::InProgress,
+        })
+    }
+
+    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sent_receipts SET sent_at = $2 WHERE ride_id = $1 AND sent_at IS NULL")
+            .bind(ride_id.0)
+            .bind(timestamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sent_receipts WHERE ride_id = $1 AND sent_at IS NULL")
+            .bind(ride_id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
-        let (sent,): (bool,) =
-            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM sent_receipts WHERE ride_id = $1)")
-                .bind(ride_id.0)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(unavailable)?;
+        let (sent,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM sent_receipts WHERE ride_id = $1 AND sent_at IS NOT NULL)",
+        )
+        .bind(ride_id.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(sent)
     }
 

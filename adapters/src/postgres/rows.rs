@@ -146,6 +146,12 @@ pub struct JobRow {
     ride_id: Option<i64>,
 }
 
+impl JobRow {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+}
+
 impl TryFrom<JobRow> for StagedJob {
     type Error = StoreError;
 
