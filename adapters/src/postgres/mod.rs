@@ -132,8 +132,8 @@ pub mod queries {
 
     /// $1 created before, $2 limit. Keys a request holds right now
     /// (row-locked) are skipped, not waited for.
-    pub const REAP_KEYS: &str = "DELETE FROM idempotency_keys WHERE id IN (SELECT id FROM idempotency_keys \
-         WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    pub const REAP_KEYS: &str = "DELETE FROM idempotency_keys WHERE id = ANY(ARRAY(SELECT id FROM idempotency_keys \
+         WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
     /// $1 limit.
     pub const STAGED_JOBS: &str = "SELECT id, job_name, (job_args->>'amount')::bigint AS amount, \
@@ -142,9 +142,11 @@ pub mod queries {
 
     /// $1 now, $2 claimed until, $3 limit. Rows another enqueuer is
     /// claiming this instant are skipped, not waited for.
-    pub const CLAIM_STAGED_JOBS: &str = "UPDATE staged_jobs SET claimed_until = $2 WHERE id IN (\
+    /// (`= ANY(ARRAY(..))` keeps the outer update an index scan by id; an
+    /// `IN (subquery)` lets the planner hash-join over the whole table.)
+    pub const CLAIM_STAGED_JOBS: &str = "UPDATE staged_jobs SET claimed_until = $2 WHERE id = ANY(ARRAY(\
          SELECT id FROM staged_jobs WHERE claimed_until IS NULL OR claimed_until <= $1 \
-         ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)) \
          RETURNING id, job_name, (job_args->>'amount')::bigint AS amount, \
          job_args->>'currency' AS currency, (job_args->>'user_id')::bigint AS user_id, \
          (job_args->>'ride_id')::bigint AS ride_id";
