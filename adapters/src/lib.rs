@@ -6,6 +6,7 @@ pub mod clock;
 pub mod fake_stripe;
 pub mod http;
 pub mod memory;
+pub mod nats;
 pub mod postgres;
 pub mod receipts;
 pub mod stripe;

@@ -89,5 +89,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Review(args) => processes::review(&settings, &args).await,
         Command::Migrate => processes::migrate(&settings).await,
         Command::FakeStripe(args) => processes::fake_stripe(&args, shutdown).await,
+        Command::DeadJobs(args) => processes::dead_jobs(&settings, &args).await,
     }
 }

@@ -33,7 +33,7 @@ fn require_shared_store(system: &System, process: &str) -> anyhow::Result<()> {
 fn require_shared_queue(system: &System, process: &str) -> anyhow::Result<()> {
     if system.queue_in_process {
         bail!(
-            "`{process}` on its own needs a job queue shared between processes, and the in-memory queue lives inside one process: run `rocket-rides start`, which runs the enqueuer and the worker together"
+            "`{process}` on its own needs a job queue shared between processes (NATS_URL), and the in-memory queue lives inside one process: set NATS_URL, or run `rocket-rides start`, which runs the enqueuer and the worker together"
         );
     }
     Ok(())
@@ -346,6 +346,24 @@ pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> 
         .await
         .context("serving fake-stripe")?;
     info!("fake-stripe stopped");
+    Ok(())
+}
+
+pub async fn dead_jobs(settings: &Settings, args: &ReviewArgs) -> anyhow::Result<()> {
+    let system = System::build(settings).await?;
+    let Some(nats) = &system.nats else {
+        bail!("`dead-jobs` needs NATS_URL: the in-memory queue keeps no dead letters");
+    };
+    let dead = nats.dead_jobs(args.limit).await?;
+    if dead.is_empty() {
+        println!("no dead jobs");
+    }
+    for job in dead {
+        println!(
+            "sequence={} job_id={} ride_id={} user_id={} reason={}",
+            job.sequence, job.job.id, job.job.job.ride_id, job.job.job.user_id, job.reason
+        );
+    }
     Ok(())
 }
 

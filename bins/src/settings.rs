@@ -72,6 +72,8 @@ pub enum Command {
     Migrate,
     /// A local stand-in for Stripe's API, with fault injection.
     FakeStripe(FakeStripeArgs),
+    /// Lists jobs in the dead-letter stream (NATS only).
+    DeadJobs(ReviewArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -112,6 +114,19 @@ pub struct Settings {
     /// Retries of a call whose answer was unknown (same idempotency key, with backoff).
     #[arg(long, env = "STRIPE_MAX_RETRIES", default_value_t = 2, global = true)]
     pub stripe_max_retries: u32,
+    /// NATS with JetStream for the job queue; unset, an in-memory queue inside this process.
+    #[arg(long, env = "NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// How long JetStream remembers a job id to drop a repeated publish;
+    /// longer than ENQUEUER_CLAIM_TIMEOUT plus a batch.
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW", value_parser = duration, default_value = "2h", global = true)]
+    pub nats_duplicate_window: Duration,
+    /// A job nobody acknowledged within this is delivered again.
+    #[arg(long, env = "NATS_ACK_WAIT", value_parser = duration, default_value = "30s", global = true)]
+    pub nats_ack_wait: Duration,
+    /// Deliveries before a job goes to the dead-letter stream.
+    #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = 8, global = true)]
+    pub nats_max_deliver: u32,
     /// Postgres to keep everything in; unset, an in-memory store inside this process.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use adapters::clock::SystemClock;
 use adapters::http::ApiState;
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
+use adapters::nats::{NatsQueue, NatsSettings};
 use adapters::postgres::{self, PoolSettings, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
@@ -36,9 +37,11 @@ pub struct System {
     pub clock: Arc<dyn Clock>,
     /// The store lives in this process only: other processes cannot share it.
     pub embedded: bool,
-    /// The job queue lives in this process only (always, until a shared
-    /// queue adapter exists): the enqueuer and the worker must share it.
+    /// The job queue lives in this process only: the enqueuer and the
+    /// worker must share it.
     pub queue_in_process: bool,
+    /// The NATS queue, when `NATS_URL` chose it (for `dead-jobs`).
+    pub nats: Option<Arc<NatsQueue>>,
 }
 
 impl System {
@@ -79,8 +82,24 @@ impl System {
                 }))
             }
         };
-        info!("job queue: in-memory");
-        let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::default());
+        let (queue, nats): (Arc<dyn JobQueue>, Option<Arc<NatsQueue>>) = match &settings.nats_url {
+            Some(url) => {
+                let nats = Arc::new(
+                    NatsQueue::connect(NatsSettings {
+                        duplicate_window: settings.nats_duplicate_window,
+                        ack_wait: settings.nats_ack_wait,
+                        max_deliver: settings.nats_max_deliver,
+                        ..NatsSettings::new(url.clone())
+                    })
+                    .await?,
+                );
+                (nats.clone(), Some(nats))
+            }
+            None => {
+                info!("job queue: in-memory");
+                (Arc::new(MemoryQueue::default()), None)
+            }
+        };
         Ok(Self {
             settings: settings.clone(),
             store,
@@ -89,7 +108,8 @@ impl System {
             receipts: Arc::new(LogReceiptSender),
             clock: Arc::new(SystemClock),
             embedded,
-            queue_in_process: true,
+            queue_in_process: nats.is_none(),
+            nats,
         })
     }
 

@@ -75,7 +75,9 @@ pub async fn plans(pool: &PgPool) -> Vec<(&'static str, String)> {
         .expect("explain reaper");
     let enqueuer: Vec<(String,)> = sqlx::query_as(explain(queries::CLAIM_STAGED_JOBS))
         .bind(ago(0))
-        .bind(OffsetDateTime::from(SystemTime::now() + Duration::from_secs(60)))
+        .bind(OffsetDateTime::from(
+            SystemTime::now() + Duration::from_secs(60),
+        ))
         .bind(1000_i64)
         .fetch_all(pool)
         .await

@@ -1,0 +1,319 @@
+//! The job queue on NATS JetStream (async-nats).
+//!
+//! Jobs go to a file-backed stream; each message's `Nats-Msg-Id` is the
+//! staged job's id, so a job the enqueuer publishes again (it crashed
+//! between publish and delete) is dropped by the stream's duplicate window,
+//! which must be longer than the enqueuer's retry horizon. Workers share
+//! one durable pull consumer with explicit acks: a job is redelivered until
+//! acknowledged (`ack_wait` after a worker died, or after the delay a
+//! failed worker asked for), and after `max_deliver` deliveries it is moved
+//! to a dead-letter stream a person can list (`rocket-rides dead-jobs`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use application::ports::{Delivery, JobQueue, QueueError};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, Context, Message, consumer, stream};
+use async_trait::async_trait;
+use domain::charge::ReceiptJob;
+use domain::{RideId, StagedJob, UserId};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+pub const JOBS_SUBJECT: &str = "rocket-rides.jobs.send_ride_receipt";
+pub const DEAD_SUBJECT: &str = "rocket-rides.dead.send_ride_receipt";
+
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    pub url: String,
+    pub stream: String,
+    pub dead_letter_stream: String,
+    pub consumer: String,
+    /// How long the stream remembers a message id: longer than an enqueuer
+    /// may take to publish a claimed job again after a crash.
+    pub duplicate_window: Duration,
+    /// Redelivery of a job nobody acknowledged.
+    pub ack_wait: Duration,
+    /// Deliveries before a job goes to the dead-letter stream.
+    pub max_deliver: u32,
+}
+
+impl NatsSettings {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            stream: "ROCKET_RIDES_JOBS".into(),
+            dead_letter_stream: "ROCKET_RIDES_DEAD".into(),
+            consumer: "workers".into(),
+            duplicate_window: Duration::from_secs(2 * 3600),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 8,
+        }
+    }
+}
+
+/// A job as it travels through NATS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct JobMessage {
+    id: i64,
+    job: String,
+    ride_id: i64,
+    user_id: i64,
+    amount: i64,
+    currency: String,
+}
+
+impl From<&StagedJob> for JobMessage {
+    fn from(job: &StagedJob) -> Self {
+        Self {
+            id: job.id,
+            job: ReceiptJob::NAME.to_owned(),
+            ride_id: job.job.ride_id.0,
+            user_id: job.job.user_id.0,
+            amount: job.job.amount_cents,
+            currency: job.job.currency.clone(),
+        }
+    }
+}
+
+impl From<JobMessage> for StagedJob {
+    fn from(message: JobMessage) -> Self {
+        StagedJob {
+            id: message.id,
+            job: ReceiptJob {
+                ride_id: RideId(message.ride_id),
+                user_id: UserId(message.user_id),
+                amount_cents: message.amount,
+                currency: message.currency,
+            },
+        }
+    }
+}
+
+/// A job in the dead-letter stream.
+#[derive(Debug, Clone)]
+pub struct DeadJob {
+    pub sequence: u64,
+    pub job: StagedJob,
+    pub reason: String,
+}
+
+pub struct NatsQueue {
+    jetstream: Context,
+    consumer: consumer::PullConsumer,
+    settings: NatsSettings,
+    in_flight: Mutex<HashMap<u64, Message>>,
+    next_tag: AtomicU64,
+}
+
+fn queue_error(error: impl std::fmt::Display) -> QueueError {
+    QueueError(anyhow::anyhow!("{error}"))
+}
+
+impl NatsQueue {
+    /// Connects and creates the streams and the consumer if missing.
+    pub async fn connect(settings: NatsSettings) -> anyhow::Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&settings.url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", settings.url))?;
+        let jetstream = jetstream::new(client);
+        let jobs = jetstream
+            .get_or_create_stream(stream::Config {
+                name: settings.stream.clone(),
+                subjects: vec![JOBS_SUBJECT.to_owned()],
+                storage: stream::StorageType::File,
+                duplicate_window: settings.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .context("creating the jobs stream")?;
+        jetstream
+            .get_or_create_stream(stream::Config {
+                name: settings.dead_letter_stream.clone(),
+                subjects: vec![DEAD_SUBJECT.to_owned()],
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .context("creating the dead-letter stream")?;
+        let consumer = jobs
+            .get_or_create_consumer(
+                &settings.consumer,
+                consumer::pull::Config {
+                    durable_name: Some(settings.consumer.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: settings.ack_wait,
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("creating the workers' consumer")?;
+        info!(url = %settings.url, stream = %settings.stream, "job queue: NATS JetStream");
+        Ok(Self {
+            jetstream,
+            consumer,
+            settings,
+            in_flight: Mutex::default(),
+            next_tag: AtomicU64::new(1),
+        })
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Message>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, tag: u64) -> Result<Message, QueueError> {
+        self.in_flight()
+            .remove(&tag)
+            .ok_or_else(|| queue_error(format!("no delivery {tag} in hand")))
+    }
+
+    /// Moves a job to the dead-letter stream and stops its redelivery.
+    async fn bury(&self, message: &Message, reason: &str) -> Result<(), QueueError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Rocket-Rides-Reason", reason);
+        self.jetstream
+            .publish_with_headers(DEAD_SUBJECT, headers, message.payload.clone())
+            .await
+            .map_err(queue_error)?
+            .await
+            .map_err(queue_error)?;
+        message.ack_with(AckKind::Term).await.map_err(queue_error)?;
+        Ok(())
+    }
+
+    /// The jobs in the dead-letter stream, oldest first.
+    pub async fn dead_jobs(&self, limit: usize) -> anyhow::Result<Vec<DeadJob>> {
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.settings.dead_letter_stream)
+            .await?;
+        let info = stream.info().await?.state.clone();
+        let mut dead = Vec::new();
+        if info.messages == 0 {
+            return Ok(dead);
+        }
+        for sequence in info.first_sequence..=info.last_sequence {
+            if dead.len() >= limit {
+                break;
+            }
+            let Ok(message) = stream.get_raw_message(sequence).await else {
+                continue; // deleted
+            };
+            let job: JobMessage = serde_json::from_slice(&message.payload)?;
+            let reason = message
+                .headers
+                .get("Rocket-Rides-Reason")
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            dead.push(DeadJob {
+                sequence,
+                job: job.into(),
+                reason,
+            });
+        }
+        Ok(dead)
+    }
+}
+
+#[async_trait]
+impl JobQueue for NatsQueue {
+    async fn publish(&self, job: &StagedJob) -> Result<(), QueueError> {
+        let payload = serde_json::to_vec(&JobMessage::from(job)).map_err(queue_error)?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", job.id.to_string().as_str());
+        let ack = self
+            .jetstream
+            .publish_with_headers(JOBS_SUBJECT, headers, payload.into())
+            .await
+            .map_err(queue_error)?
+            .await
+            .map_err(queue_error)?;
+        if ack.duplicate {
+            info!(
+                job_id = job.id,
+                "job was published before; the stream dropped the repeat"
+            );
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, max_wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        loop {
+            let mut batch = self
+                .consumer
+                .batch()
+                .max_messages(1)
+                .expires(max_wait)
+                .messages()
+                .await
+                .map_err(queue_error)?;
+            let Some(next) = batch.next().await else {
+                return Ok(None);
+            };
+            let message = next.map_err(queue_error)?;
+            let attempt = message
+                .info()
+                .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+                .map_err(queue_error)?;
+            let job: JobMessage = match serde_json::from_slice(&message.payload) {
+                Ok(job) => job,
+                Err(cause) => {
+                    error!(%cause, "unreadable job message; moving it to the dead-letter stream");
+                    self.bury(&message, &format!("unreadable: {cause}")).await?;
+                    continue;
+                }
+            };
+            if attempt > self.settings.max_deliver {
+                warn!(
+                    job_id = job.id,
+                    attempt,
+                    "job delivered too often; moving it to the dead-letter stream (see `rocket-rides dead-jobs`)"
+                );
+                self.bury(&message, &format!("delivered {attempt} times"))
+                    .await?;
+                continue;
+            }
+            let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+            self.in_flight().insert(tag, message);
+            return Ok(Some(Delivery {
+                job: job.into(),
+                tag,
+                attempt,
+            }));
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        let message = self.take(delivery.tag)?;
+        // Wait for the server to confirm: an ack lost on the way would mean
+        // a redelivery (harmless, but avoidable).
+        message.double_ack().await.map_err(queue_error)
+    }
+
+    async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        let message = self.take(delivery.tag)?;
+        if delivery.attempt >= self.settings.max_deliver {
+            warn!(
+                job_id = delivery.job.id,
+                attempt = delivery.attempt,
+                "job failed on its last delivery; moving it to the dead-letter stream (see `rocket-rides dead-jobs`)"
+            );
+            return self
+                .bury(&message, &format!("failed {} times", delivery.attempt))
+                .await;
+        }
+        message
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(queue_error)
+    }
+}
