@@ -1,0 +1,57 @@
+//! NATS for the suites: a JetStream server per test (testcontainers, image
+//! from `TEST_NATS_IMAGE` when set), on a fixed host port so a restarted
+//! server is found at the same address.
+
+use testcontainers::core::IntoContainerPort;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, ImageExt};
+use testcontainers_modules::nats::{Nats, NatsServerCmd};
+
+use crate::postgres::CONTAINER_LABEL;
+
+fn image() -> (String, String) {
+    match std::env::var("TEST_NATS_IMAGE") {
+        Ok(image) if !image.is_empty() => match image.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+            _ => (image, "latest".to_owned()),
+        },
+        _ => ("nats".to_owned(), "2.10.14".to_owned()),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct NatsServer {
+    pub container: ContainerAsync<Nats>,
+    pub url: String,
+}
+
+pub async fn start_nats() -> NatsServer {
+    let (name, tag) = image();
+    let port = free_port();
+    let cmd = NatsServerCmd::default().with_jetstream();
+    let container = Nats::default()
+        .with_cmd(&cmd)
+        .with_name(name.clone())
+        .with_tag(tag.clone())
+        .with_mapped_port(port, 4222.tcp())
+        .with_label(CONTAINER_LABEL, "true")
+        .start()
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "could not start NATS ({name}:{tag}) with testcontainers: {error}. \
+                 These suites need a Docker engine and the image: on a machine with no \
+                 registry, run `eval \"$(../shared/ci/offline-images)\"` first, or use ./scripts/test."
+            )
+        });
+    NatsServer {
+        container,
+        url: format!("nats://127.0.0.1:{port}"),
+    }
+}

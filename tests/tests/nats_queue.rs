@@ -1,0 +1,341 @@
+//! The job queue on NATS JetStream with Postgres (both in testcontainers):
+//! crashes between publish and delete, workers dying before their ack, NATS
+//! restarting mid-run, and several enqueuers and workers at once. Each time:
+//! exactly one receipt per ride, nothing left staged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adapters::clock::{ManualClock, SystemClock};
+use adapters::memory::FakeGateway;
+use adapters::nats::{NatsQueue, NatsSettings};
+use adapters::postgres::PostgresStore;
+use application::ports::{Clock, JobQueue, ReceiptClaim, ReceiptSender, Store};
+use application::{
+    CreateRide, CreateRideSettings, DrainStagedJobs, RideRequest, SeedDemoUsers, WorkJobs,
+    WorkOutcome,
+};
+use async_trait::async_trait;
+use domain::charge::ReceiptJob;
+use domain::{IdempotencyKey, LockPolicy, ReviewPolicy, RideParams};
+use integration_tests::nats::start_nats;
+
+/// Counts receipts per ride.
+#[derive(Default)]
+struct CountingSender {
+    sent: Mutex<Vec<i64>>,
+}
+
+impl CountingSender {
+    fn per_ride(&self) -> HashMap<i64, usize> {
+        let mut counts = HashMap::new();
+        for ride in self.sent.lock().expect("lock").iter() {
+            *counts.entry(*ride).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+#[async_trait]
+impl ReceiptSender for CountingSender {
+    async fn send(&self, _job_id: i64, receipt: &ReceiptJob) -> anyhow::Result<()> {
+        self.sent.lock().expect("lock").push(receipt.ride_id.0);
+        Ok(())
+    }
+}
+
+async fn queue(url: &str, ack_wait: Duration) -> Arc<NatsQueue> {
+    Arc::new(
+        NatsQueue::connect(NatsSettings {
+            ack_wait,
+            ..NatsSettings::new(url)
+        })
+        .await
+        .expect("NATS"),
+    )
+}
+
+/// A Postgres store with `rides` booked rides (and as many staged jobs).
+async fn store_with_rides(rides: usize) -> Arc<PostgresStore> {
+    let store = integration_tests::postgres::fresh_store().await;
+    let gateway = Arc::new(FakeGateway::new());
+    let users = SeedDemoUsers::new(store.clone(), gateway.clone())
+        .run(None)
+        .await
+        .expect("seeded");
+    let create_ride = CreateRide::new(
+        store.clone(),
+        gateway,
+        Arc::new(SystemClock),
+        CreateRideSettings {
+            lock: LockPolicy {
+                lock_timeout: Duration::from_secs(90),
+            },
+            review: ReviewPolicy {
+                gateway_idempotency_window: Duration::from_secs(24 * 3600),
+            },
+        },
+    );
+    for n in 0..rides {
+        let answer = create_ride
+            .run(RideRequest {
+                user: users[0].user.clone(),
+                key: IdempotencyKey::parse(&format!("nats-test-key-{n:08}")).expect("valid"),
+                params: RideParams::from_numbers([0.0; 4]).expect("valid"),
+                request_ip: None,
+                raise_error: false,
+            })
+            .await
+            .expect("booked");
+        assert_eq!(answer.response.status, 201);
+    }
+    store
+}
+
+async fn ride_ids(store: &PostgresStore) -> Vec<i64> {
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM rides ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .expect("rides");
+    rows.into_iter().map(|(id,)| id).collect()
+}
+
+/// Works jobs until the queue stays empty for a while.
+async fn work_until_idle(worker: &WorkJobs) {
+    let mut idle = 0;
+    while idle < 2 {
+        match worker
+            .work_next(Duration::from_secs(1))
+            .await
+            .expect("worked")
+        {
+            Some(_) => idle = 0,
+            None => idle += 1,
+        }
+    }
+}
+
+fn assert_one_receipt_per_ride(sender: &CountingSender, rides: &[i64]) {
+    let per_ride = sender.per_ride();
+    assert_eq!(per_ride.len(), rides.len(), "every ride got a receipt");
+    for ride in rides {
+        assert_eq!(
+            per_ride.get(ride),
+            Some(&1),
+            "ride {ride}: exactly one receipt"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_publish_and_delete_republishes_and_still_sends_one_receipt() {
+    let nats = start_nats().await;
+    let store = store_with_rides(3).await;
+    let queue = queue(&nats.url, Duration::from_secs(30)).await;
+    let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
+    let claim_for = Duration::from_secs(60);
+
+    // The first enqueuer claims and publishes, then dies before deleting.
+    let claimed = store
+        .claim_staged_jobs(10, clock.now(), claim_for)
+        .await
+        .expect("claimed");
+    assert_eq!(claimed.len(), 3);
+    for job in &claimed {
+        queue.publish(job).await.expect("published");
+    }
+    // Its claim runs out; the next enqueuer publishes the same jobs again.
+    let enqueuer = DrainStagedJobs::new(store.clone(), queue.clone(), clock.clone(), 10, claim_for);
+    assert_eq!(
+        enqueuer.run_batch().await.expect("batch"),
+        0,
+        "still claimed"
+    );
+    clock.advance(claim_for + Duration::from_secs(1));
+    assert_eq!(enqueuer.run_batch().await.expect("batch"), 3);
+    assert!(store.staged_jobs(10).await.expect("jobs").is_empty());
+
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(
+        store.clone(),
+        queue.clone(),
+        sender.clone(),
+        Arc::new(SystemClock),
+    );
+    work_until_idle(&worker).await;
+    assert_one_receipt_per_ride(&sender, &ride_ids(&store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_receipt_is_sent() {
+    let nats = start_nats().await;
+    let store = store_with_rides(2).await;
+    let queue = queue(&nats.url, Duration::from_secs(1)).await;
+    let enqueuer = DrainStagedJobs::new(
+        store.clone(),
+        queue.clone(),
+        Arc::new(SystemClock),
+        10,
+        Duration::from_secs(60),
+    );
+    assert_eq!(enqueuer.run_batch().await.expect("batch"), 2);
+    let sender = Arc::new(CountingSender::default());
+
+    // Worker A takes both jobs. The first it dies on before sending; the
+    // second it sends and records, and dies before acknowledging.
+    let dead_worker = queue.clone();
+    let first = dead_worker
+        .receive(Duration::from_secs(5))
+        .await
+        .expect("received")
+        .expect("a job");
+    let second = dead_worker
+        .receive(Duration::from_secs(5))
+        .await
+        .expect("received")
+        .expect("a job");
+    let now = SystemClock.now();
+    assert_eq!(
+        store
+            .claim_receipt(
+                second.job.id,
+                second.job.job.ride_id,
+                now,
+                WorkJobs::CLAIM_STALE_AFTER
+            )
+            .await
+            .expect("claim"),
+        ReceiptClaim::Claimed
+    );
+    sender
+        .send(second.job.id, &second.job.job)
+        .await
+        .expect("sent");
+    store
+        .mark_receipt_sent(second.job.job.ride_id, now)
+        .await
+        .expect("marked");
+    drop((first, second));
+
+    // Worker B, on its own connection, gets both again after the ack wait.
+    let other = queue_for_same_consumer(&nats.url).await;
+    let worker = WorkJobs::new(store.clone(), other, sender.clone(), Arc::new(SystemClock));
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 2 {
+        if let Some(outcome) = worker
+            .work_next(Duration::from_secs(3))
+            .await
+            .expect("worked")
+        {
+            outcomes.push(outcome);
+        }
+    }
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, WorkOutcome::Sent { .. })),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, WorkOutcome::AlreadySent { .. })),
+        "{outcomes:?}"
+    );
+    work_until_idle(&worker).await;
+    assert_one_receipt_per_ride(&sender, &ride_ids(&store).await);
+}
+
+async fn queue_for_same_consumer(url: &str) -> Arc<NatsQueue> {
+    queue(url, Duration::from_secs(1)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_run_loses_nothing() {
+    let nats = start_nats().await;
+    let store = store_with_rides(60).await;
+    let queue = queue(&nats.url, Duration::from_secs(5)).await;
+    let enqueuer = DrainStagedJobs::new(
+        store.clone(),
+        queue.clone(),
+        Arc::new(SystemClock),
+        20,
+        Duration::from_secs(1),
+    );
+    assert_eq!(enqueuer.run_batch().await.expect("first batch"), 20);
+
+    nats.container.stop().await.expect("stopped");
+    // While NATS is down the enqueuer fails and keeps its jobs staged.
+    let failed = tokio::time::timeout(Duration::from_secs(15), enqueuer.run_batch()).await;
+    assert!(
+        !matches!(failed, Ok(Ok(n)) if n > 0),
+        "nothing can be enqueued while NATS is down"
+    );
+    nats.container.start().await.expect("restarted");
+
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(
+        store.clone(),
+        queue.clone(),
+        sender.clone(),
+        Arc::new(SystemClock),
+    );
+    let mut rounds = 0;
+    while !store.staged_jobs(1).await.expect("jobs").is_empty() {
+        rounds += 1;
+        assert!(rounds < 60, "the enqueuer never recovered");
+        if enqueuer.run_batch().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    work_until_idle(&worker).await;
+    assert_one_receipt_per_ride(&sender, &ride_ids(&store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_enqueuers_and_two_workers_send_exactly_one_receipt_per_ride() {
+    let nats = start_nats().await;
+    let store = store_with_rides(300).await;
+    let sender = Arc::new(CountingSender::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let queue = queue(&nats.url, Duration::from_secs(5)).await;
+        let enqueuer = DrainStagedJobs::new(
+            store.clone(),
+            queue,
+            Arc::new(SystemClock),
+            25,
+            Duration::from_secs(60),
+        );
+        let store = store.clone();
+        tasks.spawn(async move {
+            while !store.staged_jobs(1).await.expect("jobs").is_empty() {
+                enqueuer.run_batch().await.expect("batch");
+            }
+        });
+    }
+    let rides = ride_ids(&store).await;
+    for _ in 0..2 {
+        let queue = queue(&nats.url, Duration::from_secs(5)).await;
+        let worker = WorkJobs::new(store.clone(), queue, sender.clone(), Arc::new(SystemClock));
+        let (sender, expected) = (sender.clone(), rides.len());
+        tasks.spawn(async move {
+            for _ in 0..200 {
+                if sender.per_ride().len() == expected {
+                    break;
+                }
+                worker
+                    .work_next(Duration::from_millis(500))
+                    .await
+                    .expect("worked");
+            }
+            work_until_idle(&worker).await;
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task");
+    }
+    assert!(store.staged_jobs(1).await.expect("jobs").is_empty());
+    assert_one_receipt_per_ride(&sender, &rides);
+}
