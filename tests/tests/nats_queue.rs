@@ -339,3 +339,71 @@ async fn two_enqueuers_and_two_workers_send_exactly_one_receipt_per_ride() {
     assert!(store.staged_jobs(1).await.expect("jobs").is_empty());
     assert_one_receipt_per_ride(&sender, &rides);
 }
+
+/// A sender whose mail server is down for good.
+struct FailingSender;
+
+#[async_trait]
+impl ReceiptSender for FailingSender {
+    async fn send(&self, _job_id: i64, _receipt: &ReceiptJob) -> anyhow::Result<()> {
+        Err(anyhow::anyhow!("mail server down"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed() {
+    let nats = start_nats().await;
+    let store = store_with_rides(1).await;
+    let queue = Arc::new(
+        NatsQueue::connect(NatsSettings {
+            max_deliver: 2,
+            ..NatsSettings::new(&nats.url)
+        })
+        .await
+        .expect("NATS"),
+    );
+    DrainStagedJobs::new(
+        store.clone(),
+        queue.clone(),
+        Arc::new(SystemClock),
+        10,
+        Duration::from_secs(60),
+    )
+    .run_batch()
+    .await
+    .expect("enqueued");
+    let worker = WorkJobs::new(
+        store.clone(),
+        queue.clone(),
+        Arc::new(FailingSender),
+        Arc::new(SystemClock),
+    );
+    let mut failures = 0;
+    for _ in 0..10 {
+        match worker
+            .work_next(Duration::from_secs(3))
+            .await
+            .expect("worked")
+        {
+            Some(WorkOutcome::Retrying { .. }) => failures += 1,
+            Some(other) => panic!("unexpected {other:?}"),
+            None => break,
+        }
+    }
+    assert_eq!(failures, 2, "tried max_deliver times, then buried");
+    let dead = queue.dead_jobs(10).await.expect("listed");
+    assert_eq!(dead.len(), 1);
+    let ride = ride_ids(&store).await[0];
+    assert_eq!(dead[0].job.job.ride_id.0, ride);
+    assert!(
+        dead[0].reason.contains("failed 2 times"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(
+        !store
+            .receipt_sent(domain::RideId(ride))
+            .await
+            .expect("read")
+    );
+}
