@@ -55,7 +55,7 @@ async fn seed_if_embedded(system: &System) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let issue_keys = system.settings.auth_mode.into_mode() == AuthMode::ApiKey;
+    let issue_keys = AuthMode::from(system.settings.auth_mode) == AuthMode::ApiKey;
     let mut generate = new_api_key;
     let seeded = system
         .seeder()
@@ -78,16 +78,6 @@ fn new_api_key() -> String {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
-}
-
-trait IntoMode {
-    fn into_mode(self) -> AuthMode;
-}
-
-impl IntoMode for crate::settings::AuthModeArg {
-    fn into_mode(self) -> AuthMode {
-        self.into()
-    }
 }
 
 async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use domain::{RideParams, RideParamsField};
+use domain::{RideParams, RideParamsError, RideParamsField};
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -83,7 +83,8 @@ fn form_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// JSON numbers are taken as written (so 1e2 stays 100), strings as a form
-/// value would be, booleans for `raise_error`.
+/// value would be, booleans for `raise_error`. A null, array or object where
+/// a coordinate belongs is "not a number" for that field.
 fn json_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|error| {
         ApiError::MalformedBody(format!("the JSON body could not be read: {error}"))
@@ -104,8 +105,10 @@ fn json_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
                     if name == RAISE_ERROR {
                         return Err(ApiError::BadRaiseError);
                     }
-                    // A field that is there but is no number.
-                    "not a number".to_owned()
+                    return Err(match RideParamsField::ALL.iter().find(|f| f.name() == name) {
+                        Some(field) => ApiError::Params(RideParamsError::NotANumber(*field)),
+                        None => ApiError::UnknownField(name),
+                    });
                 }
             };
             Ok((name, text))
