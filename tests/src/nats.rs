@@ -7,17 +7,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::nats::{Nats, NatsServerCmd};
 
-use crate::postgres::CONTAINER_LABEL;
-
-fn image() -> (String, String) {
-    match std::env::var("TEST_NATS_IMAGE") {
-        Ok(image) if !image.is_empty() => match image.rsplit_once(':') {
-            Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
-            _ => (image, "latest".to_owned()),
-        },
-        _ => ("nats".to_owned(), "2.10.14".to_owned()),
-    }
-}
+use crate::postgres::{CONTAINER_LABEL, image_from_env};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -32,7 +22,7 @@ pub struct NatsServer {
 }
 
 pub async fn start_nats() -> NatsServer {
-    let (name, tag) = image();
+    let (name, tag) = image_from_env("TEST_NATS_IMAGE", "nats", "2.10.14");
     let port = free_port();
     let cmd = NatsServerCmd::default().with_jetstream();
     let container = Nats::default()

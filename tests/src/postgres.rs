@@ -21,21 +21,22 @@ pub const CONTAINER_LABEL: &str = "rocket-rides-tests";
 
 static CONTAINER: OnceCell<(ContainerAsync<Postgres>, String)> = OnceCell::const_new();
 
-/// `name:tag`, split at the last colon; `TEST_POSTGRES_IMAGE` or the official image.
-fn image() -> (String, String) {
-    match std::env::var("TEST_POSTGRES_IMAGE") {
+/// An image as `(name, tag)`: `$variable` (`name:tag`, split at the last
+/// colon) when set, else the default.
+pub fn image_from_env(variable: &str, default_name: &str, default_tag: &str) -> (String, String) {
+    match std::env::var(variable) {
         Ok(image) if !image.is_empty() => match image.rsplit_once(':') {
             Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
             _ => (image, "latest".to_owned()),
         },
-        _ => ("postgres".to_owned(), "15".to_owned()),
+        _ => (default_name.to_owned(), default_tag.to_owned()),
     }
 }
 
 async fn server_url() -> &'static str {
     let (_, url) = CONTAINER
         .get_or_init(|| async {
-            let (name, tag) = image();
+            let (name, tag) = image_from_env("TEST_POSTGRES_IMAGE", "postgres", "15");
             let container = Postgres::default()
                 .with_name(name.clone())
                 .with_tag(tag.clone())

@@ -222,7 +222,10 @@ async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_recei
     let other = queue_for_same_consumer(&nats.url).await;
     let worker = WorkJobs::new(store.clone(), other, sender.clone(), Arc::new(SystemClock));
     let mut outcomes = Vec::new();
-    while outcomes.len() < 2 {
+    for _ in 0..20 {
+        if outcomes.len() == 2 {
+            break;
+        }
         if let Some(outcome) = worker
             .work_next(Duration::from_secs(3))
             .await
