@@ -79,6 +79,7 @@ impl CompleteStalledKeys {
         if report.picked > 0 {
             info!(?report, "completer batch done");
         }
+        metrics::gauge!("rocket_rides_completer_last_batch_picked").set(report.picked as f64);
         Ok(report)
     }
 }
@@ -133,6 +134,7 @@ impl DrainStagedJobs {
             self.queue.publish(&job).await?;
             self.store.delete_staged_job(job.id).await?;
             moved += 1;
+            metrics::counter!("rocket_rides_jobs_enqueued_total").increment(1);
             info!(job_id = job.id, ride_id = %job.job.ride_id, "staged job enqueued");
         }
         if moved > 0 {
@@ -247,6 +249,7 @@ impl WorkJobs {
             .mark_receipt_sent(receipt.ride_id, self.clock.now())
             .await?;
         self.queue.ack(&delivery).await?;
+        metrics::counter!("rocket_rides_receipts_sent_total").increment(1);
         Ok(Some(WorkOutcome::Sent { job_id }))
     }
 }
@@ -284,6 +287,7 @@ impl ReapKeys {
         if reaped > 0 {
             info!(reaped, "reaper deleted old idempotency keys");
         }
+        metrics::counter!("rocket_rides_keys_reaped_total").increment(reaped as u64);
         Ok(reaped)
     }
 }

@@ -96,6 +96,12 @@ impl CreateRide {
     /// Runs a client's request from the key phase to an answer.
     #[tracing::instrument(name = "create_ride", skip_all, fields(user_id = %request.user.id, key = %request.key))]
     pub async fn run(&self, request: RideRequest) -> Result<Answer, CreateRideError> {
+        let result = self.run_request(request).await;
+        count_outcome("api", &result);
+        result
+    }
+
+    async fn run_request(&self, request: RideRequest) -> Result<Answer, CreateRideError> {
         let key_request = KeyRequest {
             user_id: request.user.id,
             key: request.key.clone(),
@@ -137,6 +143,13 @@ impl CreateRide {
         let Some(record) = self.store.lock_for_completion(key_id, now, policy).await? else {
             return Ok(None);
         };
+        let result = self.resume_locked(record).await;
+        count_outcome("completer", &result);
+        result.map(Some)
+    }
+
+    async fn resume_locked(&self, record: KeyRecord) -> Result<Answer, CreateRideError> {
+        let key_id = record.id;
         let lease = Lease::of(&record);
         let user = match self.store.find_user(record.user_id).await {
             Ok(Some(user)) => user,
@@ -153,7 +166,7 @@ impl CreateRide {
                 return Err(error.into());
             }
         };
-        self.drive(record, &user, false).await.map(Some)
+        self.drive(record, &user, false).await
     }
 
     /// Runs phases from the record's recovery point while holding its lock.
@@ -266,6 +279,13 @@ impl CreateRide {
             idempotency_key: record.downstream_key.clone(),
         };
         let outcome = self.gateway.charge(&request).await;
+        let label = match &outcome {
+            ChargeOutcome::Charged { .. } => "charged",
+            ChargeOutcome::Declined { .. } => "declined",
+            ChargeOutcome::Refused { .. } => "refused",
+            ChargeOutcome::Unknown { .. } => "unknown",
+        };
+        metrics::counter!("rocket_rides_charge_attempts_total", "outcome" => label).increment(1);
         let now = self.clock.now();
         match outcome {
             ChargeOutcome::Charged { charge_id } => {
@@ -337,6 +357,27 @@ impl CreateRide {
         info!(key_id = %record.id, ride_id = %ride.id, "ride booked; receipt staged");
         Ok(response)
     }
+}
+
+/// Counts how requests end, by who ran them (`api`, `completer`).
+fn count_outcome(runner: &'static str, result: &Result<Answer, CreateRideError>) {
+    let outcome = match result {
+        Ok(answer) if answer.replayed => "replayed",
+        Ok(answer) => match answer.response.status {
+            201 => "created",
+            402 => "declined",
+            _ => "refused",
+        },
+        Err(CreateRideError::KeyReused) => "key_reused",
+        Err(CreateRideError::InFlight { .. }) => "in_flight",
+        Err(CreateRideError::GatewayUnknown { .. }) => "gateway_unknown",
+        Err(CreateRideError::NeedsReview) => "needs_review",
+        Err(CreateRideError::Simulated) => "simulated_error",
+        Err(CreateRideError::Store(StoreError::LostLock(_))) => "lost_lock",
+        Err(CreateRideError::Store(_)) => "internal_error",
+    };
+    metrics::counter!("rocket_rides_ride_requests_total", "runner" => runner, "outcome" => outcome)
+        .increment(1);
 }
 
 // Short-lived, moved once per phase: boxing would buy nothing.

@@ -15,9 +15,20 @@ use application::{
     ReapKeys, SeedDemoUsers, WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::info;
 
 use crate::settings::Settings;
+
+/// Installs the Prometheus recorder (once per process) and returns what
+/// renders it. `None` if another recorder is installed already.
+fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    let handle = HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()?;
+    Some(Arc::new(move || handle.render()))
+}
 
 pub fn pool_settings(settings: &Settings) -> PoolSettings {
     PoolSettings {
@@ -146,14 +157,16 @@ impl System {
     }
 
     pub fn api_state(&self) -> ApiState {
-        ApiState::new(
+        let mut state = ApiState::new(
             self.store.clone(),
             self.gateway.clone(),
             self.clock.clone(),
             self.settings.auth_mode.into(),
             self.create_ride_settings(),
             self.settings.gateway_retry_after,
-        )
+        );
+        state.metrics = metrics_renderer();
+        state
     }
 
     pub fn completer(&self) -> CompleteStalledKeys {

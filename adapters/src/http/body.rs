@@ -105,10 +105,12 @@ fn json_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
                     if name == RAISE_ERROR {
                         return Err(ApiError::BadRaiseError);
                     }
-                    return Err(match RideParamsField::ALL.iter().find(|f| f.name() == name) {
-                        Some(field) => ApiError::Params(RideParamsError::NotANumber(*field)),
-                        None => ApiError::UnknownField(name),
-                    });
+                    return Err(
+                        match RideParamsField::ALL.iter().find(|f| f.name() == name) {
+                            Some(field) => ApiError::Params(RideParamsError::NotANumber(*field)),
+                            None => ApiError::UnknownField(name),
+                        },
+                    );
                 }
             };
             Ok((name, text))

@@ -43,6 +43,9 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// `Retry-After` sent with a 503 when the gateway's answer was unknown.
     pub gateway_retry_after: Duration,
+    /// Renders the process's metrics for `GET /metrics` (Prometheus text);
+    /// `None` leaves the route out.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl ApiState {
@@ -61,6 +64,7 @@ impl ApiState {
             show_ride: Arc::new(ShowRide::new(store.clone())),
             store,
             gateway_retry_after,
+            metrics: None,
         }
     }
 }
@@ -71,6 +75,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/rides/{id}", get(show_ride))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -207,6 +212,18 @@ fn json_status(status: StatusCode, text: &'static str) -> Response {
         format!("{{\"status\":\"{text}\"}}"),
     )
         .into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    match &state.metrics {
+        Some(render) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render(),
+        )
+            .into_response(),
+        None => ApiError::RouteNotFound.into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
