@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use domain::response::ride_json;
 use domain::{IdempotencyKey, IdempotencyKeyError, RideId, User};
 use tokio::net::TcpListener;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use body::MAX_BODY_BYTES;
@@ -80,6 +80,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO))
                 .on_failure(DefaultOnFailure::new().level(Level::WARN))
                 .on_request(()),
