@@ -328,40 +328,38 @@ impl Store for PostgresStore {
         now: SystemTime,
         policy: LockPolicy,
     ) -> Result<KeyPhase, StoreError> {
-        let mut tx = self.begin().await?;
-        let mut existing = Self::find_key_for_update(&mut tx, request).await?;
-        if existing.is_none() {
-            // Two first requests with one key: the second insert waits for
-            // the first to commit, then inserts nothing and finds its row.
-            let [origin_lat, origin_lon, target_lat, target_lon] = request.params.numbers();
-            let inserted: Option<(i64,)> = sqlx::query_as(
-                "INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, \
-                 locked_at, request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, \
-                 request_ip, recovery_point, user_id) \
-                 VALUES ($1, $2, $1, $1, $3, $4, $5, $6, $7, $8, 'started', $9) \
-                 ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id",
-            )
-            .bind(timestamp(now))
-            .bind(request.key.as_str())
-            .bind(request.fingerprint.as_str())
-            .bind(origin_lat)
-            .bind(origin_lon)
-            .bind(target_lat)
-            .bind(target_lon)
-            .bind(request.request_ip.as_deref())
-            .bind(request.user_id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if inserted.is_some() {
-                let record = Self::find_key_for_update(&mut tx, request)
-                    .await?
-                    .ok_or_else(|| StoreError::Inconsistent("inserted key vanished".into()))?;
-                tx.commit().await.map_err(unavailable)?;
-                return Ok(KeyPhase::Locked(record));
-            }
-            existing = Self::find_key_for_update(&mut tx, request).await?;
+        // A new key (the common case) is one statement. Two first requests
+        // with one key: the second insert waits for the first to commit,
+        // then inserts nothing and goes on to find the first's row.
+        let [origin_lat, origin_lon, target_lat, target_lon] = request.params.numbers();
+        let inserted: Option<KeyRow> = sqlx::query_as(
+            "INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, \
+             locked_at, request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, \
+             request_ip, recovery_point, user_id) \
+             VALUES ($1, $2, $1, $1, $3, $4, $5, $6, $7, $8, 'started', $9) \
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING \
+             RETURNING id, created_at, idempotency_key, last_run_at, locked_at, lock_generation, \
+             request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, request_ip, \
+             response_code, response_body, recovery_point, downstream_key, charge_attempted_at, \
+             user_id, NULL::bigint AS ride_id",
+        )
+        .bind(timestamp(now))
+        .bind(request.key.as_str())
+        .bind(request.fingerprint.as_str())
+        .bind(origin_lat)
+        .bind(origin_lon)
+        .bind(target_lat)
+        .bind(target_lon)
+        .bind(request.request_ip.as_deref())
+        .bind(request.user_id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if let Some(row) = inserted {
+            return Ok(KeyPhase::Locked(KeyRecord::try_from(row)?));
         }
+        let mut tx = self.begin().await?;
+        let existing = Self::find_key_for_update(&mut tx, request).await?;
         let record = existing.ok_or_else(|| {
             StoreError::Inconsistent("a conflicting key insert left no row".into())
         })?;
