@@ -56,6 +56,22 @@ async fn queue(url: &str, ack_wait: Duration) -> Arc<NatsQueue> {
     )
 }
 
+/// An enqueuer on the system clock, claiming `batch` jobs for `claim_for`.
+fn enqueuer(
+    store: &Arc<PostgresStore>,
+    queue: Arc<NatsQueue>,
+    batch: usize,
+    claim_for: Duration,
+) -> DrainStagedJobs {
+    DrainStagedJobs::new(
+        store.clone(),
+        queue,
+        Arc::new(SystemClock),
+        batch,
+        claim_for,
+    )
+}
+
 /// A Postgres store with `rides` booked rides (and as many staged jobs).
 async fn store_with_rides(rides: usize) -> Arc<PostgresStore> {
     let store = integration_tests::postgres::fresh_store().await;
@@ -172,14 +188,8 @@ async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_recei
     let nats = start_nats().await;
     let store = store_with_rides(2).await;
     let queue = queue(&nats.url, Duration::from_secs(1)).await;
-    let enqueuer = DrainStagedJobs::new(
-        store.clone(),
-        queue.clone(),
-        Arc::new(SystemClock),
-        10,
-        Duration::from_secs(60),
-    );
-    assert_eq!(enqueuer.run_batch().await.expect("batch"), 2);
+    let drain = enqueuer(&store, queue.clone(), 10, Duration::from_secs(60));
+    assert_eq!(drain.run_batch().await.expect("batch"), 2);
     let sender = Arc::new(CountingSender::default());
 
     // Worker A takes both jobs. The first it dies on before sending; the
@@ -259,13 +269,7 @@ async fn nats_restarted_mid_run_loses_nothing() {
     let nats = start_nats().await;
     let store = store_with_rides(60).await;
     let queue = queue(&nats.url, Duration::from_secs(5)).await;
-    let enqueuer = DrainStagedJobs::new(
-        store.clone(),
-        queue.clone(),
-        Arc::new(SystemClock),
-        20,
-        Duration::from_secs(1),
-    );
+    let enqueuer = enqueuer(&store, queue.clone(), 20, Duration::from_secs(1));
     assert_eq!(enqueuer.run_batch().await.expect("first batch"), 20);
 
     nats.container.stop().await.expect("stopped");
@@ -304,13 +308,7 @@ async fn two_enqueuers_and_two_workers_send_exactly_one_receipt_per_ride() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..2 {
         let queue = queue(&nats.url, Duration::from_secs(5)).await;
-        let enqueuer = DrainStagedJobs::new(
-            store.clone(),
-            queue,
-            Arc::new(SystemClock),
-            25,
-            Duration::from_secs(60),
-        );
+        let enqueuer = enqueuer(&store, queue, 25, Duration::from_secs(60));
         let store = store.clone();
         tasks.spawn(async move {
             while !store.staged_jobs(1).await.expect("jobs").is_empty() {
@@ -365,16 +363,10 @@ async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed()
         .await
         .expect("NATS"),
     );
-    DrainStagedJobs::new(
-        store.clone(),
-        queue.clone(),
-        Arc::new(SystemClock),
-        10,
-        Duration::from_secs(60),
-    )
-    .run_batch()
-    .await
-    .expect("enqueued");
+    enqueuer(&store, queue.clone(), 10, Duration::from_secs(60))
+        .run_batch()
+        .await
+        .expect("enqueued");
     let worker = WorkJobs::new(
         store.clone(),
         queue.clone(),

@@ -20,6 +20,11 @@ fn system_time(at: OffsetDateTime) -> SystemTime {
     SystemTime::from(at)
 }
 
+/// The four coordinate columns of a key or ride row, parsed.
+fn params(what: &str, id: i64, numbers: [f64; 4]) -> Result<RideParams, StoreError> {
+    RideParams::from_numbers(numbers).map_err(|e| inconsistent(format!("{what} {id}: {e}")))
+}
+
 #[derive(Debug, sqlx::FromRow)]
 pub struct UserRow {
     id: i64,
@@ -78,13 +83,16 @@ impl TryFrom<KeyRow> for KeyRecord {
             key: IdempotencyKey::parse(&row.idempotency_key)
                 .map_err(|e| inconsistent(format!("key {}: {e}", row.id)))?,
             fingerprint: RequestFingerprint::from_stored(row.request_fingerprint),
-            params: RideParams::from_numbers([
-                row.origin_lat,
-                row.origin_lon,
-                row.target_lat,
-                row.target_lon,
-            ])
-            .map_err(|e| inconsistent(format!("key {}: {e}", row.id)))?,
+            params: params(
+                "key",
+                row.id,
+                [
+                    row.origin_lat,
+                    row.origin_lon,
+                    row.target_lat,
+                    row.target_lon,
+                ],
+            )?,
             request_ip: row.request_ip,
             recovery_point: RecoveryPoint::parse(&row.recovery_point).ok_or_else(|| {
                 inconsistent(format!(
@@ -124,13 +132,16 @@ impl TryFrom<RideRow> for Ride {
             id: RideId(row.id),
             user_id: UserId(row.user_id),
             idempotency_key_id: row.idempotency_key_id.map(KeyId),
-            params: RideParams::from_numbers([
-                row.origin_lat,
-                row.origin_lon,
-                row.target_lat,
-                row.target_lon,
-            ])
-            .map_err(|e| inconsistent(format!("ride {}: {e}", row.id)))?,
+            params: params(
+                "ride",
+                row.id,
+                [
+                    row.origin_lat,
+                    row.origin_lon,
+                    row.target_lat,
+                    row.target_lon,
+                ],
+            )?,
             stripe_charge_id: row.stripe_charge_id,
         })
     }
