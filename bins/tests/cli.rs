@@ -1,0 +1,172 @@
+//! The real binary, as a user runs it: `start` with nothing configured
+//! serves the seed's request and stops cleanly on SIGTERM; `migrate` and
+//! `up` are safe to run twice against Postgres (testcontainers).
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rocket-rides");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The binary with none of the adapter settings a developer may have exported.
+fn command() -> Command {
+    let mut command = Command::new(BIN);
+    for variable in [
+        "DATABASE_URL",
+        "STRIPE_API_KEY",
+        "STRIPE_API_BASE",
+        "NATS_URL",
+        "API_PORT",
+        "AUTH_MODE",
+    ] {
+        command.env_remove(variable);
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// Reads the child's stdout as it comes, so a full pipe never blocks it.
+fn collect_stdout(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        let mut output = String::new();
+        let _ = stdout.read_to_string(&mut output);
+        output
+    })
+}
+
+fn stop(mut child: Child, log: std::thread::JoinHandle<String>) -> (bool, String) {
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(terminated.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status.success(), log.join().expect("log reader"))
+}
+
+#[tokio::test]
+async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly_on_sigterm() {
+    let port = free_port();
+    let mut child = command()
+        .args([
+            "start",
+            "--api-port",
+            &port.to_string(),
+            "--poll-interval",
+            "500ms",
+            "--completer-min-age",
+            "2s",
+            "--completer-min-idle",
+            "1s",
+            "--max-pause",
+            "200ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let log = collect_stdout(&mut child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = format!("{:032x}", fastrand::u128(..));
+    let seed = |key: String| {
+        client
+            .post(format!("{base}/rides"))
+            .header("Authorization", "user@example.com")
+            .header("Idempotency-Key", key)
+            .form(&[
+                ("origin_lat", "0.0"),
+                ("origin_lon", "0.0"),
+                ("target_lat", "0.0"),
+                ("target_lon", "0.0"),
+            ])
+            .send()
+    };
+    let first = seed(key.clone()).await.expect("answered");
+    assert_eq!(first.status().as_u16(), 201);
+    let first_body = first.text().await.expect("body");
+    let second = seed(key).await.expect("answered");
+    assert_eq!(second.status().as_u16(), 201);
+    assert_eq!(
+        second
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(second.text().await.expect("body"), first_body);
+
+    // Long enough for the simulator's failures to age past the completer's
+    // minimum and for the enqueuer and worker to pass.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (clean, log) = stop(child, log);
+    assert!(clean, "exit status 0 after SIGTERM:\n{log}");
+    for expected in [
+        "demo user created",
+        "simulated request",
+        "status=201",
+        "status=500",
+        "receipt sent ride_id=",
+        "completer finished key",
+        "shutdown signal received",
+        "API stopped",
+    ] {
+        assert!(log.contains(expected), "the log lacks {expected:?}:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_and_up_run_twice_against_postgres() {
+    let url = integration_tests::postgres::fresh_database_url().await;
+    for subcommand in ["migrate", "migrate", "up", "up"] {
+        let output = command()
+            .arg(subcommand)
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{subcommand}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if subcommand == "up" {
+            let printed = String::from_utf8_lossy(&output.stdout);
+            assert!(printed.contains("user@example.com"), "{printed}");
+            assert!(printed.contains("api key rr_"), "{printed}");
+        }
+    }
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(users, 3, "up is an upsert");
+    let (keys,): (i64,) = sqlx::query_as("SELECT count(*) FROM api_keys")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(keys, 6, "each run issues one key per user");
+}
