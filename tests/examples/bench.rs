@@ -4,7 +4,9 @@
 //! queries over the table it filled. A command that prints figures, not a
 //! test: these machines are too noisy for timing assertions.
 //!
-//!     cargo run --release -p integration-tests --example bench [-- REQUESTS_PER_LEVEL]
+//!     cargo run --release -p integration-tests --example bench [-- REQUESTS_PER_LEVEL [EXTRA_KEYS]]
+//!
+//! EXTRA_KEYS (default 1 000 000) keys are added before the plans are shown.
 //!
 //! Starts its own Postgres with testcontainers (`TEST_POSTGRES_IMAGE` when set)
 //! and the real router over loopback, with the in-process fake gateway.
@@ -89,7 +91,10 @@ async fn main() {
         );
     }
 
-    let extra = 1_000_000;
+    let extra: i64 = std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     println!("\nBackground queries' plans after adding {extra} keys (1 in 500 unfinished):");
     integration_tests::plans::fill(store.pool(), extra).await;
     for (process, plan) in integration_tests::plans::plans(store.pool()).await {
