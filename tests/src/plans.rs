@@ -17,21 +17,27 @@ pub async fn fill(pool: &PgPool, keys: i64) {
     .execute(pool)
     .await
     .expect("user");
-    sqlx::query(
-        "INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, locked_at, \
-         request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, response_code, \
-         response_body, recovery_point, user_id) \
-         SELECT now() - (n * interval '30 days' / $1), 'plan-key-' || lpad(n::text, 16, '0'), \
-         now() - (n * interval '30 days' / $1), NULL, 'POST /rides', 0, 0, 0, 0, \
-         CASE WHEN n % 500 = 0 THEN NULL ELSE 201 END, \
-         CASE WHEN n % 500 = 0 THEN NULL ELSE '{}' END, \
-         CASE WHEN n % 500 = 0 THEN 'ride_created' ELSE 'finished' END, \
-         (SELECT id FROM users LIMIT 1) FROM generate_series(1, $1) AS n",
-    )
-    .bind(keys)
-    .execute(pool)
-    .await
-    .expect("keys");
+    // In chunks, so no statement outlives a statement timeout.
+    const CHUNK: i64 = 500_000;
+    for first in (1..=keys).step_by(CHUNK as usize) {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, locked_at, \
+             request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, response_code, \
+             response_body, recovery_point, user_id) \
+             SELECT now() - (n * interval '30 days' / $1), 'plan-key-' || lpad(n::text, 16, '0'), \
+             now() - (n * interval '30 days' / $1), NULL, 'POST /rides', 0, 0, 0, 0, \
+             CASE WHEN n % 500 = 0 THEN NULL ELSE 201 END, \
+             CASE WHEN n % 500 = 0 THEN NULL ELSE '{}' END, \
+             CASE WHEN n % 500 = 0 THEN 'ride_created' ELSE 'finished' END, \
+             (SELECT id FROM users LIMIT 1) FROM generate_series($2, $3) AS n",
+        )
+        .bind(keys)
+        .bind(first)
+        .bind((first + CHUNK - 1).min(keys))
+        .execute(pool)
+        .await
+        .expect("keys");
+    }
     sqlx::query(
         "INSERT INTO staged_jobs (job_name, job_args) SELECT 'send_ride_receipt', \
          jsonb_build_object('amount', 2000, 'currency', 'usd', 'user_id', 1, 'ride_id', n) \
