@@ -12,7 +12,8 @@ use std::time::Duration;
 use domain::charge::ReceiptJob;
 use domain::{
     ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord, LockPolicy,
-    RIDE_PRICE, RecoveryPoint, RequestFingerprint, ReviewPolicy, RideParams, StoredResponse, User,
+    RIDE_PRICE, RecoveryPoint, RequestFingerprint, ReviewPolicy, Ride, RideParams, StoredResponse,
+    User,
 };
 use tracing::{Instrument, info, info_span, warn};
 
@@ -222,7 +223,15 @@ impl CreateRide {
                         .instrument(span)
                         .await?
                     {
-                        Charged::Recorded(next) => record = next,
+                        // The charge is recorded: book it with the ride in
+                        // hand (no need to read it back).
+                        Charged::Recorded(ride) => {
+                            let response = self.book(lease, record.id, &ride).await?;
+                            return Ok(Answer {
+                                response,
+                                replayed: false,
+                            });
+                        }
                         Charged::Finished(response) => {
                             return Ok(Answer {
                                 response,
@@ -290,10 +299,8 @@ impl CreateRide {
         match outcome {
             ChargeOutcome::Charged { charge_id } => {
                 info!(key_id = %record.id, %charge_id, "card charged");
-                self.store.record_charge(lease, &charge_id, now).await?;
-                let mut next = record.clone();
-                next.recovery_point = RecoveryPoint::ChargeCreated;
-                Ok(Charged::Recorded(next))
+                let ride = self.store.record_charge(lease, &charge_id, now).await?;
+                Ok(Charged::Recorded(ride))
             }
             ChargeOutcome::Declined { message } => {
                 info!(key_id = %record.id, %message, "card declined");
@@ -330,7 +337,7 @@ impl CreateRide {
         Ok(Charged::Finished(response))
     }
 
-    /// The `charge_created` phase: the 201 and its receipt job, together.
+    /// The `charge_created` phase, resumed: reads the charged ride and books it.
     async fn finish_booking(
         &self,
         lease: Lease,
@@ -342,7 +349,17 @@ impl CreateRide {
         let ride = self.store.find_ride(ride_id).await?.ok_or_else(|| {
             StoreError::Inconsistent(format!("ride {ride_id} of key {} is gone", record.id))
         })?;
-        let response = StoredResponse::ride_created(&ride);
+        self.book(lease, record.id, &ride).await
+    }
+
+    /// Moves a charged key to `finished`: the 201 and its receipt job, together.
+    async fn book(
+        &self,
+        lease: Lease,
+        key_id: KeyId,
+        ride: &Ride,
+    ) -> Result<StoredResponse, CreateRideError> {
+        let response = StoredResponse::ride_created(ride);
         let job = ReceiptJob::for_ride(ride.id, ride.user_id);
         self.store
             .finish(
@@ -354,7 +371,7 @@ impl CreateRide {
                 self.clock.now(),
             )
             .await?;
-        info!(key_id = %record.id, ride_id = %ride.id, "ride booked; receipt staged");
+        info!(%key_id, ride_id = %ride.id, "ride booked; receipt staged");
         Ok(response)
     }
 }
@@ -380,9 +397,7 @@ fn count_outcome(runner: &'static str, result: &Result<Answer, CreateRideError>)
         .increment(1);
 }
 
-// Short-lived, moved once per phase: boxing would buy nothing.
-#[allow(clippy::large_enum_variant)]
 enum Charged {
-    Recorded(KeyRecord),
+    Recorded(Ride),
     Finished(StoredResponse),
 }

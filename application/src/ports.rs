@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use domain::charge::ReceiptJob;
 use domain::{
-    ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord,
-    LockPolicy, RequestFingerprint, Ride, RideId, RideParams, StagedJob, StoredResponse, User,
-    UserId,
+    ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId,
+    KeyRecord, LockPolicy, RequestFingerprint, Ride, RideId, RideParams, StagedJob, StoredResponse,
+    User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -83,6 +83,19 @@ pub enum KeyPhase {
     InFlight {
         retry_after: Duration,
     },
+}
+
+impl KeyPhase {
+    /// What a decision on an existing key answers without taking its lock;
+    /// `None` for `Resume`, where the store takes the lock (its own way).
+    pub fn unless_resumed(decision: KeyDecision) -> Option<Self> {
+        match decision {
+            KeyDecision::Mismatch => Some(KeyPhase::Mismatch),
+            KeyDecision::Replay(response) => Some(KeyPhase::Replay(response)),
+            KeyDecision::InFlight { retry_after } => Some(KeyPhase::InFlight { retry_after }),
+            KeyDecision::Resume => None,
+        }
+    }
 }
 
 /// How a finished key ends. A receipt job is staged exactly when a 201 is.

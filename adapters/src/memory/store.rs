@@ -216,17 +216,11 @@ impl Store for MemoryStore {
         let record = state.keys.get_mut(&id).ok_or_else(|| {
             StoreError::Inconsistent(format!("key index points at missing key {id}"))
         })?;
-        Ok(
-            match KeyDecision::for_existing(record, &request.fingerprint, now, policy) {
-                KeyDecision::Mismatch => KeyPhase::Mismatch,
-                KeyDecision::Replay(response) => KeyPhase::Replay(response),
-                KeyDecision::InFlight { retry_after } => KeyPhase::InFlight { retry_after },
-                KeyDecision::Resume => {
-                    lock_record(record, now);
-                    KeyPhase::Locked(record.clone())
-                }
-            },
-        )
+        let decision = KeyDecision::for_existing(record, &request.fingerprint, now, policy);
+        Ok(KeyPhase::unless_resumed(decision).unwrap_or_else(|| {
+            lock_record(record, now);
+            KeyPhase::Locked(record.clone())
+        }))
     }
 
     async fn find_completable(

@@ -363,13 +363,10 @@ impl Store for PostgresStore {
         let record = existing.ok_or_else(|| {
             StoreError::Inconsistent("a conflicting key insert left no row".into())
         })?;
-        let phase = match KeyDecision::for_existing(&record, &request.fingerprint, now, policy) {
-            KeyDecision::Mismatch => KeyPhase::Mismatch,
-            KeyDecision::Replay(response) => KeyPhase::Replay(response),
-            KeyDecision::InFlight { retry_after } => KeyPhase::InFlight { retry_after },
-            KeyDecision::Resume => {
-                KeyPhase::Locked(Self::take_lock(&mut tx, record.id, now).await?)
-            }
+        let decision = KeyDecision::for_existing(&record, &request.fingerprint, now, policy);
+        let phase = match KeyPhase::unless_resumed(decision) {
+            Some(phase) => phase,
+            None => KeyPhase::Locked(Self::take_lock(&mut tx, record.id, now).await?),
         };
         tx.commit().await.map_err(unavailable)?;
         Ok(phase)
