@@ -108,7 +108,8 @@ async fn every<F, Fut>(
     interval: Duration,
     shutdown: CancellationToken,
     mut batch: F,
-) where
+) -> anyhow::Result<()>
+where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
@@ -123,9 +124,10 @@ async fn every<F, Fut>(
         }
     }
     info!(process = name, "stopped");
+    Ok(())
 }
 
-async fn completer_loop(system: &System, shutdown: CancellationToken) {
+async fn completer_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let completer = system.completer();
     every(
         "completer",
@@ -136,10 +138,10 @@ async fn completer_loop(system: &System, shutdown: CancellationToken) {
             Ok(())
         },
     )
-    .await;
+    .await
 }
 
-async fn enqueuer_loop(system: &System, shutdown: CancellationToken) {
+async fn enqueuer_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let enqueuer = system.enqueuer();
     every(
         "enqueuer",
@@ -150,10 +152,10 @@ async fn enqueuer_loop(system: &System, shutdown: CancellationToken) {
             Ok(())
         },
     )
-    .await;
+    .await
 }
 
-async fn reaper_loop(system: &System, shutdown: CancellationToken) {
+async fn reaper_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let reaper = system.reaper();
     every(
         "reaper",
@@ -164,10 +166,10 @@ async fn reaper_loop(system: &System, shutdown: CancellationToken) {
             Ok(())
         },
     )
-    .await;
+    .await
 }
 
-async fn worker_loop(system: &System, shutdown: CancellationToken) {
+async fn worker_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = system.worker();
     info!(process = "worker", "started");
     while !shutdown.is_cancelled() {
@@ -184,6 +186,7 @@ async fn worker_loop(system: &System, shutdown: CancellationToken) {
         }
     }
     info!(process = "worker", "stopped");
+    Ok(())
 }
 
 pub async fn start(
@@ -199,21 +202,14 @@ pub async fn start(
         let (system, shutdown) = (system.clone(), shutdown.clone());
         tasks.spawn(async move { serve_api(&system, listener, shutdown).await });
     }
-    type Loop =
-        fn(&System, CancellationToken) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-    let loops: [Loop; 4] = [
-        |s, t| Box::pin(completer_loop(s, t)),
-        |s, t| Box::pin(enqueuer_loop(s, t)),
-        |s, t| Box::pin(worker_loop(s, t)),
-        |s, t| Box::pin(reaper_loop(s, t)),
-    ];
-    for run in loops {
-        let (system, shutdown) = (system.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            run(&system, shutdown).await;
-            Ok(())
-        });
-    }
+    let (s, t) = (system.clone(), shutdown.clone());
+    tasks.spawn(async move { completer_loop(&s, t).await });
+    let (s, t) = (system.clone(), shutdown.clone());
+    tasks.spawn(async move { enqueuer_loop(&s, t).await });
+    let (s, t) = (system.clone(), shutdown.clone());
+    tasks.spawn(async move { worker_loop(&s, t).await });
+    let (s, t) = (system.clone(), shutdown.clone());
+    tasks.spawn(async move { reaper_loop(&s, t).await });
     {
         let (settings, simulator) = (settings.clone(), simulator.clone());
         let shutdown = shutdown.clone();
@@ -241,31 +237,27 @@ pub async fn api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Re
 pub async fn completer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let system = System::build(settings).await?;
     require_shared_store(&system, "completer")?;
-    completer_loop(&system, shutdown).await;
-    Ok(())
+    completer_loop(&system, shutdown).await
 }
 
 pub async fn enqueuer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let system = System::build(settings).await?;
     require_shared_store(&system, "enqueuer")?;
     require_shared_queue(&system, "enqueuer")?;
-    enqueuer_loop(&system, shutdown).await;
-    Ok(())
+    enqueuer_loop(&system, shutdown).await
 }
 
 pub async fn worker(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let system = System::build(settings).await?;
     require_shared_store(&system, "worker")?;
     require_shared_queue(&system, "worker")?;
-    worker_loop(&system, shutdown).await;
-    Ok(())
+    worker_loop(&system, shutdown).await
 }
 
 pub async fn reaper(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let system = System::build(settings).await?;
     require_shared_store(&system, "reaper")?;
-    reaper_loop(&system, shutdown).await;
-    Ok(())
+    reaper_loop(&system, shutdown).await
 }
 
 pub async fn up(settings: &Settings) -> anyhow::Result<()> {
