@@ -23,6 +23,19 @@ pub const GOOD_USER: &str = "user@example.com";
 pub const DECLINED_USER: &str = "user-bad-source@example.com";
 pub const CARDLESS_USER: &str = "user-no-card@example.com";
 
+/// The phase machine's settings at their defaults: a 90 s lock timeout and
+/// Stripe's 24 h idempotency window.
+pub fn ride_settings() -> CreateRideSettings {
+    CreateRideSettings {
+        lock: LockPolicy {
+            lock_timeout: Duration::from_secs(90),
+        },
+        review: ReviewPolicy {
+            gateway_idempotency_window: Duration::from_secs(24 * 3600),
+        },
+    }
+}
+
 /// The seed's curl body.
 pub const SEED_BODY: &str = "origin_lat=0.0&origin_lon=0.0&target_lat=0.0&target_lon=0.0";
 
@@ -143,14 +156,7 @@ pub async fn spawn_app_on(
         gateway.clone() as Arc<dyn PaymentGateway>,
         Arc::new(SystemClock),
         options.auth_mode,
-        CreateRideSettings {
-            lock: LockPolicy {
-                lock_timeout: Duration::from_secs(90),
-            },
-            review: ReviewPolicy {
-                gateway_idempotency_window: Duration::from_secs(24 * 3600),
-            },
-        },
+        ride_settings(),
         Duration::from_secs(2),
     );
     let listener = TcpListener::bind("127.0.0.1:0")

@@ -17,7 +17,7 @@ use application::{
 use async_trait::async_trait;
 use domain::{
     ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, LockPolicy, RecoveryPoint,
-    ReviewPolicy, RideParams, User,
+    RideParams, User,
 };
 use integration_tests::{Backend, Inspect, on_every_backend};
 
@@ -52,14 +52,7 @@ struct World {
 }
 
 fn settings() -> CreateRideSettings {
-    CreateRideSettings {
-        lock: LockPolicy {
-            lock_timeout: LOCK_TIMEOUT,
-        },
-        review: ReviewPolicy {
-            gateway_idempotency_window: Duration::from_secs(24 * 3600),
-        },
-    }
+    integration_tests::ride_settings()
 }
 
 impl World {

@@ -12,13 +12,10 @@ use adapters::memory::FakeGateway;
 use adapters::nats::{NatsQueue, NatsSettings};
 use adapters::postgres::PostgresStore;
 use application::ports::{Clock, JobQueue, ReceiptClaim, ReceiptSender, Store};
-use application::{
-    CreateRide, CreateRideSettings, DrainStagedJobs, RideRequest, SeedDemoUsers, WorkJobs,
-    WorkOutcome,
-};
+use application::{CreateRide, DrainStagedJobs, RideRequest, SeedDemoUsers, WorkJobs, WorkOutcome};
 use async_trait::async_trait;
 use domain::charge::ReceiptJob;
-use domain::{IdempotencyKey, LockPolicy, ReviewPolicy, RideParams};
+use domain::{IdempotencyKey, RideParams};
 use integration_tests::nats::start_nats;
 
 /// Counts receipts per ride.
@@ -84,14 +81,7 @@ async fn store_with_rides(rides: usize) -> Arc<PostgresStore> {
         store.clone(),
         gateway,
         Arc::new(SystemClock),
-        CreateRideSettings {
-            lock: LockPolicy {
-                lock_timeout: Duration::from_secs(90),
-            },
-            review: ReviewPolicy {
-                gateway_idempotency_window: Duration::from_secs(24 * 3600),
-            },
-        },
+        integration_tests::ride_settings(),
     );
     for n in 0..rides {
         let answer = create_ride

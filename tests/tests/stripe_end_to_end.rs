@@ -14,10 +14,8 @@ use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTimi
 use adapters::http::ApiState;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use application::ports::PaymentGateway;
-use application::{
-    AuthMode, CompleteStalledKeys, CreateRide, CreateRideSettings, ListKeysForReview, SeedDemoUsers,
-};
-use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
+use application::{AuthMode, CompleteStalledKeys, CreateRide, ListKeysForReview, SeedDemoUsers};
+use domain::CompleterPolicy;
 use integration_tests::{GOOD_USER, SEED_BODY};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -101,14 +99,7 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
         })
         .expect("client"),
     );
-    let settings = CreateRideSettings {
-        lock: LockPolicy {
-            lock_timeout: Duration::from_secs(90),
-        },
-        review: ReviewPolicy {
-            gateway_idempotency_window: Duration::from_secs(24 * 3600),
-        },
-    };
+    let settings = integration_tests::ride_settings();
     let state = ApiState::new(
         store.clone(),
         gateway.clone(),
