@@ -57,8 +57,10 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     -- Ours: the Idempotency-Key sent to Stripe with every charge attempt,
     -- unique to this row forever.
     downstream_key      TEXT             NOT NULL DEFAULT 'rocket-rides-' || gen_random_uuid(),
-    -- Ours: when a charge was first attempted (the review rule).
+    -- Ours: when a charge was first attempted (the review rule), and when a
+    -- completer first logged the key as needing review (each is logged once).
     charge_attempted_at TIMESTAMPTZ,
+    review_reported_at  TIMESTAMPTZ,
     user_id             BIGINT           NOT NULL REFERENCES users (id),
     CONSTRAINT idempotency_keys_user_key_unique UNIQUE (user_id, idempotency_key),
     CONSTRAINT idempotency_keys_downstream_key_unique UNIQUE (downstream_key),

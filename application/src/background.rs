@@ -8,7 +8,7 @@ use std::time::Duration;
 use domain::CompleterPolicy;
 use tracing::{error, info, warn};
 
-use crate::create_ride::{CreateRide, CreateRideError};
+use crate::create_ride::CreateRide;
 use crate::ports::{Clock, JobQueue, QueueError, ReceiptClaim, ReceiptSender, Store, StoreError};
 
 /// What one completer batch did.
@@ -19,6 +19,8 @@ pub struct CompleterReport {
     /// Taken by another process between the query and the lock.
     pub skipped: usize,
     pub failed: usize,
+    /// Keys found past the gateway's idempotency window in this batch,
+    /// reported (logged) now and left for `rocket-rides review`.
     pub needs_review: usize,
 }
 
@@ -51,12 +53,30 @@ impl CompleteStalledKeys {
 
     #[tracing::instrument(name = "completer_batch", skip_all)]
     pub async fn run_batch(&self) -> Result<CompleterReport, StoreError> {
+        let now = self.clock.now();
+        let for_review = self
+            .store
+            .report_keys_for_review(
+                self.policy.review.attempted_before(now),
+                now,
+                self.batch_size,
+            )
+            .await?;
+        for key in &for_review {
+            warn!(
+                key_id = %key.id,
+                user_id = %key.user_id,
+                downstream_key = %key.downstream_key,
+                "key needs review: its charge was first attempted beyond the gateway's idempotency window, so it is not charged again; see `rocket-rides review`"
+            );
+        }
         let ids = self
             .store
-            .find_completable(self.clock.now(), self.policy, self.batch_size)
+            .find_completable(now, self.policy, self.batch_size)
             .await?;
         let mut report = CompleterReport {
             picked: ids.len(),
+            needs_review: for_review.len(),
             ..CompleterReport::default()
         };
         for key_id in ids {
@@ -66,17 +86,13 @@ impl CompleteStalledKeys {
                     report.finished += 1;
                 }
                 Ok(None) => report.skipped += 1,
-                Err(CreateRideError::NeedsReview) => {
-                    warn!(%key_id, "key needs review: not charging again; see `rocket-rides review`");
-                    report.needs_review += 1;
-                }
                 Err(error) => {
                     warn!(%key_id, %error, "completer could not finish key; will retry");
                     report.failed += 1;
                 }
             }
         }
-        if report.picked > 0 {
+        if report.picked > 0 || report.needs_review > 0 {
             info!(?report, "completer batch done");
         }
         metrics::gauge!("rocket_rides_completer_last_batch_picked").set(report.picked as f64);

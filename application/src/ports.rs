@@ -216,10 +216,21 @@ pub trait Store: Send + Sync {
     ) -> Result<usize, StoreError>;
 
     /// Unfinished keys whose first charge attempt is older than `before`:
-    /// the ones the completer must not charge again blindly.
+    /// the ones the completer must not charge again blindly. Oldest attempt
+    /// first.
     async fn keys_for_review(
         &self,
         attempted_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Up to `limit` of those keys that were never reported, marked reported
+    /// at `now` and returned: however many completers run, each key is
+    /// reported once.
+    async fn report_keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        now: SystemTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError>;
 }

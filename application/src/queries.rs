@@ -1,9 +1,7 @@
 //! Read-only use cases: a rider's own rides, keys waiting for review.
 
+use domain::{KeyRecord, ReviewPolicy, Ride, RideId, User};
 use std::sync::Arc;
-use std::time::Duration;
-
-use domain::{KeyRecord, Ride, RideId, User};
 
 use crate::ports::{Clock, Store, StoreError};
 
@@ -32,24 +30,20 @@ impl ShowRide {
 pub struct ListKeysForReview {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    window: Duration,
+    policy: ReviewPolicy,
 }
 
 impl ListKeysForReview {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, window: Duration) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: ReviewPolicy) -> Self {
         Self {
             store,
             clock,
-            window,
+            policy,
         }
     }
 
     pub async fn run(&self, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
-        let cutoff = self
-            .clock
-            .now()
-            .checked_sub(self.window)
-            .unwrap_or(std::time::UNIX_EPOCH);
+        let cutoff = self.policy.attempted_before(self.clock.now());
         self.store.keys_for_review(cutoff, limit).await
     }
 }

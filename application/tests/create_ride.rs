@@ -395,20 +395,74 @@ async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stri
 
     h.advance(support::REVIEW_WINDOW + Duration::from_secs(1));
     let report = h.completer().run_batch().await.expect("batch");
-    assert_eq!(report.needs_review, 1);
+    assert_eq!(report.needs_review, 1, "reported");
+    assert_eq!(report.picked, 0, "left out of the completer's batch");
     assert_eq!(h.gateway.charge_calls(), 0, "not charged again blindly");
     let stored = &h.store.keys()[0];
     assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
-    assert_eq!(stored.locked_at, None);
+    assert_eq!(
+        stored.lock_generation, lease.generation,
+        "the completer did not even take the key"
+    );
+
+    h.advance(Duration::from_secs(120));
+    let again = h.completer().run_batch().await.expect("batch");
+    assert_eq!(again.needs_review, 0, "reported once, not every pass");
+    assert_eq!(h.gateway.charge_calls(), 0);
 
     let listed = application::ListKeysForReview::new(
         h.store.clone(),
         h.clock.clone(),
-        support::REVIEW_WINDOW,
+        support::settings().review,
     )
     .run(10)
     .await
     .expect("listed");
-    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed.len(),
+        1,
+        "still listed for a person after the report"
+    );
     assert_eq!(listed[0].id, lease.key_id);
+}
+
+#[tokio::test]
+async fn keys_awaiting_review_never_crowd_stalled_keys_out_of_a_completer_batch() {
+    let h = Harness::new().await;
+    for n in 0..3 {
+        let lease = crash_after_key_phase(&h, &key(n)).await;
+        h.store
+            .create_ride(lease, h.clock_now())
+            .await
+            .expect("ride");
+        h.store
+            .note_charge_attempt(lease, h.clock_now())
+            .await
+            .expect("attempt noted");
+    }
+    h.advance(support::REVIEW_WINDOW + Duration::from_secs(1));
+    let mut stalled = h.request(&h.good_user, &key(10));
+    stalled.raise_error = true;
+    h.create_ride.run(stalled).await.unwrap_err();
+    h.advance(Duration::from_secs(301));
+
+    let completer = application::CompleteStalledKeys::new(
+        h.store.clone(),
+        h.create_ride.clone(),
+        h.clock.clone(),
+        support::completer_policy(),
+        2,
+    );
+    let report = completer.run_batch().await.expect("batch");
+    assert_eq!(
+        report.finished, 1,
+        "the stalled key, though three older keys await review"
+    );
+    assert_eq!(report.needs_review, 2, "reports are batched too");
+    assert_eq!(completer.run_batch().await.expect("batch").needs_review, 1);
+    assert_eq!(
+        h.gateway.charge_calls(),
+        1,
+        "only the stalled key was charged"
+    );
 }

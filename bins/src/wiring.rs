@@ -130,20 +130,25 @@ impl System {
         }
     }
 
+    fn review_policy(&self) -> ReviewPolicy {
+        ReviewPolicy {
+            gateway_idempotency_window: self.settings.gateway_idempotency_window,
+        }
+    }
+
     pub fn completer_policy(&self) -> CompleterPolicy {
         CompleterPolicy {
             min_age: self.settings.completer_min_age,
             min_idle: self.settings.completer_min_idle,
             lock: self.lock_policy(),
+            review: self.review_policy(),
         }
     }
 
     fn create_ride_settings(&self) -> CreateRideSettings {
         CreateRideSettings {
             lock: self.lock_policy(),
-            review: ReviewPolicy {
-                gateway_idempotency_window: self.settings.gateway_idempotency_window,
-            },
+            review: self.review_policy(),
         }
     }
 
@@ -212,10 +217,6 @@ impl System {
     }
 
     pub fn review(&self) -> ListKeysForReview {
-        ListKeysForReview::new(
-            self.store.clone(),
-            self.clock.clone(),
-            self.settings.gateway_idempotency_window,
-        )
+        ListKeysForReview::new(self.store.clone(), self.clock.clone(), self.review_policy())
     }
 }

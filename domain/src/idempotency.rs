@@ -215,6 +215,24 @@ pub struct CompleterPolicy {
     pub min_age: Duration,
     pub min_idle: Duration,
     pub lock: LockPolicy,
+    /// Keys past the gateway's idempotency window are a person's to decide,
+    /// not the completer's: it leaves them out, so they never fill a batch.
+    pub review: ReviewPolicy,
+}
+
+/// The bounds of the completer's query, as instants: a store turns them into
+/// index range scans and filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompleterCutoffs {
+    /// An eligible key was created before this...
+    pub created_before: SystemTime,
+    /// ...last run before this...
+    pub run_before: SystemTime,
+    /// ...is unlocked or was locked before this...
+    pub locked_before: SystemTime,
+    /// ...and, if it sits at `ride_created`, first attempted its charge at or
+    /// after this (or never).
+    pub attempted_not_before: SystemTime,
 }
 
 impl CompleterPolicy {
@@ -223,18 +241,21 @@ impl CompleterPolicy {
             && age(now, record.created_at) > self.min_age
             && age(now, record.last_run_at) > self.min_idle
             && !self.lock.is_fresh(record.locked_at, now)
+            && !self.review.needs_review(record, now)
     }
 
-    /// The latest `created_at` and `last_run_at` an eligible key may have;
-    /// stores turn these into index range scans.
-    pub fn cutoffs(&self, now: SystemTime) -> (SystemTime, SystemTime, SystemTime) {
-        let back = |d: Duration| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
-        (
-            back(self.min_age),
-            back(self.min_idle),
-            back(self.lock.lock_timeout),
-        )
+    pub fn cutoffs(&self, now: SystemTime) -> CompleterCutoffs {
+        CompleterCutoffs {
+            created_before: back(now, self.min_age),
+            run_before: back(now, self.min_idle),
+            locked_before: back(now, self.lock.lock_timeout),
+            attempted_not_before: self.review.attempted_before(now),
+        }
     }
+}
+
+fn back(now: SystemTime, by: Duration) -> SystemTime {
+    now.checked_sub(by).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Stripe remembers a downstream idempotency key for a limited time. A charge
@@ -251,6 +272,12 @@ impl ReviewPolicy {
             && record
                 .charge_attempted_at
                 .is_some_and(|at| age(now, at) > self.gateway_idempotency_window)
+    }
+
+    /// A key at `ride_created` whose charge was first attempted before this
+    /// instant needs review.
+    pub fn attempted_before(&self, now: SystemTime) -> SystemTime {
+        back(now, self.gateway_idempotency_window)
     }
 }
 
@@ -402,6 +429,9 @@ mod tests {
             lock: LockPolicy {
                 lock_timeout: Duration::from_secs(90),
             },
+            review: ReviewPolicy {
+                gateway_idempotency_window: Duration::from_secs(3600),
+            },
         };
         let key = record();
         assert!(!policy.is_eligible(&key, at(300)), "not over 300 s old");
@@ -418,9 +448,46 @@ mod tests {
         assert!(!policy.is_eligible(&locked, at(320)));
         assert!(policy.is_eligible(&locked, at(341)));
 
+        let mut attempted = key.clone();
+        attempted.recovery_point = RecoveryPoint::RideCreated;
+        attempted.charge_attempted_at = Some(at(100));
+        assert!(
+            policy.is_eligible(&attempted, at(3700)),
+            "inside the window"
+        );
+        assert!(
+            !policy.is_eligible(&attempted, at(3701)),
+            "past the window: review's, not the completer's"
+        );
+
         let mut finished = key;
         finished.recovery_point = RecoveryPoint::Finished;
         assert!(!policy.is_eligible(&finished, at(10_000)));
+    }
+
+    #[test]
+    fn the_completer_cutoffs_agree_with_its_eligibility_rule() {
+        let policy = CompleterPolicy {
+            min_age: Duration::from_secs(300),
+            min_idle: Duration::from_secs(60),
+            lock: LockPolicy {
+                lock_timeout: Duration::from_secs(90),
+            },
+            review: ReviewPolicy {
+                gateway_idempotency_window: Duration::from_secs(3600),
+            },
+        };
+        let cutoffs = policy.cutoffs(at(5000));
+        assert_eq!(cutoffs.created_before, at(4700));
+        assert_eq!(cutoffs.run_before, at(4940));
+        assert_eq!(cutoffs.locked_before, at(4910));
+        assert_eq!(cutoffs.attempted_not_before, at(1400));
+        let mut key = record();
+        key.recovery_point = RecoveryPoint::RideCreated;
+        key.charge_attempted_at = Some(at(1400));
+        assert!(policy.is_eligible(&key, at(5000)), "at the cutoff: kept");
+        key.charge_attempted_at = Some(at(1399));
+        assert!(!policy.is_eligible(&key, at(5000)), "before it: left out");
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub use api_key::ApiKeyHash;
 pub use charge::{ChargeOutcome, ChargeRequest, Price, RIDE_PRICE, ReceiptJob, StagedJob};
 pub use fingerprint::RequestFingerprint;
 pub use idempotency::{
-    CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyDecision, KeyId, KeyRecord,
-    LockPolicy, RecoveryPoint, ReviewPolicy,
+    CompleterCutoffs, CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyDecision, KeyId,
+    KeyRecord, LockPolicy, RecoveryPoint, ReviewPolicy,
 };
 pub use response::{Problem, StoredResponse};
 pub use ride::{

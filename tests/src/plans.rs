@@ -56,7 +56,8 @@ fn ago(seconds: u64) -> OffsetDateTime {
     OffsetDateTime::from(SystemTime::now() - Duration::from_secs(seconds))
 }
 
-/// The plans of the completer's, reaper's, enqueuer's and review queries.
+/// The plans of the completer's, reaper's, enqueuer's and review queries
+/// (the list, and the completer's report of new keys).
 pub async fn plans(pool: &PgPool) -> Vec<(&'static str, String)> {
     let explain = |sql: &'static str| AssertSqlSafe(format!("EXPLAIN {sql}"));
     let text = |rows: Vec<(String,)>| {
@@ -70,6 +71,7 @@ pub async fn plans(pool: &PgPool) -> Vec<(&'static str, String)> {
         .bind(ago(60))
         .bind(ago(90))
         .bind(1000_i64)
+        .bind(ago(24 * 3600))
         .fetch_all(pool)
         .await
         .expect("explain completer");
@@ -94,10 +96,18 @@ pub async fn plans(pool: &PgPool) -> Vec<(&'static str, String)> {
         .fetch_all(pool)
         .await
         .expect("explain review");
+    let review_report: Vec<(String,)> = sqlx::query_as(explain(queries::REPORT_KEYS_FOR_REVIEW))
+        .bind(ago(24 * 3600))
+        .bind(ago(0))
+        .bind(1000_i64)
+        .fetch_all(pool)
+        .await
+        .expect("explain review report");
     vec![
         ("completer", text(completer)),
         ("reaper", text(reaper)),
         ("enqueuer", text(enqueuer)),
         ("review", text(review)),
+        ("review report", text(review_report)),
     ]
 }

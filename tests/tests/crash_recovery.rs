@@ -172,6 +172,7 @@ async fn a_request_that_died_after_stripe_charged_is_finished_by_the_completer_a
             lock: LockPolicy {
                 lock_timeout: LOCK_TIMEOUT,
             },
+            review: integration_tests::ride_settings().review,
         },
         1000,
     );

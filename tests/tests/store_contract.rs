@@ -9,7 +9,7 @@ use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Stor
 use domain::charge::ReceiptJob;
 use domain::{
     ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyRecord, LockPolicy, RecoveryPoint,
-    RequestFingerprint, RideParams, StoredResponse, User,
+    RequestFingerprint, ReviewPolicy, RideParams, StoredResponse, User,
 };
 
 const LOCK: LockPolicy = LockPolicy {
@@ -20,6 +20,9 @@ const COMPLETER: CompleterPolicy = CompleterPolicy {
     min_age: Duration::from_secs(300),
     min_idle: Duration::from_secs(60),
     lock: LOCK,
+    review: ReviewPolicy {
+        gateway_idempotency_window: Duration::from_secs(24 * 3600),
+    },
 };
 
 fn at(seconds: u64) -> SystemTime {
@@ -524,6 +527,67 @@ async fn keys_whose_charge_was_attempted_long_ago_are_listed_for_review(store: A
     assert_eq!(listed[0].charge_attempted_at, Some(at(10)));
 }
 
+async fn keys_for_review_are_reported_once_and_left_out_of_the_completers_batches(
+    store: Arc<dyn Store>,
+) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let mut attempted = Vec::new();
+    for (n, attempt) in [(1, 30), (2, 10), (3, 20)] {
+        let record = locked(store.as_ref(), &request(&rider, &key(n), 1.0), at(0)).await;
+        let lease = Lease::of(&record);
+        store.create_ride(lease, at(0)).await.expect("ride");
+        store
+            .note_charge_attempt(lease, at(attempt))
+            .await
+            .expect("noted");
+        store.unlock(lease).await.expect("unlocked");
+        attempted.push(record.id);
+    }
+    let never_attempted = locked(store.as_ref(), &request(&rider, &key(4), 1.0), at(0)).await;
+    store
+        .unlock(Lease::of(&never_attempted))
+        .await
+        .expect("unlocked");
+
+    let window = COMPLETER.review.gateway_idempotency_window;
+    let now = at(25) + window;
+    let completable = store
+        .find_completable(now, COMPLETER, 100)
+        .await
+        .expect("find");
+    assert_eq!(
+        completable,
+        vec![attempted[0], never_attempted.id],
+        "keys attempted over the window ago are review's, not the completer's"
+    );
+
+    let first = store
+        .report_keys_for_review(COMPLETER.review.attempted_before(now), now, 1)
+        .await
+        .expect("report");
+    let second = store
+        .report_keys_for_review(COMPLETER.review.attempted_before(now), now, 10)
+        .await
+        .expect("report");
+    let third = store
+        .report_keys_for_review(COMPLETER.review.attempted_before(now), now, 10)
+        .await
+        .expect("report");
+    let ids = |keys: &[KeyRecord]| keys.iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(ids(&first), vec![attempted[1]], "oldest attempt first");
+    assert_eq!(ids(&second), vec![attempted[2]]);
+    assert!(third.is_empty(), "each key is reported once");
+    assert_eq!(
+        store
+            .keys_for_review(COMPLETER.review.attempted_before(now), 10)
+            .await
+            .expect("list")
+            .len(),
+        2,
+        "reported keys stay listed for a person"
+    );
+}
+
 async fn concurrent_first_requests_with_one_key_let_exactly_one_through(store: Arc<dyn Store>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
@@ -571,6 +635,7 @@ macro_rules! contract {
             case!(users_upsert_by_email_and_are_found_by_api_key_hash);
             case!(enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out);
             case!(keys_whose_charge_was_attempted_long_ago_are_listed_for_review);
+            case!(keys_for_review_are_reported_once_and_left_out_of_the_completers_batches);
             case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
         }
     };

@@ -15,7 +15,7 @@ use adapters::http::ApiState;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use application::ports::PaymentGateway;
 use application::{AuthMode, CompleteStalledKeys, CreateRide, ListKeysForReview, SeedDemoUsers};
-use domain::CompleterPolicy;
+use domain::{CompleterPolicy, ReviewPolicy};
 use integration_tests::{GOOD_USER, SEED_BODY};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -175,6 +175,7 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
             min_age: Duration::ZERO,
             min_idle: Duration::ZERO,
             lock: settings.lock,
+            review: settings.review,
         },
         1000,
     );
@@ -194,7 +195,11 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
             .fetch_all(pool)
             .await
             .expect("query");
-    let review = ListKeysForReview::new(store.clone(), Arc::new(SystemClock), Duration::ZERO)
+    // Every key whose charge was attempted and whose outcome stayed unknown.
+    let every_attempt = ReviewPolicy {
+        gateway_idempotency_window: Duration::ZERO,
+    };
+    let review = ListKeysForReview::new(store.clone(), Arc::new(SystemClock), every_attempt)
         .run(1000)
         .await
         .expect("review list");

@@ -43,6 +43,8 @@ struct State {
     /// Staged job id → until when an enqueuer holds it.
     job_claims: HashMap<i64, SystemTime>,
     receipts: HashMap<RideId, Receipt>,
+    /// Keys a completer has reported as needing review.
+    review_reported: HashSet<KeyId>,
     next_id: i64,
 }
 
@@ -448,6 +450,7 @@ impl Store for MemoryStore {
             if let Some(record) = state.keys.remove(id) {
                 state.key_index.remove(&(record.user_id, record.key));
             }
+            state.review_reported.remove(id);
         }
         for ride in state.rides.values_mut() {
             if ride
@@ -465,18 +468,45 @@ impl Store for MemoryStore {
         attempted_before: SystemTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        Ok(self
-            .state()
-            .keys
-            .values()
-            .filter(|record| {
-                record.recovery_point == RecoveryPoint::RideCreated
-                    && record
-                        .charge_attempted_at
-                        .is_some_and(|at| at < attempted_before)
-            })
+        let state = self.state();
+        Ok(for_review(&state, attempted_before)
             .take(limit)
             .cloned()
             .collect())
     }
+
+    async fn report_keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        _now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut state = self.state();
+        let reported: Vec<KeyRecord> = for_review(&state, attempted_before)
+            .filter(|record| !state.review_reported.contains(&record.id))
+            .take(limit)
+            .cloned()
+            .collect();
+        state
+            .review_reported
+            .extend(reported.iter().map(|record| record.id));
+        Ok(reported)
+    }
+}
+
+/// Keys at `ride_created` whose charge was first attempted before
+/// `attempted_before`, oldest attempt first.
+fn for_review(state: &State, attempted_before: SystemTime) -> impl Iterator<Item = &KeyRecord> {
+    let mut keys: Vec<&KeyRecord> = state
+        .keys
+        .values()
+        .filter(|record| {
+            record.recovery_point == RecoveryPoint::RideCreated
+                && record
+                    .charge_attempted_at
+                    .is_some_and(|at| at < attempted_before)
+        })
+        .collect();
+    keys.sort_by_key(|record| (record.charge_attempted_at, record.id));
+    keys.into_iter()
 }

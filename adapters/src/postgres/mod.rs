@@ -124,10 +124,13 @@ macro_rules! select_key {
 /// The background processes' queries, public so the plan test can EXPLAIN
 /// exactly what runs.
 pub mod queries {
-    /// $1 created before, $2 last run before, $3 locked before, $4 limit.
+    /// $1 created before, $2 last run before, $3 locked before, $4 limit,
+    /// $5 charge attempted not before (older attempts are review's).
     pub const FIND_COMPLETABLE: &str = "SELECT id FROM idempotency_keys \
          WHERE recovery_point <> 'finished' AND created_at < $1 AND last_run_at < $2 \
          AND (locked_at IS NULL OR locked_at < $3) \
+         AND NOT (recovery_point = 'ride_created' AND charge_attempted_at IS NOT NULL \
+              AND charge_attempted_at < $5) \
          ORDER BY created_at, id LIMIT $4";
 
     /// $1 created before, $2 limit. Keys a request holds right now
@@ -155,6 +158,18 @@ pub mod queries {
     pub const KEYS_FOR_REVIEW: &str = select_key!(
         "WHERE k.recovery_point = 'ride_created' AND k.charge_attempted_at < $1 \
          ORDER BY k.charge_attempted_at LIMIT $2"
+    );
+
+    /// $1 attempted before, $2 now, $3 limit. Marks keys for review not yet
+    /// reported and returns them; another completer marking the same keys
+    /// this instant is skipped, so each key is reported once.
+    pub const REPORT_KEYS_FOR_REVIEW: &str = concat!(
+        "WITH reported AS (UPDATE idempotency_keys SET review_reported_at = $2 \
+         WHERE id = ANY(ARRAY(SELECT id FROM idempotency_keys \
+         WHERE recovery_point = 'ride_created' AND charge_attempted_at < $1 \
+         AND review_reported_at IS NULL \
+         ORDER BY charge_attempted_at LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING id) ",
+        select_key!("WHERE k.id IN (SELECT id FROM reported) ORDER BY k.charge_attempted_at")
     );
 }
 
@@ -378,12 +393,13 @@ impl Store for PostgresStore {
         policy: CompleterPolicy,
         limit: usize,
     ) -> Result<Vec<KeyId>, StoreError> {
-        let (created_before, run_before, locked_before) = policy.cutoffs(now);
+        let cutoffs = policy.cutoffs(now);
         let ids: Vec<(i64,)> = sqlx::query_as(queries::FIND_COMPLETABLE)
-            .bind(timestamp(created_before))
-            .bind(timestamp(run_before))
-            .bind(timestamp(locked_before))
+            .bind(timestamp(cutoffs.created_before))
+            .bind(timestamp(cutoffs.run_before))
+            .bind(timestamp(cutoffs.locked_before))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(timestamp(cutoffs.attempted_not_before))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -699,6 +715,22 @@ impl Store for PostgresStore {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let rows: Vec<KeyRow> = sqlx::query_as(queries::KEYS_FOR_REVIEW)
             .bind(timestamp(attempted_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter().map(KeyRecord::try_from).collect()
+    }
+
+    async fn report_keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(queries::REPORT_KEYS_FOR_REVIEW)
+            .bind(timestamp(attempted_before))
+            .bind(timestamp(now))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await

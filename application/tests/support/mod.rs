@@ -35,6 +35,7 @@ pub fn completer_policy() -> CompleterPolicy {
         lock: LockPolicy {
             lock_timeout: LOCK_TIMEOUT,
         },
+        review: settings().review,
     }
 }
 
