@@ -1,5 +1,6 @@
 //! The real binary, as a user runs it: `start` with nothing configured
-//! serves the seed's request and stops cleanly on SIGTERM; `migrate` and
+//! serves the seed's request, counts it on `/metrics` and stops cleanly on
+//! SIGTERM; `migrate` and
 //! `up` are safe to run twice against Postgres (testcontainers).
 
 use std::io::Read;
@@ -122,7 +123,40 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
     // Long enough for the simulator's failures to age past the completer's
     // minimum and for the enqueuer and worker to pass.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("answered")
+        .text()
+        .await
+        .expect("body");
     let (clean, log) = stop(child, log);
+    let counted = |name: &str, labels: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        counted(
+            "rocket_rides_ride_requests_total{",
+            &[r#"runner="api""#, r#"outcome="replayed""#]
+        ) >= 1.0,
+        "the replay is counted:\n{metrics}"
+    );
+    assert!(
+        counted(
+            "rocket_rides_ride_requests_total{",
+            &[r#"outcome="simulated_error""#]
+        ) >= 1.0,
+        "the simulator's failures are counted:\n{metrics}"
+    );
+    assert!(
+        counted("rocket_rides_receipts_sent_total", &[]) >= 1.0,
+        "receipts are counted:\n{metrics}"
+    );
     assert!(clean, "exit status 0 after SIGTERM:\n{log}");
     for expected in [
         "demo user created",
