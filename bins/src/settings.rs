@@ -214,6 +214,16 @@ pub struct SimulatorArgs {
         default_value = "user@example.com"
     )]
     pub authorization: String,
+    /// Stop after this many rides (each with its retries) and log a summary;
+    /// unset, the simulator runs until stopped.
+    #[arg(long, env = "SIMULATOR_RIDES")]
+    pub rides: Option<u64>,
+    /// Retry a ride that got no final answer (409, 5xx, or none at all) up to
+    /// this many times with the same key, after its Retry-After or a backoff,
+    /// as a careful client would. Retries never ask for a simulated failure.
+    /// 0 (the seed's behaviour) leaves failed rides to the completer.
+    #[arg(long, env = "SIMULATOR_RETRIES", default_value_t = 0)]
+    pub retries: u32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
