@@ -57,10 +57,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     -- Ours: the Idempotency-Key sent to Stripe with every charge attempt,
     -- unique to this row forever.
     downstream_key      TEXT             NOT NULL DEFAULT 'rocket-rides-' || gen_random_uuid(),
-    -- Ours: when a charge was first attempted (the review rule), and when a
-    -- completer first logged the key as needing review (each is logged once).
+    -- Ours: when a charge was first attempted (the review rule).
     charge_attempted_at TIMESTAMPTZ,
-    review_reported_at  TIMESTAMPTZ,
     user_id             BIGINT           NOT NULL REFERENCES users (id),
     CONSTRAINT idempotency_keys_user_key_unique UNIQUE (user_id, idempotency_key),
     CONSTRAINT idempotency_keys_downstream_key_unique UNIQUE (downstream_key),
@@ -77,6 +75,11 @@ CREATE INDEX IF NOT EXISTS idempotency_keys_unfinished_created_at
 -- The reaper: keys by age.
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at
     ON idempotency_keys (created_at);
+
+-- Ours: when a completer logged the key as needing review, so each such key
+-- is reported once however many completers run. (Added after the first
+-- release of this schema; `migrate` adds it to older databases.)
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS review_reported_at TIMESTAMPTZ;
 
 -- The review list: charges attempted but not recorded, by attempt time.
 CREATE INDEX IF NOT EXISTS idempotency_keys_review
