@@ -380,10 +380,10 @@ async fn a_batch_size_limits_the_completer() {
     assert_eq!(completer.run_batch().await.expect("batch").picked, 0);
 }
 
-#[tokio::test]
-async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stripe() {
-    let h = Harness::new().await;
-    let lease = crash_after_key_phase(&h, &key(1)).await;
+/// A request that created its ride, noted its charge attempt, and died
+/// before Stripe answered.
+async fn crash_after_charge_attempt(h: &Harness, key_text: &str) -> Lease {
+    let lease = crash_after_key_phase(h, key_text).await;
     h.store
         .create_ride(lease, h.clock_now())
         .await
@@ -392,6 +392,13 @@ async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stri
         .note_charge_attempt(lease, h.clock_now())
         .await
         .expect("attempt noted");
+    lease
+}
+
+#[tokio::test]
+async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stripe() {
+    let h = Harness::new().await;
+    let lease = crash_after_charge_attempt(&h, &key(1)).await;
 
     h.advance(support::REVIEW_WINDOW + Duration::from_secs(1));
     let report = h.completer().run_batch().await.expect("batch");
@@ -430,15 +437,7 @@ async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stri
 async fn keys_awaiting_review_never_crowd_stalled_keys_out_of_a_completer_batch() {
     let h = Harness::new().await;
     for n in 0..3 {
-        let lease = crash_after_key_phase(&h, &key(n)).await;
-        h.store
-            .create_ride(lease, h.clock_now())
-            .await
-            .expect("ride");
-        h.store
-            .note_charge_attempt(lease, h.clock_now())
-            .await
-            .expect("attempt noted");
+        crash_after_charge_attempt(&h, &key(n)).await;
     }
     h.advance(support::REVIEW_WINDOW + Duration::from_secs(1));
     let mut stalled = h.request(&h.good_user, &key(10));

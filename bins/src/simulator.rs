@@ -128,7 +128,14 @@ mod tests {
         for status in [None, Some(409), Some(500), Some(503)] {
             assert!(worth_retrying(status), "{status:?}");
         }
-        for status in [Some(201), Some(400), Some(401), Some(402), Some(422), Some(502)] {
+        for status in [
+            Some(201),
+            Some(400),
+            Some(401),
+            Some(402),
+            Some(422),
+            Some(502),
+        ] {
             assert!(!worth_retrying(status), "{status:?}");
         }
     }

@@ -421,9 +421,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_completer_takes_old_idle_unlocked_unfinished_keys_only() {
-        let policy = CompleterPolicy {
+    /// 300 s minimum age, 60 s idle, 90 s lock timeout, a one-hour window.
+    fn completer_policy() -> CompleterPolicy {
+        CompleterPolicy {
             min_age: Duration::from_secs(300),
             min_idle: Duration::from_secs(60),
             lock: LockPolicy {
@@ -432,7 +432,12 @@ mod tests {
             review: ReviewPolicy {
                 gateway_idempotency_window: Duration::from_secs(3600),
             },
-        };
+        }
+    }
+
+    #[test]
+    fn the_completer_takes_old_idle_unlocked_unfinished_keys_only() {
+        let policy = completer_policy();
         let key = record();
         assert!(!policy.is_eligible(&key, at(300)), "not over 300 s old");
         assert!(policy.is_eligible(&key, at(301)));
@@ -467,16 +472,7 @@ mod tests {
 
     #[test]
     fn the_completer_cutoffs_agree_with_its_eligibility_rule() {
-        let policy = CompleterPolicy {
-            min_age: Duration::from_secs(300),
-            min_idle: Duration::from_secs(60),
-            lock: LockPolicy {
-                lock_timeout: Duration::from_secs(90),
-            },
-            review: ReviewPolicy {
-                gateway_idempotency_window: Duration::from_secs(3600),
-            },
-        };
+        let policy = completer_policy();
         let cutoffs = policy.cutoffs(at(5000));
         assert_eq!(cutoffs.created_before, at(4700));
         assert_eq!(cutoffs.run_before, at(4940));
