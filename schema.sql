@@ -136,3 +136,13 @@ CREATE TABLE IF NOT EXISTS sent_receipts (
     claimed_at TIMESTAMPTZ NOT NULL,
     sent_at    TIMESTAMPTZ
 );
+
+-- Ours: this database's identity, one row, made once by the first migrate.
+-- Staged job ids restart with a new database, so the job queue's streams
+-- are named after this id: a reset database, or a second environment on the
+-- same NATS server, never has its jobs dropped as repeats of another's.
+CREATE TABLE IF NOT EXISTS deployment (
+    singleton BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),
+    id        TEXT    NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '')
+);
+INSERT INTO deployment DEFAULT VALUES ON CONFLICT DO NOTHING;

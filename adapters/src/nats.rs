@@ -1,13 +1,19 @@
 //! The job queue on NATS JetStream (async-nats).
 //!
-//! Jobs go to a file-backed stream; each message's `Nats-Msg-Id` is the
-//! staged job's id, so a job the enqueuer publishes again (it crashed
+//! Jobs go to a file-backed work-queue stream; each message's `Nats-Msg-Id`
+//! is the staged job's id, so a job the enqueuer publishes again (it crashed
 //! between publish and delete) is dropped by the stream's duplicate window,
 //! which must be longer than the enqueuer's retry horizon. Workers share
 //! one durable pull consumer with explicit acks: a job is redelivered until
 //! acknowledged (`ack_wait` after a worker died, or after the delay a
 //! failed worker asked for), and after `max_deliver` deliveries it is moved
 //! to a dead-letter stream a person can list (`rocket-rides dead-jobs`).
+//!
+//! Staged job ids restart with their database, so the streams and subjects
+//! are named after the store's deployment id: a reset database, or a second
+//! environment on the same NATS server, gets queues of its own instead of
+//! having its jobs dropped as repeats of another database's, or worked
+//! against the wrong rides.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,14 +31,13 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-pub const JOBS_SUBJECT: &str = "rocket-rides.jobs.send_ride_receipt";
-pub const DEAD_SUBJECT: &str = "rocket-rides.dead.send_ride_receipt";
-
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
     pub url: String,
     pub stream: String,
+    pub subject: String,
     pub dead_letter_stream: String,
+    pub dead_letter_subject: String,
     pub consumer: String,
     /// How long the stream remembers a message id: longer than an enqueuer
     /// may take to publish a claimed job again after a crash.
@@ -44,11 +49,15 @@ pub struct NatsSettings {
 }
 
 impl NatsSettings {
-    pub fn new(url: impl Into<String>) -> Self {
+    /// The queue of the store whose deployment id is `deployment` (letters,
+    /// digits, `-` and `_` only: it names streams and subject tokens).
+    pub fn new(url: impl Into<String>, deployment: &str) -> Self {
         Self {
             url: url.into(),
-            stream: "ROCKET_RIDES_JOBS".into(),
-            dead_letter_stream: "ROCKET_RIDES_DEAD".into(),
+            stream: format!("ROCKET_RIDES_JOBS_{deployment}"),
+            subject: format!("rocket-rides.{deployment}.jobs.send_ride_receipt"),
+            dead_letter_stream: format!("ROCKET_RIDES_DEAD_{deployment}"),
+            dead_letter_subject: format!("rocket-rides.{deployment}.dead.send_ride_receipt"),
             consumer: "workers".into(),
             duplicate_window: Duration::from_secs(2 * 3600),
             ack_wait: Duration::from_secs(30),
@@ -128,8 +137,10 @@ impl NatsQueue {
         let jobs = jetstream
             .get_or_create_stream(stream::Config {
                 name: settings.stream.clone(),
-                subjects: vec![JOBS_SUBJECT.to_owned()],
+                subjects: vec![settings.subject.clone()],
                 storage: stream::StorageType::File,
+                // An acknowledged job leaves the stream.
+                retention: stream::RetentionPolicy::WorkQueue,
                 duplicate_window: settings.duplicate_window,
                 ..Default::default()
             })
@@ -138,7 +149,7 @@ impl NatsQueue {
         jetstream
             .get_or_create_stream(stream::Config {
                 name: settings.dead_letter_stream.clone(),
-                subjects: vec![DEAD_SUBJECT.to_owned()],
+                subjects: vec![settings.dead_letter_subject.clone()],
                 storage: stream::StorageType::File,
                 ..Default::default()
             })
@@ -181,7 +192,11 @@ impl NatsQueue {
         let mut headers = HeaderMap::new();
         headers.insert("Rocket-Rides-Reason", reason);
         self.jetstream
-            .publish_with_headers(DEAD_SUBJECT, headers, message.payload.clone())
+            .publish_with_headers(
+                self.settings.dead_letter_subject.clone(),
+                headers,
+                message.payload.clone(),
+            )
             .await
             .map_err(queue_error)?
             .await
@@ -232,7 +247,7 @@ impl JobQueue for NatsQueue {
         headers.insert("Nats-Msg-Id", job.id.to_string().as_str());
         let ack = self
             .jetstream
-            .publish_with_headers(JOBS_SUBJECT, headers, payload.into())
+            .publish_with_headers(self.settings.subject.clone(), headers, payload.into())
             .await
             .map_err(queue_error)?
             .await

@@ -57,20 +57,29 @@ pub struct System {
 
 impl System {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let (store, embedded): (Arc<dyn Store>, bool) = match &settings.database_url {
-            Some(url) => {
-                let pool = postgres::connect(url, &pool_settings(settings)).await?;
-                info!(
-                    max_connections = settings.database_max_connections,
-                    "store: Postgres"
-                );
-                (Arc::new(PostgresStore::new(pool)), false)
-            }
-            None => {
-                info!("store: in-memory (embedded default; nothing persists across restarts)");
-                (Arc::new(MemoryStore::new()), true)
-            }
-        };
+        // The deployment id names the NATS queue: the database's own, or a
+        // fresh one for an in-memory store, which is new with every process.
+        let (store, embedded, deployment): (Arc<dyn Store>, bool, String) =
+            match &settings.database_url {
+                Some(url) => {
+                    let pool = postgres::connect(url, &pool_settings(settings)).await?;
+                    info!(
+                        max_connections = settings.database_max_connections,
+                        "store: Postgres"
+                    );
+                    let store = PostgresStore::new(pool);
+                    let deployment = match settings.nats_url {
+                        Some(_) => store.deployment_id().await?,
+                        None => String::new(),
+                    };
+                    (Arc::new(store), false, deployment)
+                }
+                None => {
+                    info!("store: in-memory (embedded default; nothing persists across restarts)");
+                    let deployment = uuid::Uuid::new_v4().simple().to_string();
+                    (Arc::new(MemoryStore::new()), true, deployment)
+                }
+            };
         let gateway: Arc<dyn PaymentGateway> = match &settings.stripe_api_key {
             Some(api_key) => {
                 info!(api_base = %settings.stripe_api_base, "payment gateway: Stripe over HTTP");
@@ -100,7 +109,7 @@ impl System {
                         duplicate_window: settings.nats_duplicate_window,
                         ack_wait: settings.nats_ack_wait,
                         max_deliver: settings.nats_max_deliver,
-                        ..NatsSettings::new(url.clone())
+                        ..NatsSettings::new(url.clone(), &deployment)
                     })
                     .await?,
                 );

@@ -42,11 +42,13 @@ impl ReceiptSender for CountingSender {
     }
 }
 
-async fn queue(url: &str, ack_wait: Duration) -> Arc<NatsQueue> {
+/// The queue of `store`'s deployment, as `rocket-rides` wires it.
+async fn queue(url: &str, store: &PostgresStore, ack_wait: Duration) -> Arc<NatsQueue> {
+    let deployment = store.deployment_id().await.expect("deployment id");
     Arc::new(
         NatsQueue::connect(NatsSettings {
             ack_wait,
-            ..NatsSettings::new(url)
+            ..NatsSettings::new(url, &deployment)
         })
         .await
         .expect("NATS"),
@@ -138,7 +140,7 @@ fn assert_one_receipt_per_ride(sender: &CountingSender, rides: &[i64]) {
 async fn a_crash_between_publish_and_delete_republishes_and_still_sends_one_receipt() {
     let nats = start_nats().await;
     let store = store_with_rides(3).await;
-    let queue = queue(&nats.url, Duration::from_secs(30)).await;
+    let queue = queue(&nats.url, &store, Duration::from_secs(30)).await;
     let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
     let claim_for = Duration::from_secs(60);
 
@@ -177,7 +179,7 @@ async fn a_crash_between_publish_and_delete_republishes_and_still_sends_one_rece
 async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_receipt_is_sent() {
     let nats = start_nats().await;
     let store = store_with_rides(2).await;
-    let queue = queue(&nats.url, Duration::from_secs(1)).await;
+    let queue = queue(&nats.url, &store, Duration::from_secs(1)).await;
     let drain = enqueuer(&store, queue.clone(), 10, Duration::from_secs(60));
     assert_eq!(drain.run_batch().await.expect("batch"), 2);
     let sender = Arc::new(CountingSender::default());
@@ -219,7 +221,7 @@ async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_recei
     drop((first, second));
 
     // Worker B, on its own connection, gets both again after the ack wait.
-    let other = queue_for_same_consumer(&nats.url).await;
+    let other = queue_for_same_consumer(&nats.url, &store).await;
     let worker = WorkJobs::new(store.clone(), other, sender.clone(), Arc::new(SystemClock));
     let mut outcomes = Vec::new();
     for _ in 0..20 {
@@ -250,15 +252,15 @@ async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_recei
     assert_one_receipt_per_ride(&sender, &ride_ids(&store).await);
 }
 
-async fn queue_for_same_consumer(url: &str) -> Arc<NatsQueue> {
-    queue(url, Duration::from_secs(1)).await
+async fn queue_for_same_consumer(url: &str, store: &PostgresStore) -> Arc<NatsQueue> {
+    queue(url, store, Duration::from_secs(1)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_mid_run_loses_nothing() {
     let nats = start_nats().await;
     let store = store_with_rides(60).await;
-    let queue = queue(&nats.url, Duration::from_secs(5)).await;
+    let queue = queue(&nats.url, &store, Duration::from_secs(5)).await;
     let enqueuer = enqueuer(&store, queue.clone(), 20, Duration::from_secs(1));
     assert_eq!(enqueuer.run_batch().await.expect("first batch"), 20);
 
@@ -297,7 +299,7 @@ async fn two_enqueuers_and_two_workers_send_exactly_one_receipt_per_ride() {
     let sender = Arc::new(CountingSender::default());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..2 {
-        let queue = queue(&nats.url, Duration::from_secs(5)).await;
+        let queue = queue(&nats.url, &store, Duration::from_secs(5)).await;
         let enqueuer = enqueuer(&store, queue, 25, Duration::from_secs(60));
         let store = store.clone();
         tasks.spawn(async move {
@@ -308,7 +310,7 @@ async fn two_enqueuers_and_two_workers_send_exactly_one_receipt_per_ride() {
     }
     let rides = ride_ids(&store).await;
     for _ in 0..2 {
-        let queue = queue(&nats.url, Duration::from_secs(5)).await;
+        let queue = queue(&nats.url, &store, Duration::from_secs(5)).await;
         let worker = WorkJobs::new(store.clone(), queue, sender.clone(), Arc::new(SystemClock));
         let (sender, expected) = (sender.clone(), rides.len());
         tasks.spawn(async move {
@@ -331,6 +333,47 @@ async fn two_enqueuers_and_two_workers_send_exactly_one_receipt_per_ride() {
     assert_one_receipt_per_ride(&sender, &rides);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_databases_sharing_one_nats_server_each_get_their_own_jobs() {
+    let nats = start_nats().await;
+    // Two databases, as after a reset or in a second environment: their
+    // staged job ids both start at 1.
+    let (first, second) = (store_with_rides(3).await, store_with_rides(3).await);
+    let (first_jobs, second_jobs) = (
+        first.staged_jobs(10).await.expect("jobs"),
+        second.staged_jobs(10).await.expect("jobs"),
+    );
+    assert_eq!(
+        first_jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        second_jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        "the same job ids in both databases"
+    );
+    assert_ne!(
+        first.deployment_id().await.expect("id"),
+        second.deployment_id().await.expect("id")
+    );
+    for store in [&first, &second] {
+        let queue = queue(&nats.url, store, Duration::from_secs(5)).await;
+        assert_eq!(
+            enqueuer(store, queue, 10, Duration::from_secs(60))
+                .run_batch()
+                .await
+                .expect("enqueued"),
+            3
+        );
+    }
+    for store in [&first, &second] {
+        let sender = Arc::new(CountingSender::default());
+        let queue = queue(&nats.url, store, Duration::from_secs(5)).await;
+        let worker = WorkJobs::new(store.clone(), queue, sender.clone(), Arc::new(SystemClock));
+        work_until_idle(&worker).await;
+        // Neither database's jobs were dropped as repeats of the other's,
+        // nor worked against the other's rides.
+        assert_one_receipt_per_ride(&sender, &ride_ids(store).await);
+        assert!(store.receipt_sent(domain::RideId(3)).await.expect("sent"));
+    }
+}
+
 /// A sender whose mail server is down for good.
 struct FailingSender;
 
@@ -345,10 +388,11 @@ impl ReceiptSender for FailingSender {
 async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed() {
     let nats = start_nats().await;
     let store = store_with_rides(1).await;
+    let deployment = store.deployment_id().await.expect("deployment id");
     let queue = Arc::new(
         NatsQueue::connect(NatsSettings {
             max_deliver: 2,
-            ..NatsSettings::new(&nats.url)
+            ..NatsSettings::new(&nats.url, &deployment)
         })
         .await
         .expect("NATS"),

@@ -182,6 +182,17 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// This database's identity (made by `migrate`), which names the job
+    /// queue's streams so that databases sharing a NATS server stay apart.
+    pub async fn deployment_id(&self) -> anyhow::Result<String> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT id FROM deployment")
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading the deployment id: has `rocket-rides migrate` run?")?;
+        row.map(|(id,)| id)
+            .ok_or_else(|| anyhow::anyhow!("no deployment id: run `rocket-rides migrate`"))
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(unavailable)
     }
