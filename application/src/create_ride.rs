@@ -65,6 +65,15 @@ pub enum CreateRideError {
     Store(#[from] StoreError),
 }
 
+/// What a person found at the payment processor for a key awaiting review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewResolution {
+    /// The charge exists: record it and book the ride (201, receipt staged).
+    Charged { charge_id: String },
+    /// No charge exists: finish the request without one (a stored 502).
+    NotCharged,
+}
+
 /// Settings of the phase machine.
 #[derive(Debug, Clone, Copy)]
 pub struct CreateRideSettings {
@@ -147,6 +156,54 @@ impl CreateRide {
         let result = self.resume_locked(record).await;
         count_outcome("completer", &result);
         result.map(Some)
+    }
+
+    /// Finishes a key awaiting review the way a person decided, from the
+    /// `ride_created` phase: the charge they found is recorded and the ride
+    /// booked, or the request ends with no charge. `Ok(None)` when the key
+    /// does not await review (finished, never attempted, inside the
+    /// gateway's window) or a request holds it right now.
+    #[tracing::instrument(name = "resolve_review", skip_all, fields(key_id = %key_id))]
+    pub async fn resolve_review(
+        &self,
+        key_id: KeyId,
+        resolution: ReviewResolution,
+    ) -> Result<Option<Answer>, CreateRideError> {
+        let now = self.clock.now();
+        let Some(record) = self
+            .store
+            .lock_for_review(key_id, now, self.settings.review, self.settings.lock)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let lease = Lease::of(&record);
+        let result = match resolution {
+            ReviewResolution::Charged { charge_id } => {
+                match self.store.record_charge(lease, &charge_id, now).await {
+                    Ok(ride) => self.book(lease, key_id, &ride).await,
+                    Err(error) => Err(error.into()),
+                }
+            }
+            ReviewResolution::NotCharged => {
+                self.finish_refused(lease, StoredResponse::charge_not_made(), now)
+                    .await
+            }
+        };
+        match &result {
+            Ok(response) => info!(%key_id, status = response.status, "review resolved"),
+            Err(CreateRideError::Store(StoreError::LostLock(_))) => {}
+            Err(error) => {
+                warn!(%key_id, %error, "review not resolved; unlocking the key");
+                self.release(lease).await;
+            }
+        }
+        result.map(|response| {
+            Some(Answer {
+                response,
+                replayed: false,
+            })
+        })
     }
 
     async fn resume_locked(&self, record: KeyRecord) -> Result<Answer, CreateRideError> {
@@ -305,12 +362,16 @@ impl CreateRide {
             ChargeOutcome::Declined { message } => {
                 info!(key_id = %record.id, %message, "card declined");
                 let response = StoredResponse::card_declined(&message);
-                self.finish_refused(lease, response, now).await
+                self.finish_refused(lease, response, now)
+                    .await
+                    .map(Charged::Finished)
             }
             ChargeOutcome::Refused { message } => {
                 warn!(key_id = %record.id, %message, "charge refused for good");
                 let response = StoredResponse::charge_refused(&message);
-                self.finish_refused(lease, response, now).await
+                self.finish_refused(lease, response, now)
+                    .await
+                    .map(Charged::Finished)
             }
             ChargeOutcome::Unknown { reason } => {
                 warn!(key_id = %record.id, %reason, "charge outcome unknown; the key stays at ride_created");
@@ -324,7 +385,7 @@ impl CreateRide {
         lease: Lease,
         response: StoredResponse,
         now: std::time::SystemTime,
-    ) -> Result<Charged, CreateRideError> {
+    ) -> Result<StoredResponse, CreateRideError> {
         self.store
             .finish(
                 lease,
@@ -334,7 +395,7 @@ impl CreateRide {
                 now,
             )
             .await?;
-        Ok(Charged::Finished(response))
+        Ok(response)
     }
 
     /// The `charge_created` phase, resumed: reads the charged ride and books it.

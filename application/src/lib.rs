@@ -14,7 +14,9 @@ pub use background::{
     CompleteStalledKeys, CompleterReport, DrainError, DrainStagedJobs, ReapKeys, WorkError,
     WorkJobs, WorkOutcome,
 };
-pub use create_ride::{Answer, CreateRide, CreateRideError, CreateRideSettings, RideRequest};
+pub use create_ride::{
+    Answer, CreateRide, CreateRideError, CreateRideSettings, ReviewResolution, RideRequest,
+};
 pub use queries::{ListKeysForReview, ShowRide};
 pub use users::{
     AuthError, AuthMode, Authenticate, DEMO_USERS, SeedDemoUsers, SeedError, SeededUser,

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use domain::charge::ReceiptJob;
 use domain::{
     ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId,
-    KeyRecord, LockPolicy, RequestFingerprint, Ride, RideId, RideParams, StagedJob, StoredResponse,
-    User, UserId,
+    KeyRecord, LockPolicy, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams, StagedJob,
+    StoredResponse, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -151,6 +151,17 @@ pub trait Store: Send + Sync {
         policy: CompleterPolicy,
     ) -> Result<Option<KeyRecord>, StoreError>;
 
+    /// Takes the lock of a key for a person resolving it if, checked again
+    /// under the key's lock, it awaits review (`review.needs_review`) and no
+    /// request holds a fresh lock on it. `None` otherwise.
+    async fn lock_for_review(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        review: ReviewPolicy,
+        lock: LockPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError>;
+
     /// One atomic phase, `started` → `ride_created`: the ride (one per key)
     /// and its `ride.created` audit record.
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError>;
@@ -208,7 +219,9 @@ pub trait Store: Send + Sync {
     async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
 
     /// Deletes up to `limit` keys created before `created_before`; their rides
-    /// stay, with no key. Returns how many went.
+    /// stay, with no key. A key whose charge was attempted but whose outcome
+    /// was never recorded stays until it is resolved: it is the only record
+    /// of a charge that may exist. Returns how many went.
     async fn reap_keys(
         &self,
         created_before: SystemTime,

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use application::CreateRideError;
 use application::ports::{KeyPhase, KeyRequest, Lease, Store};
+use application::{CreateRideError, ReviewResolution};
 use domain::{LockPolicy, RecoveryPoint, RideParams};
 use support::{Harness, LOCK_TIMEOUT, key};
 
@@ -431,6 +431,82 @@ async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stri
         "still listed for a person after the report"
     );
     assert_eq!(listed[0].id, lease.key_id);
+}
+
+#[tokio::test]
+async fn a_person_resolves_a_key_awaiting_review_with_the_charge_found_or_with_none() {
+    let h = Harness::new().await;
+    let found = crash_after_charge_attempt(&h, &key(1)).await;
+    let none = crash_after_charge_attempt(&h, &key(2)).await;
+    let charged = || ReviewResolution::Charged {
+        charge_id: "ch_found_at_stripe".to_owned(),
+    };
+    assert!(
+        h.create_ride
+            .resolve_review(found.key_id, charged())
+            .await
+            .expect("resolve")
+            .is_none(),
+        "inside the gateway's window the completer may still retry it"
+    );
+
+    h.advance(support::REVIEW_WINDOW + Duration::from_secs(1));
+    let booked = h
+        .create_ride
+        .resolve_review(found.key_id, charged())
+        .await
+        .expect("resolve")
+        .expect("awaiting review");
+    assert_eq!(booked.response.status, 201);
+    assert!(booked.response.body.contains("ch_found_at_stripe"));
+    let abandoned = h
+        .create_ride
+        .resolve_review(none.key_id, ReviewResolution::NotCharged)
+        .await
+        .expect("resolve")
+        .expect("awaiting review");
+    assert_eq!(abandoned.response.status, 502);
+    assert!(abandoned.response.body.contains("no charge was made"));
+    assert_eq!(
+        h.gateway.charge_calls(),
+        0,
+        "a person's decision charges nothing"
+    );
+
+    for (lease, status) in [(found, 201), (none, 502)] {
+        let stored = h
+            .store
+            .keys()
+            .into_iter()
+            .find(|k| k.id == lease.key_id)
+            .expect("key");
+        assert_eq!(stored.recovery_point, RecoveryPoint::Finished);
+        assert_eq!(stored.response.map(|r| r.status), Some(status));
+        assert!(
+            h.create_ride
+                .resolve_review(lease.key_id, ReviewResolution::NotCharged)
+                .await
+                .expect("resolve")
+                .is_none(),
+            "a resolved key is finished for good"
+        );
+    }
+    let rides = h.store.rides();
+    let booked_ride = rides
+        .iter()
+        .find(|r| r.stripe_charge_id.as_deref() == Some("ch_found_at_stripe"))
+        .expect("the found charge is on the ride");
+    let jobs = h.store.staged_jobs(10).await.expect("jobs");
+    assert_eq!(jobs.len(), 1, "a receipt for the booked ride only");
+    assert_eq!(jobs[0].job.ride_id, booked_ride.id);
+    // The client's retry now replays what the person decided.
+    let replay = h
+        .create_ride
+        .run(h.request(&h.good_user, &key(2)))
+        .await
+        .expect("replayed");
+    assert!(replay.replayed);
+    assert_eq!(replay.response, abandoned.response);
 }
 
 #[tokio::test]

@@ -87,6 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulator(args) => simulator::run(&settings, &args, shutdown).await,
         Command::Up => processes::up(&settings).await,
         Command::Review(args) => processes::review(&settings, &args).await,
+        Command::Resolve(args) => processes::resolve(&settings, &args).await,
         Command::Migrate => processes::migrate(&settings).await,
         Command::FakeStripe(args) => processes::fake_stripe(&args, shutdown).await,
         Command::DeadJobs(args) => processes::dead_jobs(&settings, &args).await,

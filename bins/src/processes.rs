@@ -5,14 +5,15 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use application::AuthMode;
+use application::{AuthMode, ReviewResolution};
+use domain::KeyId;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::settings::{
-    FakeStripeArgs, FaultArg, FaultTimingArg, ReviewArgs, Settings, SimulatorArgs,
+    FakeStripeArgs, FaultArg, FaultTimingArg, ResolveArgs, ReviewArgs, Settings, SimulatorArgs,
 };
 use crate::simulator;
 use crate::wiring::System;
@@ -346,6 +347,38 @@ pub async fn dead_jobs(settings: &Settings, args: &ReviewArgs) -> anyhow::Result
             job.sequence, job.job.id, job.job.job.ride_id, job.job.job.user_id, job.reason
         );
     }
+    Ok(())
+}
+
+pub async fn resolve(settings: &Settings, args: &ResolveArgs) -> anyhow::Result<()> {
+    let resolution = match &args.charge_id {
+        Some(charge_id) => {
+            let charge_id = charge_id.trim();
+            if charge_id.is_empty() || charge_id.contains(char::is_whitespace) {
+                bail!("--charge-id must be a Stripe charge id such as ch_123");
+            }
+            ReviewResolution::Charged {
+                charge_id: charge_id.to_owned(),
+            }
+        }
+        None => ReviewResolution::NotCharged,
+    };
+    let system = System::build(settings).await?;
+    require_shared_store(&system, "resolve")?;
+    let key_id = KeyId(args.key_id);
+    let Some(answer) = system
+        .create_ride()
+        .resolve_review(key_id, resolution)
+        .await?
+    else {
+        bail!(
+            "key {key_id} does not await review: it is finished, gone, never charged, inside the gateway's idempotency window, or held by a request right now (see `rocket-rides review`)"
+        );
+    };
+    println!(
+        "key_id={key_id} resolved: status={} body={}",
+        answer.response.status, answer.response.body
+    );
     Ok(())
 }
 

@@ -68,6 +68,8 @@ pub enum Command {
     Up,
     /// Lists keys the completer will not charge again: a person must decide.
     Review(ReviewArgs),
+    /// Finishes a key awaiting review with what a person found at Stripe.
+    Resolve(ResolveArgs),
     /// Applies schema.sql to DATABASE_URL (safe to re-run).
     Migrate,
     /// A local stand-in for Stripe's API, with fault injection.
@@ -282,6 +284,20 @@ pub struct FakeStripeArgs {
     /// How long an idempotency key is remembered.
     #[arg(long, env = "FAKE_STRIPE_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h")]
     pub idempotency_window: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("finding").required(true).args(["charge_id", "not_charged"])))]
+pub struct ResolveArgs {
+    /// The key's id, as `rocket-rides review` lists it (`key_id=`).
+    pub key_id: i64,
+    /// The charge exists at Stripe (found by the key's downstream_key):
+    /// record it on the ride and book it (201, receipt staged).
+    #[arg(long)]
+    pub charge_id: Option<String>,
+    /// No charge exists at Stripe: end the request without one (502).
+    #[arg(long)]
+    pub not_charged: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -46,6 +46,18 @@ impl StoredResponse {
         .into_stored()
     }
 
+    /// A person reviewed a charge whose outcome was never known and found
+    /// that no charge was made: the request ends without one.
+    pub fn charge_not_made() -> Self {
+        Problem::new(
+            502,
+            "charge-not-made",
+            "No charge was made",
+            "The payment processor's answer to this charge was lost, and a review found that no charge was made; the ride was not booked. Send a new request with a new Idempotency-Key to book it.".to_owned(),
+        )
+        .into_stored()
+    }
+
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }

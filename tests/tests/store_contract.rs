@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
 use domain::charge::ReceiptJob;
 use domain::{
-    ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyRecord, LockPolicy, RecoveryPoint,
+    ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord, LockPolicy, RecoveryPoint,
     RequestFingerprint, ReviewPolicy, RideParams, StoredResponse, User,
 };
 
@@ -346,6 +346,90 @@ async fn the_reaper_deletes_old_keys_only_and_keeps_their_rides(store: Arc<dyn S
     assert_ne!(again.id, old.id);
 }
 
+/// A key whose request charged at `attempt` and died before the answer.
+async fn charge_attempted(
+    store: &dyn Store,
+    request: &KeyRequest,
+    attempt: SystemTime,
+) -> KeyRecord {
+    let record = locked(store, request, at(0)).await;
+    let lease = Lease::of(&record);
+    store.create_ride(lease, at(0)).await.expect("ride");
+    store
+        .note_charge_attempt(lease, attempt)
+        .await
+        .expect("noted");
+    record
+}
+
+async fn the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let unresolved = charge_attempted(store.as_ref(), &request(&rider, &key(1), 1.0), at(5)).await;
+    let never_charged = locked(store.as_ref(), &request(&rider, &key(2), 1.0), at(0)).await;
+    store
+        .create_ride(Lease::of(&never_charged), at(0))
+        .await
+        .expect("ride");
+    book(store.as_ref(), &request(&rider, &key(3), 1.0), at(0)).await;
+    assert_eq!(
+        store.reap_keys(at(1_000_000), 10).await.expect("reap"),
+        2,
+        "the finished key and the one that never reached Stripe"
+    );
+    let left: Vec<KeyId> = store
+        .keys_for_review(at(1_000_000), 10)
+        .await
+        .expect("list")
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(left, vec![unresolved.id], "kept for a person, still listed");
+}
+
+async fn only_keys_awaiting_review_are_locked_for_a_person(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let review = COMPLETER.review;
+    let window = review.gateway_idempotency_window;
+    let awaiting = charge_attempted(store.as_ref(), &request(&rider, &key(1), 1.0), at(10)).await;
+    let recent = charge_attempted(store.as_ref(), &request(&rider, &key(2), 1.0), at(500)).await;
+    let finished = book(store.as_ref(), &request(&rider, &key(3), 1.0), at(0)).await;
+    let now = at(11) + window;
+    for id in [recent.id, finished.id, KeyId(999_999)] {
+        assert_eq!(
+            store
+                .lock_for_review(id, now, review, LOCK)
+                .await
+                .expect("lock"),
+            None,
+            "key {id} does not await review"
+        );
+    }
+    // The request that attempted the charge died holding its lock, long
+    // stale by now; a fresh lock (the first person's) blocks a second one.
+    let taken = store
+        .lock_for_review(awaiting.id, now, review, LOCK)
+        .await
+        .expect("lock")
+        .expect("awaits review");
+    assert_eq!(taken.lock_generation, awaiting.lock_generation + 1);
+    assert_eq!(
+        store
+            .lock_for_review(awaiting.id, now, review, LOCK)
+            .await
+            .expect("lock"),
+        None,
+        "held by the first person now"
+    );
+    let ride = store
+        .record_charge(Lease::of(&taken), "ch_found_by_a_person", now)
+        .await
+        .expect("recorded");
+    assert_eq!(
+        ride.stripe_charge_id.as_deref(),
+        Some("ch_found_by_a_person")
+    );
+}
+
 async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(store: Arc<dyn Store>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     for n in 0..3 {
@@ -636,6 +720,8 @@ macro_rules! contract {
             case!(enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out);
             case!(keys_whose_charge_was_attempted_long_ago_are_listed_for_review);
             case!(keys_for_review_are_reported_once_and_left_out_of_the_completers_batches);
+            case!(the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded);
+            case!(only_keys_awaiting_review_are_locked_for_a_person);
             case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
         }
     };

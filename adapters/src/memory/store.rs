@@ -12,7 +12,7 @@ use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Stor
 use async_trait::async_trait;
 use domain::{
     ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId, KeyRecord, LockPolicy,
-    RecoveryPoint, Ride, RideId, StagedJob, User, UserId,
+    RecoveryPoint, ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
 };
 
 /// An audit record, as the original kept them: what happened, to what, from where.
@@ -107,6 +107,23 @@ impl MemoryStore {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the key's lock (a new generation) if `takes` says so, checked
+    /// under the store's mutex.
+    fn lock_if(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        takes: impl FnOnce(&KeyRecord) -> bool,
+    ) -> Option<KeyRecord> {
+        let mut state = self.state();
+        let record = state.keys.get_mut(&key_id)?;
+        if !takes(record) {
+            return None;
+        }
+        lock_record(record, now);
+        Some(record.clone())
     }
 
     /// Test support: every ride, in id order.
@@ -247,15 +264,19 @@ impl Store for MemoryStore {
         now: SystemTime,
         policy: CompleterPolicy,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let mut state = self.state();
-        let Some(record) = state.keys.get_mut(&key_id) else {
-            return Ok(None);
-        };
-        if !policy.is_eligible(record, now) {
-            return Ok(None);
-        }
-        lock_record(record, now);
-        Ok(Some(record.clone()))
+        Ok(self.lock_if(key_id, now, |record| policy.is_eligible(record, now)))
+    }
+
+    async fn lock_for_review(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        review: ReviewPolicy,
+        lock: LockPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.lock_if(key_id, now, |record| {
+            review.needs_review(record, now) && !lock.is_fresh(record.locked_at, now)
+        }))
     }
 
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
@@ -442,7 +463,7 @@ impl Store for MemoryStore {
         let doomed: HashSet<KeyId> = state
             .keys
             .values()
-            .filter(|record| record.created_at < created_before)
+            .filter(|record| record.created_at < created_before && !charge_unresolved(record))
             .map(|record| record.id)
             .take(limit)
             .collect();
@@ -492,6 +513,12 @@ impl Store for MemoryStore {
             .extend(reported.iter().map(|record| record.id));
         Ok(reported)
     }
+}
+
+/// A charge was attempted and its outcome never recorded: the reaper keeps
+/// the key until a person resolves it.
+fn charge_unresolved(record: &KeyRecord) -> bool {
+    record.recovery_point == RecoveryPoint::RideCreated && record.charge_attempted_at.is_some()
 }
 
 /// Keys at `ride_created` whose charge was first attempted before

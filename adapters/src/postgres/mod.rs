@@ -14,8 +14,8 @@ use anyhow::Context;
 use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
 use async_trait::async_trait;
 use domain::{
-    ApiKeyHash, CompleterPolicy, KeyDecision, KeyId, KeyRecord, LockPolicy, RecoveryPoint, Ride,
-    RideId, StagedJob, User, UserId,
+    ApiKeyHash, CompleterPolicy, KeyDecision, KeyId, KeyRecord, LockPolicy, RecoveryPoint,
+    ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -134,9 +134,12 @@ pub mod queries {
          ORDER BY created_at, id LIMIT $4";
 
     /// $1 created before, $2 limit. Keys a request holds right now
-    /// (row-locked) are skipped, not waited for.
+    /// (row-locked) are skipped, not waited for; so are keys whose charge
+    /// was attempted and never recorded, until a person resolves them.
     pub const REAP_KEYS: &str = "DELETE FROM idempotency_keys WHERE id = ANY(ARRAY(SELECT id FROM idempotency_keys \
-         WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+         WHERE created_at < $1 \
+         AND NOT (recovery_point = 'ride_created' AND charge_attempted_at IS NOT NULL) \
+         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
     /// $1 limit.
     pub const STAGED_JOBS: &str = "SELECT id, job_name, (job_args->>'amount')::bigint AS amount, \
@@ -180,6 +183,33 @@ impl PostgresStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Takes the key's lock (a new generation) if `takes` says so, checked
+    /// under the key's row lock. A key another process (a completer, a
+    /// request) is row-locking right now is theirs: skipped, not waited for.
+    async fn lock_if(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        takes: impl FnOnce(&KeyRecord) -> bool + Send,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        let row: Option<KeyRow> =
+            sqlx::query_as(select_key!("WHERE k.id = $1 FOR UPDATE OF k SKIP LOCKED"))
+                .bind(key_id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if !takes(&KeyRecord::try_from(row)?) {
+            return Ok(None);
+        }
+        let record = Self::take_lock(&mut tx, key_id, now).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(record))
     }
 
     /// This database's identity (made by `migrate`), which names the job
@@ -423,25 +453,21 @@ impl Store for PostgresStore {
         now: SystemTime,
         policy: CompleterPolicy,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let mut tx = self.begin().await?;
-        // SKIP LOCKED: a key another completer (or a request) is locking
-        // right now is theirs; this completer moves on.
-        let row: Option<KeyRow> =
-            sqlx::query_as(select_key!("WHERE k.id = $1 FOR UPDATE OF k SKIP LOCKED"))
-                .bind(key_id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let record = KeyRecord::try_from(row)?;
-        if !policy.is_eligible(&record, now) {
-            return Ok(None);
-        }
-        let record = Self::take_lock(&mut tx, key_id, now).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(record))
+        self.lock_if(key_id, now, |record| policy.is_eligible(record, now))
+            .await
+    }
+
+    async fn lock_for_review(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        review: ReviewPolicy,
+        lock: LockPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.lock_if(key_id, now, |record| {
+            review.needs_review(record, now) && !lock.is_fresh(record.locked_at, now)
+        })
+        .await
     }
 
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
