@@ -78,6 +78,20 @@ pub enum Command {
     DeadJobs(ReviewArgs),
 }
 
+impl Command {
+    /// One-shot commands whose standard output is what they report.
+    pub fn prints_a_report(&self) -> bool {
+        matches!(
+            self,
+            Command::Up
+                | Command::Review(_)
+                | Command::Resolve(_)
+                | Command::Migrate
+                | Command::DeadJobs(_)
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum AuthModeArg {
     Email,
