@@ -367,13 +367,7 @@ async fn a_batch_size_limits_the_completer() {
         h.create_ride.run(request).await.unwrap_err();
     }
     h.advance(Duration::from_secs(301));
-    let completer = application::CompleteStalledKeys::new(
-        h.store.clone(),
-        h.create_ride.clone(),
-        h.clock.clone(),
-        support::completer_policy(),
-        2,
-    );
+    let completer = h.completer_with_batch(2);
     assert_eq!(completer.run_batch().await.expect("batch").finished, 2);
     assert_eq!(completer.run_batch().await.expect("batch").finished, 2);
     assert_eq!(completer.run_batch().await.expect("batch").finished, 1);
@@ -521,13 +515,7 @@ async fn keys_awaiting_review_never_crowd_stalled_keys_out_of_a_completer_batch(
     h.create_ride.run(stalled).await.unwrap_err();
     h.advance(Duration::from_secs(301));
 
-    let completer = application::CompleteStalledKeys::new(
-        h.store.clone(),
-        h.create_ride.clone(),
-        h.clock.clone(),
-        support::completer_policy(),
-        2,
-    );
+    let completer = h.completer_with_batch(2);
     let report = completer.run_batch().await.expect("batch");
     assert_eq!(
         report.finished, 1,

@@ -274,6 +274,12 @@ impl ReviewPolicy {
                 .is_some_and(|at| age(now, at) > self.gateway_idempotency_window)
     }
 
+    /// A person may take the key to resolve it: it needs review, and no
+    /// request holds a lock on it younger than the lock timeout.
+    pub fn can_be_resolved(&self, record: &KeyRecord, now: SystemTime, lock: LockPolicy) -> bool {
+        self.needs_review(record, now) && !lock.is_fresh(record.locked_at, now)
+    }
+
     /// A key at `ride_created` whose charge was first attempted before this
     /// instant needs review.
     pub fn attempted_before(&self, now: SystemTime) -> SystemTime {
@@ -499,5 +505,33 @@ mod tests {
         assert!(policy.needs_review(&key, at(24 * 3600 + 1)));
         key.recovery_point = RecoveryPoint::ChargeCreated;
         assert!(!policy.needs_review(&key, at(100_000)), "already charged");
+    }
+
+    #[test]
+    fn a_person_takes_a_key_awaiting_review_unless_a_request_holds_it() {
+        let policy = ReviewPolicy {
+            gateway_idempotency_window: Duration::from_secs(100),
+        };
+        let lock = LockPolicy {
+            lock_timeout: Duration::from_secs(90),
+        };
+        let mut key = record();
+        key.recovery_point = RecoveryPoint::RideCreated;
+        key.charge_attempted_at = Some(at(0));
+        key.locked_at = Some(at(150));
+        assert!(
+            !policy.can_be_resolved(&key, at(50), lock),
+            "inside the window"
+        );
+        assert!(
+            !policy.can_be_resolved(&key, at(200), lock),
+            "freshly locked"
+        );
+        assert!(
+            policy.can_be_resolved(&key, at(241), lock),
+            "the lock is stale"
+        );
+        key.locked_at = None;
+        assert!(policy.can_be_resolved(&key, at(200), lock));
     }
 }

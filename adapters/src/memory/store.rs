@@ -275,7 +275,7 @@ impl Store for MemoryStore {
         lock: LockPolicy,
     ) -> Result<Option<KeyRecord>, StoreError> {
         Ok(self.lock_if(key_id, now, |record| {
-            review.needs_review(record, now) && !lock.is_fresh(record.locked_at, now)
+            review.can_be_resolved(record, now, lock)
         }))
     }
 

@@ -465,7 +465,7 @@ impl Store for PostgresStore {
         lock: LockPolicy,
     ) -> Result<Option<KeyRecord>, StoreError> {
         self.lock_if(key_id, now, |record| {
-            review.needs_review(record, now) && !lock.is_fresh(record.locked_at, now)
+            review.can_be_resolved(record, now, lock)
         })
         .await
     }

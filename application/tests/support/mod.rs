@@ -103,12 +103,16 @@ impl Harness {
     }
 
     pub fn completer(&self) -> CompleteStalledKeys {
+        self.completer_with_batch(1000)
+    }
+
+    pub fn completer_with_batch(&self, batch_size: usize) -> CompleteStalledKeys {
         CompleteStalledKeys::new(
             self.store.clone(),
             self.create_ride.clone(),
             self.clock.clone() as Arc<dyn Clock>,
             completer_policy(),
-            1000,
+            batch_size,
         )
     }
 
