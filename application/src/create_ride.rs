@@ -190,14 +190,10 @@ impl CreateRide {
                     .await
             }
         };
-        match &result {
-            Ok(response) => info!(%key_id, status = response.status, "review resolved"),
-            Err(CreateRideError::Store(StoreError::LostLock(_))) => {}
-            Err(error) => {
-                warn!(%key_id, %error, "review not resolved; unlocking the key");
-                self.release(lease).await;
-            }
+        if let Ok(response) = &result {
+            info!(%key_id, status = response.status, "review resolved");
         }
+        self.release_after_error(lease, &result).await;
         result.map(|response| {
             Some(Answer {
                 response,
@@ -238,14 +234,20 @@ impl CreateRide {
     ) -> Result<Answer, CreateRideError> {
         let lease = Lease::of(&record);
         let result = self.phases(record, user, raise_error).await;
-        match &result {
+        self.release_after_error(lease, &result).await;
+        result
+    }
+
+    /// After an error, unlocks the key so a retry need not wait for the lock
+    /// timeout; not after losing the lock, which is then someone else's.
+    async fn release_after_error<T>(&self, lease: Lease, result: &Result<T, CreateRideError>) {
+        match result {
             Ok(_) | Err(CreateRideError::Store(StoreError::LostLock(_))) => {}
             Err(error) => {
                 warn!(key_id = %lease.key_id, %error, "request stopped; unlocking its key");
                 self.release(lease).await;
             }
         }
-        result
     }
 
     async fn release(&self, lease: Lease) {

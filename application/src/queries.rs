@@ -1,7 +1,8 @@
 //! Read-only use cases: a rider's own rides, keys waiting for review.
 
-use domain::{KeyRecord, ReviewPolicy, Ride, RideId, User};
 use std::sync::Arc;
+
+use domain::{KeyRecord, ReviewPolicy, Ride, RideId, User};
 
 use crate::ports::{Clock, Store, StoreError};
 

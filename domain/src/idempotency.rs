@@ -142,6 +142,17 @@ pub struct KeyRecord {
     pub response: Option<StoredResponse>,
 }
 
+impl KeyRecord {
+    /// When the charge whose outcome was never recorded was first attempted:
+    /// `Some` only for a key still at `ride_created` after an attempt. Such a
+    /// key is the only trace of a charge that may exist.
+    pub fn unrecorded_charge_attempt(&self) -> Option<SystemTime> {
+        (self.recovery_point == RecoveryPoint::RideCreated)
+            .then_some(self.charge_attempted_at)
+            .flatten()
+    }
+}
+
 fn age(now: SystemTime, then: SystemTime) -> Duration {
     now.duration_since(then).unwrap_or(Duration::ZERO)
 }
@@ -268,10 +279,9 @@ pub struct ReviewPolicy {
 
 impl ReviewPolicy {
     pub fn needs_review(&self, record: &KeyRecord, now: SystemTime) -> bool {
-        record.recovery_point == RecoveryPoint::RideCreated
-            && record
-                .charge_attempted_at
-                .is_some_and(|at| age(now, at) > self.gateway_idempotency_window)
+        record
+            .unrecorded_charge_attempt()
+            .is_some_and(|at| age(now, at) > self.gateway_idempotency_window)
     }
 
     /// A person may take the key to resolve it: it needs review, and no

@@ -463,7 +463,9 @@ impl Store for MemoryStore {
         let doomed: HashSet<KeyId> = state
             .keys
             .values()
-            .filter(|record| record.created_at < created_before && !charge_unresolved(record))
+            .filter(|record| {
+                record.created_at < created_before && record.unrecorded_charge_attempt().is_none()
+            })
             .map(|record| record.id)
             .take(limit)
             .collect();
@@ -515,12 +517,6 @@ impl Store for MemoryStore {
     }
 }
 
-/// A charge was attempted and its outcome never recorded: the reaper keeps
-/// the key until a person resolves it.
-fn charge_unresolved(record: &KeyRecord) -> bool {
-    record.recovery_point == RecoveryPoint::RideCreated && record.charge_attempted_at.is_some()
-}
-
 /// Keys at `ride_created` whose charge was first attempted before
 /// `attempted_before`, oldest attempt first.
 fn for_review(state: &State, attempted_before: SystemTime) -> impl Iterator<Item = &KeyRecord> {
@@ -528,10 +524,9 @@ fn for_review(state: &State, attempted_before: SystemTime) -> impl Iterator<Item
         .keys
         .values()
         .filter(|record| {
-            record.recovery_point == RecoveryPoint::RideCreated
-                && record
-                    .charge_attempted_at
-                    .is_some_and(|at| at < attempted_before)
+            record
+                .unrecorded_charge_attempt()
+                .is_some_and(|at| at < attempted_before)
         })
         .collect();
     keys.sort_by_key(|record| (record.charge_attempted_at, record.id));
