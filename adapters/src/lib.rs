@@ -3,6 +3,7 @@
 //! run.
 
 pub mod clock;
+pub mod connect;
 pub mod fake_stripe;
 pub mod http;
 pub mod memory;

@@ -31,7 +31,9 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-#[derive(Debug, Clone)]
+use crate::connect::{ConnectError, redact_url};
+
+#[derive(Clone)]
 pub struct NatsSettings {
     pub url: String,
     pub stream: String,
@@ -46,6 +48,20 @@ pub struct NatsSettings {
     pub ack_wait: Duration,
     /// Deliveries before a job goes to the dead-letter stream.
     pub max_deliver: u32,
+}
+
+/// The URL may carry credentials: `Debug` shows it redacted.
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &redact_url(&self.url))
+            .field("stream", &self.stream)
+            .field("consumer", &self.consumer)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NatsSettings {
@@ -125,14 +141,35 @@ fn queue_error(error: impl std::fmt::Display) -> QueueError {
 }
 
 impl NatsQueue {
-    /// Connects and creates the streams and the consumer if missing.
-    pub async fn connect(settings: NatsSettings) -> anyhow::Result<Self> {
+    /// Connects and creates the streams and the consumer if missing. A
+    /// server that is down or restarting is a transient failure (call again
+    /// later); a malformed URL or refused credentials are not. Once
+    /// connected, the client reconnects by itself after a server restart.
+    pub async fn connect(settings: NatsSettings) -> Result<Self, ConnectError> {
+        let url = redact_url(&settings.url);
         let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(&settings.url)
             .await
-            .with_context(|| format!("connecting to NATS at {}", settings.url))?;
+            .map_err(|error| {
+                use async_nats::ConnectErrorKind as Kind;
+                let permanent = matches!(
+                    error.kind(),
+                    Kind::ServerParse | Kind::Authentication | Kind::AuthorizationViolation | Kind::Tls
+                );
+                let error = anyhow::Error::new(error).context(format!("connecting to NATS at {url}"));
+                if permanent {
+                    ConnectError::Configuration(error)
+                } else {
+                    ConnectError::Transient(error)
+                }
+            })?;
+        Self::attach(client, settings)
+            .await
+            .map_err(ConnectError::Transient)
+    }
+
+    async fn attach(client: async_nats::Client, settings: NatsSettings) -> anyhow::Result<Self> {
         let jetstream = jetstream::new(client);
         let jobs = jetstream
             .get_or_create_stream(stream::Config {
@@ -167,7 +204,7 @@ impl NatsQueue {
             )
             .await
             .context("creating the workers' consumer")?;
-        info!(url = %settings.url, stream = %settings.stream, "job queue: NATS JetStream");
+        info!(url = %redact_url(&settings.url), stream = %settings.stream, "job queue: NATS JetStream");
         Ok(Self {
             jetstream,
             consumer,
@@ -203,6 +240,34 @@ impl NatsQueue {
             .map_err(queue_error)?;
         message.ack_with(AckKind::Term).await.map_err(queue_error)?;
         Ok(())
+    }
+
+    /// Puts up to `limit` dead jobs back in the job queue, oldest first, and
+    /// removes each from the dead-letter stream once the queue accepted it.
+    /// The message id is new (the job's own id is still in the duplicate
+    /// window, and the stream would drop it); the worker's receipt claim
+    /// keeps a ride to one receipt whatever happened before.
+    pub async fn requeue_dead_jobs(&self, limit: usize) -> anyhow::Result<Vec<DeadJob>> {
+        let dead = self.dead_jobs(limit).await?;
+        let stream = self
+            .jetstream
+            .get_stream(&self.settings.dead_letter_stream)
+            .await?;
+        for job in &dead {
+            let payload = serde_json::to_vec(&JobMessage::from(&job.job))?;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{}-requeued-{}", job.job.id, job.sequence).as_str(),
+            );
+            self.jetstream
+                .publish_with_headers(self.settings.subject.clone(), headers, payload.into())
+                .await?
+                .await?;
+            stream.delete_message(job.sequence).await?;
+            info!(job_id = job.job.id, sequence = job.sequence, "dead job requeued");
+        }
+        Ok(dead)
     }
 
     /// The jobs in the dead-letter stream, oldest first.

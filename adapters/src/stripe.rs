@@ -3,8 +3,9 @@
 //! `Stripe-Version`, and the downstream `Idempotency-Key` on every charge.
 //!
 //! Every answer is classified, never panicked on: charged (a charge id),
-//! declined (`card_error`, with Stripe's message), refused for good (any
-//! other 4xx), or unknown (timeout, connection error, 5xx, 429, 409 from a
+//! declined (`card_error`, with Stripe's message), refused for good (an
+//! invalid request, which proves no charge was made), or unknown (anything
+//! else: timeout, connection error, 5xx, 429, 401/403, 409 from a
 //! concurrent request with the same key, an unreadable body). Only unknown
 //! answers are retried here, with the same idempotency key, a bounded
 //! number of times with backoff: Stripe answers a repeat with the first
@@ -25,7 +26,7 @@ pub const STRIPE_VERSION: &str = "2024-06-20";
 
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StripeSettings {
     pub api_key: String,
     pub api_base: String,
@@ -38,7 +39,24 @@ pub struct StripeSettings {
     pub retry_backoff: Duration,
 }
 
+/// The secret key stays out of `Debug`, and so out of any log line.
+impl std::fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field("api_key", &"***")
+            .field("api_base", &self.api_base)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .finish()
+    }
+}
+
 impl StripeSettings {
+    /// First backoff between retries of an unknown answer.
+    pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
     pub fn new(api_key: impl Into<String>, api_base: impl Into<String>) -> Self {
         Self {
             api_key: api_key.into(),
@@ -46,7 +64,7 @@ impl StripeSettings {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
             max_retries: 2,
-            retry_backoff: Duration::from_millis(250),
+            retry_backoff: Self::DEFAULT_RETRY_BACKOFF,
         }
     }
 }
@@ -153,6 +171,14 @@ impl StripeGateway {
     }
 }
 
+/// Classifies one answer by what it proves about the money. Only two kinds
+/// of refusal prove that no charge exists: a declined card (`card_error`,
+/// 402) and an invalid request (400/404 `invalid_request_error`: no card, a
+/// bad amount, an unknown customer). Everything else says nothing about the
+/// charge, or comes after it may have been made, and stays unknown:
+/// 401/403 (a rotated or restricted key: an earlier attempt whose answer was
+/// lost may have charged), 409 (the same key in flight), `idempotency_error`,
+/// 429, 5xx, any other status, and a body we cannot read.
 fn classify(status: StatusCode, body: &[u8]) -> Attempt {
     if status.is_success() {
         return match serde_json::from_slice::<Created>(body) {
@@ -160,33 +186,29 @@ fn classify(status: StatusCode, body: &[u8]) -> Attempt {
             _ => Attempt::Unknown(format!("Stripe answered {status} with an unreadable body")),
         };
     }
-    // 429 (rate limited) and 409 (the same key in flight) say nothing about
-    // the charge; 5xx may come after the charge was made.
-    if status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::CONFLICT
-        || status.is_server_error()
-    {
-        return Attempt::Unknown(format!("Stripe answered {status}"));
-    }
-    let error = serde_json::from_slice::<ErrorBody>(body)
+    let Some(error) = serde_json::from_slice::<ErrorBody>(body)
         .ok()
-        .map(|b| b.error);
+        .map(|b| b.error)
+    else {
+        return Attempt::Unknown(format!("Stripe answered {status} with an unreadable body"));
+    };
     let message = error
-        .as_ref()
-        .and_then(|e| e.message.clone())
+        .message
+        .clone()
         .unwrap_or_else(|| format!("Stripe answered {status}"));
-    let is_card_error = error.as_ref().and_then(|e| e.kind.as_deref()) == Some("card_error");
-    if is_card_error || status == StatusCode::PAYMENT_REQUIRED {
-        return Attempt::Done(Err(Definitive::Declined(message)));
+    let detail = match &error.code {
+        Some(code) => format!("{status} {message} ({code})"),
+        None => format!("{status} {message}"),
+    };
+    match (status, error.kind.as_deref()) {
+        (_, Some("card_error")) | (StatusCode::PAYMENT_REQUIRED, _) => {
+            Attempt::Done(Err(Definitive::Declined(message)))
+        }
+        (StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND, Some("invalid_request_error")) => {
+            Attempt::Done(Err(Definitive::Refused(detail)))
+        }
+        _ => Attempt::Unknown(format!("Stripe answered {detail}")),
     }
-    if status.is_client_error() {
-        let code = error
-            .and_then(|e| e.code)
-            .map(|c| format!(" ({c})"))
-            .unwrap_or_default();
-        return Attempt::Done(Err(Definitive::Refused(format!("{message}{code}"))));
-    }
-    Attempt::Unknown(format!("Stripe answered an unexpected {status}"))
 }
 
 #[async_trait]

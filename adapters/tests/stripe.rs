@@ -178,6 +178,50 @@ async fn another_4xx_is_refused_for_good_without_retrying() {
     assert!(message.contains("no active card"), "{message}");
 }
 
+/// Answers that say nothing about whether the charge exists: each is
+/// retried with the same key (1 + 2 calls) and ends unknown, never refused.
+#[tokio::test]
+async fn answers_that_prove_nothing_about_the_charge_are_unknown_and_retried() {
+    let cases: [(u16, &str); 7] = [
+        (401, r#"{"error":{"type":"invalid_request_error","message":"Invalid API Key provided: sk_test_***123"}}"#),
+        (403, r#"{"error":{"type":"invalid_request_error","message":"The provided key does not have access"}}"#),
+        (409, r#"{"error":{"type":"idempotency_error","code":"idempotency_key_in_use","message":"another request is in flight"}}"#),
+        (400, r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#),
+        (400, "<html>bad gateway proxy</html>"),
+        (429, r#"{"error":{"type":"rate_limit_error","message":"Too many requests"}}"#),
+        (418, r#"{"error":{"type":"api_error","message":"teapot"}}"#),
+    ];
+    for (status, body) in cases {
+        let server = MockServer::start().await;
+        Mock::given(path("/v1/charges"))
+            .respond_with(ResponseTemplate::new(status).set_body_string(body))
+            .expect(3)
+            .mount(&server)
+            .await;
+        let outcome = gateway(&server).charge(&charge()).await;
+        assert!(
+            matches!(outcome, ChargeOutcome::Unknown { .. }),
+            "{status} {body}: {outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_customer_is_refused_for_good() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/charges"))
+        .respond_with(ResponseTemplate::new(404).set_body_string(
+            r#"{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such customer: 'cus_abc'"}}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert!(matches!(
+        gateway(&server).charge(&charge()).await,
+        ChargeOutcome::Refused { .. }
+    ));
+}
+
 #[tokio::test]
 async fn an_unreachable_stripe_is_unknown() {
     // A port nobody listens on.

@@ -6,6 +6,7 @@
 //! key; both go through `drive`, so a key resumes the same way whoever picks
 //! it up. No store transaction is open while the gateway is called.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use domain::{
     RIDE_PRICE, RecoveryPoint, RequestFingerprint, ReviewPolicy, Ride, RideParams, StoredResponse,
     User,
 };
+use futures_util::FutureExt as _;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::ports::{Clock, Finish, KeyPhase, KeyRequest, Lease, PaymentGateway, Store, StoreError};
@@ -61,6 +63,10 @@ pub enum CreateRideError {
     NeedsReview,
     #[error("simulated failure in the charge phase (raise_error)")]
     Simulated,
+    /// A phase panicked (a bug); caught so the key is unlocked like after
+    /// any other internal error.
+    #[error("a phase panicked: {0}")]
+    Panicked(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -233,7 +239,15 @@ impl CreateRide {
         raise_error: bool,
     ) -> Result<Answer, CreateRideError> {
         let lease = Lease::of(&record);
-        let result = self.phases(record, user, raise_error).await;
+        // A panic inside a phase must not leave the key locked until the
+        // lock timeout: it becomes an error, and the key is released.
+        let result = match AssertUnwindSafe(self.phases(record, user, raise_error))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => Err(CreateRideError::Panicked(panic_message(panic.as_ref()))),
+        };
         self.release_after_error(lease, &result).await;
         result
     }
@@ -370,7 +384,7 @@ impl CreateRide {
             }
             ChargeOutcome::Refused { message } => {
                 warn!(key_id = %record.id, %message, "charge refused for good");
-                let response = StoredResponse::charge_refused(&message);
+                let response = StoredResponse::charge_refused();
                 self.finish_refused(lease, response, now)
                     .await
                     .map(Charged::Finished)
@@ -453,11 +467,21 @@ fn count_outcome(runner: &'static str, result: &Result<Answer, CreateRideError>)
         Err(CreateRideError::GatewayUnknown { .. }) => "gateway_unknown",
         Err(CreateRideError::NeedsReview) => "needs_review",
         Err(CreateRideError::Simulated) => "simulated_error",
+        Err(CreateRideError::Panicked(_)) => "panicked",
         Err(CreateRideError::Store(StoreError::LostLock(_))) => "lost_lock",
         Err(CreateRideError::Store(_)) => "internal_error",
     };
     metrics::counter!("rocket_rides_ride_requests_total", "runner" => runner, "outcome" => outcome)
         .increment(1);
+}
+
+/// The text a panic was raised with, if it was a string.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 enum Charged {

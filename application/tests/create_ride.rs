@@ -80,7 +80,8 @@ async fn a_charge_refused_for_good_finishes_with_502() {
     let request = h.request(&h.cardless_user, &key(1));
     let answer = h.create_ride.run(request).await.expect("answered");
     assert_eq!(answer.response.status, 502);
-    assert!(answer.response.body.contains("no active card"));
+    assert!(answer.response.body.contains("no charge was made"));
+    assert!(!answer.response.body.contains("no active card"));
     assert_eq!(h.store.keys()[0].recovery_point, RecoveryPoint::Finished);
     assert_eq!(h.staged_job_count().await, 0);
 }

@@ -19,6 +19,10 @@ async fn main() -> std::process::ExitCode {
     init_tracing(cli.log_format, cli.command.prints_a_report());
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if error.is::<wiring::StoppedWhileWaiting>() => {
+            info!("{error}");
+            std::process::ExitCode::SUCCESS
+        }
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("rocket-rides: {error:#}");
@@ -95,11 +99,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => processes::worker(&settings, shutdown).await,
         Command::Reaper => processes::reaper(&settings, shutdown).await,
         Command::Simulator(args) => simulator::run(&settings, &args, shutdown).await,
-        Command::Up => processes::up(&settings).await,
-        Command::Review(args) => processes::review(&settings, &args).await,
-        Command::Resolve(args) => processes::resolve(&settings, &args).await,
-        Command::Migrate => processes::migrate(&settings).await,
+        Command::Up => processes::up(&settings, shutdown).await,
+        Command::Review(args) => processes::review(&settings, &args, shutdown).await,
+        Command::Resolve(args) => processes::resolve(&settings, &args, shutdown).await,
+        Command::Migrate => processes::migrate(&settings, shutdown).await,
         Command::FakeStripe(args) => processes::fake_stripe(&args, shutdown).await,
-        Command::DeadJobs(args) => processes::dead_jobs(&settings, &args).await,
+        Command::DeadJobs(args) => processes::dead_jobs(&settings, &args, shutdown).await,
     }
 }

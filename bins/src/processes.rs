@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::settings::{
-    FakeStripeArgs, FaultArg, FaultTimingArg, ResolveArgs, ReviewArgs, Settings, SimulatorArgs,
+    DeadJobsArgs, FakeStripeArgs, FaultArg, FaultTimingArg, ResolveArgs, ReviewArgs, Settings,
+    SimulatorArgs,
 };
 use crate::simulator;
-use crate::wiring::System;
+use crate::wiring::{Needs, StoppedWhileWaiting, System};
 
 /// A process that only makes sense beside a shared store refuses to run on
 /// the in-memory one, rather than silently working on data nobody sees.
@@ -195,7 +196,7 @@ pub async fn start(
     simulator: &SimulatorArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let system = std::sync::Arc::new(System::build(settings).await?);
+    let system = std::sync::Arc::new(System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?);
     seed_if_embedded(&system).await?;
     let listener = bind(settings).await?;
     let mut tasks = JoinSet::new();
@@ -228,41 +229,57 @@ pub async fn start(
     result
 }
 
+/// The API serves at once, while it waits for Postgres: `/healthz` answers,
+/// `/readyz` and ride requests answer 503 until the store does.
 pub async fn api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let system = System::build(settings).await?;
-    seed_if_embedded(&system).await?;
+    let system = System::build(settings, Needs::API, &shutdown).await?;
     let listener = bind(settings).await?;
-    serve_api(&system, listener, shutdown).await
+    let ready = async {
+        let ready = async {
+            system.wait_for_store(&shutdown).await?;
+            seed_if_embedded(&system).await
+        }
+        .await;
+        match ready {
+            Err(error) if !error.is::<StoppedWhileWaiting>() => {
+                shutdown.cancel();
+                Err(error)
+            }
+            _ => Ok(()),
+        }
+    };
+    let (served, ready) = tokio::join!(serve_api(&system, listener, shutdown.clone()), ready);
+    ready.and(served)
 }
 
 pub async fn completer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let system = System::build(settings).await?;
+    let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "completer")?;
     completer_loop(&system, shutdown).await
 }
 
 pub async fn enqueuer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let system = System::build(settings).await?;
+    let system = System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?;
     require_shared_store(&system, "enqueuer")?;
     require_shared_queue(&system, "enqueuer")?;
     enqueuer_loop(&system, shutdown).await
 }
 
 pub async fn worker(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let system = System::build(settings).await?;
+    let system = System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?;
     require_shared_store(&system, "worker")?;
     require_shared_queue(&system, "worker")?;
     worker_loop(&system, shutdown).await
 }
 
 pub async fn reaper(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let system = System::build(settings).await?;
+    let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "reaper")?;
     reaper_loop(&system, shutdown).await
 }
 
-pub async fn up(settings: &Settings) -> anyhow::Result<()> {
-    let system = System::build(settings).await?;
+pub async fn up(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "up")?;
     let mut generate = new_api_key;
     let seeded = system
@@ -280,11 +297,12 @@ pub async fn up(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+pub async fn migrate(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Some(url) = &settings.database_url else {
         bail!("`migrate` needs DATABASE_URL: the in-memory store has no schema to apply");
     };
-    let pool = adapters::postgres::connect(url, &crate::wiring::pool_settings(settings)).await?;
+    let pool = adapters::postgres::connect(url.expose(), &crate::wiring::pool_settings(settings))?;
+    crate::wiring::wait_for("Postgres", &shutdown, || adapters::postgres::probe(&pool)).await?;
     adapters::postgres::migrate(&pool).await?;
     info!("schema.sql applied");
     println!("schema.sql applied");
@@ -332,25 +350,37 @@ pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> 
     Ok(())
 }
 
-pub async fn dead_jobs(settings: &Settings, args: &ReviewArgs) -> anyhow::Result<()> {
-    let system = System::build(settings).await?;
+pub async fn dead_jobs(
+    settings: &Settings,
+    args: &DeadJobsArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let system = System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?;
     let Some(nats) = &system.nats else {
         bail!("`dead-jobs` needs NATS_URL: the in-memory queue keeps no dead letters");
     };
-    let dead = nats.dead_jobs(args.limit).await?;
+    let dead = match args.requeue {
+        true => nats.requeue_dead_jobs(args.limit).await?,
+        false => nats.dead_jobs(args.limit).await?,
+    };
     if dead.is_empty() {
         println!("no dead jobs");
     }
+    let verb = if args.requeue { "requeued " } else { "" };
     for job in dead {
         println!(
-            "sequence={} job_id={} ride_id={} user_id={} reason={}",
+            "{verb}sequence={} job_id={} ride_id={} user_id={} reason={}",
             job.sequence, job.job.id, job.job.job.ride_id, job.job.job.user_id, job.reason
         );
     }
     Ok(())
 }
 
-pub async fn resolve(settings: &Settings, args: &ResolveArgs) -> anyhow::Result<()> {
+pub async fn resolve(
+    settings: &Settings,
+    args: &ResolveArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let resolution = match &args.charge_id {
         Some(charge_id) => {
             let charge_id = charge_id.trim();
@@ -363,7 +393,7 @@ pub async fn resolve(settings: &Settings, args: &ResolveArgs) -> anyhow::Result<
         }
         None => ReviewResolution::NotCharged,
     };
-    let system = System::build(settings).await?;
+    let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "resolve")?;
     let key_id = KeyId(args.key_id);
     let Some(answer) = system
@@ -382,8 +412,12 @@ pub async fn resolve(settings: &Settings, args: &ResolveArgs) -> anyhow::Result<
     Ok(())
 }
 
-pub async fn review(settings: &Settings, args: &ReviewArgs) -> anyhow::Result<()> {
-    let system = System::build(settings).await?;
+pub async fn review(
+    settings: &Settings,
+    args: &ReviewArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "review")?;
     let keys = system.review().run(args.limit).await?;
     if keys.is_empty() {

@@ -10,6 +10,27 @@ fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|error| format!("{error} (write durations like 90s, 5m, 72h)"))
 }
 
+fn secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret(text.to_owned()))
+}
+
+/// A setting that holds a credential (a key, a URL with a password): its
+/// `Debug` never shows it, so neither can a log line that prints settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 fn rate(text: &str) -> Result<f64, String> {
     let value: f64 = text
         .parse()
@@ -74,8 +95,9 @@ pub enum Command {
     Migrate,
     /// A local stand-in for Stripe's API, with fault injection.
     FakeStripe(FakeStripeArgs),
-    /// Lists jobs in the dead-letter stream (NATS only).
-    DeadJobs(ReviewArgs),
+    /// Lists jobs in the dead-letter stream (NATS only), or puts them back
+    /// in the job queue with --requeue.
+    DeadJobs(DeadJobsArgs),
 }
 
 impl Command {
@@ -111,8 +133,8 @@ impl From<AuthModeArg> for AuthMode {
 pub struct Settings {
     /// Stripe secret key; set, charges go to Stripe over HTTP at STRIPE_API_BASE,
     /// unset, to an in-process fake.
-    #[arg(long, env = "STRIPE_API_KEY", global = true, hide_env_values = true)]
-    pub stripe_api_key: Option<String>,
+    #[arg(long, env = "STRIPE_API_KEY", global = true, hide_env_values = true, value_parser = secret)]
+    pub stripe_api_key: Option<Secret>,
     /// Where Stripe's API is (point it at `rocket-rides fake-stripe`).
     #[arg(
         long,
@@ -131,8 +153,8 @@ pub struct Settings {
     #[arg(long, env = "STRIPE_MAX_RETRIES", default_value_t = 2, global = true)]
     pub stripe_max_retries: u32,
     /// NATS with JetStream for the job queue; unset, an in-memory queue inside this process.
-    #[arg(long, env = "NATS_URL", global = true)]
-    pub nats_url: Option<String>,
+    #[arg(long, env = "NATS_URL", global = true, hide_env_values = true, value_parser = secret)]
+    pub nats_url: Option<Secret>,
     /// How long JetStream remembers a job id to drop a repeated publish;
     /// longer than ENQUEUER_CLAIM_TIMEOUT plus a batch.
     #[arg(long, env = "NATS_DUPLICATE_WINDOW", value_parser = duration, default_value = "2h", global = true)]
@@ -144,8 +166,8 @@ pub struct Settings {
     #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = 8, global = true)]
     pub nats_max_deliver: u32,
     /// Postgres to keep everything in; unset, an in-memory store inside this process.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<Secret>,
     /// Most Postgres connections this process opens.
     #[arg(
         long,
@@ -187,10 +209,14 @@ pub struct Settings {
     /// The reaper deletes keys older than this.
     #[arg(long, env = "REAPER_MAX_AGE", value_parser = duration, default_value = "72h", global = true)]
     pub reaper_max_age: Duration,
-    /// How long the payment processor remembers an idempotency key; a charge
-    /// first attempted longer ago goes to review instead of being retried.
+    /// How long the payment processor remembers an idempotency key (Stripe: 24h).
     #[arg(long, env = "GATEWAY_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h", global = true)]
     pub gateway_idempotency_window: Duration,
+    /// A charge first attempted longer ago goes to review instead of being
+    /// retried; shorter than GATEWAY_IDEMPOTENCY_WINDOW by at least one
+    /// gateway call with its retries.
+    #[arg(long, env = "REVIEW_AFTER", value_parser = duration, default_value = "23h", global = true)]
+    pub review_after: Duration,
     /// Pause between batches of the completer, enqueuer and reaper.
     #[arg(long, env = "POLL_INTERVAL", value_parser = duration, default_value = "5s", global = true)]
     pub poll_interval: Duration,
@@ -204,6 +230,21 @@ pub struct Settings {
     /// `Retry-After` on a 503 when the payment processor's answer was unknown.
     #[arg(long, env = "GATEWAY_RETRY_AFTER", value_parser = duration, default_value = "2s", global = true)]
     pub gateway_retry_after: Duration,
+    /// A client must send a request's headers within this.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", value_parser = duration, default_value = "10s", global = true)]
+    pub http_header_timeout: Duration,
+    /// … and its body within this.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", value_parser = duration, default_value = "10s", global = true)]
+    pub http_body_timeout: Duration,
+    /// Open connections the API accepts at most.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 1024, global = true)]
+    pub http_max_connections: usize,
+    /// Ride requests in progress at most; more are answered 503 + Retry-After.
+    #[arg(long, env = "HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 256, global = true)]
+    pub http_max_concurrent_requests: usize,
+    /// On SIGTERM, how long requests and batches in hand may take to finish.
+    #[arg(long, env = "SHUTDOWN_DEADLINE", value_parser = duration, default_value = "30s", global = true)]
+    pub shutdown_deadline: Duration,
     /// In-process fake gateway only: probability that a charge's answer is lost.
     #[arg(long, env = "FAKE_GATEWAY_UNKNOWN_RATE", value_parser = rate, default_value = "0", global = true)]
     pub fake_gateway_unknown_rate: f64,
@@ -315,8 +356,73 @@ pub struct ResolveArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct DeadJobsArgs {
+    /// Most jobs to list (or requeue).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Put the listed jobs back in the job queue and remove them from the
+    /// dead-letter stream (after fixing what made them fail). A ride whose
+    /// receipt went out meanwhile gets no second one.
+    #[arg(long)]
+    pub requeue: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ReviewArgs {
     /// Most keys to list.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+}
+
+impl Settings {
+    /// The longest one charge can take: every call to the gateway with its
+    /// retries and their backoff (or the in-process fake's latency).
+    pub fn gateway_worst_case(&self) -> Duration {
+        if self.stripe_api_key.is_none() {
+            return self.fake_gateway_latency;
+        }
+        let calls = self.stripe_max_retries.saturating_add(1);
+        let backoff = adapters::stripe::StripeSettings::DEFAULT_RETRY_BACKOFF
+            .saturating_mul(2u32.saturating_pow(self.stripe_max_retries).saturating_sub(1));
+        self.stripe_timeout.saturating_mul(calls).saturating_add(backoff)
+    }
+
+    /// Refuses settings that contradict each other, naming both, before any
+    /// process starts: with them the promise itself would not hold.
+    pub fn check(&self) -> Result<(), String> {
+        let call = self.gateway_worst_case();
+        if call >= self.lock_timeout {
+            return Err(format!(
+                "a charge can take {} (STRIPE_TIMEOUT {} x {} calls with STRIPE_MAX_RETRIES {}, plus backoff; or FAKE_GATEWAY_LATENCY), which is not shorter than LOCK_TIMEOUT {}: another request could take the key over while the charge is in flight. Raise LOCK_TIMEOUT or lower STRIPE_TIMEOUT / STRIPE_MAX_RETRIES",
+                human(call),
+                human(self.stripe_timeout),
+                self.stripe_max_retries.saturating_add(1),
+                self.stripe_max_retries,
+                human(self.lock_timeout),
+            ));
+        }
+        if self.review_after.saturating_add(call) >= self.gateway_idempotency_window {
+            return Err(format!(
+                "REVIEW_AFTER {} plus one charge with its retries ({}) is not shorter than GATEWAY_IDEMPOTENCY_WINDOW {}: a retried charge could reach the gateway after it forgot the key, and charge twice. Lower REVIEW_AFTER",
+                human(self.review_after),
+                human(call),
+                human(self.gateway_idempotency_window),
+            ));
+        }
+        if self.lock_timeout >= self.review_after {
+            return Err(format!(
+                "LOCK_TIMEOUT {} is not shorter than REVIEW_AFTER {}: a stalled key would go to review before anyone could retry it",
+                human(self.lock_timeout),
+                human(self.review_after),
+            ));
+        }
+        if self.batch_size == 0 || self.http_max_concurrent_requests == 0 || self.http_max_connections == 0 {
+            return Err("BATCH_SIZE, HTTP_MAX_CONNECTIONS and HTTP_MAX_CONCURRENT_REQUESTS must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+fn human(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
 }

@@ -1,9 +1,11 @@
 //! The only place that picks adapters: from settings to ports to use cases.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use adapters::clock::SystemClock;
-use adapters::http::ApiState;
+use adapters::connect::{ConnectError, redact_url};
+use adapters::http::{ApiState, ServerLimits};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
 use adapters::nats::{NatsQueue, NatsSettings};
 use adapters::postgres::{self, PoolSettings, PostgresStore};
@@ -15,8 +17,10 @@ use application::{
     ReapKeys, SeedDemoUsers, WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
+use anyhow::bail;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::settings::Settings;
 
@@ -53,84 +57,201 @@ pub struct System {
     pub queue_in_process: bool,
     /// The NATS queue, when `NATS_URL` chose it (for `dead-jobs`).
     pub nats: Option<Arc<NatsQueue>>,
+    /// The Postgres store, when `DATABASE_URL` chose it (to wait for it).
+    postgres: Option<Arc<PostgresStore>>,
+}
+
+fn gateway(settings: &Settings) -> anyhow::Result<Arc<dyn PaymentGateway>> {
+    Ok(match &settings.stripe_api_key {
+        Some(api_key) => {
+            info!(api_base = %settings.stripe_api_base, "payment gateway: Stripe over HTTP");
+            Arc::new(StripeGateway::new(StripeSettings {
+                connect_timeout: settings.stripe_connect_timeout,
+                timeout: settings.stripe_timeout,
+                max_retries: settings.stripe_max_retries,
+                ..StripeSettings::new(api_key.expose(), settings.stripe_api_base.clone())
+            })?)
+        }
+        None => {
+            info!(
+                unknown_rate = settings.fake_gateway_unknown_rate,
+                latency = ?settings.fake_gateway_latency,
+                "payment gateway: in-process fake"
+            );
+            Arc::new(FakeGateway::with_faults(FakeGatewayFaults {
+                unknown_rate: settings.fake_gateway_unknown_rate,
+                latency: settings.fake_gateway_latency,
+            }))
+        }
+    })
+}
+
+/// What a process needs beyond the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// The job queue (enqueuer, worker, `start`, `dead-jobs`). Other
+    /// processes never connect to NATS, so a NATS outage cannot stop them.
+    pub queue: bool,
+    /// Wait until Postgres answers before returning. The API does not: it
+    /// serves `/healthz` (and `/readyz` as not ready) while it waits.
+    pub store_reachable: bool,
+}
+
+impl Needs {
+    pub const STORE: Self = Self {
+        queue: false,
+        store_reachable: true,
+    };
+    pub const STORE_AND_QUEUE: Self = Self {
+        queue: true,
+        store_reachable: true,
+    };
+    pub const API: Self = Self {
+        queue: false,
+        store_reachable: false,
+    };
+}
+
+/// SIGINT or SIGTERM came while a process was still waiting for a
+/// dependency: it stops cleanly, having done nothing.
+#[derive(Debug)]
+pub struct StoppedWhileWaiting(pub String);
+
+impl std::fmt::Display for StoppedWhileWaiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped while waiting for {}", self.0)
+    }
+}
+
+impl std::error::Error for StoppedWhileWaiting {}
+
+/// Calls `attempt` until it succeeds, waiting out transient failures with
+/// backoff (200 ms doubling to 5 s, with jitter so a fleet restarted
+/// together does not knock in step). Logs once when it starts waiting and
+/// once when the dependency answers. A configuration error stops at once.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ConnectError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut waiting_since = None;
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                if let Some(since) = waiting_since {
+                    info!(waited = ?std::time::Instant::now().duration_since(since), "{what} answers; going on");
+                }
+                return Ok(value);
+            }
+            Err(ConnectError::Configuration(error)) => {
+                bail!("{what}: {error:#} (a configuration error: no wait can fix it)")
+            }
+            Err(ConnectError::Transient(error)) => {
+                if waiting_since.is_none() {
+                    warn!(error = %format!("{error:#}"), "waiting for {what}");
+                    waiting_since = Some(std::time::Instant::now());
+                }
+                let pause = delay.mul_f64(0.5 + fastrand::f64());
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        return Err(StoppedWhileWaiting(what.to_owned()).into());
+                    }
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                delay = delay.saturating_mul(2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 impl System {
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        // The deployment id names the NATS queue: the database's own, or a
-        // fresh one for an in-memory store, which is new with every process.
-        let (store, embedded, deployment): (Arc<dyn Store>, bool, String) =
+    pub async fn build(
+        settings: &Settings,
+        needs: Needs,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        settings.check().map_err(anyhow::Error::msg)?;
+        let (store, postgres, embedded): (Arc<dyn Store>, Option<Arc<PostgresStore>>, bool) =
             match &settings.database_url {
                 Some(url) => {
-                    let pool = postgres::connect(url, &pool_settings(settings)).await?;
+                    let pool = postgres::connect(url.expose(), &pool_settings(settings))?;
                     info!(
+                        url = %redact_url(url.expose()),
                         max_connections = settings.database_max_connections,
                         "store: Postgres"
                     );
-                    let store = PostgresStore::new(pool);
-                    let deployment = match settings.nats_url {
-                        Some(_) => store.deployment_id().await?,
-                        None => String::new(),
-                    };
-                    (Arc::new(store), false, deployment)
+                    let store = Arc::new(PostgresStore::new(pool));
+                    (store.clone(), Some(store), false)
                 }
                 None => {
                     info!("store: in-memory (embedded default; nothing persists across restarts)");
-                    let deployment = uuid::Uuid::new_v4().simple().to_string();
-                    (Arc::new(MemoryStore::new()), true, deployment)
+                    (Arc::new(MemoryStore::new()), None, true)
                 }
             };
-        let gateway: Arc<dyn PaymentGateway> = match &settings.stripe_api_key {
-            Some(api_key) => {
-                info!(api_base = %settings.stripe_api_base, "payment gateway: Stripe over HTTP");
-                Arc::new(StripeGateway::new(StripeSettings {
-                    connect_timeout: settings.stripe_connect_timeout,
-                    timeout: settings.stripe_timeout,
-                    max_retries: settings.stripe_max_retries,
-                    ..StripeSettings::new(api_key.clone(), settings.stripe_api_base.clone())
-                })?)
-            }
-            None => {
-                info!(
-                    unknown_rate = settings.fake_gateway_unknown_rate,
-                    latency = ?settings.fake_gateway_latency,
-                    "payment gateway: in-process fake"
-                );
-                Arc::new(FakeGateway::with_faults(FakeGatewayFaults {
-                    unknown_rate: settings.fake_gateway_unknown_rate,
-                    latency: settings.fake_gateway_latency,
-                }))
-            }
-        };
-        let (queue, nats): (Arc<dyn JobQueue>, Option<Arc<NatsQueue>>) = match &settings.nats_url {
-            Some(url) => {
-                let nats = Arc::new(
-                    NatsQueue::connect(NatsSettings {
-                        duplicate_window: settings.nats_duplicate_window,
-                        ack_wait: settings.nats_ack_wait,
-                        max_deliver: settings.nats_max_deliver,
-                        ..NatsSettings::new(url.clone(), &deployment)
-                    })
-                    .await?,
-                );
-                (nats.clone(), Some(nats))
-            }
-            None => {
-                info!("job queue: in-memory");
-                (Arc::new(MemoryQueue::default()), None)
-            }
-        };
-        Ok(Self {
+        let mut system = Self {
             settings: settings.clone(),
             store,
-            gateway,
-            queue,
+            postgres,
+            gateway: gateway(settings)?,
+            queue: Arc::new(MemoryQueue::default()),
             receipts: Arc::new(LogReceiptSender),
             clock: Arc::new(SystemClock),
             embedded,
-            queue_in_process: nats.is_none(),
-            nats,
-        })
+            queue_in_process: true,
+            nats: None,
+        };
+        if needs.store_reachable {
+            system.wait_for_store(shutdown).await?;
+        }
+        match (&settings.nats_url, needs.queue) {
+            (Some(url), true) => {
+                let nats = Arc::new(system.connect_nats(url.expose(), shutdown).await?);
+                system.queue = nats.clone();
+                system.nats = Some(nats);
+                system.queue_in_process = false;
+            }
+            _ => info!("job queue: in-memory"),
+        }
+        Ok(system)
+    }
+
+    /// Waits until Postgres answers (at once on the in-memory store).
+    pub async fn wait_for_store(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        match &self.postgres {
+            Some(store) => wait_for("Postgres", shutdown, || store.probe()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The NATS queue of this store's deployment: the database's id (once
+    /// `migrate` has stored it), or a fresh one for an in-memory store,
+    /// which is new with every process.
+    async fn connect_nats(
+        &self,
+        url: &str,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<NatsQueue> {
+        let deployment = match &self.postgres {
+            Some(store) => {
+                wait_for("the deployment id (`migrate`)", shutdown, || {
+                    store.deployment_id()
+                })
+                .await?
+            }
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let settings = NatsSettings {
+            duplicate_window: self.settings.nats_duplicate_window,
+            ack_wait: self.settings.nats_ack_wait,
+            max_deliver: self.settings.nats_max_deliver,
+            ..NatsSettings::new(url, &deployment)
+        };
+        wait_for("NATS", shutdown, || NatsQueue::connect(settings.clone())).await
     }
 
     fn lock_policy(&self) -> LockPolicy {
@@ -141,7 +262,7 @@ impl System {
 
     fn review_policy(&self) -> ReviewPolicy {
         ReviewPolicy {
-            gateway_idempotency_window: self.settings.gateway_idempotency_window,
+            review_after: self.settings.review_after,
         }
     }
 
@@ -180,6 +301,13 @@ impl System {
             self.settings.gateway_retry_after,
         );
         state.metrics = metrics_renderer();
+        state.limits = ServerLimits {
+            header_read_timeout: self.settings.http_header_timeout,
+            body_read_timeout: self.settings.http_body_timeout,
+            max_connections: self.settings.http_max_connections,
+            max_concurrent_requests: self.settings.http_max_concurrent_requests,
+            shutdown_deadline: self.settings.shutdown_deadline,
+        };
         state
     }
 

@@ -34,10 +34,13 @@ pub enum ChargeOutcome {
     Charged { charge_id: String },
     /// The card was declined (`card_error`), with the processor's message.
     Declined { message: String },
-    /// Refused for good for another reason (another 4xx): retrying won't help.
+    /// Refused for good for another reason, in a way that proves no charge
+    /// was made (an invalid request: no card, a bad amount): retrying won't
+    /// help. The message is the processor's, for the log only.
     Refused { message: String },
-    /// No definitive answer (timeout, connection error, 5xx, 429): the charge
-    /// may or may not exist, so the request must be retried, never finished.
+    /// No definitive answer (timeout, connection error, 5xx, 429, 401/403,
+    /// 409 for a key in use, anything unexpected): the charge may or may not
+    /// exist, so the request must be retried, never finished.
     Unknown { reason: String },
 }
 

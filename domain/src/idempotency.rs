@@ -153,6 +153,27 @@ impl KeyRecord {
     }
 }
 
+impl KeyRecord {
+    /// May the reaper delete this key (once it is old enough)? A finished
+    /// key, yes: its answer was given. An unfinished one only if no request
+    /// holds or held its lock (a lock, even a stale one, means someone is or
+    /// was working it: the completer finishes it) and no charge can exist
+    /// for it: it never reached a charge attempt. A key whose charge may
+    /// exist (`charge_created`, or attempted at `ride_created`) stays, or a
+    /// retry with it would start over with a new downstream key and charge
+    /// again.
+    pub fn may_be_reaped(&self) -> bool {
+        match self.recovery_point {
+            RecoveryPoint::Finished => true,
+            RecoveryPoint::Started => self.locked_at.is_none(),
+            RecoveryPoint::RideCreated => {
+                self.locked_at.is_none() && self.charge_attempted_at.is_none()
+            }
+            RecoveryPoint::ChargeCreated => false,
+        }
+    }
+}
+
 fn age(now: SystemTime, then: SystemTime) -> Duration {
     now.duration_since(then).unwrap_or(Duration::ZERO)
 }
@@ -272,16 +293,19 @@ fn back(now: SystemTime, by: Duration) -> SystemTime {
 /// Stripe remembers a downstream idempotency key for a limited time. A charge
 /// first attempted longer ago than that may exist without Stripe recognising
 /// the key again, so charging again could charge twice: a person decides.
+/// `review_after` is shorter than the gateway's window by at least one
+/// gateway call with its retries (checked where settings are read), so the
+/// last charge the completer sends still reaches Stripe inside the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReviewPolicy {
-    pub gateway_idempotency_window: Duration,
+    pub review_after: Duration,
 }
 
 impl ReviewPolicy {
     pub fn needs_review(&self, record: &KeyRecord, now: SystemTime) -> bool {
         record
             .unrecorded_charge_attempt()
-            .is_some_and(|at| age(now, at) > self.gateway_idempotency_window)
+            .is_some_and(|at| age(now, at) > self.review_after)
     }
 
     /// A person may take the key to resolve it: it needs review, and no
@@ -293,7 +317,7 @@ impl ReviewPolicy {
     /// A key at `ride_created` whose charge was first attempted before this
     /// instant needs review.
     pub fn attempted_before(&self, now: SystemTime) -> SystemTime {
-        back(now, self.gateway_idempotency_window)
+        back(now, self.review_after)
     }
 }
 
@@ -446,7 +470,7 @@ mod tests {
                 lock_timeout: Duration::from_secs(90),
             },
             review: ReviewPolicy {
-                gateway_idempotency_window: Duration::from_secs(3600),
+                review_after: Duration::from_secs(3600),
             },
         }
     }
@@ -505,7 +529,7 @@ mod tests {
     #[test]
     fn review_is_needed_only_past_the_gateway_window_at_ride_created() {
         let policy = ReviewPolicy {
-            gateway_idempotency_window: Duration::from_secs(24 * 3600),
+            review_after: Duration::from_secs(24 * 3600),
         };
         let mut key = record();
         key.recovery_point = RecoveryPoint::RideCreated;
@@ -520,7 +544,7 @@ mod tests {
     #[test]
     fn a_person_takes_a_key_awaiting_review_unless_a_request_holds_it() {
         let policy = ReviewPolicy {
-            gateway_idempotency_window: Duration::from_secs(100),
+            review_after: Duration::from_secs(100),
         };
         let lock = LockPolicy {
             lock_timeout: Duration::from_secs(90),

@@ -35,13 +35,15 @@ impl StoredResponse {
         .into_stored()
     }
 
-    /// Stripe refused the charge for good for another reason.
-    pub fn charge_refused(processor_message: &str) -> Self {
+    /// Stripe refused the charge for good for another reason, in a way that
+    /// proves no charge was made. Our own words only: Stripe's text names
+    /// customer and charge ids, which is logged, never shown to the client.
+    pub fn charge_refused() -> Self {
         Problem::new(
             502,
             "charge-refused",
             "Payment processor refused the charge",
-            format!("The payment processor refused the charge: {processor_message}"),
+            "The payment processor refused the charge for good (for example, the account has no usable card); no charge was made. Update the payment method, then send a new request with a new Idempotency-Key.".to_owned(),
         )
         .into_stored()
     }

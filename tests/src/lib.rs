@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::clock::SystemClock;
-use adapters::http::ApiState;
+use adapters::http::{ApiState, ServerLimits};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryStore};
 use application::ports::{PaymentGateway, Store};
 use application::{AuthMode, CreateRideSettings, SeedDemoUsers, SeededUser};
 use domain::{LockPolicy, ReviewPolicy};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 pub const GOOD_USER: &str = "user@example.com";
 pub const DECLINED_USER: &str = "user-bad-source@example.com";
@@ -31,7 +31,7 @@ pub fn ride_settings() -> CreateRideSettings {
             lock_timeout: Duration::from_secs(90),
         },
         review: ReviewPolicy {
-            gateway_idempotency_window: Duration::from_secs(24 * 3600),
+            review_after: Duration::from_secs(24 * 3600),
         },
     }
 }
@@ -47,10 +47,15 @@ pub enum Backend {
     Postgres,
 }
 
+/// Puts something between the API and the fake gateway (a gate, a panic).
+pub type WrapGateway = Box<dyn FnOnce(Arc<FakeGateway>) -> Arc<dyn PaymentGateway> + Send>;
+
 pub struct AppOptions {
     pub backend: Backend,
     pub auth_mode: AuthMode,
     pub faults: FakeGatewayFaults,
+    pub wrap_gateway: Option<WrapGateway>,
+    pub limits: ServerLimits,
 }
 
 impl AppOptions {
@@ -59,7 +64,59 @@ impl AppOptions {
             backend,
             auth_mode: AuthMode::Email,
             faults: FakeGatewayFaults::default(),
+            wrap_gateway: None,
+            limits: ServerLimits::DEFAULT,
         }
+    }
+}
+
+/// A gateway that holds every charge until the test lets it through: a
+/// test that needs a request in flight waits for `entered`, and never
+/// races a sleep.
+pub struct GatedGateway {
+    inner: Arc<FakeGateway>,
+    gate: Arc<Semaphore>,
+    entered: Arc<Semaphore>,
+}
+
+impl GatedGateway {
+    pub fn new(inner: Arc<FakeGateway>) -> Self {
+        Self {
+            inner,
+            gate: Arc::new(Semaphore::new(0)),
+            entered: Arc::new(Semaphore::new(0)),
+        }
+    }
+
+    /// Returns when `n` more charges have reached the gateway.
+    pub async fn entered(&self, n: u32) {
+        tokio::time::timeout(Duration::from_secs(30), self.entered.acquire_many(n))
+            .await
+            .expect("a charge reached the gateway within 30 s")
+            .expect("open")
+            .forget();
+    }
+
+    /// Lets `n` charges through.
+    pub fn release(&self, n: usize) {
+        self.gate.add_permits(n);
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for GatedGateway {
+    async fn create_customer(
+        &self,
+        email: &str,
+        source: &str,
+    ) -> Result<String, application::ports::GatewayError> {
+        self.inner.create_customer(email, source).await
+    }
+
+    async fn charge(&self, request: &domain::ChargeRequest) -> domain::ChargeOutcome {
+        self.entered.add_permits(1);
+        self.gate.acquire().await.expect("open").forget();
+        self.inner.charge(request).await
     }
 }
 
@@ -112,7 +169,9 @@ pub struct TestApp {
     pub inspect: Arc<dyn Inspect>,
     pub gateway: Arc<FakeGateway>,
     pub users: Vec<SeededUser>,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    /// The server task: ends after `shutdown`.
+    pub served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// A fresh key: 36 characters, unique per call.
@@ -141,6 +200,10 @@ pub async fn spawn_app_on(
     options: AppOptions,
 ) -> TestApp {
     let gateway = Arc::new(FakeGateway::with_faults(options.faults));
+    let api_gateway: Arc<dyn PaymentGateway> = match options.wrap_gateway {
+        Some(wrap) => wrap(gateway.clone()),
+        None => gateway.clone(),
+    };
     let mut n = 0;
     let mut generate = move || {
         n += 1;
@@ -151,20 +214,21 @@ pub async fn spawn_app_on(
         .run(issue.then_some(&mut generate as &mut (dyn FnMut() -> String + Send)))
         .await
         .expect("seeding the demo users");
-    let state = ApiState::new(
+    let mut state = ApiState::new(
         store.clone(),
-        gateway.clone() as Arc<dyn PaymentGateway>,
+        api_gateway,
         Arc::new(SystemClock),
         options.auth_mode,
         ride_settings(),
         Duration::from_secs(2),
     );
+    state.limits = options.limits;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let address: SocketAddr = listener.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(adapters::http::serve(listener, state, async move {
+    let served = tokio::spawn(adapters::http::serve(listener, state, async move {
         let _ = stopped.await;
     }));
     TestApp {
@@ -177,11 +241,23 @@ pub async fn spawn_app_on(
         inspect,
         gateway,
         users,
-        _stop: stop,
+        stop: Some(stop),
+        served: Some(served),
     }
 }
 
 impl TestApp {
+    /// Starts the server's shutdown (as SIGTERM does in the binary).
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
     /// `POST /rides` with a form body, as the seed's curl sends it.
     pub async fn post_ride(
         &self,

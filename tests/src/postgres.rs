@@ -86,9 +86,7 @@ pub async fn fresh_store() -> Arc<PostgresStore> {
 
 pub async fn fresh_store_with(settings: PoolSettings) -> Arc<PostgresStore> {
     let url = fresh_database_url().await;
-    let pool = postgres::connect(&url, &settings)
-        .await
-        .expect("connecting");
+    let pool = postgres::connect(&url, &settings).expect("a valid URL");
     postgres::migrate(&pool).await.expect("migrating");
     Arc::new(PostgresStore::new(pool))
 }

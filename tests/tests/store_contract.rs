@@ -21,7 +21,7 @@ const COMPLETER: CompleterPolicy = CompleterPolicy {
     min_idle: Duration::from_secs(60),
     lock: LOCK,
     review: ReviewPolicy {
-        gateway_idempotency_window: Duration::from_secs(24 * 3600),
+        review_after: Duration::from_secs(24 * 3600),
     },
 };
 
@@ -370,6 +370,10 @@ async fn the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded(store: Ar
         .create_ride(Lease::of(&never_charged), at(0))
         .await
         .expect("ride");
+    store
+        .unlock(Lease::of(&never_charged))
+        .await
+        .expect("unlocked");
     book(store.as_ref(), &request(&rider, &key(3), 1.0), at(0)).await;
     assert_eq!(
         store.reap_keys(at(1_000_000), 10).await.expect("reap"),
@@ -386,10 +390,60 @@ async fn the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded(store: Ar
     assert_eq!(left, vec![unresolved.id], "kept for a person, still listed");
 }
 
+/// However old, the reaper leaves a key whose charge exists unrecorded as
+/// finished (`charge_created`) and a key a request holds or held (locked):
+/// deleting either would let a retry start over and charge again.
+async fn the_reaper_never_deletes_a_charged_or_locked_key(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let charged = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    let lease = Lease::of(&charged);
+    store.create_ride(lease, at(0)).await.expect("ride");
+    store.note_charge_attempt(lease, at(0)).await.expect("noted");
+    store
+        .record_charge(lease, "ch_charged", at(0))
+        .await
+        .expect("recorded");
+    store.unlock(lease).await.expect("unlocked");
+    let held_at_start = locked(store.as_ref(), &request(&rider, &key(2), 1.0), at(1)).await;
+    let held_with_ride = locked(store.as_ref(), &request(&rider, &key(3), 1.0), at(2)).await;
+    store
+        .create_ride(Lease::of(&held_with_ride), at(2))
+        .await
+        .expect("ride");
+    assert_eq!(
+        store.reap_keys(at(1_000_000), 10).await.expect("reap"),
+        0,
+        "nothing here may go"
+    );
+    // A retry with the charged key resumes it: same key, no new charge.
+    let retried = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(1_000_000)).await;
+    assert_eq!(retried.id, charged.id);
+    assert_eq!(retried.recovery_point, RecoveryPoint::ChargeCreated);
+    assert!(held_at_start.locked_at.is_some());
+}
+
+/// Oldest first, as both stores must: a batch of one takes the oldest key.
+async fn the_reaper_takes_the_oldest_keys_first(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let mut booked = Vec::new();
+    for (n, created) in [(1, 30), (2, 10), (3, 20)] {
+        booked.push(book(store.as_ref(), &request(&rider, &key(n), 1.0), at(created)).await);
+    }
+    for expected_gone in [&booked[1], &booked[2], &booked[0]] {
+        assert_eq!(store.reap_keys(at(100), 1).await.expect("reap"), 1);
+        let ride = store
+            .find_ride(expected_gone.ride_id.expect("ride"))
+            .await
+            .expect("found")
+            .expect("the ride stays");
+        assert_eq!(ride.idempotency_key_id, None, "key {} reaped in turn", expected_gone.id);
+    }
+}
+
 async fn only_keys_awaiting_review_are_locked_for_a_person(store: Arc<dyn Store>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let review = COMPLETER.review;
-    let window = review.gateway_idempotency_window;
+    let window = review.review_after;
     let awaiting = charge_attempted(store.as_ref(), &request(&rider, &key(1), 1.0), at(10)).await;
     let recent = charge_attempted(store.as_ref(), &request(&rider, &key(2), 1.0), at(500)).await;
     let finished = book(store.as_ref(), &request(&rider, &key(3), 1.0), at(0)).await;
@@ -633,7 +687,7 @@ async fn keys_for_review_are_reported_once_and_left_out_of_the_completers_batche
         .await
         .expect("unlocked");
 
-    let window = COMPLETER.review.gateway_idempotency_window;
+    let window = COMPLETER.review.review_after;
     let now = at(25) + window;
     let completable = store
         .find_completable(now, COMPLETER, 100)
@@ -721,6 +775,8 @@ macro_rules! contract {
             case!(keys_whose_charge_was_attempted_long_ago_are_listed_for_review);
             case!(keys_for_review_are_reported_once_and_left_out_of_the_completers_batches);
             case!(the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded);
+            case!(the_reaper_never_deletes_a_charged_or_locked_key);
+            case!(the_reaper_takes_the_oldest_keys_first);
             case!(only_keys_awaiting_review_are_locked_for_a_person);
             case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
         }

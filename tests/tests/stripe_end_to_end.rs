@@ -197,7 +197,7 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
             .expect("query");
     // Every key whose charge was attempted and whose outcome stayed unknown.
     let every_attempt = ReviewPolicy {
-        gateway_idempotency_window: Duration::ZERO,
+        review_after: Duration::ZERO,
     };
     let review = ListKeysForReview::new(store.clone(), Arc::new(SystemClock), every_attempt)
         .run(1000)

@@ -3,10 +3,14 @@
 //! names the field.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use domain::{RideParams, RideParamsError, RideParamsField};
+use http_body_util::BodyExt as _;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -45,11 +49,15 @@ fn format(headers: &HeaderMap) -> Result<Format, ApiError> {
     }
 }
 
-pub async fn read_ride_body(headers: &HeaderMap, body: Body) -> Result<RideFields, ApiError> {
+pub async fn read_ride_body(
+    headers: &HeaderMap,
+    body: Body,
+    read_timeout: Duration,
+) -> Result<RideFields, ApiError> {
     let format = format(headers)?;
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    let bytes = tokio::time::timeout(read_timeout, read_capped(body))
         .await
-        .map_err(|_| ApiError::BodyTooLarge)?;
+        .map_err(|_| ApiError::BodyTimeout)??;
     let fields = match format {
         Format::Form => form_fields(&bytes)?,
         Format::Json => json_fields(&bytes)?,
@@ -76,6 +84,30 @@ pub async fn read_ride_body(headers: &HeaderMap, body: Body) -> Result<RideField
     })
 }
 
+/// Reads at most `MAX_BODY_BYTES`. A larger body is read on (and dropped)
+/// up to `DRAIN_BYTES`, so a client still sending it reads our 413 rather
+/// than a connection reset in the middle of its upload.
+async fn read_capped(mut body: Body) -> Result<Vec<u8>, ApiError> {
+    const DRAIN_BYTES: usize = 1024 * 1024;
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::BodyUnreadable)?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= MAX_BODY_BYTES {
+                bytes.extend_from_slice(&data);
+            } else if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiError::BodyTooLarge);
+    }
+    Ok(bytes)
+}
+
 fn form_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(bytes).map_err(|error| {
         ApiError::MalformedBody(format!("the form body could not be read: {error}"))
@@ -86,15 +118,13 @@ fn form_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 /// value would be, booleans for `raise_error`. A null, array or object where
 /// a coordinate belongs is "not a number" for that field.
 fn json_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
-        ApiError::MalformedBody(format!("the JSON body could not be read: {error}"))
+    let Members(members) = serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::MalformedBody(match error.classify() {
+            serde_json::error::Category::Data => "the JSON body must be an object".to_owned(),
+            _ => format!("the JSON body could not be read: {error}"),
+        })
     })?;
-    let Value::Object(object) = value else {
-        return Err(ApiError::MalformedBody(
-            "the JSON body must be an object".to_owned(),
-        ));
-    };
-    object
+    members
         .into_iter()
         .map(|(name, value)| {
             let text = match value {
@@ -116,4 +146,29 @@ fn json_fields(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
             Ok((name, text))
         })
         .collect()
+}
+
+/// A JSON object's members in order, repeats kept: `serde_json::Value`
+/// would keep only the last of a repeated member, and a repeated field must
+/// be a 422 in JSON as it is in a form.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Members;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
 }

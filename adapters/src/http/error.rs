@@ -24,6 +24,14 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the body is larger than {} bytes", super::MAX_BODY_BYTES)]
     BodyTooLarge,
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    #[error("the body could not be read")]
+    BodyUnreadable,
+    #[error("the server is busy")]
+    Overloaded,
+    #[error("a handler panicked")]
+    Panicked,
     #[error("{0}")]
     MalformedBody(String),
     #[error("{0}")]
@@ -63,6 +71,9 @@ impl From<AuthError> for ApiError {
 
 pub const DEFAULT_GATEWAY_RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// How long a client should wait after the store was unavailable.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
 const RETRY_SAME_KEY: &str = "Retry the request with the same Idempotency-Key.";
 
 impl ApiError {
@@ -96,6 +107,27 @@ impl ApiError {
                 p(413, "body-too-large", "Body too large", self.to_string()),
                 None,
             ),
+            BodyTimeout => (
+                p(408, "body-timeout", "Request timeout", self.to_string()),
+                None,
+            ),
+            BodyUnreadable => (
+                p(400, "body-unreadable", "Body unreadable", self.to_string()),
+                None,
+            ),
+            Overloaded => (
+                p(
+                    503,
+                    "overloaded",
+                    "Too many requests in progress",
+                    format!("The server is at its limit of requests in progress. {RETRY_SAME_KEY}"),
+                ),
+                Some(Duration::from_secs(1)),
+            ),
+            Panicked => {
+                error!("a handler panicked");
+                Self::internal_problem()
+            }
             MalformedBody(_) | Params(_) | UnknownField(_) | RepeatedField(_) | BadRaiseError => (
                 p(
                     422,
@@ -175,6 +207,10 @@ impl ApiError {
                 ),
                 None,
             ),
+            CreateRideError::Panicked(message) => {
+                error!(%message, "a phase panicked; its key was released");
+                Self::internal_problem()
+            }
             CreateRideError::Store(error) => Self::internal(error),
         }
     }
@@ -205,8 +241,27 @@ impl ApiError {
         }
     }
 
+    /// A store that cannot answer right now (Postgres restarting, the pool
+    /// exhausted) is worth a retry with the same key: 503 + `Retry-After`.
+    /// Anything else inside is a 500.
     fn internal(error: &StoreError) -> (Problem, Option<Duration>) {
+        if let StoreError::Unavailable(cause) = error {
+            tracing::warn!(error = %format!("{cause:#}"), "store unavailable");
+            return (
+                Problem::new(
+                    503,
+                    "store-unavailable",
+                    "Temporarily unavailable",
+                    format!("The service cannot reach its database right now. {RETRY_SAME_KEY}"),
+                ),
+                Some(STORE_RETRY_AFTER),
+            );
+        }
         error!(%error, "internal error");
+        Self::internal_problem()
+    }
+
+    fn internal_problem() -> (Problem, Option<Duration>) {
         (
             Problem::new(
                 500,

@@ -7,7 +7,8 @@
 mod body;
 mod error;
 
-use std::future::Future;
+mod server;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,18 +19,21 @@ use application::{
 };
 use axum::Router;
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use domain::response::ride_json;
 use domain::{IdempotencyKey, IdempotencyKeyError, RideId, User};
-use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tracing::{Instrument, Level};
 
 pub use body::MAX_BODY_BYTES;
 pub use error::{ApiError, DEFAULT_GATEWAY_RETRY_AFTER};
+pub use server::{ServerLimits, serve};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -46,6 +50,8 @@ pub struct ApiState {
     /// Renders the process's metrics for `GET /metrics` (Prometheus text);
     /// `None` leaves the route out.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Timeouts and caps of the server; the router reads the request caps.
+    pub limits: ServerLimits,
 }
 
 impl ApiState {
@@ -65,14 +71,29 @@ impl ApiState {
             store,
             gateway_retry_after,
             metrics: None,
+            limits: ServerLimits::DEFAULT,
         }
     }
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    // The ride routes run at most `max_concurrent_requests` at once; past
+    // that a request is shed at once with 503 + Retry-After rather than
+    // queued behind a pool it would only exhaust. Probes and metrics stay
+    // outside the cap, so an overloaded API still answers its orchestrator.
+    let rides = Router::new()
         .route("/rides", post(create_ride))
         .route("/rides/{id}", get(show_ride))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::Overloaded
+                }))
+                .load_shed()
+                .concurrency_limit(state.limits.max_concurrent_requests),
+        );
+    Router::new()
+        .merge(rides)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -85,21 +106,12 @@ pub fn router(state: ApiState) -> Router {
                 .on_failure(DefaultOnFailure::new().level(Level::WARN))
                 .on_request(()),
         )
+        // A handler that panics answers problem+json 500, not a dropped
+        // connection. (`create_ride` catches its own, to release the key.)
+        .layer(CatchPanicLayer::custom(|_panic| {
+            ApiError::Panicked.into_response()
+        }))
         .with_state(state)
-}
-
-/// Serves the API until `shutdown` resolves, then finishes the requests in hand.
-pub async fn serve(
-    listener: TcpListener,
-    state: ApiState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<User, ApiError> {
@@ -135,17 +147,24 @@ async fn create_ride(
     let (parts, body) = request.into_parts();
     let user = authenticate(&state, &parts.headers).await?;
     let key = idempotency_key(&parts.headers)?;
-    let fields = body::read_ride_body(&parts.headers, body).await?;
-    let answer = state
-        .create_ride
-        .run(RideRequest {
-            user,
-            key,
-            params: fields.params,
-            request_ip,
-            raise_error: fields.raise_error,
-        })
+    let fields =
+        body::read_ride_body(&parts.headers, body, state.limits.body_read_timeout).await?;
+    let request = RideRequest {
+        user,
+        key,
+        params: fields.params,
+        request_ip,
+        raise_error: fields.raise_error,
+    };
+    // The request's work runs in its own task: if the client goes away, this
+    // handler is dropped with its connection, but the task goes on to a
+    // recovery point and releases (or finishes) the key, so a retry gets
+    // the outcome rather than a lock that waits for the lock timeout.
+    let create_ride = state.create_ride.clone();
+    let work = tokio::spawn(async move { create_ride.run(request).await }.in_current_span());
+    let answer = work
         .await
+        .map_err(|_| ApiError::Panicked)?
         .map_err(|error| ApiError::from_create_ride(error, state.gateway_retry_after))?;
     Ok(stored_response(answer))
 }

@@ -149,8 +149,10 @@ impl PaymentGateway for FakeGateway {
         }
         let outcome = match state.answers.get(&request.idempotency_key) {
             Some((first, outcome)) if first == request => outcome.clone(),
-            Some(_) => ChargeOutcome::Refused {
-                message: "Keys for idempotent requests can only be used with the same parameters they were first used with.".to_owned(),
+            // Stripe's `idempotency_error`: says nothing about the first
+            // request's charge, so it is no proof that none was made.
+            Some(_) => ChargeOutcome::Unknown {
+                reason: "Keys for idempotent requests can only be used with the same parameters they were first used with.".to_owned(),
             },
             None => {
                 let outcome = Self::decide(&mut state, request);

@@ -460,15 +460,14 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<usize, StoreError> {
         let mut state = self.state();
-        let doomed: HashSet<KeyId> = state
+        // Oldest first, as Postgres takes them.
+        let mut old: Vec<&KeyRecord> = state
             .keys
             .values()
-            .filter(|record| {
-                record.created_at < created_before && record.unrecorded_charge_attempt().is_none()
-            })
-            .map(|record| record.id)
-            .take(limit)
+            .filter(|record| record.created_at < created_before && record.may_be_reaped())
             .collect();
+        old.sort_by_key(|record| (record.created_at, record.id));
+        let doomed: HashSet<KeyId> = old.iter().take(limit).map(|record| record.id).collect();
         for id in &doomed {
             if let Some(record) = state.keys.remove(id) {
                 state.key_index.remove(&(record.user_id, record.key));

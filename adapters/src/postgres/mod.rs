@@ -21,6 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
 use time::OffsetDateTime;
 
+use crate::connect::ConnectError;
 use rows::{JobRow, KeyRow, RideRow, UserRow};
 
 /// The schema, applied by `migrate`.
@@ -48,19 +49,43 @@ impl Default for PoolSettings {
     }
 }
 
-pub async fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPool> {
+/// A pool that connects on first use: creating it never waits for the
+/// server, and a connection lost later (Postgres restarted) is replaced on
+/// the next acquire. Only a malformed URL fails here; `probe` tells whether
+/// the server answers.
+pub fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .context("DATABASE_URL is not a valid Postgres URL")?
         .options([(
             "statement_timeout",
             format!("{}ms", settings.statement_timeout.as_millis()),
         )]);
-    PgPoolOptions::new()
+    Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
-        .connect_with(options)
-        .await
-        .context("connecting to Postgres")
+        .connect_lazy_with(options))
+}
+
+/// Is Postgres there? A transient failure (down, restarting, too many
+/// connections) is worth waiting for; wrong credentials or a missing
+/// database are not.
+pub async fn probe(pool: &PgPool) -> Result<(), ConnectError> {
+    match sqlx::query("SELECT 1").execute(pool).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let permanent = matches!(
+                &error,
+                sqlx::Error::Database(db)
+                    if matches!(db.code().as_deref(), Some("28P01" | "28000" | "3D000"))
+            ) || matches!(&error, sqlx::Error::Configuration(_));
+            let error = anyhow::Error::new(error).context("connecting to Postgres");
+            Err(if permanent {
+                ConnectError::Configuration(error)
+            } else {
+                ConnectError::Transient(error)
+            })
+        }
+    }
 }
 
 /// Applies `schema.sql`. Idempotent; concurrent runs queue on an advisory lock.
@@ -133,13 +158,15 @@ pub mod queries {
               AND charge_attempted_at < $5) \
          ORDER BY created_at, id LIMIT $4";
 
-    /// $1 created before, $2 limit. Keys a request holds right now
-    /// (row-locked) are skipped, not waited for; so are keys whose charge
-    /// was attempted and never recorded, until a person resolves them.
+    /// $1 created before, $2 limit, oldest first. Only keys
+    /// `KeyRecord::may_be_reaped` allows: finished, or unfinished with no
+    /// lock on them and no charge that may exist. A row a phase has locked
+    /// this instant is skipped, not waited for.
     pub const REAP_KEYS: &str = "DELETE FROM idempotency_keys WHERE id = ANY(ARRAY(SELECT id FROM idempotency_keys \
          WHERE created_at < $1 \
-         AND NOT (recovery_point = 'ride_created' AND charge_attempted_at IS NOT NULL) \
-         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+         AND (recovery_point = 'finished' OR (locked_at IS NULL AND (recovery_point = 'started' \
+              OR (recovery_point = 'ride_created' AND charge_attempted_at IS NULL)))) \
+         ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
     /// $1 limit.
     pub const STAGED_JOBS: &str = "SELECT id, job_name, (job_args->>'amount')::bigint AS amount, \
@@ -214,13 +241,29 @@ impl PostgresStore {
 
     /// This database's identity (made by `migrate`), which names the job
     /// queue's streams so that databases sharing a NATS server stay apart.
-    pub async fn deployment_id(&self) -> anyhow::Result<String> {
+    /// Does Postgres answer? See [`probe`].
+    pub async fn probe(&self) -> Result<(), ConnectError> {
+        probe(&self.pool).await
+    }
+
+    /// The id `migrate` stored. Until `migrate` has run (the table or its
+    /// row is missing) the failure is transient: a deployment starts its
+    /// processes and its one-shot `migrate` together.
+    pub async fn deployment_id(&self) -> Result<String, ConnectError> {
         let row: Option<(String,)> = sqlx::query_as("SELECT id FROM deployment")
             .fetch_optional(&self.pool)
             .await
-            .context("reading the deployment id: has `rocket-rides migrate` run?")?;
-        row.map(|(id,)| id)
-            .ok_or_else(|| anyhow::anyhow!("no deployment id: run `rocket-rides migrate`"))
+            .map_err(|error| {
+                ConnectError::Transient(
+                    anyhow::Error::new(error)
+                        .context("reading the deployment id: has `rocket-rides migrate` run?"),
+                )
+            })?;
+        row.map(|(id,)| id).ok_or_else(|| {
+            ConnectError::Transient(anyhow::anyhow!(
+                "no deployment id yet: waiting for `rocket-rides migrate`"
+            ))
+        })
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {

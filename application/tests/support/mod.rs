@@ -23,7 +23,7 @@ pub fn settings() -> CreateRideSettings {
             lock_timeout: LOCK_TIMEOUT,
         },
         review: ReviewPolicy {
-            gateway_idempotency_window: REVIEW_WINDOW,
+            review_after: REVIEW_WINDOW,
         },
     }
 }

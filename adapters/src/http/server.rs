@@ -1,0 +1,118 @@
+//! The HTTP server around the router: hyper's HTTP/1 connections with a
+//! header read timeout, a cap on open connections, and a shutdown that
+//! finishes requests in hand but never waits past a deadline.
+//!
+//! `axum::serve` sets none of these (its hyper builder has no timer, so no
+//! header timeout), and one stalled client could then hold a connection
+//! forever and keep SIGTERM from finishing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+use tracing::{debug, info, warn};
+
+use super::{ApiState, router};
+
+/// How long the server waits for a client, and how much it takes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// A client must send a request's headers within this (also closes an
+    /// idle keep-alive connection).
+    pub header_read_timeout: Duration,
+    /// … and its body within this.
+    pub body_read_timeout: Duration,
+    /// Open connections at most; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Ride requests in progress at most; more get 503 + `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// After shutdown starts, requests in hand get this long to finish;
+    /// then the remaining connections are closed.
+    pub shutdown_deadline: Duration,
+}
+
+impl ServerLimits {
+    pub const DEFAULT: Self = Self {
+        header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(10),
+        max_connections: 1024,
+        max_concurrent_requests: 256,
+        shutdown_deadline: Duration::from_secs(30),
+    };
+}
+
+/// Serves the API until `shutdown` resolves, then lets the requests in hand
+/// finish for at most `limits.shutdown_deadline`.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = state.limits;
+    let app = router(state);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause, don't spin.
+                    warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app
+            .clone()
+            .map_request(move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    info!(deadline = ?limits.shutdown_deadline, "API stopping: finishing requests in hand");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.shutdown_deadline) => {
+            warn!("shutdown deadline passed; closing the connections still open");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The API under the failures a real network and a real deployment bring:
+//! clients that vanish mid-request, a panicking phase, more requests than
+//! it takes on, clients that stall, a shutdown with work in hand, a store
+//! that does not answer. Gateways that must stall wait for the test to
+//! release them; nothing here waits on a sleep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters::http::{ApiState, ServerLimits};
+use adapters::memory::FakeGateway;
+use application::ports::{MockStore, PaymentGateway, StoreError};
+use application::AuthMode;
+use integration_tests::{
+    Answer, AppOptions, Backend, GOOD_USER, GatedGateway, SEED_BODY, new_key, on_every_backend,
+    ride_settings, spawn_app,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The app over a gateway the test holds, and the gate.
+async fn gated_app(
+    backend: Backend,
+    limits: ServerLimits,
+) -> (integration_tests::TestApp, Arc<GatedGateway>) {
+    let slot: Arc<std::sync::Mutex<Option<Arc<GatedGateway>>>> = Arc::default();
+    let keep = slot.clone();
+    let app = spawn_app(AppOptions {
+        wrap_gateway: Some(Box::new(move |inner: Arc<FakeGateway>| {
+            let gated = Arc::new(GatedGateway::new(inner));
+            *keep.lock().expect("slot") = Some(gated.clone());
+            gated as Arc<dyn PaymentGateway>
+        })),
+        limits,
+        ..AppOptions::on(backend)
+    })
+    .await;
+    let gate = slot.lock().expect("slot").clone().expect("wrapped");
+    (app, gate)
+}
+
+/// Retries one key until it gets something other than 409, for at most
+/// 30 s (far less than the 90 s lock timeout a stranded key would need).
+async fn retry_until_answered(app: &integration_tests::TestApp, key: &str) -> Answer {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = Answer::of(app.post_ride(Some(GOOD_USER), Some(key), SEED_BODY).await).await;
+        if answer.status != 409 || tokio::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_client_that_disconnects_mid_request_leaves_no_lock_behind(backend: Backend) {
+    let (app, gate) = gated_app(backend, ServerLimits::DEFAULT).await;
+    let key = new_key();
+    let client = {
+        let (base, key) = (app.base.clone(), key.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/rides"))
+                .header("Authorization", GOOD_USER)
+                .header("Idempotency-Key", key)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(SEED_BODY)
+                .send()
+                .await
+        })
+    };
+    gate.entered(1).await;
+    // The phone loses signal while its charge is in flight.
+    client.abort();
+    let _ = client.await;
+    gate.release(1);
+    let answer = retry_until_answered(&app, &key).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert_eq!(answer.header("idempotent-replayed"), Some("true"));
+    assert_eq!(app.gateway.charges().len(), 1, "charged once");
+}
+
+async fn a_panicking_phase_is_a_500_and_releases_the_key(backend: Backend) {
+    struct PanicsOnce {
+        inner: Arc<FakeGateway>,
+        panicked: std::sync::atomic::AtomicBool,
+    }
+    #[async_trait::async_trait]
+    impl PaymentGateway for PanicsOnce {
+        async fn create_customer(
+            &self,
+            email: &str,
+            source: &str,
+        ) -> Result<String, application::ports::GatewayError> {
+            self.inner.create_customer(email, source).await
+        }
+        async fn charge(&self, request: &domain::ChargeRequest) -> domain::ChargeOutcome {
+            if !self.panicked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                panic!("a bug in the charge phase");
+            }
+            self.inner.charge(request).await
+        }
+    }
+    let app = spawn_app(AppOptions {
+        wrap_gateway: Some(Box::new(|inner| {
+            Arc::new(PanicsOnce {
+                inner,
+                panicked: false.into(),
+            })
+        })),
+        ..AppOptions::on(backend)
+    })
+    .await;
+    let key = new_key();
+    let first = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
+    assert_eq!(first.status, 500, "{}", first.body);
+    assert!(first.detail().contains("same Idempotency-Key"), "{}", first.body);
+    // Released at once: the retry is not a 409.
+    let again = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(app.gateway.charges().len(), 1);
+}
+
+async fn a_full_server_sheds_ride_requests_with_503_and_retry_after(backend: Backend) {
+    let limits = ServerLimits {
+        max_concurrent_requests: 1,
+        ..ServerLimits::DEFAULT
+    };
+    let (app, gate) = gated_app(backend, limits).await;
+    let first = {
+        let (base, key) = (app.base.clone(), new_key());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/rides"))
+                .header("Authorization", GOOD_USER)
+                .header("Idempotency-Key", key)
+                .body(SEED_BODY)
+                .send()
+                .await
+                .expect("answered")
+                .status()
+        })
+    };
+    gate.entered(1).await;
+    let shed = Answer::of(
+        app.post_ride(Some(GOOD_USER), Some(&new_key()), SEED_BODY)
+            .await,
+    )
+    .await;
+    assert_eq!(shed.status, 503, "{}", shed.body);
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(app.inspect.key_count().await, 1, "the shed request stored nothing");
+    assert_eq!(app.get("/healthz").await.status(), 200, "probes stay outside the cap");
+    gate.release(1);
+    assert_eq!(first.await.expect("task"), 201);
+}
+
+async fn shutdown_ends_within_its_deadline_even_with_a_request_stuck(backend: Backend) {
+    let limits = ServerLimits {
+        shutdown_deadline: Duration::from_millis(500),
+        ..ServerLimits::DEFAULT
+    };
+    let (mut app, gate) = gated_app(backend, limits).await;
+    let stuck = {
+        let (base, key) = (app.base.clone(), new_key());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/rides"))
+                .header("Authorization", GOOD_USER)
+                .header("Idempotency-Key", key)
+                .body(SEED_BODY)
+                .send()
+                .await
+        })
+    };
+    gate.entered(1).await;
+    app.shutdown();
+    let served = app.served.take().expect("server task");
+    tokio::time::timeout(Duration::from_secs(20), served)
+        .await
+        .expect("the server stopped although a request never finished")
+        .expect("task")
+        .expect("served");
+    gate.release(1);
+    let _ = stuck.await;
+}
+
+async fn a_client_that_never_finishes_its_headers_is_disconnected(backend: Backend) {
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServerLimits::DEFAULT
+    };
+    let (app, _gate) = gated_app(backend, limits).await;
+    let mut stream = TcpStream::connect(app.address()).await.expect("connect");
+    stream
+        .write_all(b"POST /rides HTTP/1.1\r\nHost: rides\r\nAuthorization: user")
+        .await
+        .expect("partial headers");
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buffer))
+        .await
+        .expect("the server closed a connection whose headers never came");
+    assert!(read.is_err() || !buffer.starts_with(b"HTTP/1.1 2"), "{buffer:?}");
+}
+
+async fn a_body_that_stops_arriving_is_a_408_and_stores_nothing(backend: Backend) {
+    let limits = ServerLimits {
+        body_read_timeout: Duration::from_millis(300),
+        ..ServerLimits::DEFAULT
+    };
+    let (app, _gate) = gated_app(backend, limits).await;
+    let mut stream = TcpStream::connect(app.address()).await.expect("connect");
+    let head = format!(
+        "POST /rides HTTP/1.1\r\nHost: rides\r\nAuthorization: {GOOD_USER}\r\nIdempotency-Key: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\norigin_lat=0",
+        new_key()
+    );
+    stream.write_all(head.as_bytes()).await.expect("partial body");
+    let mut buffer = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buffer))
+        .await
+        .expect("answered within 20 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buffer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(app.inspect.key_count().await, 0);
+}
+
+on_every_backend!(
+    a_client_that_disconnects_mid_request_leaves_no_lock_behind,
+    a_panicking_phase_is_a_500_and_releases_the_key,
+    a_full_server_sheds_ride_requests_with_503_and_retry_after,
+    shutdown_ends_within_its_deadline_even_with_a_request_stuck,
+    a_client_that_never_finishes_its_headers_is_disconnected,
+    a_body_that_stops_arriving_is_a_408_and_stores_nothing,
+);
+
+/// The API over a store that cannot answer (Postgres down, the pool
+/// exhausted): every ride request is a 503 with `Retry-After`, never a 500.
+#[tokio::test]
+async fn an_unavailable_store_is_a_503_with_retry_after() {
+    let mut store = MockStore::new();
+    store
+        .expect_find_user_by_email()
+        .returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("pool timed out"))));
+    store
+        .expect_ping()
+        .returning(|| Err(StoreError::Unavailable(anyhow::anyhow!("connection refused"))));
+    let store: Arc<dyn application::ports::Store> = Arc::new(store);
+    let state = ApiState::new(
+        store,
+        Arc::new(FakeGateway::default()),
+        Arc::new(adapters::clock::SystemClock),
+        AuthMode::Email,
+        ride_settings(),
+        Duration::from_secs(2),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(adapters::http::serve(listener, state, std::future::pending()));
+    let answer = Answer::of(
+        reqwest::Client::new()
+            .post(format!("{base}/rides"))
+            .header("Authorization", GOOD_USER)
+            .header("Idempotency-Key", new_key())
+            .body(SEED_BODY)
+            .send()
+            .await
+            .expect("answered"),
+    )
+    .await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.header("retry-after"), Some("2"));
+    assert!(answer.detail().contains("same Idempotency-Key"));
+    let ready = reqwest::get(format!("{base}/readyz")).await.expect("answered");
+    assert_eq!(ready.status(), 503);
+}
