@@ -396,4 +396,14 @@ impl JobQueue for NatsQueue {
             .await
             .map_err(queue_error)
     }
+
+    async fn postpone(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        // Taken out of hand first: if the nak is lost with the server, the
+        // job comes back after `ack_wait` anyway.
+        let message = self.take(delivery.tag)?;
+        message
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(queue_error)
+    }
 }

@@ -62,7 +62,7 @@ impl StripeSettings {
             api_key: api_key.into(),
             api_base: api_base.into(),
             connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(20),
             max_retries: 2,
             retry_backoff: Self::DEFAULT_RETRY_BACKOFF,
         }

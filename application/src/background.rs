@@ -9,7 +9,9 @@ use domain::CompleterPolicy;
 use tracing::{error, info, warn};
 
 use crate::create_ride::CreateRide;
-use crate::ports::{Clock, JobQueue, QueueError, ReceiptClaim, ReceiptSender, Store, StoreError};
+use crate::ports::{
+    Clock, Delivery, JobQueue, QueueError, ReceiptClaim, ReceiptSender, Store, StoreError,
+};
 
 /// What one completer batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -222,12 +224,37 @@ impl WorkJobs {
         Duration::from_secs(1u64 << attempt.saturating_sub(1).min(8)).min(Duration::from_secs(300))
     }
 
-    /// Works the next job, waiting up to `max_wait` for one.
+    /// How long a job waits after the store failed under it.
+    pub const STORE_FAILURE_DELAY: Duration = Duration::from_secs(5);
+
+    /// Works the next job, waiting up to `max_wait` for one. When the store
+    /// or the queue fails under a job, the job is given back (postponed,
+    /// not counted against it: it is not the job that failed) and the error
+    /// returned, so the caller can wait for the store before taking more.
     #[tracing::instrument(name = "worker_job", skip_all)]
     pub async fn work_next(&self, max_wait: Duration) -> Result<Option<WorkOutcome>, WorkError> {
         let Some(delivery) = self.queue.receive(max_wait).await? else {
             return Ok(None);
         };
+        match self.work(&delivery).await {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(error) => {
+                warn!(job_id = delivery.job.id, %error, "could not work the job; giving it back");
+                if let Err(cause) = self
+                    .queue
+                    .postpone(&delivery, Self::STORE_FAILURE_DELAY)
+                    .await
+                {
+                    // It comes back after the queue's ack wait anyway.
+                    warn!(job_id = delivery.job.id, error = %cause, "could not give the job back");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn work(&self, delivery: &Delivery) -> Result<WorkOutcome, WorkError> {
+        let delivery = delivery.clone();
         let job_id = delivery.job.id;
         let receipt = &delivery.job.job;
         let claim = self
@@ -244,14 +271,14 @@ impl WorkJobs {
             ReceiptClaim::AlreadySent => {
                 self.queue.ack(&delivery).await?;
                 info!(job_id, ride_id = %receipt.ride_id, "receipt already sent; duplicate delivery acknowledged");
-                return Ok(Some(WorkOutcome::AlreadySent { job_id }));
+                return Ok(WorkOutcome::AlreadySent { job_id });
             }
             ReceiptClaim::InProgress => {
                 self.queue
                     .retry_later(&delivery, Self::CLAIM_STALE_AFTER)
                     .await?;
                 info!(job_id, ride_id = %receipt.ride_id, "another worker is sending this receipt; asking again later");
-                return Ok(Some(WorkOutcome::InProgressElsewhere { job_id }));
+                return Ok(WorkOutcome::InProgressElsewhere { job_id });
             }
         }
         if let Err(cause) = self.sender.send(job_id, receipt).await {
@@ -259,14 +286,14 @@ impl WorkJobs {
             error!(job_id, attempt = delivery.attempt, ?delay, error = %cause, "sending the receipt failed; retrying later");
             self.store.release_receipt(receipt.ride_id).await?;
             self.queue.retry_later(&delivery, delay).await?;
-            return Ok(Some(WorkOutcome::Retrying { job_id, delay }));
+            return Ok(WorkOutcome::Retrying { job_id, delay });
         }
         self.store
             .mark_receipt_sent(receipt.ride_id, self.clock.now())
             .await?;
         self.queue.ack(&delivery).await?;
         metrics::counter!("rocket_rides_receipts_sent_total").increment(1);
-        Ok(Some(WorkOutcome::Sent { job_id }))
+        Ok(WorkOutcome::Sent { job_id })
     }
 }
 

@@ -288,8 +288,13 @@ pub trait JobQueue: Send + Sync {
     /// The next job, waiting up to `max_wait`.
     async fn receive(&self, max_wait: Duration) -> Result<Option<Delivery>, QueueError>;
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
-    /// Gives the job back, to be delivered again after `delay`.
+    /// The job failed: gives it back, to be delivered again after `delay`,
+    /// or moves it to the dead letters after its last allowed delivery.
     async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;
+    /// The job could not be worked for a reason outside it (the store is
+    /// unavailable): gives it back for `delay`, never to the dead letters.
+    /// Either way the delivery is no longer in hand.
+    async fn postpone(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;
 }
 
 #[cfg_attr(any(test, feature = "mocks"), automock)]

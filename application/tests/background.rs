@@ -261,3 +261,80 @@ async fn seeding_twice_keeps_the_users_and_their_customers() {
         .expect("lookup");
     assert_eq!(found, Some(h.good_user.clone()));
 }
+
+/// Postgres restarting under a worker: the job goes back to the queue
+/// (postponed, never counted as the job failing, so an outage cannot push
+/// it into the dead letters) and the worker reports the store error.
+#[tokio::test]
+async fn a_store_failure_under_a_job_postpones_it_and_never_fails_the_job() {
+    use application::WorkError;
+    use application::ports::{Delivery, MockJobQueue, MockStore, StoreError};
+    use domain::{RideId, StagedJob, UserId};
+    let delivery = Delivery {
+        job: StagedJob {
+            id: 7,
+            job: ReceiptJob::for_ride(RideId(3), UserId(1)),
+        },
+        tag: 1,
+        attempt: 1,
+    };
+    let mut queue = MockJobQueue::new();
+    let handed = delivery.clone();
+    queue
+        .expect_receive()
+        .times(1)
+        .returning(move |_| Ok(Some(handed.clone())));
+    queue
+        .expect_postpone()
+        .withf(|d, _| d.tag == 1)
+        .times(1)
+        .returning(|_, _| Ok(()));
+    queue.expect_retry_later().never();
+    queue.expect_ack().never();
+    let mut store = MockStore::new();
+    store
+        .expect_claim_receipt()
+        .returning(|_, _, _, _| Err(StoreError::Unavailable(anyhow::anyhow!("connection reset"))));
+    let mut sender = MockReceiptSender::new();
+    sender.expect_send().never();
+    let worker = WorkJobs::new(
+        Arc::new(store),
+        Arc::new(queue),
+        Arc::new(sender),
+        Arc::new(adapters::clock::SystemClock),
+    );
+    let outcome = worker.work_next(Duration::from_millis(10)).await;
+    assert!(matches!(outcome, Err(WorkError::Store(_))), "{outcome:?}");
+}
+
+/// A job leaves the store only once the queue accepted it.
+#[tokio::test]
+async fn a_job_the_queue_refuses_stays_staged_until_it_is_accepted() {
+    use application::ports::{MockJobQueue, QueueError};
+    let h = Harness::new().await;
+    h.book(&key(1)).await.expect("booked");
+    let mut refusing = MockJobQueue::new();
+    refusing
+        .expect_publish()
+        .times(1)
+        .returning(|_| Err(QueueError(anyhow::anyhow!("no responders"))));
+    let enqueuer = |queue: Arc<dyn JobQueue>| {
+        DrainStagedJobs::new(
+            h.store.clone(),
+            queue,
+            h.clock.clone(),
+            1000,
+            Duration::from_secs(60),
+        )
+    };
+    assert!(enqueuer(Arc::new(refusing)).run_batch().await.is_err());
+    assert_eq!(h.staged_job_count().await, 1, "still staged");
+    // Its claim runs out, and the next enqueuer moves it.
+    h.advance(Duration::from_secs(61));
+    assert_eq!(
+        enqueuer(h.queue.clone()).run_batch().await.expect("drained"),
+        1
+    );
+    assert_eq!(h.staged_job_count().await, 0);
+    assert_eq!(h.queue.len(), 1);
+}

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use application::{AuthMode, ReviewResolution};
+use application::{AuthMode, ReviewResolution, WorkError};
 use domain::KeyId;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -45,15 +45,18 @@ fn require_shared_queue(system: &System, process: &str) -> anyhow::Result<()> {
 /// would create them in a store that dies with it.
 async fn seed_if_embedded(system: &System) -> anyhow::Result<()> {
     if !system.embedded {
-        if system
+        // Only a hint for a person: a database not migrated yet is no
+        // reason to stop (a deployment runs `migrate` beside the processes).
+        match system
             .store
             .find_user_by_email(application::DEMO_USERS[0].0)
-            .await?
-            .is_none()
+            .await
         {
-            warn!(
+            Ok(Some(_)) => {}
+            Ok(None) => warn!(
                 "no demo users in the database yet: run `rocket-rides up` (the simulator's requests get 401 until then)"
-            );
+            ),
+            Err(error) => warn!(%error, "could not look for the demo users (has `rocket-rides migrate` run?)"),
         }
         return Ok(());
     }
@@ -171,19 +174,35 @@ async fn reaper_loop(system: &System, shutdown: CancellationToken) -> anyhow::Re
     .await
 }
 
+/// Works jobs one after another. When the store fails under a job, the job
+/// is given back and the worker takes no other until the store answers
+/// again: an outage costs each job at most one delivery, so it cannot burn
+/// through `NATS_MAX_DELIVER` and end in the dead letters. When the queue
+/// fails, it pauses with backoff (the client reconnects by itself).
 async fn worker_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = system.worker();
     info!(process = "worker", "started");
+    let mut queue_backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
             next = worker.work_next(Duration::from_secs(1)) => next,
         };
-        if let Err(error) = next {
-            warn!(process = "worker", %error, "job failed; pausing");
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(system.settings.poll_interval) => {}
+        match next {
+            Ok(_) => queue_backoff = Duration::from_millis(100),
+            Err(WorkError::Store(error)) => {
+                warn!(process = "worker", %error, "store unavailable; waiting for it before taking more jobs");
+                if system.wait_for_store(&shutdown).await.is_err() {
+                    break;
+                }
+            }
+            Err(WorkError::Queue(error)) => {
+                warn!(process = "worker", %error, pause = ?queue_backoff, "job queue unavailable; pausing");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(queue_backoff) => {}
+                }
+                queue_backoff = queue_backoff.saturating_mul(2).min(Duration::from_secs(5));
             }
         }
     }

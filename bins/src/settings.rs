@@ -146,8 +146,8 @@ pub struct Settings {
     /// Connect timeout of each call to Stripe.
     #[arg(long, env = "STRIPE_CONNECT_TIMEOUT", value_parser = duration, default_value = "5s", global = true)]
     pub stripe_connect_timeout: Duration,
-    /// Total timeout of each call to Stripe.
-    #[arg(long, env = "STRIPE_TIMEOUT", value_parser = duration, default_value = "30s", global = true)]
+    /// Total timeout of each call to Stripe; with its retries, shorter than LOCK_TIMEOUT.
+    #[arg(long, env = "STRIPE_TIMEOUT", value_parser = duration, default_value = "20s", global = true)]
     pub stripe_timeout: Duration,
     /// Retries of a call whose answer was unknown (same idempotency key, with backoff).
     #[arg(long, env = "STRIPE_MAX_RETRIES", default_value_t = 2, global = true)]

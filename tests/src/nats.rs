@@ -9,12 +9,7 @@ use testcontainers_modules::nats::{Nats, NatsServerCmd};
 
 use crate::postgres::{CONTAINER_LABEL, image_from_env};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use crate::postgres::free_port;
 
 pub struct NatsServer {
     pub container: ContainerAsync<Nats>,
@@ -22,8 +17,13 @@ pub struct NatsServer {
 }
 
 pub async fn start_nats() -> NatsServer {
+    start_nats_on(free_port()).await
+}
+
+/// NATS with JetStream on a given host port (one that processes may
+/// already be trying to reach).
+pub async fn start_nats_on(port: u16) -> NatsServer {
     let (name, tag) = image_from_env("TEST_NATS_IMAGE", "nats", "2.10.14");
-    let port = free_port();
     let cmd = NatsServerCmd::default().with_jetstream();
     let container = Nats::default()
         .with_cmd(&cmd)

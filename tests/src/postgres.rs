@@ -64,6 +64,43 @@ async fn server_url() -> &'static str {
     url
 }
 
+/// A Postgres server of one's own on a fixed host port, so that it is found
+/// at the same address after a restart (`docker stop`/`start`), or so that
+/// processes can be pointed at it before it exists.
+pub struct DedicatedPostgres {
+    pub container: ContainerAsync<Postgres>,
+    /// `postgres://postgres:<password>@127.0.0.1:<port>/postgres`
+    pub url: String,
+}
+
+pub async fn start_dedicated(port: u16, password: &str) -> DedicatedPostgres {
+    let (name, tag) = image_from_env("TEST_POSTGRES_IMAGE", "postgres", "15");
+    let container = Postgres::default()
+        .with_password(password)
+        .with_name(name.clone())
+        .with_tag(tag.clone())
+        .with_cmd(["-c", "fsync=off", "-c", "max_connections=400"])
+        .with_mapped_port(port, 5432.tcp())
+        .with_label(CONTAINER_LABEL, "true")
+        .start()
+        .await
+        .unwrap_or_else(|error| {
+            panic!("could not start Postgres ({name}:{tag}) on port {port}: {error}")
+        });
+    DedicatedPostgres {
+        container,
+        url: format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"),
+    }
+}
+
+/// A port nobody listens on right now (for a server started later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A URL to a new, empty database of its own, schema not yet applied.
 pub async fn fresh_database_url() -> String {
     let server = server_url().await;

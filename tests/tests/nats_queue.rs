@@ -435,4 +435,17 @@ async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed()
             .await
             .expect("read")
     );
+    // Once what made it fail is fixed, `dead-jobs --requeue` puts it back
+    // (under a new message id: its own is still in the duplicate window).
+    let requeued = queue.requeue_dead_jobs(10).await.expect("requeued");
+    assert_eq!(requeued.len(), 1);
+    assert!(queue.dead_jobs(10).await.expect("listed").is_empty());
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(store.clone(), queue.clone(), sender.clone(), Arc::new(SystemClock));
+    let outcome = worker
+        .work_next(Duration::from_secs(10))
+        .await
+        .expect("worked");
+    assert!(matches!(outcome, Some(WorkOutcome::Sent { .. })), "{outcome:?}");
+    assert!(store.receipt_sent(domain::RideId(ride)).await.expect("read"));
 }

@@ -126,7 +126,13 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
+    /// The in-memory queue keeps no dead letters: a failing job is
+    /// retried for as long as the process lives.
     async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        self.postpone(delivery, delay).await
+    }
+
+    async fn postpone(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
         let mut state = self.state();
         if let Some((job, attempt)) = state.in_flight.remove(&delivery.tag) {
             state
