@@ -22,7 +22,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -47,6 +47,16 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Latency => "latency",
+            FaultKind::Hang => "hang",
+            FaultKind::ServerError => "500",
+            FaultKind::RateLimit => "429",
+            FaultKind::Drop => "drop",
+        }
+    }
+
     pub const ALL: [FaultKind; 5] = [
         FaultKind::Latency,
         FaultKind::Hang,
@@ -119,6 +129,8 @@ struct Ledger {
     /// Successful charges, oldest first.
     charges: Vec<Value>,
     answers: HashMap<String, SavedAnswer>,
+    /// Faults injected so far, by kind and timing (`500/after`).
+    faults: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone)]
@@ -154,6 +166,7 @@ impl FakeStripe {
         Router::new()
             .route("/v1/customers", post(create_customer))
             .route("/v1/charges", post(create_charge).get(list_charges))
+            .route("/_fake/faults", get(list_faults))
             .with_state(self.clone())
     }
 
@@ -173,6 +186,8 @@ impl FakeStripe {
             FaultTiming::After => true,
             FaultTiming::Either => fastrand::bool(),
         };
+        let name = format!("{}/{}", kind.name(), if after { "after" } else { "before" });
+        *self.ledger().faults.entry(name).or_default() += 1;
         Some((kind, after))
     }
 }
@@ -307,8 +322,17 @@ fn charge(ledger: &mut Ledger, form: &Form) -> (StatusCode, Value) {
             Some("card_declined"),
         ),
         Some(_) => {
+            // `metadata[name]=value` form fields, as Stripe takes them.
+            let metadata: serde_json::Map<String, Value> = form
+                .iter()
+                .filter_map(|(name, value)| {
+                    let name = name.strip_prefix("metadata[")?.strip_suffix(']')?;
+                    Some((name.to_owned(), Value::String(value.clone())))
+                })
+                .collect();
             let charge = json!({
                 "id": format!("ch_{}", uuid::Uuid::new_v4().simple()),
+                "metadata": metadata,
                 "object": "charge",
                 "amount": amount,
                 "currency": currency,
@@ -490,6 +514,13 @@ async fn create_charge(
 struct ListQuery {
     limit: Option<usize>,
     starting_after: Option<String>,
+}
+
+/// Not Stripe's: how many faults of each kind (and timing) were injected,
+/// for a soak's report.
+async fn list_faults(State(stripe): State<FakeStripe>) -> Response {
+    let faults = stripe.ledger().faults.clone();
+    json_response(StatusCode::OK, &json!(faults))
 }
 
 async fn list_charges(

@@ -234,11 +234,17 @@ impl PaymentGateway for StripeGateway {
 
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
         let amount = request.amount_cents.to_string();
+        // The downstream key in the charge's metadata too: the charge can
+        // then be found from the key (a person reviewing it, an audit).
         let form = [
             ("amount", amount.as_str()),
             ("currency", request.currency.as_str()),
             ("customer", request.customer_id.as_str()),
             ("description", request.description.as_str()),
+            (
+                "metadata[rocket_rides_downstream_key]",
+                request.idempotency_key.as_str(),
+            ),
         ];
         match self
             .post("/v1/charges", &form, &request.idempotency_key)

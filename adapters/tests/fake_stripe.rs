@@ -336,3 +336,38 @@ async fn with_faults_after_the_charge_retries_through_the_adapter_charge_once() 
     }
     assert_eq!(stripe.stripe.charges().len(), 20);
 }
+
+#[tokio::test]
+async fn a_charge_keeps_its_metadata_and_injected_faults_are_counted_by_kind() {
+    let stripe = start(faulty(FaultKind::ServerError, FaultTiming::After)).await;
+    let visa = {
+        let clean = serve(stripe.stripe.sharing_ledger(FakeStripeSettings::default())).await;
+        clean.customer(Some("tok_visa")).await
+    };
+    let (status, _, _) = stripe
+        .post(
+            "/v1/charges",
+            Some("meta-key"),
+            &[
+                ("amount", "2000"),
+                ("currency", "usd"),
+                ("customer", &visa),
+                ("metadata[rocket_rides_downstream_key]", "meta-key"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 500, "the answer is lost after the charge");
+    let charges = stripe.stripe.charges();
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0]["metadata"]["rocket_rides_downstream_key"], "meta-key");
+    let faults: Value = stripe
+        .http
+        .get(format!("{}/_fake/faults", stripe.base))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(faults["500/after"], 1, "{faults}");
+}

@@ -46,6 +46,9 @@ async fn a_charge_is_form_encoded_with_auth_version_and_the_downstream_key() {
         .and(body_string_contains("currency=usd"))
         .and(body_string_contains("customer=cus_abc"))
         .and(body_string_contains(
+            "metadata%5Brocket_rides_downstream_key%5D=rocket-rides-6f1c",
+        ))
+        .and(body_string_contains(
             "description=Rocket+Rides+ride+for+user%40example.com",
         ))
         .respond_with(charge_ok())

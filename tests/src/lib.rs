@@ -5,6 +5,7 @@
 pub mod nats;
 pub mod plans;
 pub mod postgres;
+pub mod soak;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,79 @@
+//! The fault soak (see `integration_tests::soak`): the production shape
+//! attacked while it works, then audited. Prints one table of figures and
+//! exits non-zero when an invariant broke.
+//!
+//!     cargo run --release -p integration-tests --example soak -- --rides 10000 --duration 10m
+//!
+//! Flags: `--rides N` (10000), `--duration D` (10m), `--concurrency N` (32),
+//! `--kill-every D` (3s), `--fault-rate R` (0.2), `--drain D` (3m),
+//! `--binary PATH` (default: `target/release/rocket-rides`, built first).
+//! Needs Docker and the Postgres and NATS images (`TEST_POSTGRES_IMAGE`,
+//! `TEST_NATS_IMAGE`; `eval "$(../shared/ci/offline-images)"` here).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use integration_tests::soak::{SoakConfig, run};
+
+fn duration(text: &str) -> Duration {
+    humantime_like(text).unwrap_or_else(|| panic!("{text} is not a duration like 90s, 10m"))
+}
+
+/// `500ms`, `90s`, `10m`: enough of a duration syntax for three flags.
+fn humantime_like(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(number)),
+        "s" => Some(Duration::from_secs(number)),
+        "m" => Some(Duration::from_secs(number * 60)),
+        "h" => Some(Duration::from_secs(number * 3600)),
+        _ => None,
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let mut binary: Option<PathBuf> = None;
+    let mut config = SoakConfig::new(PathBuf::new());
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--rides" => config.rides = value.parse().expect("--rides N"),
+            "--duration" => config.duration = duration(&value),
+            "--concurrency" => config.concurrency = value.parse().expect("--concurrency N"),
+            "--kill-every" => config.kill_every = duration(&value),
+            "--fault-rate" => config.fault_rate = value.parse().expect("--fault-rate R"),
+            "--drain" => config.drain = duration(&value),
+            "--binary" => binary = Some(PathBuf::from(value)),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    config.binary = match binary {
+        Some(path) => path,
+        None => {
+            let built = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--release", "-p", "rocket-rides", "--bin", "rocket-rides"])
+                .status()
+                .expect("cargo runs");
+            assert!(built.success(), "building rocket-rides failed");
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/rocket-rides")
+        }
+    };
+    match run(config).await {
+        Ok(report) => {
+            print!("{}", report.table());
+            if report.violations.is_empty() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("soak: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
