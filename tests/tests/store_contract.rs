@@ -211,6 +211,168 @@ async fn a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor(store
     assert_eq!(resumed.ride_id, record.ride_id);
 }
 
+/// Takes a key over from a lease whose lock timed out, at the recovery
+/// point it was left at: the stale lease and the current one then name the
+/// same key at the same recovery point and differ only in generation.
+async fn taken_over(store: &dyn Store, request: &KeyRequest, stale: &KeyRecord, now: SystemTime) -> Lease {
+    let current = locked(store, request, now).await;
+    assert_eq!(current.id, stale.id);
+    assert!(current.lock_generation > stale.lock_generation);
+    Lease::of(&current)
+}
+
+/// A key a request holds right now is in flight to everyone else.
+async fn still_held(store: &dyn Store, request: &KeyRequest, now: SystemTime) {
+    match store.begin_request(request, now, LOCK).await.expect("key phase") {
+        KeyPhase::InFlight { .. } => {}
+        other => panic!("the current holder lost its lock: {other:?}"),
+    }
+}
+
+/// Lease fencing, phase by phase: a write with a superseded lease at the
+/// very recovery point the current holder is at is refused (`LostLock`)
+/// and changes nothing; only the generation tells the two apart.
+async fn every_phase_write_with_a_superseded_lease_is_refused_by_generation(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let late = at(100); // past the 90 s lock timeout of a lock taken at 0
+    let lost = |result: Result<(), StoreError>, what: &str| {
+        assert!(matches!(result, Err(StoreError::LostLock(_))), "{what}: {result:?}");
+    };
+
+    // started: create_ride.
+    let req = request(&rider, &key(1), 1.0);
+    let stale = locked(store.as_ref(), &req, at(0)).await;
+    let current = taken_over(store.as_ref(), &req, &stale, late).await;
+    lost(store.create_ride(Lease::of(&stale), late).await.map(|_| ()), "create_ride");
+    still_held(store.as_ref(), &req, late).await;
+    let record = store.create_ride(current, late).await.expect("the holder writes");
+    assert_eq!(record.recovery_point, RecoveryPoint::RideCreated);
+
+    // ride_created: note_charge_attempt, record_charge, finish(Refused).
+    let req = request(&rider, &key(2), 1.0);
+    let stale = locked(store.as_ref(), &req, at(0)).await;
+    store.create_ride(Lease::of(&stale), at(0)).await.expect("ride");
+    let current = taken_over(store.as_ref(), &req, &stale, late).await;
+    lost(store.note_charge_attempt(Lease::of(&stale), late).await, "note_charge_attempt");
+    assert!(
+        store.keys_for_review(at(1_000_000), 10).await.expect("list").is_empty(),
+        "no charge attempt was noted"
+    );
+    lost(
+        store.record_charge(Lease::of(&stale), "ch_stale", late).await.map(|_| ()),
+        "record_charge",
+    );
+    let refused = StoredResponse {
+        status: 402,
+        body: "{\"error\":\"stale\"}".into(),
+    };
+    lost(
+        store
+            .finish(Lease::of(&stale), Finish::Refused { response: refused }, late)
+            .await,
+        "finish(Refused)",
+    );
+    store.unlock(Lease::of(&stale)).await.expect("a no-op");
+    still_held(store.as_ref(), &req, late).await;
+    store.note_charge_attempt(current, late).await.expect("noted");
+    let ride = store
+        .record_charge(current, "ch_current", late)
+        .await
+        .expect("the holder records");
+    assert_eq!(ride.stripe_charge_id.as_deref(), Some("ch_current"));
+
+    // charge_created: finish(Booked).
+    let req = request(&rider, &key(3), 1.0);
+    let stale = locked(store.as_ref(), &req, at(0)).await;
+    let lease = Lease::of(&stale);
+    let record = store.create_ride(lease, at(0)).await.expect("ride");
+    store.note_charge_attempt(lease, at(0)).await.expect("noted");
+    let ride = store.record_charge(lease, "ch_three", at(0)).await.expect("recorded");
+    let current = taken_over(store.as_ref(), &req, &stale, late).await;
+    let booked = || Finish::Booked {
+        response: created(ride.id.0),
+        job: ReceiptJob::for_ride(ride.id, rider.id),
+    };
+    lost(store.finish(lease, booked(), late).await, "finish(Booked)");
+    assert!(store.staged_jobs(10).await.expect("jobs").is_empty(), "no job staged");
+    still_held(store.as_ref(), &req, late).await;
+    store.finish(current, booked(), late).await.expect("the holder finishes");
+    assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 1);
+    assert_eq!(record.ride_id, Some(ride.id));
+}
+
+/// Recovery points only move forward, one step at a time: each phase from
+/// any other point than its own is refused and writes nothing.
+async fn every_forbidden_recovery_point_transition_is_refused(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let req = request(&rider, &key(1), 1.0);
+    let lease = Lease::of(&locked(store.as_ref(), &req, at(0)).await);
+    let refused = || Finish::Refused {
+        response: StoredResponse {
+            status: 402,
+            body: "{}".into(),
+        },
+    };
+    let booked = |ride: domain::RideId| Finish::Booked {
+        response: created(ride.0),
+        job: ReceiptJob::for_ride(ride, rider.id),
+    };
+    let lost = |result: Result<(), StoreError>, what: &str| {
+        assert!(matches!(result, Err(StoreError::LostLock(_))), "{what}: {result:?}");
+    };
+    // At started: no charge, no finish of either kind.
+    lost(store.note_charge_attempt(lease, at(1)).await, "note at started");
+    lost(store.record_charge(lease, "ch_x", at(1)).await.map(|_| ()), "record at started");
+    lost(store.finish(lease, refused(), at(1)).await, "refuse at started");
+    lost(store.finish(lease, booked(domain::RideId(1)), at(1)).await, "book at started");
+    let record = store.create_ride(lease, at(1)).await.expect("ride");
+    let ride_id = record.ride_id.expect("ride");
+    // At ride_created: no second ride, no booking before the charge.
+    lost(store.create_ride(lease, at(2)).await.map(|_| ()), "ride twice");
+    lost(store.finish(lease, booked(ride_id), at(2)).await, "book before the charge");
+    store.note_charge_attempt(lease, at(2)).await.expect("noted");
+    store.record_charge(lease, "ch_one", at(2)).await.expect("recorded");
+    // At charge_created: nothing moves back.
+    lost(store.create_ride(lease, at(3)).await.map(|_| ()), "ride after the charge");
+    lost(store.note_charge_attempt(lease, at(3)).await, "note after the charge");
+    lost(store.record_charge(lease, "ch_two", at(3)).await.map(|_| ()), "charge twice");
+    lost(store.finish(lease, refused(), at(3)).await, "refuse after the charge");
+    store.finish(lease, booked(ride_id), at(3)).await.expect("booked");
+    // At finished: nothing at all.
+    lost(store.create_ride(lease, at(4)).await.map(|_| ()), "ride after finishing");
+    lost(store.record_charge(lease, "ch_three", at(4)).await.map(|_| ()), "charge after finishing");
+    lost(store.finish(lease, booked(ride_id), at(4)).await, "finish twice");
+    let ride = store.find_ride(ride_id).await.expect("read").expect("ride");
+    assert_eq!(ride.stripe_charge_id.as_deref(), Some("ch_one"));
+    assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 1);
+}
+
+/// One charge books one ride: the same charge id on a second key's ride is
+/// refused and that key stays where it was.
+async fn one_charge_can_never_book_two_rides(store: Arc<dyn Store>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let first = Lease::of(&locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await);
+    store.create_ride(first, at(0)).await.expect("ride");
+    store.record_charge(first, "ch_shared", at(0)).await.expect("recorded");
+    let second_req = request(&rider, &key(2), 1.0);
+    let second = Lease::of(&locked(store.as_ref(), &second_req, at(0)).await);
+    let record = store.create_ride(second, at(0)).await.expect("ride");
+    let error = store
+        .record_charge(second, "ch_shared", at(1))
+        .await
+        .expect_err("a charge on two rides");
+    assert!(matches!(error, StoreError::Inconsistent(_)), "{error:?}");
+    let ride = store
+        .find_ride(record.ride_id.expect("ride"))
+        .await
+        .expect("read")
+        .expect("ride");
+    assert_eq!(ride.stripe_charge_id, None);
+    store.unlock(second).await.expect("unlocked");
+    let again = locked(store.as_ref(), &second_req, at(2)).await;
+    assert_eq!(again.recovery_point, RecoveryPoint::RideCreated);
+}
+
 async fn a_phase_from_the_wrong_recovery_point_writes_nothing(store: Arc<dyn Store>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
@@ -767,6 +929,9 @@ macro_rules! contract {
             case!(the_phases_walk_forward_and_a_finished_key_replays);
             case!(a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor);
             case!(a_phase_from_the_wrong_recovery_point_writes_nothing);
+            case!(every_phase_write_with_a_superseded_lease_is_refused_by_generation);
+            case!(every_forbidden_recovery_point_transition_is_refused);
+            case!(one_charge_can_never_book_two_rides);
             case!(the_completer_query_and_lock_take_exactly_the_eligible_keys);
             case!(the_reaper_deletes_old_keys_only_and_keeps_their_rides);
             case!(staged_jobs_come_in_id_order_and_receipts_are_recorded_once);

@@ -38,6 +38,9 @@ struct State {
     keys: BTreeMap<KeyId, KeyRecord>,
     key_index: HashMap<(UserId, IdempotencyKey), KeyId>,
     rides: BTreeMap<RideId, Ride>,
+    /// Charge ids on rides: one charge books one ride at most, as the
+    /// unique constraint does in Postgres.
+    charge_ids: HashSet<String>,
     audit: Vec<AuditRecord>,
     staged_jobs: BTreeMap<i64, StagedJob>,
     /// Staged job id → until when an enqueuer holds it.
@@ -321,12 +324,18 @@ impl Store for MemoryStore {
             .leased_at(lease, RecoveryPoint::RideCreated)?
             .ride_id
             .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", lease.key_id)))?;
+        if state.charge_ids.contains(charge_id) {
+            return Err(StoreError::Inconsistent(format!(
+                "charge {charge_id} is already on another ride"
+            )));
+        }
         let ride = state
             .rides
             .get_mut(&ride_id)
             .ok_or_else(|| StoreError::Inconsistent(format!("ride {ride_id} is gone")))?;
         ride.stripe_charge_id = Some(charge_id.to_owned());
         let ride = ride.clone();
+        state.charge_ids.insert(charge_id.to_owned());
         state.leased(lease)?.recovery_point = RecoveryPoint::ChargeCreated;
         Ok(ride)
     }
