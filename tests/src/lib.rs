@@ -150,6 +150,8 @@ macro_rules! on_every_backend {
 pub trait Inspect: Send + Sync {
     async fn key_count(&self) -> usize;
     async fn ride_count(&self) -> usize;
+    /// Each key's string and recovery point.
+    async fn recovery_points(&self) -> Vec<(String, domain::RecoveryPoint)>;
 }
 
 #[async_trait::async_trait]
@@ -160,6 +162,13 @@ impl Inspect for MemoryStore {
 
     async fn ride_count(&self) -> usize {
         self.rides().len()
+    }
+
+    async fn recovery_points(&self) -> Vec<(String, domain::RecoveryPoint)> {
+        self.keys()
+            .into_iter()
+            .map(|k| (k.key.to_string(), k.recovery_point))
+            .collect()
     }
 }
 

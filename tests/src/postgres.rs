@@ -142,4 +142,19 @@ impl Inspect for PostgresStore {
     async fn ride_count(&self) -> usize {
         count(self.pool(), "SELECT count(*) FROM rides").await
     }
+
+    async fn recovery_points(&self) -> Vec<(String, domain::RecoveryPoint)> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT idempotency_key, recovery_point FROM idempotency_keys")
+                .fetch_all(self.pool())
+                .await
+                .expect("keys");
+        rows.into_iter()
+            .map(|(key, point)| {
+                let point = domain::RecoveryPoint::parse(&point)
+                    .unwrap_or_else(|| panic!("unknown recovery point {point}"));
+                (key, point)
+            })
+            .collect()
+    }
 }

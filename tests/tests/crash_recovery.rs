@@ -9,15 +9,18 @@ use std::time::Duration;
 
 use adapters::clock::ManualClock;
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryStore};
-use application::ports::{PaymentGateway, Store};
+use application::ports::{
+    Finish, KeyPhase, KeyRequest, Lease, PaymentGateway, ReceiptClaim, Store, StoreError,
+};
+use std::time::SystemTime;
 use application::{
     CompleteStalledKeys, CreateRide, CreateRideError, CreateRideSettings, RideRequest,
     SeedDemoUsers,
 };
 use async_trait::async_trait;
 use domain::{
-    ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, LockPolicy, RecoveryPoint,
-    RideParams, User,
+    ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord,
+    LockPolicy, RecoveryPoint, ReviewPolicy, Ride, RideId, RideParams, StagedJob, User, UserId,
 };
 use integration_tests::{Backend, Inspect, on_every_backend};
 
@@ -305,7 +308,293 @@ impl NowPlus for ManualClock {
     }
 }
 
+/// Where a process dies: right after one of the request's writes commits,
+/// before it can go on (or answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillPoint {
+    AfterKeyPhase,
+    AfterRideCreated,
+    AfterChargeNoted,
+    AfterChargeRecorded,
+    AfterFinish,
+}
+
+impl KillPoint {
+    const ALL: [KillPoint; 5] = [
+        KillPoint::AfterKeyPhase,
+        KillPoint::AfterRideCreated,
+        KillPoint::AfterChargeNoted,
+        KillPoint::AfterChargeRecorded,
+        KillPoint::AfterFinish,
+    ];
+
+    /// Where the key must be found after the kill.
+    fn recovery_point(self) -> RecoveryPoint {
+        match self {
+            KillPoint::AfterKeyPhase => RecoveryPoint::Started,
+            KillPoint::AfterRideCreated | KillPoint::AfterChargeNoted => RecoveryPoint::RideCreated,
+            KillPoint::AfterChargeRecorded => RecoveryPoint::ChargeCreated,
+            KillPoint::AfterFinish => RecoveryPoint::Finished,
+        }
+    }
+}
+
+/// A store whose process dies right after the write at `point` committed:
+/// the write is in, the request never learns it. `died` says when.
+struct DyingStore {
+    inner: Arc<dyn Store>,
+    point: KillPoint,
+    died: Arc<tokio::sync::Semaphore>,
+}
+
+impl DyingStore {
+    async fn maybe_die(&self, here: KillPoint) {
+        if here == self.point {
+            self.died.add_permits(1);
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Store for DyingStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        self.inner.find_user_by_email(email).await
+    }
+    async fn find_user_by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<User>, StoreError> {
+        self.inner.find_user_by_api_key(hash).await
+    }
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.inner.find_user(id).await
+    }
+    async fn upsert_user(&self, email: &str, customer: &str) -> Result<User, StoreError> {
+        self.inner.upsert_user(email, customer).await
+    }
+    async fn add_api_key(&self, user_id: UserId, hash: &ApiKeyHash) -> Result<(), StoreError> {
+        self.inner.add_api_key(user_id, hash).await
+    }
+    async fn begin_request(
+        &self,
+        request: &KeyRequest,
+        now: SystemTime,
+        policy: LockPolicy,
+    ) -> Result<KeyPhase, StoreError> {
+        let phase = self.inner.begin_request(request, now, policy).await?;
+        self.maybe_die(KillPoint::AfterKeyPhase).await;
+        Ok(phase)
+    }
+    async fn find_completable(
+        &self,
+        now: SystemTime,
+        policy: CompleterPolicy,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        self.inner.find_completable(now, policy, limit).await
+    }
+    async fn lock_for_completion(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        policy: CompleterPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.lock_for_completion(key_id, now, policy).await
+    }
+    async fn lock_for_review(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        review: ReviewPolicy,
+        lock: LockPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.lock_for_review(key_id, now, review, lock).await
+    }
+    async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
+        let record = self.inner.create_ride(lease, now).await?;
+        self.maybe_die(KillPoint::AfterRideCreated).await;
+        Ok(record)
+    }
+    async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
+        self.inner.note_charge_attempt(lease, now).await?;
+        self.maybe_die(KillPoint::AfterChargeNoted).await;
+        Ok(())
+    }
+    async fn record_charge(
+        &self,
+        lease: Lease,
+        charge_id: &str,
+        now: SystemTime,
+    ) -> Result<Ride, StoreError> {
+        let ride = self.inner.record_charge(lease, charge_id, now).await?;
+        self.maybe_die(KillPoint::AfterChargeRecorded).await;
+        Ok(ride)
+    }
+    async fn finish(&self, lease: Lease, finish: Finish, now: SystemTime) -> Result<(), StoreError> {
+        self.inner.finish(lease, finish, now).await?;
+        self.maybe_die(KillPoint::AfterFinish).await;
+        Ok(())
+    }
+    async fn unlock(&self, lease: Lease) -> Result<(), StoreError> {
+        self.inner.unlock(lease).await
+    }
+    async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
+        self.inner.find_ride(id).await
+    }
+    async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError> {
+        self.inner.staged_jobs(limit).await
+    }
+    async fn claim_staged_jobs(
+        &self,
+        limit: usize,
+        now: SystemTime,
+        claim_for: Duration,
+    ) -> Result<Vec<StagedJob>, StoreError> {
+        self.inner.claim_staged_jobs(limit, now, claim_for).await
+    }
+    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError> {
+        self.inner.delete_staged_job(id).await
+    }
+    async fn claim_receipt(
+        &self,
+        job_id: i64,
+        ride_id: RideId,
+        now: SystemTime,
+        stale_after: Duration,
+    ) -> Result<ReceiptClaim, StoreError> {
+        self.inner.claim_receipt(job_id, ride_id, now, stale_after).await
+    }
+    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError> {
+        self.inner.mark_receipt_sent(ride_id, now).await
+    }
+    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError> {
+        self.inner.release_receipt(ride_id).await
+    }
+    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
+        self.inner.receipt_sent(ride_id).await
+    }
+    async fn reap_keys(&self, created_before: SystemTime, limit: usize) -> Result<usize, StoreError> {
+        self.inner.reap_keys(created_before, limit).await
+    }
+    async fn keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.keys_for_review(attempted_before, limit).await
+    }
+    async fn report_keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.report_keys_for_review(attempted_before, now, limit).await
+    }
+}
+
+impl World {
+    /// Runs request `n` on a store that dies at `point`, and kills it there.
+    async fn die_at(&self, n: usize, point: KillPoint) {
+        let died = Arc::new(tokio::sync::Semaphore::new(0));
+        let dying = Arc::new(CreateRide::new(
+            Arc::new(DyingStore {
+                inner: self.store.clone(),
+                point,
+                died: died.clone(),
+            }),
+            self.gateway.clone(),
+            self.clock.clone(),
+            settings(),
+        ));
+        let request = self.request(n);
+        let task = tokio::spawn(async move { dying.run(request).await });
+        tokio::time::timeout(Duration::from_secs(30), died.acquire())
+            .await
+            .expect("the request reached its kill point")
+            .expect("open")
+            .forget();
+        task.abort();
+        let _ = task.await;
+    }
+
+    async fn recovery_point_of(&self, n: usize) -> RecoveryPoint {
+        let key = self.request(n).key.to_string();
+        self.inspect
+            .recovery_points()
+            .await
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, point)| point)
+            .expect("the key exists")
+    }
+}
+
+/// A request killed right after each of its commits, in turn: the kill is
+/// seen at the recovery point it left, and a retry (after the lock timeout)
+/// finishes every one with exactly one charge, one ride and one receipt job.
+async fn a_request_killed_after_each_commit_is_finished_by_a_retry_with_one_charge(backend: Backend) {
+    let world = World::new(backend).await;
+    for (n, point) in KillPoint::ALL.into_iter().enumerate() {
+        world.die_at(n, point).await;
+        assert_eq!(world.recovery_point_of(n).await, point.recovery_point(), "killed {point:?}");
+    }
+    world.clock.advance(LOCK_TIMEOUT + Duration::from_secs(1));
+    let retry = world.healthy();
+    for (n, point) in KillPoint::ALL.into_iter().enumerate() {
+        let answer = retry.run(world.request(n)).await.expect("finished");
+        assert_eq!(answer.response.status, 201, "{point:?}");
+        assert_eq!(answer.replayed, point == KillPoint::AfterFinish, "{point:?}");
+    }
+    let per_key = world.charges_per_downstream_key();
+    assert_eq!(per_key.len(), KillPoint::ALL.len(), "every key charged");
+    assert!(per_key.values().all(|&n| n == 1), "once each: {per_key:?}");
+    assert_eq!(world.inspect.ride_count().await, KillPoint::ALL.len());
+    assert_eq!(
+        world.store.staged_jobs(100).await.expect("jobs").len(),
+        KillPoint::ALL.len(),
+        "one receipt job per 201"
+    );
+}
+
+/// The same kills, finished by the completer instead of a client.
+async fn a_request_killed_after_each_commit_is_finished_by_the_completer_with_one_charge(
+    backend: Backend,
+) {
+    let world = World::new(backend).await;
+    for (n, point) in KillPoint::ALL.into_iter().enumerate() {
+        world.die_at(n, point).await;
+    }
+    let completer = CompleteStalledKeys::new(
+        world.store.clone(),
+        world.healthy(),
+        world.clock.clone(),
+        CompleterPolicy {
+            min_age: Duration::from_secs(300),
+            min_idle: Duration::from_secs(60),
+            lock: LockPolicy {
+                lock_timeout: LOCK_TIMEOUT,
+            },
+            review: integration_tests::ride_settings().review,
+        },
+        1000,
+    );
+    world.clock.advance(Duration::from_secs(301));
+    let report = completer.run_batch().await.expect("batch");
+    let unfinished = KillPoint::ALL.len() - 1; // the one killed after finishing needs nothing
+    assert_eq!((report.picked, report.finished), (unfinished, unfinished), "{report:?}");
+    let per_key = world.charges_per_downstream_key();
+    assert_eq!(per_key.len(), KillPoint::ALL.len());
+    assert!(per_key.values().all(|&n| n == 1), "once each: {per_key:?}");
+    for (n, point) in KillPoint::ALL.into_iter().enumerate() {
+        assert_eq!(world.recovery_point_of(n).await, RecoveryPoint::Finished, "{point:?}");
+    }
+}
+
 on_every_backend!(
+    a_request_killed_after_each_commit_is_finished_by_a_retry_with_one_charge,
+    a_request_killed_after_each_commit_is_finished_by_the_completer_with_one_charge,
     a_request_that_died_after_stripe_charged_is_resumed_by_a_retry_and_charged_once,
     a_request_that_died_after_stripe_charged_is_finished_by_the_completer_and_charged_once,
     requests_killed_at_random_points_are_all_finished_by_retries_with_one_charge_each,
