@@ -110,12 +110,21 @@ async fn downstream_keys_differ_between_idempotency_keys() {
     assert_eq!(seen.len(), 3);
 }
 
+/// The phase at which `failing_store` answers "unavailable".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailAt {
+    CreateRide,
+    RecordCharge,
+    Finish,
+}
+
 /// A store that delegates to the in-memory one except where a test says.
 fn failing_store(
     inner: Arc<adapters::memory::MemoryStore>,
-    fail_record_charge: bool,
+    fail_at: FailAt,
     unlocks: Arc<Mutex<Vec<Lease>>>,
 ) -> MockStore {
+    let unavailable = || Err(StoreError::Unavailable(anyhow::anyhow!("connection reset")));
     let mut store = MockStore::new();
     let s = inner.clone();
     store
@@ -126,9 +135,12 @@ fn failing_store(
             futures_block_on(async move { s.begin_request(&request, now, policy).await })
         });
     let s = inner.clone();
-    store
-        .expect_create_ride()
-        .returning(move |lease, now| futures_block_on(s.create_ride(lease, now)));
+    store.expect_create_ride().returning(move |lease, now| {
+        if fail_at == FailAt::CreateRide {
+            return unavailable().map(|()| unreachable!());
+        }
+        futures_block_on(s.create_ride(lease, now))
+    });
     let s = inner.clone();
     store
         .expect_note_charge_attempt()
@@ -137,16 +149,18 @@ fn failing_store(
     store
         .expect_record_charge()
         .returning(move |lease, charge, now| {
-            if fail_record_charge {
-                Err(StoreError::Unavailable(anyhow::anyhow!("connection reset")))
-            } else {
-                futures_block_on(s.record_charge(lease, charge, now))
+            if fail_at == FailAt::RecordCharge {
+                return unavailable().map(|()| unreachable!());
             }
+            futures_block_on(s.record_charge(lease, charge, now))
         });
     let s = inner.clone();
     store
         .expect_finish()
         .returning(move |lease, finish: Finish, now| {
+            if fail_at == FailAt::Finish {
+                return unavailable();
+            }
             futures_block_on(s.finish(lease, finish, now))
         });
     let s = inner.clone();
@@ -177,7 +191,7 @@ fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
 async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_once() {
     let h = Harness::new().await;
     let unlocks = Arc::new(Mutex::new(Vec::new()));
-    let broken = failing_store(h.store.clone(), true, unlocks.clone());
+    let broken = failing_store(h.store.clone(), FailAt::RecordCharge, unlocks.clone());
     let create_ride = CreateRide::new(
         Arc::new(broken),
         h.gateway.clone() as Arc<dyn PaymentGateway>,
@@ -284,4 +298,185 @@ async fn losing_the_lock_does_not_unlock_the_successor() {
         "{error:?}"
     );
     let _ = KeyPhase::Mismatch;
+}
+
+/// The store failing in the phases before and after the charge: each time
+/// the key is released at once (a retry need not wait for the lock
+/// timeout), and the retry books the ride with one charge.
+#[tokio::test]
+async fn a_store_failing_in_any_phase_unlocks_the_key_and_a_retry_charges_once() {
+    for fail_at in [FailAt::CreateRide, FailAt::Finish] {
+        let h = Harness::new().await;
+        let unlocks = Arc::new(Mutex::new(Vec::new()));
+        let create_ride = CreateRide::new(
+            Arc::new(failing_store(h.store.clone(), fail_at, unlocks.clone())),
+            h.gateway.clone() as Arc<dyn PaymentGateway>,
+            h.clock.clone(),
+            support::settings(),
+        );
+        let request = h.request(&h.good_user, &key(1));
+        let error = create_ride.run(request.clone()).await.unwrap_err();
+        assert!(
+            matches!(error, CreateRideError::Store(StoreError::Unavailable(_))),
+            "{fail_at:?}: {error:?}"
+        );
+        assert_eq!(unlocks.lock().expect("lock").len(), 1, "{fail_at:?}");
+        assert_eq!(h.store.keys()[0].locked_at, None, "{fail_at:?}");
+        let answer = h.create_ride.run(request).await.expect("retried at once");
+        assert_eq!(answer.response.status, 201, "{fail_at:?}");
+        assert_eq!(h.gateway.charges().len(), 1, "{fail_at:?}");
+    }
+}
+
+/// The completer resuming a key whose user is gone, or whose user cannot be
+/// read: the key is released, not held until the lock timeout.
+#[tokio::test]
+async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
+    let h = Harness::new().await;
+    let record = match h
+        .store
+        .begin_request(
+            &application::ports::KeyRequest {
+                user_id: h.good_user.id,
+                key: IdempotencyKey::parse(&key(1)).expect("valid"),
+                fingerprint: h.request(&h.good_user, &key(1)).fingerprint(),
+                params: RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid"),
+                request_ip: None,
+            },
+            std::time::SystemTime::UNIX_EPOCH,
+            support::settings().lock,
+        )
+        .await
+        .expect("key phase")
+    {
+        KeyPhase::Locked(record) => record,
+        other => panic!("{other:?}"),
+    };
+    for found in [Ok(None), Err(())] {
+        let mut store = MockStore::new();
+        let locked = record.clone();
+        store
+            .expect_lock_for_completion()
+            .returning(move |_, _, _| Ok(Some(locked.clone())));
+        let answer = found.clone();
+        store.expect_find_user().returning(move |_| match &answer {
+            Ok(user) => Ok(user.clone()),
+            Err(()) => Err(StoreError::Unavailable(anyhow::anyhow!("gone"))),
+        });
+        let lease = Lease::of(&record);
+        store
+            .expect_unlock()
+            .withf(move |unlocked| *unlocked == lease)
+            .times(1)
+            .returning(|_| Ok(()));
+        let create_ride = CreateRide::new(
+            Arc::new(store),
+            h.gateway.clone() as Arc<dyn PaymentGateway>,
+            h.clock.clone(),
+            support::settings(),
+        );
+        let error = create_ride
+            .resume(record.id, support::completer_policy())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, CreateRideError::Store(_)), "{found:?}: {error:?}");
+    }
+}
+
+/// A key whose charge was attempted longer ago than REVIEW_AFTER, retried by
+/// its client: refused for review, and released for the person who will
+/// resolve it.
+#[tokio::test]
+async fn a_key_needing_review_on_the_api_path_is_refused_and_unlocked() {
+    let unknown = adapters::memory::FakeGatewayFaults {
+        unknown_rate: 1.0,
+        latency: std::time::Duration::ZERO,
+    };
+    let lost = Harness::with_gateway(
+        Arc::new(FakeGateway::new()),
+        Some(Arc::new(FakeGateway::with_faults(unknown))),
+    )
+    .await;
+    let request = lost.request(&lost.good_user, &key(1));
+    let error = lost.create_ride.run(request.clone()).await.unwrap_err();
+    assert!(matches!(error, CreateRideError::GatewayUnknown { .. }), "{error:?}");
+    lost.advance(support::REVIEW_WINDOW + std::time::Duration::from_secs(1));
+    let error = lost.create_ride.run(request).await.unwrap_err();
+    assert!(matches!(error, CreateRideError::NeedsReview), "{error:?}");
+    let key = &lost.store.keys()[0];
+    assert_eq!(key.locked_at, None, "released for a person");
+    assert_eq!(key.recovery_point, RecoveryPoint::RideCreated);
+}
+
+/// A person's resolution that the store refuses (the charge id they found
+/// is already on another ride): nothing changes and the key is released,
+/// so the next try need not wait for the lock timeout.
+#[tokio::test]
+async fn a_resolution_the_store_refuses_unlocks_the_key() {
+    let unknown = adapters::memory::FakeGatewayFaults {
+        unknown_rate: 1.0,
+        latency: std::time::Duration::ZERO,
+    };
+    let h = Harness::with_gateway(
+        Arc::new(FakeGateway::new()),
+        Some(Arc::new(FakeGateway::with_faults(unknown))),
+    )
+    .await;
+    let request = h.request(&h.good_user, &key(1));
+    h.create_ride.run(request).await.unwrap_err();
+    // Another key holds charge "ch_taken".
+    let other = match h
+        .store
+        .begin_request(
+            &application::ports::KeyRequest {
+                user_id: h.good_user.id,
+                key: IdempotencyKey::parse(&key(2)).expect("valid"),
+                fingerprint: h.request(&h.good_user, &key(2)).fingerprint(),
+                params: RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid"),
+                request_ip: None,
+            },
+            std::time::SystemTime::UNIX_EPOCH,
+            support::settings().lock,
+        )
+        .await
+        .expect("key phase")
+    {
+        KeyPhase::Locked(record) => record,
+        other => panic!("{other:?}"),
+    };
+    let lease = Lease::of(&other);
+    h.store.create_ride(lease, std::time::SystemTime::UNIX_EPOCH).await.expect("ride");
+    h.store
+        .record_charge(lease, "ch_taken", std::time::SystemTime::UNIX_EPOCH)
+        .await
+        .expect("recorded");
+    h.advance(support::REVIEW_WINDOW + std::time::Duration::from_secs(1));
+    let waiting = h.store.keys().into_iter().find(|k| k.key.to_string() == key(1)).expect("key");
+    let error = h
+        .create_ride
+        .resolve_review(
+            waiting.id,
+            application::ReviewResolution::Charged {
+                charge_id: "ch_taken".to_owned(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CreateRideError::Store(StoreError::Inconsistent(_))), "{error:?}");
+    let after = h.store.keys().into_iter().find(|k| k.id == waiting.id).expect("key");
+    assert_eq!(after.locked_at, None, "released");
+    assert_eq!(after.recovery_point, RecoveryPoint::RideCreated, "nothing recorded");
+    // The person corrects the charge id: it resolves at once.
+    let answer = h
+        .create_ride
+        .resolve_review(
+            waiting.id,
+            application::ReviewResolution::Charged {
+                charge_id: "ch_right".to_owned(),
+            },
+        )
+        .await
+        .expect("resolved")
+        .expect("awaited review");
+    assert_eq!(answer.response.status, 201);
 }
