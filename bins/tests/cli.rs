@@ -120,25 +120,35 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
     );
     assert_eq!(second.text().await.expect("body"), first_body);
 
-    // Long enough for the simulator's failures to age past the completer's
-    // minimum and for the enqueuer and worker to pass.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("answered")
-        .text()
-        .await
-        .expect("body");
-    let (clean, log) = stop(child, log);
-    let counted = |name: &str, labels: &[&str]| -> f64 {
+    // Until the simulator's failures have aged past the completer's minimum
+    // and been finished, and the enqueuer and worker have sent a receipt:
+    // read from the process's own counters, not waited for by the clock.
+    let counted = |metrics: &str, name: &str, labels: &[&str]| -> f64 {
         metrics
             .lines()
             .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let metrics = loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("answered")
+            .text()
+            .await
+            .expect("body");
+        let completed = counted(&metrics, "rocket_rides_ride_requests_total{", &[r#"runner="completer""#]);
+        let receipts = counted(&metrics, "rocket_rides_receipts_sent_total", &[]);
+        if (completed >= 1.0 && receipts >= 1.0) || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (clean, log) = stop(child, log);
+    let counted = |name: &str, labels: &[&str]| counted(&metrics, name, labels);
     assert!(
         counted(
             "rocket_rides_ride_requests_total{",

@@ -202,6 +202,25 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     }
 }
 
+/// The app over a gateway the test holds (every charge waits for
+/// `release`), and the gate.
+pub async fn spawn_gated_app(backend: Backend, limits: ServerLimits) -> (TestApp, Arc<GatedGateway>) {
+    let slot: Arc<std::sync::Mutex<Option<Arc<GatedGateway>>>> = Arc::default();
+    let keep = slot.clone();
+    let app = spawn_app(AppOptions {
+        wrap_gateway: Some(Box::new(move |inner: Arc<FakeGateway>| {
+            let gated = Arc::new(GatedGateway::new(inner));
+            *keep.lock().expect("slot") = Some(gated.clone());
+            gated as Arc<dyn PaymentGateway>
+        })),
+        limits,
+        ..AppOptions::on(backend)
+    })
+    .await;
+    let gate = slot.lock().expect("slot").clone().expect("wrapped");
+    (app, gate)
+}
+
 /// Starts the API over `store` with an in-process fake gateway, the demo
 /// users seeded (with API keys when `auth_mode` is `ApiKey`).
 pub async fn spawn_app_on(

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use adapters::memory::FakeGatewayFaults;
 use application::AuthMode;
+use adapters::http::ServerLimits;
 use integration_tests::{
     Answer, AppOptions, Backend, CARDLESS_USER, DECLINED_USER, GOOD_USER, SEED_BODY, TestApp,
-    new_key, on_every_backend, spawn_app,
+    new_key, on_every_backend, spawn_app, spawn_gated_app,
 };
 
 async fn app(backend: Backend) -> TestApp {
@@ -349,30 +350,32 @@ async fn a_key_reused_with_another_body_is_422_and_changes_nothing(backend: Back
 }
 
 async fn a_request_in_flight_is_409_with_retry_after(backend: Backend) {
-    let app = spawn_app(AppOptions {
-        faults: FakeGatewayFaults {
-            unknown_rate: 0.0,
-            latency: Duration::from_secs(1),
-        },
-        ..AppOptions::on(backend)
-    })
-    .await;
+    let (app, gate) = spawn_gated_app(backend, ServerLimits::DEFAULT).await;
     let key = new_key();
-    // Whichever reaches the key first does the work (1 s at Stripe); the
-    // other finds the key locked. Which one that is depends on scheduling.
-    let (a, b) = tokio::join!(
-        app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY),
-        async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await
-        }
-    );
-    let (a, b) = (Answer::of(a).await, Answer::of(b).await);
-    let (done, refused) = if a.status == 201 { (a, b) } else { (b, a) };
-    assert_eq!(done.status, 201, "{}", done.body);
+    // The first request holds the key while its charge waits at the gate;
+    // the second, sent only then, finds it locked.
+    let first = {
+        let (base, key) = (app.base.clone(), key.clone());
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(format!("{base}/rides"))
+                .header("Authorization", GOOD_USER)
+                .header("Idempotency-Key", key)
+                .body(SEED_BODY)
+                .send()
+                .await
+                .expect("answered");
+            Answer::of(response).await
+        })
+    };
+    gate.entered(1).await;
+    let refused = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.detail().contains("being processed"));
+    gate.release(1);
+    let done = first.await.expect("task");
+    assert_eq!(done.status, 201, "{}", done.body);
     assert_eq!(app.gateway.charges().len(), 1);
 }
 

@@ -12,32 +12,11 @@ use adapters::memory::FakeGateway;
 use application::ports::{MockStore, PaymentGateway, StoreError};
 use application::AuthMode;
 use integration_tests::{
-    Answer, AppOptions, Backend, GOOD_USER, GatedGateway, SEED_BODY, new_key, on_every_backend,
-    ride_settings, spawn_app,
+    Answer, AppOptions, Backend, GOOD_USER, SEED_BODY, new_key, on_every_backend, ride_settings,
+    spawn_app, spawn_gated_app,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// The app over a gateway the test holds, and the gate.
-async fn gated_app(
-    backend: Backend,
-    limits: ServerLimits,
-) -> (integration_tests::TestApp, Arc<GatedGateway>) {
-    let slot: Arc<std::sync::Mutex<Option<Arc<GatedGateway>>>> = Arc::default();
-    let keep = slot.clone();
-    let app = spawn_app(AppOptions {
-        wrap_gateway: Some(Box::new(move |inner: Arc<FakeGateway>| {
-            let gated = Arc::new(GatedGateway::new(inner));
-            *keep.lock().expect("slot") = Some(gated.clone());
-            gated as Arc<dyn PaymentGateway>
-        })),
-        limits,
-        ..AppOptions::on(backend)
-    })
-    .await;
-    let gate = slot.lock().expect("slot").clone().expect("wrapped");
-    (app, gate)
-}
 
 /// Retries one key until it gets something other than 409, for at most
 /// 30 s (far less than the 90 s lock timeout a stranded key would need).
@@ -53,7 +32,7 @@ async fn retry_until_answered(app: &integration_tests::TestApp, key: &str) -> An
 }
 
 async fn a_client_that_disconnects_mid_request_leaves_no_lock_behind(backend: Backend) {
-    let (app, gate) = gated_app(backend, ServerLimits::DEFAULT).await;
+    let (app, gate) = spawn_gated_app(backend, ServerLimits::DEFAULT).await;
     let key = new_key();
     let client = {
         let (base, key) = (app.base.clone(), key.clone());
@@ -125,7 +104,7 @@ async fn a_full_server_sheds_ride_requests_with_503_and_retry_after(backend: Bac
         max_concurrent_requests: 1,
         ..ServerLimits::DEFAULT
     };
-    let (app, gate) = gated_app(backend, limits).await;
+    let (app, gate) = spawn_gated_app(backend, limits).await;
     let first = {
         let (base, key) = (app.base.clone(), new_key());
         tokio::spawn(async move {
@@ -159,7 +138,7 @@ async fn shutdown_ends_within_its_deadline_even_with_a_request_stuck(backend: Ba
         shutdown_deadline: Duration::from_millis(500),
         ..ServerLimits::DEFAULT
     };
-    let (mut app, gate) = gated_app(backend, limits).await;
+    let (mut app, gate) = spawn_gated_app(backend, limits).await;
     let stuck = {
         let (base, key) = (app.base.clone(), new_key());
         tokio::spawn(async move {
@@ -189,7 +168,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected(backend: Backe
         header_read_timeout: Duration::from_millis(300),
         ..ServerLimits::DEFAULT
     };
-    let (app, _gate) = gated_app(backend, limits).await;
+    let (app, _gate) = spawn_gated_app(backend, limits).await;
     let mut stream = TcpStream::connect(app.address()).await.expect("connect");
     stream
         .write_all(b"POST /rides HTTP/1.1\r\nHost: rides\r\nAuthorization: user")
@@ -207,7 +186,7 @@ async fn a_body_that_stops_arriving_is_a_408_and_stores_nothing(backend: Backend
         body_read_timeout: Duration::from_millis(300),
         ..ServerLimits::DEFAULT
     };
-    let (app, _gate) = gated_app(backend, limits).await;
+    let (app, _gate) = spawn_gated_app(backend, limits).await;
     let mut stream = TcpStream::connect(app.address()).await.expect("connect");
     let head = format!(
         "POST /rides HTTP/1.1\r\nHost: rides\r\nAuthorization: {GOOD_USER}\r\nIdempotency-Key: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\norigin_lat=0",
