@@ -311,6 +311,7 @@ impl NowPlus for ManualClock {
 /// Where a process dies: right after one of the request's writes commits,
 /// before it can go on (or answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // each is "after" a commit, by design
 enum KillPoint {
     AfterKeyPhase,
     AfterRideCreated,
