@@ -69,7 +69,10 @@ async fn seed_if_embedded(system: &System) -> anyhow::Result<()> {
     for seeded in seeded {
         match seeded.api_key {
             Some(key) => {
-                info!(email = %seeded.user.email, api_key = %key, "demo user ready (API key shown once)")
+                // Shown once on the terminal, never in the log: a log line
+                // travels to aggregators, and an API key is a credential.
+                info!(email = %seeded.user.email, "demo user ready (API key printed to stderr once)");
+                eprintln!("API key for {} (shown once): {key}", seeded.user.email);
             }
             None => info!(email = %seeded.user.email, "demo user ready"),
         }

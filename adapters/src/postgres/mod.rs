@@ -651,16 +651,31 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    /// Tried a few times over about two seconds: an unlock comes after an
+    /// error, often Postgres going away for a moment (a restart), and a key
+    /// left locked would answer 409 until the lock timeout.
     async fn unlock(&self, lease: Lease) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET locked_at = NULL WHERE id = $1 AND lock_generation = $2",
-        )
-        .bind(lease.key_id.0)
-        .bind(lease.generation)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        const ATTEMPTS: u32 = 4;
+        let mut pause = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            let result = sqlx::query(
+                "UPDATE idempotency_keys SET locked_at = NULL WHERE id = $1 AND lock_generation = $2",
+            )
+            .bind(lease.key_id.0)
+            .bind(lease.generation)
+            .execute(&self.pool)
+            .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(error) if attempt >= ATTEMPTS => return Err(unavailable(error)),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2);
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
