@@ -328,30 +328,36 @@ async fn a_store_failing_in_any_phase_unlocks_the_key_and_a_retry_charges_once()
     }
 }
 
-/// The completer resuming a key whose user is gone, or whose user cannot be
-/// read: the key is released, not held until the lock timeout.
-#[tokio::test]
-async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
-    let h = Harness::new().await;
-    let record = match h
+/// Key `n` of the good user, taken by a request at the epoch and held.
+async fn locked_key(h: &Harness, n: usize) -> domain::KeyRecord {
+    let request = h.request(&h.good_user, &key(n));
+    let phase = h
         .store
         .begin_request(
             &application::ports::KeyRequest {
                 user_id: h.good_user.id,
-                key: IdempotencyKey::parse(&key(1)).expect("valid"),
-                fingerprint: h.request(&h.good_user, &key(1)).fingerprint(),
-                params: RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid"),
+                fingerprint: request.fingerprint(),
+                key: request.key,
+                params: request.params,
                 request_ip: None,
             },
             std::time::SystemTime::UNIX_EPOCH,
             support::settings().lock,
         )
         .await
-        .expect("key phase")
-    {
+        .expect("key phase");
+    match phase {
         KeyPhase::Locked(record) => record,
         other => panic!("{other:?}"),
-    };
+    }
+}
+
+/// The completer resuming a key whose user is gone, or whose user cannot be
+/// read: the key is released, not held until the lock timeout.
+#[tokio::test]
+async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
+    let h = Harness::new().await;
+    let record = locked_key(&h, 1).await;
     for found in [Ok(None), Err(())] {
         let mut store = MockStore::new();
         let locked = record.clone();
@@ -425,25 +431,7 @@ async fn a_resolution_the_store_refuses_unlocks_the_key() {
     let request = h.request(&h.good_user, &key(1));
     h.create_ride.run(request).await.unwrap_err();
     // Another key holds charge "ch_taken".
-    let other = match h
-        .store
-        .begin_request(
-            &application::ports::KeyRequest {
-                user_id: h.good_user.id,
-                key: IdempotencyKey::parse(&key(2)).expect("valid"),
-                fingerprint: h.request(&h.good_user, &key(2)).fingerprint(),
-                params: RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid"),
-                request_ip: None,
-            },
-            std::time::SystemTime::UNIX_EPOCH,
-            support::settings().lock,
-        )
-        .await
-        .expect("key phase")
-    {
-        KeyPhase::Locked(record) => record,
-        other => panic!("{other:?}"),
-    };
+    let other = locked_key(&h, 2).await;
     let lease = Lease::of(&other);
     h.store.create_ride(lease, std::time::SystemTime::UNIX_EPOCH).await.expect("ride");
     h.store

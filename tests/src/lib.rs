@@ -24,16 +24,29 @@ pub const GOOD_USER: &str = "user@example.com";
 pub const DECLINED_USER: &str = "user-bad-source@example.com";
 pub const CARDLESS_USER: &str = "user-no-card@example.com";
 
-/// The phase machine's settings at their defaults: a 90 s lock timeout and
-/// Stripe's 24 h idempotency window.
+/// The lock policy at its default: a 90 s lock timeout.
+pub const LOCK: LockPolicy = LockPolicy {
+    lock_timeout: Duration::from_secs(90),
+};
+
+/// The review rule at its default: a charge first attempted 23 h ago.
+pub const REVIEW: ReviewPolicy = ReviewPolicy {
+    review_after: Duration::from_secs(23 * 3600),
+};
+
+/// The completer at its defaults: keys 300 s old, 60 s idle.
+pub const COMPLETER: domain::CompleterPolicy = domain::CompleterPolicy {
+    min_age: Duration::from_secs(300),
+    min_idle: Duration::from_secs(60),
+    lock: LOCK,
+    review: REVIEW,
+};
+
+/// The phase machine's settings at their defaults.
 pub fn ride_settings() -> CreateRideSettings {
     CreateRideSettings {
-        lock: LockPolicy {
-            lock_timeout: Duration::from_secs(90),
-        },
-        review: ReviewPolicy {
-            review_after: Duration::from_secs(24 * 3600),
-        },
+        lock: LOCK,
+        review: REVIEW,
     }
 }
 
@@ -281,6 +294,25 @@ impl TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// The seed's ride for `GOOD_USER` under `key`, sent from a task on a
+    /// connection of its own (aborting the task hangs up, as a phone losing
+    /// signal would). `None` when no answer came.
+    pub fn post_ride_in_background(&self, key: &str) -> tokio::task::JoinHandle<Option<Answer>> {
+        let (url, key) = (format!("{}/rides", self.base), key.to_owned());
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("Authorization", GOOD_USER)
+                .header("Idempotency-Key", key)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(SEED_BODY)
+                .send()
+                .await
+                .ok()?;
+            Some(Answer::of(response).await)
+        })
     }
 
     pub fn address(&self) -> String {

@@ -398,8 +398,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// Every charge fake-stripe holds, following its pages.
-async fn all_charges(http: &reqwest::Client, stripe: &str) -> anyhow::Result<Vec<Value>> {
+/// Every charge a (fake) Stripe at `stripe` holds, following its pages.
+pub async fn all_charges(http: &reqwest::Client, stripe: &str, api_key: &str) -> anyhow::Result<Vec<Value>> {
     let mut charges = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -409,7 +409,7 @@ async fn all_charges(http: &reqwest::Client, stripe: &str) -> anyhow::Result<Vec
         }
         let page: Value = http
             .get(url)
-            .bearer_auth(STRIPE_KEY)
+            .bearer_auth(api_key)
             .send()
             .await?
             .error_for_status()?
@@ -635,7 +635,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     let mut violations = fleet.stop().await;
 
     // The audit: fake-stripe's ledger first, then the database and logs.
-    let charges = all_charges(&http, &stripe)
+    let charges = all_charges(&http, &stripe, STRIPE_KEY)
         .await
         .context("listing fake-stripe's charges")?;
     let faults: BTreeMap<String, u64> = http

@@ -97,6 +97,25 @@ impl World {
         self.create_ride(self.gateway.clone())
     }
 
+    /// A completer at the default ages (300 s old, 60 s idle) on the
+    /// healthy gateway.
+    fn completer(&self) -> CompleteStalledKeys {
+        CompleteStalledKeys::new(
+            self.store.clone(),
+            self.healthy(),
+            self.clock.clone(),
+            CompleterPolicy {
+                min_age: Duration::from_secs(300),
+                min_idle: Duration::from_secs(60),
+                lock: LockPolicy {
+                    lock_timeout: LOCK_TIMEOUT,
+                },
+                review: integration_tests::ride_settings().review,
+            },
+            1000,
+        )
+    }
+
     fn request(&self, n: usize) -> RideRequest {
         RideRequest {
             user: self.rider.clone(),
@@ -165,20 +184,7 @@ async fn a_request_that_died_after_stripe_charged_is_finished_by_the_completer_a
 ) {
     let world = World::new(backend).await;
     world.die_after_charging(1).await;
-    let completer = CompleteStalledKeys::new(
-        world.store.clone(),
-        world.healthy(),
-        world.clock.clone(),
-        CompleterPolicy {
-            min_age: Duration::from_secs(300),
-            min_idle: Duration::from_secs(60),
-            lock: LockPolicy {
-                lock_timeout: LOCK_TIMEOUT,
-            },
-            review: integration_tests::ride_settings().review,
-        },
-        1000,
-    );
+    let completer = world.completer();
     world.clock.advance(Duration::from_secs(299));
     assert_eq!(
         completer.run_batch().await.expect("batch").picked,
@@ -567,20 +573,7 @@ async fn a_request_killed_after_each_commit_is_finished_by_the_completer_with_on
     for (n, point) in KillPoint::ALL.into_iter().enumerate() {
         world.die_at(n, point).await;
     }
-    let completer = CompleteStalledKeys::new(
-        world.store.clone(),
-        world.healthy(),
-        world.clock.clone(),
-        CompleterPolicy {
-            min_age: Duration::from_secs(300),
-            min_idle: Duration::from_secs(60),
-            lock: LockPolicy {
-                lock_timeout: LOCK_TIMEOUT,
-            },
-            review: integration_tests::ride_settings().review,
-        },
-        1000,
-    );
+    let completer = world.completer();
     world.clock.advance(Duration::from_secs(301));
     let report = completer.run_batch().await.expect("batch");
     let unfinished = KillPoint::ALL.len() - 1; // the one killed after finishing needs nothing

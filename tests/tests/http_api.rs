@@ -354,27 +354,14 @@ async fn a_request_in_flight_is_409_with_retry_after(backend: Backend) {
     let key = new_key();
     // The first request holds the key while its charge waits at the gate;
     // the second, sent only then, finds it locked.
-    let first = {
-        let (base, key) = (app.base.clone(), key.clone());
-        tokio::spawn(async move {
-            let response = reqwest::Client::new()
-                .post(format!("{base}/rides"))
-                .header("Authorization", GOOD_USER)
-                .header("Idempotency-Key", key)
-                .body(SEED_BODY)
-                .send()
-                .await
-                .expect("answered");
-            Answer::of(response).await
-        })
-    };
+    let first = app.post_ride_in_background(&key);
     gate.entered(1).await;
     let refused = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.detail().contains("being processed"));
     gate.release(1);
-    let done = first.await.expect("task");
+    let done = first.await.expect("task").expect("answered");
     assert_eq!(done.status, 201, "{}", done.body);
     assert_eq!(app.gateway.charges().len(), 1);
 }

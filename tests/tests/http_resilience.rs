@@ -34,19 +34,7 @@ async fn retry_until_answered(app: &integration_tests::TestApp, key: &str) -> An
 async fn a_client_that_disconnects_mid_request_leaves_no_lock_behind(backend: Backend) {
     let (app, gate) = spawn_gated_app(backend, ServerLimits::DEFAULT).await;
     let key = new_key();
-    let client = {
-        let (base, key) = (app.base.clone(), key.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{base}/rides"))
-                .header("Authorization", GOOD_USER)
-                .header("Idempotency-Key", key)
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .body(SEED_BODY)
-                .send()
-                .await
-        })
-    };
+    let client = app.post_ride_in_background(&key);
     gate.entered(1).await;
     // The phone loses signal while its charge is in flight.
     client.abort();
@@ -105,20 +93,7 @@ async fn a_full_server_sheds_ride_requests_with_503_and_retry_after(backend: Bac
         ..ServerLimits::DEFAULT
     };
     let (app, gate) = spawn_gated_app(backend, limits).await;
-    let first = {
-        let (base, key) = (app.base.clone(), new_key());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{base}/rides"))
-                .header("Authorization", GOOD_USER)
-                .header("Idempotency-Key", key)
-                .body(SEED_BODY)
-                .send()
-                .await
-                .expect("answered")
-                .status()
-        })
-    };
+    let first = app.post_ride_in_background(&new_key());
     gate.entered(1).await;
     let shed = Answer::of(
         app.post_ride(Some(GOOD_USER), Some(&new_key()), SEED_BODY)
@@ -130,7 +105,7 @@ async fn a_full_server_sheds_ride_requests_with_503_and_retry_after(backend: Bac
     assert_eq!(app.inspect.key_count().await, 1, "the shed request stored nothing");
     assert_eq!(app.get("/healthz").await.status(), 200, "probes stay outside the cap");
     gate.release(1);
-    assert_eq!(first.await.expect("task"), 201);
+    assert_eq!(first.await.expect("task").expect("answered").status, 201);
 }
 
 async fn shutdown_ends_within_its_deadline_even_with_a_request_stuck(backend: Backend) {
@@ -139,18 +114,7 @@ async fn shutdown_ends_within_its_deadline_even_with_a_request_stuck(backend: Ba
         ..ServerLimits::DEFAULT
     };
     let (mut app, gate) = spawn_gated_app(backend, limits).await;
-    let stuck = {
-        let (base, key) = (app.base.clone(), new_key());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{base}/rides"))
-                .header("Authorization", GOOD_USER)
-                .header("Idempotency-Key", key)
-                .body(SEED_BODY)
-                .send()
-                .await
-        })
-    };
+    let stuck = app.post_ride_in_background(&new_key());
     gate.entered(1).await;
     app.shutdown();
     let served = app.served.take().expect("server task");

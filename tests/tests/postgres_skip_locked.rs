@@ -18,22 +18,12 @@ use adapters::postgres::{self, PoolSettings, PostgresStore};
 use application::ports::{Finish, KeyPhase, KeyRequest, Lease, Store};
 use domain::charge::ReceiptJob;
 use domain::{
-    CompleterPolicy, IdempotencyKey, KeyId, KeyRecord, LockPolicy, RequestFingerprint,
-    ReviewPolicy, RideParams, StoredResponse, User,
+    IdempotencyKey, KeyId, KeyRecord, RequestFingerprint,
+    RideParams, StoredResponse, User,
 };
 use sqlx::{Connection, PgConnection};
 
-const LOCK: LockPolicy = LockPolicy {
-    lock_timeout: Duration::from_secs(90),
-};
-const COMPLETER: CompleterPolicy = CompleterPolicy {
-    min_age: Duration::from_secs(300),
-    min_idle: Duration::from_secs(60),
-    lock: LOCK,
-    review: ReviewPolicy {
-        review_after: Duration::from_secs(23 * 3600),
-    },
-};
+use integration_tests::{COMPLETER, LOCK};
 /// A background query that waited for a held row would still be waiting.
 const AT_ONCE: Duration = Duration::from_secs(20);
 

@@ -8,22 +8,11 @@ use std::time::{Duration, SystemTime};
 use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
 use domain::charge::ReceiptJob;
 use domain::{
-    ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord, LockPolicy, RecoveryPoint,
-    RequestFingerprint, ReviewPolicy, RideParams, StoredResponse, User,
+    ApiKeyHash, IdempotencyKey, KeyId, KeyRecord, RecoveryPoint,
+    RequestFingerprint, RideParams, StoredResponse, User,
 };
 
-const LOCK: LockPolicy = LockPolicy {
-    lock_timeout: Duration::from_secs(90),
-};
-
-const COMPLETER: CompleterPolicy = CompleterPolicy {
-    min_age: Duration::from_secs(300),
-    min_idle: Duration::from_secs(60),
-    lock: LOCK,
-    review: ReviewPolicy {
-        review_after: Duration::from_secs(24 * 3600),
-    },
-};
+use integration_tests::{COMPLETER, LOCK};
 
 fn at(seconds: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)

@@ -33,35 +33,14 @@ async fn serve_stripe(stripe: FakeStripe) -> String {
     base
 }
 
-/// Every charge fake-stripe lists, page by page through its HTTP API.
+/// Every charge id fake-stripe lists, page by page through its HTTP API.
 async fn listed_charges(base: &str) -> Vec<String> {
-    let client = reqwest::Client::new();
-    let mut ids = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v1/charges?limit=100");
-        if let Some(last) = &after {
-            url.push_str(&format!("&starting_after={last}"));
-        }
-        let page: serde_json::Value = client
-            .get(url)
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .expect("listed")
-            .json()
-            .await
-            .expect("json");
-        let data = page["data"].as_array().expect("data");
-        ids.extend(
-            data.iter()
-                .map(|c| c["id"].as_str().expect("id").to_owned()),
-        );
-        after = ids.last().cloned();
-        if page["has_more"] != true {
-            return ids;
-        }
-    }
+    integration_tests::soak::all_charges(&reqwest::Client::new(), base, API_KEY)
+        .await
+        .expect("listed")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
