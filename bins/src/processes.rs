@@ -275,29 +275,64 @@ pub async fn api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Re
 }
 
 pub async fn completer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ready = serve_health(settings, &shutdown).await?;
     let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "completer")?;
+    let _ = ready.set(system.store.clone());
     completer_loop(&system, shutdown).await
 }
 
 pub async fn enqueuer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ready = serve_health(settings, &shutdown).await?;
     let system = System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?;
     require_shared_store(&system, "enqueuer")?;
     require_shared_queue(&system, "enqueuer")?;
+    let _ = ready.set(system.store.clone());
     enqueuer_loop(&system, shutdown).await
 }
 
 pub async fn worker(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ready = serve_health(settings, &shutdown).await?;
     let system = System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?;
     require_shared_store(&system, "worker")?;
     require_shared_queue(&system, "worker")?;
+    let _ = ready.set(system.store.clone());
     worker_loop(&system, shutdown).await
 }
 
 pub async fn reaper(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ready = serve_health(settings, &shutdown).await?;
     let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "reaper")?;
+    let _ = ready.set(system.store.clone());
     reaper_loop(&system, shutdown).await
+}
+
+/// With `--health-port`, serves `/healthz` and `/readyz` for a background
+/// process from before it connects (not ready while it waits) to shutdown.
+async fn serve_health(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<adapters::http::ReadyStore> {
+    let ready = adapters::http::ReadyStore::default();
+    if let Some(port) = settings.health_port {
+        let address = format!("{}:{port}", settings.api_host);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding the health endpoint to {address}"))?;
+        info!(%address, "health endpoint listening");
+        let router = adapters::http::health_router(ready.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                warn!(%error, "the health endpoint stopped");
+            }
+        });
+    }
+    Ok(ready)
 }
 
 pub async fn up(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -230,6 +230,10 @@ pub struct Settings {
     /// `Retry-After` on a 503 when the payment processor's answer was unknown.
     #[arg(long, env = "GATEWAY_RETRY_AFTER", value_parser = duration, default_value = "2s", global = true)]
     pub gateway_retry_after: Duration,
+    /// Background processes (completer, enqueuer, worker, reaper): serve
+    /// `/healthz` and `/readyz` on this port (unset: no probe endpoint).
+    #[arg(long, env = "HEALTH_PORT", global = true)]
+    pub health_port: Option<u16>,
     /// A client must send a request's headers within this.
     #[arg(long, env = "HTTP_HEADER_TIMEOUT", value_parser = duration, default_value = "10s", global = true)]
     pub http_header_timeout: Duration,

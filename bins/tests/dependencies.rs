@@ -101,6 +101,7 @@ impl Process {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_process_started_before_postgres_and_nats_waits_for_them_then_works() {
     let (pg_port, nats_port, api_port) = (free_port(), free_port(), free_port());
+    let health_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let database_url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{pg_port}/postgres");
     let nats_url = format!("nats://127.0.0.1:{nats_port}");
     let configured = |subcommand: &str| {
@@ -113,10 +114,12 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
             .env("POLL_INTERVAL", "200ms");
         command
     };
-    let mut processes: Vec<Process> = ["api", "completer", "enqueuer", "worker", "reaper"]
-        .into_iter()
-        .map(|name| Process::spawn(name, configured(name)))
-        .collect();
+    let mut processes = vec![Process::spawn("api", configured("api"))];
+    for (name, port) in ["completer", "enqueuer", "worker", "reaper"].into_iter().zip(&health_ports) {
+        let mut command = configured(name);
+        command.env("HEALTH_PORT", port.to_string());
+        processes.push(Process::spawn(name, command));
+    }
     let migrate = Process::spawn("migrate", configured("migrate"));
     for process in &processes {
         process.logged("waiting for Postgres").await;
@@ -127,6 +130,11 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
     assert_eq!(health.status(), 200, "alive while waiting");
     let ready = client.get(format!("{api}/readyz")).send().await.expect("up");
     assert_eq!(ready.status(), 503, "not ready while Postgres is down");
+    for port in &health_ports {
+        let probe = |path: &str| client.get(format!("http://127.0.0.1:{port}{path}")).send();
+        assert_eq!(probe("/healthz").await.expect("up").status(), 200);
+        assert_eq!(probe("/readyz").await.expect("up").status(), 503, "port {port}: not ready");
+    }
     for process in &mut processes {
         assert!(process.running(), "{} gave up:\n{}", process.name, process.log());
     }
@@ -171,6 +179,22 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
         }
         assert!(Instant::now() < deadline, "no receipt for ride {ride} within 60 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each becomes ready at its next try (its backoff is 5 s at most).
+    for port in &health_ports {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .expect("up");
+            if ready.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "port {port}: never ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     for process in processes {
         process.logged("Postgres answers").await;

@@ -6,6 +6,7 @@
 
 mod body;
 mod error;
+mod health;
 
 mod server;
 
@@ -33,6 +34,7 @@ use tracing::{Instrument, Level};
 
 pub use body::MAX_BODY_BYTES;
 pub use error::{ApiError, DEFAULT_GATEWAY_RETRY_AFTER};
+pub use health::{ReadyStore, health_router};
 pub use server::{ServerLimits, serve};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
