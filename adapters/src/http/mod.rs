@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use domain::response::ride_json;
 use domain::{IdempotencyKey, IdempotencyKeyError, RideId, User};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::{Instrument, Level};
@@ -92,7 +93,11 @@ pub fn router(state: ApiState) -> Router {
                     ApiError::Overloaded
                 }))
                 .load_shed()
-                .concurrency_limit(state.limits.max_concurrent_requests),
+                // One semaphore for both ride routes (a plain concurrency
+                // limit would get one per route).
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    state.limits.max_concurrent_requests,
+                )),
         );
     Router::new()
         .merge(rides)
