@@ -461,6 +461,46 @@ mod tests {
         );
     }
 
+    #[test]
+    fn keys_ids_and_recovery_points_display_as_stored() {
+        let key = IdempotencyKey::parse("k-0123456789abcdef0123").expect("valid");
+        assert_eq!(key.as_str(), "k-0123456789abcdef0123");
+        assert_eq!(key.to_string(), "k-0123456789abcdef0123");
+        assert_eq!(KeyId(12).to_string(), "12");
+        for point in [
+            RecoveryPoint::Started,
+            RecoveryPoint::RideCreated,
+            RecoveryPoint::ChargeCreated,
+            RecoveryPoint::Finished,
+        ] {
+            assert_eq!(point.to_string(), point.as_str());
+            assert_eq!(RecoveryPoint::parse(&point.to_string()), Some(point));
+        }
+    }
+
+    /// The reaper's rule, point by point: a finished key goes; an unfinished
+    /// one only with no lock on it and no charge that may exist.
+    #[test]
+    fn only_finished_keys_and_untouched_unfinished_ones_may_be_reaped() {
+        let with = |point: RecoveryPoint, locked: bool, attempted: bool| {
+            let mut key = record();
+            key.recovery_point = point;
+            key.locked_at = locked.then_some(at(0));
+            key.charge_attempted_at = attempted.then_some(at(0));
+            key.may_be_reaped()
+        };
+        use RecoveryPoint::*;
+        assert!(with(Finished, false, true));
+        assert!(with(Finished, true, true), "finished: its lock is moot");
+        assert!(with(Started, false, false));
+        assert!(!with(Started, true, false), "held, or left by a crash");
+        assert!(with(RideCreated, false, false), "never reached Stripe");
+        assert!(!with(RideCreated, true, false), "held: may reach Stripe now");
+        assert!(!with(RideCreated, false, true), "a charge may exist");
+        assert!(!with(ChargeCreated, false, true), "charged, not yet booked");
+        assert!(!with(ChargeCreated, true, true));
+    }
+
     /// 300 s minimum age, 60 s idle, 90 s lock timeout, a one-hour window.
     fn completer_policy() -> CompleterPolicy {
         CompleterPolicy {
@@ -485,6 +525,10 @@ mod tests {
         let mut recently_run = key.clone();
         recently_run.last_run_at = at(250);
         assert!(!policy.is_eligible(&recently_run, at(301)));
+        assert!(
+            !policy.is_eligible(&recently_run, at(310)),
+            "idle exactly 60 s: not over it"
+        );
         assert!(policy.is_eligible(&recently_run, at(311)));
 
         let mut locked = key.clone();

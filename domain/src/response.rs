@@ -134,6 +134,7 @@ mod tests {
         };
         let response = StoredResponse::ride_created(&ride);
         assert_eq!(response.status, 201);
+        assert!(response.is_success());
         assert!(response.body.ends_with(
             r#""ride":{"id":3,"origin_lat":1.5,"origin_lon":-2.0,"target_lat":0.0,"target_lon":0.25,"stripe_charge_id":"ch_123"}}"#
         ));

@@ -196,11 +196,12 @@ impl RideParams {
 /// "infinity", which are not numbers a client can mean here.
 fn parse_number(field: RideParamsField, raw: &str) -> Result<f64, RideParamsError> {
     let text = raw.trim();
+    // Text of these characters with no digit ("." or "e") is refused by
+    // `parse` below; this only keeps out the words.
     let looks_decimal = !text.is_empty()
         && text
             .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | 'e' | 'E'))
-        && text.chars().any(|c| c.is_ascii_digit());
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | 'e' | 'E'));
     if !looks_decimal {
         return Err(RideParamsError::NotANumber(field));
     }
@@ -257,6 +258,11 @@ mod tests {
     }
 
     #[test]
+    fn a_ride_id_displays_as_its_number() {
+        assert_eq!(RideId(42).to_string(), "42");
+    }
+
+    #[test]
     fn words_that_rust_reads_as_floats_are_not_numbers() {
         for raw in [
             "NaN",
@@ -268,6 +274,8 @@ mod tests {
             "0x10",
             "abc",
             ".",
+            "+e",
+            "-",
         ] {
             let error = parse([raw, "0", "0", "0"]).unwrap_err();
             assert_eq!(

@@ -19,3 +19,13 @@ pub struct User {
     /// The Stripe customer the user's rides are charged to.
     pub stripe_customer_id: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::UserId;
+
+    #[test]
+    fn a_user_id_displays_as_its_number() {
+        assert_eq!(UserId(7).to_string(), "7");
+    }
+}
