@@ -338,3 +338,80 @@ async fn a_job_the_queue_refuses_stays_staged_until_it_is_accepted() {
     assert_eq!(h.staged_job_count().await, 0);
     assert_eq!(h.queue.len(), 1);
 }
+
+/// The completer's report counts each key by what became of it.
+#[tokio::test]
+async fn the_completer_reports_what_became_of_each_key() {
+    use application::ports::MockStore;
+    use application::{CompleteStalledKeys, CompleterReport, CreateRide};
+    use domain::KeyId;
+    // Finished: two stalled keys on a healthy gateway.
+    let h = Harness::new().await;
+    for n in 0..2 {
+        let mut request = h.request(&h.good_user, &key(n));
+        request.raise_error = true;
+        h.create_ride.run(request).await.unwrap_err();
+    }
+    h.advance(Duration::from_secs(301));
+    let report = h.completer().run_batch().await.expect("batch");
+    assert_eq!(
+        report,
+        CompleterReport {
+            picked: 2,
+            finished: 2,
+            ..CompleterReport::default()
+        }
+    );
+    // Failed: the gateway's answer is lost every time.
+    let unknown = adapters::memory::FakeGatewayFaults {
+        unknown_rate: 1.0,
+        latency: Duration::ZERO,
+    };
+    let lost = Harness::with_gateway(
+        Arc::new(adapters::memory::FakeGateway::new()),
+        Some(Arc::new(adapters::memory::FakeGateway::with_faults(unknown))),
+    )
+    .await;
+    let mut request = lost.request(&lost.good_user, &key(1));
+    request.raise_error = true;
+    lost.create_ride.run(request).await.unwrap_err();
+    lost.advance(Duration::from_secs(301));
+    let report = lost.completer().run_batch().await.expect("batch");
+    assert_eq!(
+        report,
+        CompleterReport {
+            picked: 1,
+            failed: 1,
+            ..CompleterReport::default()
+        }
+    );
+    // Skipped: another completer locked it between the query and the lock.
+    let mut store = MockStore::new();
+    store.expect_report_keys_for_review().returning(|_, _, _| Ok(vec![]));
+    store
+        .expect_find_completable()
+        .returning(|_, _, _| Ok(vec![KeyId(1), KeyId(2)]));
+    store.expect_lock_for_completion().returning(|_, _, _| Ok(None));
+    let store: Arc<dyn Store> = Arc::new(store);
+    let completer = CompleteStalledKeys::new(
+        store.clone(),
+        Arc::new(CreateRide::new(
+            store,
+            h.gateway.clone(),
+            h.clock.clone(),
+            support::settings(),
+        )),
+        h.clock.clone(),
+        support::completer_policy(),
+        1000,
+    );
+    let report = completer.run_batch().await.expect("batch");
+    assert_eq!(
+        report,
+        CompleterReport {
+            picked: 2,
+            skipped: 2,
+            ..CompleterReport::default()
+        }
+    );
+}

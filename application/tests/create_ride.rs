@@ -530,3 +530,119 @@ async fn keys_awaiting_review_never_crowd_stalled_keys_out_of_a_completer_batch(
         "only the stalled key was charged"
     );
 }
+
+/// Counts of `rocket_rides_ride_requests_total` by outcome, for what `run`
+/// does inside: a recorder local to this thread, on a runtime of its own.
+fn counted_outcomes(work: impl std::future::Future<Output = ()>) -> std::collections::HashMap<String, u64> {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work)
+    });
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, _, _, _)| key.key().name() == "rocket_rides_ride_requests_total")
+        .filter_map(|(key, _, _, value)| {
+            let labels: Vec<String> = key
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            match value {
+                DebugValue::Counter(n) => Some((labels.join(","), n)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_outcome_is_counted_by_runner_and_outcome() {
+    let counts = counted_outcomes(async {
+        let h = Harness::new().await;
+        h.book(&key(1)).await.expect("booked");
+        h.book(&key(1)).await.expect("replayed");
+        h.create_ride
+            .run(h.request(&h.declined_user, &key(2)))
+            .await
+            .expect("declined");
+        h.create_ride
+            .run(h.request(&h.cardless_user, &key(3)))
+            .await
+            .expect("refused");
+        let mut failing = h.request(&h.good_user, &key(4));
+        failing.raise_error = true;
+        h.create_ride.run(failing).await.unwrap_err();
+    });
+    for outcome in ["created", "replayed", "declined", "refused", "simulated_error"] {
+        assert_eq!(
+            counts.get(&format!("runner=api,outcome={outcome}")),
+            Some(&1),
+            "{outcome}: {counts:?}"
+        );
+    }
+    assert_eq!(counts.len(), 5, "{counts:?}");
+}
+
+#[tokio::test]
+async fn a_panicking_phase_carries_its_message_and_releases_the_key() {
+    use application::ports::MockPaymentGateway;
+    let mut gateway = MockPaymentGateway::new();
+    gateway
+        .expect_charge()
+        .returning(|_| panic!("the gateway adapter has a bug"));
+    let h = Harness::with_gateway(
+        std::sync::Arc::new(adapters::memory::FakeGateway::new()),
+        Some(std::sync::Arc::new(gateway)),
+    )
+    .await;
+    let error = h.book(&key(1)).await.unwrap_err();
+    let CreateRideError::Panicked(message) = error else {
+        panic!("expected a caught panic, got {error:?}");
+    };
+    assert_eq!(message, "the gateway adapter has a bug");
+    assert_eq!(h.store.keys()[0].locked_at, None, "released");
+}
+
+#[tokio::test]
+async fn authorization_names_a_user_by_email_or_by_api_key() {
+    use application::{AuthError, AuthMode, Authenticate};
+    let h = Harness::new().await;
+    let by_email = Authenticate::new(h.store.clone(), AuthMode::Email);
+    let found = by_email.user(Some(" user@example.com ")).await.expect("known");
+    assert_eq!(found.id, h.good_user.id);
+    for missing in [None, Some(""), Some("   ")] {
+        assert!(matches!(by_email.user(missing).await, Err(AuthError::Missing)), "{missing:?}");
+    }
+    assert!(matches!(by_email.user(Some("nobody@example.com")).await, Err(AuthError::Unknown)));
+
+    let hash = domain::ApiKeyHash::of("rr_secret_key");
+    h.store.add_api_key(h.good_user.id, &hash).await.expect("key");
+    let by_key = Authenticate::new(h.store.clone(), AuthMode::ApiKey);
+    let found = by_key.user(Some("Bearer rr_secret_key")).await.expect("known");
+    assert_eq!(found.id, h.good_user.id);
+    for refused in ["Bearer ", "Bearer    ", "Basic rr_secret_key", "rr_secret_key", "Bearer other"] {
+        assert!(matches!(by_key.user(Some(refused)).await, Err(AuthError::Unknown)), "{refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rider_sees_their_own_ride_and_nobody_elses() {
+    use application::ShowRide;
+    let h = Harness::new().await;
+    let answer = h.book(&key(1)).await.expect("booked");
+    let ride_id = h.store.rides()[0].id;
+    assert!(answer.response.body.contains(&format!("\"id\":{ride_id}")));
+    let show = ShowRide::new(h.store.clone());
+    let own = show.run(&h.good_user, ride_id).await.expect("read");
+    assert_eq!(own.map(|r| r.id), Some(ride_id));
+    assert_eq!(show.run(&h.declined_user, ride_id).await.expect("read"), None);
+    assert_eq!(show.run(&h.good_user, domain::RideId(ride_id.0 + 100)).await.expect("read"), None);
+}
