@@ -111,6 +111,16 @@ impl Running {
         })
         .expect("client")
     }
+
+    /// One call, no retries: each answer seen as it is.
+    fn single_call_gateway(&self, timeout: Duration) -> StripeGateway {
+        StripeGateway::new(StripeSettings {
+            timeout,
+            max_retries: 0,
+            ..StripeSettings::new("sk_test_fake", self.base.clone())
+        })
+        .expect("client")
+    }
 }
 
 #[tokio::test]
@@ -254,8 +264,17 @@ async fn each_fault_kind_reaches_the_client_as_its_kind_of_unknown() {
         (FaultKind::Hang, &["in time"][..]),
     ] {
         for timing in [FaultTiming::Before, FaultTiming::After] {
-            let stripe = start(faulty(kind, timing)).await;
-            let gateway = stripe.gateway(Duration::from_millis(300));
+            // A hang holds the answer 60 s: the 2 s timeout always comes
+            // first, and the other faults answer long before it.
+            let stripe = start(FakeStripeSettings {
+                faults: Faults {
+                    hang: Duration::from_secs(60),
+                    ..faulty(kind, timing).faults
+                },
+                ..FakeStripeSettings::default()
+            })
+            .await;
+            let gateway = stripe.single_call_gateway(Duration::from_secs(2));
             let outcome = gateway
                 .charge(&ChargeRequest {
                     customer_id: "cus_unknown".into(),

@@ -9,9 +9,15 @@ use domain::{ChargeOutcome, ChargeRequest};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+/// A generous timeout: wiremock answers at once, and a loaded machine must
+/// not turn an answer into a timeout.
 fn gateway(server: &MockServer) -> StripeGateway {
+    gateway_with_timeout(server, Duration::from_secs(10))
+}
+
+fn gateway_with_timeout(server: &MockServer, timeout: Duration) -> StripeGateway {
     StripeGateway::new(StripeSettings {
-        timeout: Duration::from_millis(500),
+        timeout,
         retry_backoff: Duration::from_millis(10),
         ..StripeSettings::new("sk_test_123", server.uri())
     })
@@ -97,10 +103,12 @@ async fn a_500_then_a_200_is_charged_with_the_same_key_both_times() {
 async fn an_answer_slower_than_the_timeout_is_unknown() {
     let server = MockServer::start().await;
     Mock::given(path("/v1/charges"))
-        .respond_with(charge_ok().set_delay(Duration::from_secs(3)))
+        .respond_with(charge_ok().set_delay(Duration::from_secs(60)))
         .mount(&server)
         .await;
-    let outcome = gateway(&server).charge(&charge()).await;
+    let outcome = gateway_with_timeout(&server, Duration::from_millis(300))
+        .charge(&charge())
+        .await;
     let ChargeOutcome::Unknown { reason } = outcome else {
         panic!("expected unknown, got {outcome:?}");
     };
