@@ -103,15 +103,6 @@ impl Running {
             .expect("json")
     }
 
-    fn gateway(&self, timeout: Duration) -> StripeGateway {
-        StripeGateway::new(StripeSettings {
-            timeout,
-            retry_backoff: Duration::from_millis(5),
-            ..StripeSettings::new("sk_test_fake", self.base.clone())
-        })
-        .expect("client")
-    }
-
     /// One call, no retries: each answer seen as it is.
     fn single_call_gateway(&self, timeout: Duration) -> StripeGateway {
         StripeGateway::new(StripeSettings {
