@@ -103,6 +103,28 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs an idempotent statement again while it fails, with backoff, for
+/// about `budget`. For the writes that follow an effect outside the store,
+/// where giving up leaves a key to its lock timeout or repeats the effect.
+async fn persist<T, F, Fut>(budget: Duration, mut statement: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match statement().await {
+            Ok(value) => return Ok(value),
+            Err(error) if started.elapsed() + pause > budget => return Err(error),
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 fn timestamp(at: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(at)
 }
@@ -651,31 +673,21 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    /// Tried a few times over about two seconds: an unlock comes after an
-    /// error, often Postgres going away for a moment (a restart), and a key
-    /// left locked would answer 409 until the lock timeout.
+    /// Tried again for about two seconds: an unlock comes after an error,
+    /// often Postgres going away for a moment (a restart), and a key left
+    /// locked would answer 409 until the lock timeout.
     async fn unlock(&self, lease: Lease) -> Result<(), StoreError> {
-        const ATTEMPTS: u32 = 4;
-        let mut pause = Duration::from_millis(250);
-        let mut attempt = 1;
-        loop {
-            let result = sqlx::query(
+        persist(Duration::from_secs(2), || {
+            sqlx::query(
                 "UPDATE idempotency_keys SET locked_at = NULL WHERE id = $1 AND lock_generation = $2",
             )
             .bind(lease.key_id.0)
             .bind(lease.generation)
             .execute(&self.pool)
-            .await;
-            match result {
-                Ok(_) => return Ok(()),
-                Err(error) if attempt >= ATTEMPTS => return Err(unavailable(error)),
-                Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = pause.saturating_mul(2);
-                    attempt += 1;
-                }
-            }
-        }
+        })
+        .await
+        .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
@@ -759,13 +771,20 @@ impl Store for PostgresStore {
         })
     }
 
+    /// Tried again for about fifteen seconds: the receipt has gone out, and
+    /// giving up would let another delivery send it a second time once the
+    /// claim goes stale. A restarting Postgres is back well within that.
     async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sent_receipts SET sent_at = $2 WHERE ride_id = $1 AND sent_at IS NULL")
+        persist(Duration::from_secs(15), || {
+            sqlx::query(
+                "UPDATE sent_receipts SET sent_at = $2 WHERE ride_id = $1 AND sent_at IS NULL",
+            )
             .bind(ride_id.0)
             .bind(timestamp(now))
             .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        })
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 

@@ -1,0 +1,92 @@
+//! Postgres going away for a few seconds under the writes that follow an
+//! effect outside the store: a receipt already sent is still marked sent
+//! once Postgres is back (within the adapter's 15 s budget), rather than
+//! failing at once and leaving the receipt to be sent a second time.
+
+use std::time::{Duration, SystemTime};
+
+use adapters::postgres::{self, PoolSettings, PostgresStore};
+use application::ports::{KeyPhase, KeyRequest, Lease, ReceiptClaim, Store};
+use domain::{IdempotencyKey, RequestFingerprint, RideParams};
+use integration_tests::postgres::{free_port, start_dedicated};
+
+fn docker(args: &[&str]) {
+    let status = std::process::Command::new("docker")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("docker runs");
+    assert!(status.success(), "docker {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
+    let server = start_dedicated(free_port(), "restart").await;
+    // A pool that gives up on a connection after half a second: the outage
+    // below lasts longer, so only the adapter's own retries can bridge it.
+    let pool = postgres::connect(
+        &server.url,
+        &PoolSettings {
+            acquire_timeout: Duration::from_millis(500),
+            ..PoolSettings::default()
+        },
+    )
+    .expect("a valid URL");
+    postgres::migrate(&pool).await.expect("migrated");
+    let store = std::sync::Arc::new(PostgresStore::new(pool));
+    let rider = store.upsert_user("a@example.com", "cus_a").await.expect("user");
+    let params = RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid");
+    let request = KeyRequest {
+        user_id: rider.id,
+        key: IdempotencyKey::parse("restart-key-0000000001").expect("valid"),
+        fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
+        params,
+        request_ip: None,
+    };
+    let now = SystemTime::now();
+    let KeyPhase::Locked(record) = store
+        .begin_request(&request, now, integration_tests::LOCK)
+        .await
+        .expect("key phase")
+    else {
+        panic!("locked");
+    };
+    let lease = Lease::of(&record);
+    let record = store.create_ride(lease, now).await.expect("ride");
+    let ride = record.ride_id.expect("ride");
+    assert_eq!(
+        store
+            .claim_receipt(1, ride, now, Duration::from_secs(60))
+            .await
+            .expect("claimed"),
+        ReceiptClaim::Claimed
+    );
+
+    // Postgres stops just as the receipt has gone out and the request failed.
+    let id = server.container.id().to_owned();
+    docker(&["stop", "-t", "1", &id]);
+    let marking = {
+        let store = store.clone();
+        tokio::spawn(async move { store.mark_receipt_sent(ride, now).await })
+    };
+    let unlocking = {
+        let store = store.clone();
+        tokio::spawn(async move { store.unlock(lease).await })
+    };
+    // An outage of three seconds, longer than the pool's acquire timeout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    docker(&["start", &id]);
+    tokio::time::timeout(Duration::from_secs(60), marking)
+        .await
+        .expect("finished")
+        .expect("task")
+        .expect("marked once Postgres was back");
+    // The unlock's budget (2 s) is shorter than this outage: it gives up,
+    // saying so, and the lock timeout frees the key.
+    let unlocked = tokio::time::timeout(Duration::from_secs(60), unlocking)
+        .await
+        .expect("finished")
+        .expect("task");
+    assert!(unlocked.is_err(), "an outage longer than the unlock's budget");
+    assert!(store.receipt_sent(ride).await.expect("read"));
+}
