@@ -674,9 +674,14 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(store: Arc<
         "a failed send frees it"
     );
     assert_eq!(
-        claim(at(64)).await,
+        claim(at(62)).await,
+        ReceiptClaim::InProgress,
+        "59 s old: still the other worker's"
+    );
+    assert_eq!(
+        claim(at(63)).await,
         ReceiptClaim::Claimed,
-        "a dead worker's claim goes stale"
+        "60 s old: a dead worker's claim goes stale"
     );
     store.mark_receipt_sent(ride, at(65)).await.expect("sent");
     assert!(store.receipt_sent(ride).await.expect("read"));
