@@ -80,6 +80,9 @@ pub async fn start_dedicated(port: u16, password: &str) -> DedicatedPostgres {
         .with_name(name.clone())
         .with_tag(tag.clone())
         .with_cmd(["-c", "fsync=off", "-c", "max_connections=400"])
+        // The password is checked (the local image trusts every host
+        // connection unless told otherwise).
+        .with_env_var("POSTGRES_HOST_AUTH_METHOD", "scram-sha-256")
         .with_mapped_port(port, 5432.tcp())
         .with_label(CONTAINER_LABEL, "true")
         .start()

@@ -90,3 +90,30 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
     assert!(unlocked.is_err(), "an outage longer than the unlock's budget");
     assert!(store.receipt_sent(ride).await.expect("read"));
 }
+
+/// What `probe` tells a process at start: wait for a server that is down,
+/// stop at once on credentials no wait can fix, go on when it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_tells_a_server_that_is_down_from_settings_that_are_wrong() {
+    use adapters::connect::ConnectError;
+    let port = free_port();
+    let quick = PoolSettings {
+        acquire_timeout: Duration::from_secs(2),
+        ..PoolSettings::default()
+    };
+    let url = format!("postgres://postgres:right@127.0.0.1:{port}/postgres");
+    let down = postgres::connect(&url, &quick).expect("a valid URL");
+    let probed = postgres::probe(&down).await;
+    assert!(matches!(probed, Err(ConnectError::Transient(_))), "nobody listens: {probed:?}");
+    let _server = start_dedicated(port, "right").await;
+    let wrong = format!("postgres://postgres:wrong@127.0.0.1:{port}/postgres");
+    let wrong = postgres::connect(&wrong, &quick).expect("a valid URL");
+    let probed = postgres::probe(&wrong).await;
+    assert!(matches!(probed, Err(ConnectError::Configuration(_))), "bad password: {probed:?}");
+    let missing = format!("postgres://postgres:right@127.0.0.1:{port}/no_such_database");
+    let missing = postgres::connect(&missing, &quick).expect("a valid URL");
+    let probed = postgres::probe(&missing).await;
+    assert!(matches!(probed, Err(ConnectError::Configuration(_))), "no database: {probed:?}");
+    let up = postgres::connect(&url, &quick).expect("a valid URL");
+    postgres::probe(&up).await.expect("it answers");
+}
