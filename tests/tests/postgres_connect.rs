@@ -1,7 +1,9 @@
-//! Postgres going away for a few seconds under the writes that follow an
-//! effect outside the store: a receipt already sent is still marked sent
-//! once Postgres is back (within the adapter's 15 s budget), rather than
-//! failing at once and leaving the receipt to be sent a second time.
+//! Reaching Postgres: what a probe tells a process at start, the deployment
+//! id `migrate` stores, the readiness ping, and Postgres going away for a
+//! few seconds under the writes that follow an effect outside the store (a
+//! receipt already sent is still marked sent once Postgres is back, within
+//! the adapter's 15 s budget, rather than failing at once and leaving the
+//! receipt to be sent a second time).
 
 use std::time::{Duration, SystemTime};
 
@@ -105,6 +107,9 @@ async fn a_probe_tells_a_server_that_is_down_from_settings_that_are_wrong() {
     let down = postgres::connect(&url, &quick).expect("a valid URL");
     let probed = postgres::probe(&down).await;
     assert!(matches!(probed, Err(ConnectError::Transient(_))), "nobody listens: {probed:?}");
+    let store = PostgresStore::new(down);
+    assert!(matches!(store.probe().await, Err(ConnectError::Transient(_))));
+    assert!(store.ping().await.is_err(), "not ready");
     let _server = start_dedicated(port, "right").await;
     let wrong = format!("postgres://postgres:wrong@127.0.0.1:{port}/postgres");
     let wrong = postgres::connect(&wrong, &quick).expect("a valid URL");
@@ -116,4 +121,31 @@ async fn a_probe_tells_a_server_that_is_down_from_settings_that_are_wrong() {
     assert!(matches!(probed, Err(ConnectError::Configuration(_))), "no database: {probed:?}");
     let up = postgres::connect(&url, &quick).expect("a valid URL");
     postgres::probe(&up).await.expect("it answers");
+    store.probe().await.expect("the same store, now that the server is up");
+    store.ping().await.expect("ready");
+}
+
+/// `migrate` stores one id per database; processes wait (a transient
+/// failure) until it has run, and two databases never share an id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_database_gets_its_own_deployment_id_once_migrated() {
+    use adapters::connect::ConnectError;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let url = integration_tests::postgres::fresh_database_url().await;
+        let pool = postgres::connect(&url, &PoolSettings::default()).expect("a valid URL");
+        let store = PostgresStore::new(pool.clone());
+        let before = store.deployment_id().await;
+        assert!(matches!(before, Err(ConnectError::Transient(_))), "{before:?}");
+        postgres::migrate(&pool).await.expect("migrated");
+        let id = store.deployment_id().await.expect("an id");
+        assert!(
+            !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "it names NATS streams: {id:?}"
+        );
+        postgres::migrate(&pool).await.expect("migrated again");
+        assert_eq!(store.deployment_id().await.expect("an id"), id, "stable");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
 }
