@@ -363,15 +363,7 @@ async fn the_completer_reports_what_became_of_each_key() {
         }
     );
     // Failed: the gateway's answer is lost every time.
-    let unknown = adapters::memory::FakeGatewayFaults {
-        unknown_rate: 1.0,
-        latency: Duration::ZERO,
-    };
-    let lost = Harness::with_gateway(
-        Arc::new(adapters::memory::FakeGateway::new()),
-        Some(Arc::new(adapters::memory::FakeGateway::with_faults(unknown))),
-    )
-    .await;
+    let lost = Harness::losing_every_answer().await;
     let mut request = lost.request(&lost.good_user, &key(1));
     request.raise_error = true;
     lost.create_ride.run(request).await.unwrap_err();

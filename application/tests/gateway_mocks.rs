@@ -394,15 +394,7 @@ async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
 /// resolve it.
 #[tokio::test]
 async fn a_key_needing_review_on_the_api_path_is_refused_and_unlocked() {
-    let unknown = adapters::memory::FakeGatewayFaults {
-        unknown_rate: 1.0,
-        latency: std::time::Duration::ZERO,
-    };
-    let lost = Harness::with_gateway(
-        Arc::new(FakeGateway::new()),
-        Some(Arc::new(FakeGateway::with_faults(unknown))),
-    )
-    .await;
+    let lost = Harness::losing_every_answer().await;
     let request = lost.request(&lost.good_user, &key(1));
     let error = lost.create_ride.run(request.clone()).await.unwrap_err();
     assert!(matches!(error, CreateRideError::GatewayUnknown { .. }), "{error:?}");
@@ -419,15 +411,7 @@ async fn a_key_needing_review_on_the_api_path_is_refused_and_unlocked() {
 /// so the next try need not wait for the lock timeout.
 #[tokio::test]
 async fn a_resolution_the_store_refuses_unlocks_the_key() {
-    let unknown = adapters::memory::FakeGatewayFaults {
-        unknown_rate: 1.0,
-        latency: std::time::Duration::ZERO,
-    };
-    let h = Harness::with_gateway(
-        Arc::new(FakeGateway::new()),
-        Some(Arc::new(FakeGateway::with_faults(unknown))),
-    )
-    .await;
+    let h = Harness::losing_every_answer().await;
     let request = h.request(&h.good_user, &key(1));
     h.create_ride.run(request).await.unwrap_err();
     // Another key holds charge "ch_taken".

@@ -86,6 +86,20 @@ impl Harness {
         }
     }
 
+    /// A harness whose gateway charges but never answers definitively: every
+    /// charge ends unknown, and the key stays at `ride_created`.
+    pub async fn losing_every_answer() -> Self {
+        let unknown = adapters::memory::FakeGatewayFaults {
+            unknown_rate: 1.0,
+            latency: Duration::ZERO,
+        };
+        Self::with_gateway(
+            Arc::new(FakeGateway::new()),
+            Some(Arc::new(FakeGateway::with_faults(unknown))),
+        )
+        .await
+    }
+
     pub fn request(&self, user: &User, key: &str) -> RideRequest {
         RideRequest {
             user: user.clone(),
