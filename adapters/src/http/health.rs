@@ -13,7 +13,7 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use tokio::sync::OnceCell;
 
-use super::{ApiError, json_status};
+use super::{ApiError, json_status, readiness};
 
 /// Set once the process is connected; until then it is not ready.
 pub type ReadyStore = Arc<OnceCell<Arc<dyn Store>>>;
@@ -27,11 +27,8 @@ pub fn health_router(ready: ReadyStore) -> Router {
 }
 
 async fn readyz(State(ready): State<ReadyStore>) -> Response {
-    let Some(store) = ready.get() else {
-        return ApiError::StoreUnreachable.into_response();
-    };
-    match store.ping().await {
-        Ok(()) => json_status(StatusCode::OK, "ready"),
-        Err(_) => ApiError::StoreUnreachable.into_response(),
+    match ready.get() {
+        Some(store) => readiness(store.as_ref()).await,
+        None => ApiError::StoreUnreachable.into_response(),
     }
 }

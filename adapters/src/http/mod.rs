@@ -223,7 +223,12 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
-    match state.store.ping().await {
+    readiness(state.store.as_ref()).await
+}
+
+/// `/readyz` for every process: ready while its store answers.
+async fn readiness(store: &dyn Store) -> Response {
+    match store.ping().await {
         Ok(()) => json_status(StatusCode::OK, "ready"),
         Err(error) => {
             tracing::warn!(%error, "readiness check: store unreachable");
