@@ -48,7 +48,10 @@ mod tests {
             redact_url("postgres://app:s3cret@db:5432/rides?sslmode=require"),
             "postgres://app:***@db:5432/rides?sslmode=require"
         );
-        assert_eq!(redact_url("nats://token@nats:4222"), "nats://token:***@nats:4222");
+        assert_eq!(
+            redact_url("nats://token@nats:4222"),
+            "nats://token:***@nats:4222"
+        );
         assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact_url("not a url"), "not a url");
     }

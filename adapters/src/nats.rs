@@ -155,9 +155,13 @@ impl NatsQueue {
                 use async_nats::ConnectErrorKind as Kind;
                 let permanent = matches!(
                     error.kind(),
-                    Kind::ServerParse | Kind::Authentication | Kind::AuthorizationViolation | Kind::Tls
+                    Kind::ServerParse
+                        | Kind::Authentication
+                        | Kind::AuthorizationViolation
+                        | Kind::Tls
                 );
-                let error = anyhow::Error::new(error).context(format!("connecting to NATS at {url}"));
+                let error =
+                    anyhow::Error::new(error).context(format!("connecting to NATS at {url}"));
                 if permanent {
                     ConnectError::Configuration(error)
                 } else {
@@ -265,7 +269,11 @@ impl NatsQueue {
                 .await?
                 .await?;
             stream.delete_message(job.sequence).await?;
-            info!(job_id = job.job.id, sequence = job.sequence, "dead job requeued");
+            info!(
+                job_id = job.job.id,
+                sequence = job.sequence,
+                "dead job requeued"
+            );
         }
         Ok(dead)
     }

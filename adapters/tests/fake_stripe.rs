@@ -369,7 +369,10 @@ async fn a_charge_keeps_its_metadata_and_injected_faults_are_counted_by_kind() {
     assert_eq!(status, 500, "the answer is lost after the charge");
     let charges = stripe.stripe.charges();
     assert_eq!(charges.len(), 1);
-    assert_eq!(charges[0]["metadata"]["rocket_rides_downstream_key"], "meta-key");
+    assert_eq!(
+        charges[0]["metadata"]["rocket_rides_downstream_key"],
+        "meta-key"
+    );
     let faults: Value = stripe
         .http
         .get(format!("{}/_fake/faults", stripe.base))

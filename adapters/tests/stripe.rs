@@ -194,12 +194,27 @@ async fn another_4xx_is_refused_for_good_without_retrying() {
 #[tokio::test]
 async fn answers_that_prove_nothing_about_the_charge_are_unknown_and_retried() {
     let cases: [(u16, &str); 7] = [
-        (401, r#"{"error":{"type":"invalid_request_error","message":"Invalid API Key provided: sk_test_***123"}}"#),
-        (403, r#"{"error":{"type":"invalid_request_error","message":"The provided key does not have access"}}"#),
-        (409, r#"{"error":{"type":"idempotency_error","code":"idempotency_key_in_use","message":"another request is in flight"}}"#),
-        (400, r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#),
+        (
+            401,
+            r#"{"error":{"type":"invalid_request_error","message":"Invalid API Key provided: sk_test_***123"}}"#,
+        ),
+        (
+            403,
+            r#"{"error":{"type":"invalid_request_error","message":"The provided key does not have access"}}"#,
+        ),
+        (
+            409,
+            r#"{"error":{"type":"idempotency_error","code":"idempotency_key_in_use","message":"another request is in flight"}}"#,
+        ),
+        (
+            400,
+            r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#,
+        ),
         (400, "<html>bad gateway proxy</html>"),
-        (429, r#"{"error":{"type":"rate_limit_error","message":"Too many requests"}}"#),
+        (
+            429,
+            r#"{"error":{"type":"rate_limit_error","message":"Too many requests"}}"#,
+        ),
         (418, r#"{"error":{"type":"api_error","message":"teapot"}}"#),
     ];
     for (status, body) in cases {

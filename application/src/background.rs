@@ -10,7 +10,8 @@ use tracing::{error, info, warn};
 
 use crate::create_ride::CreateRide;
 use crate::ports::{
-    Clock, Delivery, JobQueue, QueueError, ReceiptClaim, ReceiptSender, Store, StoreError,
+    Clock, Delivery, JobQueue, Keys, Outbox, QueueError, ReceiptClaim, ReceiptSender, Receipts,
+    StoreError,
 };
 
 /// What one completer batch did.
@@ -29,7 +30,7 @@ pub struct CompleterReport {
 /// Finishes requests their clients gave up on, by running the same phase
 /// machine as the API, in-process.
 pub struct CompleteStalledKeys {
-    store: Arc<dyn Store>,
+    keys: Arc<dyn Keys>,
     create_ride: Arc<CreateRide>,
     clock: Arc<dyn Clock>,
     policy: CompleterPolicy,
@@ -38,14 +39,14 @@ pub struct CompleteStalledKeys {
 
 impl CompleteStalledKeys {
     pub fn new(
-        store: Arc<dyn Store>,
+        keys: Arc<dyn Keys>,
         create_ride: Arc<CreateRide>,
         clock: Arc<dyn Clock>,
         policy: CompleterPolicy,
         batch_size: usize,
     ) -> Self {
         Self {
-            store,
+            keys,
             create_ride,
             clock,
             policy,
@@ -57,7 +58,7 @@ impl CompleteStalledKeys {
     pub async fn run_batch(&self) -> Result<CompleterReport, StoreError> {
         let now = self.clock.now();
         let for_review = self
-            .store
+            .keys
             .report_keys_for_review(
                 self.policy.review.attempted_before(now),
                 now,
@@ -73,7 +74,7 @@ impl CompleteStalledKeys {
             );
         }
         let ids = self
-            .store
+            .keys
             .find_completable(now, self.policy, self.batch_size)
             .await?;
         let mut report = CompleterReport {
@@ -106,7 +107,7 @@ impl CompleteStalledKeys {
 /// the queue accepted it; a crash in between publishes it again, which the
 /// queue (dedup by job id) and the worker (one receipt per ride) absorb.
 pub struct DrainStagedJobs {
-    store: Arc<dyn Store>,
+    outbox: Arc<dyn Outbox>,
     queue: Arc<dyn JobQueue>,
     clock: Arc<dyn Clock>,
     batch_size: usize,
@@ -125,14 +126,14 @@ impl DrainStagedJobs {
     /// `claim_for` bounds how long a crashed enqueuer's batch waits before
     /// another enqueuer takes it: longer than a batch takes to publish.
     pub fn new(
-        store: Arc<dyn Store>,
+        outbox: Arc<dyn Outbox>,
         queue: Arc<dyn JobQueue>,
         clock: Arc<dyn Clock>,
         batch_size: usize,
         claim_for: Duration,
     ) -> Self {
         Self {
-            store,
+            outbox,
             queue,
             clock,
             batch_size,
@@ -144,13 +145,13 @@ impl DrainStagedJobs {
     #[tracing::instrument(name = "enqueuer_batch", skip_all)]
     pub async fn run_batch(&self) -> Result<usize, DrainError> {
         let jobs = self
-            .store
+            .outbox
             .claim_staged_jobs(self.batch_size, self.clock.now(), self.claim_for)
             .await?;
         let mut moved = 0;
         for job in jobs {
             self.queue.publish(&job).await?;
-            self.store.delete_staged_job(job.id).await?;
+            self.outbox.delete_staged_job(job.id).await?;
             moved += 1;
             metrics::counter!("rocket_rides_jobs_enqueued_total").increment(1);
             info!(job_id = job.id, ride_id = %job.job.ride_id, "staged job enqueued");
@@ -186,7 +187,7 @@ pub enum WorkOutcome {
 /// Works `send_ride_receipt` jobs: at most one receipt per ride, however many
 /// times the queue delivers the job.
 pub struct WorkJobs {
-    store: Arc<dyn Store>,
+    receipts: Arc<dyn Receipts>,
     queue: Arc<dyn JobQueue>,
     sender: Arc<dyn ReceiptSender>,
     clock: Arc<dyn Clock>,
@@ -202,13 +203,13 @@ pub enum WorkError {
 
 impl WorkJobs {
     pub fn new(
-        store: Arc<dyn Store>,
+        receipts: Arc<dyn Receipts>,
         queue: Arc<dyn JobQueue>,
         sender: Arc<dyn ReceiptSender>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            store,
+            receipts,
             queue,
             sender,
             clock,
@@ -258,7 +259,7 @@ impl WorkJobs {
         let job_id = delivery.job.id;
         let receipt = &delivery.job.job;
         let claim = self
-            .store
+            .receipts
             .claim_receipt(
                 job_id,
                 receipt.ride_id,
@@ -284,11 +285,11 @@ impl WorkJobs {
         if let Err(cause) = self.sender.send(job_id, receipt).await {
             let delay = Self::backoff(delivery.attempt);
             error!(job_id, attempt = delivery.attempt, ?delay, error = %cause, "sending the receipt failed; retrying later");
-            self.store.release_receipt(receipt.ride_id).await?;
+            self.receipts.release_receipt(receipt.ride_id).await?;
             self.queue.retry_later(&delivery, delay).await?;
             return Ok(WorkOutcome::Retrying { job_id, delay });
         }
-        self.store
+        self.receipts
             .mark_receipt_sent(receipt.ride_id, self.clock.now())
             .await?;
         self.queue.ack(&delivery).await?;
@@ -299,7 +300,7 @@ impl WorkJobs {
 
 /// Deletes keys so old that no client or completer will retry them.
 pub struct ReapKeys {
-    store: Arc<dyn Store>,
+    keys: Arc<dyn Keys>,
     clock: Arc<dyn Clock>,
     max_age: Duration,
     batch_size: usize,
@@ -307,13 +308,13 @@ pub struct ReapKeys {
 
 impl ReapKeys {
     pub fn new(
-        store: Arc<dyn Store>,
+        keys: Arc<dyn Keys>,
         clock: Arc<dyn Clock>,
         max_age: Duration,
         batch_size: usize,
     ) -> Self {
         Self {
-            store,
+            keys,
             clock,
             max_age,
             batch_size,
@@ -326,7 +327,7 @@ impl ReapKeys {
         let cutoff = now
             .checked_sub(self.max_age)
             .unwrap_or(std::time::UNIX_EPOCH);
-        let reaped = self.store.reap_keys(cutoff, self.batch_size).await?;
+        let reaped = self.keys.reap_keys(cutoff, self.batch_size).await?;
         if reaped > 0 {
             info!(reaped, "reaper deleted old idempotency keys");
         }

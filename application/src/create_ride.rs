@@ -12,14 +12,16 @@ use std::time::Duration;
 
 use domain::charge::ReceiptJob;
 use domain::{
-    ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord, LockPolicy,
-    RIDE_PRICE, RecoveryPoint, RequestFingerprint, ReviewPolicy, Ride, RideParams, StoredResponse,
-    User,
+    ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyProgress, KeyRecord,
+    LockPolicy, RIDE_PRICE, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams,
+    StoredResponse, User,
 };
 use futures_util::FutureExt as _;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::ports::{Clock, Finish, KeyPhase, KeyRequest, Lease, PaymentGateway, Store, StoreError};
+use crate::ports::{
+    Clock, Finish, KeyPhase, KeyRequest, Keys, Lease, PaymentGateway, StoreError, Users,
+};
 
 /// A client's `POST /rides`, parsed.
 #[derive(Debug, Clone)]
@@ -88,7 +90,8 @@ pub struct CreateRideSettings {
 }
 
 pub struct CreateRide {
-    store: Arc<dyn Store>,
+    keys: Arc<dyn Keys>,
+    users: Arc<dyn Users>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
     settings: CreateRideSettings,
@@ -96,13 +99,15 @@ pub struct CreateRide {
 
 impl CreateRide {
     pub fn new(
-        store: Arc<dyn Store>,
+        keys: Arc<dyn Keys>,
+        users: Arc<dyn Users>,
         gateway: Arc<dyn PaymentGateway>,
         clock: Arc<dyn Clock>,
         settings: CreateRideSettings,
     ) -> Self {
         Self {
-            store,
+            keys,
+            users,
             gateway,
             clock,
             settings,
@@ -124,10 +129,11 @@ impl CreateRide {
             fingerprint: request.fingerprint(),
             params: request.params,
             request_ip: request.request_ip.clone(),
+            charges_now: !request.raise_error,
         };
         let now = self.clock.now();
         let record = match self
-            .store
+            .keys
             .begin_request(&key_request, now, self.settings.lock)
             .await?
         {
@@ -156,7 +162,7 @@ impl CreateRide {
         policy: CompleterPolicy,
     ) -> Result<Option<Answer>, CreateRideError> {
         let now = self.clock.now();
-        let Some(record) = self.store.lock_for_completion(key_id, now, policy).await? else {
+        let Some(record) = self.keys.lock_for_completion(key_id, now, policy).await? else {
             return Ok(None);
         };
         let result = self.resume_locked(record).await;
@@ -177,7 +183,7 @@ impl CreateRide {
     ) -> Result<Option<Answer>, CreateRideError> {
         let now = self.clock.now();
         let Some(record) = self
-            .store
+            .keys
             .lock_for_review(key_id, now, self.settings.review, self.settings.lock)
             .await?
         else {
@@ -185,14 +191,9 @@ impl CreateRide {
         };
         let lease = Lease::of(&record);
         let result = match resolution {
-            ReviewResolution::Charged { charge_id } => {
-                match self.store.record_charge(lease, &charge_id, now).await {
-                    Ok(ride) => self.book(lease, key_id, &ride).await,
-                    Err(error) => Err(error.into()),
-                }
-            }
+            ReviewResolution::Charged { charge_id } => self.book(lease, &record, charge_id).await,
             ReviewResolution::NotCharged => {
-                self.finish_refused(lease, StoredResponse::charge_not_made(), now)
+                self.finish_refused(lease, StoredResponse::charge_not_made())
                     .await
             }
         };
@@ -211,7 +212,7 @@ impl CreateRide {
     async fn resume_locked(&self, record: KeyRecord) -> Result<Answer, CreateRideError> {
         let key_id = record.id;
         let lease = Lease::of(&record);
-        let user = match self.store.find_user(record.user_id).await {
+        let user = match self.users.find_user(record.user_id).await {
             Ok(Some(user)) => user,
             Ok(None) => {
                 self.release(lease).await;
@@ -265,7 +266,7 @@ impl CreateRide {
     }
 
     async fn release(&self, lease: Lease) {
-        if let Err(error) = self.store.unlock(lease).await {
+        if let Err(error) = self.keys.unlock(lease).await {
             // The lock timeout frees the key in the end.
             warn!(key_id = %lease.key_id, %error, "could not unlock the key");
         }
@@ -280,70 +281,51 @@ impl CreateRide {
         let lease = Lease::of(&record);
         loop {
             let span =
-                info_span!("phase", key_id = %record.id, recovery_point = %record.recovery_point);
-            match record.recovery_point {
-                RecoveryPoint::Started => {
+                info_span!("phase", key_id = %record.id, recovery_point = %record.recovery_point());
+            let response = match &record.progress {
+                KeyProgress::Started => {
                     record = self
-                        .store
+                        .keys
                         .create_ride(lease, self.clock.now())
                         .instrument(span)
                         .await?;
-                    info!(key_id = %record.id, ride_id = ?record.ride_id.map(|r| r.0), "ride created");
+                    info!(key_id = %record.id, ride_id = ?record.progress.ride_id().map(|r| r.0), "ride created");
+                    continue;
                 }
-                RecoveryPoint::RideCreated => {
-                    match self
-                        .charge(lease, &record, user, raise_error)
+                KeyProgress::RideCreated { .. } => {
+                    self.charge(lease, &record, user, raise_error)
                         .instrument(span)
                         .await?
-                    {
-                        // The charge is recorded: book it with the ride in
-                        // hand (no need to read it back).
-                        Charged::Recorded(ride) => {
-                            let response = self.book(lease, record.id, &ride).await?;
-                            return Ok(Answer {
-                                response,
-                                replayed: false,
-                            });
-                        }
-                        Charged::Finished(response) => {
-                            return Ok(Answer {
-                                response,
-                                replayed: false,
-                            });
-                        }
-                    }
                 }
-                RecoveryPoint::ChargeCreated => {
-                    let response = self.finish_booking(lease, &record).instrument(span).await?;
-                    return Ok(Answer {
-                        response,
-                        replayed: false,
-                    });
+                KeyProgress::ChargeCreated { ride_id } => {
+                    self.finish_booking(lease, &record, *ride_id)
+                        .instrument(span)
+                        .await?
                 }
-                RecoveryPoint::Finished => {
-                    let response = record.response.clone().ok_or_else(|| {
-                        StoreError::Inconsistent(format!(
-                            "key {} is finished without a stored response",
-                            record.id
-                        ))
-                    })?;
+                KeyProgress::Finished { response, .. } => {
                     return Ok(Answer {
-                        response,
+                        response: response.clone(),
                         replayed: true,
                     });
                 }
-            }
+            };
+            return Ok(Answer {
+                response,
+                replayed: false,
+            });
         }
     }
 
     /// The `ride_created` phase: the only one that talks to the gateway.
+    /// A new key arrives with its charge attempt already noted (written
+    /// with the key); a resumed one notes it here.
     async fn charge(
         &self,
         lease: Lease,
         record: &KeyRecord,
         user: &User,
         raise_error: bool,
-    ) -> Result<Charged, CreateRideError> {
+    ) -> Result<StoredResponse, CreateRideError> {
         if raise_error {
             return Err(CreateRideError::Simulated);
         }
@@ -352,7 +334,9 @@ impl CreateRide {
             warn!(key_id = %record.id, "charge first attempted beyond the gateway's idempotency window; needs review");
             return Err(CreateRideError::NeedsReview);
         }
-        self.store.note_charge_attempt(lease, now).await?;
+        if record.unrecorded_charge_attempt().is_none() {
+            self.keys.note_charge_attempt(lease, now).await?;
+        }
         let request = ChargeRequest {
             customer_id: user.stripe_customer_id.clone(),
             amount_cents: RIDE_PRICE.amount_cents,
@@ -368,26 +352,20 @@ impl CreateRide {
             ChargeOutcome::Unknown { .. } => "unknown",
         };
         metrics::counter!("rocket_rides_charge_attempts_total", "outcome" => label).increment(1);
-        let now = self.clock.now();
         match outcome {
             ChargeOutcome::Charged { charge_id } => {
                 info!(key_id = %record.id, %charge_id, "card charged");
-                let ride = self.store.record_charge(lease, &charge_id, now).await?;
-                Ok(Charged::Recorded(ride))
+                self.book(lease, record, charge_id).await
             }
             ChargeOutcome::Declined { message } => {
                 info!(key_id = %record.id, %message, "card declined");
-                let response = StoredResponse::card_declined(&message);
-                self.finish_refused(lease, response, now)
+                self.finish_refused(lease, StoredResponse::card_declined(&message))
                     .await
-                    .map(Charged::Finished)
             }
             ChargeOutcome::Refused { message } => {
                 warn!(key_id = %record.id, %message, "charge refused for good");
-                let response = StoredResponse::charge_refused();
-                self.finish_refused(lease, response, now)
+                self.finish_refused(lease, StoredResponse::charge_refused())
                     .await
-                    .map(Charged::Finished)
             }
             ChargeOutcome::Unknown { reason } => {
                 warn!(key_id = %record.id, %reason, "charge outcome unknown; the key stays at ride_created");
@@ -400,55 +378,71 @@ impl CreateRide {
         &self,
         lease: Lease,
         response: StoredResponse,
-        now: std::time::SystemTime,
     ) -> Result<StoredResponse, CreateRideError> {
-        self.store
+        self.keys
             .finish(
                 lease,
                 Finish::Refused {
                     response: response.clone(),
                 },
-                now,
+                self.clock.now(),
             )
             .await?;
         Ok(response)
     }
 
-    /// The `charge_created` phase, resumed: reads the charged ride and books it.
+    /// The `charge_created` phase, for a key an earlier version left there:
+    /// reads the charge id off the ride and books it.
     async fn finish_booking(
         &self,
         lease: Lease,
         record: &KeyRecord,
+        ride_id: RideId,
     ) -> Result<StoredResponse, CreateRideError> {
-        let ride_id = record.ride_id.ok_or_else(|| {
-            StoreError::Inconsistent(format!("key {} is charged but has no ride", record.id))
-        })?;
-        let ride = self.store.find_ride(ride_id).await?.ok_or_else(|| {
+        let ride = self.keys.find_ride(ride_id).await?.ok_or_else(|| {
             StoreError::Inconsistent(format!("ride {ride_id} of key {} is gone", record.id))
         })?;
-        self.book(lease, record.id, &ride).await
+        let charge_id = ride.stripe_charge_id.ok_or_else(|| {
+            StoreError::Inconsistent(format!(
+                "key {} is at charge_created but ride {ride_id} has no charge",
+                record.id
+            ))
+        })?;
+        self.book(lease, record, charge_id).await
     }
 
-    /// Moves a charged key to `finished`: the 201 and its receipt job, together.
+    /// Records the charge and moves the key to `finished`: the charge id on
+    /// the ride, the 201 and its receipt job, in one commit.
     async fn book(
         &self,
         lease: Lease,
-        key_id: KeyId,
-        ride: &Ride,
+        record: &KeyRecord,
+        charge_id: String,
     ) -> Result<StoredResponse, CreateRideError> {
-        let response = StoredResponse::ride_created(ride);
+        let ride_id = record.progress.ride_id().ok_or_else(|| {
+            StoreError::Inconsistent(format!("key {} has no ride to book", record.id))
+        })?;
+        let ride = Ride {
+            id: ride_id,
+            idempotency_key_id: Some(record.id),
+            params: record.params,
+            stripe_charge_id: Some(charge_id.clone()),
+            user_id: record.user_id,
+        };
+        let response = StoredResponse::ride_created(&ride);
         let job = ReceiptJob::for_ride(ride.id, ride.user_id);
-        self.store
+        self.keys
             .finish(
                 lease,
                 Finish::Booked {
+                    charge_id,
                     response: response.clone(),
                     job,
                 },
                 self.clock.now(),
             )
             .await?;
-        info!(%key_id, ride_id = %ride.id, "ride booked; receipt staged");
+        info!(key_id = %record.id, ride_id = %ride.id, "ride booked; receipt staged");
         Ok(response)
     }
 }
@@ -482,9 +476,4 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|text| (*text).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-enum Charged {
-    Recorded(Ride),
-    Finished(StoredResponse),
 }

@@ -1,11 +1,13 @@
 //! The ports: what the use cases need from the outside world, as traits.
 //! Adapters implement them; `bins` picks which implementation runs.
 //!
-//! Atomicity is part of the store's contract. Every method marked "one atomic
-//! phase" commits all its writes together with the key's new recovery point,
-//! or nothing at all, and only for the holder of the key's current lock
-//! (`Lease`). The in-memory store does it under a mutex, Postgres in one
-//! short transaction that locks the key's row.
+//! The store is four ports (`Users`, `Keys`, `Outbox`, `Receipts`), one
+//! database behind them all (`Store`). Atomicity is part of the contract:
+//! every method marked "one atomic phase" commits all its writes together
+//! with the key's new recovery point, or nothing at all, and only for the
+//! holder of the key's current lock (`Lease`). The in-memory store does it
+//! under a mutex, Postgres in one statement (or one short transaction that
+//! locks the key's row).
 
 use std::time::{Duration, SystemTime};
 
@@ -13,8 +15,8 @@ use async_trait::async_trait;
 use domain::charge::ReceiptJob;
 use domain::{
     ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId,
-    KeyRecord, LockPolicy, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams, StagedJob,
-    StoredResponse, User, UserId,
+    KeyRecord, LockPolicy, PhaseWrite, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams,
+    StagedJob, StoredResponse, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -69,14 +71,19 @@ pub struct KeyRequest {
     pub fingerprint: RequestFingerprint,
     pub params: RideParams,
     pub request_ip: Option<String>,
+    /// The request goes on to charge at once (it is not the simulator's
+    /// `raise_error`): a new key is written with its charge attempt noted.
+    pub charges_now: bool,
 }
 
 /// What the key phase decided.
 #[allow(clippy::large_enum_variant)] // one per request, moved once
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyPhase {
-    /// The key is locked for this request (new, or resumed); go on from its
-    /// recovery point.
+    /// The key is locked for this request; go on from its recovery point.
+    /// A new key arrives at `ride_created`, its ride and audit record
+    /// written in the same commit (and its charge attempt noted if the
+    /// request `charges_now`); a resumed one wherever it was left.
     Locked(KeyRecord),
     Mismatch,
     Replay(StoredResponse),
@@ -101,8 +108,11 @@ impl KeyPhase {
 /// How a finished key ends. A receipt job is staged exactly when a 201 is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
-    /// From `charge_created`: the 201 and its receipt job, in one phase.
+    /// From `ride_created` (or `charge_created`, left by an earlier
+    /// version): the charge recorded on the ride, the 201 and its receipt
+    /// job, in one commit. One charge id books one ride at most.
     Booked {
+        charge_id: String,
         response: StoredResponse,
         job: ReceiptJob,
     },
@@ -110,23 +120,51 @@ pub enum Finish {
     Refused { response: StoredResponse },
 }
 
+impl Finish {
+    pub fn write(&self) -> PhaseWrite {
+        match self {
+            Finish::Booked { .. } => PhaseWrite::Book,
+            Finish::Refused { .. } => PhaseWrite::Refuse,
+        }
+    }
+
+    pub fn response(&self) -> &StoredResponse {
+        match self {
+            Finish::Booked { response, .. } | Finish::Refused { response } => response,
+        }
+    }
+}
+
+/// Riders and their credentials.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
-pub trait Store: Send + Sync {
-    /// Is the store reachable? For `/readyz`.
-    async fn ping(&self) -> Result<(), StoreError>;
-
+pub trait Users: Send + Sync {
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     async fn find_user_by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<User>, StoreError>;
     async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     /// Creates the user, or updates the customer of the user with this email.
     async fn upsert_user(&self, email: &str, stripe_customer_id: &str) -> Result<User, StoreError>;
     async fn add_api_key(&self, user_id: UserId, hash: &ApiKeyHash) -> Result<(), StoreError>;
+}
 
-    /// The key phase, one atomic phase: insert the key (locked, `started`),
-    /// or load the user's existing key and decide with
-    /// `KeyDecision::for_existing`; on resume, take the lock (new generation)
-    /// and set `last_run_at`.
+/// Idempotency keys, the phases written under their locks, and the rides
+/// they book. Every phase write names the lease it holds and commits only
+/// for the key's current lock at a recovery point the write expects
+/// (`KeyRecord::check_lease`, `PhaseWrite::expects`); otherwise it changes
+/// nothing and answers `LostLock`.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait Keys: Send + Sync {
+    /// Is the store reachable? For `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The key phase, one atomic phase. A new key is inserted locked at
+    /// `ride_created` with its ride and `ride.created` audit record (the
+    /// `started` phase shares the commit), its charge attempt noted when the
+    /// request `charges_now`. An existing key is decided with
+    /// `KeyDecision::for_existing`: a replay, mismatch or in-flight answer
+    /// takes no lock and writes nothing; on resume the store takes the lock
+    /// (new generation) and sets `last_run_at`.
     async fn begin_request(
         &self,
         request: &KeyRequest,
@@ -162,25 +200,16 @@ pub trait Store: Send + Sync {
         lock: LockPolicy,
     ) -> Result<Option<KeyRecord>, StoreError>;
 
-    /// One atomic phase, `started` → `ride_created`: the ride (one per key)
-    /// and its `ride.created` audit record.
+    /// One atomic phase, `started` → `ride_created`, for a key left at
+    /// `started`: the ride (one per key) and its `ride.created` audit record.
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError>;
 
     /// Notes that a charge is about to be attempted (the first time only);
     /// the review rule reads it. Does not move the recovery point.
     async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError>;
 
-    /// One atomic phase, `ride_created` → `charge_created`: the charge id on
-    /// the ride.
-    async fn record_charge(
-        &self,
-        lease: Lease,
-        charge_id: &str,
-        now: SystemTime,
-    ) -> Result<Ride, StoreError>;
-
     /// One atomic phase → `finished`: the response stored, the key unlocked,
-    /// and for a booking its receipt job staged.
+    /// and for a booking the charge on the ride and its receipt job staged.
     async fn finish(&self, lease: Lease, finish: Finish, now: SystemTime)
     -> Result<(), StoreError>;
 
@@ -190,38 +219,10 @@ pub trait Store: Send + Sync {
 
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError>;
 
-    /// Staged jobs in id order, at most `limit`, claimed or not (a read).
-    async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError>;
-    /// Claims up to `limit` staged jobs in id order for one enqueuer until
-    /// `now + claim_for`, skipping jobs another enqueuer holds a live claim
-    /// on: two enqueuers never publish one job at once. A crashed
-    /// enqueuer's claims run out and its jobs are claimed again.
-    async fn claim_staged_jobs(
-        &self,
-        limit: usize,
-        now: SystemTime,
-        claim_for: Duration,
-    ) -> Result<Vec<StagedJob>, StoreError>;
-    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError>;
-
-    /// Takes the right to send a ride's receipt, before sending it.
-    async fn claim_receipt(
-        &self,
-        job_id: i64,
-        ride_id: RideId,
-        now: SystemTime,
-        stale_after: Duration,
-    ) -> Result<ReceiptClaim, StoreError>;
-    /// The receipt went out; nobody sends it again.
-    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError>;
-    /// Sending failed; the next delivery may claim it at once.
-    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError>;
-    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
-
-    /// Deletes up to `limit` keys created before `created_before`; their rides
-    /// stay, with no key. A key whose charge was attempted but whose outcome
-    /// was never recorded stays until it is resolved: it is the only record
-    /// of a charge that may exist. Returns how many went.
+    /// Deletes up to `limit` keys created before `created_before`, oldest
+    /// first; their rides stay, with no key. Only keys
+    /// `KeyRecord::may_be_reaped` allows: a key whose charge may exist stays
+    /// until it is resolved. Returns how many went.
     async fn reap_keys(
         &self,
         created_before: SystemTime,
@@ -247,6 +248,51 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError>;
 }
+
+/// The job outbox: jobs staged in the same commit as the 201 that caused
+/// them, until an enqueuer hands them to the job queue.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Staged jobs in id order, at most `limit`, claimed or not (a read).
+    async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError>;
+    /// Claims up to `limit` staged jobs in id order for one enqueuer until
+    /// `now + claim_for`, skipping jobs another enqueuer holds a live claim
+    /// on: two enqueuers never publish one job at once. A crashed
+    /// enqueuer's claims run out and its jobs are claimed again.
+    async fn claim_staged_jobs(
+        &self,
+        limit: usize,
+        now: SystemTime,
+        claim_for: Duration,
+    ) -> Result<Vec<StagedJob>, StoreError>;
+    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError>;
+}
+
+/// One receipt per ride, whoever delivers its job.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait Receipts: Send + Sync {
+    /// Takes the right to send a ride's receipt, before sending it.
+    async fn claim_receipt(
+        &self,
+        job_id: i64,
+        ride_id: RideId,
+        now: SystemTime,
+        stale_after: Duration,
+    ) -> Result<ReceiptClaim, StoreError>;
+    /// The receipt went out; nobody sends it again.
+    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError>;
+    /// Sending failed; the next delivery may claim it at once.
+    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError>;
+    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
+}
+
+/// All four ports over one database: what `bins` builds and hands out, each
+/// use case taking only the ports it needs.
+pub trait Store: Users + Keys + Outbox + Receipts {}
+
+impl<T: Users + Keys + Outbox + Receipts> Store for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

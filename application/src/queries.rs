@@ -4,22 +4,22 @@ use std::sync::Arc;
 
 use domain::{KeyRecord, ReviewPolicy, Ride, RideId, User};
 
-use crate::ports::{Clock, Store, StoreError};
+use crate::ports::{Clock, Keys, StoreError};
 
 pub struct ShowRide {
-    store: Arc<dyn Store>,
+    keys: Arc<dyn Keys>,
 }
 
 impl ShowRide {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(keys: Arc<dyn Keys>) -> Self {
+        Self { keys }
     }
 
     /// The ride, if it exists and belongs to `user`; someone else's ride is
     /// indistinguishable from a missing one.
     pub async fn run(&self, user: &User, id: RideId) -> Result<Option<Ride>, StoreError> {
         Ok(self
-            .store
+            .keys
             .find_ride(id)
             .await?
             .filter(|ride| ride.user_id == user.id))
@@ -29,15 +29,15 @@ impl ShowRide {
 /// Keys whose charge was first attempted longer ago than the gateway keeps
 /// idempotency keys: the completer leaves them to a person.
 pub struct ListKeysForReview {
-    store: Arc<dyn Store>,
+    keys: Arc<dyn Keys>,
     clock: Arc<dyn Clock>,
     policy: ReviewPolicy,
 }
 
 impl ListKeysForReview {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: ReviewPolicy) -> Self {
+    pub fn new(keys: Arc<dyn Keys>, clock: Arc<dyn Clock>, policy: ReviewPolicy) -> Self {
         Self {
-            store,
+            keys,
             clock,
             policy,
         }
@@ -45,6 +45,6 @@ impl ListKeysForReview {
 
     pub async fn run(&self, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
         let cutoff = self.policy.attempted_before(self.clock.now());
-        self.store.keys_for_review(cutoff, limit).await
+        self.keys.keys_for_review(cutoff, limit).await
     }
 }

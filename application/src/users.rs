@@ -1,11 +1,13 @@
 //! Users: seeding the demo riders (`up`) and authenticating requests.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use domain::{ApiKeyHash, User};
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::ports::{GatewayError, PaymentGateway, Store, StoreError};
+use crate::ports::{Clock, GatewayError, PaymentGateway, StoreError, Users};
 
 /// The demo riders and the card source their Stripe customer gets: one whose
 /// card charges, one whose card is declined (the seed's two), and one with
@@ -38,13 +40,13 @@ pub struct SeededUser {
 /// Creates (or keeps) the demo users and their Stripe customers. Safe to run
 /// again: an existing user keeps its customer.
 pub struct SeedDemoUsers {
-    store: Arc<dyn Store>,
+    users: Arc<dyn Users>,
     gateway: Arc<dyn PaymentGateway>,
 }
 
 impl SeedDemoUsers {
-    pub fn new(store: Arc<dyn Store>, gateway: Arc<dyn PaymentGateway>) -> Self {
-        Self { store, gateway }
+    pub fn new(users: Arc<dyn Users>, gateway: Arc<dyn PaymentGateway>) -> Self {
+        Self { users, gateway }
     }
 
     /// `new_api_key`, when given, makes one fresh API key per user (stored
@@ -56,7 +58,7 @@ impl SeedDemoUsers {
         let mut seeded = Vec::new();
         for (email, source) in DEMO_USERS {
             let user =
-                match self.store.find_user_by_email(email).await? {
+                match self.users.find_user_by_email(email).await? {
                     Some(user) => user,
                     None => {
                         let customer = self.gateway.create_customer(email, source).await.map_err(
@@ -65,7 +67,7 @@ impl SeedDemoUsers {
                                 source,
                             },
                         )?;
-                        let user = self.store.upsert_user(email, &customer).await?;
+                        let user = self.users.upsert_user(email, &customer).await?;
                         info!(email, customer = %user.stripe_customer_id, "demo user created");
                         user
                     }
@@ -73,7 +75,7 @@ impl SeedDemoUsers {
             let api_key = match new_api_key.as_mut() {
                 Some(generate) => {
                     let key = generate();
-                    self.store
+                    self.users
                         .add_api_key(user.id, &ApiKeyHash::of(&key))
                         .await?;
                     Some(key)
@@ -106,25 +108,84 @@ pub enum AuthError {
 }
 
 pub struct Authenticate {
-    store: Arc<dyn Store>,
+    users: Arc<dyn Users>,
     mode: AuthMode,
+    cache: Option<UserCache>,
+}
+
+/// What a request authenticates with, as looked up: the email, or the API
+/// key's hash (the plain key is never kept).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Credential {
+    Email(String),
+    ApiKey(ApiKeyHash),
+}
+
+/// Users found recently, by credential, so that a client's requests do not
+/// each cost a round trip to the store. An entry lives `ttl`: a user whose
+/// email or API key is removed is still let in for up to that long.
+struct UserCache {
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    entries: Mutex<HashMap<Credential, (SystemTime, User)>>,
+}
+
+impl UserCache {
+    /// Past this many entries, expired ones are dropped, and if none had
+    /// expired, all of them: memory stays bounded whoever calls.
+    const CAPACITY: usize = 10_000;
+
+    fn get(&self, credential: &Credential) -> Option<User> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (found_at, user) = entries.get(credential)?;
+        self.is_fresh(*found_at, self.clock.now())
+            .then(|| user.clone())
+    }
+
+    fn put(&self, credential: &Credential, user: &User) {
+        let now = self.clock.now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::CAPACITY {
+            entries.retain(|_, (found_at, _)| self.is_fresh(*found_at, now));
+            if entries.len() >= Self::CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(credential.clone(), (now, user.clone()));
+    }
+
+    fn is_fresh(&self, found_at: SystemTime, now: SystemTime) -> bool {
+        now.duration_since(found_at).is_ok_and(|age| age < self.ttl)
+    }
 }
 
 impl Authenticate {
-    pub fn new(store: Arc<dyn Store>, mode: AuthMode) -> Self {
-        if mode == AuthMode::Email {
-            warn!(
-                "AUTH_MODE=email trusts the Authorization header as the user's email: for demos only"
-            );
+    /// How long the API remembers a user it found, unless told otherwise.
+    pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
+
+    pub fn new(users: Arc<dyn Users>, mode: AuthMode) -> Self {
+        Self {
+            users,
+            mode,
+            cache: None,
         }
-        Self { store, mode }
+    }
+
+    /// Remembers each user found for `ttl` (zero: never).
+    pub fn cached(mut self, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
+        self.cache = (!ttl.is_zero()).then(|| UserCache {
+            clock,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        });
+        self
     }
 
     pub async fn user(&self, authorization: Option<&str>) -> Result<User, AuthError> {
         let header = authorization.map(str::trim).filter(|h| !h.is_empty());
         let header = header.ok_or(AuthError::Missing)?;
-        let user = match self.mode {
-            AuthMode::Email => self.store.find_user_by_email(header).await?,
+        let credential = match self.mode {
+            AuthMode::Email => Credential::Email(header.to_owned()),
             AuthMode::ApiKey => {
                 let Some(token) = header
                     .strip_prefix("Bearer ")
@@ -133,11 +194,20 @@ impl Authenticate {
                 else {
                     return Err(AuthError::Unknown);
                 };
-                self.store
-                    .find_user_by_api_key(&ApiKeyHash::of(token))
-                    .await?
+                Credential::ApiKey(ApiKeyHash::of(token))
             }
         };
-        user.ok_or(AuthError::Unknown)
+        if let Some(user) = self.cache.as_ref().and_then(|c| c.get(&credential)) {
+            return Ok(user);
+        }
+        let user = match &credential {
+            Credential::Email(email) => self.users.find_user_by_email(email).await?,
+            Credential::ApiKey(hash) => self.users.find_user_by_api_key(hash).await?,
+        };
+        let user = user.ok_or(AuthError::Unknown)?;
+        if let Some(cache) = &self.cache {
+            cache.put(&credential, &user);
+        }
+        Ok(user)
     }
 }

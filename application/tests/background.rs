@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use application::ports::{JobQueue, MockReceiptSender, ReceiptSender, Store};
+use application::ports::{JobQueue, Keys, MockReceiptSender, Outbox, ReceiptSender, Users};
 use application::{DrainStagedJobs, ReapKeys, WorkJobs, WorkOutcome};
 use async_trait::async_trait;
 use domain::charge::ReceiptJob;
@@ -268,7 +268,7 @@ async fn seeding_twice_keeps_the_users_and_their_customers() {
 #[tokio::test]
 async fn a_store_failure_under_a_job_postpones_it_and_never_fails_the_job() {
     use application::WorkError;
-    use application::ports::{Delivery, MockJobQueue, MockStore, StoreError};
+    use application::ports::{Delivery, MockJobQueue, MockReceipts, StoreError};
     use domain::{RideId, StagedJob, UserId};
     let delivery = Delivery {
         job: StagedJob {
@@ -291,7 +291,7 @@ async fn a_store_failure_under_a_job_postpones_it_and_never_fails_the_job() {
         .returning(|_, _| Ok(()));
     queue.expect_retry_later().never();
     queue.expect_ack().never();
-    let mut store = MockStore::new();
+    let mut store = MockReceipts::new();
     store
         .expect_claim_receipt()
         .returning(|_, _, _, _| Err(StoreError::Unavailable(anyhow::anyhow!("connection reset"))));
@@ -332,7 +332,10 @@ async fn a_job_the_queue_refuses_stays_staged_until_it_is_accepted() {
     // Its claim runs out, and the next enqueuer moves it.
     h.advance(Duration::from_secs(61));
     assert_eq!(
-        enqueuer(h.queue.clone()).run_batch().await.expect("drained"),
+        enqueuer(h.queue.clone())
+            .run_batch()
+            .await
+            .expect("drained"),
         1
     );
     assert_eq!(h.staged_job_count().await, 0);
@@ -342,7 +345,7 @@ async fn a_job_the_queue_refuses_stays_staged_until_it_is_accepted() {
 /// The completer's report counts each key by what became of it.
 #[tokio::test]
 async fn the_completer_reports_what_became_of_each_key() {
-    use application::ports::MockStore;
+    use application::ports::MockKeys;
     use application::{CompleteStalledKeys, CompleterReport, CreateRide};
     use domain::KeyId;
     // Finished: two stalled keys on a healthy gateway.
@@ -378,17 +381,22 @@ async fn the_completer_reports_what_became_of_each_key() {
         }
     );
     // Skipped: another completer locked it between the query and the lock.
-    let mut store = MockStore::new();
-    store.expect_report_keys_for_review().returning(|_, _, _| Ok(vec![]));
+    let mut store = MockKeys::new();
+    store
+        .expect_report_keys_for_review()
+        .returning(|_, _, _| Ok(vec![]));
     store
         .expect_find_completable()
         .returning(|_, _, _| Ok(vec![KeyId(1), KeyId(2)]));
-    store.expect_lock_for_completion().returning(|_, _, _| Ok(None));
-    let store: Arc<dyn Store> = Arc::new(store);
+    store
+        .expect_lock_for_completion()
+        .returning(|_, _, _| Ok(None));
+    let store: Arc<dyn Keys> = Arc::new(store);
     let completer = CompleteStalledKeys::new(
         store.clone(),
         Arc::new(CreateRide::new(
             store,
+            h.store.clone(),
             h.gateway.clone(),
             h.clock.clone(),
             support::settings(),

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use application::ports::{KeyPhase, KeyRequest, Lease, Store};
+use application::ports::{Finish, KeyPhase, KeyRequest, Keys, Lease, Outbox, StoreError, Users};
 use application::{CreateRideError, ReviewResolution};
 use domain::{LockPolicy, RecoveryPoint, RideParams};
 use support::{Harness, LOCK_TIMEOUT, key};
@@ -31,7 +31,7 @@ async fn a_booked_ride_is_charged_once_stored_and_staged() {
     assert!(answer.response.body.contains(&charges[0].id));
 
     let keys = h.store.keys();
-    assert_eq!(keys[0].recovery_point, RecoveryPoint::Finished);
+    assert_eq!(keys[0].recovery_point(), RecoveryPoint::Finished);
     assert_eq!(keys[0].locked_at, None, "a finished key is unlocked");
     assert_eq!(charges[0].idempotency_key, keys[0].downstream_key);
 
@@ -82,7 +82,7 @@ async fn a_charge_refused_for_good_finishes_with_502() {
     assert_eq!(answer.response.status, 502);
     assert!(answer.response.body.contains("no charge was made"));
     assert!(!answer.response.body.contains("no active card"));
-    assert_eq!(h.store.keys()[0].recovery_point, RecoveryPoint::Finished);
+    assert_eq!(h.store.keys()[0].recovery_point(), RecoveryPoint::Finished);
     assert_eq!(h.staged_job_count().await, 0);
 }
 
@@ -94,12 +94,12 @@ async fn raise_error_fails_the_charge_phase_unlocks_and_a_retry_without_it_succe
     let error = h.create_ride.run(request.clone()).await.unwrap_err();
     assert!(matches!(error, CreateRideError::Simulated), "{error:?}");
     let stored = &h.store.keys()[0];
-    assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(stored.recovery_point(), RecoveryPoint::RideCreated);
     assert_eq!(
         stored.locked_at, None,
         "an error path never leaves a key locked"
     );
-    assert_eq!(stored.response, None, "a 500 is not stored");
+    assert_eq!(stored.progress.response(), None, "a 500 is not stored");
     assert_eq!(h.gateway.charge_calls(), 0);
 
     request.raise_error = false;
@@ -135,9 +135,9 @@ async fn keys_are_scoped_to_the_user() {
     assert_eq!(h.store.keys().len(), 2);
 }
 
-/// Leaves a key locked at `started`, as a process that died right after the
-/// key phase would.
-async fn crash_after_key_phase(h: &Harness, key_text: &str) -> Lease {
+/// Leaves a key locked at `ride_created` (its ride written with it), as a
+/// process that died right after the key phase would, before it charged.
+async fn crash_after_key_phase(h: &Harness, key_text: &str) -> domain::KeyRecord {
     let request = h.request(&h.good_user, key_text);
     let phase = h
         .store
@@ -148,6 +148,7 @@ async fn crash_after_key_phase(h: &Harness, key_text: &str) -> Lease {
                 fingerprint: request.fingerprint(),
                 params: request.params,
                 request_ip: None,
+                charges_now: false,
             },
             h.clock_now(),
             LockPolicy {
@@ -159,7 +160,7 @@ async fn crash_after_key_phase(h: &Harness, key_text: &str) -> Lease {
     let KeyPhase::Locked(record) = phase else {
         panic!("expected a new key, got {phase:?}");
     };
-    Lease::of(&record)
+    record
 }
 
 trait Now {
@@ -182,7 +183,8 @@ async fn a_key_locked_by_a_live_request_answers_409_until_the_lock_times_out() {
         panic!("expected 409, got {error:?}");
     };
     assert_eq!(retry_after, Duration::from_secs(60));
-    assert_eq!(h.store.rides().len(), 0, "a 409 changes nothing");
+    assert_eq!(h.store.rides().len(), 1, "a 409 changes nothing");
+    assert_eq!(h.gateway.charge_calls(), 0, "a 409 changes nothing");
 
     h.advance(Duration::from_secs(61));
     let answer = h
@@ -196,7 +198,10 @@ async fn a_key_locked_by_a_live_request_answers_409_until_the_lock_times_out() {
 #[tokio::test]
 async fn a_retry_resumes_from_started() {
     let h = Harness::new().await;
-    crash_after_key_phase(&h, &key(1)).await;
+    // An earlier version committed the key phase alone.
+    let record = crash_after_key_phase(&h, &key(1)).await;
+    h.store.leave_at_started(record.id);
+    assert!(h.store.rides().is_empty());
     h.advance(LOCK_TIMEOUT + Duration::from_secs(1));
     let answer = h.book(&key(1)).await.expect("resumed");
     assert_eq!(answer.response.status, 201);
@@ -209,12 +214,7 @@ async fn a_retry_resumes_from_started() {
 async fn a_retry_after_a_crash_in_the_charge_phase_charges_once() {
     let h = Harness::new().await;
     // The process died after Stripe charged but before the charge was recorded.
-    let lease = crash_after_key_phase(&h, &key(1)).await;
-    let record = h
-        .store
-        .create_ride(lease, h.clock_now())
-        .await
-        .expect("ride");
+    let record = crash_after_key_phase(&h, &key(1)).await;
     let user = h.good_user.clone();
     application::ports::PaymentGateway::charge(
         h.gateway.as_ref(),
@@ -243,15 +243,10 @@ async fn a_retry_after_a_crash_in_the_charge_phase_charges_once() {
 #[tokio::test]
 async fn a_retry_resumes_from_charge_created_without_calling_the_gateway() {
     let h = Harness::new().await;
-    let lease = crash_after_key_phase(&h, &key(1)).await;
+    // An earlier version committed the charge alone, then died.
+    let record = crash_after_key_phase(&h, &key(1)).await;
     h.store
-        .create_ride(lease, h.clock_now())
-        .await
-        .expect("ride");
-    h.store
-        .record_charge(lease, "ch_recorded_before_crash", h.clock_now())
-        .await
-        .expect("charge recorded");
+        .leave_at_charge_created(record.id, "ch_recorded_before_crash");
 
     h.advance(LOCK_TIMEOUT + Duration::from_secs(1));
     let answer = h.book(&key(1)).await.expect("resumed");
@@ -264,15 +259,24 @@ async fn a_retry_resumes_from_charge_created_without_calling_the_gateway() {
 #[tokio::test]
 async fn a_request_whose_lock_was_taken_over_cannot_write_behind_its_successor() {
     let h = Harness::new().await;
-    let stale = crash_after_key_phase(&h, &key(1)).await;
+    let stale = Lease::of(&crash_after_key_phase(&h, &key(1)).await);
     h.advance(LOCK_TIMEOUT + Duration::from_secs(1));
-    h.book(&key(1)).await.expect("the successor finishes");
-    let error = h.store.create_ride(stale, h.clock_now()).await.unwrap_err();
-    assert!(
-        matches!(error, application::ports::StoreError::LostLock(_)),
-        "{error:?}"
-    );
+    let booked = h.book(&key(1)).await.expect("the successor finishes");
+    let refusal = Finish::Refused {
+        response: domain::StoredResponse::charge_refused(),
+    };
+    let error = h
+        .store
+        .finish(stale, refusal, h.clock_now())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::LostLock(_)), "{error:?}");
     assert_eq!(h.store.rides().len(), 1);
+    let replay = h.book(&key(1)).await.expect("replayed");
+    assert_eq!(
+        replay.response, booked.response,
+        "the successor's answer stands"
+    );
 }
 
 #[tokio::test]
@@ -378,11 +382,7 @@ async fn a_batch_size_limits_the_completer() {
 /// A request that created its ride, noted its charge attempt, and died
 /// before Stripe answered.
 async fn crash_after_charge_attempt(h: &Harness, key_text: &str) -> Lease {
-    let lease = crash_after_key_phase(h, key_text).await;
-    h.store
-        .create_ride(lease, h.clock_now())
-        .await
-        .expect("ride");
+    let lease = Lease::of(&crash_after_key_phase(h, key_text).await);
     h.store
         .note_charge_attempt(lease, h.clock_now())
         .await
@@ -401,7 +401,7 @@ async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stri
     assert_eq!(report.picked, 0, "left out of the completer's batch");
     assert_eq!(h.gateway.charge_calls(), 0, "not charged again blindly");
     let stored = &h.store.keys()[0];
-    assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(stored.recovery_point(), RecoveryPoint::RideCreated);
     assert_eq!(
         stored.lock_generation, lease.generation,
         "the completer did not even take the key"
@@ -475,8 +475,8 @@ async fn a_person_resolves_a_key_awaiting_review_with_the_charge_found_or_with_n
             .into_iter()
             .find(|k| k.id == lease.key_id)
             .expect("key");
-        assert_eq!(stored.recovery_point, RecoveryPoint::Finished);
-        assert_eq!(stored.response.map(|r| r.status), Some(status));
+        assert_eq!(stored.recovery_point(), RecoveryPoint::Finished);
+        assert_eq!(stored.progress.response().map(|r| r.status), Some(status));
         assert!(
             h.create_ride
                 .resolve_review(lease.key_id, ReviewResolution::NotCharged)
@@ -533,7 +533,9 @@ async fn keys_awaiting_review_never_crowd_stalled_keys_out_of_a_completer_batch(
 
 /// Counts of `rocket_rides_ride_requests_total` by outcome, for what `run`
 /// does inside: a recorder local to this thread, on a runtime of its own.
-fn counted_outcomes(work: impl std::future::Future<Output = ()>) -> std::collections::HashMap<String, u64> {
+fn counted_outcomes(
+    work: impl std::future::Future<Output = ()>,
+) -> std::collections::HashMap<String, u64> {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
@@ -581,7 +583,13 @@ fn every_outcome_is_counted_by_runner_and_outcome() {
         failing.raise_error = true;
         h.create_ride.run(failing).await.unwrap_err();
     });
-    for outcome in ["created", "replayed", "declined", "refused", "simulated_error"] {
+    for outcome in [
+        "created",
+        "replayed",
+        "declined",
+        "refused",
+        "simulated_error",
+    ] {
         assert_eq!(
             counts.get(&format!("runner=api,outcome={outcome}")),
             Some(&1),
@@ -616,20 +624,44 @@ async fn authorization_names_a_user_by_email_or_by_api_key() {
     use application::{AuthError, AuthMode, Authenticate};
     let h = Harness::new().await;
     let by_email = Authenticate::new(h.store.clone(), AuthMode::Email);
-    let found = by_email.user(Some(" user@example.com ")).await.expect("known");
+    let found = by_email
+        .user(Some(" user@example.com "))
+        .await
+        .expect("known");
     assert_eq!(found.id, h.good_user.id);
     for missing in [None, Some(""), Some("   ")] {
-        assert!(matches!(by_email.user(missing).await, Err(AuthError::Missing)), "{missing:?}");
+        assert!(
+            matches!(by_email.user(missing).await, Err(AuthError::Missing)),
+            "{missing:?}"
+        );
     }
-    assert!(matches!(by_email.user(Some("nobody@example.com")).await, Err(AuthError::Unknown)));
+    assert!(matches!(
+        by_email.user(Some("nobody@example.com")).await,
+        Err(AuthError::Unknown)
+    ));
 
     let hash = domain::ApiKeyHash::of("rr_secret_key");
-    h.store.add_api_key(h.good_user.id, &hash).await.expect("key");
+    h.store
+        .add_api_key(h.good_user.id, &hash)
+        .await
+        .expect("key");
     let by_key = Authenticate::new(h.store.clone(), AuthMode::ApiKey);
-    let found = by_key.user(Some("Bearer rr_secret_key")).await.expect("known");
+    let found = by_key
+        .user(Some("Bearer rr_secret_key"))
+        .await
+        .expect("known");
     assert_eq!(found.id, h.good_user.id);
-    for refused in ["Bearer ", "Bearer    ", "Basic rr_secret_key", "rr_secret_key", "Bearer other"] {
-        assert!(matches!(by_key.user(Some(refused)).await, Err(AuthError::Unknown)), "{refused:?}");
+    for refused in [
+        "Bearer ",
+        "Bearer    ",
+        "Basic rr_secret_key",
+        "rr_secret_key",
+        "Bearer other",
+    ] {
+        assert!(
+            matches!(by_key.user(Some(refused)).await, Err(AuthError::Unknown)),
+            "{refused:?}"
+        );
     }
 }
 
@@ -643,6 +675,14 @@ async fn a_rider_sees_their_own_ride_and_nobody_elses() {
     let show = ShowRide::new(h.store.clone());
     let own = show.run(&h.good_user, ride_id).await.expect("read");
     assert_eq!(own.map(|r| r.id), Some(ride_id));
-    assert_eq!(show.run(&h.declined_user, ride_id).await.expect("read"), None);
-    assert_eq!(show.run(&h.good_user, domain::RideId(ride_id.0 + 100)).await.expect("read"), None);
+    assert_eq!(
+        show.run(&h.declined_user, ride_id).await.expect("read"),
+        None
+    );
+    assert_eq!(
+        show.run(&h.good_user, domain::RideId(ride_id.0 + 100))
+            .await
+            .expect("read"),
+        None
+    );
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use adapters::memory::FakeGateway;
 use application::ports::{
-    Finish, KeyPhase, Lease, MockPaymentGateway, MockStore, PaymentGateway, Store, StoreError,
+    Finish, KeyPhase, Keys, Lease, MockKeys, MockPaymentGateway, PaymentGateway, StoreError,
 };
 use application::{CreateRide, CreateRideError, RideRequest};
 use domain::{ChargeOutcome, IdempotencyKey, RecoveryPoint, RideParams};
@@ -53,9 +53,13 @@ async fn an_unknown_outcome_then_success_charges_once_with_the_same_downstream_k
         "{error:?}"
     );
     let stored = &h.store.keys()[0];
-    assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(stored.recovery_point(), RecoveryPoint::RideCreated);
     assert_eq!(stored.locked_at, None, "unlocked for an immediate retry");
-    assert_eq!(stored.response, None, "an unknown outcome is never stored");
+    assert_eq!(
+        stored.progress.response(),
+        None,
+        "an unknown outcome is never stored"
+    );
 
     let answer = h.book(&key(1)).await.expect("retried");
     assert_eq!(answer.response.status, 201);
@@ -110,69 +114,29 @@ async fn downstream_keys_differ_between_idempotency_keys() {
     assert_eq!(seen.len(), 3);
 }
 
-/// The phase at which `failing_store` answers "unavailable".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FailAt {
-    CreateRide,
-    RecordCharge,
-    Finish,
-}
-
-/// A store that delegates to the in-memory one except where a test says.
-fn failing_store(
+/// The keys of the in-memory store, except that `finish` (the booking or
+/// the refusal after the charge) answers "unavailable"; unlocks are counted.
+fn failing_finish(
     inner: Arc<adapters::memory::MemoryStore>,
-    fail_at: FailAt,
     unlocks: Arc<Mutex<Vec<Lease>>>,
-) -> MockStore {
-    let unavailable = || Err(StoreError::Unavailable(anyhow::anyhow!("connection reset")));
-    let mut store = MockStore::new();
+) -> MockKeys {
+    let mut keys = MockKeys::new();
     let s = inner.clone();
-    store
-        .expect_begin_request()
+    keys.expect_begin_request()
         .returning(move |request, now, policy| {
             let s = s.clone();
             let request = request.clone();
             futures_block_on(async move { s.begin_request(&request, now, policy).await })
         });
-    let s = inner.clone();
-    store.expect_create_ride().returning(move |lease, now| {
-        if fail_at == FailAt::CreateRide {
-            return unavailable().map(|()| unreachable!());
-        }
-        futures_block_on(s.create_ride(lease, now))
+    keys.expect_finish().returning(|_, _: Finish, _| {
+        Err(StoreError::Unavailable(anyhow::anyhow!("connection reset")))
     });
-    let s = inner.clone();
-    store
-        .expect_note_charge_attempt()
-        .returning(move |lease, now| futures_block_on(s.note_charge_attempt(lease, now)));
-    let s = inner.clone();
-    store
-        .expect_record_charge()
-        .returning(move |lease, charge, now| {
-            if fail_at == FailAt::RecordCharge {
-                return unavailable().map(|()| unreachable!());
-            }
-            futures_block_on(s.record_charge(lease, charge, now))
-        });
-    let s = inner.clone();
-    store
-        .expect_finish()
-        .returning(move |lease, finish: Finish, now| {
-            if fail_at == FailAt::Finish {
-                return unavailable();
-            }
-            futures_block_on(s.finish(lease, finish, now))
-        });
-    let s = inner.clone();
-    store
-        .expect_find_ride()
-        .returning(move |id| futures_block_on(s.find_ride(id)));
     let s = inner;
-    store.expect_unlock().returning(move |lease| {
+    keys.expect_unlock().returning(move |lease| {
         unlocks.lock().expect("lock").push(lease);
         futures_block_on(s.unlock(lease))
     });
-    store
+    keys
 }
 
 /// The in-memory store never awaits anything real, so its futures complete
@@ -191,9 +155,10 @@ fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
 async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_once() {
     let h = Harness::new().await;
     let unlocks = Arc::new(Mutex::new(Vec::new()));
-    let broken = failing_store(h.store.clone(), FailAt::RecordCharge, unlocks.clone());
+    let broken = failing_finish(h.store.clone(), unlocks.clone());
     let create_ride = CreateRide::new(
         Arc::new(broken),
+        h.store.clone(),
         h.gateway.clone() as Arc<dyn PaymentGateway>,
         h.clock.clone(),
         support::settings(),
@@ -217,7 +182,7 @@ async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_on
     );
     let stored = &h.store.keys()[0];
     assert_eq!(stored.locked_at, None);
-    assert_eq!(stored.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(stored.recovery_point(), RecoveryPoint::RideCreated);
     assert_eq!(h.gateway.charges().len(), 1, "Stripe did charge");
 
     // The store is back: a retry (no lock timeout to wait for) finishes with
@@ -231,23 +196,20 @@ async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_on
 #[tokio::test]
 async fn a_store_failing_while_unlocking_still_answers_and_the_lock_timeout_frees_the_key() {
     let h = Harness::new().await;
-    let mut store = MockStore::new();
+    let mut store = MockKeys::new();
     let inner = h.store.clone();
     store
         .expect_begin_request()
         .returning(move |request, now, policy| {
             futures_block_on(inner.begin_request(request, now, policy))
         });
-    let inner = h.store.clone();
-    store
-        .expect_create_ride()
-        .returning(move |lease, now| futures_block_on(inner.create_ride(lease, now)));
     store
         .expect_unlock()
         .times(1)
         .returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("gone"))));
     let create_ride = CreateRide::new(
         Arc::new(store),
+        h.store.clone(),
         h.gateway.clone() as Arc<dyn PaymentGateway>,
         h.clock.clone(),
         support::settings(),
@@ -272,7 +234,7 @@ async fn a_store_failing_while_unlocking_still_answers_and_the_lock_timeout_free
 #[tokio::test]
 async fn losing_the_lock_does_not_unlock_the_successor() {
     let h = Harness::new().await;
-    let mut store = MockStore::new();
+    let mut store = MockKeys::new();
     let inner = h.store.clone();
     store
         .expect_begin_request()
@@ -280,11 +242,12 @@ async fn losing_the_lock_does_not_unlock_the_successor() {
             futures_block_on(inner.begin_request(request, now, policy))
         });
     store
-        .expect_create_ride()
-        .returning(|_, _| Err(StoreError::LostLock("taken over".into())));
+        .expect_finish()
+        .returning(|_, _, _| Err(StoreError::LostLock("taken over".into())));
     store.expect_unlock().never();
     let create_ride = CreateRide::new(
         Arc::new(store),
+        h.store.clone(),
         h.gateway.clone() as Arc<dyn PaymentGateway>,
         h.clock.clone(),
         support::settings(),
@@ -300,31 +263,45 @@ async fn losing_the_lock_does_not_unlock_the_successor() {
     let _ = KeyPhase::Mismatch;
 }
 
-/// The store failing in the phases before and after the charge: each time
-/// the key is released at once (a retry need not wait for the lock
-/// timeout), and the retry books the ride with one charge.
+/// The store failing as the key finishes, for a booking and for a
+/// refusal: each time the key is released at once (a retry need not wait
+/// for the lock timeout), and the retry ends it with one charge at most.
 #[tokio::test]
-async fn a_store_failing_in_any_phase_unlocks_the_key_and_a_retry_charges_once() {
-    for fail_at in [FailAt::CreateRide, FailAt::Finish] {
+async fn a_store_failing_as_the_key_finishes_unlocks_it_and_a_retry_ends_it() {
+    for (declined, status) in [(false, 201), (true, 402)] {
         let h = Harness::new().await;
         let unlocks = Arc::new(Mutex::new(Vec::new()));
         let create_ride = CreateRide::new(
-            Arc::new(failing_store(h.store.clone(), fail_at, unlocks.clone())),
+            Arc::new(failing_finish(h.store.clone(), unlocks.clone())),
+            h.store.clone(),
             h.gateway.clone() as Arc<dyn PaymentGateway>,
             h.clock.clone(),
             support::settings(),
         );
-        let request = h.request(&h.good_user, &key(1));
+        let user = if declined {
+            &h.declined_user
+        } else {
+            &h.good_user
+        };
+        let request = h.request(user, &key(1));
         let error = create_ride.run(request.clone()).await.unwrap_err();
         assert!(
             matches!(error, CreateRideError::Store(StoreError::Unavailable(_))),
-            "{fail_at:?}: {error:?}"
+            "{status}: {error:?}"
         );
-        assert_eq!(unlocks.lock().expect("lock").len(), 1, "{fail_at:?}");
-        assert_eq!(h.store.keys()[0].locked_at, None, "{fail_at:?}");
+        assert_eq!(unlocks.lock().expect("lock").len(), 1, "{status}");
+        assert_eq!(h.store.keys()[0].locked_at, None, "{status}");
+        assert_eq!(
+            h.store.keys()[0].recovery_point(),
+            RecoveryPoint::RideCreated
+        );
         let answer = h.create_ride.run(request).await.expect("retried at once");
-        assert_eq!(answer.response.status, 201, "{fail_at:?}");
-        assert_eq!(h.gateway.charges().len(), 1, "{fail_at:?}");
+        assert_eq!(answer.response.status, status);
+        assert_eq!(
+            h.gateway.charges().len(),
+            usize::from(!declined),
+            "{status}"
+        );
     }
 }
 
@@ -340,6 +317,7 @@ async fn locked_key(h: &Harness, n: usize) -> domain::KeyRecord {
                 key: request.key,
                 params: request.params,
                 request_ip: None,
+                charges_now: true,
             },
             std::time::SystemTime::UNIX_EPOCH,
             support::settings().lock,
@@ -359,13 +337,14 @@ async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
     let h = Harness::new().await;
     let record = locked_key(&h, 1).await;
     for found in [Ok(None), Err(())] {
-        let mut store = MockStore::new();
+        let mut store = MockKeys::new();
         let locked = record.clone();
         store
             .expect_lock_for_completion()
             .returning(move |_, _, _| Ok(Some(locked.clone())));
+        let mut users = application::ports::MockUsers::new();
         let answer = found.clone();
-        store.expect_find_user().returning(move |_| match &answer {
+        users.expect_find_user().returning(move |_| match &answer {
             Ok(user) => Ok(user.clone()),
             Err(()) => Err(StoreError::Unavailable(anyhow::anyhow!("gone"))),
         });
@@ -377,6 +356,7 @@ async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
             .returning(|_| Ok(()));
         let create_ride = CreateRide::new(
             Arc::new(store),
+            Arc::new(users),
             h.gateway.clone() as Arc<dyn PaymentGateway>,
             h.clock.clone(),
             support::settings(),
@@ -385,7 +365,10 @@ async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
             .resume(record.id, support::completer_policy())
             .await
             .unwrap_err();
-        assert!(matches!(error, CreateRideError::Store(_)), "{found:?}: {error:?}");
+        assert!(
+            matches!(error, CreateRideError::Store(_)),
+            "{found:?}: {error:?}"
+        );
     }
 }
 
@@ -397,13 +380,16 @@ async fn a_key_needing_review_on_the_api_path_is_refused_and_unlocked() {
     let lost = Harness::losing_every_answer().await;
     let request = lost.request(&lost.good_user, &key(1));
     let error = lost.create_ride.run(request.clone()).await.unwrap_err();
-    assert!(matches!(error, CreateRideError::GatewayUnknown { .. }), "{error:?}");
+    assert!(
+        matches!(error, CreateRideError::GatewayUnknown { .. }),
+        "{error:?}"
+    );
     lost.advance(support::REVIEW_WINDOW + std::time::Duration::from_secs(1));
     let error = lost.create_ride.run(request).await.unwrap_err();
     assert!(matches!(error, CreateRideError::NeedsReview), "{error:?}");
     let key = &lost.store.keys()[0];
     assert_eq!(key.locked_at, None, "released for a person");
-    assert_eq!(key.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(key.recovery_point(), RecoveryPoint::RideCreated);
 }
 
 /// A person's resolution that the store refuses (the charge id they found
@@ -416,14 +402,14 @@ async fn a_resolution_the_store_refuses_unlocks_the_key() {
     h.create_ride.run(request).await.unwrap_err();
     // Another key holds charge "ch_taken".
     let other = locked_key(&h, 2).await;
-    let lease = Lease::of(&other);
-    h.store.create_ride(lease, std::time::SystemTime::UNIX_EPOCH).await.expect("ride");
-    h.store
-        .record_charge(lease, "ch_taken", std::time::SystemTime::UNIX_EPOCH)
-        .await
-        .expect("recorded");
+    h.store.leave_at_charge_created(other.id, "ch_taken");
     h.advance(support::REVIEW_WINDOW + std::time::Duration::from_secs(1));
-    let waiting = h.store.keys().into_iter().find(|k| k.key.to_string() == key(1)).expect("key");
+    let waiting = h
+        .store
+        .keys()
+        .into_iter()
+        .find(|k| k.key.to_string() == key(1))
+        .expect("key");
     let error = h
         .create_ride
         .resolve_review(
@@ -434,10 +420,22 @@ async fn a_resolution_the_store_refuses_unlocks_the_key() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(error, CreateRideError::Store(StoreError::Inconsistent(_))), "{error:?}");
-    let after = h.store.keys().into_iter().find(|k| k.id == waiting.id).expect("key");
+    assert!(
+        matches!(error, CreateRideError::Store(StoreError::Inconsistent(_))),
+        "{error:?}"
+    );
+    let after = h
+        .store
+        .keys()
+        .into_iter()
+        .find(|k| k.id == waiting.id)
+        .expect("key");
     assert_eq!(after.locked_at, None, "released");
-    assert_eq!(after.recovery_point, RecoveryPoint::RideCreated, "nothing recorded");
+    assert_eq!(
+        after.recovery_point(),
+        RecoveryPoint::RideCreated,
+        "nothing recorded"
+    );
     // The person corrects the charge id: it resolves at once.
     let answer = h
         .create_ride

@@ -56,7 +56,9 @@ async fn seed_if_embedded(system: &System) -> anyhow::Result<()> {
             Ok(None) => warn!(
                 "no demo users in the database yet: run `rocket-rides up` (the simulator's requests get 401 until then)"
             ),
-            Err(error) => warn!(%error, "could not look for the demo users (has `rocket-rides migrate` run?)"),
+            Err(error) => {
+                warn!(%error, "could not look for the demo users (has `rocket-rides migrate` run?)")
+            }
         }
         return Ok(());
     }
@@ -218,7 +220,8 @@ pub async fn start(
     simulator: &SimulatorArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let system = std::sync::Arc::new(System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?);
+    let system =
+        std::sync::Arc::new(System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?);
     seed_if_embedded(&system).await?;
     let listener = bind(settings).await?;
     let mut tasks = JoinSet::new();
@@ -486,9 +489,12 @@ pub async fn review(
             key.id,
             key.user_id,
             key.key,
-            key.ride_id.map(|r| r.to_string()).unwrap_or_default(),
+            key.progress
+                .ride_id()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
             key.downstream_key,
-            key.charge_attempted_at
+            key.unrecorded_charge_attempt()
                 .map(|at| humantime::format_rfc3339_seconds(at).to_string())
                 .unwrap_or_default()
         );

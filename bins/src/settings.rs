@@ -197,6 +197,11 @@ pub struct Settings {
         global = true
     )]
     pub auth_mode: AuthModeArg,
+    /// The API remembers a user it authenticated for this long, so requests
+    /// cost no lookup; a removed API key (or user) still works for up to
+    /// this long. 0s looks every request up.
+    #[arg(long, env = "AUTH_CACHE_TTL", value_parser = duration, default_value = "5s", global = true)]
+    pub auth_cache_ttl: Duration,
     /// A locked key whose lock is older than this may be taken over.
     #[arg(long, env = "LOCK_TIMEOUT", value_parser = duration, default_value = "90s", global = true)]
     pub lock_timeout: Duration,
@@ -241,10 +246,20 @@ pub struct Settings {
     #[arg(long, env = "HTTP_BODY_TIMEOUT", value_parser = duration, default_value = "10s", global = true)]
     pub http_body_timeout: Duration,
     /// Open connections the API accepts at most.
-    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 1024, global = true)]
+    #[arg(
+        long,
+        env = "HTTP_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        global = true
+    )]
     pub http_max_connections: usize,
     /// Ride requests in progress at most; more are answered 503 + Retry-After.
-    #[arg(long, env = "HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 256, global = true)]
+    #[arg(
+        long,
+        env = "HTTP_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 256,
+        global = true
+    )]
     pub http_max_concurrent_requests: usize,
     /// On SIGTERM, how long requests and batches in hand may take to finish.
     #[arg(long, env = "SHUTDOWN_DEADLINE", value_parser = duration, default_value = "30s", global = true)]
@@ -386,9 +401,13 @@ impl Settings {
             return self.fake_gateway_latency;
         }
         let calls = self.stripe_max_retries.saturating_add(1);
-        let backoff = adapters::stripe::StripeSettings::DEFAULT_RETRY_BACKOFF
-            .saturating_mul(2u32.saturating_pow(self.stripe_max_retries).saturating_sub(1));
-        self.stripe_timeout.saturating_mul(calls).saturating_add(backoff)
+        let backoff = adapters::stripe::StripeSettings::DEFAULT_RETRY_BACKOFF.saturating_mul(
+            2u32.saturating_pow(self.stripe_max_retries)
+                .saturating_sub(1),
+        );
+        self.stripe_timeout
+            .saturating_mul(calls)
+            .saturating_add(backoff)
     }
 
     /// Refuses settings that contradict each other, naming both, before any
@@ -420,7 +439,10 @@ impl Settings {
                 human(self.review_after),
             ));
         }
-        if self.batch_size == 0 || self.http_max_concurrent_requests == 0 || self.http_max_connections == 0 {
+        if self.batch_size == 0
+            || self.http_max_concurrent_requests == 0
+            || self.http_max_connections == 0
+        {
             return Err("BATCH_SIZE, HTTP_MAX_CONNECTIONS and HTTP_MAX_CONCURRENT_REQUESTS must be at least 1".to_owned());
         }
         Ok(())

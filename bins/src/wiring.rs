@@ -11,13 +11,13 @@ use adapters::nats::{NatsQueue, NatsSettings};
 use adapters::postgres::{self, PoolSettings, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
+use anyhow::bail;
 use application::ports::{Clock, JobQueue, PaymentGateway, ReceiptSender, Store};
 use application::{
-    CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs, ListKeysForReview,
-    ReapKeys, SeedDemoUsers, WorkJobs,
+    AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
+    ListKeysForReview, ReapKeys, SeedDemoUsers, WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
-use anyhow::bail;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -285,6 +285,7 @@ impl System {
     pub fn create_ride(&self) -> Arc<CreateRide> {
         Arc::new(CreateRide::new(
             self.store.clone(),
+            self.store.clone(),
             self.gateway.clone(),
             self.clock.clone(),
             self.create_ride_settings(),
@@ -294,11 +295,22 @@ impl System {
     pub fn api_state(&self) -> ApiState {
         let mut state = ApiState::new(
             self.store.clone(),
+            self.store.clone(),
             self.gateway.clone(),
             self.clock.clone(),
             self.settings.auth_mode.into(),
             self.create_ride_settings(),
             self.settings.gateway_retry_after,
+        );
+        let auth_mode = self.settings.auth_mode.into();
+        if auth_mode == AuthMode::Email {
+            tracing::warn!(
+                "AUTH_MODE=email trusts the Authorization header as the user's email: for demos only"
+            );
+        }
+        state.authenticate = Arc::new(
+            Authenticate::new(self.store.clone(), auth_mode)
+                .cached(self.clock.clone(), self.settings.auth_cache_ttl),
         );
         state.metrics = metrics_renderer();
         state.limits = ServerLimits {

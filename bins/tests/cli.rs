@@ -140,7 +140,11 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
             .text()
             .await
             .expect("body");
-        let completed = counted(&metrics, "rocket_rides_ride_requests_total{", &[r#"runner="completer""#]);
+        let completed = counted(
+            &metrics,
+            "rocket_rides_ride_requests_total{",
+            &[r#"runner="completer""#],
+        );
         let receipts = counted(&metrics, "rocket_rides_receipts_sent_total", &[]);
         if (completed >= 1.0 && receipts >= 1.0) || Instant::now() > deadline {
             break metrics;

@@ -17,7 +17,13 @@ const PASSWORD: &str = "pw-never-logged-7f3a";
 
 fn command() -> Command {
     let mut command = Command::new(BIN);
-    for variable in ["DATABASE_URL", "STRIPE_API_KEY", "STRIPE_API_BASE", "NATS_URL", "API_PORT"] {
+    for variable in [
+        "DATABASE_URL",
+        "STRIPE_API_KEY",
+        "STRIPE_API_BASE",
+        "NATS_URL",
+        "API_PORT",
+    ] {
         command.env_remove(variable);
     }
     command.env("RUST_LOG", "info");
@@ -115,7 +121,10 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
         command
     };
     let mut processes = vec![Process::spawn("api", configured("api"))];
-    for (name, port) in ["completer", "enqueuer", "worker", "reaper"].into_iter().zip(&health_ports) {
+    for (name, port) in ["completer", "enqueuer", "worker", "reaper"]
+        .into_iter()
+        .zip(&health_ports)
+    {
         let mut command = configured(name);
         command.env("HEALTH_PORT", port.to_string());
         processes.push(Process::spawn(name, command));
@@ -126,17 +135,34 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
     }
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{api_port}");
-    let health = client.get(format!("{api}/healthz")).send().await.expect("up");
+    let health = client
+        .get(format!("{api}/healthz"))
+        .send()
+        .await
+        .expect("up");
     assert_eq!(health.status(), 200, "alive while waiting");
-    let ready = client.get(format!("{api}/readyz")).send().await.expect("up");
+    let ready = client
+        .get(format!("{api}/readyz"))
+        .send()
+        .await
+        .expect("up");
     assert_eq!(ready.status(), 503, "not ready while Postgres is down");
     for port in &health_ports {
         let probe = |path: &str| client.get(format!("http://127.0.0.1:{port}{path}")).send();
         assert_eq!(probe("/healthz").await.expect("up").status(), 200);
-        assert_eq!(probe("/readyz").await.expect("up").status(), 503, "port {port}: not ready");
+        assert_eq!(
+            probe("/readyz").await.expect("up").status(),
+            503,
+            "port {port}: not ready"
+        );
     }
     for process in &mut processes {
-        assert!(process.running(), "{} gave up:\n{}", process.name, process.log());
+        assert!(
+            process.running(),
+            "{} gave up:\n{}",
+            process.name,
+            process.log()
+        );
     }
 
     // The dependencies come up, on the addresses the processes wait on.
@@ -145,7 +171,11 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
     let (migrated, log) = wait_exit(migrate).await;
     assert!(migrated, "migrate waited and ran:\n{log}");
     let up = configured("up").output().expect("up runs");
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
 
     // A ride is booked, and its receipt goes out through NATS.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -162,22 +192,30 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
             let body: serde_json::Value = answer.json().await.expect("json");
             break body["ride"]["id"].as_i64().expect("ride id");
         }
-        assert!(Instant::now() < deadline, "no 201 within 60 s: {}", answer.status());
+        assert!(
+            Instant::now() < deadline,
+            "no 201 within 60 s: {}",
+            answer.status()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let sent: Option<(i64,)> =
-            sqlx::query_as("SELECT ride_id FROM sent_receipts WHERE ride_id = $1 AND sent_at IS NOT NULL")
-                .bind(ride)
-                .fetch_optional(&pool)
-                .await
-                .expect("query");
+        let sent: Option<(i64,)> = sqlx::query_as(
+            "SELECT ride_id FROM sent_receipts WHERE ride_id = $1 AND sent_at IS NOT NULL",
+        )
+        .bind(ride)
+        .fetch_optional(&pool)
+        .await
+        .expect("query");
         if sent.is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "no receipt for ride {ride} within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no receipt for ride {ride} within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Each becomes ready at its next try (its backoff is 5 s at most).
@@ -201,8 +239,15 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
         let name = process.name;
         let (clean, log) = process.stop().await;
         assert!(clean, "{name} exits 0 on SIGTERM:\n{log}");
-        assert_eq!(log.matches("waiting for Postgres").count(), 1, "{name} logs the wait once:\n{log}");
-        assert!(!log.contains(PASSWORD), "{name} logged the database password:\n{log}");
+        assert_eq!(
+            log.matches("waiting for Postgres").count(),
+            1,
+            "{name} logs the wait once:\n{log}"
+        );
+        assert!(
+            !log.contains(PASSWORD),
+            "{name} logged the database password:\n{log}"
+        );
     }
 }
 
@@ -212,7 +257,12 @@ async fn wait_exit(mut process: Process) -> (bool, String) {
         if let Some(status) = process.child.try_wait().expect("wait") {
             return (status.success(), process.log());
         }
-        assert!(Instant::now() < deadline, "{} did not finish:\n{}", process.name, process.log());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not finish:\n{}",
+            process.name,
+            process.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -226,7 +276,10 @@ fn a_malformed_database_url_stops_a_process_at_once_saying_so() {
         .expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("DATABASE_URL is not a valid Postgres URL"), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_URL is not a valid Postgres URL"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("pw-in-a-bad-url"), "{stderr}");
 }
 
@@ -244,15 +297,19 @@ fn contradictory_settings_stop_a_process_at_start_naming_both() {
             ["STRIPE_TIMEOUT", "LOCK_TIMEOUT"],
         ),
         (
-            &[("REVIEW_AFTER", "24h"), ("GATEWAY_IDEMPOTENCY_WINDOW", "24h")],
+            &[
+                ("REVIEW_AFTER", "24h"),
+                ("GATEWAY_IDEMPOTENCY_WINDOW", "24h"),
+            ],
             ["REVIEW_AFTER", "GATEWAY_IDEMPOTENCY_WINDOW"],
         ),
     ];
     for (settings, named) in cases {
         let mut command = command();
-        command
-            .arg("completer")
-            .env("DATABASE_URL", format!("postgres://u:{PASSWORD}@127.0.0.1:1/db"));
+        command.arg("completer").env(
+            "DATABASE_URL",
+            format!("postgres://u:{PASSWORD}@127.0.0.1:1/db"),
+        );
         for (name, value) in settings {
             command.env(name, value);
         }
@@ -264,9 +321,18 @@ fn contradictory_settings_stop_a_process_at_start_naming_both() {
             String::from_utf8_lossy(&output.stderr)
         );
         for name in named {
-            assert!(all.contains(name), "{settings:?}: the message names {name}:\n{all}");
+            assert!(
+                all.contains(name),
+                "{settings:?}: the message names {name}:\n{all}"
+            );
         }
-        assert!(!all.contains(PASSWORD) && !all.contains("sk_test_never_logged"), "{all}");
-        assert!(!all.contains("waiting for"), "stopped before waiting: {all}");
+        assert!(
+            !all.contains(PASSWORD) && !all.contains("sk_test_never_logged"),
+            "{all}"
+        );
+        assert!(
+            !all.contains("waiting for"),
+            "stopped before waiting: {all}"
+        );
     }
 }

@@ -113,6 +113,109 @@ impl fmt::Display for KeyId {
     }
 }
 
+/// How far a key's request has got, with what exists at that point: the
+/// ride from `ride_created` on, the stored response once finished. One
+/// value, so "finished without a response" or "charged without a ride"
+/// cannot be written down.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyProgress {
+    /// The key alone. New keys are written at `ride_created` (the key phase
+    /// and the `started` phase share one commit); a key found here was left
+    /// by an earlier version and resumes from it.
+    Started,
+    RideCreated {
+        ride_id: RideId,
+        /// When a charge was first attempted, for the review rule.
+        charge_attempted_at: Option<SystemTime>,
+    },
+    /// Charged, the charge id on the ride, not yet booked. Recording the
+    /// charge and booking share one commit now; a key found here was left
+    /// by an earlier version and resumes from it.
+    ChargeCreated { ride_id: RideId },
+    Finished {
+        ride_id: RideId,
+        response: StoredResponse,
+    },
+}
+
+impl KeyProgress {
+    pub fn recovery_point(&self) -> RecoveryPoint {
+        match self {
+            KeyProgress::Started => RecoveryPoint::Started,
+            KeyProgress::RideCreated { .. } => RecoveryPoint::RideCreated,
+            KeyProgress::ChargeCreated { .. } => RecoveryPoint::ChargeCreated,
+            KeyProgress::Finished { .. } => RecoveryPoint::Finished,
+        }
+    }
+
+    pub fn ride_id(&self) -> Option<RideId> {
+        match self {
+            KeyProgress::Started => None,
+            KeyProgress::RideCreated { ride_id, .. }
+            | KeyProgress::ChargeCreated { ride_id }
+            | KeyProgress::Finished { ride_id, .. } => Some(*ride_id),
+        }
+    }
+
+    pub fn response(&self) -> Option<&StoredResponse> {
+        match self {
+            KeyProgress::Finished { response, .. } => Some(response),
+            _ => None,
+        }
+    }
+
+    /// When the charge whose outcome was never recorded was first attempted:
+    /// `Some` only for a key still at `ride_created` after an attempt. Such a
+    /// key is the only trace of a charge that may exist.
+    pub fn unrecorded_charge_attempt(&self) -> Option<SystemTime> {
+        match self {
+            KeyProgress::RideCreated {
+                charge_attempted_at,
+                ..
+            } => *charge_attempted_at,
+            _ => None,
+        }
+    }
+}
+
+/// The writes a request makes while it holds a key's lock. Each is allowed
+/// only from the recovery points it expects: the one rule both stores apply
+/// (the in-memory store through `KeyRecord::check_lease`, Postgres through
+/// a condition built from `expects`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseWrite {
+    /// `started` → `ride_created`: the ride and its audit record.
+    CreateRide,
+    /// At `ride_created`, before the gateway is called.
+    NoteChargeAttempt,
+    /// → `finished` with a 201 and the receipt job: the charge recorded on
+    /// the ride in the same commit (or already there, from `charge_created`).
+    Book,
+    /// `ride_created` → `finished` with a refusal (402, 502), nothing charged.
+    Refuse,
+}
+
+impl PhaseWrite {
+    pub fn expects(self) -> &'static [RecoveryPoint] {
+        match self {
+            PhaseWrite::CreateRide => &[RecoveryPoint::Started],
+            PhaseWrite::NoteChargeAttempt | PhaseWrite::Refuse => &[RecoveryPoint::RideCreated],
+            PhaseWrite::Book => &[RecoveryPoint::RideCreated, RecoveryPoint::ChargeCreated],
+        }
+    }
+}
+
+impl fmt::Display for PhaseWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PhaseWrite::CreateRide => "create the ride",
+            PhaseWrite::NoteChargeAttempt => "note a charge attempt",
+            PhaseWrite::Book => "book the ride",
+            PhaseWrite::Refuse => "finish with a refusal",
+        })
+    }
+}
+
 /// An idempotency key as stored: the request it stands for and how far that
 /// request has got.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,7 +228,7 @@ pub struct KeyRecord {
     pub params: RideParams,
     /// The client's address, recorded in the ride's audit record.
     pub request_ip: Option<String>,
-    pub recovery_point: RecoveryPoint,
+    pub progress: KeyProgress,
     pub locked_at: Option<SystemTime>,
     /// Bumped each time a request takes the lock; a phase only commits for
     /// the holder of the current generation, so a request whose lock timed
@@ -136,24 +239,41 @@ pub struct KeyRecord {
     /// The key passed to Stripe with every charge attempt: unique to this key
     /// forever, so Stripe collapses retries into one charge.
     pub downstream_key: String,
-    /// When a charge was first attempted for this key, for the review rule.
-    pub charge_attempted_at: Option<SystemTime>,
-    pub ride_id: Option<RideId>,
-    pub response: Option<StoredResponse>,
 }
 
 impl KeyRecord {
-    /// When the charge whose outcome was never recorded was first attempted:
-    /// `Some` only for a key still at `ride_created` after an attempt. Such a
-    /// key is the only trace of a charge that may exist.
-    pub fn unrecorded_charge_attempt(&self) -> Option<SystemTime> {
-        (self.recovery_point == RecoveryPoint::RideCreated)
-            .then_some(self.charge_attempted_at)
-            .flatten()
+    pub fn recovery_point(&self) -> RecoveryPoint {
+        self.progress.recovery_point()
     }
-}
 
-impl KeyRecord {
+    /// See [`KeyProgress::unrecorded_charge_attempt`].
+    pub fn unrecorded_charge_attempt(&self) -> Option<SystemTime> {
+        self.progress.unrecorded_charge_attempt()
+    }
+
+    /// May the holder of lock `generation` make `write` now? Only if that is
+    /// the key's current lock and the key is where `write` expects it: a
+    /// request whose lock was taken over, or whose phase another request
+    /// already ran, writes nothing. The reason, when not.
+    pub fn check_lease(&self, generation: i64, write: PhaseWrite) -> Result<(), String> {
+        if self.lock_generation != generation || self.locked_at.is_none() {
+            return Err(format!(
+                "key {} is held by lock generation {} (unlocked: {}), not {generation}",
+                self.id,
+                self.lock_generation,
+                self.locked_at.is_none()
+            ));
+        }
+        if !write.expects().contains(&self.recovery_point()) {
+            return Err(format!(
+                "key {} is at {}: too late to {write}",
+                self.id,
+                self.recovery_point()
+            ));
+        }
+        Ok(())
+    }
+
     /// May the reaper delete this key (once it is old enough)? A finished
     /// key, yes: its answer was given. An unfinished one only if no request
     /// holds or held its lock (a lock, even a stale one, means someone is or
@@ -163,13 +283,14 @@ impl KeyRecord {
     /// retry with it would start over with a new downstream key and charge
     /// again.
     pub fn may_be_reaped(&self) -> bool {
-        match self.recovery_point {
-            RecoveryPoint::Finished => true,
-            RecoveryPoint::Started => self.locked_at.is_none(),
-            RecoveryPoint::RideCreated => {
-                self.locked_at.is_none() && self.charge_attempted_at.is_none()
-            }
-            RecoveryPoint::ChargeCreated => false,
+        match &self.progress {
+            KeyProgress::Finished { .. } => true,
+            KeyProgress::Started => self.locked_at.is_none(),
+            KeyProgress::RideCreated {
+                charge_attempted_at,
+                ..
+            } => self.locked_at.is_none() && charge_attempted_at.is_none(),
+            KeyProgress::ChargeCreated { .. } => false,
         }
     }
 }
@@ -223,13 +344,8 @@ impl KeyDecision {
         if record.fingerprint != *fingerprint {
             return KeyDecision::Mismatch;
         }
-        if record.recovery_point == RecoveryPoint::Finished {
-            return match &record.response {
-                Some(response) => KeyDecision::Replay(response.clone()),
-                // A finished key always carries its response; the stores
-                // write both in one phase. Resuming finishes it again.
-                None => KeyDecision::Resume,
-            };
+        if let KeyProgress::Finished { response, .. } = &record.progress {
+            return KeyDecision::Replay(response.clone());
         }
         if policy.is_fresh(record.locked_at, now) {
             return KeyDecision::InFlight {
@@ -269,7 +385,7 @@ pub struct CompleterCutoffs {
 
 impl CompleterPolicy {
     pub fn is_eligible(&self, record: &KeyRecord, now: SystemTime) -> bool {
-        record.recovery_point != RecoveryPoint::Finished
+        record.recovery_point() != RecoveryPoint::Finished
             && age(now, record.created_at) > self.min_age
             && age(now, record.last_run_at) > self.min_idle
             && !self.lock.is_fresh(record.locked_at, now)
@@ -341,15 +457,30 @@ mod tests {
             fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
             params,
             request_ip: None,
-            recovery_point: RecoveryPoint::Started,
+            progress: KeyProgress::Started,
             locked_at: None,
             lock_generation: 1,
             created_at: at(0),
             last_run_at: at(0),
             downstream_key: "rr-1".into(),
-            charge_attempted_at: None,
-            ride_id: None,
-            response: None,
+        }
+    }
+
+    /// At `ride_created`, a charge first attempted at `attempted`, if any.
+    fn ride_created(attempted: Option<SystemTime>) -> KeyProgress {
+        KeyProgress::RideCreated {
+            ride_id: RideId(1),
+            charge_attempted_at: attempted,
+        }
+    }
+
+    fn finished() -> KeyProgress {
+        KeyProgress::Finished {
+            ride_id: RideId(1),
+            response: StoredResponse {
+                status: 201,
+                body: "{}".into(),
+            },
         }
     }
 
@@ -442,12 +573,8 @@ mod tests {
             KeyDecision::Resume
         );
 
-        key.recovery_point = RecoveryPoint::Finished;
+        key.progress = finished();
         key.locked_at = None;
-        key.response = Some(StoredResponse {
-            status: 201,
-            body: "{}".into(),
-        });
         assert_eq!(
             KeyDecision::for_existing(&key, &same, at(20), policy),
             KeyDecision::Replay(StoredResponse {
@@ -482,23 +609,101 @@ mod tests {
     /// one only with no lock on it and no charge that may exist.
     #[test]
     fn only_finished_keys_and_untouched_unfinished_ones_may_be_reaped() {
-        let with = |point: RecoveryPoint, locked: bool, attempted: bool| {
+        let with = |progress: KeyProgress, locked: bool| {
             let mut key = record();
-            key.recovery_point = point;
+            key.progress = progress;
             key.locked_at = locked.then_some(at(0));
-            key.charge_attempted_at = attempted.then_some(at(0));
             key.may_be_reaped()
         };
-        use RecoveryPoint::*;
-        assert!(with(Finished, false, true));
-        assert!(with(Finished, true, true), "finished: its lock is moot");
-        assert!(with(Started, false, false));
-        assert!(!with(Started, true, false), "held, or left by a crash");
-        assert!(with(RideCreated, false, false), "never reached Stripe");
-        assert!(!with(RideCreated, true, false), "held: may reach Stripe now");
-        assert!(!with(RideCreated, false, true), "a charge may exist");
-        assert!(!with(ChargeCreated, false, true), "charged, not yet booked");
-        assert!(!with(ChargeCreated, true, true));
+        let charged = KeyProgress::ChargeCreated { ride_id: RideId(1) };
+        assert!(with(finished(), false));
+        assert!(with(finished(), true), "finished: its lock is moot");
+        assert!(with(KeyProgress::Started, false));
+        assert!(
+            !with(KeyProgress::Started, true),
+            "held, or left by a crash"
+        );
+        assert!(with(ride_created(None), false), "never reached Stripe");
+        assert!(
+            !with(ride_created(None), true),
+            "held: may reach Stripe now"
+        );
+        assert!(
+            !with(ride_created(Some(at(0))), false),
+            "a charge may exist"
+        );
+        assert!(!with(charged.clone(), false), "charged, not yet booked");
+        assert!(!with(charged, true));
+    }
+
+    /// The lease rule: the current generation, locked, at a recovery point
+    /// the write expects; anything else is refused.
+    #[test]
+    fn a_phase_write_needs_the_current_lock_at_an_expected_recovery_point() {
+        let mut key = record();
+        key.locked_at = Some(at(0));
+        key.lock_generation = 3;
+        assert!(key.check_lease(3, PhaseWrite::CreateRide).is_ok());
+        assert!(key.check_lease(2, PhaseWrite::CreateRide).is_err(), "stale");
+        assert!(key.check_lease(4, PhaseWrite::CreateRide).is_err());
+        for write in [
+            PhaseWrite::NoteChargeAttempt,
+            PhaseWrite::Book,
+            PhaseWrite::Refuse,
+        ] {
+            assert!(key.check_lease(3, write).is_err(), "{write} at started");
+        }
+        key.progress = ride_created(None);
+        for write in [
+            PhaseWrite::NoteChargeAttempt,
+            PhaseWrite::Book,
+            PhaseWrite::Refuse,
+        ] {
+            assert!(key.check_lease(3, write).is_ok(), "{write}");
+        }
+        assert!(key.check_lease(3, PhaseWrite::CreateRide).is_err());
+        key.progress = KeyProgress::ChargeCreated { ride_id: RideId(1) };
+        assert!(key.check_lease(3, PhaseWrite::Book).is_ok());
+        assert!(key.check_lease(3, PhaseWrite::Refuse).is_err());
+        assert!(key.check_lease(3, PhaseWrite::NoteChargeAttempt).is_err());
+        key.progress = finished();
+        for write in [
+            PhaseWrite::CreateRide,
+            PhaseWrite::NoteChargeAttempt,
+            PhaseWrite::Book,
+            PhaseWrite::Refuse,
+        ] {
+            assert!(key.check_lease(3, write).is_err(), "{write} when finished");
+        }
+        key.progress = ride_created(None);
+        key.locked_at = None;
+        assert!(
+            key.check_lease(3, PhaseWrite::Book).is_err(),
+            "unlocked: the lease ended"
+        );
+    }
+
+    #[test]
+    fn progress_carries_the_ride_and_the_response_where_they_exist() {
+        assert_eq!(KeyProgress::Started.ride_id(), None);
+        assert_eq!(ride_created(None).ride_id(), Some(RideId(1)));
+        assert_eq!(
+            KeyProgress::ChargeCreated { ride_id: RideId(2) }.ride_id(),
+            Some(RideId(2))
+        );
+        assert_eq!(finished().ride_id(), Some(RideId(1)));
+        assert_eq!(ride_created(None).response(), None);
+        assert_eq!(finished().response().map(|r| r.status), Some(201));
+        assert_eq!(
+            ride_created(Some(at(5))).unrecorded_charge_attempt(),
+            Some(at(5))
+        );
+        assert_eq!(finished().unrecorded_charge_attempt(), None);
+        assert_eq!(
+            KeyProgress::ChargeCreated { ride_id: RideId(1) }.recovery_point(),
+            RecoveryPoint::ChargeCreated
+        );
+        assert_eq!(PhaseWrite::Book.to_string(), "book the ride");
     }
 
     /// 300 s minimum age, 60 s idle, 90 s lock timeout, a one-hour window.
@@ -538,8 +743,7 @@ mod tests {
         assert!(policy.is_eligible(&locked, at(341)));
 
         let mut attempted = key.clone();
-        attempted.recovery_point = RecoveryPoint::RideCreated;
-        attempted.charge_attempted_at = Some(at(100));
+        attempted.progress = ride_created(Some(at(100)));
         assert!(
             policy.is_eligible(&attempted, at(3700)),
             "inside the window"
@@ -550,7 +754,7 @@ mod tests {
         );
 
         let mut finished = key;
-        finished.recovery_point = RecoveryPoint::Finished;
+        finished.progress = self::finished();
         assert!(!policy.is_eligible(&finished, at(10_000)));
     }
 
@@ -563,10 +767,9 @@ mod tests {
         assert_eq!(cutoffs.locked_before, at(4910));
         assert_eq!(cutoffs.attempted_not_before, at(1400));
         let mut key = record();
-        key.recovery_point = RecoveryPoint::RideCreated;
-        key.charge_attempted_at = Some(at(1400));
+        key.progress = ride_created(Some(at(1400)));
         assert!(policy.is_eligible(&key, at(5000)), "at the cutoff: kept");
-        key.charge_attempted_at = Some(at(1399));
+        key.progress = ride_created(Some(at(1399)));
         assert!(!policy.is_eligible(&key, at(5000)), "before it: left out");
     }
 
@@ -576,12 +779,12 @@ mod tests {
             review_after: Duration::from_secs(24 * 3600),
         };
         let mut key = record();
-        key.recovery_point = RecoveryPoint::RideCreated;
+        key.progress = ride_created(None);
         assert!(!policy.needs_review(&key, at(100_000)), "never attempted");
-        key.charge_attempted_at = Some(at(0));
+        key.progress = ride_created(Some(at(0)));
         assert!(!policy.needs_review(&key, at(24 * 3600)));
         assert!(policy.needs_review(&key, at(24 * 3600 + 1)));
-        key.recovery_point = RecoveryPoint::ChargeCreated;
+        key.progress = KeyProgress::ChargeCreated { ride_id: RideId(1) };
         assert!(!policy.needs_review(&key, at(100_000)), "already charged");
     }
 
@@ -594,8 +797,7 @@ mod tests {
             lock_timeout: Duration::from_secs(90),
         };
         let mut key = record();
-        key.recovery_point = RecoveryPoint::RideCreated;
-        key.charge_attempted_at = Some(at(0));
+        key.progress = ride_created(Some(at(0)));
         key.locked_at = Some(at(150));
         assert!(
             !policy.can_be_resolved(&key, at(50), lock),

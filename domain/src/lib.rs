@@ -19,7 +19,7 @@ pub use charge::{ChargeOutcome, ChargeRequest, Price, RIDE_PRICE, ReceiptJob, St
 pub use fingerprint::RequestFingerprint;
 pub use idempotency::{
     CompleterCutoffs, CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyDecision, KeyId,
-    KeyRecord, LockPolicy, RecoveryPoint, ReviewPolicy,
+    KeyProgress, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, ReviewPolicy,
 };
 pub use response::{Problem, StoredResponse};
 pub use ride::{

@@ -1,103 +1,549 @@
-//! The benchmark: `POST /rides` against Postgres at 1, 8 and 32 concurrent
-//! clients, each request with a fresh key. Prints requests/s, p50, p99 and
-//! the count of non-201 answers per level, then the plans of the background
-//! queries over the table it filled. A command that prints figures, not a
-//! test: these machines are too noisy for timing assertions.
+//! The request-path benchmark: the real `rocket-rides` binary under load,
+//! side by side in one run with the floor the database allows.
 //!
-//!     cargo run --release -p integration-tests --example bench [-- REQUESTS_PER_LEVEL [EXTRA_KEYS]]
+//!     cargo run --release -p integration-tests --example bench -- [FLAGS]
 //!
-//! EXTRA_KEYS (default 1 000 000) keys are added before the plans are shown.
+//! For each store, the embedded default (`rocket-rides start`, in-memory
+//! store, every background loop running) and `rocket-rides api` on Postgres,
+//! it sends `POST /rides` at 1, 8 and 32 concurrent clients: first each
+//! request with a fresh `Idempotency-Key` (a booked ride), then one finished
+//! key again and again (a replay). It prints requests/s, p50, p99 and the
+//! count of unexpected answers per level, the API's peak RSS, and pgbench
+//! running our own two statements per ride (and our one per replay) on the
+//! same server: the floor, and our share of it. Then the plans of the
+//! background queries over a filled table.
 //!
-//! Starts its own Postgres with testcontainers (`TEST_POSTGRES_IMAGE` when set)
-//! and the real router over loopback, with the in-process fake gateway.
+//! Flags: `--seconds S` per level (5), `--binary PATH` (default: the
+//! release build, built first), `--before PATH` (also measure another build
+//! of `rocket-rides`, e.g. the previous commit's, in the same run),
+//! `--plan-keys N` keys added before the plans are shown (1 000 000; 0
+//! skips them). Needs Docker and the Postgres image (`TEST_POSTGRES_IMAGE`),
+//! and `pgbench` on the PATH for the floor. The binaries log at `warn`.
+//! A command that prints figures, never a test: these machines are noisy.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use adapters::postgres::PoolSettings;
-use integration_tests::{AppOptions, Backend, GOOD_USER, SEED_BODY, new_key, spawn_app_on};
+use adapters::postgres::queries;
+use domain::{Ride, RideId, RideParams, StoredResponse, UserId};
+use integration_tests::postgres::{free_port, start_durable};
+use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
+
+const LEVELS: [usize; 3] = [1, 8, 32];
+const USER: &str = "user@example.com";
+const BODY: &str = "origin_lat=0.0&origin_lon=0.0&target_lat=0.0&target_lon=0.0";
+
+struct Flags {
+    seconds: u64,
+    binary: PathBuf,
+    before: Option<PathBuf>,
+    plan_keys: i64,
+}
+
+fn flags() -> Flags {
+    let mut seconds = 5;
+    let mut binary = None;
+    let mut before = None;
+    let mut plan_keys = 1_000_000;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seconds" => seconds = value.parse().expect("--seconds N"),
+            "--binary" => binary = Some(PathBuf::from(value)),
+            "--before" => before = Some(PathBuf::from(value)),
+            "--plan-keys" => plan_keys = value.parse().expect("--plan-keys N"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    let binary = binary.unwrap_or_else(|| {
+        let built = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "rocket-rides",
+                "--bin",
+                "rocket-rides",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(built.success(), "building rocket-rides failed");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/rocket-rides")
+    });
+    Flags {
+        seconds,
+        binary,
+        before,
+        plan_keys,
+    }
+}
+
+/// One level's figures.
+struct Level {
+    requests: usize,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    unexpected: usize,
+}
+
+/// What the clients send: a fresh key each time, or one key again.
+#[derive(Clone)]
+enum Keys {
+    Fresh,
+    Replay(String),
+}
+
+async fn load(base: &str, clients: usize, seconds: u64, keys: Keys) -> Level {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("a client");
+    let url = format!("{base}/rides");
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let mut tasks = JoinSet::new();
+    for _ in 0..clients {
+        let (client, url, keys) = (client.clone(), url.clone(), keys.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut unexpected = 0usize;
+            while Instant::now() < until {
+                let key = match &keys {
+                    Keys::Fresh => integration_tests::new_key(),
+                    Keys::Replay(key) => key.clone(),
+                };
+                let sent = Instant::now();
+                let answer = client
+                    .post(&url)
+                    .header("Authorization", USER)
+                    .header("Idempotency-Key", &key)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(BODY)
+                    .send()
+                    .await;
+                let ok = match answer {
+                    Ok(response) => {
+                        let replayed = response.headers().contains_key("idempotent-replayed");
+                        let status = response.status().as_u16();
+                        let _ = response.bytes().await;
+                        status == 201 && replayed == matches!(keys, Keys::Replay(_))
+                    }
+                    Err(_) => false,
+                };
+                latencies.push(sent.elapsed());
+                unexpected += usize::from(!ok);
+            }
+            (latencies, unexpected)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut unexpected = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (mut l, u) = joined.expect("a client task");
+        latencies.append(&mut l);
+        unexpected += u;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    Level {
+        requests: latencies.len(),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        unexpected,
+    }
+}
+
+/// A `rocket-rides` process, killed when dropped.
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Service {
+    async fn start(binary: &Path, args: &[&str], database_url: Option<&str>) -> Self {
+        let port = free_port();
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            .env("API_PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .env("SIMULATOR_RIDES", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(url) = database_url {
+            command.env("DATABASE_URL", url);
+        }
+        let child = command.spawn().expect("rocket-rides starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never became ready",
+                binary.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, base }
+    }
+
+    /// The peak resident set size so far (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+}
+
+async fn run_once(binary: &Path, args: &[&str], url: Option<&str>) {
+    let status = Command::new(binary)
+        .args(args)
+        .envs(url.map(|u| ("DATABASE_URL", u.to_owned())))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .expect("rocket-rides runs");
+    assert!(status.success(), "rocket-rides {args:?} failed");
+}
+
+/// Our two statements per booked ride, and our one per replay, as pgbench
+/// scripts: the statements the store runs, with literals for the values.
+fn pgbench_scripts(user_id: i64, replay_key: &str) -> (String, String) {
+    let params = RideParams::from_numbers([0.0; 4]).expect("valid");
+    let ride = Ride {
+        id: RideId(1),
+        user_id: UserId(user_id),
+        idempotency_key_id: None,
+        params,
+        stripe_charge_id: Some("ch_0000000000000000000000000".to_owned()),
+    };
+    let body = StoredResponse::ride_created(&ride).body.replace('\'', "''");
+    let fingerprint = domain::RequestFingerprint::for_ride("POST", "/rides", &params);
+    let begin = |key: &str| {
+        substitute(
+            queries::BEGIN_REQUEST,
+            &[
+                "now()".to_owned(),
+                key.to_owned(),
+                format!("'{}'", fingerprint.as_str()),
+                "0.0".to_owned(),
+                "0.0".to_owned(),
+                "0.0".to_owned(),
+                "0.0".to_owned(),
+                "'127.0.0.1'".to_owned(),
+                user_id.to_string(),
+                "true".to_owned(),
+            ],
+        )
+    };
+    let book = substitute(
+        queries::BOOK,
+        &[
+            ":id".to_owned(),
+            ":lock_generation".to_owned(),
+            "ARRAY['ride_created','charge_created']".to_owned(),
+            "('ch_' || :k)".to_owned(),
+            ":ride_id".to_owned(),
+            "201".to_owned(),
+            format!("'{body}'"),
+            "'send_ride_receipt'".to_owned(),
+            "2000".to_owned(),
+            "'usd'".to_owned(),
+            user_id.to_string(),
+        ],
+    );
+    let new_key = format!(
+        "\\set k random(1, 1000000000000000)\n{} \\gset\n{};\n",
+        one_line(&begin("('pgbench-key-' || :k)")),
+        one_line(&book)
+    );
+    let replay = format!("{};\n", one_line(&begin(&format!("'{replay_key}'"))));
+    (new_key, replay)
+}
+
+/// `$n` replaced by `values[n - 1]`, highest first so `$1` never eats `$10`.
+fn substitute(sql: &str, values: &[String]) -> String {
+    let mut sql = sql.to_owned();
+    for (n, value) in values.iter().enumerate().rev() {
+        sql = sql.replace(&format!("${}", n + 1), value);
+    }
+    sql
+}
+
+fn one_line(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// pgbench's transactions/s and mean latency, or why there are none.
+fn pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> Result<(f64, f64), String> {
+    let path =
+        std::env::temp_dir().join(format!("rocket-rides-bench-{}.sql", uuid::Uuid::new_v4()));
+    std::fs::write(&path, script).map_err(|e| e.to_string())?;
+    let output = std::process::Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-f"])
+        .arg(&path)
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &seconds.to_string(),
+            url,
+        ])
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let output = output.map_err(|e| format!("pgbench: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let number_after = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    match (number_after("tps ="), number_after("latency average =")) {
+        (Some(tps), Some(latency)) if output.status.success() => Ok((tps, latency)),
+        _ => Err(format!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
+struct Row {
+    target: String,
+    work: &'static str,
+    clients: usize,
+    level: Level,
+}
+
+fn print_header() {
+    println!(
+        "{:<22} {:<8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>9}",
+        "target",
+        "work",
+        "clients",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "unexpected",
+        "floor/s",
+        "of floor"
+    );
+}
+
+fn print_row(row: &Row, floor: Option<f64>) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{:<22} {:<8} {:>7} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>10} {:>10} {:>9}",
+        row.target,
+        row.work,
+        row.clients,
+        row.level.requests,
+        row.level.per_second,
+        ms(row.level.p50),
+        ms(row.level.p99),
+        row.level.unexpected,
+        floor.map_or("-".to_owned(), |f| format!("{f:.0}")),
+        floor.map_or("-".to_owned(), |f| format!(
+            "{:.0}%",
+            100.0 * row.level.per_second / f
+        )),
+    );
+}
+
+/// New keys then replays at every level against one running service.
+async fn measure(target: &str, service: &Service, seconds: u64) -> Vec<Row> {
+    // Warm up: connections, caches, the allocator.
+    load(&service.base, 8, 1, Keys::Fresh).await;
+    let replay_key = integration_tests::new_key();
+    let mut rows = Vec::new();
+    for clients in LEVELS {
+        let level = load(&service.base, clients, seconds, Keys::Fresh).await;
+        rows.push(Row {
+            target: target.to_owned(),
+            work: "new key",
+            clients,
+            level,
+        });
+    }
+    let first = reqwest::Client::new()
+        .post(format!("{}/rides", service.base))
+        .header("Authorization", USER)
+        .header("Idempotency-Key", &replay_key)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(BODY)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(first.status().as_u16(), 201, "the key to replay is booked");
+    for clients in LEVELS {
+        let level = load(
+            &service.base,
+            clients,
+            seconds,
+            Keys::Replay(replay_key.clone()),
+        )
+        .await;
+        rows.push(Row {
+            target: target.to_owned(),
+            work: "replay",
+            clients,
+            level,
+        });
+    }
+    rows
+}
 
 #[tokio::main]
 async fn main() {
-    let per_level: usize = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(2000);
-    let store = integration_tests::postgres::fresh_store_with(PoolSettings {
-        max_connections: 40,
-        // Filling a million keys for the plans takes longer than a request may.
-        statement_timeout: Duration::from_secs(600),
-        ..PoolSettings::default()
-    })
-    .await;
-    let app = Arc::new(
-        spawn_app_on(
-            store.clone(),
-            store.clone(),
-            AppOptions::on(Backend::Postgres),
-        )
-        .await,
+    let flags = flags();
+    let server = start_durable(free_port(), "bench").await;
+    let url = server.url.clone();
+    let mut builds = vec![("", flags.binary.clone())];
+    if let Some(before) = &flags.before {
+        builds.push(("before: ", before.clone()));
+    }
+    println!(
+        "POST /rides, {} s per level, in-process fake gateway; Postgres 15 in a container (fsync on)\n",
+        flags.seconds
     );
+    let mut rows = Vec::new();
+    let mut rss = Vec::new();
+    let mut replay_key = None;
+    for (label, binary) in &builds {
+        let memory = Service::start(binary, &["start"], None).await;
+        rows.extend(measure(&format!("{label}memory (start)"), &memory, flags.seconds).await);
+        rss.push((format!("{label}memory (start)"), memory.peak_rss_mib()));
+        drop(memory);
 
-    println!(
-        "POST /rides against Postgres, a fresh Idempotency-Key per request, {per_level} requests per level"
-    );
-    println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "clients", "requests", "req/s", "p50 ms", "p99 ms", "non-201"
-    );
-    for clients in [1usize, 8, 32] {
-        let started = Instant::now();
-        let mut workers = JoinSet::new();
-        for worker in 0..clients {
-            let app = app.clone();
-            let share = per_level / clients + usize::from(worker < per_level % clients);
-            workers.spawn(async move {
-                let mut latencies = Vec::with_capacity(share);
-                let mut failures = 0usize;
-                for _ in 0..share {
-                    let key = new_key();
-                    let sent = Instant::now();
-                    let response = app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await;
-                    let status = response.status().as_u16();
-                    let _ = response.bytes().await;
-                    latencies.push(sent.elapsed());
-                    if status != 201 {
-                        failures += 1;
-                    }
+        // A database of its own per build, so each starts empty.
+        let database = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&url).await.expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&admin)
+            .await
+            .expect("a database");
+        let db_url = url.replace("/postgres", &format!("/{database}"));
+        run_once(binary, &["migrate"], Some(&db_url)).await;
+        run_once(binary, &["up"], Some(&db_url)).await;
+        let api = Service::start(binary, &["api"], Some(&db_url)).await;
+        let measured = measure(&format!("{label}postgres (api)"), &api, flags.seconds).await;
+        rss.push((format!("{label}postgres (api)"), api.peak_rss_mib()));
+        drop(api);
+        if label.is_empty() {
+            // pgbench replays a key this build finished.
+            let pool = sqlx::PgPool::connect(&db_url).await.expect("connection");
+            let (user_id, key): (i64, String) = sqlx::query_as(
+                "SELECT user_id, idempotency_key FROM idempotency_keys \
+                 WHERE recovery_point = 'finished' ORDER BY id DESC LIMIT 1",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("a finished key");
+            replay_key = Some((db_url.clone(), user_id, key));
+        }
+        rows.extend(measured);
+    }
+
+    let mut floors = Vec::new();
+    if let Some((db_url, user_id, key)) = &replay_key {
+        let (new_key, replay) = pgbench_scripts(*user_id, key);
+        for (work, script) in [("new key", &new_key), ("replay", &replay)] {
+            for clients in LEVELS {
+                match pgbench(db_url, script, clients, flags.seconds) {
+                    Ok((tps, latency)) => floors.push((work, clients, tps, latency)),
+                    Err(why) => println!("floor ({work}, {clients} clients) not measured: {why}"),
                 }
-                (latencies, failures)
-            });
+            }
         }
-        let mut latencies: Vec<Duration> = Vec::with_capacity(per_level);
-        let mut failures = 0;
-        while let Some(joined) = workers.join_next().await {
-            let (mut l, f) = joined.expect("client task");
-            latencies.append(&mut l);
-            failures += f;
-        }
-        let elapsed = started.elapsed();
-        latencies.sort();
-        let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    }
+    let floor = |work: &str, clients: usize| {
+        floors
+            .iter()
+            .find(|(w, c, _, _)| *w == work && *c == clients)
+            .map(|(_, _, tps, _)| *tps)
+    };
+    print_header();
+    for row in &rows {
+        let of = row
+            .target
+            .starts_with("postgres")
+            .then(|| floor(row.work, row.clients))
+            .flatten();
+        print_row(row, of);
+    }
+    for (work, clients, tps, latency) in &floors {
         println!(
-            "{:>8} {:>10} {:>10.0} {:>10.2} {:>10.2} {:>8}",
+            "{:<22} {:<8} {:>7} {:>9} {:>9.0} {:>8} {:>8} {:>10} {:>10} {:>9}",
+            "pgbench (floor)",
+            work,
             clients,
-            latencies.len(),
-            latencies.len() as f64 / elapsed.as_secs_f64(),
-            at(0.50).as_secs_f64() * 1000.0,
-            at(0.99).as_secs_f64() * 1000.0,
-            failures
+            "-",
+            tps,
+            format!("~{latency:.2}"),
+            "-",
+            "-",
+            "-",
+            "-"
+        );
+    }
+    println!(
+        "\n(pgbench: our statements per ride, prepared, over TCP to the same server; its column p50 is its mean latency)"
+    );
+    println!("\nPeak RSS (VmHWM) of the process under the load above:");
+    for (target, mib) in &rss {
+        println!("  {target:<22} {mib:.1} MiB");
+    }
+    let per_second = |target: &str, work: &str, clients: usize| {
+        rows.iter()
+            .find(|r| r.target == target && r.work == work && r.clients == clients)
+            .map(|r| r.level.per_second)
+    };
+    if let (Some(replays), Some(new)) = (
+        per_second("postgres (api)", "replay", 32),
+        per_second("postgres (api)", "new key", 32),
+    ) {
+        println!(
+            "\nReplays per new key at 32 clients on Postgres: {:.1}x",
+            replays / new
         );
     }
 
-    let extra: i64 = std::env::args()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000);
-    println!("\nBackground queries' plans after adding {extra} keys (1 in 500 unfinished):");
-    integration_tests::plans::fill(store.pool(), extra).await;
-    for (process, plan) in integration_tests::plans::plans(store.pool()).await {
-        println!("-- {process}\n{plan}\n");
+    if flags.plan_keys > 0 {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect(&url)
+            .await
+            .expect("a connection");
+        adapters::postgres::migrate(&pool).await.expect("migrated");
+        println!(
+            "\nBackground queries' plans after adding {} keys (1 in 500 unfinished):",
+            flags.plan_keys
+        );
+        integration_tests::plans::fill(&pool, flags.plan_keys).await;
+        for (process, plan) in integration_tests::plans::plans(&pool).await {
+            println!("-- {process}\n{plan}\n");
+        }
     }
 }

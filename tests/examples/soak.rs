@@ -39,7 +39,9 @@ async fn main() -> std::process::ExitCode {
     let mut config = SoakConfig::new(PathBuf::new());
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--rides" => config.rides = value.parse().expect("--rides N"),
             "--duration" => config.duration = duration(&value),
@@ -55,7 +57,14 @@ async fn main() -> std::process::ExitCode {
         Some(path) => path,
         None => {
             let built = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--release", "-p", "rocket-rides", "--bin", "rocket-rides"])
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "rocket-rides",
+                    "--bin",
+                    "rocket-rides",
+                ])
                 .status()
                 .expect("cargo runs");
             assert!(built.success(), "building rocket-rides failed");

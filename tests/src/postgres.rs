@@ -74,12 +74,23 @@ pub struct DedicatedPostgres {
 }
 
 pub async fn start_dedicated(port: u16, password: &str) -> DedicatedPostgres {
+    start_server(port, password, false).await
+}
+
+/// As [`start_dedicated`], with every commit flushed to disk as in
+/// production (fsync on): for benchmarks, where commit cost matters.
+pub async fn start_durable(port: u16, password: &str) -> DedicatedPostgres {
+    start_server(port, password, true).await
+}
+
+async fn start_server(port: u16, password: &str, durable: bool) -> DedicatedPostgres {
     let (name, tag) = image_from_env("TEST_POSTGRES_IMAGE", "postgres", "15");
+    let fsync = if durable { "fsync=on" } else { "fsync=off" };
     let container = Postgres::default()
         .with_password(password)
         .with_name(name.clone())
         .with_tag(tag.clone())
-        .with_cmd(["-c", "fsync=off", "-c", "max_connections=400"])
+        .with_cmd(["-c", fsync, "-c", "max_connections=400"])
         // The password is checked (the local image trusts every host
         // connection unless told otherwise).
         .with_env_var("POSTGRES_HOST_AUTH_METHOD", "scram-sha-256")
@@ -159,5 +170,47 @@ impl Inspect for PostgresStore {
                 (key, point)
             })
             .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Legacy for PostgresStore {
+    async fn leave_at_started(&self, key: domain::KeyId) {
+        let mut tx = self.pool().begin().await.expect("begin");
+        sqlx::query(
+            "DELETE FROM audit_records WHERE resource_type = 'ride' \
+             AND resource_id IN (SELECT id FROM rides WHERE idempotency_key_id = $1)",
+        )
+        .bind(key.0)
+        .execute(&mut *tx)
+        .await
+        .expect("audit records removed");
+        sqlx::query("DELETE FROM rides WHERE idempotency_key_id = $1")
+            .bind(key.0)
+            .execute(&mut *tx)
+            .await
+            .expect("ride removed");
+        sqlx::query("UPDATE idempotency_keys SET recovery_point = 'started' WHERE id = $1")
+            .bind(key.0)
+            .execute(&mut *tx)
+            .await
+            .expect("key rewound");
+        tx.commit().await.expect("commit");
+    }
+
+    async fn leave_at_charge_created(&self, key: domain::KeyId, charge_id: &str) {
+        let mut tx = self.pool().begin().await.expect("begin");
+        sqlx::query("UPDATE rides SET stripe_charge_id = $2 WHERE idempotency_key_id = $1")
+            .bind(key.0)
+            .bind(charge_id)
+            .execute(&mut *tx)
+            .await
+            .expect("charge recorded");
+        sqlx::query("UPDATE idempotency_keys SET recovery_point = 'charge_created' WHERE id = $1")
+            .bind(key.0)
+            .execute(&mut *tx)
+            .await
+            .expect("key moved");
+        tx.commit().await.expect("commit");
     }
 }

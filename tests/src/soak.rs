@@ -112,8 +112,14 @@ impl SoakReport {
         }
         rows.extend([
             ("process kills (SIGKILL)".into(), self.kills.to_string()),
-            ("unexpected process exits".into(), self.unexpected_exits.to_string()),
-            ("Postgres restarts".into(), self.postgres_restarts.to_string()),
+            (
+                "unexpected process exits".into(),
+                self.unexpected_exits.to_string(),
+            ),
+            (
+                "Postgres restarts".into(),
+                self.postgres_restarts.to_string(),
+            ),
             ("NATS restarts".into(), self.nats_restarts.to_string()),
             ("charges at fake-stripe".into(), self.charges.to_string()),
             ("booked rides (201)".into(), self.booked_rides.to_string()),
@@ -124,8 +130,14 @@ impl SoakReport {
             ("stranded keys".into(), self.stranded_keys.to_string()),
             ("request p50 ms".into(), format!("{:.1}", self.p50_ms)),
             ("request p99 ms".into(), format!("{:.1}", self.p99_ms)),
-            ("drained in".into(), format!("{:.1} s", self.drained_in.as_secs_f64())),
-            ("invariant violations".into(), self.violations.len().to_string()),
+            (
+                "drained in".into(),
+                format!("{:.1} s", self.drained_in.as_secs_f64()),
+            ),
+            (
+                "invariant violations".into(),
+                self.violations.len().to_string(),
+            ),
         ]);
         let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
         let mut table = String::new();
@@ -246,9 +258,14 @@ impl Fleet {
             if let Some(mut child) = managed.child.take() {
                 match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
                     Ok(Ok(status)) if status.success() => {}
-                    Ok(Ok(status)) => problems.push(format!("{} exited with {status} on SIGTERM", managed.name)),
+                    Ok(Ok(status)) => {
+                        problems.push(format!("{} exited with {status} on SIGTERM", managed.name))
+                    }
                     _ => {
-                        problems.push(format!("{} did not stop within 30 s of SIGTERM", managed.name));
+                        problems.push(format!(
+                            "{} did not stop within 30 s of SIGTERM",
+                            managed.name
+                        ));
                         let _ = child.kill().await;
                     }
                 }
@@ -340,7 +357,10 @@ async fn ride(
         let mut results = vec![send(attempt, raise, timeout).await];
         if duplicate && attempt == 0 {
             // The same request twice at once, as a double-tapping client.
-            let (a, b) = tokio::join!(send(attempt, false, timeout), send(attempt + 1, false, timeout));
+            let (a, b) = tokio::join!(
+                send(attempt, false, timeout),
+                send(attempt + 1, false, timeout)
+            );
             results = vec![a, b];
         }
         attempt += 1;
@@ -368,9 +388,9 @@ async fn ride(
                     }
                     500 if raise => {}
                     _ => {
-                        stats.violations.push(format!(
-                            "key {key} ({user}): unexpected {status}: {body}"
-                        ));
+                        stats
+                            .violations
+                            .push(format!("key {key} ({user}): unexpected {status}: {body}"));
                         if status < 500 {
                             done = true;
                         }
@@ -387,7 +407,11 @@ async fn ride(
         }
         tokio::time::sleep(wait).await;
     }
-    stats.lock().expect("stats").rides.push(RideRecord { user, definitive });
+    stats
+        .lock()
+        .expect("stats")
+        .rides
+        .push(RideRecord { user, definitive });
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -399,7 +423,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Every charge a (fake) Stripe at `stripe` holds, following its pages.
-pub async fn all_charges(http: &reqwest::Client, stripe: &str, api_key: &str) -> anyhow::Result<Vec<Value>> {
+pub async fn all_charges(
+    http: &reqwest::Client,
+    stripe: &str,
+    api_key: &str,
+) -> anyhow::Result<Vec<Value>> {
     let mut charges = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -416,7 +444,10 @@ pub async fn all_charges(http: &reqwest::Client, stripe: &str, api_key: &str) ->
             .json()
             .await?;
         let data = page["data"].as_array().cloned().unwrap_or_default();
-        after = data.last().and_then(|c| c["id"].as_str()).map(str::to_owned);
+        after = data
+            .last()
+            .and_then(|c| c["id"].as_str())
+            .map(str::to_owned);
         charges.extend(data);
         if page["has_more"] != Value::Bool(true) || after.is_none() {
             return Ok(charges);
@@ -455,11 +486,17 @@ async fn count(pool: &PgPool, sql: &'static str) -> i64 {
 }
 
 pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
-    let logs = std::env::temp_dir().join(format!("rocket-rides-soak-{}", uuid::Uuid::new_v4().simple()));
+    let logs = std::env::temp_dir().join(format!(
+        "rocket-rides-soak-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&logs)?;
     let (pg_port, nats_port, stripe_port) = (free_port(), free_port(), free_port());
     let api_ports = [free_port(), free_port()];
-    eprintln!("soak: starting Postgres and NATS; logs in {}", logs.display());
+    eprintln!(
+        "soak: starting Postgres and NATS; logs in {}",
+        logs.display()
+    );
     let postgres = start_dedicated(pg_port, "soak").await;
     let nats = start_nats_on(nats_port).await;
     let stripe = format!("http://127.0.0.1:{stripe_port}");
@@ -499,9 +536,19 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     let mut fake_stripe = fleet.spawn(
         "fake-stripe",
         &[
-            "fake-stripe", "--port", &stripe_port_text, "--fault-rate", &fault_rate,
-            "--faults", "latency,hang,500,429,drop", "--fault-timing", "either",
-            "--latency", "300ms", "--hang", "3s",
+            "fake-stripe",
+            "--port",
+            &stripe_port_text,
+            "--fault-rate",
+            &fault_rate,
+            "--faults",
+            "latency,hang,500,429,drop",
+            "--fault-timing",
+            "either",
+            "--latency",
+            "300ms",
+            "--hang",
+            "3s",
         ]
         .map(str::to_owned),
     )?;
@@ -509,7 +556,10 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     // `up` creates customers at a faulty Stripe: repeat until it gets through.
     let mut seeded = false;
     for _ in 0..20 {
-        if wait_until_exit(fleet.spawn("up", &["up".to_owned()])?, "up").await.is_ok() {
+        if wait_until_exit(fleet.spawn("up", &["up".to_owned()])?, "up")
+            .await
+            .is_ok()
+        {
             seeded = true;
             break;
         }
@@ -519,9 +569,20 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     }
     for port in api_ports {
         let port = port.to_string();
-        fleet.start("api", &["api", "--api-port", &port, "--api-host", "127.0.0.1"])?;
+        fleet.start(
+            "api",
+            &["api", "--api-port", &port, "--api-host", "127.0.0.1"],
+        )?;
     }
-    for name in ["completer", "completer", "enqueuer", "enqueuer", "worker", "worker", "reaper"] {
+    for name in [
+        "completer",
+        "completer",
+        "enqueuer",
+        "enqueuer",
+        "worker",
+        "worker",
+        "reaper",
+    ] {
         fleet.start(name, &[name])?;
     }
     let http = reqwest::Client::builder()
@@ -558,11 +619,17 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     let stop_load = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     // Rides start evenly over the duration: ride n no earlier than n/rate.
-    let spacing = config.duration.mul_f64(0.9) / u32::try_from(config.rides.max(1)).unwrap_or(u32::MAX);
+    let spacing =
+        config.duration.mul_f64(0.9) / u32::try_from(config.rides.max(1)).unwrap_or(u32::MAX);
     let mut clients = JoinSet::new();
     for _ in 0..config.concurrency {
-        let (http, apis, stats, next, stop_load) =
-            (http.clone(), apis.clone(), stats.clone(), next.clone(), stop_load.clone());
+        let (http, apis, stats, next, stop_load) = (
+            http.clone(),
+            apis.clone(),
+            stats.clone(),
+            next.clone(),
+            stop_load.clone(),
+        );
         let rides = config.rides;
         clients.spawn(async move {
             loop {
@@ -614,7 +681,11 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     let drain_started = Instant::now();
     loop {
         fleet.revive()?;
-        let unfinished = count(&pool, "SELECT count(*) FROM idempotency_keys WHERE recovery_point <> 'finished'").await;
+        let unfinished = count(
+            &pool,
+            "SELECT count(*) FROM idempotency_keys WHERE recovery_point <> 'finished'",
+        )
+        .await;
         let staged = count(&pool, "SELECT count(*) FROM staged_jobs").await;
         let unsent = count(
             &pool,
@@ -626,7 +697,9 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
             break;
         }
         if drain_started.elapsed() > config.drain {
-            eprintln!("soak: drain timed out: {unfinished} unfinished keys, {staged} staged jobs, {unsent} unsent receipts");
+            eprintln!(
+                "soak: drain timed out: {unfinished} unfinished keys, {staged} staged jobs, {unsent} unsent receipts"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -650,22 +723,22 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         sqlx::query_as("SELECT id, stripe_charge_id, idempotency_key_id FROM rides")
             .fetch_all(&pool)
             .await?;
-    let keys: HashMap<i64, (String, Option<i32>)> = sqlx::query_as::<_, (i64, String, Option<i32>)>(
-        "SELECT id, recovery_point, response_code FROM idempotency_keys",
-    )
-    .fetch_all(&pool)
-    .await?
-    .into_iter()
-    .map(|(id, point, code)| (id, (point, code)))
-    .collect();
-    let sent: HashSet<i64> = sqlx::query_as::<_, (i64,)>(
-        "SELECT ride_id FROM sent_receipts WHERE sent_at IS NOT NULL",
-    )
-    .fetch_all(&pool)
-    .await?
-    .into_iter()
-    .map(|(id,)| id)
-    .collect();
+    let keys: HashMap<i64, (String, Option<i32>)> =
+        sqlx::query_as::<_, (i64, String, Option<i32>)>(
+            "SELECT id, recovery_point, response_code FROM idempotency_keys",
+        )
+        .fetch_all(&pool)
+        .await?
+        .into_iter()
+        .map(|(id, point, code)| (id, (point, code)))
+        .collect();
+    let sent: HashSet<i64> =
+        sqlx::query_as::<_, (i64,)>("SELECT ride_id FROM sent_receipts WHERE sent_at IS NOT NULL")
+            .fetch_all(&pool)
+            .await?
+            .into_iter()
+            .map(|(id,)| id)
+            .collect();
     let mut report = SoakReport {
         faults,
         kills: fleet.kills,
@@ -696,21 +769,31 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         .count();
     for (charge, ride) in &charged_rides {
         if !charge_ids.contains(charge) {
-            violations.push(format!("ride {ride} carries charge {charge}, which fake-stripe never made"));
+            violations.push(format!(
+                "ride {ride} carries charge {charge}, which fake-stripe never made"
+            ));
         }
     }
     report.booked_rides = charged_rides.len();
-    report.lost_receipts = charged_rides.values().filter(|ride| !sent.contains(ride)).count();
+    report.lost_receipts = charged_rides
+        .values()
+        .filter(|ride| !sent.contains(ride))
+        .count();
     for (ride, charge, key) in &rides {
         if let Some(key) = key
             && let Some((point, code)) = keys.get(key)
             && charge.is_some()
             && (point != "finished" || *code != Some(201))
         {
-            violations.push(format!("charged ride {ride} whose key {key} is {point} / {code:?}, not a stored 201"));
+            violations.push(format!(
+                "charged ride {ride} whose key {key} is {point} / {code:?}, not a stored 201"
+            ));
         }
     }
-    report.stranded_keys = keys.values().filter(|(point, _)| point != "finished").count();
+    report.stranded_keys = keys
+        .values()
+        .filter(|(point, _)| point != "finished")
+        .count();
     // Receipts as the workers logged them: a ride's receipt goes out once.
     let mut receipts: HashMap<String, usize> = HashMap::new();
     let worker_log = std::fs::read_to_string(logs.join("worker.log")).unwrap_or_default();
@@ -721,9 +804,14 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         }
     }
     report.doubled_receipts = receipts.values().filter(|n| **n > 1).count();
-    let unbooked_sent = sent.iter().filter(|ride| !charged_rides.values().any(|r| r == *ride)).count();
+    let unbooked_sent = sent
+        .iter()
+        .filter(|ride| !charged_rides.values().any(|r| r == *ride))
+        .count();
     if unbooked_sent > 0 {
-        violations.push(format!("{unbooked_sent} receipts for rides that were never charged"));
+        violations.push(format!(
+            "{unbooked_sent} receipts for rides that were never charged"
+        ));
     }
     // What the client saw.
     let client = std::mem::take(&mut *stats.lock().expect("stats"));
@@ -738,12 +826,22 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     report.p99_ms = percentile(&latencies, 0.99);
     for record in &client.rides {
         let Some((status, body)) = record.definitive.first() else {
-            *report.final_statuses.entry("none (gave up)".into()).or_default() += 1;
+            *report
+                .final_statuses
+                .entry("none (gave up)".into())
+                .or_default() += 1;
             continue;
         };
         *report.final_statuses.entry(status.to_string()).or_default() += 1;
-        if record.definitive.iter().any(|other| other != &record.definitive[0]) {
-            violations.push(format!("one key answered differently: {:?}", record.definitive));
+        if record
+            .definitive
+            .iter()
+            .any(|other| other != &record.definitive[0])
+        {
+            violations.push(format!(
+                "one key answered differently: {:?}",
+                record.definitive
+            ));
         }
         let expected = match record.user {
             DECLINED => 402,
@@ -751,17 +849,24 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
             _ => 201,
         };
         if *status != expected {
-            violations.push(format!("{} got {status}, expected {expected}: {body}", record.user));
+            violations.push(format!(
+                "{} got {status}, expected {expected}: {body}",
+                record.user
+            ));
         }
         if *status == 201 {
             let json: Value = serde_json::from_str(body).unwrap_or_default();
             let charge = json["ride"]["stripe_charge_id"].as_str().unwrap_or("");
             let ride = json["ride"]["id"].as_i64().unwrap_or(-1);
             if charged_rides.get(charge) != Some(&ride) {
-                violations.push(format!("a 201 for ride {ride} with charge {charge} that the database does not hold"));
+                violations.push(format!(
+                    "a 201 for ride {ride} with charge {charge} that the database does not hold"
+                ));
             }
             if !sent.contains(&ride) {
-                violations.push(format!("ride {ride} answered 201 but its receipt was never sent"));
+                violations.push(format!(
+                    "ride {ride} answered 201 but its receipt was never sent"
+                ));
             }
         }
     }

@@ -10,19 +10,19 @@ use std::time::Duration;
 use adapters::clock::ManualClock;
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryStore};
 use application::ports::{
-    Finish, KeyPhase, KeyRequest, Lease, PaymentGateway, ReceiptClaim, Store, StoreError,
+    Finish, KeyPhase, KeyRequest, Keys, Lease, PaymentGateway, Store, StoreError,
 };
-use std::time::SystemTime;
 use application::{
     CompleteStalledKeys, CreateRide, CreateRideError, CreateRideSettings, RideRequest,
     SeedDemoUsers,
 };
 use async_trait::async_trait;
 use domain::{
-    ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord,
-    LockPolicy, RecoveryPoint, ReviewPolicy, Ride, RideId, RideParams, StagedJob, User, UserId,
+    ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyRecord, LockPolicy,
+    RecoveryPoint, ReviewPolicy, Ride, RideId, RideParams, User,
 };
 use integration_tests::{Backend, Inspect, on_every_backend};
+use std::time::SystemTime;
 
 const LOCK_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -86,6 +86,7 @@ impl World {
 
     fn create_ride(&self, gateway: Arc<dyn PaymentGateway>) -> Arc<CreateRide> {
         Arc::new(CreateRide::new(
+            self.store.clone(),
             self.store.clone(),
             gateway,
             self.clock.clone(),
@@ -289,6 +290,7 @@ async fn a_key_is_left_at_its_recovery_point_when_killed_between_phases(backend:
                 fingerprint: world.request(7).fingerprint(),
                 params: world.request(7).params,
                 request_ip: None,
+                charges_now: true,
             },
             world.clock.now_plus(LOCK_TIMEOUT + Duration::from_secs(1)),
             settings().lock,
@@ -297,8 +299,8 @@ async fn a_key_is_left_at_its_recovery_point_when_killed_between_phases(backend:
         .expect("key phase");
     match phase {
         application::ports::KeyPhase::Locked(record) => {
-            assert_eq!(record.recovery_point, RecoveryPoint::RideCreated);
-            assert!(record.charge_attempted_at.is_some());
+            assert_eq!(record.recovery_point(), RecoveryPoint::RideCreated);
+            assert!(record.unrecorded_charge_attempt().is_some());
         }
         other => panic!("expected to take over the key, got {other:?}"),
     }
@@ -315,39 +317,39 @@ impl NowPlus for ManualClock {
 }
 
 /// Where a process dies: right after one of the request's writes commits,
-/// before it can go on (or answer).
+/// or just before the write that follows the charge, once Stripe charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names)] // each is "after" a commit, by design
 enum KillPoint {
+    /// The key, its ride and its charge attempt are in; Stripe not called.
     AfterKeyPhase,
-    AfterRideCreated,
-    AfterChargeNoted,
-    AfterChargeRecorded,
-    AfterFinish,
+    /// Stripe charged; the booking that records it never commits.
+    BeforeBooking,
+    /// Booked; the client never heard.
+    AfterBooking,
 }
 
 impl KillPoint {
-    const ALL: [KillPoint; 5] = [
+    const ALL: [KillPoint; 3] = [
         KillPoint::AfterKeyPhase,
-        KillPoint::AfterRideCreated,
-        KillPoint::AfterChargeNoted,
-        KillPoint::AfterChargeRecorded,
-        KillPoint::AfterFinish,
+        KillPoint::BeforeBooking,
+        KillPoint::AfterBooking,
     ];
 
     /// Where the key must be found after the kill.
     fn recovery_point(self) -> RecoveryPoint {
         match self {
-            KillPoint::AfterKeyPhase => RecoveryPoint::Started,
-            KillPoint::AfterRideCreated | KillPoint::AfterChargeNoted => RecoveryPoint::RideCreated,
-            KillPoint::AfterChargeRecorded => RecoveryPoint::ChargeCreated,
-            KillPoint::AfterFinish => RecoveryPoint::Finished,
+            KillPoint::AfterKeyPhase | KillPoint::BeforeBooking => RecoveryPoint::RideCreated,
+            KillPoint::AfterBooking => RecoveryPoint::Finished,
         }
+    }
+
+    /// Whether Stripe holds a charge for the key when the process dies.
+    fn charged(self) -> bool {
+        self != KillPoint::AfterKeyPhase
     }
 }
 
-/// A store whose process dies right after the write at `point` committed:
-/// the write is in, the request never learns it. `died` says when.
+/// The keys of a store whose process dies at `point`. `died` says when.
 struct DyingStore {
     inner: Arc<dyn Store>,
     point: KillPoint,
@@ -364,24 +366,9 @@ impl DyingStore {
 }
 
 #[async_trait]
-impl Store for DyingStore {
+impl Keys for DyingStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
-    }
-    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        self.inner.find_user_by_email(email).await
-    }
-    async fn find_user_by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<User>, StoreError> {
-        self.inner.find_user_by_api_key(hash).await
-    }
-    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.inner.find_user(id).await
-    }
-    async fn upsert_user(&self, email: &str, customer: &str) -> Result<User, StoreError> {
-        self.inner.upsert_user(email, customer).await
-    }
-    async fn add_api_key(&self, user_id: UserId, hash: &ApiKeyHash) -> Result<(), StoreError> {
-        self.inner.add_api_key(user_id, hash).await
     }
     async fn begin_request(
         &self,
@@ -419,28 +406,20 @@ impl Store for DyingStore {
         self.inner.lock_for_review(key_id, now, review, lock).await
     }
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
-        let record = self.inner.create_ride(lease, now).await?;
-        self.maybe_die(KillPoint::AfterRideCreated).await;
-        Ok(record)
+        self.inner.create_ride(lease, now).await
     }
     async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
-        self.inner.note_charge_attempt(lease, now).await?;
-        self.maybe_die(KillPoint::AfterChargeNoted).await;
-        Ok(())
+        self.inner.note_charge_attempt(lease, now).await
     }
-    async fn record_charge(
+    async fn finish(
         &self,
         lease: Lease,
-        charge_id: &str,
+        finish: Finish,
         now: SystemTime,
-    ) -> Result<Ride, StoreError> {
-        let ride = self.inner.record_charge(lease, charge_id, now).await?;
-        self.maybe_die(KillPoint::AfterChargeRecorded).await;
-        Ok(ride)
-    }
-    async fn finish(&self, lease: Lease, finish: Finish, now: SystemTime) -> Result<(), StoreError> {
+    ) -> Result<(), StoreError> {
+        self.maybe_die(KillPoint::BeforeBooking).await;
         self.inner.finish(lease, finish, now).await?;
-        self.maybe_die(KillPoint::AfterFinish).await;
+        self.maybe_die(KillPoint::AfterBooking).await;
         Ok(())
     }
     async fn unlock(&self, lease: Lease) -> Result<(), StoreError> {
@@ -449,39 +428,11 @@ impl Store for DyingStore {
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
         self.inner.find_ride(id).await
     }
-    async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError> {
-        self.inner.staged_jobs(limit).await
-    }
-    async fn claim_staged_jobs(
+    async fn reap_keys(
         &self,
+        created_before: SystemTime,
         limit: usize,
-        now: SystemTime,
-        claim_for: Duration,
-    ) -> Result<Vec<StagedJob>, StoreError> {
-        self.inner.claim_staged_jobs(limit, now, claim_for).await
-    }
-    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError> {
-        self.inner.delete_staged_job(id).await
-    }
-    async fn claim_receipt(
-        &self,
-        job_id: i64,
-        ride_id: RideId,
-        now: SystemTime,
-        stale_after: Duration,
-    ) -> Result<ReceiptClaim, StoreError> {
-        self.inner.claim_receipt(job_id, ride_id, now, stale_after).await
-    }
-    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError> {
-        self.inner.mark_receipt_sent(ride_id, now).await
-    }
-    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError> {
-        self.inner.release_receipt(ride_id).await
-    }
-    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
-        self.inner.receipt_sent(ride_id).await
-    }
-    async fn reap_keys(&self, created_before: SystemTime, limit: usize) -> Result<usize, StoreError> {
+    ) -> Result<usize, StoreError> {
         self.inner.reap_keys(created_before, limit).await
     }
     async fn keys_for_review(
@@ -497,7 +448,9 @@ impl Store for DyingStore {
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.report_keys_for_review(attempted_before, now, limit).await
+        self.inner
+            .report_keys_for_review(attempted_before, now, limit)
+            .await
     }
 }
 
@@ -511,6 +464,7 @@ impl World {
                 point,
                 died: died.clone(),
             }),
+            self.store.clone(),
             self.gateway.clone(),
             self.clock.clone(),
             settings(),
@@ -541,18 +495,36 @@ impl World {
 /// A request killed right after each of its commits, in turn: the kill is
 /// seen at the recovery point it left, and a retry (after the lock timeout)
 /// finishes every one with exactly one charge, one ride and one receipt job.
-async fn a_request_killed_after_each_commit_is_finished_by_a_retry_with_one_charge(backend: Backend) {
+async fn a_request_killed_after_each_commit_is_finished_by_a_retry_with_one_charge(
+    backend: Backend,
+) {
     let world = World::new(backend).await;
     for (n, point) in KillPoint::ALL.into_iter().enumerate() {
         world.die_at(n, point).await;
-        assert_eq!(world.recovery_point_of(n).await, point.recovery_point(), "killed {point:?}");
+        assert_eq!(
+            world.recovery_point_of(n).await,
+            point.recovery_point(),
+            "killed {point:?}"
+        );
     }
+    assert_eq!(
+        world.gateway.charges().len(),
+        KillPoint::ALL
+            .iter()
+            .filter(|point| point.charged())
+            .count(),
+        "each kill landed on its side of the charge"
+    );
     world.clock.advance(LOCK_TIMEOUT + Duration::from_secs(1));
     let retry = world.healthy();
     for (n, point) in KillPoint::ALL.into_iter().enumerate() {
         let answer = retry.run(world.request(n)).await.expect("finished");
         assert_eq!(answer.response.status, 201, "{point:?}");
-        assert_eq!(answer.replayed, point == KillPoint::AfterFinish, "{point:?}");
+        assert_eq!(
+            answer.replayed,
+            point == KillPoint::AfterBooking,
+            "{point:?}"
+        );
     }
     let per_key = world.charges_per_downstream_key();
     assert_eq!(per_key.len(), KillPoint::ALL.len(), "every key charged");
@@ -577,12 +549,20 @@ async fn a_request_killed_after_each_commit_is_finished_by_the_completer_with_on
     world.clock.advance(Duration::from_secs(301));
     let report = completer.run_batch().await.expect("batch");
     let unfinished = KillPoint::ALL.len() - 1; // the one killed after finishing needs nothing
-    assert_eq!((report.picked, report.finished), (unfinished, unfinished), "{report:?}");
+    assert_eq!(
+        (report.picked, report.finished),
+        (unfinished, unfinished),
+        "{report:?}"
+    );
     let per_key = world.charges_per_downstream_key();
     assert_eq!(per_key.len(), KillPoint::ALL.len());
     assert!(per_key.values().all(|&n| n == 1), "once each: {per_key:?}");
     for (n, point) in KillPoint::ALL.into_iter().enumerate() {
-        assert_eq!(world.recovery_point_of(n).await, RecoveryPoint::Finished, "{point:?}");
+        assert_eq!(
+            world.recovery_point_of(n).await,
+            RecoveryPoint::Finished,
+            "{point:?}"
+        );
     }
 }
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use adapters::http::ServerLimits;
 use adapters::memory::FakeGatewayFaults;
 use application::AuthMode;
-use adapters::http::ServerLimits;
 use integration_tests::{
     Answer, AppOptions, Backend, CARDLESS_USER, DECLINED_USER, GOOD_USER, SEED_BODY, TestApp,
     new_key, on_every_backend, spawn_app, spawn_gated_app,
@@ -106,7 +106,11 @@ async fn a_charge_refused_for_good_is_502_and_stored(backend: Backend) {
     .await;
     assert_eq!(first.status, 502);
     // Our own words; the processor's text (and its customer ids) stays in the log.
-    assert!(first.detail().contains("no charge was made"), "{}", first.body);
+    assert!(
+        first.detail().contains("no charge was made"),
+        "{}",
+        first.body
+    );
     assert!(!first.body.contains("no active card"), "{}", first.body);
     assert!(!first.body.contains("cus_"), "{}", first.body);
     let again = Answer::of(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use adapters::http::{ApiState, ServerLimits};
 use adapters::memory::FakeGateway;
-use application::ports::{MockStore, PaymentGateway, StoreError};
 use application::AuthMode;
+use application::ports::{MockKeys, MockUsers, PaymentGateway, StoreError};
 use integration_tests::{
     Answer, AppOptions, Backend, GOOD_USER, SEED_BODY, new_key, on_every_backend, ride_settings,
     spawn_app, spawn_gated_app,
@@ -61,7 +61,10 @@ async fn a_panicking_phase_is_a_500_and_releases_the_key(backend: Backend) {
             self.inner.create_customer(email, source).await
         }
         async fn charge(&self, request: &domain::ChargeRequest) -> domain::ChargeOutcome {
-            if !self.panicked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if !self
+                .panicked
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
                 panic!("a bug in the charge phase");
             }
             self.inner.charge(request).await
@@ -80,7 +83,11 @@ async fn a_panicking_phase_is_a_500_and_releases_the_key(backend: Backend) {
     let key = new_key();
     let first = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
     assert_eq!(first.status, 500, "{}", first.body);
-    assert!(first.detail().contains("same Idempotency-Key"), "{}", first.body);
+    assert!(
+        first.detail().contains("same Idempotency-Key"),
+        "{}",
+        first.body
+    );
     // Released at once: the retry is not a 409.
     let again = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), SEED_BODY).await).await;
     assert_eq!(again.status, 201, "{}", again.body);
@@ -102,8 +109,16 @@ async fn a_full_server_sheds_ride_requests_with_503_and_retry_after(backend: Bac
     .await;
     assert_eq!(shed.status, 503, "{}", shed.body);
     assert_eq!(shed.header("retry-after"), Some("1"));
-    assert_eq!(app.inspect.key_count().await, 1, "the shed request stored nothing");
-    assert_eq!(app.get("/healthz").await.status(), 200, "probes stay outside the cap");
+    assert_eq!(
+        app.inspect.key_count().await,
+        1,
+        "the shed request stored nothing"
+    );
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "probes stay outside the cap"
+    );
     gate.release(1);
     assert_eq!(first.await.expect("task").expect("answered").status, 201);
 }
@@ -142,7 +157,10 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected(backend: Backe
     let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buffer))
         .await
         .expect("the server closed a connection whose headers never came");
-    assert!(read.is_err() || !buffer.starts_with(b"HTTP/1.1 2"), "{buffer:?}");
+    assert!(
+        read.is_err() || !buffer.starts_with(b"HTTP/1.1 2"),
+        "{buffer:?}"
+    );
 }
 
 async fn a_body_that_stops_arriving_is_a_408_and_stores_nothing(backend: Backend) {
@@ -156,7 +174,10 @@ async fn a_body_that_stops_arriving_is_a_408_and_stores_nothing(backend: Backend
         "POST /rides HTTP/1.1\r\nHost: rides\r\nAuthorization: {GOOD_USER}\r\nIdempotency-Key: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\norigin_lat=0",
         new_key()
     );
-    stream.write_all(head.as_bytes()).await.expect("partial body");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("partial body");
     let mut buffer = vec![0; 4096];
     let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buffer))
         .await
@@ -180,16 +201,19 @@ on_every_backend!(
 /// exhausted): every ride request is a 503 with `Retry-After`, never a 500.
 #[tokio::test]
 async fn an_unavailable_store_is_a_503_with_retry_after() {
-    let mut store = MockStore::new();
-    store
+    let mut users = MockUsers::new();
+    users
         .expect_find_user_by_email()
         .returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("pool timed out"))));
-    store
-        .expect_ping()
-        .returning(|| Err(StoreError::Unavailable(anyhow::anyhow!("connection refused"))));
-    let store: Arc<dyn application::ports::Store> = Arc::new(store);
+    let mut keys = MockKeys::new();
+    keys.expect_ping().returning(|| {
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "connection refused"
+        )))
+    });
     let state = ApiState::new(
-        store,
+        Arc::new(keys),
+        Arc::new(users),
         Arc::new(FakeGateway::default()),
         Arc::new(adapters::clock::SystemClock),
         AuthMode::Email,
@@ -198,7 +222,11 @@ async fn an_unavailable_store_is_a_503_with_retry_after() {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(adapters::http::serve(listener, state, std::future::pending()));
+    tokio::spawn(adapters::http::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
     let answer = Answer::of(
         reqwest::Client::new()
             .post(format!("{base}/rides"))
@@ -213,6 +241,8 @@ async fn an_unavailable_store_is_a_503_with_retry_after() {
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert_eq!(answer.header("retry-after"), Some("2"));
     assert!(answer.detail().contains("same Idempotency-Key"));
-    let ready = reqwest::get(format!("{base}/readyz")).await.expect("answered");
+    let ready = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("answered");
     assert_eq!(ready.status(), 503);
 }

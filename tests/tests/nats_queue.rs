@@ -11,7 +11,7 @@ use adapters::clock::{ManualClock, SystemClock};
 use adapters::memory::FakeGateway;
 use adapters::nats::{NatsQueue, NatsSettings};
 use adapters::postgres::PostgresStore;
-use application::ports::{Clock, JobQueue, ReceiptClaim, ReceiptSender, Store};
+use application::ports::{Clock, JobQueue, Outbox, ReceiptClaim, ReceiptSender, Receipts};
 use application::{CreateRide, DrainStagedJobs, RideRequest, SeedDemoUsers, WorkJobs, WorkOutcome};
 use async_trait::async_trait;
 use domain::charge::ReceiptJob;
@@ -80,6 +80,7 @@ async fn store_with_rides(rides: usize) -> Arc<PostgresStore> {
         .await
         .expect("seeded");
     let create_ride = CreateRide::new(
+        store.clone(),
         store.clone(),
         gateway,
         Arc::new(SystemClock),
@@ -441,11 +442,24 @@ async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed()
     assert_eq!(requeued.len(), 1);
     assert!(queue.dead_jobs(10).await.expect("listed").is_empty());
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(store.clone(), queue.clone(), sender.clone(), Arc::new(SystemClock));
+    let worker = WorkJobs::new(
+        store.clone(),
+        queue.clone(),
+        sender.clone(),
+        Arc::new(SystemClock),
+    );
     let outcome = worker
         .work_next(Duration::from_secs(10))
         .await
         .expect("worked");
-    assert!(matches!(outcome, Some(WorkOutcome::Sent { .. })), "{outcome:?}");
-    assert!(store.receipt_sent(domain::RideId(ride)).await.expect("read"));
+    assert!(
+        matches!(outcome, Some(WorkOutcome::Sent { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        store
+            .receipt_sent(domain::RideId(ride))
+            .await
+            .expect("read")
+    );
 }

@@ -8,7 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use adapters::postgres::{self, PoolSettings, PostgresStore};
-use application::ports::{KeyPhase, KeyRequest, Lease, ReceiptClaim, Store};
+use application::ports::{KeyPhase, KeyRequest, Keys, Lease, ReceiptClaim, Receipts, Users};
 use domain::{IdempotencyKey, RequestFingerprint, RideParams};
 use integration_tests::postgres::{free_port, start_dedicated};
 
@@ -36,7 +36,10 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
     .expect("a valid URL");
     postgres::migrate(&pool).await.expect("migrated");
     let store = std::sync::Arc::new(PostgresStore::new(pool));
-    let rider = store.upsert_user("a@example.com", "cus_a").await.expect("user");
+    let rider = store
+        .upsert_user("a@example.com", "cus_a")
+        .await
+        .expect("user");
     let params = RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid");
     let request = KeyRequest {
         user_id: rider.id,
@@ -44,6 +47,7 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
         fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
         params,
         request_ip: None,
+        charges_now: true,
     };
     let now = SystemTime::now();
     let KeyPhase::Locked(record) = store
@@ -54,8 +58,7 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
         panic!("locked");
     };
     let lease = Lease::of(&record);
-    let record = store.create_ride(lease, now).await.expect("ride");
-    let ride = record.ride_id.expect("ride");
+    let ride = record.progress.ride_id().expect("ride");
     assert_eq!(
         store
             .claim_receipt(1, ride, now, Duration::from_secs(60))
@@ -89,7 +92,10 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
         .await
         .expect("finished")
         .expect("task");
-    assert!(unlocked.is_err(), "an outage longer than the unlock's budget");
+    assert!(
+        unlocked.is_err(),
+        "an outage longer than the unlock's budget"
+    );
     assert!(store.receipt_sent(ride).await.expect("read"));
 }
 
@@ -106,22 +112,37 @@ async fn a_probe_tells_a_server_that_is_down_from_settings_that_are_wrong() {
     let url = format!("postgres://postgres:right@127.0.0.1:{port}/postgres");
     let down = postgres::connect(&url, &quick).expect("a valid URL");
     let probed = postgres::probe(&down).await;
-    assert!(matches!(probed, Err(ConnectError::Transient(_))), "nobody listens: {probed:?}");
+    assert!(
+        matches!(probed, Err(ConnectError::Transient(_))),
+        "nobody listens: {probed:?}"
+    );
     let store = PostgresStore::new(down);
-    assert!(matches!(store.probe().await, Err(ConnectError::Transient(_))));
+    assert!(matches!(
+        store.probe().await,
+        Err(ConnectError::Transient(_))
+    ));
     assert!(store.ping().await.is_err(), "not ready");
     let _server = start_dedicated(port, "right").await;
     let wrong = format!("postgres://postgres:wrong@127.0.0.1:{port}/postgres");
     let wrong = postgres::connect(&wrong, &quick).expect("a valid URL");
     let probed = postgres::probe(&wrong).await;
-    assert!(matches!(probed, Err(ConnectError::Configuration(_))), "bad password: {probed:?}");
+    assert!(
+        matches!(probed, Err(ConnectError::Configuration(_))),
+        "bad password: {probed:?}"
+    );
     let missing = format!("postgres://postgres:right@127.0.0.1:{port}/no_such_database");
     let missing = postgres::connect(&missing, &quick).expect("a valid URL");
     let probed = postgres::probe(&missing).await;
-    assert!(matches!(probed, Err(ConnectError::Configuration(_))), "no database: {probed:?}");
+    assert!(
+        matches!(probed, Err(ConnectError::Configuration(_))),
+        "no database: {probed:?}"
+    );
     let up = postgres::connect(&url, &quick).expect("a valid URL");
     postgres::probe(&up).await.expect("it answers");
-    store.probe().await.expect("the same store, now that the server is up");
+    store
+        .probe()
+        .await
+        .expect("the same store, now that the server is up");
     store.ping().await.expect("ready");
 }
 
@@ -136,11 +157,17 @@ async fn each_database_gets_its_own_deployment_id_once_migrated() {
         let pool = postgres::connect(&url, &PoolSettings::default()).expect("a valid URL");
         let store = PostgresStore::new(pool.clone());
         let before = store.deployment_id().await;
-        assert!(matches!(before, Err(ConnectError::Transient(_))), "{before:?}");
+        assert!(
+            matches!(before, Err(ConnectError::Transient(_))),
+            "{before:?}"
+        );
         postgres::migrate(&pool).await.expect("migrated");
         let id = store.deployment_id().await.expect("an id");
         assert!(
-            !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "it names NATS streams: {id:?}"
         );
         postgres::migrate(&pool).await.expect("migrated again");

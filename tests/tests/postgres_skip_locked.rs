@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use adapters::postgres::{self, PoolSettings, PostgresStore};
-use application::ports::{Finish, KeyPhase, KeyRequest, Lease, Store};
+use application::ports::{Finish, KeyPhase, KeyRequest, Keys, Lease, Outbox, Users};
 use domain::charge::ReceiptJob;
 use domain::{
-    IdempotencyKey, KeyId, KeyRecord, RequestFingerprint,
-    RideParams, StoredResponse, User,
+    IdempotencyKey, KeyId, KeyRecord, RequestFingerprint, RideParams, StoredResponse, User,
 };
 use sqlx::{Connection, PgConnection};
 
@@ -49,7 +48,10 @@ async fn db() -> Db {
     .expect("a valid URL");
     postgres::migrate(&pool).await.expect("migrated");
     let store = Arc::new(PostgresStore::new(pool));
-    let rider = store.upsert_user("a@example.com", "cus_a").await.expect("user");
+    let rider = store
+        .upsert_user("a@example.com", "cus_a")
+        .await
+        .expect("user");
     Db { store, url, rider }
 }
 
@@ -62,6 +64,7 @@ impl Db {
             fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
             params,
             request_ip: None,
+            charges_now: false,
         }
     }
 
@@ -80,10 +83,6 @@ impl Db {
     /// A key left at `ride_created` by a request that died: stalled.
     async fn stalled(&self, n: usize) -> KeyId {
         let record = self.locked(n, at(0)).await;
-        self.store
-            .create_ride(Lease::of(&record), at(0))
-            .await
-            .expect("ride");
         record.id
     }
 
@@ -91,7 +90,6 @@ impl Db {
     async fn attempted(&self, n: usize, attempt: SystemTime) -> KeyId {
         let record = self.locked(n, at(0)).await;
         let lease = Lease::of(&record);
-        self.store.create_ride(lease, at(0)).await.expect("ride");
         self.store
             .note_charge_attempt(lease, attempt)
             .await
@@ -104,21 +102,17 @@ impl Db {
     async fn booked(&self, n: usize, now: SystemTime) -> KeyId {
         let record = self.locked(n, now).await;
         let lease = Lease::of(&record);
-        let record = self.store.create_ride(lease, now).await.expect("ride");
-        let ride = self
-            .store
-            .record_charge(lease, &format!("ch_{n}"), now)
-            .await
-            .expect("charged");
+        let ride = record.progress.ride_id().expect("ride");
         self.store
             .finish(
                 lease,
                 Finish::Booked {
+                    charge_id: format!("ch_{n}"),
                     response: StoredResponse {
                         status: 201,
                         body: "{}".into(),
                     },
-                    job: ReceiptJob::for_ride(ride.id, self.rider.id),
+                    job: ReceiptJob::for_ride(ride, self.rider.id),
                 },
                 now,
             )
@@ -130,7 +124,10 @@ impl Db {
     /// A second connection holding `table`'s row `id` locked until dropped.
     async fn hold(&self, table: &str, id: i64) -> Holder {
         let mut conn = PgConnection::connect(&self.url).await.expect("connect");
-        sqlx::query("BEGIN").execute(&mut conn).await.expect("begin");
+        sqlx::query("BEGIN")
+            .execute(&mut conn)
+            .await
+            .expect("begin");
         let sql = format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE");
         let held: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -166,11 +163,18 @@ async fn the_completer_skips_a_key_whose_row_is_held() {
     let (held, free) = (db.stalled(1).await, db.stalled(2).await);
     let holder = db.hold("idempotency_keys", held.0).await;
     let now = at(1000);
-    let found = db.store.find_completable(now, COMPLETER, 10).await.expect("found");
-    assert_eq!(found, vec![held, free], "the read sees both");
-    let skipped = at_once("lock_for_completion", db.store.lock_for_completion(held, now, COMPLETER))
+    let found = db
+        .store
+        .find_completable(now, COMPLETER, 10)
         .await
-        .expect("no error");
+        .expect("found");
+    assert_eq!(found, vec![held, free], "the read sees both");
+    let skipped = at_once(
+        "lock_for_completion",
+        db.store.lock_for_completion(held, now, COMPLETER),
+    )
+    .await
+    .expect("no error");
     assert_eq!(skipped, None);
     let taken = db
         .store
@@ -210,17 +214,26 @@ async fn the_review_report_skips_a_key_whose_row_is_held() {
     let holder = db.hold("idempotency_keys", held.0).await;
     let now = at(30 * 3600);
     let before = COMPLETER.review.attempted_before(now);
-    let reported = at_once("report_keys_for_review", db.store.report_keys_for_review(before, now, 10))
-        .await
-        .expect("reported");
-    assert_eq!(reported.iter().map(|k| k.id).collect::<Vec<_>>(), vec![free]);
+    let reported = at_once(
+        "report_keys_for_review",
+        db.store.report_keys_for_review(before, now, 10),
+    )
+    .await
+    .expect("reported");
+    assert_eq!(
+        reported.iter().map(|k| k.id).collect::<Vec<_>>(),
+        vec![free]
+    );
     holder.release().await;
     let reported = db
         .store
         .report_keys_for_review(before, now, 10)
         .await
         .expect("reported");
-    assert_eq!(reported.iter().map(|k| k.id).collect::<Vec<_>>(), vec![held]);
+    assert_eq!(
+        reported.iter().map(|k| k.id).collect::<Vec<_>>(),
+        vec![held]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,18 +246,25 @@ async fn an_enqueuer_skips_a_staged_job_whose_row_is_held() {
     let holder = db.hold("staged_jobs", jobs[0].id).await;
     let claimed = at_once(
         "claim_staged_jobs",
-        db.store.claim_staged_jobs(10, at(10), Duration::from_secs(60)),
+        db.store
+            .claim_staged_jobs(10, at(10), Duration::from_secs(60)),
     )
     .await
     .expect("claimed");
-    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![jobs[1].id]);
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![jobs[1].id]
+    );
     holder.release().await;
     let claimed = db
         .store
         .claim_staged_jobs(10, at(10), Duration::from_secs(60))
         .await
         .expect("claimed");
-    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![jobs[0].id]);
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![jobs[0].id]
+    );
 }
 
 /// Two of each, racing on one database, many rounds: what one takes the
@@ -274,8 +294,12 @@ async fn two_enqueuers_two_completers_and_two_reapers_take_disjoint_work() {
         tokio::spawn(claim(store.clone()))
     );
     let (a, b) = (a.expect("task"), b.expect("task"));
-    let (a_set, b_set): (HashSet<i64>, HashSet<i64>) = (a.iter().copied().collect(), b.iter().copied().collect());
-    assert!(a_set.is_disjoint(&b_set), "an enqueuer claimed a job the other held");
+    let (a_set, b_set): (HashSet<i64>, HashSet<i64>) =
+        (a.iter().copied().collect(), b.iter().copied().collect());
+    assert!(
+        a_set.is_disjoint(&b_set),
+        "an enqueuer claimed a job the other held"
+    );
     assert_eq!(a.len() + b.len(), 200, "every job claimed once");
     assert!(!a.is_empty() && !b.is_empty(), "both enqueuers worked");
 
@@ -304,8 +328,15 @@ async fn two_enqueuers_two_completers_and_two_reapers_take_disjoint_work() {
     );
     let (a, b) = (a.expect("task"), b.expect("task"));
     let a_set: HashSet<KeyId> = a.iter().copied().collect();
-    assert!(b.iter().all(|k| !a_set.contains(k)), "two completers took one key");
-    assert_eq!(a.len() + b.len(), stalled.len(), "every stalled key taken once");
+    assert!(
+        b.iter().all(|k| !a_set.contains(k)),
+        "two completers took one key"
+    );
+    assert_eq!(
+        a.len() + b.len(),
+        stalled.len(),
+        "every stalled key taken once"
+    );
 
     let reap = |store: Arc<PostgresStore>| async move {
         let mut total = 0;
@@ -317,6 +348,13 @@ async fn two_enqueuers_two_completers_and_two_reapers_take_disjoint_work() {
             total += n;
         }
     };
-    let (a, b) = tokio::join!(tokio::spawn(reap(store.clone())), tokio::spawn(reap(store.clone())));
-    assert_eq!(a.expect("task") + b.expect("task"), 200, "each finished key reaped once");
+    let (a, b) = tokio::join!(
+        tokio::spawn(reap(store.clone())),
+        tokio::spawn(reap(store.clone()))
+    );
+    assert_eq!(
+        a.expect("task") + b.expect("task"),
+        200,
+        "each finished key reaped once"
+    );
 }

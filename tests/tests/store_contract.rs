@@ -1,6 +1,7 @@
 //! The store port's contract: one set of test bodies, run against the
 //! in-memory store and against Postgres (testcontainers). Whatever one store
-//! does, the other must do too.
+//! does, the other must do too. Keys at `started` and `charge_created`,
+//! which only earlier versions wrote, are made with `Legacy`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -8,11 +9,16 @@ use std::time::{Duration, SystemTime};
 use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
 use domain::charge::ReceiptJob;
 use domain::{
-    ApiKeyHash, IdempotencyKey, KeyId, KeyRecord, RecoveryPoint,
-    RequestFingerprint, RideParams, StoredResponse, User,
+    ApiKeyHash, IdempotencyKey, KeyId, KeyProgress, KeyRecord, RecoveryPoint, RequestFingerprint,
+    RideId, RideParams, StoredResponse, User,
 };
 
-use integration_tests::{COMPLETER, LOCK};
+use integration_tests::{COMPLETER, LOCK, Legacy};
+
+/// A store under contract, with the means to leave keys where an earlier
+/// version could.
+trait ContractStore: Store + Legacy {}
+impl<T: Store + Legacy> ContractStore for T {}
 
 fn at(seconds: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
@@ -25,6 +31,7 @@ async fn user(store: &dyn Store, email: &str) -> User {
         .expect("user")
 }
 
+/// A request that does not charge at once: tests note attempts themselves.
 fn request(user: &User, key: &str, lat: f64) -> KeyRequest {
     let params = RideParams::from_numbers([lat, 2.0, 3.0, 4.0]).expect("valid");
     KeyRequest {
@@ -33,6 +40,7 @@ fn request(user: &User, key: &str, lat: f64) -> KeyRequest {
         fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
         params,
         request_ip: Some("198.51.100.7".into()),
+        charges_now: false,
     }
 }
 
@@ -51,54 +59,104 @@ async fn locked(store: &dyn Store, request: &KeyRequest, now: SystemTime) -> Key
     }
 }
 
-fn created(ride_id: i64) -> StoredResponse {
+fn ride_of(record: &KeyRecord) -> RideId {
+    record.progress.ride_id().expect("a ride")
+}
+
+fn created(ride_id: RideId) -> StoredResponse {
     StoredResponse {
         status: 201,
         body: format!("{{\"ride\":{ride_id}}}"),
     }
 }
 
-/// Runs a key from `started` to `finished` with a 201.
+fn booking(record: &KeyRecord, charge_id: &str) -> Finish {
+    let ride = ride_of(record);
+    Finish::Booked {
+        charge_id: charge_id.to_owned(),
+        response: created(ride),
+        job: ReceiptJob::for_ride(ride, record.user_id),
+    }
+}
+
+fn refusal() -> Finish {
+    Finish::Refused {
+        response: StoredResponse {
+            status: 402,
+            body: "{\"error\":\"declined\"}".into(),
+        },
+    }
+}
+
+/// Runs a new key to `finished` with a 201, charge `ch_<key id>`.
 async fn book(store: &dyn Store, request: &KeyRequest, now: SystemTime) -> KeyRecord {
     let record = locked(store, request, now).await;
     let lease = Lease::of(&record);
-    let record = store.create_ride(lease, now).await.expect("ride");
     store.note_charge_attempt(lease, now).await.expect("noted");
-    let ride = store
-        .record_charge(lease, &format!("ch_{}", record.id), now)
-        .await
-        .expect("charge");
     store
-        .finish(
-            lease,
-            Finish::Booked {
-                response: created(ride.id.0),
-                job: ReceiptJob::for_ride(ride.id, ride.user_id),
-            },
-            now,
-        )
+        .finish(lease, booking(&record, &format!("ch_{}", record.id)), now)
         .await
-        .expect("finished");
+        .expect("booked");
     record
 }
 
-async fn a_new_key_is_locked_at_started_with_its_own_downstream_key(store: Arc<dyn Store>) {
+fn lost(result: Result<(), StoreError>, what: &str) {
+    assert!(
+        matches!(result, Err(StoreError::LostLock(_))),
+        "{what}: {result:?}"
+    );
+}
+
+async fn a_new_key_is_locked_at_ride_created_with_its_ride_and_own_downstream_key(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let first = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
-    assert_eq!(first.recovery_point, RecoveryPoint::Started);
+    assert_eq!(first.recovery_point(), RecoveryPoint::RideCreated);
+    assert!(
+        matches!(
+            first.progress,
+            KeyProgress::RideCreated {
+                charge_attempted_at: None,
+                ..
+            }
+        ),
+        "{:?}",
+        first.progress
+    );
     assert_eq!(first.locked_at, Some(at(0)));
     assert_eq!(first.created_at, at(0));
     assert_eq!(first.last_run_at, at(0));
-    assert_eq!(first.ride_id, None);
-    assert_eq!(first.response, None);
     assert_eq!(first.request_ip.as_deref(), Some("198.51.100.7"));
-    let second = locked(store.as_ref(), &request(&rider, &key(2), 1.0), at(0)).await;
+    let ride = store
+        .find_ride(ride_of(&first))
+        .await
+        .expect("read")
+        .expect("the ride is written with the key");
+    assert_eq!(ride.idempotency_key_id, Some(first.id));
+    assert_eq!(ride.user_id, rider.id);
+    assert_eq!(ride.params, request(&rider, &key(1), 1.0).params);
+    assert_eq!(ride.stripe_charge_id, None);
+
+    let charging = KeyRequest {
+        charges_now: true,
+        ..request(&rider, &key(2), 1.0)
+    };
+    let second = locked(store.as_ref(), &charging, at(3)).await;
+    assert_eq!(
+        second.unrecorded_charge_attempt(),
+        Some(at(3)),
+        "a request that charges at once has its attempt noted with the key"
+    );
     assert!(!first.downstream_key.is_empty());
     assert_ne!(first.downstream_key, second.downstream_key);
     assert_ne!(first.id, second.id);
+    assert_ne!(ride_of(&first), ride_of(&second));
 }
 
-async fn a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over(store: Arc<dyn Store>) {
+async fn a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
     let first = locked(store.as_ref(), &req, at(0)).await;
@@ -115,6 +173,7 @@ async fn a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over(store:
     assert_eq!(second.lock_generation, first.lock_generation + 1);
     assert_eq!(second.last_run_at, at(91));
     assert_eq!(second.created_at, at(0));
+    assert_eq!(second.progress, first.progress, "resumed where it was");
     assert_eq!(
         second.downstream_key, first.downstream_key,
         "forever the same"
@@ -122,7 +181,7 @@ async fn a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over(store:
 }
 
 async fn a_different_request_under_a_key_is_a_mismatch_and_keys_are_per_user(
-    store: Arc<dyn Store>,
+    store: Arc<dyn ContractStore>,
 ) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let other = user(store.as_ref(), "b@example.com").await;
@@ -138,11 +197,11 @@ async fn a_different_request_under_a_key_is_a_mismatch_and_keys_are_per_user(
     assert_eq!(theirs.user_id, other.id);
 }
 
-async fn the_phases_walk_forward_and_a_finished_key_replays(store: Arc<dyn Store>) {
+async fn a_booking_records_the_charge_stages_the_job_and_replays(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
     let record = book(store.as_ref(), &req, at(5)).await;
-    let ride_id = record.ride_id.expect("a ride");
+    let ride_id = ride_of(&record);
     let ride = store
         .find_ride(ride_id)
         .await
@@ -160,26 +219,39 @@ async fn the_phases_walk_forward_and_a_finished_key_replays(store: Arc<dyn Store
             .begin_request(&req, at(6), LOCK)
             .await
             .expect("key phase"),
-        KeyPhase::Replay(created(ride_id.0))
+        KeyPhase::Replay(created(ride_id))
     );
     let after = store
         .keys_for_review(at(1_000_000), 10)
         .await
         .expect("review");
     assert!(after.is_empty(), "a finished key needs no review");
+    // A replay, a mismatch and a 409 take no lock: the key is as it was.
+    assert_eq!(
+        store
+            .begin_request(&request(&rider, &key(1), 7.0), at(7), LOCK)
+            .await
+            .expect("key phase"),
+        KeyPhase::Mismatch
+    );
 }
 
-async fn a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor(store: Arc<dyn Store>) {
+async fn a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
-    let stale = Lease::of(&locked(store.as_ref(), &req, at(0)).await);
+    let first = locked(store.as_ref(), &req, at(0)).await;
+    let stale = Lease::of(&first);
     let current = Lease::of(&locked(store.as_ref(), &req, at(100)).await);
-    let error = store.create_ride(stale, at(101)).await.unwrap_err();
-    assert!(matches!(error, StoreError::LostLock(_)), "{error:?}");
-    assert!(matches!(
-        store.note_charge_attempt(stale, at(101)).await,
-        Err(StoreError::LostLock(_))
-    ));
+    lost(store.note_charge_attempt(stale, at(101)).await, "note");
+    lost(
+        store
+            .finish(stale, booking(&first, "ch_stale"), at(101))
+            .await,
+        "book",
+    );
+    lost(store.finish(stale, refusal(), at(101)).await, "refuse");
     store.unlock(stale).await.expect("a no-op");
     match store
         .begin_request(&req, at(102), LOCK)
@@ -189,30 +261,44 @@ async fn a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor(store
         KeyPhase::InFlight { .. } => {}
         other => panic!("the successor still holds the lock, got {other:?}"),
     }
-    let record = store
-        .create_ride(current, at(103))
+    let ride = store
+        .find_ride(ride_of(&first))
         .await
-        .expect("the successor writes");
-    assert_eq!(record.recovery_point, RecoveryPoint::RideCreated);
+        .expect("read")
+        .expect("ride");
+    assert_eq!(ride.stripe_charge_id, None, "no charge recorded");
+    assert!(
+        store.staged_jobs(10).await.expect("jobs").is_empty(),
+        "no job staged"
+    );
     store.unlock(current).await.expect("unlocked");
     let resumed = locked(store.as_ref(), &req, at(104)).await;
-    assert_eq!(resumed.recovery_point, RecoveryPoint::RideCreated);
-    assert_eq!(resumed.ride_id, record.ride_id);
+    assert_eq!(resumed.progress, first.progress);
 }
 
 /// Takes a key over from a lease whose lock timed out, at the recovery
 /// point it was left at: the stale lease and the current one then name the
 /// same key at the same recovery point and differ only in generation.
-async fn taken_over(store: &dyn Store, request: &KeyRequest, stale: &KeyRecord, now: SystemTime) -> Lease {
+async fn taken_over(
+    store: &dyn Store,
+    request: &KeyRequest,
+    stale: &KeyRecord,
+    now: SystemTime,
+) -> Lease {
     let current = locked(store, request, now).await;
     assert_eq!(current.id, stale.id);
+    assert_eq!(current.recovery_point(), stale.recovery_point());
     assert!(current.lock_generation > stale.lock_generation);
     Lease::of(&current)
 }
 
 /// A key a request holds right now is in flight to everyone else.
 async fn still_held(store: &dyn Store, request: &KeyRequest, now: SystemTime) {
-    match store.begin_request(request, now, LOCK).await.expect("key phase") {
+    match store
+        .begin_request(request, now, LOCK)
+        .await
+        .expect("key phase")
+    {
         KeyPhase::InFlight { .. } => {}
         other => panic!("the current holder lost its lock: {other:?}"),
     }
@@ -221,178 +307,244 @@ async fn still_held(store: &dyn Store, request: &KeyRequest, now: SystemTime) {
 /// Lease fencing, phase by phase: a write with a superseded lease at the
 /// very recovery point the current holder is at is refused (`LostLock`)
 /// and changes nothing; only the generation tells the two apart.
-async fn every_phase_write_with_a_superseded_lease_is_refused_by_generation(store: Arc<dyn Store>) {
+async fn every_phase_write_with_a_superseded_lease_is_refused_by_generation(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let late = at(100); // past the 90 s lock timeout of a lock taken at 0
-    let lost = |result: Result<(), StoreError>, what: &str| {
-        assert!(matches!(result, Err(StoreError::LostLock(_))), "{what}: {result:?}");
-    };
 
-    // started: create_ride.
+    // started (left by an earlier version): create_ride.
     let req = request(&rider, &key(1), 1.0);
     let stale = locked(store.as_ref(), &req, at(0)).await;
+    store.leave_at_started(stale.id).await;
+    let stale = KeyRecord {
+        progress: KeyProgress::Started,
+        ..stale
+    };
     let current = taken_over(store.as_ref(), &req, &stale, late).await;
-    lost(store.create_ride(Lease::of(&stale), late).await.map(|_| ()), "create_ride");
+    lost(
+        store.create_ride(Lease::of(&stale), late).await.map(|_| ()),
+        "create_ride",
+    );
     still_held(store.as_ref(), &req, late).await;
-    let record = store.create_ride(current, late).await.expect("the holder writes");
-    assert_eq!(record.recovery_point, RecoveryPoint::RideCreated);
+    let record = store
+        .create_ride(current, late)
+        .await
+        .expect("the holder writes");
+    assert_eq!(record.recovery_point(), RecoveryPoint::RideCreated);
 
-    // ride_created: note_charge_attempt, record_charge, finish(Refused).
+    // ride_created: note_charge_attempt, finish(Booked), finish(Refused).
     let req = request(&rider, &key(2), 1.0);
     let stale = locked(store.as_ref(), &req, at(0)).await;
-    store.create_ride(Lease::of(&stale), at(0)).await.expect("ride");
     let current = taken_over(store.as_ref(), &req, &stale, late).await;
-    lost(store.note_charge_attempt(Lease::of(&stale), late).await, "note_charge_attempt");
+    lost(
+        store.note_charge_attempt(Lease::of(&stale), late).await,
+        "note_charge_attempt",
+    );
     assert!(
-        store.keys_for_review(at(1_000_000), 10).await.expect("list").is_empty(),
+        store
+            .keys_for_review(at(1_000_000), 10)
+            .await
+            .expect("list")
+            .is_empty(),
         "no charge attempt was noted"
     );
     lost(
-        store.record_charge(Lease::of(&stale), "ch_stale", late).await.map(|_| ()),
-        "record_charge",
-    );
-    let refused = StoredResponse {
-        status: 402,
-        body: "{\"error\":\"stale\"}".into(),
-    };
-    lost(
         store
-            .finish(Lease::of(&stale), Finish::Refused { response: refused }, late)
+            .finish(Lease::of(&stale), booking(&stale, "ch_stale"), late)
             .await,
+        "finish(Booked)",
+    );
+    lost(
+        store.finish(Lease::of(&stale), refusal(), late).await,
         "finish(Refused)",
+    );
+    assert!(
+        store.staged_jobs(10).await.expect("jobs").is_empty(),
+        "no job staged"
     );
     store.unlock(Lease::of(&stale)).await.expect("a no-op");
     still_held(store.as_ref(), &req, late).await;
-    store.note_charge_attempt(current, late).await.expect("noted");
-    let ride = store
-        .record_charge(current, "ch_current", late)
+    store
+        .note_charge_attempt(current, late)
         .await
-        .expect("the holder records");
+        .expect("noted");
+    store
+        .finish(current, booking(&stale, "ch_current"), late)
+        .await
+        .expect("the holder books");
+    let ride = store
+        .find_ride(ride_of(&stale))
+        .await
+        .expect("read")
+        .expect("ride");
     assert_eq!(ride.stripe_charge_id.as_deref(), Some("ch_current"));
 
-    // charge_created: finish(Booked).
+    // charge_created (left by an earlier version): finish(Booked).
     let req = request(&rider, &key(3), 1.0);
     let stale = locked(store.as_ref(), &req, at(0)).await;
-    let lease = Lease::of(&stale);
-    let record = store.create_ride(lease, at(0)).await.expect("ride");
-    store.note_charge_attempt(lease, at(0)).await.expect("noted");
-    let ride = store.record_charge(lease, "ch_three", at(0)).await.expect("recorded");
-    let current = taken_over(store.as_ref(), &req, &stale, late).await;
-    let booked = || Finish::Booked {
-        response: created(ride.id.0),
-        job: ReceiptJob::for_ride(ride.id, rider.id),
+    store.leave_at_charge_created(stale.id, "ch_three").await;
+    let stale = KeyRecord {
+        progress: KeyProgress::ChargeCreated {
+            ride_id: ride_of(&stale),
+        },
+        ..stale
     };
-    lost(store.finish(lease, booked(), late).await, "finish(Booked)");
-    assert!(store.staged_jobs(10).await.expect("jobs").is_empty(), "no job staged");
+    let current = taken_over(store.as_ref(), &req, &stale, late).await;
+    lost(
+        store
+            .finish(Lease::of(&stale), booking(&stale, "ch_three"), late)
+            .await,
+        "finish(Booked)",
+    );
+    assert_eq!(
+        store.staged_jobs(10).await.expect("jobs").len(),
+        1,
+        "no job staged"
+    );
     still_held(store.as_ref(), &req, late).await;
-    store.finish(current, booked(), late).await.expect("the holder finishes");
-    assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 1);
-    assert_eq!(record.ride_id, Some(ride.id));
+    store
+        .finish(current, booking(&stale, "ch_three"), late)
+        .await
+        .expect("the holder finishes");
+    assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 2);
 }
 
-/// Recovery points only move forward, one step at a time: each phase from
-/// any other point than its own is refused and writes nothing.
-async fn every_forbidden_recovery_point_transition_is_refused(store: Arc<dyn Store>) {
+/// Recovery points only move forward: each write from a point it does not
+/// expect is refused and writes nothing.
+async fn every_forbidden_recovery_point_transition_is_refused(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
-    let lease = Lease::of(&locked(store.as_ref(), &req, at(0)).await);
-    let refused = || Finish::Refused {
-        response: StoredResponse {
-            status: 402,
-            body: "{}".into(),
-        },
-    };
-    let booked = |ride: domain::RideId| Finish::Booked {
-        response: created(ride.0),
-        job: ReceiptJob::for_ride(ride, rider.id),
-    };
-    let lost = |result: Result<(), StoreError>, what: &str| {
-        assert!(matches!(result, Err(StoreError::LostLock(_))), "{what}: {result:?}");
-    };
-    // At started: no charge, no finish of either kind.
-    lost(store.note_charge_attempt(lease, at(1)).await, "note at started");
-    lost(store.record_charge(lease, "ch_x", at(1)).await.map(|_| ()), "record at started");
-    lost(store.finish(lease, refused(), at(1)).await, "refuse at started");
-    lost(store.finish(lease, booked(domain::RideId(1)), at(1)).await, "book at started");
+    let record = locked(store.as_ref(), &req, at(0)).await;
+    let lease = Lease::of(&record);
+    let ride_id = ride_of(&record);
+    // At started (an earlier version's key): no charge, no finish.
+    store.leave_at_started(record.id).await;
+    lost(
+        store.note_charge_attempt(lease, at(1)).await,
+        "note at started",
+    );
+    lost(
+        store.finish(lease, refusal(), at(1)).await,
+        "refuse at started",
+    );
+    lost(
+        store.finish(lease, booking(&record, "ch_x"), at(1)).await,
+        "book at started",
+    );
     let record = store.create_ride(lease, at(1)).await.expect("ride");
-    let ride_id = record.ride_id.expect("ride");
-    // At ride_created: no second ride, no booking before the charge.
-    lost(store.create_ride(lease, at(2)).await.map(|_| ()), "ride twice");
-    lost(store.finish(lease, booked(ride_id), at(2)).await, "book before the charge");
-    store.note_charge_attempt(lease, at(2)).await.expect("noted");
-    store.record_charge(lease, "ch_one", at(2)).await.expect("recorded");
-    // At charge_created: nothing moves back.
-    lost(store.create_ride(lease, at(3)).await.map(|_| ()), "ride after the charge");
-    lost(store.note_charge_attempt(lease, at(3)).await, "note after the charge");
-    lost(store.record_charge(lease, "ch_two", at(3)).await.map(|_| ()), "charge twice");
-    lost(store.finish(lease, refused(), at(3)).await, "refuse after the charge");
-    store.finish(lease, booked(ride_id), at(3)).await.expect("booked");
+    let ride_id = record.progress.ride_id().unwrap_or(ride_id);
+    // At ride_created: no second ride.
+    lost(
+        store.create_ride(lease, at(2)).await.map(|_| ()),
+        "ride twice",
+    );
+    store
+        .note_charge_attempt(lease, at(2))
+        .await
+        .expect("noted");
+    store
+        .finish(lease, booking(&record, "ch_one"), at(3))
+        .await
+        .expect("booked");
     // At finished: nothing at all.
-    lost(store.create_ride(lease, at(4)).await.map(|_| ()), "ride after finishing");
-    lost(store.record_charge(lease, "ch_three", at(4)).await.map(|_| ()), "charge after finishing");
-    lost(store.finish(lease, booked(ride_id), at(4)).await, "finish twice");
+    lost(
+        store.create_ride(lease, at(4)).await.map(|_| ()),
+        "ride after finishing",
+    );
+    lost(
+        store.note_charge_attempt(lease, at(4)).await,
+        "note after finishing",
+    );
+    lost(
+        store.finish(lease, refusal(), at(4)).await,
+        "refuse after finishing",
+    );
+    lost(
+        store.finish(lease, booking(&record, "ch_two"), at(4)).await,
+        "book twice",
+    );
     let ride = store.find_ride(ride_id).await.expect("read").expect("ride");
     assert_eq!(ride.stripe_charge_id.as_deref(), Some("ch_one"));
     assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 1);
+
+    // At charge_created (an earlier version's key): only the booking of
+    // the recorded charge.
+    let req = request(&rider, &key(2), 1.0);
+    let record = locked(store.as_ref(), &req, at(10)).await;
+    let lease = Lease::of(&record);
+    store.leave_at_charge_created(record.id, "ch_left").await;
+    lost(
+        store.create_ride(lease, at(11)).await.map(|_| ()),
+        "ride after the charge",
+    );
+    lost(
+        store.note_charge_attempt(lease, at(11)).await,
+        "note after the charge",
+    );
+    lost(
+        store.finish(lease, refusal(), at(11)).await,
+        "refuse after the charge",
+    );
+    let other = store
+        .finish(lease, booking(&record, "ch_other"), at(11))
+        .await;
+    assert!(
+        matches!(other, Err(StoreError::Inconsistent(_))),
+        "another charge than the recorded one: {other:?}"
+    );
+    assert_eq!(
+        store.staged_jobs(10).await.expect("jobs").len(),
+        1,
+        "nothing staged"
+    );
+    store
+        .finish(lease, booking(&record, "ch_left"), at(12))
+        .await
+        .expect("booked");
+    let ride = store
+        .find_ride(ride_of(&record))
+        .await
+        .expect("read")
+        .expect("ride");
+    assert_eq!(ride.stripe_charge_id.as_deref(), Some("ch_left"));
+    assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 2);
 }
 
 /// One charge books one ride: the same charge id on a second key's ride is
 /// refused and that key stays where it was.
-async fn one_charge_can_never_book_two_rides(store: Arc<dyn Store>) {
+async fn one_charge_can_never_book_two_rides(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
-    let first = Lease::of(&locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await);
-    store.create_ride(first, at(0)).await.expect("ride");
-    store.record_charge(first, "ch_shared", at(0)).await.expect("recorded");
+    let first = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    store
+        .finish(Lease::of(&first), booking(&first, "ch_shared"), at(0))
+        .await
+        .expect("booked");
     let second_req = request(&rider, &key(2), 1.0);
-    let second = Lease::of(&locked(store.as_ref(), &second_req, at(0)).await);
-    let record = store.create_ride(second, at(0)).await.expect("ride");
+    let second = locked(store.as_ref(), &second_req, at(0)).await;
     let error = store
-        .record_charge(second, "ch_shared", at(1))
+        .finish(Lease::of(&second), booking(&second, "ch_shared"), at(1))
         .await
         .expect_err("a charge on two rides");
     assert!(matches!(error, StoreError::Inconsistent(_)), "{error:?}");
     let ride = store
-        .find_ride(record.ride_id.expect("ride"))
+        .find_ride(ride_of(&second))
         .await
         .expect("read")
         .expect("ride");
     assert_eq!(ride.stripe_charge_id, None);
-    store.unlock(second).await.expect("unlocked");
+    assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 1);
+    store.unlock(Lease::of(&second)).await.expect("unlocked");
     let again = locked(store.as_ref(), &second_req, at(2)).await;
-    assert_eq!(again.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(again.recovery_point(), RecoveryPoint::RideCreated);
 }
 
-async fn a_phase_from_the_wrong_recovery_point_writes_nothing(store: Arc<dyn Store>) {
+async fn a_refusal_finishes_the_key_with_no_job_and_replays(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
     let lease = Lease::of(&locked(store.as_ref(), &req, at(0)).await);
-    let record = store.create_ride(lease, at(0)).await.expect("ride");
-    let ride_id = record.ride_id.expect("ride");
-    assert!(matches!(
-        store.create_ride(lease, at(1)).await,
-        Err(StoreError::LostLock(_))
-    ));
-    let booked = Finish::Booked {
-        response: created(ride_id.0),
-        job: ReceiptJob::for_ride(ride_id, rider.id),
-    };
-    assert!(matches!(
-        store.finish(lease, booked, at(1)).await,
-        Err(StoreError::LostLock(_))
-    ));
-    assert!(store.staged_jobs(10).await.expect("jobs").is_empty());
-    let declined = StoredResponse {
-        status: 402,
-        body: "{\"error\":\"declined\"}".into(),
-    };
     store
-        .finish(
-            lease,
-            Finish::Refused {
-                response: declined.clone(),
-            },
-            at(2),
-        )
+        .finish(lease, refusal(), at(2))
         .await
         .expect("refused from ride_created");
     assert!(
@@ -404,19 +556,17 @@ async fn a_phase_from_the_wrong_recovery_point_writes_nothing(store: Arc<dyn Sto
             .begin_request(&req, at(3), LOCK)
             .await
             .expect("key phase"),
-        KeyPhase::Replay(declined)
+        KeyPhase::Replay(refusal().response().clone())
     );
 }
 
-async fn the_completer_query_and_lock_take_exactly_the_eligible_keys(store: Arc<dyn Store>) {
+async fn the_completer_query_and_lock_take_exactly_the_eligible_keys(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     // 1: unlocked at ride_created since t=0.  2: finished.  3: locked at t=0.
     // 4: unlocked, created at t=200.
     let one = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
-    store
-        .create_ride(Lease::of(&one), at(0))
-        .await
-        .expect("ride");
     store.unlock(Lease::of(&one)).await.expect("unlocked");
     book(store.as_ref(), &request(&rider, &key(2), 1.0), at(0)).await;
     let three = locked(store.as_ref(), &request(&rider, &key(3), 1.0), at(0)).await;
@@ -450,7 +600,7 @@ async fn the_completer_query_and_lock_take_exactly_the_eligible_keys(store: Arc<
         .expect("lock")
         .expect("eligible");
     assert_eq!(taken.lock_generation, one.lock_generation + 1);
-    assert_eq!(taken.recovery_point, RecoveryPoint::RideCreated);
+    assert_eq!(taken.recovery_point(), RecoveryPoint::RideCreated);
     assert_eq!(
         store
             .lock_for_completion(one.id, at(502), COMPLETER)
@@ -462,7 +612,7 @@ async fn the_completer_query_and_lock_take_exactly_the_eligible_keys(store: Arc<
     assert_eq!(ids(at(502)).await, vec![three.id, four.id]);
 }
 
-async fn the_reaper_deletes_old_keys_only_and_keeps_their_rides(store: Arc<dyn Store>) {
+async fn the_reaper_deletes_old_keys_only_and_keeps_their_rides(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let old = book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
     let old_two = book(store.as_ref(), &request(&rider, &key(2), 1.0), at(1)).await;
@@ -480,14 +630,14 @@ async fn the_reaper_deletes_old_keys_only_and_keeps_their_rides(store: Arc<dyn S
     assert_eq!(store.reap_keys(at(50), 10).await.expect("reap"), 1);
     for gone in [&old, &old_two] {
         let ride = store
-            .find_ride(gone.ride_id.expect("ride"))
+            .find_ride(ride_of(gone))
             .await
             .expect("found")
             .expect("the ride stays");
         assert_eq!(ride.idempotency_key_id, None);
     }
     let kept = store
-        .find_ride(young.ride_id.expect("ride"))
+        .find_ride(ride_of(&young))
         .await
         .expect("found")
         .expect("exists");
@@ -505,7 +655,6 @@ async fn charge_attempted(
 ) -> KeyRecord {
     let record = locked(store, request, at(0)).await;
     let lease = Lease::of(&record);
-    store.create_ride(lease, at(0)).await.expect("ride");
     store
         .note_charge_attempt(lease, attempt)
         .await
@@ -513,14 +662,12 @@ async fn charge_attempted(
     record
 }
 
-async fn the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded(store: Arc<dyn Store>) {
+async fn the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let unresolved = charge_attempted(store.as_ref(), &request(&rider, &key(1), 1.0), at(5)).await;
     let never_charged = locked(store.as_ref(), &request(&rider, &key(2), 1.0), at(0)).await;
-    store
-        .create_ride(Lease::of(&never_charged), at(0))
-        .await
-        .expect("ride");
     store
         .unlock(Lease::of(&never_charged))
         .await
@@ -544,37 +691,41 @@ async fn the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded(store: Ar
 /// However old, the reaper leaves a key whose charge exists unrecorded as
 /// finished (`charge_created`) and a key a request holds or held (locked):
 /// deleting either would let a retry start over and charge again.
-async fn the_reaper_never_deletes_a_charged_or_locked_key(store: Arc<dyn Store>) {
+async fn the_reaper_never_deletes_a_charged_or_locked_key(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let charged = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
     let lease = Lease::of(&charged);
-    store.create_ride(lease, at(0)).await.expect("ride");
-    store.note_charge_attempt(lease, at(0)).await.expect("noted");
     store
-        .record_charge(lease, "ch_charged", at(0))
+        .note_charge_attempt(lease, at(0))
         .await
-        .expect("recorded");
+        .expect("noted");
+    store
+        .leave_at_charge_created(charged.id, "ch_charged")
+        .await;
     store.unlock(lease).await.expect("unlocked");
     let held_at_start = locked(store.as_ref(), &request(&rider, &key(2), 1.0), at(1)).await;
+    store.leave_at_started(held_at_start.id).await;
     let held_with_ride = locked(store.as_ref(), &request(&rider, &key(3), 1.0), at(2)).await;
-    store
-        .create_ride(Lease::of(&held_with_ride), at(2))
-        .await
-        .expect("ride");
     assert_eq!(
         store.reap_keys(at(1_000_000), 10).await.expect("reap"),
         0,
         "nothing here may go"
     );
     // A retry with the charged key resumes it: same key, no new charge.
-    let retried = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(1_000_000)).await;
+    let retried = locked(
+        store.as_ref(),
+        &request(&rider, &key(1), 1.0),
+        at(1_000_000),
+    )
+    .await;
     assert_eq!(retried.id, charged.id);
-    assert_eq!(retried.recovery_point, RecoveryPoint::ChargeCreated);
+    assert_eq!(retried.recovery_point(), RecoveryPoint::ChargeCreated);
     assert!(held_at_start.locked_at.is_some());
+    assert!(held_with_ride.locked_at.is_some());
 }
 
 /// Oldest first, as both stores must: a batch of one takes the oldest key.
-async fn the_reaper_takes_the_oldest_keys_first(store: Arc<dyn Store>) {
+async fn the_reaper_takes_the_oldest_keys_first(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let mut booked = Vec::new();
     for (n, created) in [(1, 30), (2, 10), (3, 20)] {
@@ -583,15 +734,19 @@ async fn the_reaper_takes_the_oldest_keys_first(store: Arc<dyn Store>) {
     for expected_gone in [&booked[1], &booked[2], &booked[0]] {
         assert_eq!(store.reap_keys(at(100), 1).await.expect("reap"), 1);
         let ride = store
-            .find_ride(expected_gone.ride_id.expect("ride"))
+            .find_ride(ride_of(expected_gone))
             .await
             .expect("found")
             .expect("the ride stays");
-        assert_eq!(ride.idempotency_key_id, None, "key {} reaped in turn", expected_gone.id);
+        assert_eq!(
+            ride.idempotency_key_id, None,
+            "key {} reaped in turn",
+            expected_gone.id
+        );
     }
 }
 
-async fn only_keys_awaiting_review_are_locked_for_a_person(store: Arc<dyn Store>) {
+async fn only_keys_awaiting_review_are_locked_for_a_person(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let review = COMPLETER.review;
     let window = review.review_after;
@@ -625,17 +780,28 @@ async fn only_keys_awaiting_review_are_locked_for_a_person(store: Arc<dyn Store>
         None,
         "held by the first person now"
     );
-    let ride = store
-        .record_charge(Lease::of(&taken), "ch_found_by_a_person", now)
+    store
+        .finish(
+            Lease::of(&taken),
+            booking(&taken, "ch_found_by_a_person"),
+            now,
+        )
         .await
-        .expect("recorded");
+        .expect("booked");
+    let ride = store
+        .find_ride(ride_of(&taken))
+        .await
+        .expect("read")
+        .expect("ride");
     assert_eq!(
         ride.stripe_charge_id.as_deref(),
         Some("ch_found_by_a_person")
     );
 }
 
-async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(store: Arc<dyn Store>) {
+async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     for n in 0..3 {
         book(store.as_ref(), &request(&rider, &key(n), 1.0), at(0)).await;
@@ -699,7 +865,7 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(store: Arc<
 }
 
 async fn enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out(
-    store: Arc<dyn Store>,
+    store: Arc<dyn ContractStore>,
 ) {
     let rider = user(store.as_ref(), "a@example.com").await;
     for n in 0..5 {
@@ -751,7 +917,7 @@ async fn enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out(
     );
 }
 
-async fn users_upsert_by_email_and_are_found_by_api_key_hash(store: Arc<dyn Store>) {
+async fn users_upsert_by_email_and_are_found_by_api_key_hash(store: Arc<dyn ContractStore>) {
     let first = store
         .upsert_user("a@example.com", "cus_1")
         .await
@@ -795,11 +961,12 @@ async fn users_upsert_by_email_and_are_found_by_api_key_hash(store: Arc<dyn Stor
     );
 }
 
-async fn keys_whose_charge_was_attempted_long_ago_are_listed_for_review(store: Arc<dyn Store>) {
+async fn keys_whose_charge_was_attempted_long_ago_are_listed_for_review(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let record = locked(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
     let lease = Lease::of(&record);
-    store.create_ride(lease, at(0)).await.expect("ride");
     store
         .note_charge_attempt(lease, at(10))
         .await
@@ -818,18 +985,17 @@ async fn keys_whose_charge_was_attempted_long_ago_are_listed_for_review(store: A
     );
     let listed = store.keys_for_review(at(11), 10).await.expect("list");
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].charge_attempted_at, Some(at(10)));
+    assert_eq!(listed[0].unrecorded_charge_attempt(), Some(at(10)));
 }
 
 async fn keys_for_review_are_reported_once_and_left_out_of_the_completers_batches(
-    store: Arc<dyn Store>,
+    store: Arc<dyn ContractStore>,
 ) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let mut attempted = Vec::new();
     for (n, attempt) in [(1, 30), (2, 10), (3, 20)] {
         let record = locked(store.as_ref(), &request(&rider, &key(n), 1.0), at(0)).await;
         let lease = Lease::of(&record);
-        store.create_ride(lease, at(0)).await.expect("ride");
         store
             .note_charge_attempt(lease, at(attempt))
             .await
@@ -882,7 +1048,9 @@ async fn keys_for_review_are_reported_once_and_left_out_of_the_completers_batche
     );
 }
 
-async fn concurrent_first_requests_with_one_key_let_exactly_one_through(store: Arc<dyn Store>) {
+async fn concurrent_first_requests_with_one_key_let_exactly_one_through(
+    store: Arc<dyn ContractStore>,
+) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let req = request(&rider, &key(1), 1.0);
     let mut tasks = tokio::task::JoinSet::new();
@@ -911,18 +1079,18 @@ macro_rules! contract {
                 ($name:ident) => {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
-                        let store: Arc<dyn Store> = $make;
+                        let store: Arc<dyn ContractStore> = $make;
                         super::$name(store).await;
                     }
                 };
             }
 
-            case!(a_new_key_is_locked_at_started_with_its_own_downstream_key);
+            case!(a_new_key_is_locked_at_ride_created_with_its_ride_and_own_downstream_key);
             case!(a_held_key_is_in_flight_until_its_lock_times_out_then_taken_over);
             case!(a_different_request_under_a_key_is_a_mismatch_and_keys_are_per_user);
-            case!(the_phases_walk_forward_and_a_finished_key_replays);
+            case!(a_booking_records_the_charge_stages_the_job_and_replays);
             case!(a_superseded_lease_writes_nothing_and_cannot_unlock_the_successor);
-            case!(a_phase_from_the_wrong_recovery_point_writes_nothing);
+            case!(a_refusal_finishes_the_key_with_no_job_and_replays);
             case!(every_phase_write_with_a_superseded_lease_is_refused_by_generation);
             case!(every_forbidden_recovery_point_transition_is_refused);
             case!(one_charge_can_never_book_two_rides);

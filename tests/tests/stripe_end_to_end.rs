@@ -82,6 +82,7 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
     let settings = integration_tests::ride_settings();
     let state = ApiState::new(
         store.clone(),
+        store.clone(),
         gateway.clone(),
         Arc::new(SystemClock),
         AuthMode::Email,
@@ -160,6 +161,7 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
         store.clone(),
         Arc::new(CreateRide::new(
             store.clone(),
+            store.clone(),
             gateway.clone(),
             Arc::new(SystemClock),
             settings,
@@ -187,7 +189,11 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
         completed, left_by_clients,
         "the completer finished each key the client left, once"
     );
-    assert_eq!(unfinished_keys(pool.clone()).await, 0, "no key left unfinished");
+    assert_eq!(
+        unfinished_keys(pool.clone()).await,
+        0,
+        "no key left unfinished"
+    );
     let review = ListKeysForReview::new(store.clone(), Arc::new(SystemClock), settings.review)
         .run(1000)
         .await

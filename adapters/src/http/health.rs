@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use application::ports::Store;
+use application::ports::Keys;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,11 +16,14 @@ use tokio::sync::OnceCell;
 use super::{ApiError, json_status, readiness};
 
 /// Set once the process is connected; until then it is not ready.
-pub type ReadyStore = Arc<OnceCell<Arc<dyn Store>>>;
+pub type ReadyStore = Arc<OnceCell<Arc<dyn Keys>>>;
 
 pub fn health_router(ready: ReadyStore) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { json_status(StatusCode::OK, "ok") }))
+        .route(
+            "/healthz",
+            get(|| async { json_status(StatusCode::OK, "ok") }),
+        )
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(ready)

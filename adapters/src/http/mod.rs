@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use application::ports::{Clock, PaymentGateway, Store};
+use application::ports::{Clock, Keys, PaymentGateway, Users};
 use application::{
     Answer, AuthMode, Authenticate, CreateRide, CreateRideSettings, RideRequest, ShowRide,
 };
@@ -47,7 +47,8 @@ pub struct ApiState {
     pub create_ride: Arc<CreateRide>,
     pub authenticate: Arc<Authenticate>,
     pub show_ride: Arc<ShowRide>,
-    pub store: Arc<dyn Store>,
+    /// The store's keys port, pinged by `/readyz`.
+    pub keys: Arc<dyn Keys>,
     /// `Retry-After` sent with a 503 when the gateway's answer was unknown.
     pub gateway_retry_after: Duration,
     /// Renders the process's metrics for `GET /metrics` (Prometheus text);
@@ -60,7 +61,8 @@ pub struct ApiState {
 impl ApiState {
     /// The API's use cases over the given ports.
     pub fn new(
-        store: Arc<dyn Store>,
+        keys: Arc<dyn Keys>,
+        users: Arc<dyn Users>,
         gateway: Arc<dyn PaymentGateway>,
         clock: Arc<dyn Clock>,
         auth_mode: AuthMode,
@@ -68,10 +70,18 @@ impl ApiState {
         gateway_retry_after: Duration,
     ) -> Self {
         Self {
-            create_ride: Arc::new(CreateRide::new(store.clone(), gateway, clock, settings)),
-            authenticate: Arc::new(Authenticate::new(store.clone(), auth_mode)),
-            show_ride: Arc::new(ShowRide::new(store.clone())),
-            store,
+            create_ride: Arc::new(CreateRide::new(
+                keys.clone(),
+                users.clone(),
+                gateway,
+                clock.clone(),
+                settings,
+            )),
+            authenticate: Arc::new(
+                Authenticate::new(users, auth_mode).cached(clock, Authenticate::DEFAULT_CACHE_TTL),
+            ),
+            show_ride: Arc::new(ShowRide::new(keys.clone())),
+            keys,
             gateway_retry_after,
             metrics: None,
             limits: ServerLimits::DEFAULT,
@@ -154,8 +164,7 @@ async fn create_ride(
     let (parts, body) = request.into_parts();
     let user = authenticate(&state, &parts.headers).await?;
     let key = idempotency_key(&parts.headers)?;
-    let fields =
-        body::read_ride_body(&parts.headers, body, state.limits.body_read_timeout).await?;
+    let fields = body::read_ride_body(&parts.headers, body, state.limits.body_read_timeout).await?;
     let request = RideRequest {
         user,
         key,
@@ -223,12 +232,12 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
-    readiness(state.store.as_ref()).await
+    readiness(state.keys.as_ref()).await
 }
 
 /// `/readyz` for every process: ready while its store answers.
-async fn readiness(store: &dyn Store) -> Response {
-    match store.ping().await {
+async fn readiness(keys: &dyn Keys) -> Response {
+    match keys.ping().await {
         Ok(()) => json_status(StatusCode::OK, "ready"),
         Err(error) => {
             tracing::warn!(%error, "readiness check: store unreachable");

@@ -2,17 +2,22 @@
 //! run on. Every method takes one mutex for its whole body, which makes each
 //! phase atomic and isolated exactly as a Postgres transaction that locks the
 //! key's row would; the contract tests hold both to the same behaviour.
-//! Nothing awaits while the mutex is held.
+//! Nothing awaits while the mutex is held, and nothing holding it walks
+//! every key: the background passes read ordered indexes (unfinished keys
+//! by age, keys awaiting review by attempt, all keys by age), as Postgres
+//! does, so a request never waits behind a pass over the whole table.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
+use application::ports::{
+    Finish, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim, Receipts, StoreError, Users,
+};
 use async_trait::async_trait;
 use domain::{
-    ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId, KeyRecord, LockPolicy,
-    RecoveryPoint, ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
+    ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId, KeyProgress, KeyRecord,
+    LockPolicy, PhaseWrite, ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
 };
 
 /// An audit record, as the original kept them: what happened, to what, from where.
@@ -31,12 +36,23 @@ struct Receipt {
     sent: bool,
 }
 
+/// An entry of an ordered index: a time, then the key (for a total order).
+type Entry = (SystemTime, KeyId);
+
 #[derive(Debug, Default)]
 struct State {
     users: BTreeMap<UserId, User>,
+    emails: HashMap<String, UserId>,
     api_keys: HashMap<String, UserId>,
     keys: BTreeMap<KeyId, KeyRecord>,
     key_index: HashMap<(UserId, IdempotencyKey), KeyId>,
+    /// Every key by creation: the reaper's order.
+    by_created: BTreeSet<Entry>,
+    /// Unfinished keys by creation: the completer's order.
+    unfinished: BTreeSet<Entry>,
+    /// Keys at `ride_created` with a charge attempted, by first attempt:
+    /// the review list's order.
+    attempted: BTreeSet<Entry>,
     rides: BTreeMap<RideId, Ride>,
     /// Charge ids on rides: one charge books one ride at most, as the
     /// unique constraint does in Postgres.
@@ -57,34 +73,94 @@ impl State {
         self.next_id
     }
 
-    /// The key a lease names, if the lease is still the current one.
-    fn leased(&mut self, lease: Lease) -> Result<&mut KeyRecord, StoreError> {
+    fn index(&mut self, record: &KeyRecord) {
+        let entry = (record.created_at, record.id);
+        self.by_created.insert(entry);
+        if record.progress.response().is_none() {
+            self.unfinished.insert(entry);
+        }
+        if let Some(at) = record.unrecorded_charge_attempt() {
+            self.attempted.insert((at, record.id));
+        }
+    }
+
+    fn unindex(&mut self, record: &KeyRecord) {
+        let entry = (record.created_at, record.id);
+        self.by_created.remove(&entry);
+        self.unfinished.remove(&entry);
+        if let Some(at) = record.unrecorded_charge_attempt() {
+            self.attempted.remove(&(at, record.id));
+        }
+    }
+
+    fn insert_key(&mut self, record: KeyRecord) {
+        self.index(&record);
+        self.key_index
+            .insert((record.user_id, record.key.clone()), record.id);
+        self.keys.insert(record.id, record);
+    }
+
+    fn remove_key(&mut self, id: KeyId) -> Option<KeyRecord> {
+        let record = self.keys.remove(&id)?;
+        self.unindex(&record);
+        self.key_index.remove(&(record.user_id, record.key.clone()));
+        self.review_reported.remove(&id);
+        Some(record)
+    }
+
+    /// Changes a key, keeping the indexes true; returns it as changed.
+    fn change_key(&mut self, id: KeyId, change: impl FnOnce(&mut KeyRecord)) -> Option<KeyRecord> {
+        let mut record = self.keys.remove(&id)?;
+        self.unindex(&record);
+        change(&mut record);
+        self.index(&record);
+        self.keys.insert(id, record.clone());
+        Some(record)
+    }
+
+    /// The key a lease names, if the lease may make `write` now
+    /// (`KeyRecord::check_lease`).
+    fn leased(&self, lease: Lease, write: PhaseWrite) -> Result<&KeyRecord, StoreError> {
         let record = self
             .keys
-            .get_mut(&lease.key_id)
+            .get(&lease.key_id)
             .ok_or_else(|| StoreError::LostLock(format!("key {} is gone", lease.key_id)))?;
-        if record.lock_generation != lease.generation || record.locked_at.is_none() {
-            return Err(StoreError::LostLock(format!(
-                "key {} is now held by lock generation {}",
-                lease.key_id, record.lock_generation
-            )));
-        }
+        record
+            .check_lease(lease.generation, write)
+            .map_err(StoreError::LostLock)?;
         Ok(record)
     }
 
-    fn leased_at(
-        &mut self,
-        lease: Lease,
-        expected: RecoveryPoint,
-    ) -> Result<&mut KeyRecord, StoreError> {
-        let record = self.leased(lease)?;
-        if record.recovery_point != expected {
-            return Err(StoreError::LostLock(format!(
-                "key {} is at {}, expected {expected}",
-                lease.key_id, record.recovery_point
-            )));
-        }
-        Ok(record)
+    /// A new ride for a key, with its audit record.
+    fn create_ride(&mut self, record: &KeyRecord, now: SystemTime) -> RideId {
+        let ride = Ride {
+            id: RideId(self.next_id()),
+            user_id: record.user_id,
+            idempotency_key_id: Some(record.id),
+            params: record.params,
+            stripe_charge_id: None,
+        };
+        self.audit.push(AuditRecord {
+            action: "ride.created".to_owned(),
+            user_id: record.user_id,
+            resource_id: ride.id,
+            origin_ip: record.request_ip.clone(),
+            at: now,
+        });
+        let id = ride.id;
+        self.rides.insert(id, ride);
+        id
+    }
+
+    /// Keys from `index` with their time before `before`, in order.
+    fn before<'a>(
+        &'a self,
+        index: &'a BTreeSet<Entry>,
+        before: SystemTime,
+    ) -> impl Iterator<Item = &'a KeyRecord> + 'a {
+        index
+            .range(..(before, KeyId(i64::MIN)))
+            .filter_map(|(_, id)| self.keys.get(id))
     }
 }
 
@@ -121,12 +197,10 @@ impl MemoryStore {
         takes: impl FnOnce(&KeyRecord) -> bool,
     ) -> Option<KeyRecord> {
         let mut state = self.state();
-        let record = state.keys.get_mut(&key_id)?;
-        if !takes(record) {
+        if !takes(state.keys.get(&key_id)?) {
             return None;
         }
-        lock_record(record, now);
-        Some(record.clone())
+        state.change_key(key_id, |record| lock_record(record, now))
     }
 
     /// Test support: every ride, in id order.
@@ -144,26 +218,48 @@ impl MemoryStore {
         self.state().audit.clone()
     }
 
+    /// Test support: leaves a key at `started` without its ride, as an
+    /// earlier version (one commit per phase) could.
+    pub fn leave_at_started(&self, id: KeyId) {
+        let mut state = self.state();
+        let ride = state.keys.get(&id).and_then(|k| k.progress.ride_id());
+        if let Some(ride) = ride {
+            state.rides.remove(&ride);
+            state.audit.retain(|record| record.resource_id != ride);
+        }
+        state.change_key(id, |record| record.progress = KeyProgress::Started);
+    }
+
+    /// Test support: leaves a key at `charge_created`, `charge_id` on its
+    /// ride, as an earlier version could.
+    pub fn leave_at_charge_created(&self, id: KeyId, charge_id: &str) {
+        let mut state = self.state();
+        let Some(ride_id) = state.keys.get(&id).and_then(|k| k.progress.ride_id()) else {
+            return;
+        };
+        if let Some(ride) = state.rides.get_mut(&ride_id) {
+            ride.stripe_charge_id = Some(charge_id.to_owned());
+        }
+        state.charge_ids.insert(charge_id.to_owned());
+        state.change_key(id, |record| {
+            record.progress = KeyProgress::ChargeCreated { ride_id };
+        });
+    }
+
     /// Test support: change a stored key, e.g. to age it.
     pub fn update_key(&self, id: KeyId, change: impl FnOnce(&mut KeyRecord)) {
-        if let Some(record) = self.state().keys.get_mut(&id) {
-            change(record);
-        }
+        self.state().change_key(id, change);
     }
 }
 
 #[async_trait]
-impl Store for MemoryStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
+impl Users for MemoryStore {
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .state()
-            .users
-            .values()
-            .find(|user| user.email == email)
+        let state = self.state();
+        Ok(state
+            .emails
+            .get(email)
+            .and_then(|id| state.users.get(id))
             .cloned())
     }
 
@@ -182,7 +278,9 @@ impl Store for MemoryStore {
 
     async fn upsert_user(&self, email: &str, stripe_customer_id: &str) -> Result<User, StoreError> {
         let mut state = self.state();
-        if let Some(user) = state.users.values_mut().find(|user| user.email == email) {
+        if let Some(id) = state.emails.get(email).copied()
+            && let Some(user) = state.users.get_mut(&id)
+        {
             user.stripe_customer_id = stripe_customer_id.to_owned();
             return Ok(user.clone());
         }
@@ -191,6 +289,7 @@ impl Store for MemoryStore {
             email: email.to_owned(),
             stripe_customer_id: stripe_customer_id.to_owned(),
         };
+        state.emails.insert(email.to_owned(), user.id);
         state.users.insert(user.id, user.clone());
         Ok(user)
     }
@@ -203,6 +302,13 @@ impl Store for MemoryStore {
         state.api_keys.insert(hash.as_str().to_owned(), user_id);
         Ok(())
     }
+}
+
+#[async_trait]
+impl Keys for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     async fn begin_request(
         &self,
@@ -213,36 +319,38 @@ impl Store for MemoryStore {
         let mut state = self.state();
         let index = (request.user_id, request.key.clone());
         let Some(id) = state.key_index.get(&index).copied() else {
-            let id = KeyId(state.next_id());
-            let record = KeyRecord {
-                id,
+            let mut record = KeyRecord {
+                id: KeyId(state.next_id()),
                 user_id: request.user_id,
                 key: request.key.clone(),
                 fingerprint: request.fingerprint.clone(),
                 params: request.params,
                 request_ip: request.request_ip.clone(),
-                recovery_point: RecoveryPoint::Started,
+                progress: KeyProgress::Started,
                 locked_at: Some(now),
                 lock_generation: 1,
                 created_at: now,
                 last_run_at: now,
                 downstream_key: format!("rocket-rides-{}", uuid::Uuid::new_v4()),
-                charge_attempted_at: None,
-                ride_id: None,
-                response: None,
             };
-            state.keys.insert(id, record.clone());
-            state.key_index.insert(index, id);
+            record.progress = KeyProgress::RideCreated {
+                ride_id: state.create_ride(&record, now),
+                charge_attempted_at: request.charges_now.then_some(now),
+            };
+            state.insert_key(record.clone());
             return Ok(KeyPhase::Locked(record));
         };
-        let record = state.keys.get_mut(&id).ok_or_else(|| {
+        let record = state.keys.get(&id).ok_or_else(|| {
             StoreError::Inconsistent(format!("key index points at missing key {id}"))
         })?;
         let decision = KeyDecision::for_existing(record, &request.fingerprint, now, policy);
-        Ok(KeyPhase::unless_resumed(decision).unwrap_or_else(|| {
-            lock_record(record, now);
-            KeyPhase::Locked(record.clone())
-        }))
+        if let Some(phase) = KeyPhase::unless_resumed(decision) {
+            return Ok(phase);
+        }
+        let record = state
+            .change_key(id, |record| lock_record(record, now))
+            .ok_or_else(|| StoreError::Inconsistent(format!("key {id} vanished")))?;
+        Ok(KeyPhase::Locked(record))
     }
 
     async fn find_completable(
@@ -252,13 +360,13 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<KeyId>, StoreError> {
         let state = self.state();
-        let mut eligible: Vec<&KeyRecord> = state
-            .keys
-            .values()
+        let created_before = policy.cutoffs(now).created_before;
+        Ok(state
+            .before(&state.unfinished, created_before)
             .filter(|record| policy.is_eligible(record, now))
-            .collect();
-        eligible.sort_by_key(|record| (record.created_at, record.id));
-        Ok(eligible.into_iter().take(limit).map(|r| r.id).collect())
+            .take(limit)
+            .map(|record| record.id)
+            .collect())
     }
 
     async fn lock_for_completion(
@@ -284,60 +392,31 @@ impl Store for MemoryStore {
 
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
         let mut state = self.state();
-        let record = state.leased_at(lease, RecoveryPoint::Started)?.clone();
-        let ride = Ride {
-            id: RideId(state.next_id()),
-            user_id: record.user_id,
-            idempotency_key_id: Some(record.id),
-            params: record.params,
-            stripe_charge_id: None,
-        };
-        state.audit.push(AuditRecord {
-            action: "ride.created".to_owned(),
-            user_id: record.user_id,
-            resource_id: ride.id,
-            origin_ip: record.request_ip.clone(),
-            at: now,
-        });
-        state.rides.insert(ride.id, ride.clone());
-        let record = state.leased(lease)?;
-        record.recovery_point = RecoveryPoint::RideCreated;
-        record.ride_id = Some(ride.id);
-        Ok(record.clone())
+        let record = state.leased(lease, PhaseWrite::CreateRide)?.clone();
+        let ride_id = state.create_ride(&record, now);
+        state
+            .change_key(lease.key_id, |record| {
+                record.progress = KeyProgress::RideCreated {
+                    ride_id,
+                    charge_attempted_at: None,
+                };
+            })
+            .ok_or_else(|| StoreError::Inconsistent(format!("key {} vanished", lease.key_id)))
     }
 
     async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
         let mut state = self.state();
-        let record = state.leased_at(lease, RecoveryPoint::RideCreated)?;
-        record.charge_attempted_at.get_or_insert(now);
+        state.leased(lease, PhaseWrite::NoteChargeAttempt)?;
+        state.change_key(lease.key_id, |record| {
+            if let KeyProgress::RideCreated {
+                charge_attempted_at,
+                ..
+            } = &mut record.progress
+            {
+                charge_attempted_at.get_or_insert(now);
+            }
+        });
         Ok(())
-    }
-
-    async fn record_charge(
-        &self,
-        lease: Lease,
-        charge_id: &str,
-        _now: SystemTime,
-    ) -> Result<Ride, StoreError> {
-        let mut state = self.state();
-        let ride_id = state
-            .leased_at(lease, RecoveryPoint::RideCreated)?
-            .ride_id
-            .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", lease.key_id)))?;
-        if state.charge_ids.contains(charge_id) {
-            return Err(StoreError::Inconsistent(format!(
-                "charge {charge_id} is already on another ride"
-            )));
-        }
-        let ride = state
-            .rides
-            .get_mut(&ride_id)
-            .ok_or_else(|| StoreError::Inconsistent(format!("ride {ride_id} is gone")))?;
-        ride.stripe_charge_id = Some(charge_id.to_owned());
-        let ride = ride.clone();
-        state.charge_ids.insert(charge_id.to_owned());
-        state.leased(lease)?.recovery_point = RecoveryPoint::ChargeCreated;
-        Ok(ride)
     }
 
     async fn finish(
@@ -347,19 +426,42 @@ impl Store for MemoryStore {
         _now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
-        let (expected, response, job) = match finish {
-            Finish::Booked { response, job } => (RecoveryPoint::ChargeCreated, response, Some(job)),
-            Finish::Refused { response } => (RecoveryPoint::RideCreated, response, None),
-        };
-        state.leased_at(lease, expected)?;
-        if let Some(job) = job {
+        let record = state.leased(lease, finish.write())?;
+        let ride_id = record
+            .progress
+            .ride_id()
+            .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", lease.key_id)))?;
+        let response = finish.response().clone();
+        if let Finish::Booked { charge_id, job, .. } = finish {
+            let ride = state
+                .rides
+                .get(&ride_id)
+                .ok_or_else(|| StoreError::Inconsistent(format!("ride {ride_id} is gone")))?;
+            match &ride.stripe_charge_id {
+                Some(recorded) if *recorded == charge_id => {}
+                Some(recorded) => {
+                    return Err(StoreError::Inconsistent(format!(
+                        "ride {ride_id} already carries charge {recorded}, not {charge_id}"
+                    )));
+                }
+                None if state.charge_ids.contains(&charge_id) => {
+                    return Err(StoreError::Inconsistent(format!(
+                        "charge {charge_id} is already on another ride"
+                    )));
+                }
+                None => {}
+            }
+            state.charge_ids.insert(charge_id.clone());
+            if let Some(ride) = state.rides.get_mut(&ride_id) {
+                ride.stripe_charge_id = Some(charge_id);
+            }
             let id = state.next_id();
             state.staged_jobs.insert(id, StagedJob { id, job });
         }
-        let record = state.leased(lease)?;
-        record.recovery_point = RecoveryPoint::Finished;
-        record.response = Some(response);
-        record.locked_at = None;
+        state.change_key(lease.key_id, |record| {
+            record.progress = KeyProgress::Finished { ride_id, response };
+            record.locked_at = None;
+        });
         Ok(())
     }
 
@@ -368,6 +470,7 @@ impl Store for MemoryStore {
         if let Some(record) = state.keys.get_mut(&lease.key_id)
             && record.lock_generation == lease.generation
         {
+            // Neither index reads the lock.
             record.locked_at = None;
         }
         Ok(())
@@ -377,6 +480,63 @@ impl Store for MemoryStore {
         Ok(self.state().rides.get(&id).cloned())
     }
 
+    async fn reap_keys(
+        &self,
+        created_before: SystemTime,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut state = self.state();
+        // Oldest first, as Postgres takes them.
+        let doomed: Vec<(KeyId, Option<RideId>)> = state
+            .before(&state.by_created, created_before)
+            .filter(|record| record.may_be_reaped())
+            .take(limit)
+            .map(|record| (record.id, record.progress.ride_id()))
+            .collect();
+        for (id, ride_id) in &doomed {
+            state.remove_key(*id);
+            if let Some(ride) = ride_id.and_then(|ride_id| state.rides.get_mut(&ride_id)) {
+                ride.idempotency_key_id = None;
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    async fn keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .before(&state.attempted, attempted_before)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn report_keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        _now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut state = self.state();
+        let reported: Vec<KeyRecord> = state
+            .before(&state.attempted, attempted_before)
+            .filter(|record| !state.review_reported.contains(&record.id))
+            .take(limit)
+            .cloned()
+            .collect();
+        state
+            .review_reported
+            .extend(reported.iter().map(|record| record.id));
+        Ok(reported)
+    }
+}
+
+#[async_trait]
+impl Outbox for MemoryStore {
     async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError> {
         Ok(self
             .state()
@@ -418,7 +578,10 @@ impl Store for MemoryStore {
         state.job_claims.remove(&id);
         Ok(())
     }
+}
 
+#[async_trait]
+impl Receipts for MemoryStore {
     async fn claim_receipt(
         &self,
         _job_id: i64,
@@ -462,81 +625,4 @@ impl Store for MemoryStore {
     async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
         Ok(self.state().receipts.get(&ride_id).is_some_and(|r| r.sent))
     }
-
-    async fn reap_keys(
-        &self,
-        created_before: SystemTime,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
-        let mut state = self.state();
-        // Oldest first, as Postgres takes them.
-        let mut old: Vec<&KeyRecord> = state
-            .keys
-            .values()
-            .filter(|record| record.created_at < created_before && record.may_be_reaped())
-            .collect();
-        old.sort_by_key(|record| (record.created_at, record.id));
-        let doomed: HashSet<KeyId> = old.iter().take(limit).map(|record| record.id).collect();
-        for id in &doomed {
-            if let Some(record) = state.keys.remove(id) {
-                state.key_index.remove(&(record.user_id, record.key));
-            }
-            state.review_reported.remove(id);
-        }
-        for ride in state.rides.values_mut() {
-            if ride
-                .idempotency_key_id
-                .is_some_and(|id| doomed.contains(&id))
-            {
-                ride.idempotency_key_id = None;
-            }
-        }
-        Ok(doomed.len())
-    }
-
-    async fn keys_for_review(
-        &self,
-        attempted_before: SystemTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let state = self.state();
-        Ok(for_review(&state, attempted_before)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
-    async fn report_keys_for_review(
-        &self,
-        attempted_before: SystemTime,
-        _now: SystemTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut state = self.state();
-        let reported: Vec<KeyRecord> = for_review(&state, attempted_before)
-            .filter(|record| !state.review_reported.contains(&record.id))
-            .take(limit)
-            .cloned()
-            .collect();
-        state
-            .review_reported
-            .extend(reported.iter().map(|record| record.id));
-        Ok(reported)
-    }
-}
-
-/// Keys at `ride_created` whose charge was first attempted before
-/// `attempted_before`, oldest attempt first.
-fn for_review(state: &State, attempted_before: SystemTime) -> impl Iterator<Item = &KeyRecord> {
-    let mut keys: Vec<&KeyRecord> = state
-        .keys
-        .values()
-        .filter(|record| {
-            record
-                .unrecorded_charge_attempt()
-                .is_some_and(|at| at < attempted_before)
-        })
-        .collect();
-    keys.sort_by_key(|record| (record.charge_attempted_at, record.id));
-    keys.into_iter()
 }

@@ -1,9 +1,15 @@
-//! The Postgres store (sqlx). Each atomic phase is one short READ COMMITTED
-//! transaction that locks the key's row (`FOR UPDATE`), checks the lease and
-//! the recovery point it expects, writes, and commits. Requests for one key
-//! queue on that row lock; requests for different keys never touch the same
-//! rows, so nothing aborts with a serialization failure. No transaction is
-//! open while the gateway is called: the use case calls it between phases.
+//! The Postgres store (sqlx). A request's path is two statements: the key
+//! phase (a new key written at `ride_created` with its ride, audit record
+//! and charge attempt, or an existing key read) and, after the charge, the
+//! booking (the charge on the ride, the 201, the receipt job, the key
+//! finished). Each is one atomic statement whose writes are conditioned on
+//! the lease (`leased!`: the key's current lock generation, at a recovery
+//! point the write expects); a replay is one read that takes no lock and
+//! commits nothing. The rare paths (resuming a key, a key left at
+//! `started`) are short READ COMMITTED transactions that lock the key's row.
+//! Requests for one key queue on that row; requests for different keys
+//! never touch the same rows, so nothing aborts with a serialization
+//! failure. No transaction is open while the gateway is called.
 
 mod rows;
 
@@ -11,10 +17,12 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
+use application::ports::{
+    Finish, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim, Receipts, StoreError, Users,
+};
 use async_trait::async_trait;
 use domain::{
-    ApiKeyHash, CompleterPolicy, KeyDecision, KeyId, KeyRecord, LockPolicy, RecoveryPoint,
+    ApiKeyHash, CompleterPolicy, KeyDecision, KeyId, KeyRecord, LockPolicy, PhaseWrite,
     ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -22,7 +30,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use time::OffsetDateTime;
 
 use crate::connect::ConnectError;
-use rows::{JobRow, KeyRow, RideRow, UserRow};
+use rows::{BegunKeyRow, JobRow, KeyRow, RideRow, UserRow};
 
 /// The schema, applied by `migrate`.
 pub const SCHEMA: &str = include_str!("../../../schema.sql");
@@ -154,23 +162,152 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
+/// The columns of a `KeyRow` but its ride's id, of the key table aliased
+/// `$t`.
+macro_rules! key_columns {
+    ($t:literal) => {
+        concat!(
+            $t,
+            ".id, ",
+            $t,
+            ".created_at, ",
+            $t,
+            ".idempotency_key, ",
+            $t,
+            ".last_run_at, ",
+            $t,
+            ".locked_at, ",
+            $t,
+            ".lock_generation, ",
+            $t,
+            ".request_fingerprint, ",
+            $t,
+            ".origin_lat, ",
+            $t,
+            ".origin_lon, ",
+            $t,
+            ".target_lat, ",
+            $t,
+            ".target_lon, ",
+            $t,
+            ".request_ip, ",
+            $t,
+            ".response_code, ",
+            $t,
+            ".response_body, ",
+            $t,
+            ".recovery_point, ",
+            $t,
+            ".downstream_key, ",
+            $t,
+            ".charge_attempted_at, ",
+            $t,
+            ".user_id"
+        )
+    };
+}
+
 /// The key columns and its ride's id, for `KeyRow`; `$where` completes it.
 macro_rules! select_key {
     ($where:literal) => {
         concat!(
-            "SELECT k.id, k.created_at, k.idempotency_key, k.last_run_at, k.locked_at, ",
-            "k.lock_generation, k.request_fingerprint, k.origin_lat, k.origin_lon, k.target_lat, ",
-            "k.target_lon, k.request_ip, k.response_code, k.response_body, k.recovery_point, ",
-            "k.downstream_key, k.charge_attempted_at, k.user_id, r.id AS ride_id ",
+            "SELECT ",
+            key_columns!("k"),
+            ", r.id AS ride_id ",
             "FROM idempotency_keys k LEFT JOIN rides r ON r.idempotency_key_id = k.id ",
             $where
         )
     };
 }
 
-/// The background processes' queries, public so the plan test can EXPLAIN
-/// exactly what runs.
+/// The lease rule of `KeyRecord::check_lease` as a condition on the key
+/// row: $1 the key's id, $2 the lease's generation, $3 the recovery points
+/// the write expects (`PhaseWrite::expects`). Every phase write is
+/// conditioned on it.
+macro_rules! leased {
+    () => {
+        "id = $1 AND lock_generation = $2 AND locked_at IS NOT NULL \
+         AND recovery_point = ANY($3::text[])"
+    };
+}
+
+/// The statements of a request and of the background processes, public so
+/// the plan test can EXPLAIN and the benchmark replay exactly what runs.
 pub mod queries {
+    /// The key phase of a request, one statement. $1 now, $2 the key, $3
+    /// the fingerprint, $4..$7 origin lat/lon, target lat/lon, $8 the
+    /// client's IP, $9 the user, $10 whether the request charges now.
+    ///
+    /// An existing key is read (no lock; the caller decides, and takes the
+    /// lock in a transaction only to resume). Otherwise the key is inserted
+    /// locked at `ride_created`, its charge attempt noted when $10, with its
+    /// ride and `ride.created` audit record: the key phase and the `started`
+    /// phase in one commit. A first request racing another with the same
+    /// key inserts nothing and gets no row; the caller then reads the
+    /// winner's key under its row lock.
+    pub const BEGIN_REQUEST: &str = concat!(
+        "WITH existing AS (",
+        select_key!("WHERE k.user_id = $9::bigint AND k.idempotency_key = $2::text"),
+        "), new_key AS (INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, \
+         locked_at, request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, \
+         request_ip, recovery_point, charge_attempted_at, user_id) \
+         SELECT $1::timestamptz, $2::text, $1::timestamptz, $1::timestamptz, $3::text, \
+         $4::float8, $5::float8, $6::float8, $7::float8, $8::text, 'ride_created', \
+         CASE WHEN $10::bool THEN $1::timestamptz END, $9::bigint \
+         WHERE NOT EXISTS (SELECT 1 FROM existing) \
+         ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *), \
+         new_ride AS (INSERT INTO rides (created_at, idempotency_key_id, origin_lat, origin_lon, \
+         target_lat, target_lon, user_id) \
+         SELECT $1::timestamptz, id, $4::float8, $5::float8, $6::float8, $7::float8, $9::bigint \
+         FROM new_key RETURNING id, idempotency_key_id), \
+         audit AS (INSERT INTO audit_records (action, created_at, data, origin_ip, resource_id, \
+         resource_type, user_id) SELECT 'ride.created', $1::timestamptz, \
+         jsonb_build_object('origin_lat', $4::float8, 'origin_lon', $5::float8, \
+         'target_lat', $6::float8, 'target_lon', $7::float8), $8::text, id, 'ride', $9::bigint \
+         FROM new_ride) \
+         SELECT true AS inserted, ",
+        key_columns!("n"),
+        ", r.id AS ride_id FROM new_key n JOIN new_ride r ON r.idempotency_key_id = n.id \
+         UNION ALL SELECT false AS inserted, * FROM existing"
+    );
+
+    /// Books a charged key, one statement: $1 key, $2 generation, $3 the
+    /// recovery points booking expects, $4 the charge id, $5 the ride, $6
+    /// the 201's status, $7 its body, $8 the job's name, $9 amount, $10
+    /// currency, $11 user. Under the lease (the key's row locked), the
+    /// charge goes on the ride (unless it carries another), and only then
+    /// is the key finished and the receipt job staged. Returns whether the
+    /// lease held and whether the key was booked.
+    pub const BOOK: &str = concat!(
+        "WITH leased AS (SELECT id FROM idempotency_keys WHERE ",
+        leased!(),
+        " FOR UPDATE), charged AS (UPDATE rides SET stripe_charge_id = $4::text \
+         WHERE id = $5::bigint AND idempotency_key_id = (SELECT id FROM leased) \
+         AND (stripe_charge_id IS NULL OR stripe_charge_id = $4::text) RETURNING id), \
+         finished AS (UPDATE idempotency_keys SET recovery_point = 'finished', \
+         response_code = $6::int, response_body = $7::text, locked_at = NULL \
+         WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM charged) RETURNING id), \
+         job AS (INSERT INTO staged_jobs (job_name, job_args) SELECT $8::text, \
+         jsonb_build_object('amount', $9::bigint, 'currency', $10::text, \
+         'user_id', $11::bigint, 'ride_id', id) FROM charged) \
+         SELECT EXISTS (SELECT 1 FROM leased) AS leased, \
+         EXISTS (SELECT 1 FROM finished) AS booked"
+    );
+
+    /// Finishes a key with a refusal, nothing charged: $1 key, $2
+    /// generation, $3 expected recovery points, $4 status, $5 body.
+    pub const REFUSE: &str = concat!(
+        "UPDATE idempotency_keys SET recovery_point = 'finished', response_code = $4, \
+         response_body = $5, locked_at = NULL WHERE ",
+        leased!()
+    );
+
+    /// $1 key, $2 generation, $3 expected recovery points, $4 now.
+    pub const NOTE_CHARGE_ATTEMPT: &str = concat!(
+        "UPDATE idempotency_keys SET charge_attempted_at = COALESCE(charge_attempted_at, $4) WHERE ",
+        leased!()
+    );
+
     /// $1 created before, $2 last run before, $3 locked before, $4 limit,
     /// $5 charge attempted not before (older attempts are review's).
     pub const FIND_COMPLETABLE: &str = "SELECT id FROM idempotency_keys \
@@ -292,12 +429,12 @@ impl PostgresStore {
         self.pool.begin().await.map_err(unavailable)
     }
 
-    /// Loads and row-locks the key a lease names, checking that the lease is
-    /// current and the key is at `expected`.
+    /// Loads and row-locks the key a lease names, checking that the lease
+    /// may make `write` now.
     async fn lock_leased(
         conn: &mut PgConnection,
         lease: Lease,
-        expected: RecoveryPoint,
+        write: PhaseWrite,
     ) -> Result<KeyRecord, StoreError> {
         let row: Option<KeyRow> = sqlx::query_as(select_key!("WHERE k.id = $1 FOR UPDATE OF k"))
             .bind(lease.key_id.0)
@@ -307,33 +444,56 @@ impl PostgresStore {
         let record = KeyRecord::try_from(
             row.ok_or_else(|| StoreError::LostLock(format!("key {} is gone", lease.key_id)))?,
         )?;
-        if record.lock_generation != lease.generation || record.locked_at.is_none() {
-            return Err(StoreError::LostLock(format!(
-                "key {} is now held by lock generation {}",
-                lease.key_id, record.lock_generation
-            )));
-        }
-        if record.recovery_point != expected {
-            return Err(StoreError::LostLock(format!(
-                "key {} is at {}, expected {expected}",
-                lease.key_id, record.recovery_point
-            )));
-        }
+        record
+            .check_lease(lease.generation, write)
+            .map_err(StoreError::LostLock)?;
         Ok(record)
     }
 
-    async fn set_recovery_point(
-        conn: &mut PgConnection,
-        key_id: KeyId,
-        point: RecoveryPoint,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE idempotency_keys SET recovery_point = $2 WHERE id = $1")
-            .bind(key_id.0)
-            .bind(point.as_str())
-            .execute(conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+    /// Why a write conditioned on `leased!` changed nothing, read after the
+    /// fact for the error's message (the write itself is what decided).
+    async fn lost_lock(&self, lease: Lease, write: PhaseWrite) -> StoreError {
+        let row: Result<Option<KeyRow>, _> = sqlx::query_as(select_key!("WHERE k.id = $1"))
+            .bind(lease.key_id.0)
+            .fetch_optional(&self.pool)
+            .await;
+        let reason = match row.map(|row| row.map(KeyRecord::try_from)) {
+            Ok(None) => format!("key {} is gone", lease.key_id),
+            Ok(Some(Ok(record))) => match record.check_lease(lease.generation, write) {
+                Err(reason) => reason,
+                Ok(()) => format!("key {} changed hands while writing", lease.key_id),
+            },
+            Ok(Some(Err(error))) => return error,
+            Err(error) => return unavailable(error),
+        };
+        StoreError::LostLock(reason)
+    }
+
+    /// The recovery points `write` expects, as the `leased!` condition's $3.
+    fn expected(write: PhaseWrite) -> Vec<&'static str> {
+        write.expects().iter().map(|point| point.as_str()).collect()
+    }
+
+    /// The key phase's slow path, for a key that exists: decides under the
+    /// key's row lock and takes the lock to resume.
+    async fn begin_existing(
+        &self,
+        request: &KeyRequest,
+        now: SystemTime,
+        policy: LockPolicy,
+    ) -> Result<KeyPhase, StoreError> {
+        let mut tx = self.begin().await?;
+        let existing = Self::find_key_for_update(&mut tx, request).await?;
+        let record = existing.ok_or_else(|| {
+            StoreError::Inconsistent("a conflicting key insert left no row".into())
+        })?;
+        let decision = KeyDecision::for_existing(&record, &request.fingerprint, now, policy);
+        let phase = match KeyPhase::unless_resumed(decision) {
+            Some(phase) => phase,
+            None => KeyPhase::Locked(Self::take_lock(&mut tx, record.id, now).await?),
+        };
+        tx.commit().await.map_err(unavailable)?;
+        Ok(phase)
     }
 
     async fn find_key_for_update(
@@ -375,15 +535,7 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
+impl Users for PostgresStore {
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let row: Option<UserRow> =
             sqlx::query_as("SELECT id, email, stripe_customer_id FROM users WHERE email = $1")
@@ -442,6 +594,17 @@ impl Store for PostgresStore {
         .map_err(unavailable)?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl Keys for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
 
     async fn begin_request(
         &self,
@@ -449,48 +612,35 @@ impl Store for PostgresStore {
         now: SystemTime,
         policy: LockPolicy,
     ) -> Result<KeyPhase, StoreError> {
-        // A new key (the common case) is one statement. Two first requests
-        // with one key: the second insert waits for the first to commit,
-        // then inserts nothing and goes on to find the first's row.
         let [origin_lat, origin_lon, target_lat, target_lon] = request.params.numbers();
-        let inserted: Option<KeyRow> = sqlx::query_as(
-            "INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, \
-             locked_at, request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, \
-             request_ip, recovery_point, user_id) \
-             VALUES ($1, $2, $1, $1, $3, $4, $5, $6, $7, $8, 'started', $9) \
-             ON CONFLICT (user_id, idempotency_key) DO NOTHING \
-             RETURNING id, created_at, idempotency_key, last_run_at, locked_at, lock_generation, \
-             request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, request_ip, \
-             response_code, response_body, recovery_point, downstream_key, charge_attempted_at, \
-             user_id, NULL::bigint AS ride_id",
-        )
-        .bind(timestamp(now))
-        .bind(request.key.as_str())
-        .bind(request.fingerprint.as_str())
-        .bind(origin_lat)
-        .bind(origin_lon)
-        .bind(target_lat)
-        .bind(target_lon)
-        .bind(request.request_ip.as_deref())
-        .bind(request.user_id.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if let Some(row) = inserted {
-            return Ok(KeyPhase::Locked(KeyRecord::try_from(row)?));
-        }
-        let mut tx = self.begin().await?;
-        let existing = Self::find_key_for_update(&mut tx, request).await?;
-        let record = existing.ok_or_else(|| {
-            StoreError::Inconsistent("a conflicting key insert left no row".into())
-        })?;
-        let decision = KeyDecision::for_existing(&record, &request.fingerprint, now, policy);
-        let phase = match KeyPhase::unless_resumed(decision) {
-            Some(phase) => phase,
-            None => KeyPhase::Locked(Self::take_lock(&mut tx, record.id, now).await?),
+        let row: Option<BegunKeyRow> = sqlx::query_as(queries::BEGIN_REQUEST)
+            .bind(timestamp(now))
+            .bind(request.key.as_str())
+            .bind(request.fingerprint.as_str())
+            .bind(origin_lat)
+            .bind(origin_lon)
+            .bind(target_lat)
+            .bind(target_lon)
+            .bind(request.request_ip.as_deref())
+            .bind(request.user_id.0)
+            .bind(request.charges_now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            // Another first request with this key won the insert.
+            return self.begin_existing(request, now, policy).await;
         };
-        tx.commit().await.map_err(unavailable)?;
-        Ok(phase)
+        let record = KeyRecord::try_from(row.key)?;
+        if row.inserted {
+            return Ok(KeyPhase::Locked(record));
+        }
+        let decision = KeyDecision::for_existing(&record, &request.fingerprint, now, policy);
+        match KeyPhase::unless_resumed(decision) {
+            // A replay, a mismatch or a 409: read, nothing locked or written.
+            Some(phase) => Ok(phase),
+            None => self.begin_existing(request, now, policy).await,
+        }
     }
 
     async fn find_completable(
@@ -537,7 +687,7 @@ impl Store for PostgresStore {
 
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
         let mut tx = self.begin().await?;
-        let mut record = Self::lock_leased(&mut tx, lease, RecoveryPoint::Started).await?;
+        let record = Self::lock_leased(&mut tx, lease, PhaseWrite::CreateRide).await?;
         let [origin_lat, origin_lon, target_lat, target_lon] = record.params.numbers();
         let (ride_id,): (i64,) = sqlx::query_as(
             "INSERT INTO rides (created_at, idempotency_key_id, origin_lat, origin_lon, \
@@ -574,63 +724,35 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        Self::set_recovery_point(&mut tx, record.id, RecoveryPoint::RideCreated).await?;
+        let row: KeyRow = sqlx::query_as(concat!(
+            "WITH moved AS (UPDATE idempotency_keys SET recovery_point = 'ride_created' \
+             WHERE id = $1 RETURNING *) SELECT ",
+            key_columns!("m"),
+            ", $2::bigint AS ride_id FROM moved m"
+        ))
+        .bind(record.id.0)
+        .bind(ride_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        record.recovery_point = RecoveryPoint::RideCreated;
-        record.ride_id = Some(RideId(ride_id));
-        Ok(record)
+        KeyRecord::try_from(row)
     }
 
     async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE idempotency_keys SET charge_attempted_at = COALESCE(charge_attempted_at, $3) \
-             WHERE id = $1 AND lock_generation = $2 AND locked_at IS NOT NULL \
-             AND recovery_point = 'ride_created'",
-        )
-        .bind(lease.key_id.0)
-        .bind(lease.generation)
-        .bind(timestamp(now))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let write = PhaseWrite::NoteChargeAttempt;
+        let updated = sqlx::query(queries::NOTE_CHARGE_ATTEMPT)
+            .bind(lease.key_id.0)
+            .bind(lease.generation)
+            .bind(Self::expected(write))
+            .bind(timestamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::LostLock(format!(
-                "key {} is no longer held at ride_created by this request",
-                lease.key_id
-            )));
+            return Err(self.lost_lock(lease, write).await);
         }
         Ok(())
-    }
-
-    async fn record_charge(
-        &self,
-        lease: Lease,
-        charge_id: &str,
-        _now: SystemTime,
-    ) -> Result<Ride, StoreError> {
-        let mut tx = self.begin().await?;
-        let record = Self::lock_leased(&mut tx, lease, RecoveryPoint::RideCreated).await?;
-        let row: Option<RideRow> = sqlx::query_as(
-            "UPDATE rides SET stripe_charge_id = $2 WHERE idempotency_key_id = $1 \
-             RETURNING id, idempotency_key_id, origin_lat, origin_lon, target_lat, target_lon, \
-             stripe_charge_id, user_id",
-        )
-        .bind(record.id.0)
-        .bind(charge_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| {
-            on_constraint(e, "rides_stripe_charge_id_unique", || {
-                StoreError::Inconsistent(format!("charge {charge_id} is already on another ride"))
-            })
-        })?;
-        let ride =
-            Ride::try_from(row.ok_or_else(|| {
-                StoreError::Inconsistent(format!("key {} has no ride", record.id))
-            })?)?;
-        Self::set_recovery_point(&mut tx, record.id, RecoveryPoint::ChargeCreated).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(ride)
     }
 
     async fn finish(
@@ -639,38 +761,59 @@ impl Store for PostgresStore {
         finish: Finish,
         _now: SystemTime,
     ) -> Result<(), StoreError> {
-        let (expected, response, job) = match finish {
-            Finish::Booked { response, job } => (RecoveryPoint::ChargeCreated, response, Some(job)),
-            Finish::Refused { response } => (RecoveryPoint::RideCreated, response, None),
-        };
-        let mut tx = self.begin().await?;
-        let record = Self::lock_leased(&mut tx, lease, expected).await?;
-        if let Some(job) = job {
-            sqlx::query(
-                "INSERT INTO staged_jobs (job_name, job_args) VALUES ($1, jsonb_build_object(\
-                 'amount', $2::bigint, 'currency', $3::text, 'user_id', $4::bigint, 'ride_id', $5::bigint))",
-            )
-            .bind(domain::charge::ReceiptJob::NAME)
-            .bind(job.amount_cents)
-            .bind(&job.currency)
-            .bind(job.user_id.0)
-            .bind(job.ride_id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        let write = finish.write();
+        match finish {
+            Finish::Booked {
+                charge_id,
+                response,
+                job,
+            } => {
+                let (leased, booked): (bool, bool) = sqlx::query_as(queries::BOOK)
+                    .bind(lease.key_id.0)
+                    .bind(lease.generation)
+                    .bind(Self::expected(write))
+                    .bind(&charge_id)
+                    .bind(job.ride_id.0)
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .bind(domain::charge::ReceiptJob::NAME)
+                    .bind(job.amount_cents)
+                    .bind(&job.currency)
+                    .bind(job.user_id.0)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        on_constraint(e, "rides_stripe_charge_id_unique", || {
+                            StoreError::Inconsistent(format!(
+                                "charge {charge_id} is already on another ride"
+                            ))
+                        })
+                    })?;
+                match (leased, booked) {
+                    (true, true) => Ok(()),
+                    (true, false) => Err(StoreError::Inconsistent(format!(
+                        "key {}: ride {} is not its ride or carries another charge than {charge_id}",
+                        lease.key_id, job.ride_id
+                    ))),
+                    (false, _) => Err(self.lost_lock(lease, write).await),
+                }
+            }
+            Finish::Refused { response } => {
+                let updated = sqlx::query(queries::REFUSE)
+                    .bind(lease.key_id.0)
+                    .bind(lease.generation)
+                    .bind(Self::expected(write))
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                if updated.rows_affected() == 0 {
+                    return Err(self.lost_lock(lease, write).await);
+                }
+                Ok(())
+            }
         }
-        sqlx::query(
-            "UPDATE idempotency_keys SET recovery_point = 'finished', response_code = $2, \
-             response_body = $3, locked_at = NULL WHERE id = $1",
-        )
-        .bind(record.id.0)
-        .bind(i32::from(response.status))
-        .bind(&response.body)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(())
     }
 
     /// Tried again for about two seconds: an unlock comes after an error,
@@ -702,6 +845,53 @@ impl Store for PostgresStore {
         row.map(Ride::try_from).transpose()
     }
 
+    async fn reap_keys(
+        &self,
+        created_before: SystemTime,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let deleted = sqlx::query(queries::REAP_KEYS)
+            .bind(timestamp(created_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    async fn keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(queries::KEYS_FOR_REVIEW)
+            .bind(timestamp(attempted_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter().map(KeyRecord::try_from).collect()
+    }
+
+    async fn report_keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(queries::REPORT_KEYS_FOR_REVIEW)
+            .bind(timestamp(attempted_before))
+            .bind(timestamp(now))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter().map(KeyRecord::try_from).collect()
+    }
+}
+
+#[async_trait]
+impl Outbox for PostgresStore {
     async fn staged_jobs(&self, limit: usize) -> Result<Vec<StagedJob>, StoreError> {
         let rows: Vec<JobRow> = sqlx::query_as(queries::STAGED_JOBS)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -736,7 +926,10 @@ impl Store for PostgresStore {
             .map_err(unavailable)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Receipts for PostgresStore {
     async fn claim_receipt(
         &self,
         job_id: i64,
@@ -806,49 +999,5 @@ impl Store for PostgresStore {
         .await
         .map_err(unavailable)?;
         Ok(sent)
-    }
-
-    async fn reap_keys(
-        &self,
-        created_before: SystemTime,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
-        let deleted = sqlx::query(queries::REAP_KEYS)
-            .bind(timestamp(created_before))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
-    }
-
-    async fn keys_for_review(
-        &self,
-        attempted_before: SystemTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(queries::KEYS_FOR_REVIEW)
-            .bind(timestamp(attempted_before))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.into_iter().map(KeyRecord::try_from).collect()
-    }
-
-    async fn report_keys_for_review(
-        &self,
-        attempted_before: SystemTime,
-        now: SystemTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(queries::REPORT_KEYS_FOR_REVIEW)
-            .bind(timestamp(attempted_before))
-            .bind(timestamp(now))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.into_iter().map(KeyRecord::try_from).collect()
     }
 }

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use application::ports::StoreError;
 use domain::charge::ReceiptJob;
 use domain::{
-    IdempotencyKey, KeyId, KeyRecord, RecoveryPoint, RequestFingerprint, Ride, RideId, RideParams,
-    StagedJob, StoredResponse, User, UserId,
+    IdempotencyKey, KeyId, KeyProgress, KeyRecord, RecoveryPoint, RequestFingerprint, Ride, RideId,
+    RideParams, StagedJob, StoredResponse, User, UserId,
 };
 use time::OffsetDateTime;
 
@@ -65,18 +65,60 @@ pub struct KeyRow {
     ride_id: Option<i64>,
 }
 
+/// A key row with whether this statement inserted it (the key phase).
+#[derive(Debug, sqlx::FromRow)]
+pub struct BegunKeyRow {
+    pub inserted: bool,
+    #[sqlx(flatten)]
+    pub key: KeyRow,
+}
+
+impl KeyRow {
+    /// The progress columns as one value: a row whose recovery point lacks
+    /// what it implies (a ride, a response) breaks the domain's rules.
+    fn progress(&self) -> Result<KeyProgress, StoreError> {
+        let id = self.id;
+        let point = RecoveryPoint::parse(&self.recovery_point).ok_or_else(|| {
+            inconsistent(format!("key {id}: recovery point {}", self.recovery_point))
+        })?;
+        let ride_id = || {
+            self.ride_id
+                .map(RideId)
+                .ok_or_else(|| inconsistent(format!("key {id} is at {point} with no ride")))
+        };
+        Ok(match point {
+            RecoveryPoint::Started => KeyProgress::Started,
+            RecoveryPoint::RideCreated => KeyProgress::RideCreated {
+                ride_id: ride_id()?,
+                charge_attempted_at: self.charge_attempted_at.map(system_time),
+            },
+            RecoveryPoint::ChargeCreated => KeyProgress::ChargeCreated {
+                ride_id: ride_id()?,
+            },
+            RecoveryPoint::Finished => {
+                let (Some(code), Some(body)) = (self.response_code, &self.response_body) else {
+                    return Err(inconsistent(format!(
+                        "key {id} is finished with no response"
+                    )));
+                };
+                KeyProgress::Finished {
+                    ride_id: ride_id()?,
+                    response: StoredResponse {
+                        status: u16::try_from(code)
+                            .map_err(|_| inconsistent(format!("key {id}: status {code}")))?,
+                        body: body.clone(),
+                    },
+                }
+            }
+        })
+    }
+}
+
 impl TryFrom<KeyRow> for KeyRecord {
     type Error = StoreError;
 
     fn try_from(row: KeyRow) -> Result<Self, StoreError> {
-        let response = match (row.response_code, row.response_body) {
-            (Some(code), Some(body)) => Some(StoredResponse {
-                status: u16::try_from(code)
-                    .map_err(|_| inconsistent(format!("key {}: status {code}", row.id)))?,
-                body,
-            }),
-            _ => None,
-        };
+        let progress = row.progress()?;
         Ok(KeyRecord {
             id: KeyId(row.id),
             user_id: UserId(row.user_id),
@@ -94,20 +136,12 @@ impl TryFrom<KeyRow> for KeyRecord {
                 ],
             )?,
             request_ip: row.request_ip,
-            recovery_point: RecoveryPoint::parse(&row.recovery_point).ok_or_else(|| {
-                inconsistent(format!(
-                    "key {}: recovery point {}",
-                    row.id, row.recovery_point
-                ))
-            })?,
+            progress,
             locked_at: row.locked_at.map(system_time),
             lock_generation: row.lock_generation,
             created_at: system_time(row.created_at),
             last_run_at: system_time(row.last_run_at),
             downstream_key: row.downstream_key,
-            charge_attempted_at: row.charge_attempted_at.map(system_time),
-            ride_id: row.ride_id.map(RideId),
-            response,
         })
     }
 }

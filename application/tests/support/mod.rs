@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use adapters::clock::ManualClock;
 use adapters::memory::{FakeGateway, MemoryQueue, MemoryStore};
-use application::ports::{Clock, PaymentGateway, Store};
+use application::ports::{Clock, Outbox, PaymentGateway};
 use application::{
     Answer, CompleteStalledKeys, CreateRide, CreateRideError, CreateRideSettings, RideRequest,
     SeedDemoUsers,
@@ -69,6 +69,7 @@ impl Harness {
             .expect("seeding works");
         let gateway: Arc<dyn PaymentGateway> = charging.unwrap_or_else(|| fake.clone());
         let create_ride = Arc::new(CreateRide::new(
+            store.clone(),
             store.clone(),
             gateway,
             clock.clone(),
