@@ -229,6 +229,40 @@ impl NatsQueue {
     }
 
     /// Moves a job to the dead-letter stream and stops its redelivery.
+    /// A delivered message as a job in hand, or `None` when it had to go
+    /// to the dead letters (unreadable, or delivered too often).
+    async fn accept(&self, message: Message) -> Result<Option<Delivery>, QueueError> {
+        let attempt = message
+            .info()
+            .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+            .map_err(queue_error)?;
+        let job: JobMessage = match serde_json::from_slice(&message.payload) {
+            Ok(job) => job,
+            Err(cause) => {
+                error!(%cause, "unreadable job message; moving it to the dead-letter stream");
+                self.bury(&message, &format!("unreadable: {cause}")).await?;
+                return Ok(None);
+            }
+        };
+        if attempt > self.settings.max_deliver {
+            warn!(
+                job_id = job.id,
+                attempt,
+                "job delivered too often; moving it to the dead-letter stream (see `rocket-rides dead-jobs`)"
+            );
+            self.bury(&message, &format!("delivered {attempt} times"))
+                .await?;
+            return Ok(None);
+        }
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        self.in_flight().insert(tag, message);
+        Ok(Some(Delivery {
+            job: job.into(),
+            tag,
+            attempt,
+        }))
+    }
+
     async fn bury(&self, message: &Message, reason: &str) -> Result<(), QueueError> {
         let mut headers = HeaderMap::new();
         headers.insert("Rocket-Rides-Reason", reason);
@@ -315,23 +349,43 @@ impl NatsQueue {
 #[async_trait]
 impl JobQueue for NatsQueue {
     async fn publish(&self, job: &StagedJob) -> Result<(), QueueError> {
-        let payload = serde_json::to_vec(&JobMessage::from(job)).map_err(queue_error)?;
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", job.id.to_string().as_str());
-        let ack = self
-            .jetstream
-            .publish_with_headers(self.settings.subject.clone(), headers, payload.into())
+        self.publish_batch(std::slice::from_ref(job))
             .await
-            .map_err(queue_error)?
-            .await
-            .map_err(queue_error)?;
-        if ack.duplicate {
-            info!(
-                job_id = job.id,
-                "job was published before; the stream dropped the repeat"
-            );
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Sends every job, then awaits the acknowledgements: one round trip's
+    /// wait for the batch instead of one per job.
+    async fn publish_batch(&self, jobs: &[StagedJob]) -> Vec<Result<(), QueueError>> {
+        let mut pending = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let sent = async {
+                let payload = serde_json::to_vec(&JobMessage::from(job)).map_err(queue_error)?;
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", job.id.to_string().as_str());
+                self.jetstream
+                    .publish_with_headers(self.settings.subject.clone(), headers, payload.into())
+                    .await
+                    .map_err(queue_error)
+            };
+            pending.push(sent.await);
         }
-        Ok(())
+        let mut results = Vec::with_capacity(jobs.len());
+        for (job, sent) in jobs.iter().zip(pending) {
+            results.push(match sent {
+                Ok(ack) => ack.await.map_err(queue_error).map(|ack| {
+                    if ack.duplicate {
+                        info!(
+                            job_id = job.id,
+                            "job was published before; the stream dropped the repeat"
+                        );
+                    }
+                }),
+                Err(error) => Err(error),
+            });
+        }
+        results
     }
 
     async fn receive(&self, max_wait: Duration) -> Result<Option<Delivery>, QueueError> {
@@ -347,37 +401,36 @@ impl JobQueue for NatsQueue {
             let Some(next) = batch.next().await else {
                 return Ok(None);
             };
-            let message = next.map_err(queue_error)?;
-            let attempt = message
-                .info()
-                .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
-                .map_err(queue_error)?;
-            let job: JobMessage = match serde_json::from_slice(&message.payload) {
-                Ok(job) => job,
-                Err(cause) => {
-                    error!(%cause, "unreadable job message; moving it to the dead-letter stream");
-                    self.bury(&message, &format!("unreadable: {cause}")).await?;
-                    continue;
-                }
-            };
-            if attempt > self.settings.max_deliver {
-                warn!(
-                    job_id = job.id,
-                    attempt,
-                    "job delivered too often; moving it to the dead-letter stream (see `rocket-rides dead-jobs`)"
-                );
-                self.bury(&message, &format!("delivered {attempt} times"))
-                    .await?;
-                continue;
+            if let Some(delivery) = self.accept(next.map_err(queue_error)?).await? {
+                return Ok(Some(delivery));
             }
-            let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
-            self.in_flight().insert(tag, message);
-            return Ok(Some(Delivery {
-                job: job.into(),
-                tag,
-                attempt,
-            }));
         }
+    }
+
+    /// Whatever is waiting now, up to `max`, in one pull that does not
+    /// wait; when nothing is, the first job within `max_wait`.
+    async fn receive_batch(
+        &self,
+        max: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let mut waiting = self
+            .consumer
+            .fetch()
+            .max_messages(max.max(1))
+            .messages()
+            .await
+            .map_err(queue_error)?;
+        let mut deliveries = Vec::new();
+        while let Some(next) = waiting.next().await {
+            if let Some(delivery) = self.accept(next.map_err(queue_error)?).await? {
+                deliveries.push(delivery);
+            }
+        }
+        if deliveries.is_empty() {
+            deliveries.extend(self.receive(max_wait).await?);
+        }
+        Ok(deliveries)
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::CompleterPolicy;
+use futures_util::{StreamExt as _, stream};
 use tracing::{error, info, warn};
 
 use crate::create_ride::CreateRide;
@@ -25,6 +26,8 @@ pub struct CompleterReport {
     /// Keys found past the gateway's idempotency window in this batch,
     /// reported (logged) now and left for `rocket-rides review`.
     pub needs_review: usize,
+    /// Picked but not started: the completer was told to stop.
+    pub left: usize,
 }
 
 /// Finishes requests their clients gave up on, by running the same phase
@@ -35,6 +38,7 @@ pub struct CompleteStalledKeys {
     clock: Arc<dyn Clock>,
     policy: CompleterPolicy,
     batch_size: usize,
+    concurrency: usize,
 }
 
 impl CompleteStalledKeys {
@@ -51,11 +55,29 @@ impl CompleteStalledKeys {
             clock,
             policy,
             batch_size,
+            concurrency: 1,
         }
     }
 
-    #[tracing::instrument(name = "completer_batch", skip_all)]
+    /// Works up to `concurrency` keys of a batch at once, each under its own
+    /// lease, so one slow charge never holds up the rest.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
     pub async fn run_batch(&self) -> Result<CompleterReport, StoreError> {
+        self.run_batch_until(std::future::pending()).await
+    }
+
+    /// A batch that starts no new key once `stop` resolves: the keys in
+    /// flight run on to a recovery point (the caller bounds how long), the
+    /// rest are left untouched for the next completer.
+    #[tracing::instrument(name = "completer_batch", skip_all)]
+    pub async fn run_batch_until(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<CompleterReport, StoreError> {
         let now = self.clock.now();
         let for_review = self
             .keys
@@ -82,8 +104,16 @@ impl CompleteStalledKeys {
             needs_review: for_review.len(),
             ..CompleterReport::default()
         };
-        for key_id in ids {
-            match self.create_ride.resume(key_id, self.policy).await {
+        let mut outcomes = std::pin::pin!(
+            stream::iter(ids)
+                .take_until(stop)
+                .map(|key_id| async move {
+                    (key_id, self.create_ride.resume(key_id, self.policy).await)
+                })
+                .buffer_unordered(self.concurrency)
+        );
+        while let Some((key_id, outcome)) = outcomes.next().await {
+            match outcome {
                 Ok(Some(answer)) => {
                     info!(%key_id, status = answer.response.status, "completer finished key");
                     report.finished += 1;
@@ -95,6 +125,7 @@ impl CompleteStalledKeys {
                 }
             }
         }
+        report.left = report.picked - report.finished - report.skipped - report.failed;
         if report.picked > 0 || report.needs_review > 0 {
             info!(?report, "completer batch done");
         }
@@ -148,18 +179,29 @@ impl DrainStagedJobs {
             .outbox
             .claim_staged_jobs(self.batch_size, self.clock.now(), self.claim_for)
             .await?;
-        let mut moved = 0;
-        for job in jobs {
-            self.queue.publish(&job).await?;
-            self.outbox.delete_staged_job(job.id).await?;
-            moved += 1;
-            metrics::counter!("rocket_rides_jobs_enqueued_total").increment(1);
-            info!(job_id = job.id, ride_id = %job.job.ride_id, "staged job enqueued");
+        if jobs.is_empty() {
+            return Ok(0);
         }
-        if moved > 0 {
-            info!(moved, "enqueuer batch done");
+        let results = self.queue.publish_batch(&jobs).await;
+        let mut accepted = Vec::with_capacity(jobs.len());
+        let mut refused = None;
+        for (job, result) in jobs.iter().zip(results) {
+            match result {
+                Ok(()) => accepted.push(job.id),
+                // Stays staged; claimed again once this claim runs out.
+                Err(error) => refused = refused.or(Some(error)),
+            }
         }
-        Ok(moved)
+        if !accepted.is_empty() {
+            self.outbox.delete_staged_jobs(&accepted).await?;
+        }
+        let moved = accepted.len();
+        metrics::counter!("rocket_rides_jobs_enqueued_total").increment(moved as u64);
+        info!(moved, left = jobs.len() - moved, "enqueuer batch done");
+        match refused {
+            Some(error) => Err(error.into()),
+            None => Ok(moved),
+        }
     }
 }
 
@@ -234,23 +276,57 @@ impl WorkJobs {
     /// returned, so the caller can wait for the store before taking more.
     #[tracing::instrument(name = "worker_job", skip_all)]
     pub async fn work_next(&self, max_wait: Duration) -> Result<Option<WorkOutcome>, WorkError> {
-        let Some(delivery) = self.queue.receive(max_wait).await? else {
-            return Ok(None);
-        };
-        match self.work(&delivery).await {
-            Ok(outcome) => Ok(Some(outcome)),
-            Err(error) => {
-                warn!(job_id = delivery.job.id, %error, "could not work the job; giving it back");
-                if let Err(cause) = self
-                    .queue
-                    .postpone(&delivery, Self::STORE_FAILURE_DELAY)
-                    .await
-                {
-                    // It comes back after the queue's ack wait anyway.
-                    warn!(job_id = delivery.job.id, error = %cause, "could not give the job back");
+        let deliveries = self.receive(1, max_wait).await?;
+        Ok(self.work_all(deliveries).await?.pop())
+    }
+
+    /// Up to `max` jobs: all those waiting now, or the first to arrive
+    /// within `max_wait`. Safe to abandon while it waits.
+    pub async fn receive(
+        &self,
+        max: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<Delivery>, WorkError> {
+        Ok(self.queue.receive_batch(max, max_wait).await?)
+    }
+
+    /// Works jobs in hand, all at once; run it to the end (a send cut off
+    /// before it is marked could go out twice). A job the store or the
+    /// queue failed under is given back as in `work_next`, and the first
+    /// such error returned once every job is done.
+    #[tracing::instrument(name = "worker_batch", skip_all, fields(jobs = deliveries.len()))]
+    pub async fn work_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<WorkOutcome>, WorkError> {
+        let concurrency = deliveries.len().max(1);
+        let results: Vec<_> = stream::iter(deliveries)
+            .map(|delivery| async move {
+                let result = self.work(&delivery).await;
+                (delivery, result)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut failed = None;
+        for (delivery, result) in results {
+            match result {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(error) => {
+                    warn!(job_id = delivery.job.id, %error, "could not work the job; giving it back");
+                    if let Err(cause) = self
+                        .queue
+                        .postpone(&delivery, Self::STORE_FAILURE_DELAY)
+                        .await
+                    {
+                        // It comes back after the queue's ack wait anyway.
+                        warn!(job_id = delivery.job.id, error = %cause, "could not give the job back");
+                    }
+                    failed = failed.or(Some(error));
                 }
-                Err(error)
             }
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(outcomes),
         }
     }
 

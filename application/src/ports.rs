@@ -266,7 +266,8 @@ pub trait Outbox: Send + Sync {
         now: SystemTime,
         claim_for: Duration,
     ) -> Result<Vec<StagedJob>, StoreError>;
-    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError>;
+    /// Removes jobs the queue accepted, in one write.
+    async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError>;
 }
 
 /// One receipt per ride, whoever delivers its job.
@@ -331,8 +332,37 @@ pub trait JobQueue: Send + Sync {
     /// Returns once the queue has accepted the job. Publishing one job id
     /// twice delivers it once where the queue can tell (dedup by id).
     async fn publish(&self, job: &StagedJob) -> Result<(), QueueError>;
+    /// Publishes a batch, its acknowledgements awaited together rather than
+    /// one after another: one result per job, in order. A job with an error
+    /// was not accepted. (By default, one `publish` after another.)
+    async fn publish_batch(&self, jobs: &[StagedJob]) -> Vec<Result<(), QueueError>> {
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            results.push(self.publish(job).await);
+        }
+        results
+    }
     /// The next job, waiting up to `max_wait`.
     async fn receive(&self, max_wait: Duration) -> Result<Option<Delivery>, QueueError>;
+    /// Up to `max` jobs: every one ready now, or else the first to arrive
+    /// within `max_wait`. (By default, `receive` until none is ready.)
+    async fn receive_batch(
+        &self,
+        max: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let Some(first) = self.receive(max_wait).await? else {
+            return Ok(Vec::new());
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.receive(Duration::ZERO).await? {
+                Some(delivery) => batch.push(delivery),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
     /// The job failed: gives it back, to be delivered again after `delay`,
     /// or moves it to the dead letters after its last allowed delivery.

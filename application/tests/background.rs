@@ -281,9 +281,9 @@ async fn a_store_failure_under_a_job_postpones_it_and_never_fails_the_job() {
     let mut queue = MockJobQueue::new();
     let handed = delivery.clone();
     queue
-        .expect_receive()
+        .expect_receive_batch()
         .times(1)
-        .returning(move |_| Ok(Some(handed.clone())));
+        .returning(move |_, _| Ok(vec![handed.clone()]));
     queue
         .expect_postpone()
         .withf(|d, _| d.tag == 1)
@@ -314,10 +314,11 @@ async fn a_job_the_queue_refuses_stays_staged_until_it_is_accepted() {
     let h = Harness::new().await;
     h.book(&key(1)).await.expect("booked");
     let mut refusing = MockJobQueue::new();
-    refusing
-        .expect_publish()
-        .times(1)
-        .returning(|_| Err(QueueError(anyhow::anyhow!("no responders"))));
+    refusing.expect_publish_batch().times(1).returning(|jobs| {
+        jobs.iter()
+            .map(|_| Err(QueueError(anyhow::anyhow!("no responders"))))
+            .collect()
+    });
     let enqueuer = |queue: Arc<dyn JobQueue>| {
         DrainStagedJobs::new(
             h.store.clone(),
@@ -414,4 +415,195 @@ async fn the_completer_reports_what_became_of_each_key() {
             ..CompleterReport::default()
         }
     );
+}
+
+/// Charges through the fake, each call held until `width` calls are in
+/// flight together; counts the most seen at once.
+struct Crowded {
+    inner: Arc<adapters::memory::FakeGateway>,
+    barrier: tokio::sync::Barrier,
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+}
+
+#[async_trait]
+impl application::ports::PaymentGateway for Crowded {
+    async fn create_customer(
+        &self,
+        email: &str,
+        source: &str,
+    ) -> Result<String, application::ports::GatewayError> {
+        self.inner.create_customer(email, source).await
+    }
+
+    async fn charge(&self, request: &domain::ChargeRequest) -> domain::ChargeOutcome {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.barrier.wait().await;
+        let outcome = self.inner.charge(request).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+}
+
+/// A completer with a concurrency of 4 works 4 keys at once (the gateway
+/// lets no call through until 4 are waiting: one at a time would never
+/// finish), and never more than 4.
+#[tokio::test]
+async fn the_completer_works_its_batch_with_bounded_concurrency() {
+    use application::{CompleteStalledKeys, CreateRide};
+    let fake = Arc::new(adapters::memory::FakeGateway::new());
+    let crowded = Arc::new(Crowded {
+        inner: fake.clone(),
+        barrier: tokio::sync::Barrier::new(4),
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    });
+    let h = Harness::with_gateway(fake.clone(), None).await;
+    for n in 0..8 {
+        let mut request = h.request(&h.good_user, &key(n));
+        request.raise_error = true;
+        h.create_ride.run(request).await.unwrap_err();
+    }
+    h.advance(Duration::from_secs(301));
+    let create_ride = Arc::new(CreateRide::new(
+        h.store.clone(),
+        h.store.clone(),
+        crowded.clone(),
+        h.clock.clone(),
+        support::settings(),
+    ));
+    let completer = CompleteStalledKeys::new(
+        h.store.clone(),
+        create_ride,
+        h.clock.clone(),
+        support::completer_policy(),
+        1000,
+    )
+    .with_concurrency(4);
+    let report = tokio::time::timeout(Duration::from_secs(10), completer.run_batch())
+        .await
+        .expect("four at a time get through")
+        .expect("batch");
+    assert_eq!((report.picked, report.finished), (8, 8), "{report:?}");
+    assert_eq!(
+        crowded.most.load(Ordering::SeqCst),
+        4,
+        "never more than the bound"
+    );
+    assert_eq!(fake.charges().len(), 8, "one charge per key");
+}
+
+/// Told to stop before it starts, a completer picks its batch but starts
+/// no key: every one is left as it was (unlocked, not run), for the next.
+#[tokio::test]
+async fn a_stopped_completer_leaves_the_keys_it_did_not_start_untouched() {
+    let h = Harness::new().await;
+    for n in 0..3 {
+        let mut request = h.request(&h.good_user, &key(n));
+        request.raise_error = true;
+        h.create_ride.run(request).await.unwrap_err();
+    }
+    h.advance(Duration::from_secs(301));
+    let before = h.store.keys();
+    let report = h
+        .completer()
+        .run_batch_until(std::future::ready(()))
+        .await
+        .expect("batch");
+    assert_eq!(
+        (report.picked, report.left, report.finished),
+        (3, 3, 0),
+        "{report:?}"
+    );
+    assert_eq!(h.store.keys(), before, "nothing touched");
+    assert_eq!(h.gateway.charge_calls(), 0);
+}
+
+/// The queue takes the first and third jobs of a batch and refuses the
+/// second: those two leave the store, the second stays staged.
+#[tokio::test]
+async fn only_the_jobs_the_queue_accepted_leave_the_store() {
+    use application::ports::{MockJobQueue, QueueError};
+    let h = Harness::new().await;
+    for n in 0..3 {
+        h.book(&key(n)).await.expect("booked");
+    }
+    let staged = h.store.staged_jobs(10).await.expect("jobs");
+    let mut queue = MockJobQueue::new();
+    queue.expect_publish_batch().times(1).returning(|jobs| {
+        assert_eq!(jobs.len(), 3, "the whole claimed batch at once");
+        vec![
+            Ok(()),
+            Err(QueueError(anyhow::anyhow!("no responders"))),
+            Ok(()),
+        ]
+    });
+    queue.expect_publish().never();
+    let enqueuer = DrainStagedJobs::new(
+        h.store.clone(),
+        Arc::new(queue),
+        h.clock.clone(),
+        1000,
+        Duration::from_secs(60),
+    );
+    assert!(
+        enqueuer.run_batch().await.is_err(),
+        "the refusal is reported"
+    );
+    assert_eq!(
+        h.store.staged_jobs(10).await.expect("jobs"),
+        vec![staged[1].clone()],
+        "only the refused job is still staged"
+    );
+}
+
+/// A worker takes every job waiting, up to its batch, and works them
+/// together: one receipt each.
+#[tokio::test]
+async fn a_worker_takes_the_waiting_jobs_as_one_batch() {
+    let h = Harness::new().await;
+    for n in 0..5 {
+        h.book(&key(n)).await.expect("booked");
+    }
+    DrainStagedJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        h.clock.clone(),
+        1000,
+        Duration::from_secs(60),
+    )
+    .run_batch()
+    .await
+    .expect("drained");
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        sender.clone(),
+        h.clock.clone(),
+    );
+    let first = worker
+        .receive(3, Duration::from_millis(10))
+        .await
+        .expect("received");
+    assert_eq!(first.len(), 3, "at most the batch");
+    let outcomes = worker.work_all(first).await.expect("worked");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, WorkOutcome::Sent { .. })),
+        "{outcomes:?}"
+    );
+    let rest = worker
+        .receive(10, Duration::from_millis(10))
+        .await
+        .expect("received");
+    assert_eq!(rest.len(), 2, "the rest, without waiting for more");
+    worker.work_all(rest).await.expect("worked");
+    let mut sent = sender.sent.lock().expect("lock").clone();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), 5, "one receipt per ride");
+    assert!(h.queue.is_empty());
 }

@@ -686,3 +686,56 @@ async fn a_rider_sees_their_own_ride_and_nobody_elses() {
         None
     );
 }
+
+/// A user found once is not looked up again for the cache's lifetime:
+/// counted on a mock, the second request costs no store call; after the
+/// TTL, or with the cache off, each does. Unknown users are never cached.
+#[tokio::test]
+async fn an_authenticated_user_is_remembered_for_the_cache_ttl_only() {
+    use application::ports::MockUsers;
+    use application::{AuthError, AuthMode, Authenticate};
+    let h = Harness::new().await;
+    let rider = h.good_user.clone();
+    let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = |lookups: std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        let mut users = MockUsers::new();
+        let rider = rider.clone();
+        users.expect_find_user_by_email().returning(move |email| {
+            lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok((email == rider.email).then(|| rider.clone()))
+        });
+        std::sync::Arc::new(users)
+    };
+    let count = || lookups.load(std::sync::atomic::Ordering::SeqCst);
+    let cached = Authenticate::new(counting(lookups.clone()), AuthMode::Email)
+        .cached(h.clock.clone(), Duration::from_secs(5));
+    for _ in 0..3 {
+        let user = cached.user(Some("user@example.com")).await.expect("known");
+        assert_eq!(user, rider);
+    }
+    assert_eq!(count(), 1, "looked up once");
+    for _ in 0..2 {
+        assert!(matches!(
+            cached.user(Some("nobody@example.com")).await,
+            Err(AuthError::Unknown)
+        ));
+    }
+    assert_eq!(count(), 3, "an unknown user is looked up every time");
+    h.advance(Duration::from_secs(4));
+    cached.user(Some("user@example.com")).await.expect("known");
+    assert_eq!(count(), 3, "still fresh at 4 s");
+    h.advance(Duration::from_secs(1));
+    cached.user(Some("user@example.com")).await.expect("known");
+    assert_eq!(count(), 4, "looked up again once 5 s old");
+
+    lookups.store(0, std::sync::atomic::Ordering::SeqCst);
+    let uncached = Authenticate::new(counting(lookups.clone()), AuthMode::Email)
+        .cached(h.clock.clone(), Duration::ZERO);
+    for _ in 0..2 {
+        uncached
+            .user(Some("user@example.com"))
+            .await
+            .expect("known");
+    }
+    assert_eq!(count(), 2, "a zero TTL turns the cache off");
+}

@@ -121,12 +121,18 @@ async fn every<F, Fut>(
 ) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = anyhow::Result<bool>>,
 {
     info!(process = name, ?interval, "started");
     while !shutdown.is_cancelled() {
-        if let Err(error) = batch().await {
+        // A full batch means there is likely more: the next one starts at
+        // once, so a backlog drains at the batch's pace, not the interval's.
+        let more = batch().await.unwrap_or_else(|error| {
             error!(process = name, "{error:#}");
+            false
+        });
+        if more {
+            continue;
         }
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -139,13 +145,30 @@ where
 
 async fn completer_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let completer = system.completer();
+    let batch_size = system.settings.batch_size;
+    let deadline = system.settings.shutdown_deadline;
     every(
         "completer",
         system.settings.poll_interval,
-        shutdown,
+        shutdown.clone(),
         || async {
-            completer.run_batch().await?;
-            Ok(())
+            // On SIGTERM no new key starts; those in flight get until the
+            // deadline to reach a recovery point (past it, their locks
+            // time out and the next completer takes them).
+            let out_of_time = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(deadline).await;
+            };
+            tokio::select! {
+                report = completer.run_batch_until(shutdown.cancelled()) => {
+                    let report = report?;
+                    Ok(report.picked >= batch_size && report.failed < report.picked)
+                }
+                () = out_of_time => {
+                    warn!(process = "completer", ?deadline, "shutdown deadline passed with keys in flight; their locks will time out");
+                    Ok(false)
+                }
+            }
         },
     )
     .await
@@ -153,28 +176,24 @@ async fn completer_loop(system: &System, shutdown: CancellationToken) -> anyhow:
 
 async fn enqueuer_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let enqueuer = system.enqueuer();
+    let batch_size = system.settings.batch_size;
     every(
         "enqueuer",
         system.settings.poll_interval,
         shutdown,
-        || async {
-            enqueuer.run_batch().await?;
-            Ok(())
-        },
+        || async { Ok(enqueuer.run_batch().await? >= batch_size) },
     )
     .await
 }
 
 async fn reaper_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let reaper = system.reaper();
+    let batch_size = system.settings.batch_size;
     every(
         "reaper",
         system.settings.poll_interval,
         shutdown,
-        || async {
-            reaper.run_batch().await?;
-            Ok(())
-        },
+        || async { Ok(reaper.run_batch().await? >= batch_size) },
     )
     .await
 }
@@ -188,12 +207,19 @@ async fn worker_loop(system: &System, shutdown: CancellationToken) -> anyhow::Re
     let worker = system.worker();
     info!(process = "worker", "started");
     let mut queue_backoff = Duration::from_millis(100);
+    let batch = system.settings.worker_batch;
     while !shutdown.is_cancelled() {
-        let next = tokio::select! {
+        // Waiting for jobs stops at SIGTERM; jobs in hand are worked to the
+        // end, so no receipt is cut off between its send and its mark.
+        let received = tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = worker.work_next(Duration::from_secs(1)) => next,
+            received = worker.receive(batch, Duration::from_secs(1)) => received,
         };
-        match next {
+        let worked = match received {
+            Ok(deliveries) => worker.work_all(deliveries).await,
+            Err(error) => Err(error),
+        };
+        match worked {
             Ok(_) => queue_backoff = Duration::from_millis(100),
             Err(WorkError::Store(error)) => {
                 warn!(process = "worker", %error, "store unavailable; waiting for it before taking more jobs");

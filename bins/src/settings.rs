@@ -208,6 +208,15 @@ pub struct Settings {
     /// The completer leaves keys younger than this to their client.
     #[arg(long, env = "COMPLETER_MIN_AGE", value_parser = duration, default_value = "300s", global = true)]
     pub completer_min_age: Duration,
+    /// How many keys of a batch one completer works at once, each under its
+    /// own lock: sized for a gateway answering in a few hundred milliseconds.
+    #[arg(
+        long,
+        env = "COMPLETER_CONCURRENCY",
+        default_value_t = 64,
+        global = true
+    )]
+    pub completer_concurrency: usize,
     /// The completer leaves keys run more recently than this.
     #[arg(long, env = "COMPLETER_MIN_IDLE", value_parser = duration, default_value = "60s", global = true)]
     pub completer_min_idle: Duration,
@@ -229,6 +238,9 @@ pub struct Settings {
     /// jobs are claimed again after this.
     #[arg(long, env = "ENQUEUER_CLAIM_TIMEOUT", value_parser = duration, default_value = "60s", global = true)]
     pub enqueuer_claim_timeout: Duration,
+    /// Most jobs one worker takes from the queue and works at once.
+    #[arg(long, env = "WORKER_BATCH", default_value_t = 64, global = true)]
+    pub worker_batch: usize,
     /// Most keys or jobs one batch takes.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, global = true)]
     pub batch_size: usize,

@@ -331,6 +331,7 @@ impl System {
             self.completer_policy(),
             self.settings.batch_size,
         )
+        .with_concurrency(self.settings.completer_concurrency)
     }
 
     pub fn enqueuer(&self) -> DrainStagedJobs {

@@ -21,19 +21,15 @@
 //! and `pgbench` on the PATH for the floor. The binaries log at `warn`.
 //! A command that prints figures, never a test: these machines are noisy.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use adapters::postgres::queries;
 use domain::{Ride, RideId, RideParams, StoredResponse, UserId};
+use integration_tests::bench::{BODY, Keys, Level, Service, USER, load, run_once};
 use integration_tests::postgres::{free_port, start_durable};
-use tokio::process::{Child, Command};
-use tokio::task::JoinSet;
 
 const LEVELS: [usize; 3] = [1, 8, 32];
-const USER: &str = "user@example.com";
-const BODY: &str = "origin_lat=0.0&origin_lon=0.0&target_lat=0.0&target_lon=0.0";
 
 struct Flags {
     seconds: u64,
@@ -60,170 +56,13 @@ fn flags() -> Flags {
             other => panic!("unknown flag {other}"),
         }
     }
-    let binary = binary.unwrap_or_else(|| {
-        let built = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "rocket-rides",
-                "--bin",
-                "rocket-rides",
-            ])
-            .status()
-            .expect("cargo runs");
-        assert!(built.success(), "building rocket-rides failed");
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/rocket-rides")
-    });
+    let binary = binary.unwrap_or_else(integration_tests::bench::release_binary);
     Flags {
         seconds,
         binary,
         before,
         plan_keys,
     }
-}
-
-/// One level's figures.
-struct Level {
-    requests: usize,
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
-    unexpected: usize,
-}
-
-/// What the clients send: a fresh key each time, or one key again.
-#[derive(Clone)]
-enum Keys {
-    Fresh,
-    Replay(String),
-}
-
-async fn load(base: &str, clients: usize, seconds: u64, keys: Keys) -> Level {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .expect("a client");
-    let url = format!("{base}/rides");
-    let started = Instant::now();
-    let until = started + Duration::from_secs(seconds);
-    let mut tasks = JoinSet::new();
-    for _ in 0..clients {
-        let (client, url, keys) = (client.clone(), url.clone(), keys.clone());
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut unexpected = 0usize;
-            while Instant::now() < until {
-                let key = match &keys {
-                    Keys::Fresh => integration_tests::new_key(),
-                    Keys::Replay(key) => key.clone(),
-                };
-                let sent = Instant::now();
-                let answer = client
-                    .post(&url)
-                    .header("Authorization", USER)
-                    .header("Idempotency-Key", &key)
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(BODY)
-                    .send()
-                    .await;
-                let ok = match answer {
-                    Ok(response) => {
-                        let replayed = response.headers().contains_key("idempotent-replayed");
-                        let status = response.status().as_u16();
-                        let _ = response.bytes().await;
-                        status == 201 && replayed == matches!(keys, Keys::Replay(_))
-                    }
-                    Err(_) => false,
-                };
-                latencies.push(sent.elapsed());
-                unexpected += usize::from(!ok);
-            }
-            (latencies, unexpected)
-        });
-    }
-    let mut latencies = Vec::new();
-    let mut unexpected = 0;
-    while let Some(joined) = tasks.join_next().await {
-        let (mut l, u) = joined.expect("a client task");
-        latencies.append(&mut l);
-        unexpected += u;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
-    Level {
-        requests: latencies.len(),
-        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
-        unexpected,
-    }
-}
-
-/// A `rocket-rides` process, killed when dropped.
-struct Service {
-    child: Child,
-    base: String,
-}
-
-impl Service {
-    async fn start(binary: &Path, args: &[&str], database_url: Option<&str>) -> Self {
-        let port = free_port();
-        let mut command = Command::new(binary);
-        command
-            .args(args)
-            .env("API_PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            .env("SIMULATOR_RIDES", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if let Some(url) = database_url {
-            command.env("DATABASE_URL", url);
-        }
-        let child = command.spawn().expect("rocket-rides starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = client.get(format!("{base}/readyz")).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never became ready",
-                binary.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self { child, base }
-    }
-
-    /// The peak resident set size so far (VmHWM), in MiB.
-    fn peak_rss_mib(&self) -> f64 {
-        let pid = self.child.id().expect("running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    }
-}
-
-async fn run_once(binary: &Path, args: &[&str], url: Option<&str>) {
-    let status = Command::new(binary)
-        .args(args)
-        .envs(url.map(|u| ("DATABASE_URL", u.to_owned())))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .expect("rocket-rides runs");
-    assert!(status.success(), "rocket-rides {args:?} failed");
 }
 
 /// Our two statements per booked ride, and our one per replay, as pgbench
@@ -433,7 +272,7 @@ async fn main() {
     let mut rss = Vec::new();
     let mut replay_key = None;
     for (label, binary) in &builds {
-        let memory = Service::start(binary, &["start"], None).await;
+        let memory = Service::start(binary, &["start"], &[]).await;
         rows.extend(measure(&format!("{label}memory (start)"), &memory, flags.seconds).await);
         rss.push((format!("{label}memory (start)"), memory.peak_rss_mib()));
         drop(memory);
@@ -445,10 +284,10 @@ async fn main() {
             .execute(&admin)
             .await
             .expect("a database");
-        let db_url = url.replace("/postgres", &format!("/{database}"));
-        run_once(binary, &["migrate"], Some(&db_url)).await;
-        run_once(binary, &["up"], Some(&db_url)).await;
-        let api = Service::start(binary, &["api"], Some(&db_url)).await;
+        let db_url = format!("{}/{database}", url.trim_end_matches("/postgres"));
+        run_once(binary, &["migrate"], &[("DATABASE_URL", &db_url)]).await;
+        run_once(binary, &["up"], &[("DATABASE_URL", &db_url)]).await;
+        let api = Service::start(binary, &["api"], &[("DATABASE_URL", &db_url)]).await;
         let measured = measure(&format!("{label}postgres (api)"), &api, flags.seconds).await;
         rss.push((format!("{label}postgres (api)"), api.peak_rss_mib()));
         drop(api);

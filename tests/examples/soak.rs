@@ -55,21 +55,7 @@ async fn main() -> std::process::ExitCode {
     }
     config.binary = match binary {
         Some(path) => path,
-        None => {
-            let built = std::process::Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "rocket-rides",
-                    "--bin",
-                    "rocket-rides",
-                ])
-                .status()
-                .expect("cargo runs");
-            assert!(built.success(), "building rocket-rides failed");
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/rocket-rides")
-        }
+        None => integration_tests::bench::release_binary(),
     };
     match run(config).await {
         Ok(report) => {

@@ -2,6 +2,7 @@
 //! on a loopback port over the adapters a suite chooses, and returns a
 //! handle with one method per endpoint.
 
+pub mod bench;
 pub mod nats;
 pub mod plans;
 pub mod postgres;

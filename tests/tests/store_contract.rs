@@ -810,7 +810,10 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
     assert_eq!(jobs.len(), 3);
     assert!(jobs.windows(2).all(|w| w[0].id < w[1].id));
     assert_eq!(store.staged_jobs(2).await.expect("jobs").len(), 2);
-    store.delete_staged_job(jobs[0].id).await.expect("deleted");
+    store
+        .delete_staged_jobs(&[jobs[0].id])
+        .await
+        .expect("deleted");
     let left = store.staged_jobs(10).await.expect("jobs");
     assert_eq!(left, jobs[1..].to_vec());
 
@@ -894,9 +897,13 @@ async fn enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out(
             .expect("claim")
             .is_empty()
     );
-    for job in &second {
-        store.delete_staged_job(job.id).await.expect("deleted");
-    }
+    let published: Vec<i64> = second.iter().map(|job| job.id).collect();
+    store.delete_staged_jobs(&published).await.expect("deleted");
+    assert_eq!(
+        store.staged_jobs(10).await.expect("jobs"),
+        all[..3].to_vec(),
+        "exactly the published ones went"
+    );
     // The first enqueuer died: its claim runs out and its jobs come back.
     assert!(
         store

@@ -3,7 +3,7 @@
 //! failed jobs come back after their delay, and a receiver waits without
 //! polling.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,7 +18,9 @@ struct State {
     ready: VecDeque<(StagedJob, u32)>,
     delayed: Vec<(Instant, StagedJob, u32)>,
     in_flight: HashMap<u64, (StagedJob, u32)>,
-    published: HashMap<i64, Instant>,
+    /// Job ids published within the dedup window, and when, oldest first.
+    published: HashSet<i64>,
+    published_order: VecDeque<(Instant, i64)>,
     next_tag: u64,
 }
 
@@ -90,13 +92,19 @@ impl JobQueue for MemoryQueue {
             let mut state = self.state();
             let now = Instant::now();
             let window = self.dedup_window;
-            state
-                .published
-                .retain(|_, at| now.duration_since(*at) < window);
-            if state.published.contains_key(&job.id) {
+            // Forget ids older than the window, oldest first: each publish
+            // touches only what expired, however many were published.
+            while let Some(&(at, id)) = state.published_order.front() {
+                if now.duration_since(at) < window {
+                    break;
+                }
+                state.published_order.pop_front();
+                state.published.remove(&id);
+            }
+            if !state.published.insert(job.id) {
                 return Ok(());
             }
-            state.published.insert(job.id, now);
+            state.published_order.push_back((now, job.id));
             state.ready.push_back((job.clone(), 1));
         }
         self.notify.notify_one();

@@ -572,10 +572,12 @@ impl Outbox for MemoryStore {
         Ok(free)
     }
 
-    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError> {
+    async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
         let mut state = self.state();
-        state.staged_jobs.remove(&id);
-        state.job_claims.remove(&id);
+        for id in ids {
+            state.staged_jobs.remove(id);
+            state.job_claims.remove(id);
+        }
         Ok(())
     }
 }

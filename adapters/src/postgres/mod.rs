@@ -918,9 +918,9 @@ impl Outbox for PostgresStore {
         rows.into_iter().map(StagedJob::try_from).collect()
     }
 
-    async fn delete_staged_job(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM staged_jobs WHERE id = $1")
-            .bind(id)
+    async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM staged_jobs WHERE id = ANY($1)")
+            .bind(ids)
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
