@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::CompleterPolicy;
+use domain::{CompleterPolicy, RideId};
 use futures_util::{StreamExt as _, stream};
 use tracing::{error, info, warn};
 
@@ -291,36 +291,112 @@ impl WorkJobs {
     }
 
     /// Works jobs in hand, all at once; run it to the end (a send cut off
-    /// before it is marked could go out twice). A job the store or the
-    /// queue failed under is given back as in `work_next`, and the first
-    /// such error returned once every job is done.
+    /// before it is marked could go out twice). The receipts are claimed in
+    /// one write, sent concurrently, and those sent marked in one write
+    /// before their jobs are acknowledged. When the store or the queue
+    /// fails under a job, the job is given back as in `work_next`, and the
+    /// first such error returned once every job is dealt with.
     #[tracing::instrument(name = "worker_batch", skip_all, fields(jobs = deliveries.len()))]
     pub async fn work_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<WorkOutcome>, WorkError> {
-        let concurrency = deliveries.len().max(1);
-        let results: Vec<_> = stream::iter(deliveries)
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<(i64, RideId)> = deliveries
+            .iter()
+            .map(|delivery| (delivery.job.id, delivery.job.job.ride_id))
+            .collect();
+        let claims = match self
+            .receipts
+            .claim_receipts(&wanted, self.clock.now(), Self::CLAIM_STALE_AFTER)
+            .await
+        {
+            Ok(claims) => claims,
+            Err(error) => return Err(self.give_back(&deliveries, error.into()).await),
+        };
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut failed: Option<WorkError> = None;
+        let mut to_send = Vec::new();
+        for (delivery, claim) in deliveries.into_iter().zip(claims) {
+            let job_id = delivery.job.id;
+            let ride_id = delivery.job.job.ride_id;
+            let handled = match claim {
+                ReceiptClaim::Claimed => {
+                    to_send.push(delivery);
+                    continue;
+                }
+                ReceiptClaim::AlreadySent => self.queue.ack(&delivery).await.map(|()| {
+                    info!(job_id, %ride_id, "receipt already sent; duplicate delivery acknowledged");
+                    WorkOutcome::AlreadySent { job_id }
+                }),
+                ReceiptClaim::InProgress => self
+                    .queue
+                    .retry_later(&delivery, Self::CLAIM_STALE_AFTER)
+                    .await
+                    .map(|()| {
+                        info!(job_id, %ride_id, "another worker is sending this receipt; asking again later");
+                        WorkOutcome::InProgressElsewhere { job_id }
+                    }),
+            };
+            match handled {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(error) => failed = failed.or(Some(error.into())),
+            }
+        }
+        let concurrency = to_send.len().max(1);
+        let sends: Vec<(Delivery, anyhow::Result<()>)> = stream::iter(to_send)
             .map(|delivery| async move {
-                let result = self.work(&delivery).await;
-                (delivery, result)
+                let sent = self.sender.send(delivery.job.id, &delivery.job.job).await;
+                (delivery, sent)
             })
             .buffer_unordered(concurrency)
             .collect()
             .await;
-        let mut outcomes = Vec::with_capacity(results.len());
-        let mut failed = None;
-        for (delivery, result) in results {
-            match result {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(error) => {
-                    warn!(job_id = delivery.job.id, %error, "could not work the job; giving it back");
-                    if let Err(cause) = self
-                        .queue
-                        .postpone(&delivery, Self::STORE_FAILURE_DELAY)
-                        .await
-                    {
-                        // It comes back after the queue's ack wait anyway.
-                        warn!(job_id = delivery.job.id, error = %cause, "could not give the job back");
-                    }
-                    failed = failed.or(Some(error));
+        let mut sent = Vec::with_capacity(sends.len());
+        for (delivery, result) in sends {
+            let Err(cause) = result else {
+                sent.push(delivery);
+                continue;
+            };
+            let (job_id, attempt) = (delivery.job.id, delivery.attempt);
+            let delay = Self::backoff(attempt);
+            error!(job_id, attempt, ?delay, error = %cause, "sending the receipt failed; retrying later");
+            if let Err(error) = self
+                .receipts
+                .release_receipt(delivery.job.job.ride_id)
+                .await
+            {
+                failed = failed.or(Some(self.give_back(&[delivery], error.into()).await));
+                continue;
+            }
+            match self.queue.retry_later(&delivery, delay).await {
+                Ok(()) => outcomes.push(WorkOutcome::Retrying { job_id, delay }),
+                Err(error) => failed = failed.or(Some(error.into())),
+            }
+        }
+        if !sent.is_empty() {
+            let rides: Vec<RideId> = sent.iter().map(|d| d.job.job.ride_id).collect();
+            if let Err(error) = self
+                .receipts
+                .mark_receipts_sent(&rides, self.clock.now())
+                .await
+            {
+                let error = self.give_back(&sent, error.into()).await;
+                return Err(failed.unwrap_or(error));
+            }
+            metrics::counter!("rocket_rides_receipts_sent_total").increment(sent.len() as u64);
+            let acks: Vec<_> = stream::iter(sent)
+                .map(|delivery| async move {
+                    let acked = self.queue.ack(&delivery).await;
+                    (delivery.job.id, acked)
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            for (job_id, acked) in acks {
+                match acked {
+                    Ok(()) => outcomes.push(WorkOutcome::Sent { job_id }),
+                    // Marked sent: a redelivery is acknowledged as a duplicate.
+                    Err(error) => failed = failed.or(Some(error.into())),
                 }
             }
         }
@@ -330,47 +406,21 @@ impl WorkJobs {
         }
     }
 
-    async fn work(&self, delivery: &Delivery) -> Result<WorkOutcome, WorkError> {
-        let delivery = delivery.clone();
-        let job_id = delivery.job.id;
-        let receipt = &delivery.job.job;
-        let claim = self
-            .receipts
-            .claim_receipt(
-                job_id,
-                receipt.ride_id,
-                self.clock.now(),
-                Self::CLAIM_STALE_AFTER,
-            )
-            .await?;
-        match claim {
-            ReceiptClaim::Claimed => {}
-            ReceiptClaim::AlreadySent => {
-                self.queue.ack(&delivery).await?;
-                info!(job_id, ride_id = %receipt.ride_id, "receipt already sent; duplicate delivery acknowledged");
-                return Ok(WorkOutcome::AlreadySent { job_id });
-            }
-            ReceiptClaim::InProgress => {
-                self.queue
-                    .retry_later(&delivery, Self::CLAIM_STALE_AFTER)
-                    .await?;
-                info!(job_id, ride_id = %receipt.ride_id, "another worker is sending this receipt; asking again later");
-                return Ok(WorkOutcome::InProgressElsewhere { job_id });
+    /// Gives jobs back to the queue after the store or the queue failed
+    /// under them (postponed: not the jobs' fault); returns the error.
+    async fn give_back(&self, deliveries: &[Delivery], error: WorkError) -> WorkError {
+        for delivery in deliveries {
+            warn!(job_id = delivery.job.id, %error, "could not work the job; giving it back");
+            if let Err(cause) = self
+                .queue
+                .postpone(delivery, Self::STORE_FAILURE_DELAY)
+                .await
+            {
+                // It comes back after the queue's ack wait anyway.
+                warn!(job_id = delivery.job.id, error = %cause, "could not give the job back");
             }
         }
-        if let Err(cause) = self.sender.send(job_id, receipt).await {
-            let delay = Self::backoff(delivery.attempt);
-            error!(job_id, attempt = delivery.attempt, ?delay, error = %cause, "sending the receipt failed; retrying later");
-            self.receipts.release_receipt(receipt.ride_id).await?;
-            self.queue.retry_later(&delivery, delay).await?;
-            return Ok(WorkOutcome::Retrying { job_id, delay });
-        }
-        self.receipts
-            .mark_receipt_sent(receipt.ride_id, self.clock.now())
-            .await?;
-        self.queue.ack(&delivery).await?;
-        metrics::counter!("rocket_rides_receipts_sent_total").increment(1);
-        Ok(WorkOutcome::Sent { job_id })
+        error
     }
 }
 

@@ -274,19 +274,42 @@ pub trait Outbox: Send + Sync {
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Receipts: Send + Sync {
-    /// Takes the right to send a ride's receipt, before sending it.
+    /// Takes the right to send each ride's receipt, before sending it: one
+    /// answer per `(job id, ride)`, in order, in one write. A ride listed
+    /// twice is claimed once; its later entries are `InProgress`.
+    async fn claim_receipts(
+        &self,
+        claims: &[(i64, RideId)],
+        now: SystemTime,
+        stale_after: Duration,
+    ) -> Result<Vec<ReceiptClaim>, StoreError>;
+    /// The receipts went out; nobody sends them again.
+    async fn mark_receipts_sent(&self, rides: &[RideId], now: SystemTime)
+    -> Result<(), StoreError>;
+    /// Sending failed; the next delivery may claim it at once.
+    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError>;
+    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
+
+    /// `claim_receipts` for one ride.
     async fn claim_receipt(
         &self,
         job_id: i64,
         ride_id: RideId,
         now: SystemTime,
         stale_after: Duration,
-    ) -> Result<ReceiptClaim, StoreError>;
-    /// The receipt went out; nobody sends it again.
-    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError>;
-    /// Sending failed; the next delivery may claim it at once.
-    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError>;
-    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
+    ) -> Result<ReceiptClaim, StoreError> {
+        let mut claims = self
+            .claim_receipts(&[(job_id, ride_id)], now, stale_after)
+            .await?;
+        claims
+            .pop()
+            .ok_or_else(|| StoreError::Inconsistent("a claim without an answer".into()))
+    }
+
+    /// `mark_receipts_sent` for one ride.
+    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError> {
+        self.mark_receipts_sent(&[ride_id], now).await
+    }
 }
 
 /// All four ports over one database: what `bins` builds and hands out, each

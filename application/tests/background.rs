@@ -293,8 +293,8 @@ async fn a_store_failure_under_a_job_postpones_it_and_never_fails_the_job() {
     queue.expect_ack().never();
     let mut store = MockReceipts::new();
     store
-        .expect_claim_receipt()
-        .returning(|_, _, _, _| Err(StoreError::Unavailable(anyhow::anyhow!("connection reset"))));
+        .expect_claim_receipts()
+        .returning(|_, _, _| Err(StoreError::Unavailable(anyhow::anyhow!("connection reset"))));
     let mut sender = MockReceiptSender::new();
     sender.expect_send().never();
     let worker = WorkJobs::new(

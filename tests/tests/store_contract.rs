@@ -867,6 +867,86 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
     assert!(store.receipt_sent(ride).await.expect("read"));
 }
 
+/// Receipts claimed and marked many at once answer exactly as one at a
+/// time would, in order; a ride listed twice is claimed once.
+async fn receipts_are_claimed_and_marked_in_batches(store: Arc<dyn ContractStore>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    for n in 0..3 {
+        book(store.as_ref(), &request(&rider, &key(n), 1.0), at(0)).await;
+    }
+    let jobs = store.staged_jobs(10).await.expect("jobs");
+    let ride = |i: usize| jobs[i].job.ride_id;
+    let stale = Duration::from_secs(60);
+    let first = store
+        .claim_receipts(
+            &[
+                (jobs[0].id, ride(0)),
+                (jobs[1].id, ride(1)),
+                (jobs[0].id, ride(0)),
+            ],
+            at(1),
+            stale,
+        )
+        .await
+        .expect("claims");
+    assert_eq!(
+        first,
+        vec![
+            ReceiptClaim::Claimed,
+            ReceiptClaim::Claimed,
+            ReceiptClaim::InProgress
+        ],
+        "a ride listed twice is claimed once"
+    );
+    store
+        .mark_receipts_sent(&[ride(0)], at(2))
+        .await
+        .expect("marked");
+    let second = store
+        .claim_receipts(
+            &[
+                (jobs[2].id, ride(2)),
+                (jobs[1].id, ride(1)),
+                (jobs[0].id, ride(0)),
+            ],
+            at(3),
+            stale,
+        )
+        .await
+        .expect("claims");
+    assert_eq!(
+        second,
+        vec![
+            ReceiptClaim::Claimed,
+            ReceiptClaim::InProgress,
+            ReceiptClaim::AlreadySent
+        ],
+        "in the order asked"
+    );
+    assert_eq!(
+        store
+            .claim_receipts(&[(jobs[1].id, ride(1))], at(61), stale)
+            .await
+            .expect("claims"),
+        vec![ReceiptClaim::Claimed],
+        "a claim 60 s old is stale"
+    );
+    store
+        .mark_receipts_sent(&[ride(1), ride(2)], at(62))
+        .await
+        .expect("marked");
+    for i in 0..3 {
+        assert!(store.receipt_sent(ride(i)).await.expect("read"), "ride {i}");
+    }
+    assert!(
+        store
+            .claim_receipts(&[], at(63), stale)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
 async fn enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out(
     store: Arc<dyn ContractStore>,
 ) {
@@ -1106,6 +1186,7 @@ macro_rules! contract {
             case!(staged_jobs_come_in_id_order_and_receipts_are_recorded_once);
             case!(users_upsert_by_email_and_are_found_by_api_key_hash);
             case!(enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out);
+            case!(receipts_are_claimed_and_marked_in_batches);
             case!(keys_whose_charge_was_attempted_long_ago_are_listed_for_review);
             case!(keys_for_review_are_reported_once_and_left_out_of_the_completers_batches);
             case!(the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded);

@@ -584,34 +584,44 @@ impl Outbox for MemoryStore {
 
 #[async_trait]
 impl Receipts for MemoryStore {
-    async fn claim_receipt(
+    async fn claim_receipts(
         &self,
-        _job_id: i64,
-        ride_id: RideId,
+        claims: &[(i64, RideId)],
         now: SystemTime,
         stale_after: Duration,
-    ) -> Result<ReceiptClaim, StoreError> {
+    ) -> Result<Vec<ReceiptClaim>, StoreError> {
         let mut state = self.state();
-        match state.receipts.get(&ride_id) {
-            Some(receipt) if receipt.sent => return Ok(ReceiptClaim::AlreadySent),
-            Some(receipt) if receipt.claimed_at + stale_after > now => {
-                return Ok(ReceiptClaim::InProgress);
-            }
-            _ => {}
+        let mut answers = Vec::with_capacity(claims.len());
+        for (_, ride_id) in claims {
+            let answer = match state.receipts.get(ride_id) {
+                Some(receipt) if receipt.sent => ReceiptClaim::AlreadySent,
+                Some(receipt) if receipt.claimed_at + stale_after > now => ReceiptClaim::InProgress,
+                _ => {
+                    state.receipts.insert(
+                        *ride_id,
+                        Receipt {
+                            claimed_at: now,
+                            sent: false,
+                        },
+                    );
+                    ReceiptClaim::Claimed
+                }
+            };
+            answers.push(answer);
         }
-        state.receipts.insert(
-            ride_id,
-            Receipt {
-                claimed_at: now,
-                sent: false,
-            },
-        );
-        Ok(ReceiptClaim::Claimed)
+        Ok(answers)
     }
 
-    async fn mark_receipt_sent(&self, ride_id: RideId, _now: SystemTime) -> Result<(), StoreError> {
-        if let Some(receipt) = self.state().receipts.get_mut(&ride_id) {
-            receipt.sent = true;
+    async fn mark_receipts_sent(
+        &self,
+        rides: &[RideId],
+        _now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        for ride_id in rides {
+            if let Some(receipt) = state.receipts.get_mut(ride_id) {
+                receipt.sent = true;
+            }
         }
         Ok(())
     }

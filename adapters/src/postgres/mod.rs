@@ -302,6 +302,21 @@ pub mod queries {
         leased!()
     );
 
+    /// Claims receipts, one statement: $1 rides, $2 their jobs (each ride
+    /// once), $3 now, $4 claims older than this are stale. A ride is
+    /// claimed if nobody holds it, or its holder's claim went stale unsent;
+    /// otherwise it was sent, or another worker holds it now. One row per
+    /// ride: claimed, sent.
+    pub const CLAIM_RECEIPTS: &str = "WITH wanted AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) \
+         AS w(ride_id, job_id)), \
+         claimed AS (INSERT INTO sent_receipts (ride_id, job_id, claimed_at) \
+         SELECT ride_id, job_id, $3 FROM wanted ORDER BY ride_id \
+         ON CONFLICT (ride_id) DO UPDATE SET job_id = EXCLUDED.job_id, claimed_at = EXCLUDED.claimed_at \
+         WHERE sent_receipts.sent_at IS NULL AND sent_receipts.claimed_at <= $4 RETURNING ride_id) \
+         SELECT w.ride_id, c.ride_id IS NOT NULL AS claimed, s.sent_at IS NOT NULL AS sent \
+         FROM wanted w LEFT JOIN claimed c ON c.ride_id = w.ride_id \
+         LEFT JOIN sent_receipts s ON s.ride_id = w.ride_id";
+
     /// $1 key, $2 generation, $3 expected recovery points, $4 now.
     pub const NOTE_CHARGE_ATTEMPT: &str = concat!(
         "UPDATE idempotency_keys SET charge_attempted_at = COALESCE(charge_attempted_at, $4) WHERE ",
@@ -930,49 +945,77 @@ impl Outbox for PostgresStore {
 
 #[async_trait]
 impl Receipts for PostgresStore {
-    async fn claim_receipt(
+    async fn claim_receipts(
         &self,
-        job_id: i64,
-        ride_id: RideId,
+        claims: &[(i64, RideId)],
         now: SystemTime,
         stale_after: Duration,
-    ) -> Result<ReceiptClaim, StoreError> {
+    ) -> Result<Vec<ReceiptClaim>, StoreError> {
+        // Each ride once (an upsert may not touch one row twice), in ride
+        // order, so two workers claiming overlapping batches take the rows'
+        // locks in the same order.
+        let mut unique: Vec<(i64, RideId)> = Vec::with_capacity(claims.len());
+        let mut seen = std::collections::HashSet::new();
+        for &(job_id, ride_id) in claims {
+            if seen.insert(ride_id) {
+                unique.push((job_id, ride_id));
+            }
+        }
+        unique.sort_by_key(|(_, ride_id)| *ride_id);
         let stale_before = now
             .checked_sub(stale_after)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        // Insert the claim, or take over a stale unsent one; otherwise read
-        // what is there, in one statement.
-        let claimed: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO sent_receipts (ride_id, job_id, claimed_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (ride_id) DO UPDATE SET job_id = EXCLUDED.job_id, claimed_at = EXCLUDED.claimed_at \
-             WHERE sent_receipts.sent_at IS NULL AND sent_receipts.claimed_at <= $4 \
-             RETURNING ride_id",
-        )
-        .bind(ride_id.0)
-        .bind(job_id)
-        .bind(timestamp(now))
-        .bind(timestamp(stale_before))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if claimed.is_some() {
-            return Ok(ReceiptClaim::Claimed);
-        }
-        Ok(match self.receipt_sent(ride_id).await? {
-            true => ReceiptClaim::AlreadySent,
-            false => ReceiptClaim::InProgress,
-        })
+        let rows: Vec<(i64, bool, bool)> = sqlx::query_as(queries::CLAIM_RECEIPTS)
+            .bind(unique.iter().map(|(_, ride)| ride.0).collect::<Vec<_>>())
+            .bind(unique.iter().map(|(job, _)| *job).collect::<Vec<_>>())
+            .bind(timestamp(now))
+            .bind(timestamp(stale_before))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let answers: std::collections::HashMap<i64, ReceiptClaim> = rows
+            .into_iter()
+            .map(|(ride, claimed, sent)| {
+                let answer = match (claimed, sent) {
+                    (true, _) => ReceiptClaim::Claimed,
+                    (false, true) => ReceiptClaim::AlreadySent,
+                    (false, false) => ReceiptClaim::InProgress,
+                };
+                (ride, answer)
+            })
+            .collect();
+        let mut answered = std::collections::HashSet::new();
+        claims
+            .iter()
+            .map(|(_, ride_id)| {
+                let answer = answers.get(&ride_id.0).copied().ok_or_else(|| {
+                    StoreError::Inconsistent(format!("no claim answer for ride {ride_id}"))
+                })?;
+                // A ride listed again: its first entry holds the claim.
+                Ok(if answered.insert(*ride_id) {
+                    answer
+                } else {
+                    ReceiptClaim::InProgress
+                })
+            })
+            .collect()
     }
 
-    /// Tried again for about fifteen seconds: the receipt has gone out, and
-    /// giving up would let another delivery send it a second time once the
-    /// claim goes stale. A restarting Postgres is back well within that.
-    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError> {
+    /// Tried again for about fifteen seconds: the receipts have gone out,
+    /// and giving up would let another delivery send them a second time
+    /// once the claims go stale. A restarting Postgres is back well within
+    /// that.
+    async fn mark_receipts_sent(
+        &self,
+        rides: &[RideId],
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let rides: Vec<i64> = rides.iter().map(|ride| ride.0).collect();
         persist(Duration::from_secs(15), || {
             sqlx::query(
-                "UPDATE sent_receipts SET sent_at = $2 WHERE ride_id = $1 AND sent_at IS NULL",
+                "UPDATE sent_receipts SET sent_at = $2 WHERE ride_id = ANY($1) AND sent_at IS NULL",
             )
-            .bind(ride_id.0)
+            .bind(&rides)
             .bind(timestamp(now))
             .execute(&self.pool)
         })
