@@ -127,6 +127,10 @@ CREATE TABLE IF NOT EXISTS staged_jobs (
 -- never publish one job at once; a crashed enqueuer's claim runs out.
 ALTER TABLE staged_jobs ADD COLUMN IF NOT EXISTS claimed_until TIMESTAMPTZ;
 
+-- Ours: when a job was staged, for the age of the oldest in the backlog
+-- (a metric). Rows staged before this column existed read as migrated.
+ALTER TABLE staged_jobs ADD COLUMN IF NOT EXISTS created_at TIMESTAMPTZ NOT NULL DEFAULT now();
+
 -- Ours: one receipt per ride. A worker claims the ride's row before
 -- sending (claimed_at) and marks it sent after (sent_at), so a job delivered
 -- twice, or to two workers, sends once.

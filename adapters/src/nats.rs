@@ -312,6 +312,15 @@ impl NatsQueue {
         Ok(dead)
     }
 
+    /// How many jobs the dead-letter stream holds.
+    pub async fn dead_job_count(&self) -> anyhow::Result<u64> {
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.settings.dead_letter_stream)
+            .await?;
+        Ok(stream.info().await?.state.messages)
+    }
+
     /// The jobs in the dead-letter stream, oldest first.
     pub async fn dead_jobs(&self, limit: usize) -> anyhow::Result<Vec<DeadJob>> {
         let mut stream = self

@@ -129,6 +129,16 @@ impl CompleteStalledKeys {
         if report.picked > 0 || report.needs_review > 0 {
             info!(?report, "completer batch done");
         }
+        for (result, count) in [
+            ("finished", report.finished),
+            ("skipped", report.skipped),
+            ("failed", report.failed),
+            ("left", report.left),
+            ("needs_review", report.needs_review),
+        ] {
+            metrics::counter!("rocket_rides_completer_keys_total", "result" => result)
+                .increment(count as u64);
+        }
         metrics::gauge!("rocket_rides_completer_last_batch_picked").set(report.picked as f64);
         Ok(report)
     }

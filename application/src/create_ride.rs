@@ -8,7 +8,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use domain::charge::ReceiptJob;
 use domain::{
@@ -117,8 +117,9 @@ impl CreateRide {
     /// Runs a client's request from the key phase to an answer.
     #[tracing::instrument(name = "create_ride", skip_all, fields(user_id = %request.user.id, key = %request.key))]
     pub async fn run(&self, request: RideRequest) -> Result<Answer, CreateRideError> {
+        let started = Instant::now();
         let result = self.run_request(request).await;
-        count_outcome("api", &result);
+        count_outcome("api", &result, started);
         result
     }
 
@@ -132,11 +133,13 @@ impl CreateRide {
             charges_now: !request.raise_error,
         };
         let now = self.clock.now();
-        let record = match self
-            .keys
-            .begin_request(&key_request, now, self.settings.lock)
-            .await?
-        {
+        let begun = timed(
+            "begin_request",
+            self.keys
+                .begin_request(&key_request, now, self.settings.lock),
+        )
+        .await?;
+        let record = match begun {
             KeyPhase::Locked(record) => record,
             KeyPhase::Replay(response) => {
                 info!(status = response.status, "replaying the stored response");
@@ -165,8 +168,9 @@ impl CreateRide {
         let Some(record) = self.keys.lock_for_completion(key_id, now, policy).await? else {
             return Ok(None);
         };
+        let started = Instant::now();
         let result = self.resume_locked(record).await;
-        count_outcome("completer", &result);
+        count_outcome("completer", &result, started);
         result.map(Some)
     }
 
@@ -284,23 +288,31 @@ impl CreateRide {
                 info_span!("phase", key_id = %record.id, recovery_point = %record.recovery_point());
             let response = match &record.progress {
                 KeyProgress::Started => {
-                    record = self
-                        .keys
-                        .create_ride(lease, self.clock.now())
-                        .instrument(span)
-                        .await?;
+                    record = timed(
+                        "create_ride",
+                        self.keys
+                            .create_ride(lease, self.clock.now())
+                            .instrument(span),
+                    )
+                    .await?;
                     info!(key_id = %record.id, ride_id = ?record.progress.ride_id().map(|r| r.0), "ride created");
                     continue;
                 }
                 KeyProgress::RideCreated { .. } => {
-                    self.charge(lease, &record, user, raise_error)
-                        .instrument(span)
-                        .await?
+                    timed(
+                        "charge",
+                        self.charge(lease, &record, user, raise_error)
+                            .instrument(span),
+                    )
+                    .await?
                 }
                 KeyProgress::ChargeCreated { ride_id } => {
-                    self.finish_booking(lease, &record, *ride_id)
-                        .instrument(span)
-                        .await?
+                    timed(
+                        "finish_booking",
+                        self.finish_booking(lease, &record, *ride_id)
+                            .instrument(span),
+                    )
+                    .await?
                 }
                 KeyProgress::Finished { response, .. } => {
                     return Ok(Answer {
@@ -344,6 +356,7 @@ impl CreateRide {
             description: format!("Rocket Rides ride for {}", user.email),
             idempotency_key: record.downstream_key.clone(),
         };
+        let called = Instant::now();
         let outcome = self.gateway.charge(&request).await;
         let label = match &outcome {
             ChargeOutcome::Charged { .. } => "charged",
@@ -352,6 +365,8 @@ impl CreateRide {
             ChargeOutcome::Unknown { .. } => "unknown",
         };
         metrics::counter!("rocket_rides_charge_attempts_total", "outcome" => label).increment(1);
+        metrics::histogram!("rocket_rides_gateway_call_duration_seconds", "outcome" => label)
+            .record(called.elapsed().as_secs_f64());
         match outcome {
             ChargeOutcome::Charged { charge_id } => {
                 info!(key_id = %record.id, %charge_id, "card charged");
@@ -447,8 +462,22 @@ impl CreateRide {
     }
 }
 
-/// Counts how requests end, by who ran them (`api`, `completer`).
-fn count_outcome(runner: &'static str, result: &Result<Answer, CreateRideError>) {
+/// Runs one phase of a request and records how long it took, by phase:
+/// `begin_request` (the key, and for a new key its ride and charge attempt),
+/// `create_ride` (a resumed key at `started`), `charge` (from `ride_created`:
+/// the gateway call and the booking after it), `finish_booking` (from
+/// `charge_created`).
+async fn timed<T>(phase: &'static str, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let output = work.await;
+    metrics::histogram!("rocket_rides_phase_duration_seconds", "phase" => phase)
+        .record(started.elapsed().as_secs_f64());
+    output
+}
+
+/// Counts how requests end, by who ran them (`api`, `completer`), and how
+/// long they took.
+fn count_outcome(runner: &'static str, result: &Result<Answer, CreateRideError>, started: Instant) {
     let outcome = match result {
         Ok(answer) if answer.replayed => "replayed",
         Ok(answer) => match answer.response.status {
@@ -467,6 +496,8 @@ fn count_outcome(runner: &'static str, result: &Result<Answer, CreateRideError>)
     };
     metrics::counter!("rocket_rides_ride_requests_total", "runner" => runner, "outcome" => outcome)
         .increment(1);
+    metrics::histogram!("rocket_rides_ride_request_duration_seconds", "runner" => runner, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// The text a panic was raised with, if it was a string.

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use domain::charge::ReceiptJob;
 use domain::{
     ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId,
-    KeyRecord, LockPolicy, PhaseWrite, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams,
-    StagedJob, StoredResponse, User, UserId,
+    KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, RequestFingerprint, ReviewPolicy, Ride,
+    RideId, RideParams, StagedJob, StoredResponse, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -45,6 +45,23 @@ pub enum ReceiptClaim {
     /// Another worker claimed it moments ago and may still be sending:
     /// ask for the job again later, in case that worker fails.
     InProgress,
+}
+
+/// Unfinished keys, for the operator's gauges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    /// Unfinished keys by recovery point (points with none left out).
+    pub by_recovery_point: Vec<(RecoveryPoint, u64)>,
+    /// Keys whose charge was first attempted before the review cutoff.
+    pub awaiting_review: u64,
+}
+
+/// The staged-job backlog, for the operator's gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub jobs: u64,
+    /// How long the oldest staged job has waited (zero when none).
+    pub oldest_age: Duration,
 }
 
 /// Proof of holding a key's lock: the key and the lock generation taken.
@@ -238,6 +255,13 @@ pub trait Keys: Send + Sync {
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError>;
 
+    /// How many keys are unfinished, by recovery point, and how many of
+    /// them attempted their charge before `attempted_before` (review's).
+    async fn unfinished_counts(
+        &self,
+        attempted_before: SystemTime,
+    ) -> Result<KeyCounts, StoreError>;
+
     /// Up to `limit` of those keys that were never reported, marked reported
     /// at `now` and returned: however many completers run, each key is
     /// reported once.
@@ -266,6 +290,8 @@ pub trait Outbox: Send + Sync {
         now: SystemTime,
         claim_for: Duration,
     ) -> Result<Vec<StagedJob>, StoreError>;
+    /// How many jobs are staged, and how long the oldest has waited.
+    async fn backlog(&self, now: SystemTime) -> Result<Backlog, StoreError>;
     /// Removes jobs the queue accepted, in one write.
     async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError>;
 }

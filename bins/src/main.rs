@@ -105,5 +105,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => processes::migrate(&settings, shutdown).await,
         Command::FakeStripe(args) => processes::fake_stripe(&args, shutdown).await,
         Command::DeadJobs(args) => processes::dead_jobs(&settings, &args, shutdown).await,
+        Command::Healthcheck(args) => processes::healthcheck(&settings, &args).await,
     }
 }

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use application::{AuthMode, ReviewResolution, WorkError};
-use domain::KeyId;
+use domain::{KeyId, RecoveryPoint};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::settings::{
-    DeadJobsArgs, FakeStripeArgs, FaultArg, FaultTimingArg, ResolveArgs, ReviewArgs, Settings,
-    SimulatorArgs,
+    DeadJobsArgs, FakeStripeArgs, FaultArg, FaultTimingArg, HealthcheckArgs, ResolveArgs,
+    ReviewArgs, Settings, SimulatorArgs,
 };
 use crate::simulator;
 use crate::wiring::{Needs, StoppedWhileWaiting, System};
@@ -143,6 +143,44 @@ where
     Ok(())
 }
 
+/// Gauges of the keys not yet finished, by recovery point, and of those
+/// awaiting review: read by the completer after each batch.
+async fn sample_keys(system: &System) {
+    let cutoff = system.review_policy().attempted_before(system.clock.now());
+    match system.store.unfinished_counts(cutoff).await {
+        Ok(counts) => {
+            for point in [
+                RecoveryPoint::Started,
+                RecoveryPoint::RideCreated,
+                RecoveryPoint::ChargeCreated,
+            ] {
+                let count = counts
+                    .by_recovery_point
+                    .iter()
+                    .find(|(p, _)| *p == point)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("rocket_rides_unfinished_keys", "recovery_point" => point.as_str())
+                    .set(count as f64);
+            }
+            metrics::gauge!("rocket_rides_keys_awaiting_review").set(counts.awaiting_review as f64);
+        }
+        Err(error) => warn!(process = "completer", %error, "could not count unfinished keys"),
+    }
+}
+
+/// Gauges of the staged-job backlog and its oldest job's age: read by the
+/// enqueuer after each batch.
+async fn sample_backlog(system: &System) {
+    match system.store.backlog(system.clock.now()).await {
+        Ok(backlog) => {
+            metrics::gauge!("rocket_rides_staged_jobs").set(backlog.jobs as f64);
+            metrics::gauge!("rocket_rides_oldest_staged_job_age_seconds")
+                .set(backlog.oldest_age.as_secs_f64());
+        }
+        Err(error) => warn!(process = "enqueuer", %error, "could not measure the backlog"),
+    }
+}
+
 async fn completer_loop(system: &System, shutdown: CancellationToken) -> anyhow::Result<()> {
     let completer = system.completer();
     let batch_size = system.settings.batch_size;
@@ -162,6 +200,7 @@ async fn completer_loop(system: &System, shutdown: CancellationToken) -> anyhow:
             tokio::select! {
                 report = completer.run_batch_until(shutdown.cancelled()) => {
                     let report = report?;
+                    sample_keys(system).await;
                     Ok(report.picked >= batch_size && report.failed < report.picked)
                 }
                 () = out_of_time => {
@@ -181,7 +220,11 @@ async fn enqueuer_loop(system: &System, shutdown: CancellationToken) -> anyhow::
         "enqueuer",
         system.settings.poll_interval,
         shutdown,
-        || async { Ok(enqueuer.run_batch().await? >= batch_size) },
+        || async {
+            let moved = enqueuer.run_batch().await;
+            sample_backlog(system).await;
+            Ok(moved? >= batch_size)
+        },
     )
     .await
 }
@@ -246,9 +289,12 @@ pub async fn start(
     simulator: &SimulatorArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let ops = serve_ops(settings, &shutdown).await?;
     let system =
         std::sync::Arc::new(System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?);
     seed_if_embedded(&system).await?;
+    let _ = ops.set(system.store.clone());
+    system.spawn_resource_gauges(&shutdown, true);
     let listener = bind(settings).await?;
     let mut tasks = JoinSet::new();
     {
@@ -283,12 +329,16 @@ pub async fn start(
 /// The API serves at once, while it waits for Postgres: `/healthz` answers,
 /// `/readyz` and ride requests answer 503 until the store does.
 pub async fn api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ops = serve_ops(settings, &shutdown).await?;
     let system = System::build(settings, Needs::API, &shutdown).await?;
     let listener = bind(settings).await?;
     let ready = async {
         let ready = async {
             system.wait_for_store(&shutdown).await?;
-            seed_if_embedded(&system).await
+            seed_if_embedded(&system).await?;
+            let _ = ops.set(system.store.clone());
+            system.spawn_resource_gauges(&shutdown, false);
+            Ok::<(), anyhow::Error>(())
         }
         .await;
         match ready {
@@ -304,64 +354,98 @@ pub async fn api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Re
 }
 
 pub async fn completer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ready = serve_health(settings, &shutdown).await?;
+    let ready = serve_ops(settings, &shutdown).await?;
     let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "completer")?;
     let _ = ready.set(system.store.clone());
+    system.spawn_resource_gauges(&shutdown, false);
     completer_loop(&system, shutdown).await
 }
 
 pub async fn enqueuer(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ready = serve_health(settings, &shutdown).await?;
+    let ready = serve_ops(settings, &shutdown).await?;
     let system = System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?;
     require_shared_store(&system, "enqueuer")?;
     require_shared_queue(&system, "enqueuer")?;
     let _ = ready.set(system.store.clone());
+    system.spawn_resource_gauges(&shutdown, false);
     enqueuer_loop(&system, shutdown).await
 }
 
 pub async fn worker(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ready = serve_health(settings, &shutdown).await?;
+    let ready = serve_ops(settings, &shutdown).await?;
     let system = System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?;
     require_shared_store(&system, "worker")?;
     require_shared_queue(&system, "worker")?;
     let _ = ready.set(system.store.clone());
+    system.spawn_resource_gauges(&shutdown, true);
     worker_loop(&system, shutdown).await
 }
 
 pub async fn reaper(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ready = serve_health(settings, &shutdown).await?;
+    let ready = serve_ops(settings, &shutdown).await?;
     let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "reaper")?;
     let _ = ready.set(system.store.clone());
+    system.spawn_resource_gauges(&shutdown, false);
     reaper_loop(&system, shutdown).await
 }
 
-/// With `--health-port`, serves `/healthz` and `/readyz` for a background
-/// process from before it connects (not ready while it waits) to shutdown.
-async fn serve_health(
+/// With `METRICS_ADDR` (or `HEALTH_PORT`), serves `/metrics`, `/healthz`
+/// and `/readyz` from before the process connects (not ready while it
+/// waits) to shutdown.
+async fn serve_ops(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<adapters::http::ReadyStore> {
     let ready = adapters::http::ReadyStore::default();
-    if let Some(port) = settings.health_port {
-        let address = format!("{}:{port}", settings.api_host);
+    if let Some(address) = settings.ops_address() {
         let listener = TcpListener::bind(&address)
             .await
-            .with_context(|| format!("binding the health endpoint to {address}"))?;
-        info!(%address, "health endpoint listening");
-        let router = adapters::http::health_router(ready.clone());
+            .with_context(|| format!("binding the metrics endpoint to {address}"))?;
+        info!(%address, "metrics and health endpoint listening");
+        let router = adapters::http::ops_router(ready.clone(), crate::wiring::metrics_renderer());
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
             if let Err(error) = served {
-                warn!(%error, "the health endpoint stopped");
+                warn!(%error, "the metrics endpoint stopped");
             }
         });
     }
     Ok(ready)
+}
+
+/// Exits 0 when this process's health endpoint answers `/readyz` with 200.
+pub async fn healthcheck(settings: &Settings, args: &HealthcheckArgs) -> anyhow::Result<()> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let address = settings
+                .ops_address()
+                .context("no METRICS_ADDR (or HEALTH_PORT) to ask; pass --url")?;
+            let port = address
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.parse::<u16>().ok())
+                .with_context(|| format!("METRICS_ADDR {address} has no port"))?;
+            format!("http://127.0.0.1:{port}/readyz")
+        }
+    };
+    let answer = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    let status = answer.status();
+    if !status.is_success() {
+        bail!("{url} answered {status}");
+    }
+    println!("{url}: {status}");
+    Ok(())
 }
 
 pub async fn up(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {

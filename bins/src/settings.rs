@@ -98,6 +98,17 @@ pub enum Command {
     /// Lists jobs in the dead-letter stream (NATS only), or puts them back
     /// in the job queue with --requeue.
     DeadJobs(DeadJobsArgs),
+    /// Asks this process's own health endpoint (METRICS_ADDR, or --url)
+    /// whether it is ready; exits 0 when it is. For container healthchecks,
+    /// where no curl is installed.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to ask; by default /readyz on METRICS_ADDR's port at 127.0.0.1.
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 impl Command {
@@ -110,6 +121,7 @@ impl Command {
                 | Command::Resolve(_)
                 | Command::Migrate
                 | Command::DeadJobs(_)
+                | Command::Healthcheck(_)
         )
     }
 }
@@ -247,8 +259,14 @@ pub struct Settings {
     /// `Retry-After` on a 503 when the payment processor's answer was unknown.
     #[arg(long, env = "GATEWAY_RETRY_AFTER", value_parser = duration, default_value = "2s", global = true)]
     pub gateway_retry_after: Duration,
-    /// Background processes (completer, enqueuer, worker, reaper): serve
-    /// `/healthz` and `/readyz` on this port (unset: no probe endpoint).
+    /// Every long-running process (api, start, completer, enqueuer,
+    /// worker, reaper): serve `/metrics` (Prometheus), `/healthz` and
+    /// `/readyz` on this address, e.g. `0.0.0.0:9100`, off the API's port.
+    /// Unset: the API serves `/metrics` on its own port, the others none.
+    #[arg(long, env = "METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<String>,
+    /// The same endpoint on `API_HOST:HEALTH_PORT`, for background
+    /// processes (the older name; `METRICS_ADDR` wins when both are set).
     #[arg(long, env = "HEALTH_PORT", global = true)]
     pub health_port: Option<u16>,
     /// A client must send a request's headers within this.
@@ -424,6 +442,14 @@ impl Settings {
 
     /// Refuses settings that contradict each other, naming both, before any
     /// process starts: with them the promise itself would not hold.
+    /// Where the process serves its metrics and probes, if anywhere.
+    pub fn ops_address(&self) -> Option<String> {
+        self.metrics_addr.clone().or_else(|| {
+            self.health_port
+                .map(|port| format!("{}:{port}", self.api_host))
+        })
+    }
+
     pub fn check(&self) -> Result<(), String> {
         let call = self.gateway_worst_case();
         if call >= self.lock_timeout {

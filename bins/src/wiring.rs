@@ -18,7 +18,7 @@ use application::{
     ListKeysForReview, ReapKeys, SeedDemoUsers, WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -26,10 +26,24 @@ use crate::settings::Settings;
 
 /// Installs the Prometheus recorder (once per process) and returns what
 /// renders it. `None` if another recorder is installed already.
-fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
+pub fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
     let handle = HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            // Durations as Prometheus histograms (buckets from 1 ms to
+            // 30 s), so quantiles can be taken across processes.
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".to_owned()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0, 30.0,
+                    ],
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
         .clone()?;
     Some(Arc::new(move || handle.render()))
 }
@@ -228,6 +242,42 @@ impl System {
         }
     }
 
+    /// Samples, every `POLL_INTERVAL` until shutdown, the gauges of what this
+    /// process holds: its Postgres connections (in use and idle) and, for the
+    /// process that dead-letters jobs (the worker), the dead-letter stream.
+    pub fn spawn_resource_gauges(&self, shutdown: &CancellationToken, dead_letters: bool) {
+        let postgres = self.postgres.clone();
+        let nats = self.nats.clone().filter(|_| dead_letters);
+        if postgres.is_none() && nats.is_none() {
+            return;
+        }
+        let (shutdown, interval) = (shutdown.clone(), self.settings.poll_interval);
+        tokio::spawn(async move {
+            while !shutdown.is_cancelled() {
+                if let Some(store) = &postgres {
+                    let pool = store.pool();
+                    let idle = pool.num_idle() as f64;
+                    let open = f64::from(pool.size());
+                    metrics::gauge!("rocket_rides_db_connections", "state" => "in_use")
+                        .set((open - idle).max(0.0));
+                    metrics::gauge!("rocket_rides_db_connections", "state" => "idle").set(idle);
+                }
+                if let Some(nats) = &nats {
+                    match nats.dead_job_count().await {
+                        Ok(count) => {
+                            metrics::gauge!("rocket_rides_dead_letter_jobs").set(count as f64)
+                        }
+                        Err(error) => warn!(%error, "could not count the dead-letter jobs"),
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
+    }
+
     /// The NATS queue of this store's deployment: the database's id (once
     /// `migrate` has stored it), or a fresh one for an in-memory store,
     /// which is new with every process.
@@ -260,7 +310,7 @@ impl System {
         }
     }
 
-    fn review_policy(&self) -> ReviewPolicy {
+    pub fn review_policy(&self) -> ReviewPolicy {
         ReviewPolicy {
             review_after: self.settings.review_after,
         }
@@ -312,7 +362,12 @@ impl System {
             Authenticate::new(self.store.clone(), auth_mode)
                 .cached(self.clock.clone(), self.settings.auth_cache_ttl),
         );
-        state.metrics = metrics_renderer();
+        // With an address of their own, metrics stay off the public port.
+        state.metrics = if self.settings.metrics_addr.is_some() {
+            None
+        } else {
+            metrics_renderer()
+        };
         state.limits = ServerLimits {
             header_read_timeout: self.settings.http_header_timeout,
             body_read_timeout: self.settings.http_body_timeout,

@@ -120,13 +120,21 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
             .env("POLL_INTERVAL", "200ms");
         command
     };
-    let mut processes = vec![Process::spawn("api", configured("api"))];
+    let api_ops = free_port();
+    let mut api_command = configured("api");
+    api_command.env("METRICS_ADDR", format!("127.0.0.1:{api_ops}"));
+    let mut processes = vec![Process::spawn("api", api_command)];
     for (name, port) in ["completer", "enqueuer", "worker", "reaper"]
         .into_iter()
         .zip(&health_ports)
     {
         let mut command = configured(name);
-        command.env("HEALTH_PORT", port.to_string());
+        // Both names of the endpoint's setting.
+        if matches!(name, "completer" | "enqueuer") {
+            command.env("METRICS_ADDR", format!("127.0.0.1:{port}"));
+        } else {
+            command.env("HEALTH_PORT", port.to_string());
+        }
         processes.push(Process::spawn(name, command));
     }
     let migrate = Process::spawn("migrate", configured("migrate"));
@@ -218,8 +226,47 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every process serves its metrics on its own address, each with what
+    // it measures; the API's public port serves none.
+    let expected = [
+        (api_ops, "rocket_rides_ride_request_duration_seconds_bucket"),
+        (
+            health_ports[0],
+            "rocket_rides_unfinished_keys{recovery_point=\"ride_created\"}",
+        ),
+        (health_ports[1], "rocket_rides_staged_jobs"),
+        (health_ports[2], "rocket_rides_receipts_sent_total"),
+        (health_ports[3], "rocket_rides_keys_reaped_total"),
+    ];
+    for (port, metric) in expected {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = client
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .expect("up");
+            assert_eq!(page.status(), 200, "port {port}");
+            let text = page.text().await.expect("text");
+            if text.contains(metric) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {port}: no {metric} in\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let public = client
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .expect("up");
+    assert_eq!(public.status(), 404, "metrics stay off the public port");
+
     // Each becomes ready at its next try (its backoff is 5 s at most).
-    for port in &health_ports {
+    for port in health_ports.iter().chain([&api_ops]) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = client

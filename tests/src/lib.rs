@@ -3,6 +3,7 @@
 //! handle with one method per endpoint.
 
 pub mod bench;
+pub mod compose;
 pub mod nats;
 pub mod plans;
 pub mod postgres;

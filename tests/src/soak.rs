@@ -283,8 +283,9 @@ struct RideRecord {
     definitive: Vec<(u16, String)>,
 }
 
+/// What the clients saw.
 #[derive(Default)]
-struct ClientStats {
+pub struct ClientStats {
     answers: BTreeMap<String, usize>,
     latencies_ms: Vec<f64>,
     rides: Vec<RideRecord>,
@@ -595,62 +596,25 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
             .collect::<Vec<_>>(),
     );
     // Wait for both APIs to be ready before the load starts.
-    let ready_by = Instant::now() + Duration::from_secs(120);
-    for api in apis.iter() {
-        while !http
-            .get(format!("{api}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            if Instant::now() > ready_by {
-                bail!("{api} was not ready within 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    wait_ready(&http, &apis, Duration::from_secs(120)).await?;
 
     eprintln!(
         "soak: {} rides over {:?}, {} at once; a kill every {:?}",
         config.rides, config.duration, config.concurrency, config.kill_every
     );
-    let stats = Arc::new(Mutex::new(ClientStats::default()));
-    let next = Arc::new(AtomicUsize::new(0));
-    let stop_load = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    // Rides start evenly over the duration: ride n no earlier than n/rate.
-    let spacing =
-        config.duration.mul_f64(0.9) / u32::try_from(config.rides.max(1)).unwrap_or(u32::MAX);
-    let mut clients = JoinSet::new();
-    for _ in 0..config.concurrency {
-        let (http, apis, stats, next, stop_load) = (
-            http.clone(),
-            apis.clone(),
-            stats.clone(),
-            next.clone(),
-            stop_load.clone(),
-        );
-        let rides = config.rides;
-        clients.spawn(async move {
-            loop {
-                let number = next.fetch_add(1, Ordering::SeqCst);
-                if number >= rides || stop_load.load(Ordering::SeqCst) {
-                    return;
-                }
-                let due = started + spacing * u32::try_from(number).unwrap_or(u32::MAX);
-                tokio::time::sleep_until(due.into()).await;
-                ride(http.clone(), apis.clone(), number, stats.clone()).await;
-            }
-        });
-    }
+    let mut load = Load::start(
+        http.clone(),
+        apis,
+        config.rides,
+        config.concurrency,
+        config.duration,
+    );
+    let started = load.started;
 
     // The attack: kills on a schedule, one Postgres and one NATS restart.
     let (mut postgres_restarts, mut nats_restarts) = (0, 0);
     let mut next_kill = Instant::now() + config.kill_every;
-    while started.elapsed() < config.duration && !clients.is_empty() {
-        if clients.try_join_next().is_some() {
-            continue;
-        }
+    while started.elapsed() < config.duration && load.running() {
         fleet.revive()?;
         let elapsed = started.elapsed();
         if postgres_restarts == 0 && elapsed > config.duration / 3 {
@@ -669,94 +633,200 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop_load.store(true, Ordering::SeqCst);
-    // Rides in hand finish their retries (60 s at most).
-    while clients.join_next().await.is_some() {}
+    let client = load.finish().await;
     fleet.revive()?;
     eprintln!("soak: load stopped after {:?}; draining", started.elapsed());
 
     // Drain: the completer finishes what clients gave up on, the enqueuers
     // and workers send every receipt.
     let pool = PgPool::connect(&postgres.url).await?;
-    let drain_started = Instant::now();
-    loop {
-        fleet.revive()?;
-        let unfinished = count(
-            &pool,
-            "SELECT count(*) FROM idempotency_keys WHERE recovery_point <> 'finished'",
-        )
-        .await;
-        let staged = count(&pool, "SELECT count(*) FROM staged_jobs").await;
-        let unsent = count(
-            &pool,
-            "SELECT count(*) FROM rides r WHERE r.stripe_charge_id IS NOT NULL AND NOT EXISTS \
-             (SELECT 1 FROM sent_receipts s WHERE s.ride_id = r.id AND s.sent_at IS NOT NULL)",
-        )
-        .await;
-        if unfinished == 0 && staged == 0 && unsent == 0 {
-            break;
-        }
-        if drain_started.elapsed() > config.drain {
-            eprintln!(
-                "soak: drain timed out: {unfinished} unfinished keys, {staged} staged jobs, {unsent} unsent receipts"
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let drained_in = drain_started.elapsed();
+    let drained_in = drain(&pool, config.drain, || fleet.revive()).await?;
     let mut violations = fleet.stop().await;
 
     // The audit: fake-stripe's ledger first, then the database and logs.
     let charges = all_charges(&http, &stripe, STRIPE_KEY)
         .await
         .context("listing fake-stripe's charges")?;
-    let faults: BTreeMap<String, u64> = http
-        .get(format!("{stripe}/_fake/faults"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let faults = injected_faults(&http, &stripe).await?;
     let _ = fake_stripe.start_kill();
     let _ = fake_stripe.wait().await;
-    let rides: Vec<(i64, Option<String>, Option<i64>)> =
-        sqlx::query_as("SELECT id, stripe_charge_id, idempotency_key_id FROM rides")
-            .fetch_all(&pool)
-            .await?;
-    let keys: HashMap<i64, (String, Option<i32>)> =
-        sqlx::query_as::<_, (i64, String, Option<i32>)>(
-            "SELECT id, recovery_point, response_code FROM idempotency_keys",
-        )
-        .fetch_all(&pool)
-        .await?
-        .into_iter()
-        .map(|(id, point, code)| (id, (point, code)))
-        .collect();
-    let sent: HashSet<i64> =
-        sqlx::query_as::<_, (i64,)>("SELECT ride_id FROM sent_receipts WHERE sent_at IS NOT NULL")
-            .fetch_all(&pool)
-            .await?
-            .into_iter()
-            .map(|(id,)| id)
-            .collect();
+    let worker_log = std::fs::read_to_string(logs.join("worker.log")).unwrap_or_default();
     let mut report = SoakReport {
         faults,
         kills: fleet.kills,
         unexpected_exits: fleet.unexpected_exits,
         postgres_restarts,
         nats_restarts,
-        charges: charges.len(),
         drained_in,
         logs: logs.clone(),
         ..SoakReport::default()
     };
+    audit(
+        &pool,
+        &charges,
+        &worker_log,
+        client,
+        &mut report,
+        &mut violations,
+    )
+    .await?;
+    if postgres_restarts == 0 || nats_restarts == 0 {
+        violations.push("the run ended before Postgres and NATS were each restarted once".into());
+    }
+    report.violations = violations;
+    Ok(report)
+}
+
+/// The clients of a load: `rides` rides, `concurrency` at once, started
+/// evenly over 90% of `duration` (ride n no earlier than n/rate), each
+/// retried until it gets a definitive answer.
+pub struct Load {
+    pub started: Instant,
+    clients: JoinSet<()>,
+    stats: Arc<Mutex<ClientStats>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Load {
+    pub fn start(
+        http: reqwest::Client,
+        apis: Arc<Vec<String>>,
+        rides: usize,
+        concurrency: usize,
+        duration: Duration,
+    ) -> Self {
+        let stats = Arc::new(Mutex::new(ClientStats::default()));
+        let next = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let spacing = duration.mul_f64(0.9) / u32::try_from(rides.max(1)).unwrap_or(u32::MAX);
+        let mut clients = JoinSet::new();
+        for _ in 0..concurrency {
+            let (http, apis, stats, next, stop) = (
+                http.clone(),
+                apis.clone(),
+                stats.clone(),
+                next.clone(),
+                stop.clone(),
+            );
+            clients.spawn(async move {
+                loop {
+                    let number = next.fetch_add(1, Ordering::SeqCst);
+                    if number >= rides || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let due = started + spacing * u32::try_from(number).unwrap_or(u32::MAX);
+                    tokio::time::sleep_until(due.into()).await;
+                    ride(http.clone(), apis.clone(), number, stats.clone()).await;
+                }
+            });
+        }
+        Self {
+            started,
+            clients,
+            stats,
+            stop,
+        }
+    }
+
+    /// Whether rides are still being sent.
+    pub fn running(&mut self) -> bool {
+        while self.clients.try_join_next().is_some() {}
+        !self.clients.is_empty()
+    }
+
+    /// Rides the clients have finished so far.
+    pub fn rides_done(&self) -> usize {
+        self.stats.lock().expect("stats").rides.len()
+    }
+
+    /// Starts no new ride; rides in hand finish their retries (60 s at
+    /// most). What the clients saw.
+    pub async fn finish(mut self) -> ClientStats {
+        self.stop.store(true, Ordering::SeqCst);
+        while self.clients.join_next().await.is_some() {}
+        std::mem::take(&mut *self.stats.lock().expect("stats"))
+    }
+}
+
+/// Waits until no key is unfinished, no job staged and no booked ride
+/// without its sent receipt, or `max` passed; calls `tick` every half
+/// second meanwhile. How long it took.
+pub async fn drain(
+    pool: &PgPool,
+    max: Duration,
+    mut tick: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Duration> {
+    let drain_started = Instant::now();
+    loop {
+        tick()?;
+        let unfinished = count(
+            pool,
+            "SELECT count(*) FROM idempotency_keys WHERE recovery_point <> 'finished'",
+        )
+        .await;
+        let staged = count(pool, "SELECT count(*) FROM staged_jobs").await;
+        let unsent = count(
+            pool,
+            "SELECT count(*) FROM rides r WHERE r.stripe_charge_id IS NOT NULL AND NOT EXISTS \
+             (SELECT 1 FROM sent_receipts s WHERE s.ride_id = r.id AND s.sent_at IS NOT NULL)",
+        )
+        .await;
+        if unfinished == 0 && staged == 0 && unsent == 0 {
+            return Ok(drain_started.elapsed());
+        }
+        if drain_started.elapsed() > max {
+            eprintln!(
+                "drain timed out: {unfinished} unfinished keys, {staged} staged jobs, {unsent} unsent receipts"
+            );
+            return Ok(drain_started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Checks the promises from the outside, after the system drained: every
+/// charge the (fake) Stripe ledger holds belongs to exactly one ride; every
+/// 201 ride has exactly one charge and one sent receipt (the workers' log
+/// shows it sent once); no ride without a 201; no key left unfinished; each
+/// key answered the same way however often it was retried. Fills in
+/// `report`'s figures and adds a line to `violations` for each break.
+pub async fn audit(
+    pool: &PgPool,
+    charges: &[Value],
+    worker_log: &str,
+    client: ClientStats,
+    report: &mut SoakReport,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let rides: Vec<(i64, Option<String>, Option<i64>)> =
+        sqlx::query_as("SELECT id, stripe_charge_id, idempotency_key_id FROM rides")
+            .fetch_all(pool)
+            .await?;
+    let keys: HashMap<i64, (String, Option<i32>)> =
+        sqlx::query_as::<_, (i64, String, Option<i32>)>(
+            "SELECT id, recovery_point, response_code FROM idempotency_keys",
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(id, point, code)| (id, (point, code)))
+        .collect();
+    let sent: HashSet<i64> =
+        sqlx::query_as::<_, (i64,)>("SELECT ride_id FROM sent_receipts WHERE sent_at IS NOT NULL")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|(id,)| id)
+            .collect();
+    report.charges = charges.len();
     let charged_rides: HashMap<&str, i64> = rides
         .iter()
         .filter_map(|(id, charge, _)| charge.as_deref().map(|c| (c, *id)))
         .collect();
     let charge_ids: HashSet<&str> = charges.iter().filter_map(|c| c["id"].as_str()).collect();
     let mut by_key: HashMap<&str, usize> = HashMap::new();
-    for charge in &charges {
+    for charge in charges {
         let key = charge["metadata"]["rocket_rides_downstream_key"]
             .as_str()
             .unwrap_or("");
@@ -796,7 +866,6 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         .count();
     // Receipts as the workers logged them: a ride's receipt goes out once.
     let mut receipts: HashMap<String, usize> = HashMap::new();
-    let worker_log = std::fs::read_to_string(logs.join("worker.log")).unwrap_or_default();
     for line in worker_log.lines() {
         if let Some(rest) = line.split("receipt sent ride_id=").nth(1) {
             let ride = rest.split_whitespace().next().unwrap_or("").to_owned();
@@ -814,7 +883,6 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         ));
     }
     // What the client saw.
-    let client = std::mem::take(&mut *stats.lock().expect("stats"));
     report.rides = client.rides.len();
     report.requests = client.answers.values().sum();
     report.answers = client.answers;
@@ -882,9 +950,42 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
             violations.push(format!("{figure}: {value}"));
         }
     }
-    if postgres_restarts == 0 || nats_restarts == 0 {
-        violations.push("the run ended before Postgres and NATS were each restarted once".into());
+    Ok(())
+}
+
+/// Waits until every API answers `/readyz` with a success, or `max` passed.
+pub async fn wait_ready(
+    http: &reqwest::Client,
+    apis: &[String],
+    max: Duration,
+) -> anyhow::Result<()> {
+    let ready_by = Instant::now() + max;
+    for api in apis {
+        while !http
+            .get(format!("{api}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > ready_by {
+                bail!("{api} was not ready within {max:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
-    report.violations = violations;
-    Ok(report)
+    Ok(())
+}
+
+/// The faults fake-stripe at `stripe` injected, by kind.
+pub async fn injected_faults(
+    http: &reqwest::Client,
+    stripe: &str,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    Ok(http
+        .get(format!("{stripe}/_fake/faults"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }

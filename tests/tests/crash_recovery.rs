@@ -452,6 +452,12 @@ impl Keys for DyingStore {
             .report_keys_for_review(attempted_before, now, limit)
             .await
     }
+    async fn unfinished_counts(
+        &self,
+        attempted_before: SystemTime,
+    ) -> Result<application::ports::KeyCounts, StoreError> {
+        self.inner.unfinished_counts(attempted_before).await
+    }
 }
 
 impl World {

@@ -1,6 +1,7 @@
-//! Probes for the background processes (completer, enqueuer, worker,
-//! reaper), which serve no API: `GET /healthz` answers while the process
-//! runs; `GET /readyz` answers 200 only once the process has its
+//! The operations endpoint every long-running process can serve on an
+//! address of its own (`METRICS_ADDR`), off the public API port:
+//! `GET /metrics` (Prometheus text); `GET /healthz` answers while the
+//! process runs; `GET /readyz` answers 200 only once the process has its
 //! dependencies and its store answers now, 503 while it waits for them.
 
 use std::sync::Arc;
@@ -18,13 +19,31 @@ use super::{ApiError, json_status, readiness};
 /// Set once the process is connected; until then it is not ready.
 pub type ReadyStore = Arc<OnceCell<Arc<dyn Keys>>>;
 
+/// Renders the process's metrics in Prometheus' text format.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 pub fn health_router(ready: ReadyStore) -> Router {
-    Router::new()
+    ops_router(ready, None)
+}
+
+/// `/healthz`, `/readyz` and, given a renderer, `/metrics`.
+pub fn ops_router(ready: ReadyStore, metrics: Option<RenderMetrics>) -> Router {
+    let mut router = Router::new()
         .route(
             "/healthz",
             get(|| async { json_status(StatusCode::OK, "ok") }),
         )
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if let Some(render) = metrics {
+        router = router.route(
+            "/metrics",
+            get(move || {
+                let render = render.clone();
+                async move { super::prometheus_text(render()) }
+            }),
+        );
+    }
+    router
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(ready)
 }

@@ -35,7 +35,7 @@ use tracing::{Instrument, Level};
 
 pub use body::MAX_BODY_BYTES;
 pub use error::{ApiError, DEFAULT_GATEWAY_RETRY_AFTER};
-pub use health::{ReadyStore, health_router};
+pub use health::{ReadyStore, RenderMetrics, health_router, ops_router};
 pub use server::{ServerLimits, serve};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -257,14 +257,19 @@ fn json_status(status: StatusCode, text: &'static str) -> Response {
 
 async fn metrics(State(state): State<ApiState>) -> Response {
     match &state.metrics {
-        Some(render) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(),
-        )
-            .into_response(),
+        Some(render) => prometheus_text(render()),
         None => ApiError::RouteNotFound.into_response(),
     }
+}
+
+/// A metrics page as Prometheus scrapes it.
+fn prometheus_text(text: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

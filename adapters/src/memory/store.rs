@@ -12,7 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    Finish, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim, Receipts, StoreError, Users,
+    Backlog, Finish, KeyCounts, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim, Receipts,
+    StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
@@ -59,6 +60,8 @@ struct State {
     charge_ids: HashSet<String>,
     audit: Vec<AuditRecord>,
     staged_jobs: BTreeMap<i64, StagedJob>,
+    /// When each staged job was staged.
+    staged_at: HashMap<i64, SystemTime>,
     /// Staged job id → until when an enqueuer holds it.
     job_claims: HashMap<i64, SystemTime>,
     receipts: HashMap<RideId, Receipt>,
@@ -423,7 +426,7 @@ impl Keys for MemoryStore {
         &self,
         lease: Lease,
         finish: Finish,
-        _now: SystemTime,
+        now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
         let record = state.leased(lease, finish.write())?;
@@ -457,6 +460,7 @@ impl Keys for MemoryStore {
             }
             let id = state.next_id();
             state.staged_jobs.insert(id, StagedJob { id, job });
+            state.staged_at.insert(id, now);
         }
         state.change_key(lease.key_id, |record| {
             record.progress = KeyProgress::Finished { ride_id, response };
@@ -513,6 +517,23 @@ impl Keys for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn unfinished_counts(
+        &self,
+        attempted_before: SystemTime,
+    ) -> Result<KeyCounts, StoreError> {
+        let state = self.state();
+        let mut by_point = BTreeMap::new();
+        for (_, id) in &state.unfinished {
+            if let Some(record) = state.keys.get(id) {
+                *by_point.entry(record.recovery_point()).or_insert(0) += 1;
+            }
+        }
+        Ok(KeyCounts {
+            by_recovery_point: by_point.into_iter().collect(),
+            awaiting_review: state.before(&state.attempted, attempted_before).count() as u64,
+        })
     }
 
     async fn report_keys_for_review(
@@ -572,11 +593,27 @@ impl Outbox for MemoryStore {
         Ok(free)
     }
 
+    async fn backlog(&self, now: SystemTime) -> Result<Backlog, StoreError> {
+        let state = self.state();
+        let oldest = state
+            .staged_jobs
+            .keys()
+            .next()
+            .and_then(|id| state.staged_at.get(id));
+        Ok(Backlog {
+            jobs: state.staged_jobs.len() as u64,
+            oldest_age: oldest
+                .and_then(|at| now.duration_since(*at).ok())
+                .unwrap_or_default(),
+        })
+    }
+
     async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
         let mut state = self.state();
         for id in ids {
             state.staged_jobs.remove(id);
             state.job_claims.remove(id);
+            state.staged_at.remove(id);
         }
         Ok(())
     }

@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use application::ports::{
-    Finish, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim, Receipts, StoreError, Users,
+    Backlog, Finish, KeyCounts, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim, Receipts,
+    StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
@@ -323,6 +324,17 @@ pub mod queries {
          SELECT w.ride_id, c.ride_id IS NOT NULL AS claimed, s.sent_at IS NOT NULL AS sent \
          FROM wanted w LEFT JOIN claimed c ON c.ride_id = w.ride_id \
          LEFT JOIN sent_receipts s ON s.ride_id = w.ride_id";
+
+    /// Unfinished keys by recovery point, and those at `ride_created`
+    /// whose charge was attempted before $1 (review's): the partial index of
+    /// unfinished keys, whose size follows the backlog.
+    pub const UNFINISHED_COUNTS: &str = "SELECT recovery_point, count(*), \
+         count(*) FILTER (WHERE recovery_point = 'ride_created' AND charge_attempted_at < $1) \
+         FROM idempotency_keys WHERE recovery_point <> 'finished' GROUP BY recovery_point";
+
+    /// How many jobs are staged, and when the oldest (lowest id) was.
+    pub const BACKLOG: &str = "SELECT (SELECT count(*) FROM staged_jobs), \
+         (SELECT created_at FROM staged_jobs ORDER BY id LIMIT 1)";
 
     /// $1 key, $2 generation, $3 expected recovery points, $4 now.
     pub const NOTE_CHARGE_ATTEMPT: &str = concat!(
@@ -895,6 +907,28 @@ impl Keys for PostgresStore {
         rows.into_iter().map(KeyRecord::try_from).collect()
     }
 
+    async fn unfinished_counts(
+        &self,
+        attempted_before: SystemTime,
+    ) -> Result<KeyCounts, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(queries::UNFINISHED_COUNTS)
+            .bind(timestamp(attempted_before))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let mut counts = KeyCounts::default();
+        for (point, keys, review) in rows {
+            let point = domain::RecoveryPoint::parse(&point).ok_or_else(|| {
+                StoreError::Inconsistent(format!("unknown recovery point {point}"))
+            })?;
+            let count = |n: i64| u64::try_from(n).unwrap_or_default();
+            counts.by_recovery_point.push((point, count(keys)));
+            counts.awaiting_review += count(review);
+        }
+        counts.by_recovery_point.sort();
+        Ok(counts)
+    }
+
     async fn report_keys_for_review(
         &self,
         attempted_before: SystemTime,
@@ -938,6 +972,19 @@ impl Outbox for PostgresStore {
             .map_err(unavailable)?;
         rows.sort_by_key(JobRow::id);
         rows.into_iter().map(StagedJob::try_from).collect()
+    }
+
+    async fn backlog(&self, now: SystemTime) -> Result<Backlog, StoreError> {
+        let (jobs, oldest): (i64, Option<OffsetDateTime>) = sqlx::query_as(queries::BACKLOG)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(Backlog {
+            jobs: u64::try_from(jobs).unwrap_or_default(),
+            oldest_age: oldest
+                .and_then(|at| now.duration_since(SystemTime::from(at)).ok())
+                .unwrap_or_default(),
+        })
     }
 
     async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
