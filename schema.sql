@@ -81,6 +81,11 @@ CREATE INDEX IF NOT EXISTS idempotency_keys_created_at
 -- release of this schema; `migrate` adds it to older databases.)
 ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS review_reported_at TIMESTAMPTZ;
 
+-- The X-Request-Id of the request that last took the key's lock through
+-- the API (created or resumed it): the request that produced a stored
+-- response, or NULL when the completer or `resolve` took the key last.
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS request_id TEXT;
+
 -- The review list: charges attempted but not recorded, by attempt time.
 CREATE INDEX IF NOT EXISTS idempotency_keys_review
     ON idempotency_keys (charge_attempted_at)

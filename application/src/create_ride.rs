@@ -30,6 +30,8 @@ pub struct RideRequest {
     pub key: IdempotencyKey,
     pub params: RideParams,
     pub request_ip: Option<String>,
+    /// The request's `X-Request-Id`, recorded on the key it locks.
+    pub request_id: Option<String>,
     /// The simulator's switch: fail the charge phase with an internal error.
     /// Not part of the fingerprint.
     pub raise_error: bool,
@@ -130,6 +132,7 @@ impl CreateRide {
             fingerprint: request.fingerprint(),
             params: request.params,
             request_ip: request.request_ip.clone(),
+            request_id: request.request_id.clone(),
             charges_now: !request.raise_error,
         };
         let now = self.clock.now();

@@ -88,6 +88,8 @@ pub struct KeyRequest {
     pub fingerprint: RequestFingerprint,
     pub params: RideParams,
     pub request_ip: Option<String>,
+    /// The request's `X-Request-Id`, recorded on the key it locks.
+    pub request_id: Option<String>,
     /// The request goes on to charge at once (it is not the simulator's
     /// `raise_error`): a new key is written with its charge attempt noted.
     pub charges_now: bool,

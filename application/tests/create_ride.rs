@@ -148,6 +148,7 @@ async fn crash_after_key_phase(h: &Harness, key_text: &str) -> domain::KeyRecord
                 fingerprint: request.fingerprint(),
                 params: request.params,
                 request_ip: None,
+                request_id: None,
                 charges_now: false,
             },
             h.clock_now(),

@@ -168,6 +168,7 @@ async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_on
         key: IdempotencyKey::parse(&key(1)).expect("valid"),
         params: RideParams::from_numbers([0.0; 4]).expect("valid"),
         request_ip: None,
+        request_id: None,
         raise_error: false,
     };
     let error = create_ride.run(request.clone()).await.unwrap_err();
@@ -317,6 +318,7 @@ async fn locked_key(h: &Harness, n: usize) -> domain::KeyRecord {
                 key: request.key,
                 params: request.params,
                 request_ip: None,
+                request_id: None,
                 charges_now: true,
             },
             std::time::SystemTime::UNIX_EPOCH,

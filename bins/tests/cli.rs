@@ -93,11 +93,13 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let key = format!("{:032x}", fastrand::u128(..));
+    let request_id = format!("cli-seed-{key}");
     let seed = |key: String| {
         client
             .post(format!("{base}/rides"))
             .header("Authorization", "user@example.com")
             .header("Idempotency-Key", key)
+            .header("X-Request-Id", &request_id)
             .form(&[
                 ("origin_lat", "0.0"),
                 ("origin_lon", "0.0"),
@@ -108,6 +110,10 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
     };
     let first = seed(key.clone()).await.expect("answered");
     assert_eq!(first.status().as_u16(), 201);
+    assert_eq!(
+        first.headers().get("x-request-id").map(|v| v.as_bytes()),
+        Some(request_id.as_bytes())
+    );
     let first_body = first.text().await.expect("body");
     let second = seed(key).await.expect("answered");
     assert_eq!(second.status().as_u16(), 201);
@@ -184,6 +190,13 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
     ] {
         assert!(log.contains(expected), "the log lacks {expected:?}:\n{log}");
     }
+    // The request's log lines name it: the request's own and its answer.
+    let traced = format!("request_id={request_id}");
+    assert!(
+        log.lines()
+            .any(|line| line.contains(&traced) && line.contains("status=201")),
+        "no answer logged with {traced}:\n{log}"
+    );
 }
 
 #[tokio::test]

@@ -228,6 +228,10 @@ pub struct KeyRecord {
     pub params: RideParams,
     /// The client's address, recorded in the ride's audit record.
     pub request_ip: Option<String>,
+    /// The `X-Request-Id` of the request that last took the lock through
+    /// the API (created the key or resumed it); `None` once the completer
+    /// or a person took it. A stored response names the request that made it.
+    pub request_id: Option<String>,
     pub progress: KeyProgress,
     pub locked_at: Option<SystemTime>,
     /// Bumped each time a request takes the lock; a phase only commits for
@@ -457,6 +461,7 @@ mod tests {
             fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
             params,
             request_ip: None,
+            request_id: None,
             progress: KeyProgress::Started,
             locked_at: None,
             lock_generation: 1,

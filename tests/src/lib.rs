@@ -167,6 +167,8 @@ pub trait Inspect: Send + Sync {
     async fn ride_count(&self) -> usize;
     /// Each key's string and recovery point.
     async fn recovery_points(&self) -> Vec<(String, domain::RecoveryPoint)>;
+    /// The request id recorded on the key with this string, if any.
+    async fn request_id(&self, key: &str) -> Option<String>;
 }
 
 /// Leaves keys where an earlier version of the service, which committed
@@ -205,6 +207,13 @@ impl Inspect for MemoryStore {
             .into_iter()
             .map(|k| (k.key.to_string(), k.recovery_point()))
             .collect()
+    }
+
+    async fn request_id(&self, key: &str) -> Option<String> {
+        self.keys()
+            .into_iter()
+            .find(|k| k.key.as_str() == key)
+            .and_then(|k| k.request_id)
     }
 }
 

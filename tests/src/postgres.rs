@@ -171,6 +171,15 @@ impl Inspect for PostgresStore {
             })
             .collect()
     }
+
+    async fn request_id(&self, key: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT request_id FROM idempotency_keys WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await
+            .expect("the key's request id")
+            .flatten()
+    }
 }
 
 #[async_trait::async_trait]

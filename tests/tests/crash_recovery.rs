@@ -123,6 +123,7 @@ impl World {
             key: IdempotencyKey::parse(&format!("crash-test-key-{n:08}")).expect("valid"),
             params: RideParams::from_numbers([n as f64 / 1000.0, 0.0, 0.0, 0.0]).expect("valid"),
             request_ip: None,
+            request_id: None,
             raise_error: false,
         }
     }
@@ -290,6 +291,7 @@ async fn a_key_is_left_at_its_recovery_point_when_killed_between_phases(backend:
                 fingerprint: world.request(7).fingerprint(),
                 params: world.request(7).params,
                 request_ip: None,
+                request_id: None,
                 charges_now: true,
             },
             world.clock.now_plus(LOCK_TIMEOUT + Duration::from_secs(1)),

@@ -441,6 +441,146 @@ async fn api_key_mode_takes_bearer_keys_and_refuses_emails(backend: Backend) {
     assert_eq!(answer.status, 402);
 }
 
+/// A ride request with an `X-Request-Id` (or none): the status and the id
+/// the answer carries.
+async fn post_with_request_id(
+    app: &TestApp,
+    authorization: Option<&str>,
+    key: &str,
+    body: &str,
+    request_id: Option<&str>,
+) -> (u16, String) {
+    let mut request = app
+        .client
+        .post(format!("{}/rides", app.base))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Idempotency-Key", key)
+        .body(body.to_owned());
+    if let Some(authorization) = authorization {
+        request = request.header("Authorization", authorization);
+    }
+    if let Some(id) = request_id {
+        request = request.header("X-Request-Id", id);
+    }
+    let answer = request.send().await.expect("the API answers");
+    let id = answer
+        .headers()
+        .get("x-request-id")
+        .expect("every answer carries a request id")
+        .to_str()
+        .expect("visible ASCII")
+        .to_owned();
+    (answer.status().as_u16(), id)
+}
+
+fn is_uuid(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok()
+}
+
+async fn every_answer_carries_a_request_id_and_the_key_records_the_request_that_locked_it(
+    backend: Backend,
+) {
+    let app = app(backend).await;
+
+    // A client's id is kept, returned and recorded on the key it created.
+    let key = new_key();
+    let first = post_with_request_id(
+        &app,
+        Some(GOOD_USER),
+        &key,
+        SEED_BODY,
+        Some("trace-first-1"),
+    )
+    .await;
+    assert_eq!(first, (201, "trace-first-1".to_owned()));
+    assert_eq!(
+        app.inspect.request_id(&key).await.as_deref(),
+        Some("trace-first-1")
+    );
+    // A replay answers with its own id and leaves the key's as it was.
+    let replay = post_with_request_id(
+        &app,
+        Some(GOOD_USER),
+        &key,
+        SEED_BODY,
+        Some("trace-replay-2"),
+    )
+    .await;
+    assert_eq!(replay, (201, "trace-replay-2".to_owned()));
+    assert_eq!(
+        app.inspect.request_id(&key).await.as_deref(),
+        Some("trace-first-1")
+    );
+
+    // A retry that resumes a key records itself: the stored response names
+    // the request that produced it.
+    let resumed = new_key();
+    let failed = post_with_request_id(
+        &app,
+        Some(GOOD_USER),
+        &resumed,
+        &format!("{SEED_BODY}&raise_error=true"),
+        Some("trace-failed-3"),
+    )
+    .await;
+    assert_eq!(failed, (500, "trace-failed-3".to_owned()));
+    assert_eq!(
+        app.inspect.request_id(&resumed).await.as_deref(),
+        Some("trace-failed-3")
+    );
+    let retried = post_with_request_id(
+        &app,
+        Some(GOOD_USER),
+        &resumed,
+        SEED_BODY,
+        Some("trace-retry-4"),
+    )
+    .await;
+    assert_eq!(retried, (201, "trace-retry-4".to_owned()));
+    assert_eq!(
+        app.inspect.request_id(&resumed).await.as_deref(),
+        Some("trace-retry-4")
+    );
+
+    // Without one, or with one that is not 1-128 visible ASCII characters,
+    // the request gets a new UUID, and the key records that.
+    let generated = new_key();
+    let (status, id) =
+        post_with_request_id(&app, Some(GOOD_USER), &generated, SEED_BODY, None).await;
+    assert_eq!(status, 201);
+    assert!(is_uuid(&id), "{id}");
+    assert_eq!(app.inspect.request_id(&generated).await, Some(id));
+    let longest = "r".repeat(128);
+    let (_, id) =
+        post_with_request_id(&app, Some(GOOD_USER), &new_key(), SEED_BODY, Some(&longest)).await;
+    assert_eq!(id, longest);
+    for bad in ["r".repeat(129), "two words".to_owned(), String::new()] {
+        let (status, id) =
+            post_with_request_id(&app, Some(GOOD_USER), &new_key(), SEED_BODY, Some(&bad)).await;
+        assert_eq!(status, 201);
+        assert!(is_uuid(&id), "{bad:?} was replaced, not {id:?}");
+    }
+
+    // Refusals carry it too, and store nothing.
+    let refused = new_key();
+    let unauthorized =
+        post_with_request_id(&app, None, &refused, SEED_BODY, Some("trace-401")).await;
+    assert_eq!(unauthorized, (401, "trace-401".to_owned()));
+    assert_eq!(app.inspect.request_id(&refused).await, None);
+    let missing = app
+        .client
+        .get(format!("{}/nowhere", app.base))
+        .header("X-Request-Id", "trace-404")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(missing.status().as_u16(), 404);
+    assert_eq!(
+        missing.headers().get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"trace-404"[..])
+    );
+}
+
 on_every_backend!(
     the_seed_curl_line_books_a_ride_and_the_same_key_replays_it_byte_for_byte,
     a_json_body_books_a_ride_and_equals_the_form_request,
@@ -457,4 +597,5 @@ on_every_backend!(
     a_rider_sees_their_own_ride_and_nobody_elses,
     health_readiness_and_unknown_routes,
     api_key_mode_takes_bearer_keys_and_refuses_emails,
+    every_answer_carries_a_request_id_and_the_key_records_the_request_that_locked_it,
 );

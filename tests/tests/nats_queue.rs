@@ -93,6 +93,7 @@ async fn store_with_rides(rides: usize) -> Arc<PostgresStore> {
                 key: IdempotencyKey::parse(&format!("nats-test-key-{n:08}")).expect("valid"),
                 params: RideParams::from_numbers([0.0; 4]).expect("valid"),
                 request_ip: None,
+                request_id: None,
                 raise_error: false,
             })
             .await

@@ -47,6 +47,7 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
         fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
         params,
         request_ip: None,
+        request_id: None,
         charges_now: true,
     };
     let now = SystemTime::now();

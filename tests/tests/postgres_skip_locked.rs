@@ -64,6 +64,7 @@ impl Db {
             fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
             params,
             request_ip: None,
+            request_id: None,
             charges_now: false,
         }
     }

@@ -40,6 +40,7 @@ fn request(user: &User, key: &str, lat: f64) -> KeyRequest {
         fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
         params,
         request_ip: Some("198.51.100.7".into()),
+        request_id: Some(format!("request-{key}")),
         charges_now: false,
     }
 }
@@ -128,6 +129,10 @@ async fn a_new_key_is_locked_at_ride_created_with_its_ride_and_own_downstream_ke
     assert_eq!(first.created_at, at(0));
     assert_eq!(first.last_run_at, at(0));
     assert_eq!(first.request_ip.as_deref(), Some("198.51.100.7"));
+    assert_eq!(
+        first.request_id.as_deref(),
+        Some(format!("request-{}", key(1)).as_str())
+    );
     let ride = store
         .find_ride(ride_of(&first))
         .await

@@ -23,6 +23,7 @@ use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use domain::response::ride_json;
@@ -30,7 +31,7 @@ use domain::{IdempotencyKey, IdempotencyKeyError, RideId, User};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::{Instrument, Level};
 
 pub use body::MAX_BODY_BYTES;
@@ -40,6 +41,56 @@ pub use server::{ServerLimits, serve};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request's correlation id: the client's `X-Request-Id` when it is 1-128
+/// visible ASCII characters, otherwise a new UUID. Every answer carries it,
+/// every log line of the request names it, and the key it locks records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    pub const MAX_LEN: usize = 128;
+
+    fn of(headers: &HeaderMap) -> Self {
+        let given = headers
+            .get(REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| {
+                (1..=Self::MAX_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+            });
+        Self(match given {
+            Some(id) => id.to_owned(),
+            None => uuid::Uuid::new_v4().to_string(),
+        })
+    }
+}
+
+/// Gives the request its id (in its headers and extensions, for the trace
+/// span and the handlers) and returns it on the answer, whatever it is.
+async fn correlate(mut request: Request, next: Next) -> Response {
+    let id = RequestId::of(request.headers());
+    let value = HeaderValue::from_str(&id.0).expect("a request id is visible ASCII");
+    request.headers_mut().insert(REQUEST_ID, value.clone());
+    request.extensions_mut().insert(id);
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, value);
+    response
+}
+
+/// The span every log line of a request is written in.
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |id| id.0.as_str());
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        request_id = %id,
+    )
+}
 
 /// What the handlers need: the use cases, built by `bins`.
 #[derive(Clone)]
@@ -118,7 +169,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::INFO))
                 .on_failure(DefaultOnFailure::new().level(Level::WARN))
                 .on_request(()),
@@ -128,6 +179,9 @@ pub fn router(state: ApiState) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Panicked.into_response()
         }))
+        // Outermost: every answer, a panic's and a shed request's included,
+        // carries the request's id.
+        .layer(middleware::from_fn(correlate))
         .with_state(state)
 }
 
@@ -161,6 +215,10 @@ async fn create_ride(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip().to_string());
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone());
     let (parts, body) = request.into_parts();
     let user = authenticate(&state, &parts.headers).await?;
     let key = idempotency_key(&parts.headers)?;
@@ -170,6 +228,7 @@ async fn create_ride(
         key,
         params: fields.params,
         request_ip,
+        request_id,
         raise_error: fields.raise_error,
     };
     // The request's work runs in its own task: if the client goes away, this

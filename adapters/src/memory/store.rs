@@ -167,10 +167,13 @@ impl State {
     }
 }
 
-fn lock_record(record: &mut KeyRecord, now: SystemTime) {
+/// Takes the key's lock for a new generation, recording the request that
+/// took it (`None`: the completer or a person).
+fn lock_record(record: &mut KeyRecord, now: SystemTime, request_id: Option<String>) {
     record.locked_at = Some(now);
     record.last_run_at = now;
     record.lock_generation += 1;
+    record.request_id = request_id;
 }
 
 #[derive(Debug, Default)]
@@ -203,7 +206,7 @@ impl MemoryStore {
         if !takes(state.keys.get(&key_id)?) {
             return None;
         }
-        state.change_key(key_id, |record| lock_record(record, now))
+        state.change_key(key_id, |record| lock_record(record, now, None))
     }
 
     /// Test support: every ride, in id order.
@@ -329,6 +332,7 @@ impl Keys for MemoryStore {
                 fingerprint: request.fingerprint.clone(),
                 params: request.params,
                 request_ip: request.request_ip.clone(),
+                request_id: request.request_id.clone(),
                 progress: KeyProgress::Started,
                 locked_at: Some(now),
                 lock_generation: 1,
@@ -351,7 +355,9 @@ impl Keys for MemoryStore {
             return Ok(phase);
         }
         let record = state
-            .change_key(id, |record| lock_record(record, now))
+            .change_key(id, |record| {
+                lock_record(record, now, request.request_id.clone());
+            })
             .ok_or_else(|| StoreError::Inconsistent(format!("key {id} vanished")))?;
         Ok(KeyPhase::Locked(record))
     }

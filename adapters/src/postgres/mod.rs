@@ -200,6 +200,8 @@ macro_rules! key_columns {
             $t,
             ".request_ip, ",
             $t,
+            ".request_id, ",
+            $t,
             ".response_code, ",
             $t,
             ".response_body, ",
@@ -244,7 +246,8 @@ macro_rules! leased {
 pub mod queries {
     /// The key phase of a request, one statement. $1 now, $2 the key, $3
     /// the fingerprint, $4..$7 origin lat/lon, target lat/lon, $8 the
-    /// client's IP, $9 the user, $10 whether the request charges now.
+    /// client's IP, $9 the user, $10 whether the request charges now, $11
+    /// the request's id.
     ///
     /// An existing key is read (no lock; the caller decides, and takes the
     /// lock in a transaction only to resume). Otherwise the key is inserted
@@ -258,9 +261,9 @@ pub mod queries {
         select_key!("WHERE k.user_id = $9::bigint AND k.idempotency_key = $2::text"),
         "), new_key AS (INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, \
          locked_at, request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, \
-         request_ip, recovery_point, charge_attempted_at, user_id) \
+         request_ip, request_id, recovery_point, charge_attempted_at, user_id) \
          SELECT $1::timestamptz, $2::text, $1::timestamptz, $1::timestamptz, $3::text, \
-         $4::float8, $5::float8, $6::float8, $7::float8, $8::text, 'ride_created', \
+         $4::float8, $5::float8, $6::float8, $7::float8, $8::text, $11::text, 'ride_created', \
          CASE WHEN $10::bool THEN $1::timestamptz END, $9::bigint \
          WHERE NOT EXISTS (SELECT 1 FROM existing) \
          ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *), \
@@ -427,7 +430,7 @@ impl PostgresStore {
         if !takes(&KeyRecord::try_from(row)?) {
             return Ok(None);
         }
-        let record = Self::take_lock(&mut tx, key_id, now).await?;
+        let record = Self::take_lock(&mut tx, key_id, now, None).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(record))
     }
@@ -524,7 +527,9 @@ impl PostgresStore {
         let decision = KeyDecision::for_existing(&record, &request.fingerprint, now, policy);
         let phase = match KeyPhase::unless_resumed(decision) {
             Some(phase) => phase,
-            None => KeyPhase::Locked(Self::take_lock(&mut tx, record.id, now).await?),
+            None => KeyPhase::Locked(
+                Self::take_lock(&mut tx, record.id, now, request.request_id.as_deref()).await?,
+            ),
         };
         tx.commit().await.map_err(unavailable)?;
         Ok(phase)
@@ -545,17 +550,21 @@ impl PostgresStore {
         row.map(KeyRecord::try_from).transpose()
     }
 
+    /// Takes the key's lock for a new generation, recording the request
+    /// that took it (`None`: the completer or a person).
     async fn take_lock(
         conn: &mut PgConnection,
         key_id: KeyId,
         now: SystemTime,
+        request_id: Option<&str>,
     ) -> Result<KeyRecord, StoreError> {
         sqlx::query(
             "UPDATE idempotency_keys SET locked_at = $2, last_run_at = $2, \
-             lock_generation = lock_generation + 1 WHERE id = $1",
+             lock_generation = lock_generation + 1, request_id = $3 WHERE id = $1",
         )
         .bind(key_id.0)
         .bind(timestamp(now))
+        .bind(request_id)
         .execute(&mut *conn)
         .await
         .map_err(unavailable)?;
@@ -658,6 +667,7 @@ impl Keys for PostgresStore {
             .bind(request.request_ip.as_deref())
             .bind(request.user_id.0)
             .bind(request.charges_now)
+            .bind(request.request_id.as_deref())
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;

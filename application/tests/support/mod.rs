@@ -107,6 +107,7 @@ impl Harness {
             key: IdempotencyKey::parse(key).expect("test keys are valid"),
             params: RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid"),
             request_ip: Some("203.0.113.9".to_owned()),
+            request_id: None,
             raise_error: false,
         }
     }
