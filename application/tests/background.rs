@@ -607,3 +607,25 @@ async fn a_worker_takes_the_waiting_jobs_as_one_batch() {
     assert_eq!(sent.len(), 5, "one receipt per ride");
     assert!(h.queue.is_empty());
 }
+
+/// The one-ride forms of the receipt claim and mark, as the ports define
+/// them over the batched ones.
+#[tokio::test]
+async fn a_receipt_claimed_then_marked_for_one_ride_is_sent() {
+    use application::ports::{ReceiptClaim, Receipts};
+    let h = Harness::new().await;
+    let ride = domain::RideId(42);
+    let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let claim = h
+        .store
+        .claim_receipt(7, ride, now, Duration::from_secs(60))
+        .await
+        .expect("claimed");
+    assert!(matches!(claim, ReceiptClaim::Claimed), "{claim:?}");
+    assert!(!h.store.receipt_sent(ride).await.expect("read"));
+    h.store.mark_receipt_sent(ride, now).await.expect("marked");
+    assert!(
+        h.store.receipt_sent(ride).await.expect("read"),
+        "marked sent"
+    );
+}

@@ -740,3 +740,47 @@ async fn an_authenticated_user_is_remembered_for_the_cache_ttl_only() {
     }
     assert_eq!(count(), 2, "a zero TTL turns the cache off");
 }
+
+/// The cache holds every user found, not just the last one, and stays
+/// bounded: past its capacity it starts over, so the first user is looked
+/// up again.
+#[tokio::test]
+async fn the_user_cache_remembers_many_users_and_stays_bounded() {
+    use application::ports::MockUsers;
+    use application::{AuthMode, Authenticate};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let h = Harness::new().await;
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let mut users = MockUsers::new();
+    let counted = lookups.clone();
+    users.expect_find_user_by_email().returning(move |email| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(domain::User {
+            id: domain::UserId(n as i64 + 1),
+            email: email.to_owned(),
+            stripe_customer_id: format!("cus_{n}"),
+        }))
+    });
+    let cached = Authenticate::new(Arc::new(users), AuthMode::Email)
+        .cached(h.clock.clone(), Duration::from_secs(5));
+    let email = |n: usize| format!("rider-{n}@example.com");
+    for n in [0, 1, 0, 1] {
+        cached.user(Some(&email(n))).await.expect("known");
+    }
+    assert_eq!(lookups.load(Ordering::SeqCst), 2, "both users remembered");
+
+    // 10 000 entries at most: the 10 001st user starts the cache over.
+    for n in 2..=10_000 {
+        cached.user(Some(&email(n))).await.expect("known");
+    }
+    assert_eq!(lookups.load(Ordering::SeqCst), 10_001);
+    cached.user(Some(&email(10_000))).await.expect("known");
+    assert_eq!(lookups.load(Ordering::SeqCst), 10_001, "the newest is kept");
+    cached.user(Some(&email(0))).await.expect("known");
+    assert_eq!(
+        lookups.load(Ordering::SeqCst),
+        10_002,
+        "the oldest was dropped with the rest"
+    );
+}
