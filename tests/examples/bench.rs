@@ -92,6 +92,7 @@ fn pgbench_scripts(user_id: i64, replay_key: &str) -> (String, String) {
                 "'127.0.0.1'".to_owned(),
                 user_id.to_string(),
                 "true".to_owned(),
+                "'pgbench'".to_owned(),
             ],
         )
     };
@@ -109,6 +110,7 @@ fn pgbench_scripts(user_id: i64, replay_key: &str) -> (String, String) {
             "2000".to_owned(),
             "'usd'".to_owned(),
             user_id.to_string(),
+            "now()".to_owned(),
         ],
     );
     let new_key = format!(

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use application::ports::{Finish, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError};
+use application::ports::{
+    Backlog, Finish, KeyCounts, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError,
+};
 use domain::charge::ReceiptJob;
 use domain::{
     ApiKeyHash, IdempotencyKey, KeyId, KeyProgress, KeyRecord, RecoveryPoint, RequestFingerprint,
@@ -1162,6 +1164,49 @@ async fn concurrent_first_requests_with_one_key_let_exactly_one_through(
     assert_eq!((locked, in_flight), (1, 15));
 }
 
+/// The operator's gauges: unfinished keys by recovery point, those whose
+/// charge was attempted before the review cutoff, and the staged backlog
+/// with its oldest job's age.
+async fn the_gauges_count_unfinished_keys_and_the_staged_backlog(store: Arc<dyn ContractStore>) {
+    let s = store.as_ref();
+    assert_eq!(
+        s.unfinished_counts(at(1_000)).await.expect("counts"),
+        KeyCounts::default()
+    );
+    assert_eq!(
+        s.backlog(at(1_000)).await.expect("backlog"),
+        Backlog::default()
+    );
+
+    let rider = user(s, "gauges@example.com").await;
+    charge_attempted(s, &request(&rider, &key(1), 1.0), at(10)).await;
+    charge_attempted(s, &request(&rider, &key(2), 1.0), at(20)).await;
+    locked(s, &request(&rider, &key(3), 1.0), at(0)).await;
+    let legacy = locked(s, &request(&rider, &key(4), 1.0), at(0)).await;
+    store.leave_at_started(legacy.id).await;
+    book(s, &request(&rider, &key(5), 1.0), at(30)).await;
+    book(s, &request(&rider, &key(6), 1.0), at(40)).await;
+
+    let counts = s.unfinished_counts(at(15)).await.expect("counts");
+    assert_eq!(
+        counts.by_recovery_point,
+        vec![(RecoveryPoint::Started, 1), (RecoveryPoint::RideCreated, 3)]
+    );
+    assert_eq!(counts.awaiting_review, 1, "attempted before 15 s");
+    let later = s.unfinished_counts(at(25)).await.expect("counts");
+    assert_eq!(later.awaiting_review, 2, "attempted before 25 s");
+
+    let backlog = s.backlog(at(100)).await.expect("backlog");
+    assert_eq!(
+        backlog,
+        Backlog {
+            jobs: 2,
+            oldest_age: Duration::from_secs(70),
+        },
+        "the job staged at 30 s is the oldest"
+    );
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -1199,6 +1244,7 @@ macro_rules! contract {
             case!(the_reaper_takes_the_oldest_keys_first);
             case!(only_keys_awaiting_review_are_locked_for_a_person);
             case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
+            case!(the_gauges_count_unfinished_keys_and_the_staged_backlog);
         }
     };
 }

@@ -285,7 +285,7 @@ pub mod queries {
     /// Books a charged key, one statement: $1 key, $2 generation, $3 the
     /// recovery points booking expects, $4 the charge id, $5 the ride, $6
     /// the 201's status, $7 its body, $8 the job's name, $9 amount, $10
-    /// currency, $11 user. Under the lease (the key's row locked), the
+    /// currency, $11 user, $12 now (when the job is staged). Under the lease (the key's row locked), the
     /// charge goes on the ride (unless it carries another), and only then
     /// is the key finished and the receipt job staged. Returns whether the
     /// lease held and whether the key was booked.
@@ -298,9 +298,9 @@ pub mod queries {
          finished AS (UPDATE idempotency_keys SET recovery_point = 'finished', \
          response_code = $6::int, response_body = $7::text, locked_at = NULL \
          WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM charged) RETURNING id), \
-         job AS (INSERT INTO staged_jobs (job_name, job_args) SELECT $8::text, \
+         job AS (INSERT INTO staged_jobs (job_name, job_args, created_at) SELECT $8::text, \
          jsonb_build_object('amount', $9::bigint, 'currency', $10::text, \
-         'user_id', $11::bigint, 'ride_id', id) FROM charged) \
+         'user_id', $11::bigint, 'ride_id', id), $12::timestamptz FROM charged) \
          SELECT EXISTS (SELECT 1 FROM leased) AS leased, \
          EXISTS (SELECT 1 FROM finished) AS booked"
     );
@@ -803,7 +803,7 @@ impl Keys for PostgresStore {
         &self,
         lease: Lease,
         finish: Finish,
-        _now: SystemTime,
+        now: SystemTime,
     ) -> Result<(), StoreError> {
         let write = finish.write();
         match finish {
@@ -824,6 +824,7 @@ impl Keys for PostgresStore {
                     .bind(job.amount_cents)
                     .bind(&job.currency)
                     .bind(job.user_id.0)
+                    .bind(timestamp(now))
                     .fetch_one(&self.pool)
                     .await
                     .map_err(|e| {
