@@ -188,7 +188,16 @@ impl Deployment {
             override_file,
             env,
         };
-        deployment.compose(&["up", "-d"])?;
+        // A port Docker picks from the ephemeral range can be taken by a
+        // client socket between its pick and its bind; `up` again picks anew.
+        let mut attempt = 1;
+        while let Err(error) = deployment.compose(&["up", "-d"]) {
+            if attempt == 3 || !format!("{error:#}").contains("address already in use") {
+                return Err(error);
+            }
+            eprintln!("compose: a published port was taken meanwhile; up again");
+            attempt += 1;
+        }
         Ok(deployment)
     }
 
