@@ -259,6 +259,20 @@ pub fn queried_metrics(text: &str) -> BTreeSet<String> {
     names
 }
 
+/// One answer of Prometheus's HTTP API, as JSON.
+async fn prometheus_api(
+    http: &reqwest::Client,
+    prometheus: &str,
+    path: &str,
+) -> anyhow::Result<Value> {
+    Ok(http
+        .get(format!("{prometheus}{path}"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 /// Polls Prometheus until it has scraped every one of `wanted` (or `max`
 /// passed); those it has not.
 async fn unscraped(
@@ -269,12 +283,8 @@ async fn unscraped(
 ) -> anyhow::Result<Vec<String>> {
     let deadline = Instant::now() + max;
     loop {
-        let answer: Value = http
-            .get(format!("{prometheus}/api/v1/label/__name__/values"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let answer: Value =
+            prometheus_api(http, prometheus, "/api/v1/label/__name__/values").await?;
         let scraped: BTreeSet<&str> = answer["data"]
             .as_array()
             .map(|names| names.iter().filter_map(Value::as_str).collect())
@@ -300,12 +310,7 @@ async fn prometheus_view(
 ) -> anyhow::Result<(BTreeMap<String, String>, BTreeMap<String, String>)> {
     let deadline = Instant::now() + max;
     let targets = loop {
-        let answer: Value = http
-            .get(format!("{prometheus}/api/v1/targets"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let answer: Value = prometheus_api(http, prometheus, "/api/v1/targets").await?;
         let targets: BTreeMap<String, String> = answer["data"]["activeTargets"]
             .as_array()
             .cloned()
@@ -324,12 +329,7 @@ async fn prometheus_view(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let answer: Value = http
-        .get(format!("{prometheus}/api/v1/rules"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let answer: Value = prometheus_api(http, prometheus, "/api/v1/rules").await?;
     let rules = answer["data"]["groups"]
         .as_array()
         .cloned()
