@@ -4,10 +4,18 @@
 //!
 //! `POST /v1/customers` (`source`: `tok_visa` charges,
 //! `tok_chargeCustomerFail` is declined, none: no card), `POST /v1/charges`,
-//! `GET /v1/charges` (newest first, `limit`, `starting_after`, `has_more`).
-//! Form-encoded like Stripe, a bearer secret key required. Idempotency as
-//! Stripe: the same key with the same parameters gets the first answer again
-//! (with `Idempotent-Replayed: true`) for the window; other parameters: 400.
+//! `GET /v1/charges` (newest first, `limit`, `starting_after`, `has_more`),
+//! `GET /v1/charges/{id}`, `GET /v1/customers/{id}`, and
+//! `GET /v1/charges/search` (`query` of `metadata['k']:'v'`, `customer:'…'`
+//! and `status:'…'` clauses joined by `AND`; `limit`, `page`), which, like
+//! Stripe's, lags: a charge shows up `search_delay` after it was made.
+//! Form-encoded like Stripe, a bearer secret key required; errors are
+//! Stripe's JSON (`resource_missing` for an unknown id, an unrecognized
+//! URL for an unknown route). Idempotency as Stripe: the same key with the
+//! same parameters gets the first answer again (with `Idempotent-Replayed:
+//! true`) for the window; other parameters: 400; while a request with the
+//! key is still being processed, another one gets 409
+//! `idempotency_key_in_use`.
 //!
 //! Faults: with probability `rate` a POST meets one fault picked from
 //! `kinds`, landing before the request is processed (nothing recorded) or
@@ -19,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -98,6 +106,8 @@ impl Default for Faults {
 #[derive(Debug, Clone)]
 pub struct FakeStripeSettings {
     pub idempotency_window: Duration,
+    /// How long a new charge stays out of search results.
+    pub search_delay: Duration,
     pub faults: Faults,
 }
 
@@ -105,6 +115,7 @@ impl Default for FakeStripeSettings {
     fn default() -> Self {
         Self {
             idempotency_window: Duration::from_secs(24 * 3600),
+            search_delay: Duration::ZERO,
             faults: Faults::default(),
         }
     }
@@ -113,6 +124,13 @@ impl Default for FakeStripeSettings {
 #[derive(Debug, Clone)]
 struct Customer {
     source: Option<String>,
+    body: Value,
+}
+
+#[derive(Debug, Clone)]
+struct StoredCharge {
+    body: Value,
+    at: Instant,
 }
 
 #[derive(Debug)]
@@ -127,8 +145,10 @@ struct SavedAnswer {
 struct Ledger {
     customers: HashMap<String, Customer>,
     /// Successful charges, oldest first.
-    charges: Vec<Value>,
+    charges: Vec<StoredCharge>,
     answers: HashMap<String, SavedAnswer>,
+    /// Idempotency keys of requests being processed right now.
+    in_flight: std::collections::HashSet<String>,
     /// Faults injected so far, by kind and timing (`500/after`).
     faults: std::collections::BTreeMap<String, u64>,
 }
@@ -165,14 +185,52 @@ impl FakeStripe {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/customers", post(create_customer))
+            .route("/v1/customers/{id}", get(retrieve_customer))
             .route("/v1/charges", post(create_charge).get(list_charges))
+            .route("/v1/charges/search", get(search_charges))
+            .route("/v1/charges/{id}", get(retrieve_charge))
             .route("/_fake/faults", get(list_faults))
+            .fallback(unrecognized_url)
+            .method_not_allowed_fallback(unrecognized_url)
             .with_state(self.clone())
     }
 
     /// Every successful charge, oldest first (for tests).
     pub fn charges(&self) -> Vec<Value> {
-        self.ledger().charges.clone()
+        self.ledger()
+            .charges
+            .iter()
+            .map(|charge| charge.body.clone())
+            .collect()
+    }
+
+    /// Marks `key` in flight, unless it is already (`None`: answer 409).
+    /// A key whose answer is saved is not marked: its repeats are replays.
+    fn begin(&self, key: &str) -> Option<InFlight> {
+        let mut ledger = self.ledger();
+        if ledger.in_flight.contains(key) {
+            return None;
+        }
+        let window = self.settings.idempotency_window;
+        if ledger
+            .answers
+            .get(key)
+            .is_some_and(|saved| saved.at.elapsed() < window)
+        {
+            return Some(InFlight {
+                ledger: self.ledger.clone(),
+                key: None,
+            });
+        }
+        ledger.in_flight.insert(key.to_owned());
+        Some(InFlight {
+            ledger: self.ledger.clone(),
+            key: Some(key.to_owned()),
+        })
+    }
+
+    fn count(&self, name: &str) {
+        *self.ledger().faults.entry(name.to_owned()).or_default() += 1;
     }
 
     fn pick_fault(&self) -> Option<(FaultKind, bool)> {
@@ -187,9 +245,64 @@ impl FakeStripe {
             FaultTiming::Either => fastrand::bool(),
         };
         let name = format!("{}/{}", kind.name(), if after { "after" } else { "before" });
-        *self.ledger().faults.entry(name).or_default() += 1;
+        self.count(&name);
         Some((kind, after))
     }
+}
+
+/// A request with an idempotency key in flight; dropping it (the answer
+/// saved, an injected failure, the client gone) lets the key be used again.
+struct InFlight {
+    ledger: Arc<Mutex<Ledger>>,
+    key: Option<String>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.ledger
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .in_flight
+                .remove(&key);
+        }
+    }
+}
+
+fn key_in_use() -> Response {
+    let (status, body) = stripe_error(
+        StatusCode::CONFLICT,
+        "invalid_request_error",
+        "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through): please try again later.",
+        Some("idempotency_key_in_use"),
+    );
+    json_response(status, &body)
+}
+
+/// Stripe's answer for an id it does not know.
+fn missing(object: &str, id: &str, param: &str) -> Response {
+    let (status, mut body) = stripe_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        &format!("No such {object}: '{id}'"),
+        Some("resource_missing"),
+    );
+    body["error"]["param"] = json!(param);
+    json_response(status, &body)
+}
+
+/// Stripe's answer for a route it does not have.
+async fn unrecognized_url(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let (status, body) = stripe_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        &format!(
+            "Unrecognized request URL ({method}: {}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
+            uri.path()
+        ),
+        None,
+    );
+    json_response(status, &body)
 }
 
 fn stripe_error(
@@ -272,11 +385,15 @@ fn customer(ledger: &mut Ledger, form: &Form) -> (StatusCode, Value) {
         );
     }
     let id = format!("cus_{}", uuid::Uuid::new_v4().simple());
-    ledger.customers.insert(id.clone(), Customer { source });
-    (
-        StatusCode::OK,
-        json!({ "id": id, "object": "customer", "email": field(form, "email"), "created": now_unix() }),
-    )
+    let body = json!({ "id": id, "object": "customer", "email": field(form, "email"), "created": now_unix() });
+    ledger.customers.insert(
+        id,
+        Customer {
+            source,
+            body: body.clone(),
+        },
+    );
+    (StatusCode::OK, body)
 }
 
 fn charge(ledger: &mut Ledger, form: &Form) -> (StatusCode, Value) {
@@ -342,7 +459,10 @@ fn charge(ledger: &mut Ledger, form: &Form) -> (StatusCode, Value) {
                 "status": "succeeded",
                 "created": now_unix(),
             });
-            ledger.charges.push(charge.clone());
+            ledger.charges.push(StoredCharge {
+                body: charge.clone(),
+                at: Instant::now(),
+            });
             (StatusCode::OK, charge)
         }
     }
@@ -418,6 +538,18 @@ impl FakeStripe {
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // Held until this request's answer is saved or it ends without one.
+        let _in_flight = match &key {
+            Some(key) => match self.begin(key) {
+                Some(guard) => Some(guard),
+                None => {
+                    info!(path, key, "fake-stripe: idempotency key in use");
+                    self.count("409/in_use");
+                    return key_in_use();
+                }
+            },
+            None => None,
+        };
         let fault = self.pick_fault();
         if let Some((kind, false)) = fault
             && let Some(response) = self.fault(kind, path).await
@@ -516,6 +648,175 @@ struct ListQuery {
     starting_after: Option<String>,
 }
 
+async fn retrieve_charge(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    let ledger = stripe.ledger();
+    match ledger.charges.iter().find(|c| c.body["id"] == id.as_str()) {
+        Some(charge) => json_response(StatusCode::OK, &charge.body),
+        None => missing("charge", &id, "id"),
+    }
+}
+
+async fn retrieve_customer(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    match stripe.ledger().customers.get(&id) {
+        Some(customer) => json_response(StatusCode::OK, &customer.body),
+        None => missing("customer", &id, "id"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchQuery {
+    query: Option<String>,
+    limit: Option<usize>,
+    page: Option<String>,
+}
+
+/// One clause of a search query: a field (`metadata['k']`, `customer`,
+/// `status`) and the value it must equal.
+#[derive(Debug, PartialEq, Eq)]
+struct Clause {
+    field: Vec<String>,
+    value: String,
+}
+
+/// Parses `clause AND clause …`, each `field:'value'` (quotes `\`-escaped).
+fn parse_search(query: &str) -> Result<Vec<Clause>, String> {
+    let mut clauses = Vec::new();
+    let mut rest = query.trim();
+    loop {
+        let (field, after) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("expected `field:'value'` at `{rest}`"))?;
+        let field = field.trim();
+        let path = match field
+            .strip_prefix("metadata['")
+            .and_then(|f| f.strip_suffix("']"))
+        {
+            Some(name) => vec!["metadata".to_owned(), name.to_owned()],
+            None if matches!(field, "customer" | "status" | "currency") => vec![field.to_owned()],
+            None => {
+                return Err(format!(
+                    "`{field}` is not a searchable field of charges here"
+                ));
+            }
+        };
+        let mut chars = after.trim_start().char_indices();
+        if !matches!(chars.next(), Some((_, '\'' | '"'))) {
+            return Err(format!("the value of `{field}` must be quoted"));
+        }
+        let quote = after.trim_start().as_bytes()[0] as char;
+        let mut value = String::new();
+        let mut end = None;
+        let mut escaped = false;
+        for (index, c) in chars.by_ref() {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, c) if c == quote => {
+                    end = Some(index + 1);
+                    break;
+                }
+                (_, c) => {
+                    value.push(c);
+                    escaped = false;
+                }
+            }
+        }
+        let end = end.ok_or_else(|| format!("the value of `{field}` is not closed"))?;
+        clauses.push(Clause { field: path, value });
+        rest = after.trim_start()[end..].trim();
+        if rest.is_empty() {
+            return Ok(clauses);
+        }
+        rest = rest
+            .strip_prefix("AND ")
+            .ok_or_else(|| format!("expected `AND` at `{rest}`"))?
+            .trim_start();
+    }
+}
+
+fn matches(charge: &Value, clauses: &[Clause]) -> bool {
+    clauses.iter().all(|clause| {
+        let found = clause.field.iter().fold(charge, |value, name| &value[name]);
+        found.as_str() == Some(clause.value.as_str())
+    })
+}
+
+/// Stripe's charge search: only charges made at least `search_delay` ago.
+async fn search_charges(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Query(query): Query<SearchQuery>,
+) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    let invalid = |message: &str, param: &str| {
+        let (status, mut body) = stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            message,
+            Some("parameter_invalid"),
+        );
+        body["error"]["param"] = json!(param);
+        json_response(status, &body)
+    };
+    let Some(text) = query.query else {
+        let (status, body) = stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Missing required param: query.",
+            Some("parameter_missing"),
+        );
+        return json_response(status, &body);
+    };
+    let clauses = match parse_search(&text) {
+        Ok(clauses) => clauses,
+        Err(reason) => return invalid(&format!("Invalid search query: {reason}"), "query"),
+    };
+    let limit = query.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return invalid("limit must be between 1 and 100", "limit");
+    }
+    let Ok(start) = query.page.as_deref().map_or(Ok(0), str::parse::<usize>) else {
+        return invalid("Invalid page cursor", "page");
+    };
+    let delay = stripe.settings.search_delay;
+    let ledger = stripe.ledger();
+    let hits: Vec<&Value> = ledger
+        .charges
+        .iter()
+        .rev()
+        .filter(|charge| charge.at.elapsed() >= delay && matches(&charge.body, &clauses))
+        .map(|charge| &charge.body)
+        .collect();
+    let page: Vec<&Value> = hits.iter().skip(start).take(limit).copied().collect();
+    let next = start + page.len();
+    let has_more = next < hits.len();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "search_result",
+            "url": "/v1/charges/search",
+            "has_more": has_more,
+            "next_page": has_more.then(|| next.to_string()),
+            "data": page,
+        }),
+    )
+}
+
 /// Not Stripe's: how many faults of each kind (and timing) were injected,
 /// for a soak's report.
 async fn list_faults(State(stripe): State<FakeStripe>) -> Response {
@@ -543,19 +844,13 @@ async fn list_charges(
     }
     let ledger = stripe.ledger();
     // Newest first, as Stripe lists.
-    let newest_first: Vec<&Value> = ledger.charges.iter().rev().collect();
+    let newest_first: Vec<&Value> = ledger.charges.iter().rev().map(|c| &c.body).collect();
     let start = match &query.starting_after {
         None => 0,
         Some(after) => match newest_first.iter().position(|c| c["id"] == after.as_str()) {
             Some(index) => index + 1,
             None => {
-                let (status, body) = stripe_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    &format!("No such charge: '{after}'"),
-                    Some("resource_missing"),
-                );
-                return json_response(status, &body);
+                return missing("charge", after, "starting_after");
             }
         },
     };

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use application::ports::{GatewayError, PaymentGateway};
 use async_trait::async_trait;
-use domain::{ChargeOutcome, ChargeRequest};
+use domain::{ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -79,6 +79,32 @@ pub struct StripeGateway {
 struct Created {
     id: String,
 }
+
+/// A charge as Stripe describes it (the fields reconciliation reads).
+#[derive(Debug, Deserialize)]
+struct Charge {
+    id: String,
+    amount: i64,
+    currency: String,
+    customer: Option<String>,
+    status: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchResult {
+    data: Vec<Charge>,
+}
+
+/// The search query for charges whose metadata names `downstream_key`, in
+/// Stripe's search query language (a quoted string, `\` escapes).
+pub fn metadata_query(downstream_key: &str) -> String {
+    let quoted = downstream_key.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("metadata['{METADATA_KEY}']:'{quoted}'")
+}
+
+/// The metadata field every charge carries: the key's downstream key.
+pub const METADATA_KEY: &str = "rocket_rides_downstream_key";
+const METADATA_FIELD: &str = "metadata[rocket_rides_downstream_key]";
 
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
@@ -145,6 +171,50 @@ impl StripeGateway {
             }
         };
         classify(status, &body)
+    }
+
+    /// One GET, retried like an unknown POST answer; the body of a 2xx, or
+    /// why there is none.
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Vec<u8>, String> {
+        let mut backoff = self.settings.retry_backoff;
+        let mut attempt = 0;
+        loop {
+            let answer = self
+                .client
+                .get(self.url(path))
+                .bearer_auth(&self.settings.api_key)
+                .header("Stripe-Version", STRIPE_VERSION)
+                .query(query)
+                .send()
+                .await;
+            let reason = match answer {
+                Ok(response) if response.status().is_success() => match response.bytes().await {
+                    Ok(body) => return Ok(body.to_vec()),
+                    Err(error) => format!("Stripe's answer was cut off: {error}"),
+                },
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.bytes().await.unwrap_or_default();
+                    match classify(status, &body) {
+                        // An invalid request (an unknown id, a bad query)
+                        // will not change on a retry.
+                        Attempt::Done(Err(
+                            Definitive::Declined(detail) | Definitive::Refused(detail),
+                        )) => return Err(format!("Stripe refused: {detail}")),
+                        Attempt::Done(Ok(_)) => format!("Stripe answered {status}"),
+                        Attempt::Unknown(reason) => reason,
+                    }
+                }
+                Err(error) => format!("could not reach Stripe: {error}"),
+            };
+            if attempt >= self.settings.max_retries {
+                return Err(reason);
+            }
+            attempt += 1;
+            warn!(path, attempt, %reason, ?backoff, "Stripe read failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+        }
     }
 
     /// Posts with retries of unknown answers; the final unknown is returned.
@@ -241,10 +311,7 @@ impl PaymentGateway for StripeGateway {
             ("currency", request.currency.as_str()),
             ("customer", request.customer_id.as_str()),
             ("description", request.description.as_str()),
-            (
-                "metadata[rocket_rides_downstream_key]",
-                request.idempotency_key.as_str(),
-            ),
+            (METADATA_FIELD, request.idempotency_key.as_str()),
         ];
         match self
             .post("/v1/charges", &form, &request.idempotency_key)
@@ -255,5 +322,49 @@ impl PaymentGateway for StripeGateway {
             Ok(Err(Definitive::Refused(message))) => ChargeOutcome::Refused { message },
             Err(reason) => ChargeOutcome::Unknown { reason },
         }
+    }
+
+    /// Searches by metadata, then retrieves each charge found: a retrieve
+    /// is read-after-write consistent where the search lags, so the status
+    /// judged is the charge's current one.
+    async fn find_charges(&self, downstream_key: &str) -> ChargeSearch {
+        let query = metadata_query(downstream_key);
+        let found = match self.get("/v1/charges/search", &[("query", &query)]).await {
+            Ok(body) => match serde_json::from_slice::<SearchResult>(&body) {
+                Ok(result) => result.data,
+                Err(error) => {
+                    return ChargeSearch::Unknown {
+                        reason: format!("Stripe's search answer was unreadable: {error}"),
+                    };
+                }
+            },
+            Err(reason) => return ChargeSearch::Unknown { reason },
+        };
+        let mut charges = Vec::with_capacity(found.len());
+        for listed in found {
+            let path = format!("/v1/charges/{}", listed.id);
+            let charge = match self.get(&path, &[]).await {
+                Ok(body) => match serde_json::from_slice::<Charge>(&body) {
+                    Ok(charge) => charge,
+                    Err(error) => {
+                        return ChargeSearch::Unknown {
+                            reason: format!(
+                                "Stripe's charge {} was unreadable: {error}",
+                                listed.id
+                            ),
+                        };
+                    }
+                },
+                Err(reason) => return ChargeSearch::Unknown { reason },
+            };
+            charges.push(FoundCharge {
+                id: charge.id,
+                amount_cents: charge.amount,
+                currency: charge.currency,
+                customer_id: charge.customer.unwrap_or_default(),
+                status: charge.status,
+            });
+        }
+        ChargeSearch::Found(charges)
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
 use adapters::stripe::{StripeGateway, StripeSettings};
 use application::ports::PaymentGateway;
-use domain::{ChargeOutcome, ChargeRequest};
+use domain::{ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge};
 use serde_json::Value;
 
 struct Running {
@@ -383,4 +383,309 @@ async fn a_charge_keeps_its_metadata_and_injected_faults_are_counted_by_kind() {
         .await
         .expect("json");
     assert_eq!(faults["500/after"], 1, "{faults}");
+}
+
+impl Running {
+    async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.base))
+            .bearer_auth("sk_test_fake")
+            .send()
+            .await
+            .expect("answered");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("Stripe-shaped JSON"))
+    }
+
+    async fn charge_with_metadata(&self, customer: &str, key: &str) -> String {
+        let (status, body, _) = self
+            .post(
+                "/v1/charges",
+                Some(key),
+                &[
+                    ("amount", "2000"),
+                    ("currency", "usd"),
+                    ("customer", customer),
+                    ("metadata[rocket_rides_downstream_key]", key),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    fn gateway(&self) -> StripeGateway {
+        StripeGateway::new(StripeSettings {
+            retry_backoff: Duration::from_millis(10),
+            ..StripeSettings::new("sk_test_fake", self.base.clone())
+        })
+        .expect("client")
+    }
+}
+
+fn search_path(query: &str) -> String {
+    format!(
+        "/v1/charges/search?{}",
+        serde_urlencoded::to_string([("query", query)]).expect("encoded")
+    )
+}
+
+#[tokio::test]
+async fn charges_and_customers_are_retrieved_by_id_and_unknown_ids_are_resource_missing() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let visa = stripe.customer(Some("tok_visa")).await;
+    let charge = stripe.charge_with_metadata(&visa, "get-1").await;
+
+    let (status, body) = stripe.get(&format!("/v1/charges/{charge}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], charge.as_str());
+    assert_eq!(body["object"], "charge");
+    assert_eq!(body["customer"], visa.as_str());
+    assert_eq!(body["status"], "succeeded");
+    let (status, body) = stripe.get(&format!("/v1/customers/{visa}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["id"].as_str(), body["object"].as_str()),
+        (Some(visa.as_str()), Some("customer"))
+    );
+    assert_eq!(body["email"], "rider@example.com");
+
+    for (path, message) in [
+        ("/v1/charges/ch_nope", "No such charge: 'ch_nope'"),
+        ("/v1/customers/cus_nope", "No such customer: 'cus_nope'"),
+    ] {
+        let (status, body) = stripe.get(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["code"], "resource_missing");
+        assert_eq!(body["error"]["param"], "id");
+        assert_eq!(body["error"]["message"], message);
+    }
+    // An unknown route, or a method a route lacks: Stripe's JSON, not an
+    // empty 404/405.
+    let (status, body) = stripe.get("/v1/refunds").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Unrecognized request URL (GET: /v1/refunds)")),
+        "{body}"
+    );
+    let (status, body, _) = stripe.post("/v1/charges/search", None, &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    // And a secret key is still required for reads.
+    let response = stripe
+        .http
+        .get(format!("{}/v1/charges/{charge}", stripe.base))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn search_finds_charges_by_metadata_only_after_the_indexing_delay() {
+    let stripe = start(FakeStripeSettings {
+        search_delay: Duration::from_millis(400),
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let visa = stripe.customer(Some("tok_visa")).await;
+    let mine = stripe.charge_with_metadata(&visa, "search-mine").await;
+    stripe.charge_with_metadata(&visa, "search-other").await;
+    let query = "metadata['rocket_rides_downstream_key']:'search-mine'";
+
+    let (status, body) = stripe.get(&search_path(query)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "search_result");
+    assert_eq!(
+        body["data"],
+        serde_json::json!([]),
+        "too recent to be indexed"
+    );
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let (_, body) = stripe.get(&search_path(query)).await;
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids, [mine.as_str()]);
+    assert_eq!(body["has_more"], false);
+
+    // Clauses combine with AND; pages follow `next_page`.
+    let both = format!("customer:'{visa}' AND status:'succeeded'");
+    let (_, first) = stripe.get(&format!("{}&limit=1", search_path(&both))).await;
+    assert_eq!(first["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(first["has_more"], true);
+    let page = first["next_page"].as_str().expect("next_page");
+    let (_, second) = stripe
+        .get(&format!("{}&limit=1&page={page}", search_path(&both)))
+        .await;
+    assert_eq!(second["has_more"], false);
+    assert_ne!(first["data"][0]["id"], second["data"][0]["id"]);
+    let (_, none) = stripe.get(&search_path("customer:'cus_else'")).await;
+    assert_eq!(none["data"], serde_json::json!([]));
+
+    for bad in [
+        "amount>10",
+        "metadata['k']:unquoted",
+        "status:'open",
+        "status:'a' OR status:'b'",
+    ] {
+        let (status, body) = stripe.get(&search_path(bad)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_request_with_a_key_in_flight_gets_409_and_the_adapter_retries_into_the_one_charge()
+ {
+    // Every request waits 1 s before it is processed, holding its key.
+    let stripe = start(FakeStripeSettings {
+        faults: Faults {
+            rate: 1.0,
+            kinds: vec![FaultKind::Latency],
+            timing: FaultTiming::Before,
+            latency: Duration::from_secs(1),
+            hang: Duration::from_secs(5),
+        },
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let visa = {
+        let clean = serve(stripe.stripe.sharing_ledger(FakeStripeSettings::default())).await;
+        clean.customer(Some("tok_visa")).await
+    };
+    let form = [
+        ("amount", "2000"),
+        ("currency", "usd"),
+        ("customer", visa.as_str()),
+    ];
+    let (first, second) = tokio::join!(stripe.post("/v1/charges", Some("busy"), &form), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stripe.post("/v1/charges", Some("busy"), &form).await
+    });
+    // Whichever arrived first is processed; the other is told the key is busy.
+    let (done, busy) = if first.0 == 200 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(done.0, 200, "{}", done.1);
+    assert_eq!(busy.0, 409, "{}", busy.1);
+    assert_eq!(busy.1["error"]["code"], "idempotency_key_in_use");
+    // Once the first is answered, the key replays.
+    let (status, body, replayed) = stripe.post("/v1/charges", Some("busy"), &form).await;
+    assert_eq!((status, replayed), (200, true));
+    assert_eq!(body["id"], done.1["id"]);
+
+    // Through the adapter: two charges with one key at once; the one that
+    // meets 409 retries with the same key (after the first is answered)
+    // and gets the same charge. Without a retry, 409 is unknown, never a
+    // refusal.
+    let gateway = StripeGateway::new(StripeSettings {
+        retry_backoff: Duration::from_millis(700),
+        ..StripeSettings::new("sk_test_fake", stripe.base.clone())
+    })
+    .expect("client");
+    let request = ChargeRequest {
+        customer_id: visa.clone(),
+        amount_cents: 2000,
+        currency: "usd".into(),
+        description: "ride".into(),
+        idempotency_key: "busy-adapter".into(),
+    };
+    let (a, b) = tokio::join!(gateway.charge(&request), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gateway.charge(&request).await
+    });
+    let (ChargeOutcome::Charged { charge_id: a }, ChargeOutcome::Charged { charge_id: b }) =
+        (&a, &b)
+    else {
+        panic!("both charged: {a:?} {b:?}");
+    };
+    assert_eq!(a, b, "one charge");
+    let once = stripe.single_call_gateway(Duration::from_secs(5));
+    let busy_once = ChargeRequest {
+        idempotency_key: "busy-once".into(),
+        ..request.clone()
+    };
+    let (alone, ()) = tokio::join!(gateway.charge(&busy_once), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let outcome = once.charge(&busy_once).await;
+        assert!(
+            matches!(&outcome, ChargeOutcome::Unknown { reason } if reason.contains("idempotency_key_in_use")),
+            "{outcome:?}"
+        );
+    });
+    assert!(matches!(alone, ChargeOutcome::Charged { .. }));
+    assert_eq!(stripe.stripe.charges().len(), 3, "one per key");
+    let (_, counts) = stripe.get("/_fake/faults").await;
+    assert!(counts["409/in_use"].as_u64() >= Some(3), "{counts}");
+}
+
+#[tokio::test]
+async fn the_adapter_finds_a_charge_by_its_downstream_key_once_search_shows_it() {
+    let stripe = start(FakeStripeSettings {
+        search_delay: Duration::from_millis(300),
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let gateway = stripe.gateway();
+    let visa = gateway
+        .create_customer("rider@example.com", "tok_visa")
+        .await
+        .expect("customer");
+    let request = ChargeRequest {
+        customer_id: visa.clone(),
+        amount_cents: 2000,
+        currency: "usd".into(),
+        description: "ride".into(),
+        idempotency_key: "rr-find-me".into(),
+    };
+    let ChargeOutcome::Charged { charge_id } = gateway.charge(&request).await else {
+        panic!("charged");
+    };
+    assert_eq!(
+        gateway.find_charges("rr-find-me").await,
+        ChargeSearch::Found(vec![]),
+        "not searchable yet"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        gateway.find_charges("rr-find-me").await,
+        ChargeSearch::Found(vec![FoundCharge {
+            id: charge_id,
+            amount_cents: 2000,
+            currency: "usd".into(),
+            customer_id: visa,
+            status: "succeeded".into(),
+        }])
+    );
+    assert_eq!(
+        gateway.find_charges("rr-never").await,
+        ChargeSearch::Found(vec![])
+    );
+    // A key with a quote in it is escaped, not a broken query.
+    assert_eq!(
+        gateway.find_charges("it's").await,
+        ChargeSearch::Found(vec![])
+    );
+    // Stripe unreachable: unknown, never "no charge".
+    let gone = StripeGateway::new(StripeSettings {
+        max_retries: 0,
+        ..StripeSettings::new("sk_test_fake", "http://127.0.0.1:1")
+    })
+    .expect("client");
+    assert!(matches!(
+        gone.find_charges("rr-find-me").await,
+        ChargeSearch::Unknown { .. }
+    ));
 }

@@ -8,6 +8,7 @@ pub mod background;
 pub mod create_ride;
 pub mod ports;
 pub mod queries;
+pub mod reconcile;
 pub mod users;
 
 pub use background::{
@@ -18,6 +19,7 @@ pub use create_ride::{
     Answer, CreateRide, CreateRideError, CreateRideSettings, ReviewResolution, RideRequest,
 };
 pub use queries::{ListKeysForReview, ShowRide};
+pub use reconcile::{KeyFinding, ReconcileKeys, Settlement};
 pub use users::{
     AuthError, AuthMode, Authenticate, DEMO_USERS, SeedDemoUsers, SeedError, SeededUser,
 };

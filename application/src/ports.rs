@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use domain::charge::ReceiptJob;
 use domain::{
-    ApiKeyHash, ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId,
-    KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, RequestFingerprint, ReviewPolicy, Ride,
-    RideId, RideParams, StagedJob, StoredResponse, User, UserId,
+    ApiKeyHash, ChargeOutcome, ChargeRequest, ChargeSearch, CompleterPolicy, IdempotencyKey,
+    KeyDecision, KeyId, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, RequestFingerprint,
+    ReviewPolicy, Ride, RideId, RideParams, StagedJob, StoredResponse, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -238,6 +238,9 @@ pub trait Keys: Send + Sync {
 
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError>;
 
+    /// The key as stored, locked or not (for reading only).
+    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
     /// Deletes up to `limit` keys created before `created_before`, oldest
     /// first; their rides stay, with no key. Only keys
     /// `KeyRecord::may_be_reaped` allows: a key whose charge may exist stays
@@ -361,6 +364,15 @@ pub trait PaymentGateway: Send + Sync {
     async fn create_customer(&self, email: &str, source: &str) -> Result<String, GatewayError>;
     /// Charges a customer. Never fails: every answer is classified.
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome;
+    /// The charges whose metadata names `downstream_key`, as the gateway's
+    /// (possibly lagging) search finds them. A gateway that cannot search
+    /// answers `Unknown`, so nothing is ever decided from it.
+    async fn find_charges(&self, downstream_key: &str) -> ChargeSearch {
+        let _ = downstream_key;
+        ChargeSearch::Unknown {
+            reason: "this payment gateway cannot search its charges".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

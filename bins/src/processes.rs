@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use application::{AuthMode, ReviewResolution, WorkError};
-use domain::{KeyId, RecoveryPoint};
+use application::{AuthMode, KeyFinding, ReviewResolution, Settlement, WorkError};
+use domain::{ChargeSearch, KeyId, Reconciliation, RecoveryPoint};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -499,6 +499,7 @@ pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> 
     };
     let stripe = FakeStripe::new(FakeStripeSettings {
         idempotency_window: args.idempotency_window,
+        search_delay: args.search_delay,
         faults: Faults {
             rate: args.fault_rate,
             kinds,
@@ -551,34 +552,87 @@ pub async fn resolve(
     args: &ResolveArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let resolution = match &args.charge_id {
-        Some(charge_id) => {
+    let resolution = match (&args.charge_id, args.not_charged) {
+        (Some(charge_id), _) => {
             let charge_id = charge_id.trim();
             if charge_id.is_empty() || charge_id.contains(char::is_whitespace) {
                 bail!("--charge-id must be a Stripe charge id such as ch_123");
             }
-            ReviewResolution::Charged {
+            Some(ReviewResolution::Charged {
                 charge_id: charge_id.to_owned(),
-            }
+            })
         }
-        None => ReviewResolution::NotCharged,
+        (None, true) => Some(ReviewResolution::NotCharged),
+        (None, false) => None,
     };
     let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "resolve")?;
-    let key_id = KeyId(args.key_id);
+    let not_awaiting = |key_id: KeyId| {
+        anyhow::anyhow!(
+            "key {key_id} does not await review: it is finished, gone, never charged, inside the gateway's idempotency window, or held by a request right now (see `rocket-rides review`)"
+        )
+    };
+    let Some(resolution) = resolution else {
+        return resolve_from_stripe(&system, args, not_awaiting).await;
+    };
+    let key_id = KeyId(args.key_id.context("a key id is required")?);
     let Some(answer) = system
         .create_ride()
         .resolve_review(key_id, resolution)
         .await?
     else {
-        bail!(
-            "key {key_id} does not await review: it is finished, gone, never charged, inside the gateway's idempotency window, or held by a request right now (see `rocket-rides review`)"
-        );
+        return Err(not_awaiting(key_id));
     };
     println!(
         "key_id={key_id} resolved: status={} body={}",
         answer.response.status, answer.response.body
     );
+    Ok(())
+}
+
+/// `resolve --from-stripe`: one line per key; fails when a named key was
+/// not settled or any listed key was left for a person.
+async fn resolve_from_stripe(
+    system: &System,
+    args: &ResolveArgs,
+    not_awaiting: impl Fn(KeyId) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let reconcile = system.reconcile();
+    let settled = match args.key_id {
+        Some(id) => match reconcile.settle(KeyId(id)).await? {
+            Settlement::Skipped => return Err(not_awaiting(KeyId(id))),
+            settlement => vec![(KeyId(id), settlement)],
+        },
+        None => reconcile
+            .settle_all(args.limit)
+            .await?
+            .into_iter()
+            .map(|(finding, settlement)| (finding.record.id, settlement))
+            .collect(),
+    };
+    if settled.is_empty() {
+        println!("no keys need review");
+    }
+    let mut left = 0;
+    for (key_id, settlement) in &settled {
+        match settlement {
+            Settlement::Settled { status } => {
+                println!("key_id={key_id} settled from Stripe: status={status}");
+            }
+            Settlement::Left { reason } => {
+                left += 1;
+                println!("key_id={key_id} left for review: {reason}");
+            }
+            Settlement::Skipped => {
+                println!(
+                    "key_id={key_id} skipped: a request holds it, or it was finished meanwhile"
+                );
+            }
+        }
+    }
+    if left > 0 {
+        bail!("{left} key(s) left for review: Stripe gave no definitive answer for them");
+    }
     Ok(())
 }
 
@@ -589,13 +643,18 @@ pub async fn review(
 ) -> anyhow::Result<()> {
     let system = System::build(settings, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "review")?;
-    let keys = system.review().run(args.limit).await?;
-    if keys.is_empty() {
+    let findings = system.reconcile().examine(args.limit).await?;
+    if findings.is_empty() {
         println!("no keys need review");
     }
-    for key in keys {
+    for KeyFinding {
+        record: key,
+        search,
+        verdict,
+    } in findings
+    {
         println!(
-            "key_id={} user_id={} idempotency_key={} ride_id={} downstream_key={} first_charge_attempt={}",
+            "key_id={} user_id={} idempotency_key={} ride_id={} downstream_key={} first_charge_attempt={} stripe={} verdict={}",
             key.id,
             key.user_id,
             key.key,
@@ -606,8 +665,31 @@ pub async fn review(
             key.downstream_key,
             key.unrecorded_charge_attempt()
                 .map(|at| humantime::format_rfc3339_seconds(at).to_string())
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            describe_search(&search),
+            describe_verdict(&verdict),
         );
     }
     Ok(())
+}
+
+/// What the payment processor holds for a key, in a word or a list.
+pub fn describe_search(search: &ChargeSearch) -> String {
+    match search {
+        ChargeSearch::Found(charges) if charges.is_empty() => "no-charge-found".to_owned(),
+        ChargeSearch::Found(charges) => charges
+            .iter()
+            .map(|c| format!("{}:{}:{}{}", c.id, c.status, c.amount_cents, c.currency))
+            .collect::<Vec<_>>()
+            .join(","),
+        ChargeSearch::Unknown { .. } => "unknown".to_owned(),
+    }
+}
+
+pub fn describe_verdict(verdict: &Reconciliation) -> String {
+    match verdict {
+        Reconciliation::Charged { charge_id } => format!("charged({charge_id})"),
+        Reconciliation::NotCharged => "not-charged".to_owned(),
+        Reconciliation::Undecided { reason } => format!("undecided({reason})"),
+    }
 }

@@ -243,6 +243,12 @@ pub struct Settings {
     /// gateway call with its retries.
     #[arg(long, env = "REVIEW_AFTER", value_parser = duration, default_value = "23h", global = true)]
     pub review_after: Duration,
+    /// How long after a charge is made the processor's search may still
+    /// miss it (Stripe: "under normal operating conditions, less than a
+    /// minute"). `resolve --from-stripe` takes "nothing found" as "no
+    /// charge" only for a key whose last possible charge is older.
+    #[arg(long, env = "STRIPE_SEARCH_LAG", value_parser = duration, default_value = "5m", global = true)]
+    pub stripe_search_lag: Duration,
     /// Pause between batches of the completer, enqueuer and reaper.
     #[arg(long, env = "POLL_INTERVAL", value_parser = duration, default_value = "5s", global = true)]
     pub poll_interval: Duration,
@@ -388,13 +394,28 @@ pub struct FakeStripeArgs {
     /// How long an idempotency key is remembered.
     #[arg(long, env = "FAKE_STRIPE_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h")]
     pub idempotency_window: Duration,
+    /// How long a new charge stays out of `GET /v1/charges/search`, as
+    /// Stripe's search index lags.
+    #[arg(long, env = "FAKE_STRIPE_SEARCH_DELAY", value_parser = duration, default_value = "1s")]
+    pub search_delay: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("finding").required(true).args(["charge_id", "not_charged"])))]
+#[command(group(clap::ArgGroup::new("finding").required(true).args(["charge_id", "not_charged", "from_stripe"])))]
 pub struct ResolveArgs {
-    /// The key's id, as `rocket-rides review` lists it (`key_id=`).
-    pub key_id: i64,
+    /// The key's id, as `rocket-rides review` lists it (`key_id=`);
+    /// with `--from-stripe` and no id, every key awaiting review.
+    #[arg(required_unless_present = "from_stripe")]
+    pub key_id: Option<i64>,
+    /// Ask the payment processor (search by the key's metadata, then
+    /// retrieve) and settle each key it answers definitively: the charge
+    /// exists (booked, 201) or it confirms none (ended, 502). Keys it
+    /// cannot answer for stay listed, with the reason.
+    #[arg(long)]
+    pub from_stripe: bool,
+    /// Most keys to settle with `--from-stripe` and no key id.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
     /// The charge exists at Stripe (found by the key's downstream_key):
     /// record it on the ride and book it (201, receipt staged).
     #[arg(long)]

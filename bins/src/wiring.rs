@@ -15,9 +15,9 @@ use anyhow::bail;
 use application::ports::{Clock, JobQueue, PaymentGateway, ReceiptSender, Store};
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
-    ListKeysForReview, ReapKeys, SeedDemoUsers, WorkJobs,
+    ReapKeys, ReconcileKeys, SeedDemoUsers, WorkJobs,
 };
-use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
+use domain::{CompleterPolicy, LockPolicy, ReconcilePolicy, ReviewPolicy};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -75,7 +75,9 @@ pub struct System {
     postgres: Option<Arc<PostgresStore>>,
 }
 
-fn gateway(settings: &Settings) -> anyhow::Result<Arc<dyn PaymentGateway>> {
+/// The payment gateway. The in-process fake of a process that shares its
+/// store with others (Postgres) cannot vouch that a charge does not exist.
+fn gateway(settings: &Settings, embedded: bool) -> anyhow::Result<Arc<dyn PaymentGateway>> {
     Ok(match &settings.stripe_api_key {
         Some(api_key) => {
             info!(api_base = %settings.stripe_api_base, "payment gateway: Stripe over HTTP");
@@ -92,10 +94,15 @@ fn gateway(settings: &Settings) -> anyhow::Result<Arc<dyn PaymentGateway>> {
                 latency = ?settings.fake_gateway_latency,
                 "payment gateway: in-process fake"
             );
-            Arc::new(FakeGateway::with_faults(FakeGatewayFaults {
+            let fake = FakeGateway::with_faults(FakeGatewayFaults {
                 unknown_rate: settings.fake_gateway_unknown_rate,
                 latency: settings.fake_gateway_latency,
-            }))
+            });
+            Arc::new(if embedded {
+                fake
+            } else {
+                fake.one_of_several()
+            })
         }
     })
 }
@@ -211,7 +218,7 @@ impl System {
             settings: settings.clone(),
             store,
             postgres,
-            gateway: gateway(settings)?,
+            gateway: gateway(settings, embedded)?,
             queue: Arc::new(MemoryQueue::default()),
             receipts: Arc::new(LogReceiptSender),
             clock: Arc::new(SystemClock),
@@ -421,7 +428,18 @@ impl System {
         SeedDemoUsers::new(self.store.clone(), self.gateway.clone())
     }
 
-    pub fn review(&self) -> ListKeysForReview {
-        ListKeysForReview::new(self.store.clone(), self.clock.clone(), self.review_policy())
+    pub fn reconcile(&self) -> ReconcileKeys {
+        ReconcileKeys::new(
+            self.store.clone(),
+            self.store.clone(),
+            self.gateway.clone(),
+            self.clock.clone(),
+            self.create_ride(),
+            self.review_policy(),
+            ReconcilePolicy {
+                lock: self.lock_policy(),
+                search_lag: self.settings.stripe_search_lag,
+            },
+        )
     }
 }

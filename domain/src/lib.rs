@@ -10,6 +10,7 @@ pub mod charge;
 pub mod fingerprint;
 pub mod idempotency;
 pub mod json;
+pub mod reconcile;
 pub mod response;
 pub mod ride;
 pub mod user;
@@ -21,6 +22,7 @@ pub use idempotency::{
     CompleterCutoffs, CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyDecision, KeyId,
     KeyProgress, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, ReviewPolicy,
 };
+pub use reconcile::{ChargeSearch, FoundCharge, ReconcilePolicy, Reconciliation};
 pub use response::{Problem, StoredResponse};
 pub use ride::{
     Coordinate, Latitude, Longitude, Ride, RideId, RideParams, RideParamsError, RideParamsField,

@@ -430,6 +430,9 @@ impl Keys for DyingStore {
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
         self.inner.find_ride(id).await
     }
+    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.find_key(id).await
+    }
     async fn reap_keys(
         &self,
         created_before: SystemTime,

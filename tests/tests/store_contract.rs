@@ -1080,6 +1080,12 @@ async fn keys_whose_charge_was_attempted_long_ago_are_listed_for_review(
     let listed = store.keys_for_review(at(11), 10).await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].unrecorded_charge_attempt(), Some(at(10)));
+    // Read by id, as reconciling one key does: the same record.
+    let found = store.find_key(record.id).await.expect("read");
+    assert_eq!(found.as_ref(), Some(&listed[0]));
+    assert_eq!(found.map(|k| k.downstream_key), Some(record.downstream_key));
+    let unknown = KeyId(record.id.0 + 1000);
+    assert!(store.find_key(unknown).await.expect("read").is_none());
 }
 
 async fn keys_for_review_are_reported_once_and_left_out_of_the_completers_batches(

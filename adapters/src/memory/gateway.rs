@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use application::ports::{GatewayError, PaymentGateway};
 use async_trait::async_trait;
-use domain::{ChargeOutcome, ChargeRequest};
+use domain::{ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge};
 
 /// Card tokens the fake understands, as Stripe's test mode names them.
 pub const SOURCE_CHARGES: &str = "tok_visa";
@@ -54,10 +54,21 @@ struct State {
     calls: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeGateway {
     state: Mutex<State>,
     faults: FakeGatewayFaults,
+    /// Every charge of the deployment went through this instance (one
+    /// process, `start` or a test), so what it does not hold was not made.
+    /// Otherwise its search answers unknown: another process's charges
+    /// are not here.
+    sees_every_charge: bool,
+}
+
+impl Default for FakeGateway {
+    fn default() -> Self {
+        Self::with_faults(FakeGatewayFaults::default())
+    }
 }
 
 impl FakeGateway {
@@ -69,7 +80,15 @@ impl FakeGateway {
         Self {
             state: Mutex::default(),
             faults,
+            sees_every_charge: true,
         }
+    }
+
+    /// One of several processes' fakes: it cannot tell that a charge does
+    /// not exist, since another process may have made it.
+    pub fn one_of_several(mut self) -> Self {
+        self.sees_every_charge = false;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -168,5 +187,27 @@ impl PaymentGateway for FakeGateway {
             };
         }
         outcome
+    }
+
+    async fn find_charges(&self, downstream_key: &str) -> ChargeSearch {
+        if !self.sees_every_charge {
+            return ChargeSearch::Unknown {
+                reason: "the in-process fake gateway holds only this process's charges; run `start`, or use fake-stripe or Stripe (STRIPE_API_KEY)".to_owned(),
+            };
+        }
+        let found = self
+            .state()
+            .charges
+            .iter()
+            .filter(|charge| charge.idempotency_key == downstream_key)
+            .map(|charge| FoundCharge {
+                id: charge.id.clone(),
+                amount_cents: charge.amount_cents,
+                currency: charge.currency.clone(),
+                customer_id: charge.customer_id.clone(),
+                status: FoundCharge::SUCCEEDED.to_owned(),
+            })
+            .collect();
+        ChargeSearch::Found(found)
     }
 }

@@ -490,6 +490,10 @@ impl Keys for MemoryStore {
         Ok(self.state().rides.get(&id).cloned())
     }
 
+    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.state().keys.get(&id).cloned())
+    }
+
     async fn reap_keys(
         &self,
         created_before: SystemTime,

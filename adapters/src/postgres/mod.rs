@@ -380,6 +380,9 @@ pub mod queries {
          job_args->>'currency' AS currency, (job_args->>'user_id')::bigint AS user_id, \
          (job_args->>'ride_id')::bigint AS ride_id";
 
+    /// $1 the key's id.
+    pub const FIND_KEY: &str = select_key!("WHERE k.id = $1");
+
     /// $1 attempted before, $2 limit.
     pub const KEYS_FOR_REVIEW: &str = select_key!(
         "WHERE k.recovery_point = 'ride_created' AND k.charge_attempted_at < $1 \
@@ -888,6 +891,15 @@ impl Keys for PostgresStore {
         .await
         .map_err(unavailable)?;
         row.map(Ride::try_from).transpose()
+    }
+
+    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let row: Option<KeyRow> = sqlx::query_as(queries::FIND_KEY)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(KeyRecord::try_from).transpose()
     }
 
     async fn reap_keys(

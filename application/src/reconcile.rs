@@ -1,0 +1,151 @@
+//! Reconcile: ask the payment gateway what it holds for each key awaiting
+//! review, and settle the keys it answers definitively.
+//!
+//! The decision is the domain's (`ReconcilePolicy::judge`); settling goes
+//! through `CreateRide::resolve_review`, under the key's lock, exactly as a
+//! person's `resolve` does. A key the gateway cannot answer for stays
+//! listed, with the reason.
+
+use std::sync::Arc;
+
+use domain::{ChargeSearch, KeyId, KeyRecord, ReconcilePolicy, Reconciliation, ReviewPolicy};
+use tracing::{info, warn};
+
+use crate::create_ride::{CreateRide, CreateRideError, ReviewResolution};
+use crate::ports::{Clock, Keys, PaymentGateway, StoreError, Users};
+
+/// One key awaiting review with the gateway's answer and what it allows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyFinding {
+    pub record: KeyRecord,
+    pub search: ChargeSearch,
+    pub verdict: Reconciliation,
+}
+
+/// What settling one key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Finished with this status (201 booked, 502 ended without a charge);
+    /// the client's retries replay it.
+    Settled { status: u16 },
+    /// Left awaiting review: no definitive answer.
+    Left { reason: String },
+    /// Not settled now: a request holds the key, or it no longer awaits
+    /// review (finished meanwhile).
+    Skipped,
+}
+
+#[derive(Clone)]
+pub struct ReconcileKeys {
+    keys: Arc<dyn Keys>,
+    users: Arc<dyn Users>,
+    gateway: Arc<dyn PaymentGateway>,
+    clock: Arc<dyn Clock>,
+    create_ride: Arc<CreateRide>,
+    review: ReviewPolicy,
+    policy: ReconcilePolicy,
+}
+
+impl ReconcileKeys {
+    pub fn new(
+        keys: Arc<dyn Keys>,
+        users: Arc<dyn Users>,
+        gateway: Arc<dyn PaymentGateway>,
+        clock: Arc<dyn Clock>,
+        create_ride: Arc<CreateRide>,
+        review: ReviewPolicy,
+        policy: ReconcilePolicy,
+    ) -> Self {
+        Self {
+            keys,
+            users,
+            gateway,
+            clock,
+            create_ride,
+            review,
+            policy,
+        }
+    }
+
+    /// Up to `limit` keys awaiting review, each with what the gateway holds
+    /// for it. Reads only.
+    pub async fn examine(&self, limit: usize) -> Result<Vec<KeyFinding>, StoreError> {
+        let cutoff = self.review.attempted_before(self.clock.now());
+        let records = self.keys.keys_for_review(cutoff, limit).await?;
+        let mut findings = Vec::with_capacity(records.len());
+        for record in records {
+            findings.push(self.examine_record(record).await?);
+        }
+        Ok(findings)
+    }
+
+    async fn examine_record(&self, record: KeyRecord) -> Result<KeyFinding, StoreError> {
+        let search = self.gateway.find_charges(&record.downstream_key).await;
+        let verdict = match self.users.find_user(record.user_id).await? {
+            Some(user) => {
+                self.policy
+                    .judge(&record, &user.stripe_customer_id, &search, self.clock.now())
+            }
+            None => Reconciliation::Undecided {
+                reason: format!("the key's user {} does not exist", record.user_id),
+            },
+        };
+        Ok(KeyFinding {
+            record,
+            search,
+            verdict,
+        })
+    }
+
+    /// Settles every listed key (up to `limit`) the gateway answers for.
+    pub async fn settle_all(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(KeyFinding, Settlement)>, CreateRideError> {
+        let mut settled = Vec::new();
+        for finding in self.examine(limit).await? {
+            let settlement = self.settle_finding(&finding).await?;
+            settled.push((finding, settlement));
+        }
+        Ok(settled)
+    }
+
+    /// Settles one key, if it awaits review and the gateway answers for it.
+    pub async fn settle(&self, key_id: KeyId) -> Result<Settlement, CreateRideError> {
+        let Some(record) = self.keys.find_key(key_id).await? else {
+            return Ok(Settlement::Skipped);
+        };
+        if !self.review.needs_review(&record, self.clock.now()) {
+            return Ok(Settlement::Skipped);
+        }
+        let finding = self.examine_record(record).await?;
+        self.settle_finding(&finding).await
+    }
+
+    async fn settle_finding(&self, finding: &KeyFinding) -> Result<Settlement, CreateRideError> {
+        let key_id = finding.record.id;
+        let resolution = match &finding.verdict {
+            Reconciliation::Charged { charge_id } => ReviewResolution::Charged {
+                charge_id: charge_id.clone(),
+            },
+            Reconciliation::NotCharged => ReviewResolution::NotCharged,
+            Reconciliation::Undecided { reason } => {
+                warn!(%key_id, %reason, "key left awaiting review");
+                return Ok(Settlement::Left {
+                    reason: reason.clone(),
+                });
+            }
+        };
+        // Judged on the record read before the lock: nobody charges a key
+        // awaiting review, so what the gateway answered still holds.
+        match self.create_ride.resolve_review(key_id, resolution).await? {
+            Some(answer) => {
+                info!(%key_id, status = answer.response.status, "key settled from the payment processor's records");
+                Ok(Settlement::Settled {
+                    status: answer.response.status,
+                })
+            }
+            None => Ok(Settlement::Skipped),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Reconcile: keys awaiting review settled from what the payment gateway
+//! holds, on the in-memory adapters with a manual clock.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use adapters::memory::FakeGateway;
+use application::ports::{GatewayError, Keys, PaymentGateway};
+use application::{CreateRideError, ReconcileKeys, Settlement};
+use async_trait::async_trait;
+use domain::{
+    ChargeOutcome, ChargeRequest, ChargeSearch, KeyId, LockPolicy, ReconcilePolicy, Reconciliation,
+    RecoveryPoint,
+};
+use support::{Harness, LOCK_TIMEOUT, REVIEW_WINDOW, key};
+
+const SEARCH_LAG: Duration = Duration::from_secs(60);
+
+/// Loses every answer: the first charge is made before its answer is lost,
+/// every later one is lost before the charge. Searches go to the fake.
+struct LosesAnswers {
+    fake: Arc<FakeGateway>,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl PaymentGateway for LosesAnswers {
+    async fn create_customer(&self, email: &str, source: &str) -> Result<String, GatewayError> {
+        self.fake.create_customer(email, source).await
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            let made = self.fake.charge(request).await;
+            assert!(matches!(made, ChargeOutcome::Charged { .. }), "{made:?}");
+        }
+        ChargeOutcome::Unknown {
+            reason: "answer lost".into(),
+        }
+    }
+
+    async fn find_charges(&self, downstream_key: &str) -> ChargeSearch {
+        self.fake.find_charges(downstream_key).await
+    }
+}
+
+struct Reconciling {
+    h: Harness,
+    fake: Arc<FakeGateway>,
+    reconcile: ReconcileKeys,
+}
+
+async fn reconciling(searching: Option<Arc<dyn PaymentGateway>>) -> Reconciling {
+    let fake = Arc::new(FakeGateway::new());
+    let losing: Arc<dyn PaymentGateway> = Arc::new(LosesAnswers {
+        fake: fake.clone(),
+        calls: AtomicUsize::new(0),
+    });
+    let h = Harness::with_gateway(fake.clone(), Some(losing.clone())).await;
+    let reconcile = ReconcileKeys::new(
+        h.store.clone(),
+        h.store.clone(),
+        searching.unwrap_or(losing),
+        h.clock.clone(),
+        h.create_ride.clone(),
+        support::settings().review,
+        ReconcilePolicy {
+            lock: LockPolicy {
+                lock_timeout: LOCK_TIMEOUT,
+            },
+            search_lag: SEARCH_LAG,
+        },
+    );
+    Reconciling { h, fake, reconcile }
+}
+
+impl Reconciling {
+    /// Two requests whose answers were lost: the first charged, the second not.
+    async fn two_lost_answers(&self) -> (KeyId, KeyId) {
+        for n in [1, 2] {
+            let error = self.h.book(&key(n)).await.unwrap_err();
+            assert!(
+                matches!(error, CreateRideError::GatewayUnknown { .. }),
+                "{error:?}"
+            );
+        }
+        let keys = self.h.store.keys();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(self.fake.charges().len(), 1);
+        let id = |n: usize| {
+            keys.iter()
+                .find(|k| k.key.as_str() == key(n))
+                .expect("stored")
+                .id
+        };
+        (id(1), id(2))
+    }
+}
+
+#[tokio::test]
+async fn keys_past_the_window_are_settled_with_the_charge_found_or_ended_once_none_can_be_missed() {
+    let r = reconciling(None).await;
+    let (charged, uncharged) = r.two_lost_answers().await;
+    assert!(
+        r.reconcile.examine(10).await.expect("examined").is_empty(),
+        "inside the gateway's window the completer retries them"
+    );
+
+    r.h.advance(REVIEW_WINDOW + Duration::from_secs(1));
+    // The client retries the uncharged key: told to wait for review, and
+    // the key was run a moment ago, so a charge it made could still be
+    // missing from the search.
+    let retry = r.h.book(&key(2)).await.unwrap_err();
+    assert!(matches!(retry, CreateRideError::NeedsReview), "{retry:?}");
+
+    let findings = r.reconcile.examine(10).await.expect("examined");
+    assert_eq!(findings.len(), 2);
+    let verdict = |id: KeyId| {
+        findings
+            .iter()
+            .find(|f| f.record.id == id)
+            .map(|f| f.verdict.clone())
+            .expect("listed")
+    };
+    let charge_id = r.fake.charges()[0].id.clone();
+    assert_eq!(
+        verdict(charged),
+        Reconciliation::Charged {
+            charge_id: charge_id.clone()
+        }
+    );
+    assert!(
+        matches!(verdict(uncharged), Reconciliation::Undecided { reason } if reason.contains("searchable")),
+        "nothing found is no proof yet"
+    );
+
+    let settled = r.reconcile.settle_all(10).await.expect("settled");
+    let outcome = |id: KeyId| {
+        settled
+            .iter()
+            .find(|(f, _)| f.record.id == id)
+            .map(|(_, s)| s.clone())
+            .expect("listed")
+    };
+    assert_eq!(outcome(charged), Settlement::Settled { status: 201 });
+    assert!(matches!(outcome(uncharged), Settlement::Left { .. }));
+    let replay = r.h.book(&key(1)).await.expect("replayed");
+    assert!(replay.replayed);
+    assert_eq!(replay.response.status, 201);
+    assert!(
+        replay.response.body.contains(&charge_id),
+        "{}",
+        replay.response.body
+    );
+    assert_eq!(r.h.staged_job_count().await, 1, "its receipt is staged");
+
+    // Once every charge the key could have made is searchable: none.
+    r.h.advance(LOCK_TIMEOUT + SEARCH_LAG);
+    assert_eq!(
+        r.reconcile.settle(uncharged).await.expect("settled"),
+        Settlement::Settled { status: 502 }
+    );
+    let replay = r.h.book(&key(2)).await.expect("replayed");
+    assert_eq!((replay.response.status, replay.replayed), (502, true));
+    assert_eq!(
+        r.reconcile.settle(uncharged).await.expect("settled"),
+        Settlement::Skipped,
+        "a finished key does not await review"
+    );
+    assert!(r.reconcile.examine(10).await.expect("examined").is_empty());
+    assert_eq!(r.fake.charges().len(), 1, "reconciling charges nothing");
+    assert_eq!(r.fake.charge_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_gateway_that_cannot_search_leaves_every_key_for_a_person_untouched() {
+    let blind: Arc<dyn PaymentGateway> = Arc::new(FakeGateway::new().one_of_several());
+    let r = reconciling(Some(blind)).await;
+    let (charged, uncharged) = r.two_lost_answers().await;
+    r.h.advance(REVIEW_WINDOW + LOCK_TIMEOUT + SEARCH_LAG);
+    let settled = r.reconcile.settle_all(10).await.expect("settled");
+    assert_eq!(settled.len(), 2);
+    for (finding, settlement) in &settled {
+        assert!(matches!(finding.search, ChargeSearch::Unknown { .. }));
+        assert!(
+            matches!(settlement, Settlement::Left { reason } if reason.contains("could not be asked")),
+            "{settlement:?}"
+        );
+    }
+    for id in [charged, uncharged] {
+        let record = r.h.store.find_key(id).await.expect("read").expect("kept");
+        assert_eq!(record.recovery_point(), RecoveryPoint::RideCreated);
+    }
+}
+
+#[tokio::test]
+async fn a_key_held_by_a_request_is_skipped_and_an_unknown_key_too() {
+    let r = reconciling(None).await;
+    let (charged, _) = r.two_lost_answers().await;
+    r.h.advance(REVIEW_WINDOW + Duration::from_secs(1));
+    let lease =
+        r.h.store
+            .lock_for_completion(
+                charged,
+                application::ports::Clock::now(r.h.clock.as_ref()),
+                domain::CompleterPolicy {
+                    min_age: Duration::ZERO,
+                    min_idle: Duration::ZERO,
+                    lock: LockPolicy {
+                        lock_timeout: LOCK_TIMEOUT,
+                    },
+                    review: domain::ReviewPolicy {
+                        review_after: Duration::from_secs(u64::from(u32::MAX)),
+                    },
+                },
+            )
+            .await
+            .expect("locked");
+    assert!(lease.is_some(), "a request holds the key now");
+    assert_eq!(
+        r.reconcile.settle(charged).await.expect("settle"),
+        Settlement::Skipped
+    );
+    assert_eq!(
+        r.reconcile.settle(KeyId(999)).await.expect("settle"),
+        Settlement::Skipped
+    );
+}

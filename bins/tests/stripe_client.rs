@@ -1,0 +1,62 @@
+//! Stripe's official Python library (`stripe` on PyPI) against fake-stripe:
+//! customers and charges created, replayed, retrieved and searched, and
+//! unknown ids answered as Stripe answers them, all read by the client
+//! without complaint (`scripts/stripe_client_check.py`). `./scripts/test`
+//! installs the library into a virtualenv and names its interpreter in
+//! `STRIPE_PYTHON`; without it the test uses `python3`, and fails saying
+//! what to install when the library is missing.
+
+use std::process::Command;
+use std::time::Duration;
+
+use adapters::fake_stripe::{FakeStripe, FakeStripeSettings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripes_python_library_reads_every_answer_of_fake_stripe() {
+    let python = std::env::var("STRIPE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let probe = Command::new(&python)
+        .args(["-c", "import stripe"])
+        .output()
+        .unwrap_or_else(|error| panic!("{python} does not run: {error}"));
+    assert!(
+        probe.status.success(),
+        "Stripe's Python library is missing for {python}: `pip install stripe`, or run ./scripts/test (it sets STRIPE_PYTHON). {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let stripe = FakeStripe::new(FakeStripeSettings {
+        search_delay: Duration::from_secs(1),
+        ..FakeStripeSettings::default()
+    });
+    let router = stripe.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/stripe_client_check.py"
+    );
+    let output =
+        tokio::task::spawn_blocking(move || Command::new(&python).args([script, &base]).output())
+            .await
+            .expect("joined")
+            .expect("the check runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains("ok: the official client read every answer"),
+        "{printed}"
+    );
+    assert!(printed.contains("charge found by search"), "{printed}");
+    assert_eq!(
+        stripe.charges().len(),
+        1,
+        "the replay made no second charge"
+    );
+}

@@ -1,0 +1,273 @@
+//! Reconciling a key awaiting review with what the payment processor holds.
+//!
+//! A key goes to review when its charge was attempted, the answer was lost,
+//! and the processor no longer remembers the downstream idempotency key, so
+//! asking again could charge twice. The processor can still be asked what
+//! exists: every charge carries the downstream key in its metadata. Its
+//! search is eventually consistent, though: a charge made a moment ago may
+//! not be found yet, so "nothing found" proves "no charge" only once every
+//! charge the key could have made is old enough to be searchable.
+
+use std::time::{Duration, SystemTime};
+
+use crate::charge::RIDE_PRICE;
+use crate::idempotency::{KeyRecord, LockPolicy};
+
+/// A charge the processor holds, as it describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundCharge {
+    pub id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub customer_id: String,
+    /// `succeeded` (the money moved), `pending` or `failed`.
+    pub status: String,
+}
+
+impl FoundCharge {
+    pub const SUCCEEDED: &'static str = "succeeded";
+    pub const FAILED: &'static str = "failed";
+}
+
+/// What the processor answered when asked for the charges made under one
+/// downstream key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeSearch {
+    /// The charges its search finds (none, normally one).
+    Found(Vec<FoundCharge>),
+    /// It could not be asked, or its answer could not be read.
+    Unknown { reason: String },
+}
+
+/// What may be done with a key awaiting review, given the processor's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciliation {
+    /// The charge exists: record it and book the ride.
+    Charged { charge_id: String },
+    /// The processor confirms no money moved: end the request without a charge.
+    NotCharged,
+    /// No definitive answer; the key stays for a person, with the reason.
+    Undecided { reason: String },
+}
+
+/// How long after a charge is made the processor's search may still miss
+/// it, and the lock rule that bounds when the key's last charge could have
+/// been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcilePolicy {
+    pub lock: LockPolicy,
+    pub search_lag: Duration,
+}
+
+impl ReconcilePolicy {
+    /// From this instant a search shows every charge the key can have made.
+    /// Every charge call runs under a lock taken at or before the key's
+    /// `last_run_at` and ends within the lock timeout (the settings check
+    /// that one call with its retries fits), so no charge for it is younger
+    /// than `last_run_at + lock_timeout`; the search catches up `search_lag`
+    /// later.
+    pub fn searchable_from(&self, record: &KeyRecord) -> SystemTime {
+        record.last_run_at + self.lock.lock_timeout + self.search_lag
+    }
+
+    /// Decides from the processor's answer for `record`, whose rider pays
+    /// through `customer_id`.
+    pub fn judge(
+        &self,
+        record: &KeyRecord,
+        customer_id: &str,
+        search: &ChargeSearch,
+        now: SystemTime,
+    ) -> Reconciliation {
+        let undecided = |reason: String| Reconciliation::Undecided { reason };
+        let charges = match search {
+            ChargeSearch::Unknown { reason } => {
+                return undecided(format!(
+                    "the payment processor could not be asked: {reason}"
+                ));
+            }
+            ChargeSearch::Found(charges) => charges,
+        };
+        let succeeded: Vec<&FoundCharge> = charges
+            .iter()
+            .filter(|c| c.status == FoundCharge::SUCCEEDED)
+            .collect();
+        match succeeded.as_slice() {
+            [charge] => {
+                if charge.amount_cents != RIDE_PRICE.amount_cents
+                    || charge.currency != RIDE_PRICE.currency
+                    || charge.customer_id != customer_id
+                {
+                    return undecided(format!(
+                        "charge {} is {} {} to {}, not {} {} to {customer_id}",
+                        charge.id,
+                        charge.amount_cents,
+                        charge.currency,
+                        charge.customer_id,
+                        RIDE_PRICE.amount_cents,
+                        RIDE_PRICE.currency
+                    ));
+                }
+                return Reconciliation::Charged {
+                    charge_id: charge.id.clone(),
+                };
+            }
+            [] => {}
+            several => {
+                let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
+                return undecided(format!(
+                    "{} charges carry this key: {}",
+                    ids.len(),
+                    ids.join(", ")
+                ));
+            }
+        }
+        if let Some(other) = charges.iter().find(|c| c.status != FoundCharge::FAILED) {
+            return undecided(format!("charge {} is {}", other.id, other.status));
+        }
+        let searchable = self.searchable_from(record);
+        if now < searchable {
+            let wait = searchable.duration_since(now).unwrap_or_default();
+            return undecided(format!(
+                "nothing found yet, but a charge made under this key may not be searchable for another {}s",
+                wait.as_secs().max(1)
+            ));
+        }
+        Reconciliation::NotCharged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::RequestFingerprint;
+    use crate::idempotency::{IdempotencyKey, KeyId, KeyProgress};
+    use crate::ride::{RideId, RideParams};
+    use crate::user::UserId;
+
+    const CUSTOMER: &str = "cus_rider";
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+    }
+
+    fn policy() -> ReconcilePolicy {
+        ReconcilePolicy {
+            lock: LockPolicy {
+                lock_timeout: Duration::from_secs(90),
+            },
+            search_lag: Duration::from_secs(60),
+        }
+    }
+
+    fn record(last_run: u64) -> KeyRecord {
+        let params = RideParams::from_numbers([0.0; 4]).expect("valid");
+        KeyRecord {
+            id: KeyId(7),
+            user_id: UserId(1),
+            key: IdempotencyKey::parse("k-0123456789abcdef0123").expect("valid"),
+            fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
+            params,
+            request_ip: None,
+            request_id: None,
+            progress: KeyProgress::RideCreated {
+                ride_id: RideId(3),
+                charge_attempted_at: Some(at(0)),
+            },
+            locked_at: None,
+            lock_generation: 2,
+            created_at: at(0),
+            last_run_at: at(last_run),
+            downstream_key: "rr-7".into(),
+        }
+    }
+
+    fn charge(id: &str, status: &str) -> FoundCharge {
+        FoundCharge {
+            id: id.into(),
+            amount_cents: RIDE_PRICE.amount_cents,
+            currency: RIDE_PRICE.currency.into(),
+            customer_id: CUSTOMER.into(),
+            status: status.into(),
+        }
+    }
+
+    fn judge(search: ChargeSearch, now: u64) -> Reconciliation {
+        policy().judge(&record(100), CUSTOMER, &search, at(now))
+    }
+
+    fn is_undecided(verdict: &Reconciliation, words: &str) -> bool {
+        matches!(verdict, Reconciliation::Undecided { reason } if reason.contains(words))
+    }
+
+    #[test]
+    fn a_succeeded_charge_for_the_ride_is_recorded_whenever_it_is_found() {
+        let found = ChargeSearch::Found(vec![charge("ch_1", "succeeded")]);
+        let verdict = Reconciliation::Charged {
+            charge_id: "ch_1".into(),
+        };
+        assert_eq!(judge(found.clone(), 100), verdict);
+        assert_eq!(judge(found, 10_000), verdict);
+    }
+
+    #[test]
+    fn nothing_found_proves_no_charge_only_once_every_charge_is_searchable() {
+        // last run 100 s, lock timeout 90 s, search lag 60 s: 250 s.
+        assert_eq!(policy().searchable_from(&record(100)), at(250));
+        let none = ChargeSearch::Found(vec![]);
+        let early = judge(none.clone(), 249);
+        assert!(is_undecided(&early, "for another 1s"), "{early:?}");
+        assert!(is_undecided(&judge(none.clone(), 100), "for another 150s"));
+        assert_eq!(judge(none.clone(), 250), Reconciliation::NotCharged);
+        assert_eq!(judge(none, 5_000), Reconciliation::NotCharged);
+    }
+
+    #[test]
+    fn a_failed_charge_counts_as_no_money_once_searchable_and_a_pending_one_never_does() {
+        let failed = ChargeSearch::Found(vec![charge("ch_f", "failed")]);
+        assert!(is_undecided(&judge(failed.clone(), 200), "searchable"));
+        assert_eq!(judge(failed, 300), Reconciliation::NotCharged);
+        let pending = ChargeSearch::Found(vec![charge("ch_p", "pending")]);
+        assert!(is_undecided(&judge(pending, 300), "ch_p is pending"));
+        let both = ChargeSearch::Found(vec![charge("ch_f", "failed"), charge("ch_s", "succeeded")]);
+        assert_eq!(
+            judge(both, 300),
+            Reconciliation::Charged {
+                charge_id: "ch_s".into()
+            }
+        );
+    }
+
+    #[test]
+    fn two_succeeded_charges_or_one_that_does_not_match_the_ride_go_to_a_person() {
+        let two = ChargeSearch::Found(vec![
+            charge("ch_1", "succeeded"),
+            charge("ch_2", "succeeded"),
+        ]);
+        assert!(is_undecided(
+            &judge(two, 300),
+            "2 charges carry this key: ch_1, ch_2"
+        ));
+        for change in [
+            |c: &mut FoundCharge| c.amount_cents += 1,
+            |c: &mut FoundCharge| c.currency = "eur".into(),
+            |c: &mut FoundCharge| c.customer_id = "cus_other".into(),
+        ] {
+            let mut odd = charge("ch_odd", "succeeded");
+            change(&mut odd);
+            let verdict = judge(ChargeSearch::Found(vec![odd]), 300);
+            assert!(is_undecided(&verdict, "charge ch_odd is"), "{verdict:?}");
+        }
+    }
+
+    #[test]
+    fn an_unanswered_search_decides_nothing() {
+        let verdict = judge(
+            ChargeSearch::Unknown {
+                reason: "timed out".into(),
+            },
+            10_000,
+        );
+        assert!(is_undecided(&verdict, "could not be asked: timed out"));
+    }
+}
