@@ -343,6 +343,31 @@ pub trait Receipts: Send + Sync {
     }
 }
 
+/// A ride as the operator's console lists it, with the request that made
+/// it (while its key is kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentRide {
+    pub ride: Ride,
+    /// The `X-Request-Id` of the request that last ran the key.
+    pub request_id: Option<String>,
+    /// The key's stored answer, once finished.
+    pub status: Option<u16>,
+    /// When the key was created (the request arrived).
+    pub requested_at: Option<SystemTime>,
+}
+
+/// Read-only views for the operator's console. Each reads an index, never
+/// every key.
+#[async_trait]
+pub trait Dashboard: Send + Sync {
+    /// The newest rides, newest first.
+    async fn recent_rides(&self, limit: usize) -> Result<Vec<RecentRide>, StoreError>;
+    /// Keys created at or after `since`, counted by their stored answer's
+    /// status (`None`: not finished), by status.
+    async fn answers_since(&self, since: SystemTime)
+    -> Result<Vec<(Option<u16>, u64)>, StoreError>;
+}
+
 /// All four ports over one database: what `bins` builds and hands out, each
 /// use case taking only the ports it needs.
 pub trait Store: Users + Keys + Outbox + Receipts {}

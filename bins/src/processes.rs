@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use adapters::http::ConsoleSlot;
 use anyhow::{Context, bail};
 use application::{AuthMode, KeyFinding, ReviewResolution, Settlement, WorkError};
 use domain::{ChargeSearch, KeyId, Reconciliation, RecoveryPoint};
@@ -289,11 +290,12 @@ pub async fn start(
     simulator: &SimulatorArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let ops = serve_ops(settings, &shutdown).await?;
+    let (ops, console) = serve_ops_with_console(settings, &shutdown, true).await?;
     let system =
         std::sync::Arc::new(System::build(settings, Needs::STORE_AND_QUEUE, &shutdown).await?);
     seed_if_embedded(&system).await?;
     let _ = ops.set(system.store.clone());
+    open_console(&system, console.as_ref(), &shutdown).await;
     system.spawn_resource_gauges(&shutdown, true);
     let listener = bind(settings).await?;
     let mut tasks = JoinSet::new();
@@ -329,7 +331,7 @@ pub async fn start(
 /// The API serves at once, while it waits for Postgres: `/healthz` answers,
 /// `/readyz` and ride requests answer 503 until the store does.
 pub async fn api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ops = serve_ops(settings, &shutdown).await?;
+    let (ops, console) = serve_ops_with_console(settings, &shutdown, true).await?;
     let system = System::build(settings, Needs::API, &shutdown).await?;
     let listener = bind(settings).await?;
     let ready = async {
@@ -338,6 +340,7 @@ pub async fn api(settings: &Settings, shutdown: CancellationToken) -> anyhow::Re
             seed_if_embedded(&system).await?;
             let _ = ops.set(system.store.clone());
             system.spawn_resource_gauges(&shutdown, false);
+            open_console(&system, console.as_ref(), &shutdown).await;
             Ok::<(), anyhow::Error>(())
         }
         .await;
@@ -398,13 +401,36 @@ async fn serve_ops(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<adapters::http::ReadyStore> {
+    Ok(serve_ops_with_console(settings, shutdown, false).await?.0)
+}
+
+/// `serve_ops`, with the operator's console when `CONSOLE_TOKEN` is set and
+/// `console` says this process serves it: the slot to fill once connected.
+async fn serve_ops_with_console(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    console: bool,
+) -> anyhow::Result<(adapters::http::ReadyStore, Option<ConsoleSlot>)> {
     let ready = adapters::http::ReadyStore::default();
+    let console = (console && settings.console_token.is_some()).then(ConsoleSlot::default);
+    if console.is_some() && settings.ops_address().is_none() {
+        warn!(
+            "CONSOLE_TOKEN is set but METRICS_ADDR is not: the console is served on METRICS_ADDR only"
+        );
+    }
     if let Some(address) = settings.ops_address() {
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("binding the metrics endpoint to {address}"))?;
         info!(%address, "metrics and health endpoint listening");
-        let router = adapters::http::ops_router(ready.clone(), crate::wiring::metrics_renderer());
+        let router = adapters::http::ops_router(
+            ready.clone(),
+            crate::wiring::metrics_renderer(),
+            console.clone(),
+        );
+        if console.is_some() {
+            info!(%address, "operator console at /console");
+        }
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(listener, router)
@@ -415,7 +441,31 @@ async fn serve_ops(
             }
         });
     }
-    Ok(ready)
+    Ok((ready, console))
+}
+
+/// Fills the console's slot from the connected system; its dead letters
+/// come from the system's NATS queue, or, for the API (which does not
+/// need NATS to serve), from a connection made in the background.
+async fn open_console(system: &System, slot: Option<&ConsoleSlot>, shutdown: &CancellationToken) {
+    let (Some(slot), Some(token)) = (slot, &system.settings.console_token) else {
+        return;
+    };
+    let nats = std::sync::Arc::new(tokio::sync::OnceCell::new());
+    if let Some(queue) = &system.nats {
+        let _ = nats.set(queue.clone());
+    }
+    let _ = slot.set(std::sync::Arc::new(
+        system.console(token.expose(), nats.clone()),
+    ));
+    if let (None, Some(url)) = (&system.nats, &system.settings.nats_url) {
+        match system.connect_nats(url.expose(), shutdown).await {
+            Ok(queue) => {
+                let _ = nats.set(std::sync::Arc::new(queue));
+            }
+            Err(error) => warn!("the console has no dead letters: {error:#}"),
+        }
+    }
 }
 
 /// Exits 0 when this process's health endpoint answers `/readyz` with 200.

@@ -10,6 +10,13 @@ fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|error| format!("{error} (write durations like 90s, 5m, 72h)"))
 }
 
+fn console_token(text: &str) -> Result<Secret, String> {
+    if text.chars().count() < 16 || text.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err("CONSOLE_TOKEN must be at least 16 visible ASCII characters".to_owned());
+    }
+    Ok(Secret(text.to_owned()))
+}
+
 fn secret(text: &str) -> Result<Secret, String> {
     Ok(Secret(text.to_owned()))
 }
@@ -271,6 +278,11 @@ pub struct Settings {
     /// Unset: the API serves `/metrics` on its own port, the others none.
     #[arg(long, env = "METRICS_ADDR", global = true)]
     pub metrics_addr: Option<String>,
+    /// Serve the operator's console at `/console` on METRICS_ADDR (`api`
+    /// and `start`), for whoever signs in with this token (16 characters
+    /// at least). Unset: no console.
+    #[arg(long, env = "CONSOLE_TOKEN", global = true, hide_env_values = true, value_parser = console_token)]
+    pub console_token: Option<Secret>,
     /// The same endpoint on `API_HOST:HEALTH_PORT`, for background
     /// processes (the older name; `METRICS_ADDR` wins when both are set).
     #[arg(long, env = "HEALTH_PORT", global = true)]

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use adapters::clock::SystemClock;
 use adapters::connect::{ConnectError, redact_url};
-use adapters::http::{ApiState, ServerLimits};
+use adapters::http::{ApiState, Console, ServerLimits};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
 use adapters::nats::{NatsQueue, NatsSettings};
 use adapters::postgres::{self, PoolSettings, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use anyhow::bail;
-use application::ports::{Clock, JobQueue, PaymentGateway, ReceiptSender, Store};
+use application::ports::{Clock, Dashboard, JobQueue, PaymentGateway, ReceiptSender, Store};
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
     ReapKeys, ReconcileKeys, SeedDemoUsers, WorkJobs,
@@ -60,6 +60,8 @@ pub fn pool_settings(settings: &Settings) -> PoolSettings {
 pub struct System {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
+    /// The same store's read-only views for the console.
+    pub dashboard: Arc<dyn Dashboard>,
     pub gateway: Arc<dyn PaymentGateway>,
     pub queue: Arc<dyn JobQueue>,
     pub receipts: Arc<dyn ReceiptSender>,
@@ -197,26 +199,33 @@ impl System {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         settings.check().map_err(anyhow::Error::msg)?;
-        let (store, postgres, embedded): (Arc<dyn Store>, Option<Arc<PostgresStore>>, bool) =
-            match &settings.database_url {
-                Some(url) => {
-                    let pool = postgres::connect(url.expose(), &pool_settings(settings))?;
-                    info!(
-                        url = %redact_url(url.expose()),
-                        max_connections = settings.database_max_connections,
-                        "store: Postgres"
-                    );
-                    let store = Arc::new(PostgresStore::new(pool));
-                    (store.clone(), Some(store), false)
-                }
-                None => {
-                    info!("store: in-memory (embedded default; nothing persists across restarts)");
-                    (Arc::new(MemoryStore::new()), None, true)
-                }
-            };
+        type Stores = (
+            Arc<dyn Store>,
+            Arc<dyn Dashboard>,
+            Option<Arc<PostgresStore>>,
+            bool,
+        );
+        let (store, dashboard, postgres, embedded): Stores = match &settings.database_url {
+            Some(url) => {
+                let pool = postgres::connect(url.expose(), &pool_settings(settings))?;
+                info!(
+                    url = %redact_url(url.expose()),
+                    max_connections = settings.database_max_connections,
+                    "store: Postgres"
+                );
+                let store = Arc::new(PostgresStore::new(pool));
+                (store.clone(), store.clone(), Some(store), false)
+            }
+            None => {
+                info!("store: in-memory (embedded default; nothing persists across restarts)");
+                let store = Arc::new(MemoryStore::new());
+                (store.clone(), store, None, true)
+            }
+        };
         let mut system = Self {
             settings: settings.clone(),
             store,
+            dashboard,
             postgres,
             gateway: gateway(settings, embedded)?,
             queue: Arc::new(MemoryQueue::default()),
@@ -288,7 +297,7 @@ impl System {
     /// The NATS queue of this store's deployment: the database's id (once
     /// `migrate` has stored it), or a fresh one for an in-memory store,
     /// which is new with every process.
-    async fn connect_nats(
+    pub async fn connect_nats(
         &self,
         url: &str,
         shutdown: &CancellationToken,
@@ -426,6 +435,27 @@ impl System {
 
     pub fn seeder(&self) -> SeedDemoUsers {
         SeedDemoUsers::new(self.store.clone(), self.gateway.clone())
+    }
+
+    /// The operator's console over this process's store and gateway; its
+    /// dead letters come from `nats` once that is connected.
+    pub fn console(
+        &self,
+        token: &str,
+        nats: Arc<tokio::sync::OnceCell<Arc<NatsQueue>>>,
+    ) -> Console {
+        Console {
+            token: token.to_owned(),
+            reconcile: self.reconcile(),
+            keys: self.store.clone(),
+            outbox: self.store.clone(),
+            dashboard: self.dashboard.clone(),
+            nats,
+            nats_configured: self.settings.nats_url.is_some(),
+            clock: self.clock.clone(),
+            review: self.review_policy(),
+            refresh: Duration::from_secs(5),
+        }
     }
 
     pub fn reconcile(&self) -> ReconcileKeys {

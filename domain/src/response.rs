@@ -88,7 +88,8 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub const TYPE_BASE: &'static str = "https://rocketrides.example/problems/";
+    /// Problem types are entries of the API's OpenAPI document.
+    pub const TYPE_BASE: &'static str = "/openapi.json#/components/responses/";
 
     pub fn new(status: u16, slug: &'static str, title: &'static str, detail: String) -> Self {
         Self {
@@ -147,7 +148,7 @@ mod tests {
         assert_eq!(stored.status, 402);
         assert_eq!(
             stored.body,
-            r#"{"type":"https://rocketrides.example/problems/card-declined","title":"Card declined","status":402,"detail":"The card was declined: Your card was declined.","error":"The card was declined: Your card was declined."}"#
+            r#"{"type":"/openapi.json#/components/responses/card-declined","title":"Card declined","status":402,"detail":"The card was declined: Your card was declined.","error":"The card was declined: Your card was declined."}"#
         );
         assert!(!stored.is_success());
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    Backlog, Finish, KeyCounts, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store, StoreError,
+    Backlog, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store,
+    StoreError,
 };
 use domain::charge::ReceiptJob;
 use domain::{
@@ -19,8 +20,8 @@ use integration_tests::{COMPLETER, LOCK, Legacy};
 
 /// A store under contract, with the means to leave keys where an earlier
 /// version could.
-trait ContractStore: Store + Legacy {}
-impl<T: Store + Legacy> ContractStore for T {}
+trait ContractStore: Store + Legacy + Dashboard {}
+impl<T: Store + Legacy + Dashboard> ContractStore for T {}
 
 fn at(seconds: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
@@ -1213,6 +1214,63 @@ async fn the_gauges_count_unfinished_keys_and_the_staged_backlog(store: Arc<dyn 
     );
 }
 
+async fn the_console_lists_recent_rides_with_their_requests_and_counts_answers_by_status(
+    store: Arc<dyn ContractStore>,
+) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let booked = book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    let refused = locked(store.as_ref(), &request(&rider, &key(2), 1.0), at(10)).await;
+    store
+        .finish(Lease::of(&refused), refusal(), at(11))
+        .await
+        .expect("refused");
+    let open = locked(store.as_ref(), &request(&rider, &key(3), 1.0), at(20)).await;
+    book(store.as_ref(), &request(&rider, &key(4), 1.0), at(30)).await;
+
+    let recent = store.recent_rides(3).await.expect("recent rides");
+    let shown: Vec<(Option<KeyId>, Option<String>, Option<u16>)> = recent
+        .iter()
+        .map(|r| (r.ride.idempotency_key_id, r.request_id.clone(), r.status))
+        .collect();
+    assert_eq!(shown.len(), 3, "the limit holds");
+    assert_eq!(
+        shown[0].1.as_deref(),
+        Some(format!("request-{}", key(4)).as_str()),
+        "newest first"
+    );
+    assert_eq!(shown[0].2, Some(201));
+    assert_eq!(
+        shown[1],
+        (Some(open.id), Some(format!("request-{}", key(3))), None)
+    );
+    assert_eq!(
+        shown[2],
+        (
+            Some(refused.id),
+            Some(format!("request-{}", key(2))),
+            Some(402)
+        )
+    );
+    assert_eq!(recent[1].requested_at, Some(at(20)));
+    let all = store.recent_rides(10).await.expect("recent rides");
+    assert_eq!(all.last().map(|r| r.ride.id), booked.progress.ride_id());
+    assert_eq!(
+        all.last().and_then(|r| r.ride.stripe_charge_id.clone()),
+        Some(format!("ch_{}", booked.id))
+    );
+
+    // Keys created at or after the instant, by stored status.
+    assert_eq!(
+        store.answers_since(at(0)).await.expect("answers"),
+        vec![(None, 1), (Some(201), 2), (Some(402), 1)]
+    );
+    assert_eq!(
+        store.answers_since(at(10)).await.expect("answers"),
+        vec![(None, 1), (Some(201), 1), (Some(402), 1)]
+    );
+    assert_eq!(store.answers_since(at(31)).await.expect("answers"), vec![]);
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -1251,6 +1309,7 @@ macro_rules! contract {
             case!(only_keys_awaiting_review_are_locked_for_a_person);
             case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
             case!(the_gauges_count_unfinished_keys_and_the_staged_backlog);
+            case!(the_console_lists_recent_rides_with_their_requests_and_counts_answers_by_status);
         }
     };
 }

@@ -294,3 +294,127 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::openapi::{ANY_ROUTE, OPERATION_PROBLEMS, PROBLEMS, problem_doc};
+    use domain::StoredResponse;
+
+    /// Fails to compile when a variant is added and not listed below.
+    fn listed(error: &ApiError) {
+        use ApiError::*;
+        match error {
+            AuthMissing
+            | AuthUnknown
+            | Key(_)
+            | KeyRepeated
+            | UnsupportedMediaType
+            | BodyTooLarge
+            | BodyTimeout
+            | BodyUnreadable
+            | Overloaded
+            | Panicked
+            | MalformedBody(_)
+            | Params(_)
+            | UnknownField(_)
+            | RepeatedField(_)
+            | BadRaiseError
+            | CreateRide(_)
+            | RideNotFound
+            | RouteNotFound
+            | MethodNotAllowed
+            | StoreUnreachable
+            | Store(_)
+            | GatewayUnknown { .. } => {}
+        }
+    }
+
+    fn every_error() -> Vec<ApiError> {
+        use ApiError::*;
+        let store = || StoreError::Unavailable(anyhow::anyhow!("down"));
+        let create_ride = [
+            CreateRideError::KeyReused,
+            CreateRideError::InFlight {
+                retry_after: Duration::from_secs(3),
+            },
+            CreateRideError::GatewayUnknown { reason: "x".into() },
+            CreateRideError::NeedsReview,
+            CreateRideError::Simulated,
+            CreateRideError::Panicked("x".into()),
+            CreateRideError::Store(StoreError::LostLock("x".into())),
+            CreateRideError::Store(StoreError::Inconsistent("x".into())),
+            CreateRideError::Store(store()),
+        ];
+        let mut errors = vec![
+            AuthMissing,
+            AuthUnknown,
+            Key(IdempotencyKeyError::Missing),
+            KeyRepeated,
+            UnsupportedMediaType,
+            BodyTooLarge,
+            BodyTimeout,
+            BodyUnreadable,
+            Overloaded,
+            Panicked,
+            MalformedBody("x".into()),
+            Params(RideParamsError::Missing(domain::RideParamsField::OriginLat)),
+            UnknownField("x".into()),
+            RepeatedField("x".into()),
+            BadRaiseError,
+            RideNotFound,
+            RouteNotFound,
+            MethodNotAllowed,
+            StoreUnreachable,
+            Store(store()),
+            Store(StoreError::Inconsistent("x".into())),
+            GatewayUnknown {
+                retry_after: Duration::from_secs(2),
+            },
+        ];
+        errors.extend(create_ride.into_iter().map(CreateRide));
+        errors
+    }
+
+    #[test]
+    fn every_problem_the_api_answers_is_in_the_documented_catalog_as_it_is_sent() {
+        for error in every_error() {
+            listed(&error);
+            let (problem, retry_after) = error.problem();
+            let doc = problem_doc(problem.slug)
+                .unwrap_or_else(|| panic!("{error:?}: `{}` is not documented", problem.slug));
+            assert_eq!(
+                (doc.status, doc.title, doc.retry_after),
+                (problem.status, problem.title, retry_after.is_some()),
+                "{error:?}"
+            );
+        }
+        for stored in [
+            StoredResponse::card_declined("Your card was declined."),
+            StoredResponse::charge_refused(),
+            StoredResponse::charge_not_made(),
+        ] {
+            let body: serde_json::Value = serde_json::from_str(&stored.body).expect("json");
+            let slug = body["type"]
+                .as_str()
+                .and_then(|t| t.strip_prefix(Problem::TYPE_BASE))
+                .expect("a type in the document");
+            let doc = problem_doc(slug).unwrap_or_else(|| panic!("`{slug}` is not documented"));
+            assert_eq!(
+                (doc.status, doc.title, doc.stored),
+                (stored.status, body["title"].as_str().unwrap_or(""), true)
+            );
+        }
+    }
+
+    #[test]
+    fn every_documented_problem_belongs_to_an_operation_or_to_every_route() {
+        for doc in PROBLEMS {
+            let used = ANY_ROUTE.contains(&doc.slug)
+                || OPERATION_PROBLEMS
+                    .iter()
+                    .any(|(_, slugs)| slugs.contains(&doc.slug));
+            assert!(used, "`{}` is documented but no route answers it", doc.slug);
+        }
+    }
+}

@@ -23,11 +23,16 @@ pub type ReadyStore = Arc<OnceCell<Arc<dyn Keys>>>;
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 pub fn health_router(ready: ReadyStore) -> Router {
-    ops_router(ready, None)
+    ops_router(ready, None, None)
 }
 
-/// `/healthz`, `/readyz` and, given a renderer, `/metrics`.
-pub fn ops_router(ready: ReadyStore, metrics: Option<RenderMetrics>) -> Router {
+/// `/healthz`, `/readyz`, given a renderer `/metrics`, and given a slot
+/// the operator's console under `/console`.
+pub fn ops_router(
+    ready: ReadyStore,
+    metrics: Option<RenderMetrics>,
+    console: Option<super::ConsoleSlot>,
+) -> Router {
     let mut router = Router::new()
         .route(
             "/healthz",
@@ -43,9 +48,11 @@ pub fn ops_router(ready: ReadyStore, metrics: Option<RenderMetrics>) -> Router {
             }),
         );
     }
-    router
-        .fallback(|| async { ApiError::RouteNotFound })
-        .with_state(ready)
+    let mut router = router.with_state(ready);
+    if let Some(slot) = console {
+        router = router.merge(super::console::console_router(slot));
+    }
+    router.fallback(|| async { ApiError::RouteNotFound })
 }
 
 async fn readyz(State(ready): State<ReadyStore>) -> Response {

@@ -5,8 +5,10 @@
 //! stores anything: the key phase is only reached by a request that parsed.
 
 mod body;
+pub mod console;
 mod error;
 mod health;
+pub mod openapi;
 
 mod server;
 
@@ -25,7 +27,6 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use domain::response::ride_json;
 use domain::{IdempotencyKey, IdempotencyKeyError, RideId, User};
 use tower::ServiceBuilder;
@@ -33,8 +34,10 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::{Instrument, Level};
+use utoipa_axum::router::OpenApiRouter;
 
 pub use body::MAX_BODY_BYTES;
+pub use console::{Console, ConsoleSlot};
 pub use error::{ApiError, DEFAULT_GATEWAY_RETRY_AFTER};
 pub use health::{ReadyStore, RenderMetrics, health_router, ops_router};
 pub use server::{ServerLimits, serve};
@@ -140,14 +143,17 @@ impl ApiState {
     }
 }
 
-pub fn router(state: ApiState) -> Router {
+/// The public routes, each from its documented handler: the router and the
+/// OpenAPI document are both built from this, so neither has a route the
+/// other lacks.
+fn routes(max_concurrent_requests: usize) -> OpenApiRouter<ApiState> {
     // The ride routes run at most `max_concurrent_requests` at once; past
     // that a request is shed at once with 503 + Retry-After rather than
     // queued behind a pool it would only exhaust. Probes and metrics stay
     // outside the cap, so an overloaded API still answers its orchestrator.
-    let rides = Router::new()
-        .route("/rides", post(create_ride))
-        .route("/rides/{id}", get(show_ride))
+    let rides = OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(create_ride))
+        .routes(utoipa_axum::routes!(show_ride))
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -156,15 +162,24 @@ pub fn router(state: ApiState) -> Router {
                 .load_shed()
                 // One semaphore for both ride routes (a plain concurrency
                 // limit would get one per route).
-                .layer(GlobalConcurrencyLimitLayer::new(
-                    state.limits.max_concurrent_requests,
-                )),
+                .layer(GlobalConcurrencyLimitLayer::new(max_concurrent_requests)),
         );
-    Router::new()
+    OpenApiRouter::new()
         .merge(rides)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .routes(utoipa_axum::routes!(healthz))
+        .routes(utoipa_axum::routes!(readyz))
+        .routes(utoipa_axum::routes!(metrics))
+        .routes(utoipa_axum::routes!(openapi_document))
+}
+
+/// The API's OpenAPI 3.1 document, as `/openapi.json` serves it.
+pub fn openapi_json() -> &'static str {
+    openapi::document_json(|| routes(1).split_for_parts().1)
+}
+
+pub fn router(state: ApiState) -> Router {
+    let (routes, _) = routes(state.limits.max_concurrent_requests).split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -207,6 +222,35 @@ fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     Ok(IdempotencyKey::parse(text)?)
 }
 
+/// Books a ride and charges its card, exactly once per `Idempotency-Key`.
+///
+/// The work runs in atomic phases, each committing a recovery point; a
+/// retry with the same key and body resumes where the last attempt
+/// stopped, and once an answer is stored (201, 402, 502) every retry gets
+/// it again.
+#[utoipa::path(
+    post,
+    path = "/rides",
+    operation_id = "createRide",
+    tag = "rides",
+    params(
+        ("Authorization" = String, Header, description = "The rider: the demo's email (`AUTH_MODE=email`) or `Bearer <api key>` (`AUTH_MODE=api-key`)."),
+        ("Idempotency-Key" = String, Header, description = "20 to 255 visible ASCII characters, new for each new ride, the same for every retry of one.", min_length = 20, max_length = 255),
+        ("X-Request-Id" = Option<String>, Header, description = "Correlates the request's log lines; echoed on the answer."),
+    ),
+    request_body(
+        content(
+            (openapi::RideForm = "application/x-www-form-urlencoded"),
+            (openapi::RideForm = "application/json"),
+        ),
+        description = "The ride's origin and target (at most 16 KiB).",
+    ),
+    responses(
+        (status = 201, description = "The ride is booked and charged once. Stored: every retry with the key gets these bytes again.", body = openapi::RideCreated,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key.")),
+            example = json!({"message": "Ride booked and charged; enjoy the flight.", "ride": {"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc"}})),
+    )
+)]
 async fn create_ride(
     State(state): State<ApiState>,
     request: Request,
@@ -266,6 +310,21 @@ fn stored_response(answer: Answer) -> Response {
     response
 }
 
+/// One of the rider's own rides.
+#[utoipa::path(
+    get,
+    path = "/rides/{id}",
+    operation_id = "showRide",
+    tag = "rides",
+    params(
+        ("id" = i64, Path, description = "The ride's id, as the 201 gave it."),
+        ("Authorization" = String, Header, description = "The rider who booked it."),
+    ),
+    responses(
+        (status = 200, description = "The ride.", body = openapi::Ride,
+            example = json!({"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc"})),
+    )
+)]
 async fn show_ride(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -286,10 +345,16 @@ async fn show_ride(
         .into_response())
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, description = "Alive.", body = openapi::Status, example = json!({"status": "ok"}))))]
 async fn healthz() -> impl IntoResponse {
     json_status(StatusCode::OK, "ok")
 }
 
+/// Readiness: the process reaches its store.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses((status = 200, description = "Ready.", body = openapi::Status, example = json!({"status": "ready"}))))]
 async fn readyz(State(state): State<ApiState>) -> Response {
     readiness(state.keys.as_ref()).await
 }
@@ -314,6 +379,10 @@ fn json_status(status: StatusCode, text: &'static str) -> Response {
         .into_response()
 }
 
+/// Prometheus metrics, when the process serves them on the API port (no
+/// `METRICS_ADDR`); otherwise 404.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain; version=0.0.4", body = String)))]
 async fn metrics(State(state): State<ApiState>) -> Response {
     match &state.metrics {
         Some(render) => prometheus_text(render()),
@@ -327,6 +396,18 @@ fn prometheus_text(text: String) -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         text,
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.", content_type = "application/json")))]
+async fn openapi_document() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
     )
         .into_response()
 }

@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    Backlog, Finish, KeyCounts, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim, Receipts,
-    StoreError, Users,
+    Backlog, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim,
+    Receipts, RecentRide, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
@@ -683,5 +683,43 @@ impl Receipts for MemoryStore {
 
     async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
         Ok(self.state().receipts.get(&ride_id).is_some_and(|r| r.sent))
+    }
+}
+
+#[async_trait]
+impl Dashboard for MemoryStore {
+    async fn recent_rides(&self, limit: usize) -> Result<Vec<RecentRide>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .rides
+            .values()
+            .rev()
+            .take(limit)
+            .map(|ride| {
+                let key = ride.idempotency_key_id.and_then(|id| state.keys.get(&id));
+                RecentRide {
+                    ride: ride.clone(),
+                    request_id: key.and_then(|k| k.request_id.clone()),
+                    status: key.and_then(|k| k.progress.response().map(|r| r.status)),
+                    requested_at: key.map(|k| k.created_at),
+                }
+            })
+            .collect())
+    }
+
+    async fn answers_since(
+        &self,
+        since: SystemTime,
+    ) -> Result<Vec<(Option<u16>, u64)>, StoreError> {
+        let state = self.state();
+        let mut counts: BTreeMap<Option<u16>, u64> = BTreeMap::new();
+        for (_, id) in state.by_created.range((since, KeyId(i64::MIN))..) {
+            if let Some(key) = state.keys.get(id) {
+                *counts
+                    .entry(key.progress.response().map(|r| r.status))
+                    .or_default() += 1;
+            }
+        }
+        Ok(counts.into_iter().collect())
     }
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use application::ports::{
-    Backlog, Finish, KeyCounts, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim, Receipts,
-    StoreError, Users,
+    Backlog, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim,
+    Receipts, RecentRide, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
@@ -31,7 +31,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use time::OffsetDateTime;
 
 use crate::connect::ConnectError;
-use rows::{BegunKeyRow, JobRow, KeyRow, RideRow, UserRow};
+use rows::{BegunKeyRow, JobRow, KeyRow, RecentRideRow, RideRow, UserRow};
 
 /// The schema, applied by `migrate`.
 pub const SCHEMA: &str = include_str!("../../../schema.sql");
@@ -382,6 +382,17 @@ pub mod queries {
 
     /// $1 the key's id.
     pub const FIND_KEY: &str = select_key!("WHERE k.id = $1");
+
+    /// $1 limit. Newest rides first, with their key's request id.
+    pub const RECENT_RIDES: &str = "SELECT r.id, r.idempotency_key_id, r.origin_lat, r.origin_lon, \
+         r.target_lat, r.target_lon, r.stripe_charge_id, r.user_id, k.request_id, \
+         k.response_code, k.created_at AS requested_at \
+         FROM rides r LEFT JOIN idempotency_keys k ON k.id = r.idempotency_key_id \
+         ORDER BY r.id DESC LIMIT $1";
+
+    /// $1 since. Keys created since, by stored status (NULL: unfinished).
+    pub const ANSWERS_SINCE: &str = "SELECT response_code, count(*) FROM idempotency_keys \
+         WHERE created_at >= $1 GROUP BY response_code ORDER BY response_code NULLS FIRST";
 
     /// $1 attempted before, $2 limit.
     pub const KEYS_FOR_REVIEW: &str = select_key!(
@@ -1017,6 +1028,38 @@ impl Outbox for PostgresStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Dashboard for PostgresStore {
+    async fn recent_rides(&self, limit: usize) -> Result<Vec<RecentRide>, StoreError> {
+        let rows: Vec<RecentRideRow> = sqlx::query_as(queries::RECENT_RIDES)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter().map(RecentRide::try_from).collect()
+    }
+
+    async fn answers_since(
+        &self,
+        since: SystemTime,
+    ) -> Result<Vec<(Option<u16>, u64)>, StoreError> {
+        let rows: Vec<(Option<i32>, i64)> = sqlx::query_as(queries::ANSWERS_SINCE)
+            .bind(timestamp(since))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(code, n)| {
+                (
+                    code.and_then(|c| u16::try_from(c).ok()),
+                    u64::try_from(n).unwrap_or(0),
+                )
+            })
+            .collect())
     }
 }
 

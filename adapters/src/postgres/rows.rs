@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use application::ports::StoreError;
+use application::ports::{RecentRide, StoreError};
 use domain::charge::ReceiptJob;
 use domain::{
     IdempotencyKey, KeyId, KeyProgress, KeyRecord, RecoveryPoint, RequestFingerprint, Ride, RideId,
@@ -158,6 +158,29 @@ pub struct RideRow {
     target_lon: f64,
     stripe_charge_id: Option<String>,
     user_id: i64,
+}
+
+/// A ride with its key's request id, stored status and creation time.
+#[derive(sqlx::FromRow)]
+pub struct RecentRideRow {
+    #[sqlx(flatten)]
+    ride: RideRow,
+    request_id: Option<String>,
+    response_code: Option<i32>,
+    requested_at: Option<OffsetDateTime>,
+}
+
+impl TryFrom<RecentRideRow> for RecentRide {
+    type Error = StoreError;
+
+    fn try_from(row: RecentRideRow) -> Result<Self, StoreError> {
+        Ok(RecentRide {
+            ride: Ride::try_from(row.ride)?,
+            request_id: row.request_id,
+            status: row.response_code.and_then(|code| u16::try_from(code).ok()),
+            requested_at: row.requested_at.map(system_time),
+        })
+    }
 }
 
 impl TryFrom<RideRow> for Ride {
