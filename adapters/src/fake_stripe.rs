@@ -17,9 +17,10 @@
 //! key is still being processed, another one gets 409
 //! `idempotency_key_in_use`.
 //!
-//! Faults: with probability `rate` a POST meets one fault picked from
-//! `kinds`, landing before the request is processed (nothing recorded) or
-//! after (the charge exists, the answer is lost), as `timing` says.
+//! Faults: with probability `rate` a POST (to one of `paths`, or any)
+//! meets one fault picked from `kinds`, landing before the request is
+//! processed (nothing recorded) or after (the charge exists, the answer is
+//! lost), as `timing` says.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,6 +90,8 @@ pub struct Faults {
     pub timing: FaultTiming,
     pub latency: Duration,
     pub hang: Duration,
+    /// The POST routes faults land on (`/v1/charges`); empty: every one.
+    pub paths: Vec<String>,
 }
 
 impl Default for Faults {
@@ -99,6 +102,7 @@ impl Default for Faults {
             timing: FaultTiming::Either,
             latency: Duration::from_millis(500),
             hang: Duration::from_secs(60),
+            paths: Vec::new(),
         }
     }
 }
@@ -233,8 +237,11 @@ impl FakeStripe {
         *self.ledger().faults.entry(name.to_owned()).or_default() += 1;
     }
 
-    fn pick_fault(&self) -> Option<(FaultKind, bool)> {
+    fn pick_fault(&self, path: &str) -> Option<(FaultKind, bool)> {
         let faults = &self.settings.faults;
+        if !faults.paths.is_empty() && !faults.paths.iter().any(|p| p == path) {
+            return None;
+        }
         if faults.kinds.is_empty() || faults.rate <= 0.0 || fastrand::f64() >= faults.rate {
             return None;
         }
@@ -550,7 +557,7 @@ impl FakeStripe {
             },
             None => None,
         };
-        let fault = self.pick_fault();
+        let fault = self.pick_fault(path);
         if let Some((kind, false)) = fault
             && let Some(response) = self.fault(kind, path).await
         {

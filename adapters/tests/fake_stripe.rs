@@ -41,6 +41,7 @@ fn faulty(kind: FaultKind, timing: FaultTiming) -> FakeStripeSettings {
             timing,
             latency: Duration::from_millis(200),
             hang: Duration::from_secs(5),
+            paths: Vec::new(),
         },
         ..FakeStripeSettings::default()
     }
@@ -260,6 +261,7 @@ async fn each_fault_kind_reaches_the_client_as_its_kind_of_unknown() {
             let stripe = start(FakeStripeSettings {
                 faults: Faults {
                     hang: Duration::from_secs(60),
+                    paths: Vec::new(),
                     ..faulty(kind, timing).faults
                 },
                 ..FakeStripeSettings::default()
@@ -555,6 +557,7 @@ async fn a_second_request_with_a_key_in_flight_gets_409_and_the_adapter_retries_
             timing: FaultTiming::Before,
             latency: Duration::from_secs(1),
             hang: Duration::from_secs(5),
+            paths: Vec::new(),
         },
         ..FakeStripeSettings::default()
     })
@@ -688,4 +691,27 @@ async fn the_adapter_finds_a_charge_by_its_downstream_key_once_search_shows_it()
         gone.find_charges("rr-find-me").await,
         ChargeSearch::Unknown { .. }
     ));
+}
+
+#[tokio::test]
+async fn faults_limited_to_charges_leave_customers_alone() {
+    let stripe = start(FakeStripeSettings {
+        faults: Faults {
+            rate: 1.0,
+            kinds: vec![FaultKind::ServerError],
+            timing: FaultTiming::After,
+            paths: vec!["/v1/charges".to_owned()],
+            ..Faults::default()
+        },
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let visa = stripe.customer(Some("tok_visa")).await;
+    let (status, _, _) = stripe.charge(&visa, "paths-1", "2000").await;
+    assert_eq!(status, 500, "the charge's answer is lost");
+    assert_eq!(
+        stripe.stripe.charges().len(),
+        1,
+        "after the charge was made"
+    );
 }

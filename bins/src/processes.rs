@@ -556,6 +556,7 @@ pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> 
             timing,
             latency: args.latency,
             hang: args.hang,
+            paths: args.fault_paths.clone(),
         },
     });
     let address = format!("{}:{}", args.host, args.port);

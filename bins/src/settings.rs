@@ -388,6 +388,10 @@ pub struct FakeStripeArgs {
         default_value = "latency,hang,500,429,drop"
     )]
     pub faults: Vec<FaultArg>,
+    /// The POST routes faults land on, e.g. `/v1/charges` to lose charge
+    /// answers while customers are created cleanly. Unset: every route.
+    #[arg(long, env = "FAKE_STRIPE_FAULT_PATHS", value_delimiter = ',')]
+    pub fault_paths: Vec<String>,
     /// Whether a fault lands before the request is processed (nothing
     /// recorded) or after (the charge exists, the answer is lost).
     #[arg(

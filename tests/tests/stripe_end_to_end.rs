@@ -53,6 +53,7 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
             timing: FaultTiming::Either,
             latency: Duration::from_millis(50),
             hang: Duration::from_secs(2),
+            paths: Vec::new(),
         },
         ..FakeStripeSettings::default()
     });
