@@ -14,6 +14,7 @@ use crate::ports::{
     Clock, Delivery, JobQueue, Keys, Outbox, QueueError, ReceiptClaim, ReceiptSender, Receipts,
     StoreError,
 };
+use crate::reconcile::{ReconcileKeys, Settlement};
 
 /// What one completer batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,6 +27,9 @@ pub struct CompleterReport {
     /// Keys found past the gateway's idempotency window in this batch,
     /// reported (logged) now and left for `rocket-rides review`.
     pub needs_review: usize,
+    /// Of those, settled at once from the payment gateway's records
+    /// (reconciling completers only).
+    pub reconciled: usize,
     /// Picked but not started: the completer was told to stop.
     pub left: usize,
 }
@@ -39,6 +43,7 @@ pub struct CompleteStalledKeys {
     policy: CompleterPolicy,
     batch_size: usize,
     concurrency: usize,
+    reconcile: Option<ReconcileKeys>,
 }
 
 impl CompleteStalledKeys {
@@ -56,7 +61,16 @@ impl CompleteStalledKeys {
             policy,
             batch_size,
             concurrency: 1,
+            reconcile: None,
         }
+    }
+
+    /// Settles each key it reports for review from the gateway's records
+    /// at once (`ReconcileKeys`: only on a definitive answer); the rest
+    /// stay for a person.
+    pub fn reconciling(mut self, reconcile: ReconcileKeys) -> Self {
+        self.reconcile = Some(reconcile);
+        self
     }
 
     /// Works up to `concurrency` keys of a batch at once, each under its own
@@ -104,6 +118,25 @@ impl CompleteStalledKeys {
             needs_review: for_review.len(),
             ..CompleterReport::default()
         };
+        if let Some(reconcile) = &self.reconcile {
+            let mut settled = std::pin::pin!(
+                stream::iter(for_review.iter().map(|key| key.id).collect::<Vec<_>>())
+                    .map(|key_id| async move { (key_id, reconcile.settle(key_id).await) })
+                    .buffer_unordered(self.concurrency)
+            );
+            while let Some((key_id, settlement)) = settled.next().await {
+                match settlement {
+                    Ok(Settlement::Settled { status }) => {
+                        report.reconciled += 1;
+                        info!(%key_id, status, "key for review settled from the payment gateway's records");
+                    }
+                    Ok(Settlement::Left { .. } | Settlement::Skipped) => {}
+                    Err(error) => {
+                        warn!(%key_id, %error, "reconciling a key for review failed; it stays for a person");
+                    }
+                }
+            }
+        }
         let mut outcomes = std::pin::pin!(
             stream::iter(ids)
                 .take_until(stop)
@@ -135,6 +168,7 @@ impl CompleteStalledKeys {
             ("failed", report.failed),
             ("left", report.left),
             ("needs_review", report.needs_review),
+            ("reconciled", report.reconciled),
         ] {
             metrics::counter!("rocket_rides_completer_keys_total", "result" => result)
                 .increment(count as u64);

@@ -229,3 +229,46 @@ async fn a_key_held_by_a_request_is_skipped_and_an_unknown_key_too() {
         Settlement::Skipped
     );
 }
+
+#[tokio::test]
+async fn a_reconciling_completer_settles_the_keys_it_reports_for_review_once() {
+    let r = reconciling(None).await;
+    let (charged, uncharged) = r.two_lost_answers().await;
+    r.h.advance(REVIEW_WINDOW + Duration::from_secs(1));
+    let completer = r.h.completer().reconciling(r.reconcile.clone());
+    let report = completer.run_batch().await.expect("batch");
+    assert_eq!(
+        (report.needs_review, report.reconciled, report.picked),
+        (2, 2, 0)
+    );
+    for (id, status) in [(charged, 201), (uncharged, 502)] {
+        let record = r.h.store.find_key(id).await.expect("read").expect("kept");
+        assert_eq!(record.progress.response().map(|r| r.status), Some(status));
+    }
+    assert_eq!(r.fake.charge_calls(), 1, "reconciling charges nothing");
+    let again = completer.run_batch().await.expect("batch");
+    assert_eq!((again.needs_review, again.reconciled), (0, 0));
+}
+
+#[tokio::test]
+async fn a_key_the_gateway_cannot_answer_for_stays_for_a_person_after_the_report() {
+    let blind: Arc<dyn PaymentGateway> = Arc::new(FakeGateway::new().one_of_several());
+    let r = reconciling(Some(blind)).await;
+    let (charged, _) = r.two_lost_answers().await;
+    r.h.advance(REVIEW_WINDOW + Duration::from_secs(1));
+    let report =
+        r.h.completer()
+            .reconciling(r.reconcile.clone())
+            .run_batch()
+            .await
+            .expect("batch");
+    assert_eq!((report.needs_review, report.reconciled), (2, 0));
+    let record =
+        r.h.store
+            .find_key(charged)
+            .await
+            .expect("read")
+            .expect("kept");
+    assert_eq!(record.recovery_point(), RecoveryPoint::RideCreated);
+    assert_eq!(r.reconcile.examine(10).await.expect("listed").len(), 2);
+}

@@ -236,6 +236,11 @@ pub struct Settings {
         global = true
     )]
     pub completer_concurrency: usize,
+    /// When the completer reports a key for review, it first asks the
+    /// payment processor and settles the key if the answer is definitive
+    /// (as `resolve --from-stripe`); the rest stay for a person.
+    #[arg(long, env = "COMPLETER_RECONCILE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub completer_reconcile: bool,
     /// The completer leaves keys run more recently than this.
     #[arg(long, env = "COMPLETER_MIN_IDLE", value_parser = duration, default_value = "60s", global = true)]
     pub completer_min_idle: Duration,

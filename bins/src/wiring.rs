@@ -395,14 +395,18 @@ impl System {
     }
 
     pub fn completer(&self) -> CompleteStalledKeys {
-        CompleteStalledKeys::new(
+        let completer = CompleteStalledKeys::new(
             self.store.clone(),
             self.create_ride(),
             self.clock.clone(),
             self.completer_policy(),
             self.settings.batch_size,
-        )
-        .with_concurrency(self.settings.completer_concurrency)
+        );
+        let completer = completer.with_concurrency(self.settings.completer_concurrency);
+        match self.settings.completer_reconcile {
+            true => completer.reconciling(self.reconcile()),
+            false => completer,
+        }
     }
 
     pub fn enqueuer(&self) -> DrainStagedJobs {
