@@ -199,6 +199,16 @@ impl FakeStripe {
             .with_state(self.clone())
     }
 
+    /// Serves this fake on a free loopback port in the background (tests,
+    /// a soak); its base URL.
+    pub async fn serve_on_loopback(&self) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let router = self.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(base)
+    }
+
     /// Every successful charge, oldest first (for tests).
     pub fn charges(&self) -> Vec<Value> {
         self.ledger()
@@ -655,19 +665,32 @@ struct ListQuery {
     starting_after: Option<String>,
 }
 
+/// `GET /v1/<object>s/{id}`: the object `find` finds, or Stripe's 404.
+fn retrieve(
+    headers: &HeaderMap,
+    object: &str,
+    id: &str,
+    find: impl FnOnce() -> Option<Value>,
+) -> Response {
+    if !authorized(headers) {
+        return unauthorized();
+    }
+    match find() {
+        Some(body) => json_response(StatusCode::OK, &body),
+        None => missing(object, id, "id"),
+    }
+}
+
 async fn retrieve_charge(
     State(stripe): State<FakeStripe>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !authorized(&headers) {
-        return unauthorized();
-    }
-    let ledger = stripe.ledger();
-    match ledger.charges.iter().find(|c| c.body["id"] == id.as_str()) {
-        Some(charge) => json_response(StatusCode::OK, &charge.body),
-        None => missing("charge", &id, "id"),
-    }
+    retrieve(&headers, "charge", &id, || {
+        let ledger = stripe.ledger();
+        let charge = ledger.charges.iter().find(|c| c.body["id"] == id.as_str());
+        charge.map(|c| c.body.clone())
+    })
 }
 
 async fn retrieve_customer(
@@ -675,13 +698,9 @@ async fn retrieve_customer(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !authorized(&headers) {
-        return unauthorized();
-    }
-    match stripe.ledger().customers.get(&id) {
-        Some(customer) => json_response(StatusCode::OK, &customer.body),
-        None => missing("customer", &id, "id"),
-    }
+    retrieve(&headers, "customer", &id, || {
+        stripe.ledger().customers.get(&id).map(|c| c.body.clone())
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,12 +20,7 @@ async fn start(settings: FakeStripeSettings) -> Running {
 }
 
 async fn serve(stripe: FakeStripe) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let router = stripe.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = stripe.serve_on_loopback().await.expect("served");
     Running {
         stripe,
         base,

@@ -10,58 +10,20 @@
 //! account through a connection that loses every answer after the charge,
 //! which leaves one key charged but unrecorded, for review.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
 use fantoccini::{Client, ClientBuilder, Locator};
+use integration_tests::review::{self, KillOnDrop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rocket-rides");
 const TOKEN: &str = "console-token-for-the-browser-test";
 const GOOD: &str = "user@example.com";
 const DECLINED: &str = "user-bad-source@example.com";
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn serve(stripe: FakeStripe) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let router = stripe.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    base
-}
-
 fn command(url: &str, stripe: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_remove("NATS_URL")
-        .env("RUST_LOG", "warn")
-        .env("DATABASE_URL", url)
-        .env("STRIPE_API_KEY", "sk_test_console")
-        .env("STRIPE_API_BASE", stripe)
-        .env("STRIPE_TIMEOUT", "1s")
-        .env("STRIPE_MAX_RETRIES", "1")
-        .env("LOCK_TIMEOUT", "3s")
-        .env("REVIEW_AFTER", "4s")
-        .env("GATEWAY_IDEMPOTENCY_WINDOW", "1h")
-        .env("STRIPE_SEARCH_LAG", "1s")
-        .stdout(Stdio::null());
+    let mut command = review::reviewing(BIN, url, stripe, "1s");
+    command.stdout(Stdio::null());
     command
 }
 
@@ -73,8 +35,8 @@ async fn wait_for(http: &reqwest::Client, url: &str) {
     }
 }
 
-async fn start_api(url: &str, stripe: &str, console: Option<u16>) -> (Killed, String) {
-    let port = free_port();
+async fn start_api(url: &str, stripe: &str, console: Option<u16>) -> (KillOnDrop, String) {
+    let port = review::free_port();
     let mut api = command(url, stripe);
     api.args([
         "api",
@@ -87,7 +49,7 @@ async fn start_api(url: &str, stripe: &str, console: Option<u16>) -> (Killed, St
         api.env("CONSOLE_TOKEN", TOKEN)
             .env("METRICS_ADDR", format!("127.0.0.1:{ops}"));
     }
-    let child = Killed(api.spawn().expect("api starts"));
+    let child = KillOnDrop(api.spawn().expect("api starts"));
     let base = format!("http://127.0.0.1:{port}");
     wait_for(&reqwest::Client::new(), &format!("{base}/readyz")).await;
     (child, base)
@@ -108,10 +70,10 @@ async fn ride(http: &reqwest::Client, api: &str, user: &str, n: usize) -> u16 {
 }
 
 /// chromedriver on a port of its own, and a headless Chromium session.
-async fn browser() -> (Killed, Client) {
+async fn browser() -> (KillOnDrop, Client) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let driver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
-    let port = free_port();
+    let port = review::free_port();
     let child = Command::new(&driver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -120,7 +82,7 @@ async fn browser() -> (Killed, Client) {
         .unwrap_or_else(|error| {
             panic!("{driver} does not start ({error}): install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver), or set CHROMEDRIVER")
         });
-    let child = Killed(child);
+    let child = KillOnDrop(child);
     let mut capabilities = serde_json::Map::new();
     let mut options = serde_json::json!({
         "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1600"]
@@ -148,6 +110,17 @@ async fn browser() -> (Killed, Client) {
         }
     };
     (child, client)
+}
+
+/// Types `token` into the sign-in form on the page and submits it.
+async fn sign_in(browser: &Client, token: &str) {
+    let field = browser
+        .find(Locator::Id("token"))
+        .await
+        .expect("token field");
+    field.send_keys(token).await.expect("typed");
+    let button = browser.find(Locator::Id("sign-in")).await.expect("button");
+    button.click().await.expect("clicked");
 }
 
 /// The text of `#id`, once the page showing it has loaded. The console
@@ -182,18 +155,7 @@ async fn count(pool: &sqlx::PgPool, sql: &'static str) -> String {
 async fn the_console_in_chromium_refuses_a_wrong_token_shows_the_database_and_settles_a_review_key()
 {
     let url = integration_tests::postgres::fresh_database_url().await;
-    let clean = FakeStripe::new(FakeStripeSettings::default());
-    let losing = clean.sharing_ledger(FakeStripeSettings {
-        faults: Faults {
-            rate: 1.0,
-            kinds: vec![FaultKind::ServerError],
-            timing: FaultTiming::After,
-            ..Faults::default()
-        },
-        ..FakeStripeSettings::default()
-    });
-    let stripe = serve(clean.clone()).await;
-    let stripe_losing = serve(losing).await;
+    let (clean, stripe, stripe_losing) = review::stripe_losing_answers(Duration::ZERO).await;
     for subcommand in ["migrate", "up"] {
         let status = command(&url, &stripe)
             .arg(subcommand)
@@ -201,7 +163,7 @@ async fn the_console_in_chromium_refuses_a_wrong_token_shows_the_database_and_se
             .expect("runs");
         assert!(status.success(), "{subcommand}");
     }
-    let ops = free_port();
+    let ops = review::free_port();
     let (_console_api, api) = start_api(&url, &stripe, Some(ops)).await;
     let (_losing_api, losing_api) = start_api(&url, &stripe_losing, None).await;
     let http = reqwest::Client::new();
@@ -243,20 +205,7 @@ async fn the_console_in_chromium_refuses_a_wrong_token_shows_the_database_and_se
             .ends_with("/console/login"),
         "not signed in: sent to the sign-in form"
     );
-    browser
-        .find(Locator::Id("token"))
-        .await
-        .expect("token field")
-        .send_keys("a-wrong-token-of-enough-length")
-        .await
-        .expect("typed");
-    browser
-        .find(Locator::Id("sign-in"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("clicked");
+    sign_in(&browser, "a-wrong-token-of-enough-length").await;
     assert_eq!(text(&browser, "refused").await, "Wrong console token.");
     let page = browser.source().await.expect("source");
     assert!(
@@ -268,20 +217,7 @@ async fn the_console_in_chromium_refuses_a_wrong_token_shows_the_database_and_se
         .goto(&format!("{console}/login"))
         .await
         .expect("opens");
-    browser
-        .find(Locator::Id("token"))
-        .await
-        .expect("token field")
-        .send_keys(TOKEN)
-        .await
-        .expect("typed");
-    browser
-        .find(Locator::Id("sign-in"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("clicked");
+    sign_in(&browser, TOKEN).await;
     assert!(
         browser
             .current_url()

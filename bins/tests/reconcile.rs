@@ -4,42 +4,19 @@
 //! `resolve --from-stripe` books the one Stripe charged and ends the one it
 //! refused, and the client's retries replay both.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
+use integration_tests::review::{self, KillOnDrop};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rocket-rides");
 const CARD: &str = "user@example.com";
 const NO_CARD: &str = "user-no-card@example.com";
 
-async fn serve(stripe: FakeStripe) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let router = stripe.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    base
-}
-
 /// The binary against `url`, charging at `stripe`, with review after 4 s.
 fn command(url: &str, stripe: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_remove("NATS_URL")
-        .env("RUST_LOG", "warn")
-        .env("DATABASE_URL", url)
-        .env("STRIPE_API_KEY", "sk_test_reconcile")
-        .env("STRIPE_API_BASE", stripe)
-        .env("STRIPE_TIMEOUT", "1s")
-        .env("STRIPE_MAX_RETRIES", "1")
-        .env("LOCK_TIMEOUT", "3s")
-        .env("REVIEW_AFTER", "4s")
-        .env("GATEWAY_IDEMPOTENCY_WINDOW", "1h")
-        .env("STRIPE_SEARCH_LAG", "10s");
-    command
+    review::reviewing(BIN, url, stripe, "10s")
 }
 
 fn run(mut command: Command) -> (bool, String) {
@@ -55,15 +32,6 @@ fn run(mut command: Command) -> (bool, String) {
         String::from_utf8_lossy(&stderr)
     );
     (status.success(), stdout)
-}
-
-struct Api(Child);
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn ride(http: &reqwest::Client, api: &str, user: &str, key: &str) -> (u16, Value, bool) {
@@ -91,33 +59,17 @@ fn review_line<'a>(printed: &'a str, key: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolve_from_stripe_books_the_charged_key_ends_the_uncharged_one_and_both_replay() {
     let url = integration_tests::postgres::fresh_database_url().await;
-    let clean = FakeStripe::new(FakeStripeSettings {
-        search_delay: Duration::from_secs(1),
-        ..FakeStripeSettings::default()
-    });
-    // The same account seen through a connection that loses every answer
-    // after Stripe processed the request.
-    let losing = clean.sharing_ledger(FakeStripeSettings {
-        faults: Faults {
-            rate: 1.0,
-            kinds: vec![FaultKind::ServerError],
-            timing: FaultTiming::After,
-            ..Faults::default()
-        },
-        ..FakeStripeSettings::default()
-    });
-    let stripe = serve(clean.clone()).await;
-    let stripe_losing = serve(losing).await;
+    // One account, and a connection to it that loses every answer after
+    // Stripe processed the request.
+    let (clean, stripe, stripe_losing) =
+        review::stripe_losing_answers(Duration::from_secs(1)).await;
     for subcommand in ["migrate", "up"] {
         let mut step = command(&url, &stripe);
         step.arg(subcommand);
         assert!(run(step).0, "{subcommand}");
     }
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = review::free_port();
     let mut api = command(&url, &stripe_losing);
     api.args([
         "api",
@@ -127,7 +79,7 @@ async fn resolve_from_stripe_books_the_charged_key_ends_the_uncharged_one_and_bo
         &port.to_string(),
     ])
     .stdout(Stdio::null());
-    let _api = Api(api.spawn().expect("api starts"));
+    let _api = KillOnDrop(api.spawn().expect("api starts"));
     let api = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let started = Instant::now();

@@ -23,16 +23,11 @@ async fn stripes_python_library_reads_every_answer_of_fake_stripe() {
         "Stripe's Python library is missing for {python}: `pip install stripe`, or run ./scripts/test (it sets STRIPE_PYTHON). {}",
         String::from_utf8_lossy(&probe.stderr)
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
     let stripe = FakeStripe::new(FakeStripeSettings {
         search_delay: Duration::from_secs(1),
         ..FakeStripeSettings::default()
     });
-    let router = stripe.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = stripe.serve_on_loopback().await.expect("served");
 
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -7,6 +7,7 @@ pub mod compose;
 pub mod nats;
 pub mod plans;
 pub mod postgres;
+pub mod review;
 pub mod soak;
 
 use std::net::SocketAddr;

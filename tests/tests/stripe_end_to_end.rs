@@ -26,11 +26,7 @@ const RIDES: usize = 300;
 const API_KEY: &str = "sk_test_end_to_end";
 
 async fn serve_stripe(stripe: FakeStripe) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let router = stripe.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    base
+    stripe.serve_on_loopback().await.expect("served")
 }
 
 /// Every charge id fake-stripe lists, page by page through its HTTP API.

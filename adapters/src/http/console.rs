@@ -256,6 +256,19 @@ fn foreign_form(console: &Console, form: &Csrf) -> Option<Response> {
     ))
 }
 
+/// The console for a form post: signed in, and the form is its own.
+async fn console_for_form(
+    slot: &ConsoleSlot,
+    headers: &HeaderMap,
+    form: &Csrf,
+) -> Result<Arc<Console>, Response> {
+    let console = console_for(slot, headers).await?;
+    match foreign_form(&console, form) {
+        Some(refused) => Err(refused),
+        None => Ok(console),
+    }
+}
+
 fn back_with(message: &str) -> Response {
     let query = serde_urlencoded::to_string([("flash", message)]).unwrap_or_default();
     Redirect::to(&format!("/console?{query}")).into_response()
@@ -267,13 +280,10 @@ async fn settle(
     Path(id): Path<i64>,
     Form(form): Form<Csrf>,
 ) -> Response {
-    let console = match console_for(&slot, &headers).await {
+    let console = match console_for_form(&slot, &headers, &form).await {
         Ok(console) => console,
         Err(response) => return response,
     };
-    if let Some(response) = foreign_form(&console, &form) {
-        return response;
-    }
     let message = match console.reconcile.settle(KeyId(id)).await {
         Ok(Settlement::Settled { status }) => {
             tracing::info!(key_id = id, status, "console: key settled from Stripe");
@@ -296,13 +306,10 @@ async fn requeue(
     headers: HeaderMap,
     Form(form): Form<Csrf>,
 ) -> Response {
-    let console = match console_for(&slot, &headers).await {
+    let console = match console_for_form(&slot, &headers, &form).await {
         Ok(console) => console,
         Err(response) => return response,
     };
-    if let Some(response) = foreign_form(&console, &form) {
-        return response;
-    }
     let message = match console.nats.get() {
         None => "No dead-letter stream in this process.".to_owned(),
         Some(nats) => match nats.requeue_dead_jobs(ROWS).await {
