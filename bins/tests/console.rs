@@ -218,6 +218,8 @@ async fn the_console_in_chromium_refuses_a_wrong_token_shows_the_database_and_se
         .await
         .expect("opens");
     sign_in(&browser, TOKEN).await;
+    // Wait for the console itself before reading where the browser is.
+    text(&browser, "keys-started").await;
     assert!(
         browser
             .current_url()
