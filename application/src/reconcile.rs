@@ -74,12 +74,13 @@ impl ReconcileKeys {
         let records = self.keys.keys_for_review(cutoff, limit).await?;
         let mut findings = Vec::with_capacity(records.len());
         for record in records {
-            findings.push(self.examine_record(record).await?);
+            findings.push(self.examine_key(record).await?);
         }
         Ok(findings)
     }
 
-    async fn examine_record(&self, record: KeyRecord) -> Result<KeyFinding, StoreError> {
+    /// What the gateway holds for one key awaiting review, and what it allows.
+    pub async fn examine_key(&self, record: KeyRecord) -> Result<KeyFinding, StoreError> {
         let search = self.gateway.find_charges(&record.downstream_key).await;
         let verdict = match self.users.find_user(record.user_id).await? {
             Some(user) => {
@@ -118,7 +119,7 @@ impl ReconcileKeys {
         if !self.review.needs_review(&record, self.clock.now()) {
             return Ok(Settlement::Skipped);
         }
-        let finding = self.examine_record(record).await?;
+        let finding = self.examine_key(record).await?;
         self.settle_finding(&finding).await
     }
 

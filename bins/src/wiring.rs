@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use adapters::clock::SystemClock;
 use adapters::connect::{ConnectError, redact_url};
+use adapters::http::console::FindingsCache;
 use adapters::http::{ApiState, Console, ServerLimits};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
 use adapters::nats::{NatsQueue, NatsSettings};
@@ -459,6 +460,7 @@ impl System {
             clock: self.clock.clone(),
             review: self.review_policy(),
             refresh: Duration::from_secs(5),
+            findings: FindingsCache::default(),
         }
     }
 

@@ -10,18 +10,57 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::clock::ManualClock;
+use adapters::http::console::FindingsCache;
 use adapters::http::{Console, ConsoleSlot, ReadyStore, ops_router};
 use adapters::memory::{FakeGateway, MemoryStore};
-use application::ports::{Clock, Outbox};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use application::ports::{Clock, GatewayError, Keys, Outbox, PaymentGateway};
 use application::{CreateRide, CreateRideSettings, ReconcileKeys, RideRequest, SeedDemoUsers};
-use domain::{IdempotencyKey, LockPolicy, ReconcilePolicy, ReviewPolicy, RideParams};
+use domain::{
+    ChargeOutcome, ChargeRequest, ChargeSearch, IdempotencyKey, LockPolicy, ReconcilePolicy,
+    ReviewPolicy, RideParams,
+};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 
 const TOKEN: &str = "a-console-token-for-tests";
 
+/// Charges through the fake (losing the answer when told to) and counts
+/// the searches the console sends.
+#[derive(Default)]
+struct Counting {
+    fake: FakeGateway,
+    lose_answers: AtomicBool,
+    searches: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for Counting {
+    async fn create_customer(&self, email: &str, source: &str) -> Result<String, GatewayError> {
+        self.fake.create_customer(email, source).await
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        let outcome = self.fake.charge(request).await;
+        match self.lose_answers.load(Ordering::SeqCst) {
+            true => ChargeOutcome::Unknown {
+                reason: "answer lost".into(),
+            },
+            false => outcome,
+        }
+    }
+
+    async fn find_charges(&self, downstream_key: &str) -> ChargeSearch {
+        self.searches.fetch_add(1, Ordering::SeqCst);
+        self.fake.find_charges(downstream_key).await
+    }
+}
+
 struct Running {
     base: String,
+    gateway: Arc<Counting>,
+    clock: Arc<ManualClock>,
     slot: ConsoleSlot,
     store: Arc<MemoryStore>,
     create_ride: Arc<CreateRide>,
@@ -38,12 +77,13 @@ async fn running() -> Running {
     let base = format!("http://{}", listener.local_addr().expect("address"));
     tokio::spawn(async move { axum::serve(listener, router).await });
     let store = Arc::new(MemoryStore::new());
-    let gateway = Arc::new(FakeGateway::new());
+    let gateway = Arc::new(Counting::default());
     let seeded = SeedDemoUsers::new(store.clone(), gateway.clone())
         .run(None)
         .await
         .expect("seeded");
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_epoch_plus(1_700_000_000));
+    let manual = Arc::new(ManualClock::at_epoch_plus(1_700_000_000));
+    let clock: Arc<dyn Clock> = manual.clone();
     let settings = CreateRideSettings {
         lock: LockPolicy {
             lock_timeout: Duration::from_secs(90),
@@ -64,7 +104,7 @@ async fn running() -> Running {
         reconcile: ReconcileKeys::new(
             store.clone(),
             store.clone(),
-            gateway,
+            gateway.clone(),
             clock.clone(),
             create_ride.clone(),
             settings.review,
@@ -81,9 +121,12 @@ async fn running() -> Running {
         clock,
         review: settings.review,
         refresh: Duration::from_secs(5),
+        findings: FindingsCache::default(),
     };
     let running = Running {
         base,
+        gateway,
+        clock: manual,
         slot,
         store,
         create_ride,
@@ -229,4 +272,69 @@ async fn no_page_without_the_token_and_no_action_from_a_foreign_form() {
         .post("/console/review/1/settle", None, &[("csrf", "x")])
         .await;
     assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn an_open_console_asks_stripe_once_per_key_and_settling_asks_afresh() {
+    let c = running().await;
+    c.gateway.lose_answers.store(true, Ordering::SeqCst);
+    let error = c
+        .create_ride
+        .run(RideRequest {
+            user: c.user.clone(),
+            key: IdempotencyKey::parse("console-http-review-0001").expect("valid"),
+            params: RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid"),
+            request_ip: None,
+            request_id: None,
+            raise_error: false,
+        })
+        .await
+        .expect_err("the answer was lost");
+    assert!(error.to_string().contains("answer lost"), "{error}");
+    c.clock.advance(Duration::from_secs(3601));
+    let id = c.store.keys()[0].id;
+
+    let page = |()| async {
+        let page = c.get("/console", Some(TOKEN)).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        page.text().await.expect("body")
+    };
+    let first = page(()).await;
+    let second = page(()).await;
+    assert!(first.contains(&format!("id=\"review-{id}\"")), "{first}");
+    assert!(second.contains("Settle from Stripe"), "{second}");
+    assert_eq!(
+        c.gateway.searches.load(Ordering::SeqCst),
+        1,
+        "one search for two refreshes"
+    );
+
+    let csrf = first
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's value")
+        .to_owned();
+    let settled = c
+        .http
+        .post(format!("{}/console/review/{id}/settle", c.base))
+        .bearer_auth(TOKEN)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(settled.status(), StatusCode::SEE_OTHER);
+    let location = settled.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(location.contains("settled"), "{location}");
+    assert_eq!(
+        c.gateway.searches.load(Ordering::SeqCst),
+        2,
+        "settling asked Stripe afresh"
+    );
+    let key = c.store.find_key(id).await.expect("read").expect("kept");
+    assert_eq!(key.progress.response().map(|r| r.status), Some(201));
+    assert!(page(()).await.contains("No key awaits review."));
 }

@@ -14,11 +14,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use application::ports::{Clock, Dashboard, Keys, Outbox};
-use application::{ReconcileKeys, Settlement};
+use application::{KeyFinding, ReconcileKeys, Settlement};
 use axum::Form;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -34,6 +34,24 @@ use crate::nats::NatsQueue;
 const COOKIE: &str = "rocket_rides_console";
 /// Most rows of each list.
 const ROWS: usize = 50;
+/// How long the page shows what Stripe answered for a key before asking
+/// again (settling always asks afresh).
+const FINDINGS_TTL: Duration = Duration::from_secs(30);
+
+/// What Stripe answered for each key awaiting review the page shows: an
+/// open console refreshes every few seconds, and must not send Stripe a
+/// search per key on each refresh. Kept per key while its `last_run_at`
+/// is unchanged, for `FINDINGS_TTL`.
+#[derive(Default)]
+pub struct FindingsCache(Mutex<HashMap<KeyId, (Instant, KeyFinding)>>);
+
+impl FindingsCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, (Instant, KeyFinding)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// What the console reads and acts through; set once the process is connected.
 pub struct Console {
@@ -49,6 +67,7 @@ pub struct Console {
     pub clock: Arc<dyn Clock>,
     pub review: ReviewPolicy,
     pub refresh: Duration,
+    pub findings: FindingsCache,
 }
 
 /// Filled in once the process has its store; until then the console
@@ -75,6 +94,40 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 }
 
 impl Console {
+    /// The keys awaiting review with Stripe's answer, from the cache where
+    /// it is fresh for the key as it is now.
+    async fn review_findings(&self, now: SystemTime) -> anyhow::Result<Vec<KeyFinding>> {
+        let records = self
+            .keys
+            .keys_for_review(self.review.attempted_before(now), ROWS)
+            .await?;
+        let mut findings = Vec::with_capacity(records.len());
+        for record in records {
+            let cached = self
+                .findings
+                .lock()
+                .get(&record.id)
+                .and_then(|(at, finding)| {
+                    (at.elapsed() < FINDINGS_TTL && finding.record == record)
+                        .then(|| finding.clone())
+                });
+            let finding = match cached {
+                Some(finding) => finding,
+                None => {
+                    let finding = self.reconcile.examine_key(record).await?;
+                    let entry = (Instant::now(), finding.clone());
+                    self.findings.lock().insert(finding.record.id, entry);
+                    finding
+                }
+            };
+            findings.push(finding);
+        }
+        let shown: std::collections::HashSet<KeyId> =
+            findings.iter().map(|f| f.record.id).collect();
+        self.findings.lock().retain(|id, _| shown.contains(id));
+        Ok(findings)
+    }
+
     fn csrf(&self) -> String {
         ApiKeyHash::of(&format!("console-form:{}", self.token))
             .as_str()
@@ -410,7 +463,7 @@ async fn render(console: &Console, flash: Option<&str>) -> anyhow::Result<String
         counts.awaiting_review
     )?;
 
-    let findings = console.reconcile.examine(ROWS).await?;
+    let findings = console.review_findings(now).await?;
     writeln!(w, "<h2>Keys awaiting review</h2>")?;
     if findings.is_empty() {
         writeln!(w, "<p id=\"review-empty\">No key awaits review.</p>")?;
