@@ -18,7 +18,7 @@ pub use background::{
 pub use create_ride::{
     Answer, CreateRide, CreateRideError, CreateRideSettings, ReviewResolution, RideRequest,
 };
-pub use queries::{ListKeysForReview, ShowRide};
+pub use queries::ShowRide;
 pub use reconcile::{KeyFinding, ReconcileKeys, Settlement};
 pub use users::{
     AuthError, AuthMode, Authenticate, DEMO_USERS, SeedDemoUsers, SeedError, SeededUser,

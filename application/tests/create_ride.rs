@@ -413,14 +413,14 @@ async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stri
     assert_eq!(again.needs_review, 0, "reported once, not every pass");
     assert_eq!(h.gateway.charge_calls(), 0);
 
-    let listed = application::ListKeysForReview::new(
-        h.store.clone(),
-        h.clock.clone(),
-        support::settings().review,
-    )
-    .run(10)
-    .await
-    .expect("listed");
+    let listed = h
+        .store
+        .keys_for_review(
+            support::settings().review.attempted_before(h.clock_now()),
+            10,
+        )
+        .await
+        .expect("listed");
     assert_eq!(
         listed.len(),
         1,

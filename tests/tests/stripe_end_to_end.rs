@@ -8,14 +8,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use adapters::clock::SystemClock;
 use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
 use adapters::http::ApiState;
 use adapters::stripe::{StripeGateway, StripeSettings};
-use application::ports::PaymentGateway;
-use application::{AuthMode, CompleteStalledKeys, CreateRide, ListKeysForReview, SeedDemoUsers};
+use application::ports::{Keys, PaymentGateway};
+use application::{AuthMode, CompleteStalledKeys, CreateRide, SeedDemoUsers};
 use domain::CompleterPolicy;
 use integration_tests::{GOOD_USER, SEED_BODY};
 use tokio::net::TcpListener;
@@ -191,8 +191,8 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
         0,
         "no key left unfinished"
     );
-    let review = ListKeysForReview::new(store.clone(), Arc::new(SystemClock), settings.review)
-        .run(1000)
+    let review = store
+        .keys_for_review(settings.review.attempted_before(SystemTime::now()), 1000)
         .await
         .expect("review list");
     assert!(review.is_empty(), "nothing for review: {review:?}");
