@@ -120,9 +120,9 @@ struct StripeError {
 }
 
 /// One attempt's answer, classified.
-enum Attempt {
-    Done(Result<String, Definitive>),
-    /// Worth retrying with the same idempotency key.
+enum Attempt<T> {
+    Done(T),
+    /// Worth retrying (with the same idempotency key, for a POST).
     Unknown(String),
 }
 
@@ -144,77 +144,77 @@ impl StripeGateway {
         format!("{}{path}", self.settings.api_base.trim_end_matches('/'))
     }
 
-    async fn attempt(&self, path: &str, form: &[(&str, &str)], idempotency_key: &str) -> Attempt {
-        let sent = self
-            .client
-            .post(self.url(path))
+    /// Sends one request with the secret key and the pinned version: its
+    /// status and body, or why none came (always worth a retry).
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Vec<u8>), String> {
+        let sent = request
             .bearer_auth(&self.settings.api_key)
             .header("Stripe-Version", STRIPE_VERSION)
-            .header("Idempotency-Key", idempotency_key)
-            .form(form)
             .send()
             .await;
         let response = match sent {
             Ok(response) => response,
             Err(error) if error.is_timeout() => {
-                return Attempt::Unknown(format!("Stripe did not answer in time: {error}"));
+                return Err(format!("Stripe did not answer in time: {error}"));
             }
-            Err(error) => return Attempt::Unknown(format!("could not reach Stripe: {error}")),
+            Err(error) => return Err(format!("could not reach Stripe: {error}")),
         };
         let status = response.status();
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(error) => {
-                return Attempt::Unknown(format!(
-                    "Stripe's answer ({status}) was cut off: {error}"
-                ));
+        match response.bytes().await {
+            Ok(body) => Ok((status, body.to_vec())),
+            Err(error) => Err(format!("Stripe's answer ({status}) was cut off: {error}")),
+        }
+    }
+
+    /// Runs `once` until it is done, retrying an unknown answer a bounded
+    /// number of times with doubling backoff; the final unknown is returned.
+    async fn with_retries<T, F, Fut>(&self, path: &str, mut once: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let mut backoff = self.settings.retry_backoff;
+        let mut attempt = 0;
+        loop {
+            match once().await {
+                Attempt::Done(done) => return Ok(done),
+                Attempt::Unknown(reason) if attempt < self.settings.max_retries => {
+                    attempt += 1;
+                    warn!(path, attempt, %reason, ?backoff, "Stripe answer unknown; retrying the same request (same idempotency key)");
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                Attempt::Unknown(reason) => return Err(reason),
             }
-        };
-        classify(status, &body)
+        }
     }
 
     /// One GET, retried like an unknown POST answer; the body of a 2xx, or
     /// why there is none.
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Vec<u8>, String> {
-        let mut backoff = self.settings.retry_backoff;
-        let mut attempt = 0;
-        loop {
-            let answer = self
-                .client
-                .get(self.url(path))
-                .bearer_auth(&self.settings.api_key)
-                .header("Stripe-Version", STRIPE_VERSION)
-                .query(query)
-                .send()
-                .await;
-            let reason = match answer {
-                Ok(response) if response.status().is_success() => match response.bytes().await {
-                    Ok(body) => return Ok(body.to_vec()),
-                    Err(error) => format!("Stripe's answer was cut off: {error}"),
-                },
-                Ok(response) => {
-                    let status = response.status();
-                    let body = response.bytes().await.unwrap_or_default();
-                    match classify(status, &body) {
-                        // An invalid request (an unknown id, a bad query)
-                        // will not change on a retry.
-                        Attempt::Done(Err(
-                            Definitive::Declined(detail) | Definitive::Refused(detail),
-                        )) => return Err(format!("Stripe refused: {detail}")),
-                        Attempt::Done(Ok(_)) => format!("Stripe answered {status}"),
-                        Attempt::Unknown(reason) => reason,
-                    }
-                }
-                Err(error) => format!("could not reach Stripe: {error}"),
+        let url = self.url(path);
+        let once = || async {
+            let (status, body) = match self.exchange(self.client.get(&url).query(query)).await {
+                Ok(answer) => answer,
+                Err(reason) => return Attempt::Unknown(reason),
             };
-            if attempt >= self.settings.max_retries {
-                return Err(reason);
+            if status.is_success() {
+                return Attempt::Done(Ok(body));
             }
-            attempt += 1;
-            warn!(path, attempt, %reason, ?backoff, "Stripe read failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
-        }
+            match classify(status, &body) {
+                // An invalid request (an unknown id, a bad query) will not
+                // change on a retry.
+                Attempt::Done(Err(Definitive::Declined(detail) | Definitive::Refused(detail))) => {
+                    Attempt::Done(Err(format!("Stripe refused: {detail}")))
+                }
+                Attempt::Done(Ok(_)) => Attempt::Unknown(format!("Stripe answered {status}")),
+                Attempt::Unknown(reason) => Attempt::Unknown(reason),
+            }
+        };
+        self.with_retries(path, once).await?
     }
 
     /// Posts with retries of unknown answers; the final unknown is returned.
@@ -224,20 +224,19 @@ impl StripeGateway {
         form: &[(&str, &str)],
         idempotency_key: &str,
     ) -> Result<Result<String, Definitive>, String> {
-        let mut backoff = self.settings.retry_backoff;
-        let mut attempt = 0;
-        loop {
-            match self.attempt(path, form, idempotency_key).await {
-                Attempt::Done(result) => return Ok(result),
-                Attempt::Unknown(reason) if attempt < self.settings.max_retries => {
-                    attempt += 1;
-                    warn!(path, attempt, %reason, ?backoff, "Stripe answer unknown; retrying with the same idempotency key");
-                    tokio::time::sleep(backoff).await;
-                    backoff = backoff.saturating_mul(2);
-                }
-                Attempt::Unknown(reason) => return Err(reason),
+        let url = self.url(path);
+        self.with_retries(path, || async {
+            let request = self
+                .client
+                .post(&url)
+                .header("Idempotency-Key", idempotency_key)
+                .form(form);
+            match self.exchange(request).await {
+                Ok((status, body)) => classify(status, &body),
+                Err(reason) => Attempt::Unknown(reason),
             }
-        }
+        })
+        .await
     }
 }
 
@@ -249,7 +248,7 @@ impl StripeGateway {
 /// 401/403 (a rotated or restricted key: an earlier attempt whose answer was
 /// lost may have charged), 409 (the same key in flight), `idempotency_error`,
 /// 429, 5xx, any other status, and a body we cannot read.
-fn classify(status: StatusCode, body: &[u8]) -> Attempt {
+fn classify(status: StatusCode, body: &[u8]) -> Attempt<Result<String, Definitive>> {
     if status.is_success() {
         return match serde_json::from_slice::<Created>(body) {
             Ok(created) if !created.id.is_empty() => Attempt::Done(Ok(created.id)),
