@@ -7,7 +7,7 @@ use std::time::Duration;
 use adapters::http::ConsoleSlot;
 use anyhow::{Context, bail};
 use application::{AuthMode, KeyFinding, ReviewResolution, Settlement, WorkError};
-use domain::{ChargeSearch, KeyId, Reconciliation, RecoveryPoint};
+use domain::{KeyId, Reconciliation, RecoveryPoint};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -717,24 +717,11 @@ pub async fn review(
             key.unrecorded_charge_attempt()
                 .map(|at| humantime::format_rfc3339_seconds(at).to_string())
                 .unwrap_or_default(),
-            describe_search(&search),
+            search,
             describe_verdict(&verdict),
         );
     }
     Ok(())
-}
-
-/// What the payment processor holds for a key, in a word or a list.
-pub fn describe_search(search: &ChargeSearch) -> String {
-    match search {
-        ChargeSearch::Found(charges) if charges.is_empty() => "no-charge-found".to_owned(),
-        ChargeSearch::Found(charges) => charges
-            .iter()
-            .map(|c| format!("{}:{}:{}{}", c.id, c.status, c.amount_cents, c.currency))
-            .collect::<Vec<_>>()
-            .join(","),
-        ChargeSearch::Unknown { .. } => "unknown".to_owned(),
-    }
 }
 
 pub fn describe_verdict(verdict: &Reconciliation) -> String {

@@ -39,6 +39,29 @@ pub enum ChargeSearch {
     Unknown { reason: String },
 }
 
+/// In one word or a list, for a log line, the CLI or the console:
+/// `no-charge-found`, `ch_1:succeeded:2000usd,ch_2:failed:2000usd`, or
+/// `unknown` (the reason is the verdict's).
+impl std::fmt::Display for ChargeSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChargeSearch::Found(charges) if charges.is_empty() => f.write_str("no-charge-found"),
+            ChargeSearch::Found(charges) => {
+                for (n, c) in charges.iter().enumerate() {
+                    let separator = if n == 0 { "" } else { "," };
+                    write!(
+                        f,
+                        "{separator}{}:{}:{}{}",
+                        c.id, c.status, c.amount_cents, c.currency
+                    )?;
+                }
+                Ok(())
+            }
+            ChargeSearch::Unknown { .. } => f.write_str("unknown"),
+        }
+    }
+}
+
 /// What may be done with a key awaiting review, given the processor's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciliation {
@@ -258,6 +281,20 @@ mod tests {
             let verdict = judge(ChargeSearch::Found(vec![odd]), 300);
             assert!(is_undecided(&verdict, "charge ch_odd is"), "{verdict:?}");
         }
+    }
+
+    #[test]
+    fn a_search_reads_as_one_word_or_a_list() {
+        assert_eq!(ChargeSearch::Found(vec![]).to_string(), "no-charge-found");
+        let two = ChargeSearch::Found(vec![charge("ch_1", "succeeded"), charge("ch_2", "failed")]);
+        assert_eq!(
+            two.to_string(),
+            "ch_1:succeeded:2000usd,ch_2:failed:2000usd"
+        );
+        let unknown = ChargeSearch::Unknown {
+            reason: "timed out".into(),
+        };
+        assert_eq!(unknown.to_string(), "unknown");
     }
 
     #[test]

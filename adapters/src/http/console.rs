@@ -25,7 +25,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use domain::{ApiKeyHash, ChargeSearch, KeyId, Reconciliation, ReviewPolicy};
+use domain::{ApiKeyHash, KeyId, Reconciliation, ReviewPolicy};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
@@ -191,7 +191,7 @@ fn layout(title: &str, refresh: Option<Duration>, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>{}</title>\
          <style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330}}\
-         table{{border-collapse:collapse;margin:.4rem 0 1.2rem}}td,th{{border:1px solid #ccd;padding:.25rem .6rem;text-align:left}}\
+         table{{border-collapse:collapse;margin:.4rem 0 1.2rem}}td,th{{border:1px solid #ccd;padding:.25rem .6rem;text-align:left}}td{{overflow-wrap:anywhere}}\
          th{{background:#eef}}h2{{margin-top:1.4rem}}.flash{{background:#efe;border:1px solid #9c9;padding:.4rem}}\
          .error{{background:#fee;border:1px solid #c99;padding:.4rem}}.muted{{color:#667}}</style></head>\
          <body>{body}</body></html>",
@@ -382,18 +382,6 @@ fn ago(now: SystemTime, at: SystemTime) -> String {
     }
 }
 
-fn describe_search(search: &ChargeSearch) -> String {
-    match search {
-        ChargeSearch::Found(charges) if charges.is_empty() => "no charge found".to_owned(),
-        ChargeSearch::Found(charges) => charges
-            .iter()
-            .map(|c| format!("{} {} {} {}", c.id, c.status, c.amount_cents, c.currency))
-            .collect::<Vec<_>>()
-            .join("; "),
-        ChargeSearch::Unknown { reason } => format!("unknown: {reason}"),
-    }
-}
-
 async fn page(
     State(slot): State<ConsoleSlot>,
     headers: HeaderMap,
@@ -498,7 +486,7 @@ async fn render(console: &Console, flash: Option<&str>) -> anyhow::Result<String
                     .unrecorded_charge_attempt()
                     .map(|at| ago(now, at))
                     .unwrap_or_default(),
-                stripe = escape(&describe_search(&finding.search)),
+                stripe = escape(&finding.search.to_string()),
                 decision = escape(&decision),
             )?;
         }
