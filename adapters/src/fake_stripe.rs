@@ -94,14 +94,19 @@ pub struct Faults {
     pub paths: Vec<String>,
 }
 
+impl Faults {
+    pub const DEFAULT_LATENCY: Duration = Duration::from_millis(500);
+    pub const DEFAULT_HANG: Duration = Duration::from_secs(60);
+}
+
 impl Default for Faults {
     fn default() -> Self {
         Self {
             rate: 0.0,
             kinds: FaultKind::ALL.to_vec(),
             timing: FaultTiming::Either,
-            latency: Duration::from_millis(500),
-            hang: Duration::from_secs(60),
+            latency: Self::DEFAULT_LATENCY,
+            hang: Self::DEFAULT_HANG,
             paths: Vec::new(),
         }
     }
@@ -115,11 +120,19 @@ pub struct FakeStripeSettings {
     pub faults: Faults,
 }
 
+impl FakeStripeSettings {
+    /// Stripe keeps an idempotency key for 24 hours.
+    pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+    /// Stripe's search index "under normal operating conditions" catches up
+    /// in under a minute; a second is enough to make a client meet the lag.
+    pub const DEFAULT_SEARCH_DELAY: Duration = Duration::from_secs(1);
+}
+
 impl Default for FakeStripeSettings {
     fn default() -> Self {
         Self {
-            idempotency_window: Duration::from_secs(24 * 3600),
-            search_delay: Duration::ZERO,
+            idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
+            search_delay: Self::DEFAULT_SEARCH_DELAY,
             faults: Faults::default(),
         }
     }

@@ -65,6 +65,10 @@ impl std::fmt::Debug for NatsSettings {
 }
 
 impl NatsSettings {
+    pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 3600);
+    pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_DELIVER: u32 = 8;
+
     /// The queue of the store whose deployment id is `deployment` (letters,
     /// digits, `-` and `_` only: it names streams and subject tokens).
     pub fn new(url: impl Into<String>, deployment: &str) -> Self {
@@ -75,9 +79,9 @@ impl NatsSettings {
             dead_letter_stream: format!("ROCKET_RIDES_DEAD_{deployment}"),
             dead_letter_subject: format!("rocket-rides.{deployment}.dead.send_ride_receipt"),
             consumer: "workers".into(),
-            duplicate_window: Duration::from_secs(2 * 3600),
-            ack_wait: Duration::from_secs(30),
-            max_deliver: 8,
+            duplicate_window: Self::DEFAULT_DUPLICATE_WINDOW,
+            ack_wait: Self::DEFAULT_ACK_WAIT,
+            max_deliver: Self::DEFAULT_MAX_DELIVER,
         }
     }
 }

@@ -56,14 +56,17 @@ impl std::fmt::Debug for StripeSettings {
 impl StripeSettings {
     /// First backoff between retries of an unknown answer.
     pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(250);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+    pub const DEFAULT_MAX_RETRIES: u32 = 2;
 
     pub fn new(api_key: impl Into<String>, api_base: impl Into<String>) -> Self {
         Self {
             api_key: api_key.into(),
             api_base: api_base.into(),
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(20),
-            max_retries: 2,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            timeout: Self::DEFAULT_TIMEOUT,
+            max_retries: Self::DEFAULT_MAX_RETRIES,
             retry_backoff: Self::DEFAULT_RETRY_BACKOFF,
         }
     }

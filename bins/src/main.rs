@@ -2,6 +2,8 @@
 //! (flags with environment fallbacks), builds the adapters they select, and
 //! runs the processes until SIGINT or SIGTERM.
 
+mod background;
+mod operator;
 mod processes;
 mod settings;
 mod simulator;
@@ -90,21 +92,24 @@ async fn wait_for_signal() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = shutdown_token();
-    let settings = cli.settings;
     match cli.command {
-        Command::Start(simulator) => processes::start(&settings, &simulator, shutdown).await,
-        Command::Api => processes::api(&settings, shutdown).await,
-        Command::Completer => processes::completer(&settings, shutdown).await,
-        Command::Enqueuer => processes::enqueuer(&settings, shutdown).await,
-        Command::Worker => processes::worker(&settings, shutdown).await,
-        Command::Reaper => processes::reaper(&settings, shutdown).await,
-        Command::Simulator(args) => simulator::run(&settings, &args, shutdown).await,
-        Command::Up => processes::up(&settings, shutdown).await,
-        Command::Review(args) => processes::review(&settings, &args, shutdown).await,
-        Command::Resolve(args) => processes::resolve(&settings, &args, shutdown).await,
-        Command::Migrate => processes::migrate(&settings, shutdown).await,
-        Command::FakeStripe(args) => processes::fake_stripe(&args, shutdown).await,
-        Command::DeadJobs(args) => processes::dead_jobs(&settings, &args, shutdown).await,
-        Command::Healthcheck(args) => processes::healthcheck(&settings, &args).await,
+        Command::Start(args) => processes::start(*args, shutdown).await,
+        Command::Api(args) => processes::api(*args, shutdown).await,
+        Command::Completer(args) => processes::completer(*args, shutdown).await,
+        Command::Enqueuer(args) => processes::enqueuer(args, shutdown).await,
+        Command::Worker(args) => processes::worker(args, shutdown).await,
+        Command::Reaper(args) => processes::reaper(args, shutdown).await,
+        Command::Simulator(args) => simulator::run(&args.simulator, args.api_port, shutdown).await,
+        Command::Up(args) => operator::up(&args, shutdown).await,
+        Command::Review(args) => operator::review(&args, shutdown).await,
+        Command::Resolve(args) => operator::resolve(&args, shutdown).await,
+        Command::Migrate(args) => operator::migrate(&args, shutdown).await,
+        Command::FakeStripe(args) => operator::fake_stripe(&args, shutdown).await,
+        Command::DeadJobs(args) => operator::dead_jobs(&args, shutdown).await,
+        Command::Healthcheck(args) => operator::healthcheck(&args).await,
+        Command::SettingsTable => {
+            print!("{}", settings::settings_table());
+            Ok(())
+        }
     }
 }

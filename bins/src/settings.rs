@@ -1,12 +1,34 @@
-//! Settings: every one a flag with an environment fallback; `--help` lists them.
+//! Settings: every one a flag with an environment fallback, grouped by what
+//! reads it. Each subcommand flattens only the groups it uses, so `--help`
+//! lists exactly the settings that command reads, each group under its own
+//! heading. A default is written once: here, or in the adapter's constant
+//! named here.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
-use application::AuthMode;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use adapters::fake_stripe::{FakeStripeSettings, Faults};
+use adapters::http::{DEFAULT_GATEWAY_RETRY_AFTER, ServerLimits};
+use adapters::nats::NatsSettings;
+use adapters::postgres::PoolSettings;
+use adapters::stripe::StripeSettings;
+use application::{AuthMode, Authenticate};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-fn duration(text: &str) -> Result<Duration, String> {
+/// A duration setting: parsed and shown like `90s`, `5m`, `72h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+fn duration(text: &str) -> Result<Dur, String> {
     humantime::parse_duration(text)
+        .map(Dur)
         .map_err(|error| format!("{error} (write durations like 90s, 5m, 72h)"))
 }
 
@@ -32,8 +54,8 @@ impl Secret {
     }
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
 }
@@ -49,6 +71,10 @@ fn rate(text: &str) -> Result<f64, String> {
     }
 }
 
+fn human(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rocket-rides",
@@ -58,6 +84,7 @@ fn rate(text: &str) -> Result<f64, String> {
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written (`RUST_LOG` filters them).
     #[arg(
         long,
         env = "LOG_FORMAT",
@@ -66,8 +93,6 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
-    #[command(flatten)]
-    pub settings: Settings,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,43 +104,39 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process: api, completer, enqueuer, worker, reaper, simulator.
-    Start(SimulatorArgs),
+    Start(Box<StartCommand>),
     /// The HTTP API.
-    Api,
+    Api(Box<ApiCommand>),
     /// Finishes requests left unfinished.
-    Completer,
+    Completer(Box<CompleterCommand>),
     /// Moves staged jobs into the job queue.
-    Enqueuer,
+    Enqueuer(EnqueuerCommand),
     /// Works queued jobs (sends ride receipts).
-    Worker,
+    Worker(WorkerCommand),
     /// Deletes old idempotency keys.
-    Reaper,
+    Reaper(ReaperCommand),
     /// Sends traffic to the API.
-    Simulator(SimulatorArgs),
+    Simulator(SimulatorCommand),
     /// Creates the demo users and their Stripe customers (safe to re-run).
-    Up,
+    Up(UpCommand),
     /// Lists keys the completer will not charge again: a person must decide.
-    Review(ReviewArgs),
+    Review(ReviewCommand),
     /// Finishes a key awaiting review with what a person found at Stripe.
-    Resolve(ResolveArgs),
+    Resolve(ResolveCommand),
     /// Applies schema.sql to DATABASE_URL (safe to re-run).
-    Migrate,
+    Migrate(MigrateCommand),
     /// A local stand-in for Stripe's API, with fault injection.
     FakeStripe(FakeStripeArgs),
     /// Lists jobs in the dead-letter stream (NATS only), or puts them back
     /// in the job queue with --requeue.
-    DeadJobs(DeadJobsArgs),
+    DeadJobs(DeadJobsCommand),
     /// Asks this process's own health endpoint (METRICS_ADDR, or --url)
     /// whether it is ready; exits 0 when it is. For container healthchecks,
     /// where no curl is installed.
-    Healthcheck(HealthcheckArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct HealthcheckArgs {
-    /// The URL to ask; by default /readyz on METRICS_ADDR's port at 127.0.0.1.
-    #[arg(long)]
-    pub url: Option<String>,
+    Healthcheck(HealthcheckCommand),
+    /// Prints the README's settings table, generated from these definitions.
+    #[command(hide = true)]
+    SettingsTable,
 }
 
 impl Command {
@@ -123,13 +144,384 @@ impl Command {
     pub fn prints_a_report(&self) -> bool {
         matches!(
             self,
-            Command::Up
+            Command::Up(_)
                 | Command::Review(_)
                 | Command::Resolve(_)
-                | Command::Migrate
+                | Command::Migrate(_)
                 | Command::DeadJobs(_)
                 | Command::Healthcheck(_)
+                | Command::SettingsTable
         )
+    }
+}
+
+// ---- The commands: each the groups it reads. ----
+
+#[derive(Debug, Args)]
+pub struct StartCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+    #[command(flatten)]
+    pub poll: PollArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub completer: CompleterArgs,
+    #[command(flatten)]
+    pub enqueuer: EnqueuerArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub reaper: ReaperArgs,
+    #[command(flatten)]
+    pub simulator: SimulatorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Read only for the console's dead letters.
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+    #[command(flatten)]
+    pub poll: PollArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompleterCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+    #[command(flatten)]
+    pub poll: PollArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub completer: CompleterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueuerCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub poll: PollArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub enqueuer: EnqueuerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub poll: PollArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReaperCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(flatten)]
+    pub poll: PollArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub reaper: ReaperArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulatorCommand {
+    #[command(flatten)]
+    pub simulator: SimulatorArgs,
+    /// The API's port on this machine, where rides go unless
+    /// SIMULATOR_API_URL says otherwise.
+    #[arg(long, env = "API_PORT", default_value_t = DEFAULT_API_PORT, help_heading = "Simulator")]
+    pub api_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct UpCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Most keys to list.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("finding").required(true).args(["charge_id", "not_charged", "from_stripe"])))]
+pub struct ResolveCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// The key's id, as `rocket-rides review` lists it (`key_id=`);
+    /// with `--from-stripe` and no id, every key awaiting review.
+    #[arg(required_unless_present = "from_stripe")]
+    pub key_id: Option<i64>,
+    /// Ask the payment processor (search by the key's metadata, then
+    /// retrieve) and settle each key it answers definitively: the charge
+    /// exists (booked, 201) or it confirms none (ended, 502). Keys it
+    /// cannot answer for stay listed, with the reason.
+    #[arg(long)]
+    pub from_stripe: bool,
+    /// Most keys to settle with `--from-stripe` and no key id.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// The charge exists at Stripe (found by the key's downstream_key):
+    /// record it on the ride and book it (201, receipt staged).
+    #[arg(long)]
+    pub charge_id: Option<String>,
+    /// No charge exists at Stripe: end the request without one (502).
+    #[arg(long)]
+    pub not_charged: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadJobsCommand {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// Most jobs to list (or requeue).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Put the listed jobs back in the job queue and remove them from the
+    /// dead-letter stream (after fixing what made them fail). A ride whose
+    /// receipt went out meanwhile gets no second one.
+    #[arg(long)]
+    pub requeue: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckCommand {
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    /// The URL to ask; by default /readyz on METRICS_ADDR's port at 127.0.0.1.
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+// ---- The groups: each the settings of one part of the system. ----
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Store")]
+pub struct StoreArgs {
+    /// Postgres to keep everything in; unset, an in-memory store inside this process.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<Secret>,
+    /// Most Postgres connections this process opens.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = PoolSettings::DEFAULT.max_connections)]
+    pub database_max_connections: u32,
+    /// How long to wait for a free pooled connection before failing.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", value_parser = duration, default_value_t = Dur(PoolSettings::DEFAULT.acquire_timeout))]
+    pub database_acquire_timeout: Dur,
+    /// Postgres aborts any statement running longer than this.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", value_parser = duration, default_value_t = Dur(PoolSettings::DEFAULT.statement_timeout))]
+    pub database_statement_timeout: Dur,
+}
+
+impl StoreArgs {
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.database_max_connections,
+            acquire_timeout: self.database_acquire_timeout.0,
+            statement_timeout: self.database_statement_timeout.0,
+        }
+    }
+
+    /// The in-memory store: it lives and dies with this process.
+    pub fn embedded(&self) -> bool {
+        self.database_url.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Job queue")]
+pub struct QueueArgs {
+    /// NATS with JetStream for the job queue; unset, an in-memory queue inside this process.
+    #[arg(long, env = "NATS_URL", hide_env_values = true, value_parser = secret)]
+    pub nats_url: Option<Secret>,
+    /// How long JetStream remembers a job id to drop a repeated publish;
+    /// longer than ENQUEUER_CLAIM_TIMEOUT plus a batch.
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW", value_parser = duration, default_value_t = Dur(NatsSettings::DEFAULT_DUPLICATE_WINDOW))]
+    pub nats_duplicate_window: Dur,
+    /// A job nobody acknowledged within this is delivered again.
+    #[arg(long, env = "NATS_ACK_WAIT", value_parser = duration, default_value_t = Dur(NatsSettings::DEFAULT_ACK_WAIT))]
+    pub nats_ack_wait: Dur,
+    /// Deliveries before a job goes to the dead-letter stream.
+    #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = NatsSettings::DEFAULT_MAX_DELIVER)]
+    pub nats_max_deliver: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Stripe")]
+pub struct StripeArgs {
+    /// Stripe secret key; set, charges go to Stripe over HTTP at STRIPE_API_BASE,
+    /// unset, to an in-process fake.
+    #[arg(long, env = "STRIPE_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub stripe_api_key: Option<Secret>,
+    /// Where Stripe's API is (point it at `rocket-rides fake-stripe`).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = adapters::stripe::DEFAULT_API_BASE)]
+    pub stripe_api_base: String,
+    /// Connect timeout of each call to Stripe.
+    #[arg(long, env = "STRIPE_CONNECT_TIMEOUT", value_parser = duration, default_value_t = Dur(StripeSettings::DEFAULT_CONNECT_TIMEOUT))]
+    pub stripe_connect_timeout: Dur,
+    /// Total timeout of each call to Stripe; with its retries, shorter than LOCK_TIMEOUT.
+    #[arg(long, env = "STRIPE_TIMEOUT", value_parser = duration, default_value_t = Dur(StripeSettings::DEFAULT_TIMEOUT))]
+    pub stripe_timeout: Dur,
+    /// Retries of a call whose answer was unknown (same idempotency key, with backoff).
+    #[arg(long, env = "STRIPE_MAX_RETRIES", default_value_t = StripeSettings::DEFAULT_MAX_RETRIES)]
+    pub stripe_max_retries: u32,
+    /// In-process fake gateway only: probability that a charge's answer is lost.
+    #[arg(long, env = "FAKE_GATEWAY_UNKNOWN_RATE", value_parser = rate, default_value_t = 0.0)]
+    pub fake_gateway_unknown_rate: f64,
+    /// In-process fake gateway only: delay added to every charge.
+    #[arg(long, env = "FAKE_GATEWAY_LATENCY", value_parser = duration, default_value_t = Dur(Duration::ZERO))]
+    pub fake_gateway_latency: Dur,
+}
+
+impl StripeArgs {
+    /// The longest one charge can take: every call to the gateway with its
+    /// retries and their backoff (or the in-process fake's latency).
+    pub fn worst_case(&self) -> Duration {
+        if self.stripe_api_key.is_none() {
+            return self.fake_gateway_latency.0;
+        }
+        let calls = self.stripe_max_retries.saturating_add(1);
+        let backoff = StripeSettings::DEFAULT_RETRY_BACKOFF.saturating_mul(
+            2u32.saturating_pow(self.stripe_max_retries)
+                .saturating_sub(1),
+        );
+        self.stripe_timeout
+            .0
+            .saturating_mul(calls)
+            .saturating_add(backoff)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Idempotency keys")]
+pub struct KeyArgs {
+    /// A locked key whose lock is older than this may be taken over.
+    #[arg(long, env = "LOCK_TIMEOUT", value_parser = duration, default_value = "90s")]
+    pub lock_timeout: Dur,
+    /// How long the payment processor remembers an idempotency key (Stripe: 24h).
+    #[arg(long, env = "GATEWAY_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h")]
+    pub gateway_idempotency_window: Dur,
+    /// A charge first attempted longer ago goes to review instead of being
+    /// retried; shorter than GATEWAY_IDEMPOTENCY_WINDOW by at least one
+    /// gateway call with its retries.
+    #[arg(long, env = "REVIEW_AFTER", value_parser = duration, default_value = "23h")]
+    pub review_after: Dur,
+    /// How long after a charge is made the processor's search may still
+    /// miss it (Stripe: "under normal operating conditions, less than a
+    /// minute"). `resolve --from-stripe` takes "nothing found" as "no
+    /// charge" only for a key whose last possible charge is older.
+    #[arg(long, env = "STRIPE_SEARCH_LAG", value_parser = duration, default_value = "5m")]
+    pub stripe_search_lag: Dur,
+}
+
+impl KeyArgs {
+    /// Refuses settings that contradict each other, naming both, before any
+    /// process starts: with them the promise itself would not hold.
+    pub fn check(&self, stripe: &StripeArgs) -> Result<(), String> {
+        let call = stripe.worst_case();
+        let (lock_timeout, review_after) = (self.lock_timeout.0, self.review_after.0);
+        if call >= lock_timeout {
+            return Err(format!(
+                "a charge can take {} (STRIPE_TIMEOUT {} x {} calls with STRIPE_MAX_RETRIES {}, plus backoff; or FAKE_GATEWAY_LATENCY), which is not shorter than LOCK_TIMEOUT {}: another request could take the key over while the charge is in flight. Raise LOCK_TIMEOUT or lower STRIPE_TIMEOUT / STRIPE_MAX_RETRIES",
+                human(call),
+                stripe.stripe_timeout,
+                stripe.stripe_max_retries.saturating_add(1),
+                stripe.stripe_max_retries,
+                self.lock_timeout,
+            ));
+        }
+        if review_after.saturating_add(call) >= self.gateway_idempotency_window.0 {
+            return Err(format!(
+                "REVIEW_AFTER {} plus one charge with its retries ({}) is not shorter than GATEWAY_IDEMPOTENCY_WINDOW {}: a retried charge could reach the gateway after it forgot the key, and charge twice. Lower REVIEW_AFTER",
+                self.review_after,
+                human(call),
+                self.gateway_idempotency_window,
+            ));
+        }
+        if lock_timeout >= review_after {
+            return Err(format!(
+                "LOCK_TIMEOUT {} is not shorter than REVIEW_AFTER {}: a stalled key would go to review before anyone could retry it",
+                self.lock_timeout, self.review_after,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -148,200 +540,181 @@ impl From<AuthModeArg> for AuthMode {
     }
 }
 
+/// Where the API listens when API_PORT is not set (the seed's curl lines).
+pub const DEFAULT_API_PORT: u16 = 5000;
+
 #[derive(Debug, Clone, Args)]
-pub struct Settings {
-    /// Stripe secret key; set, charges go to Stripe over HTTP at STRIPE_API_BASE,
-    /// unset, to an in-process fake.
-    #[arg(long, env = "STRIPE_API_KEY", global = true, hide_env_values = true, value_parser = secret)]
-    pub stripe_api_key: Option<Secret>,
-    /// Where Stripe's API is (point it at `rocket-rides fake-stripe`).
-    #[arg(
-        long,
-        env = "STRIPE_API_BASE",
-        default_value = "https://api.stripe.com",
-        global = true
-    )]
-    pub stripe_api_base: String,
-    /// Connect timeout of each call to Stripe.
-    #[arg(long, env = "STRIPE_CONNECT_TIMEOUT", value_parser = duration, default_value = "5s", global = true)]
-    pub stripe_connect_timeout: Duration,
-    /// Total timeout of each call to Stripe; with its retries, shorter than LOCK_TIMEOUT.
-    #[arg(long, env = "STRIPE_TIMEOUT", value_parser = duration, default_value = "20s", global = true)]
-    pub stripe_timeout: Duration,
-    /// Retries of a call whose answer was unknown (same idempotency key, with backoff).
-    #[arg(long, env = "STRIPE_MAX_RETRIES", default_value_t = 2, global = true)]
-    pub stripe_max_retries: u32,
-    /// NATS with JetStream for the job queue; unset, an in-memory queue inside this process.
-    #[arg(long, env = "NATS_URL", global = true, hide_env_values = true, value_parser = secret)]
-    pub nats_url: Option<Secret>,
-    /// How long JetStream remembers a job id to drop a repeated publish;
-    /// longer than ENQUEUER_CLAIM_TIMEOUT plus a batch.
-    #[arg(long, env = "NATS_DUPLICATE_WINDOW", value_parser = duration, default_value = "2h", global = true)]
-    pub nats_duplicate_window: Duration,
-    /// A job nobody acknowledged within this is delivered again.
-    #[arg(long, env = "NATS_ACK_WAIT", value_parser = duration, default_value = "30s", global = true)]
-    pub nats_ack_wait: Duration,
-    /// Deliveries before a job goes to the dead-letter stream.
-    #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = 8, global = true)]
-    pub nats_max_deliver: u32,
-    /// Postgres to keep everything in; unset, an in-memory store inside this process.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true, value_parser = secret)]
-    pub database_url: Option<Secret>,
-    /// Most Postgres connections this process opens.
-    #[arg(
-        long,
-        env = "DATABASE_MAX_CONNECTIONS",
-        default_value_t = 10,
-        global = true
-    )]
-    pub database_max_connections: u32,
-    /// How long to wait for a free pooled connection before failing.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", value_parser = duration, default_value = "5s", global = true)]
-    pub database_acquire_timeout: Duration,
-    /// Postgres aborts any statement running longer than this.
-    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", value_parser = duration, default_value = "10s", global = true)]
-    pub database_statement_timeout: Duration,
+#[command(next_help_heading = "HTTP API")]
+pub struct ServerArgs {
     /// Port the API listens on.
-    #[arg(long, env = "API_PORT", default_value_t = 5000, global = true)]
+    #[arg(long, env = "API_PORT", default_value_t = DEFAULT_API_PORT)]
     pub api_port: u16,
-    /// Address the API binds to.
-    #[arg(long, env = "API_HOST", default_value = "0.0.0.0", global = true)]
-    pub api_host: String,
     /// How `Authorization` names the user: the demo's email, or `Bearer <api key>`.
-    #[arg(
-        long,
-        env = "AUTH_MODE",
-        value_enum,
-        default_value = "email",
-        global = true
-    )]
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value = "email")]
     pub auth_mode: AuthModeArg,
     /// The API remembers a user it authenticated for this long, so requests
     /// cost no lookup; a removed API key (or user) still works for up to
     /// this long. 0s looks every request up.
-    #[arg(long, env = "AUTH_CACHE_TTL", value_parser = duration, default_value = "5s", global = true)]
-    pub auth_cache_ttl: Duration,
-    /// A locked key whose lock is older than this may be taken over.
-    #[arg(long, env = "LOCK_TIMEOUT", value_parser = duration, default_value = "90s", global = true)]
-    pub lock_timeout: Duration,
+    #[arg(long, env = "AUTH_CACHE_TTL", value_parser = duration, default_value_t = Dur(Authenticate::DEFAULT_CACHE_TTL))]
+    pub auth_cache_ttl: Dur,
+    /// `Retry-After` on a 503 when the payment processor's answer was unknown.
+    #[arg(long, env = "GATEWAY_RETRY_AFTER", value_parser = duration, default_value_t = Dur(DEFAULT_GATEWAY_RETRY_AFTER))]
+    pub gateway_retry_after: Dur,
+    /// A client must send a request's headers within this.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", value_parser = duration, default_value_t = Dur(ServerLimits::DEFAULT.header_read_timeout))]
+    pub http_header_timeout: Dur,
+    /// … and its body within this.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", value_parser = duration, default_value_t = Dur(ServerLimits::DEFAULT.body_read_timeout))]
+    pub http_body_timeout: Dur,
+    /// Open connections the API accepts at most.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = ServerLimits::DEFAULT.max_connections, value_parser = at_least_one)]
+    pub http_max_connections: usize,
+    /// Ride requests in progress at most; more are answered 503 + Retry-After.
+    #[arg(long, env = "HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = ServerLimits::DEFAULT.max_concurrent_requests, value_parser = at_least_one)]
+    pub http_max_concurrent_requests: usize,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(value) => Ok(value),
+        Err(_) => Err(format!("{text} is not a whole number")),
+    }
+}
+
+impl ServerArgs {
+    pub fn limits(&self, shutdown: &ShutdownArgs) -> ServerLimits {
+        ServerLimits {
+            header_read_timeout: self.http_header_timeout.0,
+            body_read_timeout: self.http_body_timeout.0,
+            max_connections: self.http_max_connections,
+            max_concurrent_requests: self.http_max_concurrent_requests,
+            shutdown_deadline: shutdown.shutdown_deadline.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Operations")]
+pub struct OpsArgs {
+    /// Address the API binds to (and HEALTH_PORT's endpoint).
+    #[arg(long, env = "API_HOST", default_value = "0.0.0.0")]
+    pub api_host: String,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address, e.g. `0.0.0.0:9100`, off the API's port. Unset: the API
+    /// serves `/metrics` on its own port, the others none.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// The same endpoint on `API_HOST:HEALTH_PORT`, for background
+    /// processes (the older name; `METRICS_ADDR` wins when both are set).
+    #[arg(long, env = "HEALTH_PORT")]
+    pub health_port: Option<u16>,
+}
+
+impl OpsArgs {
+    /// Where the process serves its metrics and probes, if anywhere.
+    pub fn address(&self) -> Option<String> {
+        self.metrics_addr.clone().or_else(|| {
+            self.health_port
+                .map(|port| format!("{}:{port}", self.api_host))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Operations")]
+pub struct ShutdownArgs {
+    /// On SIGTERM, how long requests and keys in hand may take to finish
+    /// (past it, connections close and the keys' locks time out).
+    #[arg(long, env = "SHUTDOWN_DEADLINE", value_parser = duration, default_value_t = Dur(ServerLimits::DEFAULT.shutdown_deadline))]
+    pub shutdown_deadline: Dur,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Console")]
+pub struct ConsoleArgs {
+    /// Serve the operator's console at `/console` on METRICS_ADDR, for
+    /// whoever signs in with this token (16 characters at least). Unset: no console.
+    #[arg(long, env = "CONSOLE_TOKEN", hide_env_values = true, value_parser = console_token)]
+    pub console_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Background passes")]
+pub struct PollArgs {
+    /// Pause between batches of the completer, enqueuer and reaper, and
+    /// between samples of the process's gauges (pool, dead letters).
+    #[arg(long, env = "POLL_INTERVAL", value_parser = duration, default_value = "5s")]
+    pub poll_interval: Dur,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Background passes")]
+pub struct BatchArgs {
+    /// Most keys or jobs one batch takes.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, value_parser = at_least_one)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Completer")]
+pub struct CompleterArgs {
     /// The completer leaves keys younger than this to their client.
-    #[arg(long, env = "COMPLETER_MIN_AGE", value_parser = duration, default_value = "300s", global = true)]
-    pub completer_min_age: Duration,
+    #[arg(long, env = "COMPLETER_MIN_AGE", value_parser = duration, default_value = "300s")]
+    pub completer_min_age: Dur,
+    /// The completer leaves keys run more recently than this.
+    #[arg(long, env = "COMPLETER_MIN_IDLE", value_parser = duration, default_value = "60s")]
+    pub completer_min_idle: Dur,
     /// How many keys of a batch one completer works at once, each under its
     /// own lock: sized for a gateway answering in a few hundred milliseconds.
-    #[arg(
-        long,
-        env = "COMPLETER_CONCURRENCY",
-        default_value_t = 64,
-        global = true
-    )]
+    #[arg(long, env = "COMPLETER_CONCURRENCY", default_value_t = 64)]
     pub completer_concurrency: usize,
     /// When the completer reports a key for review, it first asks the
     /// payment processor and settles the key if the answer is definitive
     /// (as `resolve --from-stripe`); the rest stay for a person.
-    #[arg(long, env = "COMPLETER_RECONCILE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "COMPLETER_RECONCILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub completer_reconcile: bool,
-    /// The completer leaves keys run more recently than this.
-    #[arg(long, env = "COMPLETER_MIN_IDLE", value_parser = duration, default_value = "60s", global = true)]
-    pub completer_min_idle: Duration,
-    /// The reaper deletes keys older than this.
-    #[arg(long, env = "REAPER_MAX_AGE", value_parser = duration, default_value = "72h", global = true)]
-    pub reaper_max_age: Duration,
-    /// How long the payment processor remembers an idempotency key (Stripe: 24h).
-    #[arg(long, env = "GATEWAY_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h", global = true)]
-    pub gateway_idempotency_window: Duration,
-    /// A charge first attempted longer ago goes to review instead of being
-    /// retried; shorter than GATEWAY_IDEMPOTENCY_WINDOW by at least one
-    /// gateway call with its retries.
-    #[arg(long, env = "REVIEW_AFTER", value_parser = duration, default_value = "23h", global = true)]
-    pub review_after: Duration,
-    /// How long after a charge is made the processor's search may still
-    /// miss it (Stripe: "under normal operating conditions, less than a
-    /// minute"). `resolve --from-stripe` takes "nothing found" as "no
-    /// charge" only for a key whose last possible charge is older.
-    #[arg(long, env = "STRIPE_SEARCH_LAG", value_parser = duration, default_value = "5m", global = true)]
-    pub stripe_search_lag: Duration,
-    /// Pause between batches of the completer, enqueuer and reaper.
-    #[arg(long, env = "POLL_INTERVAL", value_parser = duration, default_value = "5s", global = true)]
-    pub poll_interval: Duration,
-    /// How long an enqueuer holds the batch it claimed; a crashed enqueuer's
-    /// jobs are claimed again after this.
-    #[arg(long, env = "ENQUEUER_CLAIM_TIMEOUT", value_parser = duration, default_value = "60s", global = true)]
-    pub enqueuer_claim_timeout: Duration,
-    /// Most jobs one worker takes from the queue and works at once.
-    #[arg(long, env = "WORKER_BATCH", default_value_t = 64, global = true)]
-    pub worker_batch: usize,
-    /// Most keys or jobs one batch takes.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, global = true)]
-    pub batch_size: usize,
-    /// `Retry-After` on a 503 when the payment processor's answer was unknown.
-    #[arg(long, env = "GATEWAY_RETRY_AFTER", value_parser = duration, default_value = "2s", global = true)]
-    pub gateway_retry_after: Duration,
-    /// Every long-running process (api, start, completer, enqueuer,
-    /// worker, reaper): serve `/metrics` (Prometheus), `/healthz` and
-    /// `/readyz` on this address, e.g. `0.0.0.0:9100`, off the API's port.
-    /// Unset: the API serves `/metrics` on its own port, the others none.
-    #[arg(long, env = "METRICS_ADDR", global = true)]
-    pub metrics_addr: Option<String>,
-    /// Serve the operator's console at `/console` on METRICS_ADDR (`api`
-    /// and `start`), for whoever signs in with this token (16 characters
-    /// at least). Unset: no console.
-    #[arg(long, env = "CONSOLE_TOKEN", global = true, hide_env_values = true, value_parser = console_token)]
-    pub console_token: Option<Secret>,
-    /// The same endpoint on `API_HOST:HEALTH_PORT`, for background
-    /// processes (the older name; `METRICS_ADDR` wins when both are set).
-    #[arg(long, env = "HEALTH_PORT", global = true)]
-    pub health_port: Option<u16>,
-    /// A client must send a request's headers within this.
-    #[arg(long, env = "HTTP_HEADER_TIMEOUT", value_parser = duration, default_value = "10s", global = true)]
-    pub http_header_timeout: Duration,
-    /// … and its body within this.
-    #[arg(long, env = "HTTP_BODY_TIMEOUT", value_parser = duration, default_value = "10s", global = true)]
-    pub http_body_timeout: Duration,
-    /// Open connections the API accepts at most.
-    #[arg(
-        long,
-        env = "HTTP_MAX_CONNECTIONS",
-        default_value_t = 1024,
-        global = true
-    )]
-    pub http_max_connections: usize,
-    /// Ride requests in progress at most; more are answered 503 + Retry-After.
-    #[arg(
-        long,
-        env = "HTTP_MAX_CONCURRENT_REQUESTS",
-        default_value_t = 256,
-        global = true
-    )]
-    pub http_max_concurrent_requests: usize,
-    /// On SIGTERM, how long requests and batches in hand may take to finish.
-    #[arg(long, env = "SHUTDOWN_DEADLINE", value_parser = duration, default_value = "30s", global = true)]
-    pub shutdown_deadline: Duration,
-    /// In-process fake gateway only: probability that a charge's answer is lost.
-    #[arg(long, env = "FAKE_GATEWAY_UNKNOWN_RATE", value_parser = rate, default_value = "0", global = true)]
-    pub fake_gateway_unknown_rate: f64,
-    /// In-process fake gateway only: delay added to every charge.
-    #[arg(long, env = "FAKE_GATEWAY_LATENCY", value_parser = duration, default_value = "0s", global = true)]
-    pub fake_gateway_latency: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Enqueuer")]
+pub struct EnqueuerArgs {
+    /// How long an enqueuer holds the batch it claimed; a crashed enqueuer's
+    /// jobs are claimed again after this.
+    #[arg(long, env = "ENQUEUER_CLAIM_TIMEOUT", value_parser = duration, default_value = "60s")]
+    pub enqueuer_claim_timeout: Dur,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Worker")]
+pub struct WorkerArgs {
+    /// Most jobs one worker takes from the queue and works at once.
+    #[arg(long, env = "WORKER_BATCH", default_value_t = 64, value_parser = at_least_one)]
+    pub worker_batch: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Reaper")]
+pub struct ReaperArgs {
+    /// The reaper deletes keys older than this.
+    #[arg(long, env = "REAPER_MAX_AGE", value_parser = duration, default_value = "72h")]
+    pub reaper_max_age: Dur,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Simulator")]
 pub struct SimulatorArgs {
     /// The API to send rides to; defaults to this machine's API_PORT.
     #[arg(long, env = "SIMULATOR_API_URL")]
     pub api_url: Option<String>,
     /// Longest pause between two requests (each pause is random up to this).
     #[arg(long, env = "SIMULATOR_MAX_PAUSE", value_parser = duration, default_value = "2s")]
-    pub max_pause: Duration,
+    pub max_pause: Dur,
     /// Share of requests sent with raise_error=true.
-    #[arg(long, env = "SIMULATOR_ERROR_RATE", value_parser = rate, default_value = "0.5")]
+    #[arg(long, env = "SIMULATOR_ERROR_RATE", value_parser = rate, default_value_t = 0.5)]
     pub error_rate: f64,
     /// The Authorization header to send (an email, or `Bearer <key>`).
-    #[arg(
-        long,
-        env = "SIMULATOR_AUTHORIZATION",
-        default_value = "user@example.com"
-    )]
+    #[arg(long, env = "SIMULATOR_AUTHORIZATION", default_value = application::DEMO_USERS[0].0)]
     pub authorization: String,
     /// Stop after this many rides (each with its retries) and log a summary;
     /// unset, the simulator runs until stopped.
@@ -374,15 +747,16 @@ pub enum FaultTimingArg {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "fake-stripe")]
 pub struct FakeStripeArgs {
     /// Port to listen on.
-    #[arg(long, env = "FAKE_STRIPE_PORT", default_value_t = 12111)]
+    #[arg(long, env = "FAKE_STRIPE_PORT", default_value_t = adapters::fake_stripe::DEFAULT_PORT)]
     pub port: u16,
     /// Address to bind.
     #[arg(long, env = "FAKE_STRIPE_HOST", default_value = "127.0.0.1")]
     pub host: String,
     /// Probability that a request meets one fault.
-    #[arg(long, env = "FAKE_STRIPE_FAULT_RATE", value_parser = rate, default_value = "0")]
+    #[arg(long, env = "FAKE_STRIPE_FAULT_RATE", value_parser = rate, default_value_t = 0.0)]
     pub fault_rate: f64,
     /// Faults to pick from.
     #[arg(
@@ -407,128 +781,146 @@ pub struct FakeStripeArgs {
     )]
     pub fault_timing: FaultTimingArg,
     /// Delay of a `latency` fault.
-    #[arg(long, env = "FAKE_STRIPE_LATENCY", value_parser = duration, default_value = "500ms")]
-    pub latency: Duration,
+    #[arg(long, env = "FAKE_STRIPE_LATENCY", value_parser = duration, default_value_t = Dur(Faults::DEFAULT_LATENCY))]
+    pub latency: Dur,
     /// How long a `hang` fault holds the answer (past the client's timeout).
-    #[arg(long, env = "FAKE_STRIPE_HANG", value_parser = duration, default_value = "60s")]
-    pub hang: Duration,
+    #[arg(long, env = "FAKE_STRIPE_HANG", value_parser = duration, default_value_t = Dur(Faults::DEFAULT_HANG))]
+    pub hang: Dur,
     /// How long an idempotency key is remembered.
-    #[arg(long, env = "FAKE_STRIPE_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h")]
-    pub idempotency_window: Duration,
+    #[arg(long, env = "FAKE_STRIPE_IDEMPOTENCY_WINDOW", value_parser = duration, default_value_t = Dur(FakeStripeSettings::DEFAULT_IDEMPOTENCY_WINDOW))]
+    pub idempotency_window: Dur,
     /// How long a new charge stays out of `GET /v1/charges/search`, as
     /// Stripe's search index lags.
-    #[arg(long, env = "FAKE_STRIPE_SEARCH_DELAY", value_parser = duration, default_value = "1s")]
-    pub search_delay: Duration,
+    #[arg(long, env = "FAKE_STRIPE_SEARCH_DELAY", value_parser = duration, default_value_t = Dur(FakeStripeSettings::DEFAULT_SEARCH_DELAY))]
+    pub search_delay: Dur,
 }
 
-#[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("finding").required(true).args(["charge_id", "not_charged", "from_stripe"])))]
-pub struct ResolveArgs {
-    /// The key's id, as `rocket-rides review` lists it (`key_id=`);
-    /// with `--from-stripe` and no id, every key awaiting review.
-    #[arg(required_unless_present = "from_stripe")]
-    pub key_id: Option<i64>,
-    /// Ask the payment processor (search by the key's metadata, then
-    /// retrieve) and settle each key it answers definitively: the charge
-    /// exists (booked, 201) or it confirms none (ended, 502). Keys it
-    /// cannot answer for stay listed, with the reason.
-    #[arg(long)]
-    pub from_stripe: bool,
-    /// Most keys to settle with `--from-stripe` and no key id.
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
-    /// The charge exists at Stripe (found by the key's downstream_key):
-    /// record it on the ride and book it (201, receipt staged).
-    #[arg(long)]
-    pub charge_id: Option<String>,
-    /// No charge exists at Stripe: end the request without one (502).
-    #[arg(long)]
-    pub not_charged: bool,
+// ---- The README's settings table, from the definitions above. ----
+
+/// One environment variable, as the table shows it.
+struct Row {
+    flag: String,
+    default: String,
+    meaning: String,
+    commands: Vec<String>,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct DeadJobsArgs {
-    /// Most jobs to list (or requeue).
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
-    /// Put the listed jobs back in the job queue and remove them from the
-    /// dead-letter stream (after fixing what made them fail). A ride whose
-    /// receipt went out meanwhile gets no second one.
-    #[arg(long)]
-    pub requeue: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ReviewArgs {
-    /// Most keys to list.
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
-}
-
-impl Settings {
-    /// The longest one charge can take: every call to the gateway with its
-    /// retries and their backoff (or the in-process fake's latency).
-    pub fn gateway_worst_case(&self) -> Duration {
-        if self.stripe_api_key.is_none() {
-            return self.fake_gateway_latency;
+/// The settings table of the README: one section per help heading, naming
+/// the commands that read its settings, one row per environment variable.
+/// `bins/tests/cli.rs` fails when the README's copy differs.
+pub fn settings_table() -> String {
+    let cli = Cli::command();
+    let mut sections: Vec<(String, BTreeMap<String, Row>, Vec<String>)> = Vec::new();
+    let mut add = |heading: &str, arg: &clap::Arg, command: &str| {
+        let Some(env) = arg.get_env() else { return };
+        if arg.is_hide_set() {
+            return;
         }
-        let calls = self.stripe_max_retries.saturating_add(1);
-        let backoff = adapters::stripe::StripeSettings::DEFAULT_RETRY_BACKOFF.saturating_mul(
-            2u32.saturating_pow(self.stripe_max_retries)
-                .saturating_sub(1),
-        );
-        self.stripe_timeout
-            .saturating_mul(calls)
-            .saturating_add(backoff)
+        let index = match sections.iter().position(|(h, _, _)| h == heading) {
+            Some(index) => index,
+            None => {
+                sections.push((heading.to_owned(), BTreeMap::new(), Vec::new()));
+                sections.len() - 1
+            }
+        };
+        let (_, rows, commands) = &mut sections[index];
+        if !commands.iter().any(|c| c == command) {
+            commands.push(command.to_owned());
+        }
+        let row = rows
+            .entry(env.to_string_lossy().into_owned())
+            .or_insert_with(|| Row {
+                flag: format!("--{}", arg.get_long().unwrap_or_default()),
+                default: describe_default(arg),
+                meaning: one_line(arg.get_long_help().or(arg.get_help())),
+                commands: Vec::new(),
+            });
+        row.commands.push(command.to_owned());
+    };
+    for arg in cli.get_arguments() {
+        add("Every command", arg, "");
     }
-
-    /// Refuses settings that contradict each other, naming both, before any
-    /// process starts: with them the promise itself would not hold.
-    /// Where the process serves its metrics and probes, if anywhere.
-    pub fn ops_address(&self) -> Option<String> {
-        self.metrics_addr.clone().or_else(|| {
-            self.health_port
-                .map(|port| format!("{}:{port}", self.api_host))
-        })
+    for command in cli.get_subcommands() {
+        for arg in command.get_arguments() {
+            let heading = arg.get_help_heading().unwrap_or("Options");
+            add(heading, arg, command.get_name());
+        }
     }
+    let mut out = String::new();
+    for (heading, rows, commands) in sections {
+        let commands: Vec<String> = commands
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("`{c}`"))
+            .collect();
+        let read_by = match commands.is_empty() {
+            true => String::new(),
+            false => format!(" (read by {})", commands.join(", ")),
+        };
+        out.push_str(&format!(
+            "**{heading}**{read_by}\n\n| variable | flag | default | meaning |\n| --- | --- | --- | --- |\n"
+        ));
+        for (env, row) in rows {
+            // A variable some commands of the section do not read says which do.
+            let only = if row.commands.len() < commands.len() {
+                let names: Vec<String> = row.commands.iter().map(|c| format!("`{c}`")).collect();
+                format!(" (read by {} only)", names.join(", "))
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "| `{env}` | `{}` | {} | {}{only} |\n",
+                row.flag, row.default, row.meaning
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
 
-    pub fn check(&self) -> Result<(), String> {
-        let call = self.gateway_worst_case();
-        if call >= self.lock_timeout {
-            return Err(format!(
-                "a charge can take {} (STRIPE_TIMEOUT {} x {} calls with STRIPE_MAX_RETRIES {}, plus backoff; or FAKE_GATEWAY_LATENCY), which is not shorter than LOCK_TIMEOUT {}: another request could take the key over while the charge is in flight. Raise LOCK_TIMEOUT or lower STRIPE_TIMEOUT / STRIPE_MAX_RETRIES",
-                human(call),
-                human(self.stripe_timeout),
-                self.stripe_max_retries.saturating_add(1),
-                self.stripe_max_retries,
-                human(self.lock_timeout),
-            ));
-        }
-        if self.review_after.saturating_add(call) >= self.gateway_idempotency_window {
-            return Err(format!(
-                "REVIEW_AFTER {} plus one charge with its retries ({}) is not shorter than GATEWAY_IDEMPOTENCY_WINDOW {}: a retried charge could reach the gateway after it forgot the key, and charge twice. Lower REVIEW_AFTER",
-                human(self.review_after),
-                human(call),
-                human(self.gateway_idempotency_window),
-            ));
-        }
-        if self.lock_timeout >= self.review_after {
-            return Err(format!(
-                "LOCK_TIMEOUT {} is not shorter than REVIEW_AFTER {}: a stalled key would go to review before anyone could retry it",
-                human(self.lock_timeout),
-                human(self.review_after),
-            ));
-        }
-        if self.batch_size == 0
-            || self.http_max_concurrent_requests == 0
-            || self.http_max_connections == 0
-        {
-            return Err("BATCH_SIZE, HTTP_MAX_CONNECTIONS and HTTP_MAX_CONCURRENT_REQUESTS must be at least 1".to_owned());
-        }
-        Ok(())
+fn describe_default(arg: &clap::Arg) -> String {
+    let defaults: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|value| value.to_string_lossy().into_owned())
+        .collect();
+    if defaults.is_empty() {
+        "unset".to_owned()
+    } else {
+        format!("`{}`", defaults.join(","))
     }
 }
 
-fn human(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string()
+fn one_line(help: Option<&clap::builder::StyledStr>) -> String {
+    help.map(|help| {
+        help.to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace('|', "\\|")
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_charge_longer_than_the_lock_is_refused() {
+        let cli = Cli::parse_from(["rocket-rides", "completer", "--lock-timeout", "10s"]);
+        let Command::Completer(completer) = cli.command else {
+            panic!("parsed another command");
+        };
+        let mut stripe = completer.stripe.clone();
+        stripe.stripe_api_key = Some(Secret("sk_test".to_owned()));
+        let error = completer.keys.check(&stripe).expect_err("refused");
+        assert!(error.contains("LOCK_TIMEOUT"), "{error}");
+        assert!(completer.keys.check(&completer.stripe).is_ok());
+    }
 }

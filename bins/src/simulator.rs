@@ -12,7 +12,7 @@ use reqwest::header::RETRY_AFTER;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::settings::{Settings, SimulatorArgs};
+use crate::settings::SimulatorArgs;
 
 /// The longest a retry waits, whatever the server asks.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
@@ -36,14 +36,14 @@ fn retry_wait(retry_after: Option<u64>, attempt: u32) -> Duration {
 }
 
 pub async fn run(
-    settings: &Settings,
     args: &SimulatorArgs,
+    api_port: u16,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let base = args
         .api_url
         .clone()
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.api_port));
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", api_port));
     let url = format!("{}/rides", base.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -54,7 +54,7 @@ pub async fn run(
     let mut finals: BTreeMap<String, u64> = BTreeMap::new();
     let mut sent_rides = 0_u64;
     'rides: while args.rides.is_none_or(|limit| sent_rides < limit) {
-        let pause = args.max_pause.mul_f64(fastrand::f64());
+        let pause = args.max_pause.0.mul_f64(fastrand::f64());
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(pause) => {}

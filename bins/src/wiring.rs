@@ -6,24 +6,27 @@ use std::time::Duration;
 use adapters::clock::SystemClock;
 use adapters::connect::{ConnectError, redact_url};
 use adapters::http::console::FindingsCache;
-use adapters::http::{ApiState, Console, ServerLimits};
+use adapters::http::{ApiState, Console};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
 use adapters::nats::{NatsQueue, NatsSettings};
-use adapters::postgres::{self, PoolSettings, PostgresStore};
+use adapters::postgres::{self, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use anyhow::bail;
 use application::ports::{Clock, Dashboard, JobQueue, PaymentGateway, ReceiptSender, Store};
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
-    ReapKeys, ReconcileKeys, SeedDemoUsers, WorkJobs,
+    ReapKeys, ReconcileKeys, SeedDemoUsers, ShowRide, WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReconcilePolicy, ReviewPolicy};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::settings::Settings;
+use crate::settings::{
+    BatchArgs, CompleterArgs, EnqueuerArgs, KeyArgs, OpsArgs, QueueArgs, ReaperArgs, ServerArgs,
+    ShutdownArgs, StoreArgs, StripeArgs,
+};
 
 /// Installs the Prometheus recorder (once per process) and returns what
 /// renders it. `None` if another recorder is installed already.
@@ -49,21 +52,11 @@ pub fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
     Some(Arc::new(move || handle.render()))
 }
 
-pub fn pool_settings(settings: &Settings) -> PoolSettings {
-    PoolSettings {
-        max_connections: settings.database_max_connections,
-        acquire_timeout: settings.database_acquire_timeout,
-        statement_timeout: settings.database_statement_timeout,
-    }
-}
-
 /// The adapters one process runs on, and the use cases built over them.
 pub struct System {
-    pub settings: Settings,
     pub store: Arc<dyn Store>,
     /// The same store's read-only views for the console.
     pub dashboard: Arc<dyn Dashboard>,
-    pub gateway: Arc<dyn PaymentGateway>,
     pub queue: Arc<dyn JobQueue>,
     pub receipts: Arc<dyn ReceiptSender>,
     pub clock: Arc<dyn Clock>,
@@ -74,32 +67,42 @@ pub struct System {
     pub queue_in_process: bool,
     /// The NATS queue, when `NATS_URL` chose it (for `dead-jobs`).
     pub nats: Option<Arc<NatsQueue>>,
+    /// The queue's settings, for a connection made later (the console's).
+    queue_settings: Option<QueueArgs>,
     /// The Postgres store, when `DATABASE_URL` chose it (to wait for it).
     postgres: Option<Arc<PostgresStore>>,
 }
 
-/// The payment gateway. The in-process fake of a process that shares its
-/// store with others (Postgres) cannot vouch that a charge does not exist.
-fn gateway(settings: &Settings, embedded: bool) -> anyhow::Result<Arc<dyn PaymentGateway>> {
-    Ok(match &settings.stripe_api_key {
+/// What charging needs: the gateway and the rules of keys. Built (and its
+/// settings checked against each other) before anything connects.
+pub struct Payments {
+    pub gateway: Arc<dyn PaymentGateway>,
+    keys: KeyArgs,
+}
+
+/// The payment gateway `stripe` selects. The in-process fake of a process
+/// that shares its store with others (Postgres) cannot vouch that a charge
+/// does not exist.
+pub fn gateway(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<Arc<dyn PaymentGateway>> {
+    Ok(match &stripe.stripe_api_key {
         Some(api_key) => {
-            info!(api_base = %settings.stripe_api_base, "payment gateway: Stripe over HTTP");
+            info!(api_base = %stripe.stripe_api_base, "payment gateway: Stripe over HTTP");
             Arc::new(StripeGateway::new(StripeSettings {
-                connect_timeout: settings.stripe_connect_timeout,
-                timeout: settings.stripe_timeout,
-                max_retries: settings.stripe_max_retries,
-                ..StripeSettings::new(api_key.expose(), settings.stripe_api_base.clone())
+                connect_timeout: stripe.stripe_connect_timeout.0,
+                timeout: stripe.stripe_timeout.0,
+                max_retries: stripe.stripe_max_retries,
+                ..StripeSettings::new(api_key.expose(), stripe.stripe_api_base.clone())
             })?)
         }
         None => {
             info!(
-                unknown_rate = settings.fake_gateway_unknown_rate,
-                latency = ?settings.fake_gateway_latency,
+                unknown_rate = stripe.fake_gateway_unknown_rate,
+                latency = %stripe.fake_gateway_latency,
                 "payment gateway: in-process fake"
             );
             let fake = FakeGateway::with_faults(FakeGatewayFaults {
-                unknown_rate: settings.fake_gateway_unknown_rate,
-                latency: settings.fake_gateway_latency,
+                unknown_rate: stripe.fake_gateway_unknown_rate,
+                latency: stripe.fake_gateway_latency.0,
             });
             Arc::new(if embedded {
                 fake
@@ -108,6 +111,44 @@ fn gateway(settings: &Settings, embedded: bool) -> anyhow::Result<Arc<dyn Paymen
             })
         }
     })
+}
+
+impl Payments {
+    /// Refuses key rules that contradict the gateway's timing (naming both)
+    /// before anything connects, then builds the gateway.
+    pub fn new(stripe: &StripeArgs, keys: &KeyArgs, embedded: bool) -> anyhow::Result<Self> {
+        keys.check(stripe).map_err(anyhow::Error::msg)?;
+        Ok(Self {
+            gateway: gateway(stripe, embedded)?,
+            keys: keys.clone(),
+        })
+    }
+
+    fn lock_policy(&self) -> LockPolicy {
+        LockPolicy {
+            lock_timeout: self.keys.lock_timeout.0,
+        }
+    }
+
+    pub fn review_policy(&self) -> ReviewPolicy {
+        ReviewPolicy {
+            review_after: self.keys.review_after.0,
+        }
+    }
+
+    fn create_ride_settings(&self) -> CreateRideSettings {
+        CreateRideSettings {
+            lock: self.lock_policy(),
+            review: self.review_policy(),
+        }
+    }
+
+    fn reconcile_policy(&self) -> ReconcilePolicy {
+        ReconcilePolicy {
+            lock: self.lock_policy(),
+            search_lag: self.keys.stripe_search_lag.0,
+        }
+    }
 }
 
 /// What a process needs beyond the store.
@@ -194,24 +235,26 @@ where
 }
 
 impl System {
+    /// The store `store` selects, and the queue: NATS when `queue` names
+    /// one and `needs.queue` asks for it now, else in-memory.
     pub async fn build(
-        settings: &Settings,
+        store: &StoreArgs,
+        queue: Option<&QueueArgs>,
         needs: Needs,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        settings.check().map_err(anyhow::Error::msg)?;
         type Stores = (
             Arc<dyn Store>,
             Arc<dyn Dashboard>,
             Option<Arc<PostgresStore>>,
             bool,
         );
-        let (store, dashboard, postgres, embedded): Stores = match &settings.database_url {
+        let (store, dashboard, postgres, embedded): Stores = match &store.database_url {
             Some(url) => {
-                let pool = postgres::connect(url.expose(), &pool_settings(settings))?;
+                let pool = postgres::connect(url.expose(), &store.pool())?;
                 info!(
                     url = %redact_url(url.expose()),
-                    max_connections = settings.database_max_connections,
+                    max_connections = store.database_max_connections,
                     "store: Postgres"
                 );
                 let store = Arc::new(PostgresStore::new(pool));
@@ -224,23 +267,22 @@ impl System {
             }
         };
         let mut system = Self {
-            settings: settings.clone(),
             store,
             dashboard,
             postgres,
-            gateway: gateway(settings, embedded)?,
             queue: Arc::new(MemoryQueue::default()),
             receipts: Arc::new(LogReceiptSender),
             clock: Arc::new(SystemClock),
             embedded,
             queue_in_process: true,
             nats: None,
+            queue_settings: queue.cloned(),
         };
         if needs.store_reachable {
             system.wait_for_store(shutdown).await?;
         }
-        match (&settings.nats_url, needs.queue) {
-            (Some(url), true) => {
+        match queue.and_then(|queue| queue.nats_url.as_ref()) {
+            Some(url) if needs.queue => {
                 let nats = Arc::new(system.connect_nats(url.expose(), shutdown).await?);
                 system.queue = nats.clone();
                 system.nats = Some(nats);
@@ -262,13 +304,18 @@ impl System {
     /// Samples, every `POLL_INTERVAL` until shutdown, the gauges of what this
     /// process holds: its Postgres connections (in use and idle) and, for the
     /// process that dead-letters jobs (the worker), the dead-letter stream.
-    pub fn spawn_resource_gauges(&self, shutdown: &CancellationToken, dead_letters: bool) {
+    pub fn spawn_resource_gauges(
+        &self,
+        shutdown: &CancellationToken,
+        interval: Duration,
+        dead_letters: bool,
+    ) {
         let postgres = self.postgres.clone();
         let nats = self.nats.clone().filter(|_| dead_letters);
         if postgres.is_none() && nats.is_none() {
             return;
         }
-        let (shutdown, interval) = (shutdown.clone(), self.settings.poll_interval);
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             while !shutdown.is_cancelled() {
                 if let Some(store) = &postgres {
@@ -295,6 +342,17 @@ impl System {
         });
     }
 
+    /// The NATS queue the settings name, connected now, for a process that
+    /// does not otherwise need it (the API's console); `None` without
+    /// `NATS_URL`.
+    pub async fn connect_nats_later(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Option<anyhow::Result<NatsQueue>> {
+        let url = self.queue_settings.as_ref()?.nats_url.clone()?;
+        Some(self.connect_nats(url.expose(), shutdown).await)
+    }
+
     /// The NATS queue of this store's deployment: the database's id (once
     /// `migrate` has stored it), or a fresh one for an in-memory store,
     /// which is new with every process.
@@ -312,111 +370,93 @@ impl System {
             }
             None => uuid::Uuid::new_v4().simple().to_string(),
         };
-        let settings = NatsSettings {
-            duplicate_window: self.settings.nats_duplicate_window,
-            ack_wait: self.settings.nats_ack_wait,
-            max_deliver: self.settings.nats_max_deliver,
-            ..NatsSettings::new(url, &deployment)
+        let settings = match &self.queue_settings {
+            Some(queue) => NatsSettings {
+                duplicate_window: queue.nats_duplicate_window.0,
+                ack_wait: queue.nats_ack_wait.0,
+                max_deliver: queue.nats_max_deliver,
+                ..NatsSettings::new(url, &deployment)
+            },
+            None => NatsSettings::new(url, &deployment),
         };
         wait_for("NATS", shutdown, || NatsQueue::connect(settings.clone())).await
     }
 
-    fn lock_policy(&self) -> LockPolicy {
-        LockPolicy {
-            lock_timeout: self.settings.lock_timeout,
-        }
-    }
-
-    pub fn review_policy(&self) -> ReviewPolicy {
-        ReviewPolicy {
-            review_after: self.settings.review_after,
-        }
-    }
-
-    pub fn completer_policy(&self) -> CompleterPolicy {
-        CompleterPolicy {
-            min_age: self.settings.completer_min_age,
-            min_idle: self.settings.completer_min_idle,
-            lock: self.lock_policy(),
-            review: self.review_policy(),
-        }
-    }
-
-    fn create_ride_settings(&self) -> CreateRideSettings {
-        CreateRideSettings {
-            lock: self.lock_policy(),
-            review: self.review_policy(),
-        }
-    }
-
-    pub fn create_ride(&self) -> Arc<CreateRide> {
+    pub fn create_ride(&self, payments: &Payments) -> Arc<CreateRide> {
         Arc::new(CreateRide::new(
             self.store.clone(),
             self.store.clone(),
-            self.gateway.clone(),
+            payments.gateway.clone(),
             self.clock.clone(),
-            self.create_ride_settings(),
+            payments.create_ride_settings(),
         ))
     }
 
-    pub fn api_state(&self) -> ApiState {
-        let mut state = ApiState::new(
-            self.store.clone(),
-            self.store.clone(),
-            self.gateway.clone(),
-            self.clock.clone(),
-            self.settings.auth_mode.into(),
-            self.create_ride_settings(),
-            self.settings.gateway_retry_after,
-        );
-        let auth_mode = self.settings.auth_mode.into();
+    /// The API's use cases and limits. With an address of their own
+    /// (`METRICS_ADDR`), metrics stay off the public port.
+    pub fn api_state(
+        &self,
+        payments: &Payments,
+        server: &ServerArgs,
+        shutdown: &ShutdownArgs,
+        ops: &OpsArgs,
+    ) -> ApiState {
+        let auth_mode: AuthMode = server.auth_mode.into();
         if auth_mode == AuthMode::Email {
-            tracing::warn!(
+            warn!(
                 "AUTH_MODE=email trusts the Authorization header as the user's email: for demos only"
             );
         }
-        state.authenticate = Arc::new(
-            Authenticate::new(self.store.clone(), auth_mode)
-                .cached(self.clock.clone(), self.settings.auth_cache_ttl),
-        );
-        // With an address of their own, metrics stay off the public port.
-        state.metrics = if self.settings.metrics_addr.is_some() {
-            None
-        } else {
-            metrics_renderer()
-        };
-        state.limits = ServerLimits {
-            header_read_timeout: self.settings.http_header_timeout,
-            body_read_timeout: self.settings.http_body_timeout,
-            max_connections: self.settings.http_max_connections,
-            max_concurrent_requests: self.settings.http_max_concurrent_requests,
-            shutdown_deadline: self.settings.shutdown_deadline,
-        };
-        state
+        ApiState {
+            create_ride: self.create_ride(payments),
+            authenticate: Arc::new(
+                Authenticate::new(self.store.clone(), auth_mode)
+                    .cached(self.clock.clone(), server.auth_cache_ttl.0),
+            ),
+            show_ride: Arc::new(ShowRide::new(self.store.clone())),
+            keys: self.store.clone(),
+            gateway_retry_after: server.gateway_retry_after.0,
+            metrics: match ops.metrics_addr {
+                Some(_) => None,
+                None => metrics_renderer(),
+            },
+            limits: server.limits(shutdown),
+        }
     }
 
-    pub fn completer(&self) -> CompleteStalledKeys {
+    pub fn completer(
+        &self,
+        payments: &Payments,
+        args: &CompleterArgs,
+        batch: &BatchArgs,
+    ) -> CompleteStalledKeys {
+        let policy = CompleterPolicy {
+            min_age: args.completer_min_age.0,
+            min_idle: args.completer_min_idle.0,
+            lock: payments.lock_policy(),
+            review: payments.review_policy(),
+        };
         let completer = CompleteStalledKeys::new(
             self.store.clone(),
-            self.create_ride(),
+            self.create_ride(payments),
             self.clock.clone(),
-            self.completer_policy(),
-            self.settings.batch_size,
-        );
-        let completer = completer.with_concurrency(self.settings.completer_concurrency);
-        match self.settings.completer_reconcile {
-            true => completer.reconciling(self.reconcile()),
+            policy,
+            batch.batch_size,
+        )
+        .with_concurrency(args.completer_concurrency);
+        match args.completer_reconcile {
+            true => completer.reconciling(self.reconcile(payments)),
             false => completer,
         }
     }
 
-    pub fn enqueuer(&self) -> DrainStagedJobs {
+    pub fn enqueuer(&self, args: &EnqueuerArgs, batch: &BatchArgs) -> DrainStagedJobs {
         DrainStagedJobs::new(
             self.store.clone(),
             self.queue.clone(),
             self.clock.clone(),
-            self.settings.batch_size,
-            self.settings.enqueuer_claim_timeout,
+            batch.batch_size,
+            args.enqueuer_claim_timeout.0,
         )
     }
 
@@ -429,53 +469,54 @@ impl System {
         )
     }
 
-    pub fn reaper(&self) -> ReapKeys {
+    pub fn reaper(&self, args: &ReaperArgs, batch: &BatchArgs) -> ReapKeys {
         ReapKeys::new(
             self.store.clone(),
             self.clock.clone(),
-            self.settings.reaper_max_age,
-            self.settings.batch_size,
+            args.reaper_max_age.0,
+            batch.batch_size,
         )
     }
 
-    pub fn seeder(&self) -> SeedDemoUsers {
-        SeedDemoUsers::new(self.store.clone(), self.gateway.clone())
+    pub fn seeder(&self, gateway: Arc<dyn PaymentGateway>) -> SeedDemoUsers {
+        SeedDemoUsers::new(self.store.clone(), gateway)
     }
 
     /// The operator's console over this process's store and gateway; its
     /// dead letters come from `nats` once that is connected.
     pub fn console(
         &self,
+        payments: &Payments,
         token: &str,
         nats: Arc<tokio::sync::OnceCell<Arc<NatsQueue>>>,
     ) -> Console {
         Console {
             token: token.to_owned(),
-            reconcile: self.reconcile(),
+            reconcile: self.reconcile(payments),
             keys: self.store.clone(),
             outbox: self.store.clone(),
             dashboard: self.dashboard.clone(),
             nats,
-            nats_configured: self.settings.nats_url.is_some(),
+            nats_configured: self
+                .queue_settings
+                .as_ref()
+                .is_some_and(|queue| queue.nats_url.is_some()),
             clock: self.clock.clone(),
-            review: self.review_policy(),
+            review: payments.review_policy(),
             refresh: Duration::from_secs(5),
             findings: FindingsCache::default(),
         }
     }
 
-    pub fn reconcile(&self) -> ReconcileKeys {
+    pub fn reconcile(&self, payments: &Payments) -> ReconcileKeys {
         ReconcileKeys::new(
             self.store.clone(),
             self.store.clone(),
-            self.gateway.clone(),
+            payments.gateway.clone(),
             self.clock.clone(),
-            self.create_ride(),
-            self.review_policy(),
-            ReconcilePolicy {
-                lock: self.lock_policy(),
-                search_lag: self.settings.stripe_search_lag,
-            },
+            self.create_ride(payments),
+            payments.review_policy(),
+            payments.reconcile_policy(),
         )
     }
 }

@@ -231,3 +231,28 @@ async fn migrate_and_up_run_twice_against_postgres() {
         .expect("count");
     assert_eq!(keys, 6, "each run issues one key per user");
 }
+
+/// The README's settings table is generated: `rocket-rides settings-table`
+/// prints it from the flags' definitions, and this fails when the copy
+/// between the README's markers differs.
+#[test]
+fn the_readme_lists_every_setting_as_the_flags_define_it() {
+    let output = command()
+        .arg("settings-table")
+        .output()
+        .expect("runs settings-table");
+    assert!(output.status.success(), "{output:?}");
+    let generated = String::from_utf8(output.stdout).expect("UTF-8");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let (begin, end) = ("<!-- settings-table:begin -->\n", "<!-- settings-table:end -->");
+    let from = readme.find(begin).expect("the README's begin marker") + begin.len();
+    let to = readme.find(end).expect("the README's end marker");
+    assert!(
+        readme[from..to].trim() == generated.trim(),
+        "README.md's settings table differs from the flags: replace it with the output of `cargo run -q -- settings-table`"
+    );
+    for name in ["DATABASE_URL", "SIMULATOR_RETRIES", "FAKE_STRIPE_SEARCH_DELAY"] {
+        assert!(generated.contains(&format!("`{name}`")), "{name} is listed");
+    }
+}

@@ -48,13 +48,18 @@ pub struct PoolSettings {
     pub statement_timeout: Duration,
 }
 
+impl PoolSettings {
+    /// The defaults of the `DATABASE_*` settings.
+    pub const DEFAULT: Self = Self {
+        max_connections: 10,
+        acquire_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(10),
+    };
+}
+
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(10),
-        }
+        Self::DEFAULT
     }
 }
 

@@ -1,0 +1,282 @@
+//! The one-shot commands an operator runs: `migrate`, `up`, `review`,
+//! `resolve`, `dead-jobs`, `healthcheck`, and `fake-stripe` (a stand-in
+//! server for local runs). Each prints its report on stdout.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use application::{KeyFinding, ReviewResolution, Settlement};
+use domain::{KeyId, Reconciliation};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::processes::{new_api_key, require_shared_store};
+use crate::settings::{
+    DeadJobsCommand, FakeStripeArgs, FaultArg, FaultTimingArg, HealthcheckCommand, MigrateCommand,
+    ResolveCommand, ReviewCommand, UpCommand,
+};
+use crate::wiring::{Needs, Payments, System};
+
+/// Exits 0 when this process's health endpoint answers `/readyz` with 200.
+pub async fn healthcheck(args: &HealthcheckCommand) -> anyhow::Result<()> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let address = args
+                .ops
+                .address()
+                .context("no METRICS_ADDR (or HEALTH_PORT) to ask; pass --url")?;
+            let port = address
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.parse::<u16>().ok())
+                .with_context(|| format!("METRICS_ADDR {address} has no port"))?;
+            format!("http://127.0.0.1:{port}/readyz")
+        }
+    };
+    let answer = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    let status = answer.status();
+    if !status.is_success() {
+        bail!("{url} answered {status}");
+    }
+    println!("{url}: {status}");
+    Ok(())
+}
+
+pub async fn up(args: &UpCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::build(&args.store, None, Needs::STORE, &shutdown).await?;
+    require_shared_store(&system, "up")?;
+    let gateway = crate::wiring::gateway(&args.stripe, system.embedded)?;
+    let mut generate = new_api_key;
+    let seeded = system
+        .seeder(gateway)
+        .run(Some(&mut generate as &mut (dyn FnMut() -> String + Send)))
+        .await?;
+    for seeded in seeded {
+        println!(
+            "{}\tcustomer {}\tapi key {} (shown once; stored hashed)",
+            seeded.user.email,
+            seeded.user.stripe_customer_id,
+            seeded.api_key.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn migrate(args: &MigrateCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(url) = &args.store.database_url else {
+        bail!("`migrate` needs DATABASE_URL: the in-memory store has no schema to apply");
+    };
+    let pool = adapters::postgres::connect(url.expose(), &args.store.pool())?;
+    crate::wiring::wait_for("Postgres", &shutdown, || adapters::postgres::probe(&pool)).await?;
+    adapters::postgres::migrate(&pool).await?;
+    info!("schema.sql applied");
+    println!("schema.sql applied");
+    Ok(())
+}
+
+pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
+    let kinds = args
+        .faults
+        .iter()
+        .map(|fault| match fault {
+            FaultArg::Latency => FaultKind::Latency,
+            FaultArg::Hang => FaultKind::Hang,
+            FaultArg::ServerError => FaultKind::ServerError,
+            FaultArg::RateLimit => FaultKind::RateLimit,
+            FaultArg::Drop => FaultKind::Drop,
+        })
+        .collect();
+    let timing = match args.fault_timing {
+        FaultTimingArg::Before => FaultTiming::Before,
+        FaultTimingArg::After => FaultTiming::After,
+        FaultTimingArg::Either => FaultTiming::Either,
+    };
+    let stripe = FakeStripe::new(FakeStripeSettings {
+        idempotency_window: args.idempotency_window.0,
+        search_delay: args.search_delay.0,
+        faults: Faults {
+            rate: args.fault_rate,
+            kinds,
+            timing,
+            latency: args.latency.0,
+            hang: args.hang.0,
+            paths: args.fault_paths.clone(),
+        },
+    });
+    let address = format!("{}:{}", args.host, args.port);
+    let listener = TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding fake-stripe to {address}"))?;
+    info!(%address, fault_rate = args.fault_rate, faults = ?args.faults, timing = ?args.fault_timing, "fake-stripe listening");
+    axum::serve(listener, stripe.router())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serving fake-stripe")?;
+    info!("fake-stripe stopped");
+    Ok(())
+}
+
+pub async fn dead_jobs(args: &DeadJobsCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::build(
+        &args.store,
+        Some(&args.queue),
+        Needs::STORE_AND_QUEUE,
+        &shutdown,
+    )
+    .await?;
+    let Some(nats) = &system.nats else {
+        bail!("`dead-jobs` needs NATS_URL: the in-memory queue keeps no dead letters");
+    };
+    let dead = match args.requeue {
+        true => nats.requeue_dead_jobs(args.limit).await?,
+        false => nats.dead_jobs(args.limit).await?,
+    };
+    if dead.is_empty() {
+        println!("no dead jobs");
+    }
+    let verb = if args.requeue { "requeued " } else { "" };
+    for job in dead {
+        println!(
+            "{verb}sequence={} job_id={} ride_id={} user_id={} reason={}",
+            job.sequence, job.job.id, job.job.job.ride_id, job.job.job.user_id, job.reason
+        );
+    }
+    Ok(())
+}
+
+pub async fn resolve(args: &ResolveCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let resolution = match (&args.charge_id, args.not_charged) {
+        (Some(charge_id), _) => {
+            let charge_id = charge_id.trim();
+            if charge_id.is_empty() || charge_id.contains(char::is_whitespace) {
+                bail!("--charge-id must be a Stripe charge id such as ch_123");
+            }
+            Some(ReviewResolution::Charged {
+                charge_id: charge_id.to_owned(),
+            })
+        }
+        (None, true) => Some(ReviewResolution::NotCharged),
+        (None, false) => None,
+    };
+    let payments = Payments::new(&args.stripe, &args.keys, args.store.embedded())?;
+    let system = System::build(&args.store, None, Needs::STORE, &shutdown).await?;
+    require_shared_store(&system, "resolve")?;
+    let not_awaiting = |key_id: KeyId| {
+        anyhow::anyhow!(
+            "key {key_id} does not await review: it is finished, gone, never charged, inside the gateway's idempotency window, or held by a request right now (see `rocket-rides review`)"
+        )
+    };
+    let Some(resolution) = resolution else {
+        return resolve_from_stripe(&system, &payments, args, not_awaiting).await;
+    };
+    let key_id = KeyId(args.key_id.context("a key id is required")?);
+    let Some(answer) = system
+        .create_ride(&payments)
+        .resolve_review(key_id, resolution)
+        .await?
+    else {
+        return Err(not_awaiting(key_id));
+    };
+    println!(
+        "key_id={key_id} resolved: status={} body={}",
+        answer.response.status, answer.response.body
+    );
+    Ok(())
+}
+
+/// `resolve --from-stripe`: one line per key; fails when a named key was
+/// not settled or any listed key was left for a person.
+async fn resolve_from_stripe(
+    system: &System,
+    payments: &Payments,
+    args: &ResolveCommand,
+    not_awaiting: impl Fn(KeyId) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let reconcile = system.reconcile(payments);
+    let settled = match args.key_id {
+        Some(id) => match reconcile.settle(KeyId(id)).await? {
+            Settlement::Skipped => return Err(not_awaiting(KeyId(id))),
+            settlement => vec![(KeyId(id), settlement)],
+        },
+        None => reconcile
+            .settle_all(args.limit)
+            .await?
+            .into_iter()
+            .map(|(finding, settlement)| (finding.record.id, settlement))
+            .collect(),
+    };
+    if settled.is_empty() {
+        println!("no keys need review");
+    }
+    let mut left = 0;
+    for (key_id, settlement) in &settled {
+        match settlement {
+            Settlement::Settled { status } => {
+                println!("key_id={key_id} settled from Stripe: status={status}");
+            }
+            Settlement::Left { reason } => {
+                left += 1;
+                println!("key_id={key_id} left for review: {reason}");
+            }
+            Settlement::Skipped => {
+                println!(
+                    "key_id={key_id} skipped: a request holds it, or it was finished meanwhile"
+                );
+            }
+        }
+    }
+    if left > 0 {
+        bail!("{left} key(s) left for review: Stripe gave no definitive answer for them");
+    }
+    Ok(())
+}
+
+pub async fn review(args: &ReviewCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let payments = Payments::new(&args.stripe, &args.keys, args.store.embedded())?;
+    let system = System::build(&args.store, None, Needs::STORE, &shutdown).await?;
+    require_shared_store(&system, "review")?;
+    let findings = system.reconcile(&payments).examine(args.limit).await?;
+    if findings.is_empty() {
+        println!("no keys need review");
+    }
+    for KeyFinding {
+        record: key,
+        search,
+        verdict,
+    } in findings
+    {
+        println!(
+            "key_id={} user_id={} idempotency_key={} ride_id={} downstream_key={} first_charge_attempt={} stripe={} verdict={}",
+            key.id,
+            key.user_id,
+            key.key,
+            key.progress
+                .ride_id()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            key.downstream_key,
+            key.unrecorded_charge_attempt()
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string())
+                .unwrap_or_default(),
+            search,
+            describe_verdict(&verdict),
+        );
+    }
+    Ok(())
+}
+
+fn describe_verdict(verdict: &Reconciliation) -> String {
+    match verdict {
+        Reconciliation::Charged { charge_id } => format!("charged({charge_id})"),
+        Reconciliation::NotCharged => "not-charged".to_owned(),
+        Reconciliation::Undecided { reason } => format!("undecided({reason})"),
+    }
+}
