@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use application::ports::{Delivery, JobQueue, QueueError};
+use application::ports::{DeadJob, DeadLetters, Delivery, JobQueue, QueueError};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, Context, Message, consumer, stream};
 use async_trait::async_trait;
@@ -122,14 +122,6 @@ impl From<JobMessage> for StagedJob {
             },
         }
     }
-}
-
-/// A job in the dead-letter stream.
-#[derive(Debug, Clone)]
-pub struct DeadJob {
-    pub sequence: u64,
-    pub job: StagedJob,
-    pub reason: String,
 }
 
 pub struct NatsQueue {
@@ -479,5 +471,20 @@ impl JobQueue for NatsQueue {
             .ack_with(AckKind::Nak(Some(delay)))
             .await
             .map_err(queue_error)
+    }
+}
+
+#[async_trait]
+impl DeadLetters for NatsQueue {
+    async fn dead_jobs(&self, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
+        Ok(NatsQueue::dead_jobs(self, limit).await?)
+    }
+
+    async fn requeue_dead_jobs(&self, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
+        Ok(NatsQueue::requeue_dead_jobs(self, limit).await?)
+    }
+
+    async fn dead_job_count(&self) -> Result<u64, QueueError> {
+        Ok(NatsQueue::dead_job_count(self).await?)
     }
 }

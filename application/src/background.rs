@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::create_ride::CreateRide;
 use crate::ports::{
-    Clock, Delivery, JobQueue, Keys, Outbox, QueueError, ReceiptClaim, ReceiptSender, Receipts,
+    Clock, Delivery, JobQueue, KeyScans, Outbox, QueueError, ReceiptClaim, ReceiptSender, Receipts,
     StoreError,
 };
 use crate::reconcile::{ReconcileKeys, Settlement};
@@ -37,7 +37,7 @@ pub struct CompleterReport {
 /// Finishes requests their clients gave up on, by running the same phase
 /// machine as the API, in-process.
 pub struct CompleteStalledKeys {
-    keys: Arc<dyn Keys>,
+    keys: Arc<dyn KeyScans>,
     create_ride: Arc<CreateRide>,
     clock: Arc<dyn Clock>,
     policy: CompleterPolicy,
@@ -48,7 +48,7 @@ pub struct CompleteStalledKeys {
 
 impl CompleteStalledKeys {
     pub fn new(
-        keys: Arc<dyn Keys>,
+        keys: Arc<dyn KeyScans>,
         create_ride: Arc<CreateRide>,
         clock: Arc<dyn Clock>,
         policy: CompleterPolicy,
@@ -470,7 +470,7 @@ impl WorkJobs {
 
 /// Deletes keys so old that no client or completer will retry them.
 pub struct ReapKeys {
-    keys: Arc<dyn Keys>,
+    keys: Arc<dyn KeyScans>,
     clock: Arc<dyn Clock>,
     max_age: Duration,
     batch_size: usize,
@@ -478,7 +478,7 @@ pub struct ReapKeys {
 
 impl ReapKeys {
     pub fn new(
-        keys: Arc<dyn Keys>,
+        keys: Arc<dyn KeyScans>,
         clock: Arc<dyn Clock>,
         max_age: Duration,
         batch_size: usize,

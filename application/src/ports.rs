@@ -1,8 +1,13 @@
 //! The ports: what the use cases need from the outside world, as traits.
 //! Adapters implement them; `bins` picks which implementation runs.
 //!
-//! The store is four ports (`Users`, `Keys`, `Outbox`, `Receipts`), one
-//! database behind them all (`Store`). Atomicity is part of the contract:
+//! The store is several ports, split by who uses them (`Users`; `Keys`,
+//! the request's phases; `KeyScans`, the background's; `KeyViews` and
+//! `Dashboard`, the operator's reads; `Probe`; `Outbox`; `Receipts`), one
+//! database behind them all (`Store`). Every method's `Err` is a
+//! `StoreError`: `Unavailable` when the store could not answer (retry
+//! later), `LostLock` when a lease is no longer current (the write did
+//! nothing), `Inconsistent` when a row the call needs is missing. Atomicity is part of the contract:
 //! every method marked "one atomic phase" commits all its writes together
 //! with the key's new recovery point, or nothing at all, and only for the
 //! holder of the key's current lock (`Lease`). The in-memory store does it
@@ -155,6 +160,10 @@ impl Finish {
 }
 
 /// Riders and their credentials.
+///
+/// # Errors
+///
+/// Every method: `StoreError::Unavailable` when the store cannot answer.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Users: Send + Sync {
@@ -166,17 +175,23 @@ pub trait Users: Send + Sync {
     async fn add_api_key(&self, user_id: UserId, hash: &ApiKeyHash) -> Result<(), StoreError>;
 }
 
-/// Idempotency keys, the phases written under their locks, and the rides
+/// Idempotency keys as a request (or the completer, or a person resolving
+/// one) works them: the phases written under their locks, and the rides
 /// they book. Every phase write names the lease it holds and commits only
 /// for the key's current lock at a recovery point the write expects
 /// (`KeyRecord::check_lease`, `PhaseWrite::expects`); otherwise it changes
 /// nothing and answers `LostLock`.
+///
+/// # Errors
+///
+/// `StoreError::LostLock` when the lease is no longer current or the key is
+/// not at a recovery point the write expects (nothing was written);
+/// `StoreError::Inconsistent` when a row the phase needs is missing;
+/// `StoreError::Unavailable` when the store cannot answer (the write may or
+/// may not have committed: the key stays at a recovery point either way).
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Keys: Send + Sync {
-    /// Is the store reachable? For `/readyz`.
-    async fn ping(&self) -> Result<(), StoreError>;
-
     /// The key phase, one atomic phase. A new key is inserted locked at
     /// `ride_created` with its ride and `ride.created` audit record (the
     /// `started` phase shares the commit), its charge attempt noted when the
@@ -190,14 +205,6 @@ pub trait Keys: Send + Sync {
         now: SystemTime,
         policy: LockPolicy,
     ) -> Result<KeyPhase, StoreError>;
-
-    /// Unfinished keys the completer may pick up, oldest first.
-    async fn find_completable(
-        &self,
-        now: SystemTime,
-        policy: CompleterPolicy,
-        limit: usize,
-    ) -> Result<Vec<KeyId>, StoreError>;
 
     /// Takes the lock of a key for the completer if, checked again under the
     /// key's lock, it is still eligible. `None` when it no longer is.
@@ -237,9 +244,49 @@ pub trait Keys: Send + Sync {
     async fn unlock(&self, lease: Lease) -> Result<(), StoreError>;
 
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError>;
+}
 
-    /// The key as stored, locked or not (for reading only).
-    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
+/// Whether the store answers at all.
+///
+/// # Errors
+///
+/// `StoreError::Unavailable` when the store does not answer.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// Is the store reachable? For `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The background's scans over keys: the completer's and the reaper's.
+/// Each reads an index in age order and takes a batch, skipping keys
+/// another process holds.
+///
+/// # Errors
+///
+/// Every method: `StoreError::Unavailable` when the store cannot answer;
+/// nothing is half done (a batch is one statement or one transaction).
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait KeyScans: Send + Sync {
+    /// Unfinished keys the completer may pick up, oldest first.
+    async fn find_completable(
+        &self,
+        now: SystemTime,
+        policy: CompleterPolicy,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError>;
+
+    /// Up to `limit` unfinished keys whose first charge attempt is older
+    /// than `attempted_before` and that were never reported, marked
+    /// reported at `now` and returned: however many completers run, each
+    /// key is reported once.
+    async fn report_keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError>;
 
     /// Deletes up to `limit` keys created before `created_before`, oldest
     /// first; their rides stay, with no key. Only keys
@@ -250,6 +297,19 @@ pub trait Keys: Send + Sync {
         created_before: SystemTime,
         limit: usize,
     ) -> Result<usize, StoreError>;
+}
+
+/// The operator's reads of keys: one key, the keys awaiting review, the
+/// counts behind the gauges. None takes a lock.
+///
+/// # Errors
+///
+/// Every method: `StoreError::Unavailable` when the store cannot answer.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait KeyViews: Send + Sync {
+    /// The key as stored, locked or not (for reading only).
+    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
 
     /// Unfinished keys whose first charge attempt is older than `before`:
     /// the ones the completer must not charge again blindly. Oldest attempt
@@ -266,20 +326,14 @@ pub trait Keys: Send + Sync {
         &self,
         attempted_before: SystemTime,
     ) -> Result<KeyCounts, StoreError>;
-
-    /// Up to `limit` of those keys that were never reported, marked reported
-    /// at `now` and returned: however many completers run, each key is
-    /// reported once.
-    async fn report_keys_for_review(
-        &self,
-        attempted_before: SystemTime,
-        now: SystemTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError>;
 }
 
 /// The job outbox: jobs staged in the same commit as the 201 that caused
 /// them, until an enqueuer hands them to the job queue.
+///
+/// # Errors
+///
+/// Every method: `StoreError::Unavailable` when the store cannot answer.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Outbox: Send + Sync {
@@ -302,6 +356,11 @@ pub trait Outbox: Send + Sync {
 }
 
 /// One receipt per ride, whoever delivers its job.
+///
+/// # Errors
+///
+/// `StoreError::Unavailable` when the store cannot answer; a claim that
+/// failed so is not held, and the job is given back to the queue.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Receipts: Send + Sync {
@@ -358,6 +417,10 @@ pub struct RecentRide {
 
 /// Read-only views for the operator's console. Each reads an index, never
 /// every key.
+///
+/// # Errors
+///
+/// Every method: `StoreError::Unavailable` when the store cannot answer.
 #[async_trait]
 pub trait Dashboard: Send + Sync {
     /// The newest rides, newest first.
@@ -368,11 +431,17 @@ pub trait Dashboard: Send + Sync {
     -> Result<Vec<(Option<u16>, u64)>, StoreError>;
 }
 
-/// All four ports over one database: what `bins` builds and hands out, each
+/// Every port over one database: what `bins` builds and hands out, each
 /// use case taking only the ports it needs.
-pub trait Store: Users + Keys + Outbox + Receipts {}
+pub trait Store:
+    Users + Keys + KeyScans + KeyViews + Probe + Outbox + Receipts + Dashboard
+{
+}
 
-impl<T: Users + Keys + Outbox + Receipts> Store for T {}
+impl<T> Store for T where
+    T: Users + Keys + KeyScans + KeyViews + Probe + Outbox + Receipts + Dashboard
+{
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -382,6 +451,12 @@ pub enum GatewayError {
     Unknown(String),
 }
 
+///
+/// # Errors
+///
+/// `create_customer`: `GatewayError::Refused` for a definitive refusal,
+/// `GatewayError::Unknown` when the answer was lost. `charge` and
+/// `find_charges` never fail: their outcomes classify every answer.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait PaymentGateway: Send + Sync {
@@ -414,6 +489,11 @@ pub struct Delivery {
     pub attempt: u32,
 }
 
+///
+/// # Errors
+///
+/// Every method: `QueueError` when the queue cannot be reached; a
+/// publish that failed so may still have been accepted (ids deduplicate).
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait JobQueue: Send + Sync {
@@ -461,6 +541,42 @@ pub trait JobQueue: Send + Sync {
     async fn postpone(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;
 }
 
+/// A job the queue gave up on after its last allowed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadJob {
+    /// Its place in the dead letters (what a requeue removes).
+    pub sequence: u64,
+    pub job: StagedJob,
+    /// Why its last delivery failed, as the worker said.
+    pub reason: String,
+}
+
+/// The jobs the queue gave up on, for a person to look at and, once the
+/// cause is fixed, put back. A queue that keeps none (the in-memory one)
+/// has no such port.
+///
+/// # Errors
+///
+/// Every method answers `QueueError` when the queue cannot be reached.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Up to `limit` dead jobs, oldest first.
+    async fn dead_jobs(&self, limit: usize) -> Result<Vec<DeadJob>, QueueError>;
+    /// Puts up to `limit` dead jobs back in the job queue, oldest first,
+    /// each removed from the dead letters once the queue accepted it; the
+    /// jobs requeued. A ride whose receipt went out meanwhile gets no
+    /// second one (the worker's receipt claim).
+    async fn requeue_dead_jobs(&self, limit: usize) -> Result<Vec<DeadJob>, QueueError>;
+    /// How many dead jobs there are.
+    async fn dead_job_count(&self) -> Result<u64, QueueError>;
+}
+
+///
+/// # Errors
+///
+/// An error when the receipt could not be sent; the worker releases its
+/// claim and the job is retried with backoff.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait ReceiptSender: Send + Sync {

@@ -12,7 +12,7 @@ use domain::{ChargeSearch, KeyId, KeyRecord, ReconcilePolicy, Reconciliation, Re
 use tracing::{info, warn};
 
 use crate::create_ride::{CreateRide, CreateRideError, ReviewResolution};
-use crate::ports::{Clock, Keys, PaymentGateway, StoreError, Users};
+use crate::ports::{Clock, KeyViews, PaymentGateway, StoreError, Users};
 
 /// One key awaiting review with the gateway's answer and what it allows.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +37,7 @@ pub enum Settlement {
 
 #[derive(Clone)]
 pub struct ReconcileKeys {
-    keys: Arc<dyn Keys>,
+    keys: Arc<dyn KeyViews>,
     users: Arc<dyn Users>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
@@ -48,7 +48,7 @@ pub struct ReconcileKeys {
 
 impl ReconcileKeys {
     pub fn new(
-        keys: Arc<dyn Keys>,
+        keys: Arc<dyn KeyViews>,
         users: Arc<dyn Users>,
         gateway: Arc<dyn PaymentGateway>,
         clock: Arc<dyn Clock>,

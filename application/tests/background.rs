@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use application::ports::{JobQueue, Keys, MockReceiptSender, Outbox, ReceiptSender, Users};
+use application::ports::{JobQueue, MockReceiptSender, Outbox, ReceiptSender, Users};
 use application::{DrainStagedJobs, ReapKeys, WorkJobs, WorkOutcome};
 use async_trait::async_trait;
 use domain::charge::ReceiptJob;
@@ -346,7 +346,7 @@ async fn a_job_the_queue_refuses_stays_staged_until_it_is_accepted() {
 /// The completer's report counts each key by what became of it.
 #[tokio::test]
 async fn the_completer_reports_what_became_of_each_key() {
-    use application::ports::MockKeys;
+    use application::ports::{MockKeyScans, MockKeys};
     use application::{CompleteStalledKeys, CompleterReport, CreateRide};
     use domain::KeyId;
     // Finished: two stalled keys on a healthy gateway.
@@ -382,21 +382,20 @@ async fn the_completer_reports_what_became_of_each_key() {
         }
     );
     // Skipped: another completer locked it between the query and the lock.
-    let mut store = MockKeys::new();
-    store
+    let mut scans = MockKeyScans::new();
+    scans
         .expect_report_keys_for_review()
         .returning(|_, _, _| Ok(vec![]));
-    store
+    scans
         .expect_find_completable()
         .returning(|_, _, _| Ok(vec![KeyId(1), KeyId(2)]));
-    store
-        .expect_lock_for_completion()
+    let mut keys = MockKeys::new();
+    keys.expect_lock_for_completion()
         .returning(|_, _, _| Ok(None));
-    let store: Arc<dyn Keys> = Arc::new(store);
     let completer = CompleteStalledKeys::new(
-        store.clone(),
+        Arc::new(scans),
         Arc::new(CreateRide::new(
-            store,
+            Arc::new(keys),
             h.store.clone(),
             h.gateway.clone(),
             h.clock.clone(),

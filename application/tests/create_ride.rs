@@ -4,6 +4,7 @@
 
 mod support;
 
+use application::ports::{KeyScans, KeyViews};
 use std::time::Duration;
 
 use application::ports::{Finish, KeyPhase, KeyRequest, Keys, Lease, Outbox, StoreError, Users};

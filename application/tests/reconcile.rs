@@ -3,6 +3,7 @@
 
 mod support;
 
+use application::ports::KeyViews;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

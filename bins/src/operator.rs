@@ -132,12 +132,12 @@ pub async fn dead_jobs(args: &DeadJobsCommand, shutdown: CancellationToken) -> a
         &shutdown,
     )
     .await?;
-    let Some(nats) = &system.nats else {
+    let Some(dead_letters) = &system.dead_letters else {
         bail!("`dead-jobs` needs NATS_URL: the in-memory queue keeps no dead letters");
     };
     let dead = match args.requeue {
-        true => nats.requeue_dead_jobs(args.limit).await?,
-        false => nats.dead_jobs(args.limit).await?,
+        true => dead_letters.requeue_dead_jobs(args.limit).await?,
+        false => dead_letters.dead_jobs(args.limit).await?,
     };
     if dead.is_empty() {
         println!("no dead jobs");

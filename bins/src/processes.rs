@@ -314,17 +314,21 @@ async fn open_console(
     let Some((slot, token)) = console else {
         return;
     };
-    let nats = Arc::new(tokio::sync::OnceCell::new());
-    if let Some(queue) = &system.nats {
-        let _ = nats.set(queue.clone());
+    let dead_letters = Arc::new(tokio::sync::OnceCell::new());
+    if let Some(connected) = &system.dead_letters {
+        let _ = dead_letters.set(connected.clone());
     }
-    let _ = slot.set(Arc::new(system.console(payments, &token, nats.clone())));
-    if system.nats.is_none()
+    let _ = slot.set(Arc::new(system.console(
+        payments,
+        &token,
+        dead_letters.clone(),
+    )));
+    if system.dead_letters.is_none()
         && let Some(connected) = system.connect_nats_later(shutdown).await
     {
         match connected {
-            Ok(queue) => {
-                let _ = nats.set(Arc::new(queue));
+            Ok(connected) => {
+                let _ = dead_letters.set(connected);
             }
             Err(error) => warn!("the console has no dead letters: {error:#}"),
         }

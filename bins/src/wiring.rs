@@ -13,7 +13,7 @@ use adapters::postgres::{self, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use anyhow::bail;
-use application::ports::{Clock, Dashboard, JobQueue, PaymentGateway, ReceiptSender, Store};
+use application::ports::{Clock, DeadLetters, JobQueue, PaymentGateway, ReceiptSender, Store};
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
     ReapKeys, ReconcileKeys, SeedDemoUsers, ShowRide, WorkJobs,
@@ -55,8 +55,6 @@ pub fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
 /// The adapters one process runs on, and the use cases built over them.
 pub struct System {
     pub store: Arc<dyn Store>,
-    /// The same store's read-only views for the console.
-    pub dashboard: Arc<dyn Dashboard>,
     pub queue: Arc<dyn JobQueue>,
     pub receipts: Arc<dyn ReceiptSender>,
     pub clock: Arc<dyn Clock>,
@@ -65,8 +63,9 @@ pub struct System {
     /// The job queue lives in this process only: the enqueuer and the
     /// worker must share it.
     pub queue_in_process: bool,
-    /// The NATS queue, when `NATS_URL` chose it (for `dead-jobs`).
-    pub nats: Option<Arc<NatsQueue>>,
+    /// The queue's dead letters, when `NATS_URL` chose NATS (the
+    /// in-memory queue keeps none).
+    pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// The queue's settings, for a connection made later (the console's).
     queue_settings: Option<QueueArgs>,
     /// The Postgres store, when `DATABASE_URL` chose it (to wait for it).
@@ -243,13 +242,8 @@ impl System {
         needs: Needs,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        type Stores = (
-            Arc<dyn Store>,
-            Arc<dyn Dashboard>,
-            Option<Arc<PostgresStore>>,
-            bool,
-        );
-        let (store, dashboard, postgres, embedded): Stores = match &store.database_url {
+        type Stores = (Arc<dyn Store>, Option<Arc<PostgresStore>>, bool);
+        let (store, postgres, embedded): Stores = match &store.database_url {
             Some(url) => {
                 let pool = postgres::connect(url.expose(), &store.pool())?;
                 info!(
@@ -258,24 +252,23 @@ impl System {
                     "store: Postgres"
                 );
                 let store = Arc::new(PostgresStore::new(pool));
-                (store.clone(), store.clone(), Some(store), false)
+                (store.clone(), Some(store), false)
             }
             None => {
                 info!("store: in-memory (embedded default; nothing persists across restarts)");
                 let store = Arc::new(MemoryStore::new());
-                (store.clone(), store, None, true)
+                (store, None, true)
             }
         };
         let mut system = Self {
             store,
-            dashboard,
             postgres,
             queue: Arc::new(MemoryQueue::default()),
             receipts: Arc::new(LogReceiptSender),
             clock: Arc::new(SystemClock),
             embedded,
             queue_in_process: true,
-            nats: None,
+            dead_letters: None,
             queue_settings: queue.cloned(),
         };
         if needs.store_reachable {
@@ -285,7 +278,7 @@ impl System {
             Some(url) if needs.queue => {
                 let nats = Arc::new(system.connect_nats(url.expose(), shutdown).await?);
                 system.queue = nats.clone();
-                system.nats = Some(nats);
+                system.dead_letters = Some(nats);
                 system.queue_in_process = false;
             }
             _ => info!("job queue: in-memory"),
@@ -311,8 +304,8 @@ impl System {
         dead_letters: bool,
     ) {
         let postgres = self.postgres.clone();
-        let nats = self.nats.clone().filter(|_| dead_letters);
-        if postgres.is_none() && nats.is_none() {
+        let dead_letters = self.dead_letters.clone().filter(|_| dead_letters);
+        if postgres.is_none() && dead_letters.is_none() {
             return;
         }
         let shutdown = shutdown.clone();
@@ -326,8 +319,8 @@ impl System {
                         .set((open - idle).max(0.0));
                     metrics::gauge!("rocket_rides_db_connections", "state" => "idle").set(idle);
                 }
-                if let Some(nats) = &nats {
-                    match nats.dead_job_count().await {
+                if let Some(dead_letters) = &dead_letters {
+                    match dead_letters.dead_job_count().await {
                         Ok(count) => {
                             metrics::gauge!("rocket_rides_dead_letter_jobs").set(count as f64)
                         }
@@ -348,15 +341,16 @@ impl System {
     pub async fn connect_nats_later(
         &self,
         shutdown: &CancellationToken,
-    ) -> Option<anyhow::Result<NatsQueue>> {
+    ) -> Option<anyhow::Result<Arc<dyn DeadLetters>>> {
         let url = self.queue_settings.as_ref()?.nats_url.clone()?;
-        Some(self.connect_nats(url.expose(), shutdown).await)
+        let connected = self.connect_nats(url.expose(), shutdown).await;
+        Some(connected.map(|queue| Arc::new(queue) as Arc<dyn DeadLetters>))
     }
 
     /// The NATS queue of this store's deployment: the database's id (once
     /// `migrate` has stored it), or a fresh one for an in-memory store,
     /// which is new with every process.
-    pub async fn connect_nats(
+    async fn connect_nats(
         &self,
         url: &str,
         shutdown: &CancellationToken,
@@ -414,7 +408,7 @@ impl System {
                     .cached(self.clock.clone(), server.auth_cache_ttl.0),
             ),
             show_ride: Arc::new(ShowRide::new(self.store.clone())),
-            keys: self.store.clone(),
+            probe: self.store.clone(),
             gateway_retry_after: server.gateway_retry_after.0,
             metrics: match ops.metrics_addr {
                 Some(_) => None,
@@ -483,21 +477,21 @@ impl System {
     }
 
     /// The operator's console over this process's store and gateway; its
-    /// dead letters come from `nats` once that is connected.
+    /// dead letters come from `dead_letters` once that is connected.
     pub fn console(
         &self,
         payments: &Payments,
         token: &str,
-        nats: Arc<tokio::sync::OnceCell<Arc<NatsQueue>>>,
+        dead_letters: Arc<tokio::sync::OnceCell<Arc<dyn DeadLetters>>>,
     ) -> Console {
         Console {
             token: token.to_owned(),
             reconcile: self.reconcile(payments),
             keys: self.store.clone(),
             outbox: self.store.clone(),
-            dashboard: self.dashboard.clone(),
-            nats,
-            nats_configured: self
+            dashboard: self.store.clone(),
+            dead_letters,
+            keeps_dead_letters: self
                 .queue_settings
                 .as_ref()
                 .is_some_and(|queue| queue.nats_url.is_some()),

@@ -16,21 +16,8 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The binary with none of the adapter settings a developer may have exported.
 fn command() -> Command {
-    let mut command = Command::new(BIN);
-    for variable in [
-        "DATABASE_URL",
-        "STRIPE_API_KEY",
-        "STRIPE_API_BASE",
-        "NATS_URL",
-        "API_PORT",
-        "AUTH_MODE",
-    ] {
-        command.env_remove(variable);
-    }
-    command.env("RUST_LOG", "info");
-    command
+    integration_tests::rocket_rides(BIN)
 }
 
 /// Reads the child's stdout as it comes, so a full pipe never blocks it.
@@ -245,14 +232,21 @@ fn the_readme_lists_every_setting_as_the_flags_define_it() {
     let generated = String::from_utf8(output.stdout).expect("UTF-8");
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
-    let (begin, end) = ("<!-- settings-table:begin -->\n", "<!-- settings-table:end -->");
+    let (begin, end) = (
+        "<!-- settings-table:begin -->\n",
+        "<!-- settings-table:end -->",
+    );
     let from = readme.find(begin).expect("the README's begin marker") + begin.len();
     let to = readme.find(end).expect("the README's end marker");
     assert!(
         readme[from..to].trim() == generated.trim(),
         "README.md's settings table differs from the flags: replace it with the output of `cargo run -q -- settings-table`"
     );
-    for name in ["DATABASE_URL", "SIMULATOR_RETRIES", "FAKE_STRIPE_SEARCH_DELAY"] {
+    for name in [
+        "DATABASE_URL",
+        "SIMULATOR_RETRIES",
+        "FAKE_STRIPE_SEARCH_DELAY",
+    ] {
         assert!(generated.contains(&format!("`{name}`")), "{name} is listed");
     }
 }

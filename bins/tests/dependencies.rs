@@ -16,18 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_rocket-rides");
 const PASSWORD: &str = "pw-never-logged-7f3a";
 
 fn command() -> Command {
-    let mut command = Command::new(BIN);
-    for variable in [
-        "DATABASE_URL",
-        "STRIPE_API_KEY",
-        "STRIPE_API_BASE",
-        "NATS_URL",
-        "API_PORT",
-    ] {
-        command.env_remove(variable);
-    }
-    command.env("RUST_LOG", "info");
-    command
+    integration_tests::rocket_rides(BIN)
 }
 
 /// A process and everything it logs (stdout and stderr, read as it comes).

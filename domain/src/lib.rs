@@ -9,7 +9,6 @@ pub mod api_key;
 pub mod charge;
 pub mod fingerprint;
 pub mod idempotency;
-pub mod json;
 pub mod reconcile;
 pub mod response;
 pub mod ride;
@@ -23,7 +22,7 @@ pub use idempotency::{
     KeyProgress, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, ReviewPolicy,
 };
 pub use reconcile::{ChargeSearch, FoundCharge, ReconcilePolicy, Reconciliation};
-pub use response::{Problem, StoredResponse};
+pub use response::{Problem, ProblemBody, ProblemKind, RideCreated, RideView, StoredResponse};
 pub use ride::{
     Coordinate, Latitude, Longitude, Ride, RideId, RideParams, RideParamsError, RideParamsField,
 };

@@ -1,9 +1,15 @@
 //! Responses: the ones stored on a finished key (201, 402, 502), replayed
 //! byte for byte, and the RFC 9457 problem documents every error uses.
 //! Rendering lives here, next to the rules, so one request always gets one
-//! body whichever process (API or completer) finished it.
+//! body whichever process (API or completer) finished it. The shapes are
+//! serde types, written once; the HTTP adapter documents the same types in
+//! its OpenAPI schemas (feature `openapi`).
+//!
+//! A stored body is bytes: a replay sends what was stored, whatever version
+//! of this file rendered it.
 
-use crate::json::JsonObject;
+use serde::Serialize;
+
 use crate::ride::Ride;
 
 /// What a finished key answers with, forever.
@@ -13,23 +19,62 @@ pub struct StoredResponse {
     pub body: String,
 }
 
+/// A ride as the API shows it: in the 201 body and by `GET /rides/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Ride))]
+pub struct RideView {
+    pub id: i64,
+    pub origin_lat: f64,
+    pub origin_lon: f64,
+    pub target_lat: f64,
+    pub target_lon: f64,
+    /// The Stripe charge, once the ride is charged.
+    pub stripe_charge_id: Option<String>,
+}
+
+impl From<&Ride> for RideView {
+    fn from(ride: &Ride) -> Self {
+        let [origin_lat, origin_lon, target_lat, target_lon] = ride.params.numbers();
+        Self {
+            id: ride.id.0,
+            origin_lat,
+            origin_lon,
+            target_lat,
+            target_lon,
+            stripe_charge_id: ride.stripe_charge_id.clone(),
+        }
+    }
+}
+
+/// The 201 answer, stored and replayed byte for byte to every retry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RideCreated {
+    pub message: String,
+    pub ride: RideView,
+}
+
+/// JSON of a shape made of strings, integers and finite numbers: it cannot
+/// fail to serialize.
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
 impl StoredResponse {
     pub fn ride_created(ride: &Ride) -> Self {
         Self {
             status: 201,
-            body: JsonObject::new()
-                .string("message", "Ride booked and charged; enjoy the flight.")
-                .object("ride", ride_json(ride))
-                .finish(),
+            body: to_json(&RideCreated {
+                message: "Ride booked and charged; enjoy the flight.".to_owned(),
+                ride: RideView::from(ride),
+            }),
         }
     }
 
     /// Stripe declined the card (`card_error`): the rider must use another card.
     pub fn card_declined(processor_message: &str) -> Self {
         Problem::new(
-            402,
-            "card-declined",
-            "Card declined",
+            ProblemKind::CardDeclined,
             format!("The card was declined: {processor_message}"),
         )
         .into_stored()
@@ -40,10 +85,8 @@ impl StoredResponse {
     /// customer and charge ids, which is logged, never shown to the client.
     pub fn charge_refused() -> Self {
         Problem::new(
-            502,
-            "charge-refused",
-            "Payment processor refused the charge",
-            "The payment processor refused the charge for good (for example, the account has no usable card); no charge was made. Update the payment method, then send a new request with a new Idempotency-Key.".to_owned(),
+            ProblemKind::ChargeRefused,
+            "The payment processor refused the charge for good (for example, the account has no usable card); no charge was made. Update the payment method, then send a new request with a new Idempotency-Key.",
         )
         .into_stored()
     }
@@ -52,10 +95,8 @@ impl StoredResponse {
     /// that no charge was made: the request ends without one.
     pub fn charge_not_made() -> Self {
         Problem::new(
-            502,
-            "charge-not-made",
-            "No charge was made",
-            "The payment processor's answer to this charge was lost, and a review found that no charge was made; the ride was not booked. Send a new request with a new Idempotency-Key to book it.".to_owned(),
+            ProblemKind::ChargeNotMade,
+            "The payment processor's answer to this charge was lost, and a review found that no charge was made; the ride was not booked. Send a new request with a new Idempotency-Key to book it.",
         )
         .into_stored()
     }
@@ -65,54 +106,243 @@ impl StoredResponse {
     }
 }
 
-/// The JSON object a ride is shown as, in the 201 body and by `GET /rides/{id}`.
-pub fn ride_json(ride: &Ride) -> JsonObject {
-    let [origin_lat, origin_lon, target_lat, target_lon] = ride.params.numbers();
-    JsonObject::new()
-        .integer("id", ride.id.0)
-        .number("origin_lat", origin_lat)
-        .number("origin_lon", origin_lon)
-        .number("target_lat", target_lat)
-        .number("target_lon", target_lon)
-        .optional_string("stripe_charge_id", ride.stripe_charge_id.as_deref())
+/// Every kind of problem the API answers with: its `type` slug, status and
+/// title, whether it comes with `Retry-After`, and whether it is stored on
+/// the key. The one list: the stored answers, the HTTP adapter's errors and
+/// the OpenAPI document all read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProblemKind {
+    Unauthorized,
+    InvalidIdempotencyKey,
+    BodyUnreadable,
+    UnsupportedMediaType,
+    BodyTooLarge,
+    BodyTimeout,
+    InvalidRideParameters,
+    IdempotencyKeyReused,
+    RequestInFlight,
+    CardDeclined,
+    ChargeRefused,
+    ChargeNotMade,
+    PaymentProcessorUnavailable,
+    StoreUnavailable,
+    Overloaded,
+    NeedsReview,
+    InternalError,
+    NotFound,
+    MethodNotAllowed,
+    NotReady,
+    /// Answered by the compose deployment's load balancer when no API
+    /// replica could (`deploy/haproxy/unavailable.http`), never by us.
+    ReplicaUnavailable,
 }
 
-/// An `application/problem+json` document (RFC 9457) that also carries the
-/// seed's `error` field, so clients of either style read the same message.
+/// What a client can rely on about one kind of problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemFacts {
+    pub slug: &'static str,
+    pub status: u16,
+    pub title: &'static str,
+    /// Sent with `Retry-After` (seconds): retry with the same key.
+    pub retry_after: bool,
+    /// Stored on the key and replayed to every retry.
+    pub stored: bool,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 21] = [
+        ProblemKind::Unauthorized,
+        ProblemKind::InvalidIdempotencyKey,
+        ProblemKind::BodyUnreadable,
+        ProblemKind::UnsupportedMediaType,
+        ProblemKind::BodyTooLarge,
+        ProblemKind::BodyTimeout,
+        ProblemKind::InvalidRideParameters,
+        ProblemKind::IdempotencyKeyReused,
+        ProblemKind::RequestInFlight,
+        ProblemKind::CardDeclined,
+        ProblemKind::ChargeRefused,
+        ProblemKind::ChargeNotMade,
+        ProblemKind::PaymentProcessorUnavailable,
+        ProblemKind::StoreUnavailable,
+        ProblemKind::Overloaded,
+        ProblemKind::NeedsReview,
+        ProblemKind::InternalError,
+        ProblemKind::NotFound,
+        ProblemKind::MethodNotAllowed,
+        ProblemKind::NotReady,
+        ProblemKind::ReplicaUnavailable,
+    ];
+
+    pub const fn facts(self) -> ProblemFacts {
+        use ProblemKind::*;
+        let (slug, status, title, retry_after, stored) = match self {
+            Unauthorized => ("unauthorized", 401, "Unauthorized", false, false),
+            InvalidIdempotencyKey => (
+                "invalid-idempotency-key",
+                400,
+                "Invalid Idempotency-Key",
+                false,
+                false,
+            ),
+            BodyUnreadable => ("body-unreadable", 400, "Body unreadable", false, false),
+            UnsupportedMediaType => (
+                "unsupported-media-type",
+                415,
+                "Unsupported media type",
+                false,
+                false,
+            ),
+            BodyTooLarge => ("body-too-large", 413, "Body too large", false, false),
+            BodyTimeout => ("body-timeout", 408, "Request timeout", false, false),
+            InvalidRideParameters => (
+                "invalid-ride-parameters",
+                422,
+                "Invalid ride parameters",
+                false,
+                false,
+            ),
+            IdempotencyKeyReused => (
+                "idempotency-key-reused",
+                422,
+                "Idempotency-Key reused",
+                false,
+                false,
+            ),
+            RequestInFlight => ("request-in-flight", 409, "Request in flight", true, false),
+            CardDeclined => ("card-declined", 402, "Card declined", false, true),
+            ChargeRefused => (
+                "charge-refused",
+                502,
+                "Payment processor refused the charge",
+                false,
+                true,
+            ),
+            ChargeNotMade => ("charge-not-made", 502, "No charge was made", false, true),
+            PaymentProcessorUnavailable => (
+                "payment-processor-unavailable",
+                503,
+                "Payment processor unavailable",
+                true,
+                false,
+            ),
+            StoreUnavailable => (
+                "store-unavailable",
+                503,
+                "Temporarily unavailable",
+                true,
+                false,
+            ),
+            Overloaded => (
+                "overloaded",
+                503,
+                "Too many requests in progress",
+                true,
+                false,
+            ),
+            NeedsReview => ("needs-review", 500, "Needs review", false, false),
+            InternalError => ("internal-error", 500, "Internal error", false, false),
+            NotFound => ("not-found", 404, "Not found", false, false),
+            MethodNotAllowed => (
+                "method-not-allowed",
+                405,
+                "Method not allowed",
+                false,
+                false,
+            ),
+            NotReady => ("not-ready", 503, "Not ready", true, false),
+            ReplicaUnavailable => (
+                "replica-unavailable",
+                503,
+                "Temporarily unavailable",
+                true,
+                false,
+            ),
+        };
+        ProblemFacts {
+            slug,
+            status,
+            title,
+            retry_after,
+            stored,
+        }
+    }
+
+    pub const fn slug(self) -> &'static str {
+        self.facts().slug
+    }
+
+    pub const fn status(self) -> u16 {
+        self.facts().status
+    }
+
+    pub const fn title(self) -> &'static str {
+        self.facts().title
+    }
+
+    /// The kind whose `type` URI is `uri` (`Problem::TYPE_BASE` + slug).
+    pub fn of_type(uri: &str) -> Option<Self> {
+        let slug = uri.strip_prefix(Problem::TYPE_BASE)?;
+        Self::ALL.into_iter().find(|kind| kind.slug() == slug)
+    }
+}
+
+/// An `application/problem+json` document (RFC 9457) of one kind, with
+/// what happened in its `detail`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub status: u16,
-    pub slug: &'static str,
-    pub title: &'static str,
+    pub kind: ProblemKind,
     pub detail: String,
+}
+
+/// A problem as sent (RFC 9457); `error` repeats `detail` for clients of
+/// the original demo, so clients of either style read the same message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Problem))]
+pub struct ProblemBody {
+    /// `/openapi.json#/components/responses/<slug>`: this problem's entry
+    /// in the API's document.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub error: String,
 }
 
 impl Problem {
     /// Problem types are entries of the API's OpenAPI document.
     pub const TYPE_BASE: &'static str = "/openapi.json#/components/responses/";
 
-    pub fn new(status: u16, slug: &'static str, title: &'static str, detail: String) -> Self {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
         Self {
-            status,
-            slug,
-            title,
-            detail,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// The document as sent, for any kind and detail.
+    pub fn body_of(kind: ProblemKind, detail: &str) -> ProblemBody {
+        ProblemBody {
+            type_uri: format!("{}{}", Self::TYPE_BASE, kind.slug()),
+            title: kind.title().to_owned(),
+            status: kind.status(),
+            detail: detail.to_owned(),
+            error: detail.to_owned(),
         }
     }
 
     pub fn body(&self) -> String {
-        JsonObject::new()
-            .string("type", &format!("{}{}", Self::TYPE_BASE, self.slug))
-            .string("title", self.title)
-            .integer("status", i64::from(self.status))
-            .string("detail", &self.detail)
-            .string("error", &self.detail)
-            .finish()
+        to_json(&Self::body_of(self.kind, &self.detail))
     }
 
     pub fn into_stored(self) -> StoredResponse {
         StoredResponse {
-            status: self.status,
+            status: self.status(),
             body: self.body(),
         }
     }
@@ -124,8 +354,11 @@ mod tests {
     use crate::ride::{RideId, RideParams};
     use crate::user::UserId;
 
+    /// Bodies as the version before serde rendered them (hand-written JSON):
+    /// a key finished then replays these bytes, and a key finished now gets
+    /// the same ones.
     #[test]
-    fn the_201_body_holds_the_message_and_the_ride() {
+    fn bodies_are_the_bytes_earlier_versions_stored() {
         let ride = Ride {
             id: RideId(3),
             user_id: UserId(1),
@@ -136,20 +369,48 @@ mod tests {
         let response = StoredResponse::ride_created(&ride);
         assert_eq!(response.status, 201);
         assert!(response.is_success());
-        assert!(response.body.ends_with(
-            r#""ride":{"id":3,"origin_lat":1.5,"origin_lon":-2.0,"target_lat":0.0,"target_lon":0.25,"stripe_charge_id":"ch_123"}}"#
-        ));
-        assert!(response.body.starts_with(r#"{"message":""#));
-    }
-
-    #[test]
-    fn problems_carry_type_title_status_detail_and_error() {
-        let stored = StoredResponse::card_declined("Your card was declined.");
+        assert_eq!(
+            response.body,
+            r#"{"message":"Ride booked and charged; enjoy the flight.","ride":{"id":3,"origin_lat":1.5,"origin_lon":-2.0,"target_lat":0.0,"target_lon":0.25,"stripe_charge_id":"ch_123"}}"#
+        );
+        let stored = StoredResponse::card_declined("Your card was \"declined\".\n");
         assert_eq!(stored.status, 402);
         assert_eq!(
             stored.body,
-            r#"{"type":"/openapi.json#/components/responses/card-declined","title":"Card declined","status":402,"detail":"The card was declined: Your card was declined.","error":"The card was declined: Your card was declined."}"#
+            r#"{"type":"/openapi.json#/components/responses/card-declined","title":"Card declined","status":402,"detail":"The card was declined: Your card was \"declined\".\n","error":"The card was declined: Your card was \"declined\".\n"}"#
         );
         assert!(!stored.is_success());
+        assert_eq!(
+            StoredResponse::charge_refused().body,
+            r#"{"type":"/openapi.json#/components/responses/charge-refused","title":"Payment processor refused the charge","status":502,"detail":"The payment processor refused the charge for good (for example, the account has no usable card); no charge was made. Update the payment method, then send a new request with a new Idempotency-Key.","error":"The payment processor refused the charge for good (for example, the account has no usable card); no charge was made. Update the payment method, then send a new request with a new Idempotency-Key."}"#
+        );
+    }
+
+    #[test]
+    fn a_ride_not_charged_yet_shows_a_null_charge() {
+        let ride = Ride {
+            id: RideId(9),
+            user_id: UserId(1),
+            idempotency_key_id: None,
+            params: RideParams::from_numbers([0.0, 0.0, 45.0, -120.125]).expect("valid"),
+            stripe_charge_id: None,
+        };
+        assert_eq!(
+            to_json(&RideView::from(&ride)),
+            r#"{"id":9,"origin_lat":0.0,"origin_lon":0.0,"target_lat":45.0,"target_lon":-120.125,"stripe_charge_id":null}"#
+        );
+    }
+
+    #[test]
+    fn every_kind_has_its_own_slug_and_its_type_leads_back_to_it() {
+        let mut slugs: Vec<&str> = ProblemKind::ALL.iter().map(|kind| kind.slug()).collect();
+        slugs.sort_unstable();
+        slugs.dedup();
+        assert_eq!(slugs.len(), ProblemKind::ALL.len());
+        for kind in ProblemKind::ALL {
+            let body = Problem::body_of(kind, "x");
+            assert_eq!(ProblemKind::of_type(&body.type_uri), Some(kind));
+            assert!((400..600).contains(&kind.status()), "{kind:?}");
+        }
     }
 }

@@ -17,8 +17,10 @@ use std::time::Duration;
 use adapters::clock::SystemClock;
 use adapters::http::{ApiState, ServerLimits};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryStore};
-use application::ports::{PaymentGateway, Store};
-use application::{AuthMode, CreateRideSettings, SeedDemoUsers, SeededUser};
+use application::ports::{Clock, Keys, PaymentGateway, Probe, Store, Users};
+use application::{
+    AuthMode, Authenticate, CreateRide, CreateRideSettings, SeedDemoUsers, SeededUser, ShowRide,
+};
 use domain::{LockPolicy, ReviewPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
@@ -170,6 +172,9 @@ pub trait Inspect: Send + Sync {
     async fn recovery_points(&self) -> Vec<(String, domain::RecoveryPoint)>;
     /// The request id recorded on the key with this string, if any.
     async fn request_id(&self, key: &str) -> Option<String>;
+    /// Replaces the stored answer's body of the finished key with this
+    /// string: the bytes an earlier version of the service stored.
+    async fn store_earlier_answer(&self, key: &str, body: &str);
 }
 
 /// Leaves keys where an earlier version of the service, which committed
@@ -215,6 +220,18 @@ impl Inspect for MemoryStore {
             .into_iter()
             .find(|k| k.key.as_str() == key)
             .and_then(|k| k.request_id)
+    }
+
+    async fn store_earlier_answer(&self, key: &str, body: &str) {
+        let record = self
+            .keys()
+            .into_iter()
+            .find(|k| k.key.as_str() == key)
+            .expect("the key");
+        self.update_key(record.id, |record| match &mut record.progress {
+            domain::KeyProgress::Finished { response, .. } => response.body = body.to_owned(),
+            other => panic!("the key is not finished: {other:?}"),
+        });
     }
 }
 
@@ -270,6 +287,46 @@ pub async fn spawn_gated_app(
     (app, gate)
 }
 
+/// The `rocket-rides` binary at `path`, started as a user would on a clean
+/// machine: none of the settings a developer may have exported (the
+/// environment is cleared but for `PATH`), logging at `info`. Every suite
+/// that runs the binary starts from this.
+pub fn rocket_rides(path: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(path);
+    command.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// The API's state as `bins` wires it: the use cases built here, over the
+/// given ports, and handed to the HTTP adapter.
+pub fn api_state(
+    keys: Arc<dyn Keys>,
+    users: Arc<dyn Users>,
+    probe: Arc<dyn Probe>,
+    gateway: Arc<dyn PaymentGateway>,
+    auth_mode: AuthMode,
+) -> ApiState {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    ApiState::new(
+        Arc::new(CreateRide::new(
+            keys.clone(),
+            users.clone(),
+            gateway,
+            clock.clone(),
+            ride_settings(),
+        )),
+        Arc::new(
+            Authenticate::new(users, auth_mode).cached(clock, Authenticate::DEFAULT_CACHE_TTL),
+        ),
+        Arc::new(ShowRide::new(keys)),
+        probe,
+    )
+}
+
 /// Starts the API over `store` with an in-process fake gateway, the demo
 /// users seeded (with API keys when `auth_mode` is `ApiKey`).
 pub async fn spawn_app_on(
@@ -292,14 +349,12 @@ pub async fn spawn_app_on(
         .run(issue.then_some(&mut generate as &mut (dyn FnMut() -> String + Send)))
         .await
         .expect("seeding the demo users");
-    let mut state = ApiState::new(
+    let mut state = api_state(
+        store.clone(),
         store.clone(),
         store.clone(),
         api_gateway,
-        Arc::new(SystemClock),
         options.auth_mode,
-        ride_settings(),
-        Duration::from_secs(2),
     );
     state.limits = options.limits;
     let listener = TcpListener::bind("127.0.0.1:0")

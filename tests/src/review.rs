@@ -31,9 +31,8 @@ pub fn free_port() -> u16 {
 /// retry fits `LOCK_TIMEOUT` (3 s), keys go to review 4 s after their first
 /// charge attempt, and Stripe's search is taken to lag by `search_lag`.
 pub fn reviewing(binary: &str, database_url: &str, stripe: &str, search_lag: &str) -> Command {
-    let mut command = Command::new(binary);
+    let mut command = crate::rocket_rides(binary);
     command
-        .env_remove("NATS_URL")
         .env("RUST_LOG", "warn")
         .env("DATABASE_URL", database_url)
         .env("STRIPE_API_KEY", "sk_test_reviewing")

@@ -6,6 +6,7 @@
 //! what it shows. The browser test (`bins/tests/console.rs`) covers the
 //! page itself on Postgres.
 
+use application::ports::KeyViews;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use adapters::http::{Console, ConsoleSlot, ReadyStore, ops_router};
 use adapters::memory::{FakeGateway, MemoryStore};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use application::ports::{Clock, GatewayError, Keys, Outbox, PaymentGateway};
+use application::ports::{Clock, GatewayError, Outbox, PaymentGateway};
 use application::{CreateRide, CreateRideSettings, ReconcileKeys, RideRequest, SeedDemoUsers};
 use domain::{
     ChargeOutcome, ChargeRequest, ChargeSearch, IdempotencyKey, LockPolicy, ReconcilePolicy,
@@ -116,8 +117,8 @@ async fn running() -> Running {
         keys: store.clone(),
         outbox: store.clone(),
         dashboard: store.clone(),
-        nats: Arc::default(),
-        nats_configured: false,
+        dead_letters: Arc::default(),
+        keeps_dead_letters: false,
         clock,
         review: settings.review,
         refresh: Duration::from_secs(5),

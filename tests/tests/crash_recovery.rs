@@ -369,9 +369,6 @@ impl DyingStore {
 
 #[async_trait]
 impl Keys for DyingStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
     async fn begin_request(
         &self,
         request: &KeyRequest,
@@ -382,14 +379,7 @@ impl Keys for DyingStore {
         self.maybe_die(KillPoint::AfterKeyPhase).await;
         Ok(phase)
     }
-    async fn find_completable(
-        &self,
-        now: SystemTime,
-        policy: CompleterPolicy,
-        limit: usize,
-    ) -> Result<Vec<KeyId>, StoreError> {
-        self.inner.find_completable(now, policy, limit).await
-    }
+
     async fn lock_for_completion(
         &self,
         key_id: KeyId,
@@ -398,6 +388,7 @@ impl Keys for DyingStore {
     ) -> Result<Option<KeyRecord>, StoreError> {
         self.inner.lock_for_completion(key_id, now, policy).await
     }
+
     async fn lock_for_review(
         &self,
         key_id: KeyId,
@@ -407,12 +398,15 @@ impl Keys for DyingStore {
     ) -> Result<Option<KeyRecord>, StoreError> {
         self.inner.lock_for_review(key_id, now, review, lock).await
     }
+
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
         self.inner.create_ride(lease, now).await
     }
+
     async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
         self.inner.note_charge_attempt(lease, now).await
     }
+
     async fn finish(
         &self,
         lease: Lease,
@@ -424,44 +418,13 @@ impl Keys for DyingStore {
         self.maybe_die(KillPoint::AfterBooking).await;
         Ok(())
     }
+
     async fn unlock(&self, lease: Lease) -> Result<(), StoreError> {
         self.inner.unlock(lease).await
     }
+
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
         self.inner.find_ride(id).await
-    }
-    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.find_key(id).await
-    }
-    async fn reap_keys(
-        &self,
-        created_before: SystemTime,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
-        self.inner.reap_keys(created_before, limit).await
-    }
-    async fn keys_for_review(
-        &self,
-        attempted_before: SystemTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.keys_for_review(attempted_before, limit).await
-    }
-    async fn report_keys_for_review(
-        &self,
-        attempted_before: SystemTime,
-        now: SystemTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner
-            .report_keys_for_review(attempted_before, now, limit)
-            .await
-    }
-    async fn unfinished_counts(
-        &self,
-        attempted_before: SystemTime,
-    ) -> Result<application::ports::KeyCounts, StoreError> {
-        self.inner.unfinished_counts(attempted_before).await
     }
 }
 

@@ -57,6 +57,31 @@ async fn the_seed_curl_line_books_a_ride_and_the_same_key_replays_it_byte_for_by
     assert!(first.body.contains(&shown.body), "the same bytes, too");
 }
 
+/// A key finished by an earlier version replays the bytes that version
+/// stored, even where today's renderer would write them differently (the
+/// hand-written JSON wrote 0.00001 as `1e-5`; serde writes `0.00001`).
+async fn a_key_finished_by_an_earlier_version_replays_its_bytes_unchanged(backend: Backend) {
+    let app = app(backend).await;
+    let key = new_key();
+    let body = "origin_lat=0.00001&origin_lon=0.0&target_lat=0.0&target_lon=0.0";
+    let first = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), body).await).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert!(
+        first.body.contains(r#""origin_lat":0.00001,"#),
+        "{}",
+        first.body
+    );
+    let earlier = first
+        .body
+        .replace(r#""origin_lat":0.00001,"#, r#""origin_lat":1e-5,"#);
+    app.inspect.store_earlier_answer(&key, &earlier).await;
+    let replayed = Answer::of(app.post_ride(Some(GOOD_USER), Some(&key), body).await).await;
+    assert_eq!(replayed.status, 201);
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.body, earlier, "the stored bytes, byte for byte");
+    assert_eq!(app.gateway.charges().len(), 1);
+}
+
 async fn a_json_body_books_a_ride_and_equals_the_form_request(backend: Backend) {
     let app = app(backend).await;
     let key = new_key();
@@ -583,6 +608,7 @@ async fn every_answer_carries_a_request_id_and_the_key_records_the_request_that_
 
 on_every_backend!(
     the_seed_curl_line_books_a_ride_and_the_same_key_replays_it_byte_for_byte,
+    a_key_finished_by_an_earlier_version_replays_its_bytes_unchanged,
     a_json_body_books_a_ride_and_equals_the_form_request,
     a_declined_card_is_402_with_the_processors_message_and_is_replayed,
     a_charge_refused_for_good_is_502_and_stored,

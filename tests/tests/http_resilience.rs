@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::http::{ApiState, ServerLimits};
+use adapters::http::ServerLimits;
 use adapters::memory::FakeGateway;
 use application::AuthMode;
-use application::ports::{MockKeys, MockUsers, PaymentGateway, StoreError};
+use application::ports::{MockKeys, MockProbe, MockUsers, PaymentGateway, StoreError};
 use integration_tests::{
-    Answer, AppOptions, Backend, GOOD_USER, SEED_BODY, new_key, on_every_backend, ride_settings,
-    spawn_app, spawn_gated_app,
+    Answer, AppOptions, Backend, GOOD_USER, SEED_BODY, new_key, on_every_backend, spawn_app,
+    spawn_gated_app,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -205,20 +205,18 @@ async fn an_unavailable_store_is_a_503_with_retry_after() {
     users
         .expect_find_user_by_email()
         .returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("pool timed out"))));
-    let mut keys = MockKeys::new();
-    keys.expect_ping().returning(|| {
+    let mut probe = MockProbe::new();
+    probe.expect_ping().returning(|| {
         Err(StoreError::Unavailable(anyhow::anyhow!(
             "connection refused"
         )))
     });
-    let state = ApiState::new(
-        Arc::new(keys),
+    let state = integration_tests::api_state(
+        Arc::new(MockKeys::new()),
         Arc::new(users),
+        Arc::new(probe),
         Arc::new(FakeGateway::default()),
-        Arc::new(adapters::clock::SystemClock),
         AuthMode::Email,
-        ride_settings(),
-        Duration::from_secs(2),
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));

@@ -8,7 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use adapters::postgres::{self, PoolSettings, PostgresStore};
-use application::ports::{KeyPhase, KeyRequest, Keys, Lease, ReceiptClaim, Receipts, Users};
+use application::ports::{KeyPhase, KeyRequest, Keys, Lease, Probe, ReceiptClaim, Receipts, Users};
 use domain::{IdempotencyKey, RequestFingerprint, RideParams};
 use integration_tests::postgres::{free_port, start_dedicated};
 

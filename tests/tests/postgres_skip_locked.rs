@@ -10,6 +10,7 @@
 //! timeout is raised far past the bound), so the bound is generous and no
 //! timing luck is involved.
 
+use application::ports::KeyScans;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

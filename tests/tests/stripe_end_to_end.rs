@@ -6,15 +6,15 @@
 //! exactly one charge, and no key is left unfinished or for review. Short
 //! timings throughout (client timeout, hang, backoff).
 
+use application::ports::KeyViews;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use adapters::clock::SystemClock;
 use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
-use adapters::http::ApiState;
 use adapters::stripe::{StripeGateway, StripeSettings};
-use application::ports::{Keys, PaymentGateway};
+use application::ports::PaymentGateway;
 use application::{AuthMode, CompleteStalledKeys, CreateRide, SeedDemoUsers};
 use domain::CompleterPolicy;
 use integration_tests::{GOOD_USER, SEED_BODY};
@@ -77,15 +77,14 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
         .expect("client"),
     );
     let settings = integration_tests::ride_settings();
-    let state = ApiState::new(
+    let mut state = integration_tests::api_state(
+        store.clone(),
         store.clone(),
         store.clone(),
         gateway.clone(),
-        Arc::new(SystemClock),
         AuthMode::Email,
-        settings,
-        Duration::from_secs(1),
     );
+    state.gateway_retry_after = Duration::from_secs(1);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let api = format!("http://{}", listener.local_addr().expect("address"));
     tokio::spawn(adapters::http::serve(

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use application::ports::{Clock, Dashboard, Keys, Outbox};
+use application::ports::{Clock, Dashboard, DeadLetters, KeyViews, Outbox};
 use application::{KeyFinding, ReconcileKeys, Settlement};
 use axum::Form;
 use axum::Router;
@@ -28,8 +28,6 @@ use axum::routing::{get, post};
 use domain::{ApiKeyHash, KeyId, Reconciliation, ReviewPolicy};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
-
-use crate::nats::NatsQueue;
 
 const COOKIE: &str = "rocket_rides_console";
 /// Most rows of each list.
@@ -57,13 +55,14 @@ impl FindingsCache {
 pub struct Console {
     pub token: String,
     pub reconcile: ReconcileKeys,
-    pub keys: Arc<dyn Keys>,
+    pub keys: Arc<dyn KeyViews>,
     pub outbox: Arc<dyn Outbox>,
     pub dashboard: Arc<dyn Dashboard>,
-    /// The dead-letter stream, once this process is connected to NATS.
-    pub nats: Arc<OnceCell<Arc<NatsQueue>>>,
-    /// Whether this process has a NATS queue at all (else: in-memory).
-    pub nats_configured: bool,
+    /// The dead letters, once this process is connected to its queue.
+    pub dead_letters: Arc<OnceCell<Arc<dyn DeadLetters>>>,
+    /// Whether this process's queue keeps dead letters at all (NATS does,
+    /// the in-memory queue does not).
+    pub keeps_dead_letters: bool,
     pub clock: Arc<dyn Clock>,
     pub review: ReviewPolicy,
     pub refresh: Duration,
@@ -363,9 +362,9 @@ async fn requeue(
         Ok(console) => console,
         Err(response) => return response,
     };
-    let message = match console.nats.get() {
+    let message = match console.dead_letters.get() {
         None => "No dead-letter stream in this process.".to_owned(),
-        Some(nats) => match nats.requeue_dead_jobs(ROWS).await {
+        Some(dead_letters) => match dead_letters.requeue_dead_jobs(ROWS).await {
             Ok(jobs) => format!("{} dead job(s) requeued.", jobs.len()),
             Err(error) => format!("Requeue failed: {error:#}"),
         },
@@ -517,9 +516,9 @@ async fn render(console: &Console, flash: Option<&str>) -> anyhow::Result<String
     }
 
     writeln!(w, "<h2>Dead letters</h2>")?;
-    match (console.nats.get(), console.nats_configured) {
-        (Some(nats), _) => {
-            let dead = nats.dead_jobs(ROWS).await?;
+    match (console.dead_letters.get(), console.keeps_dead_letters) {
+        (Some(dead_letters), _) => {
+            let dead = dead_letters.dead_jobs(ROWS).await?;
             writeln!(
                 w,
                 "<p><span id=\"dead-letters\">{}</span> dead job(s).</p>",

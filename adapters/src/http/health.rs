@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use application::ports::Keys;
+use application::ports::Probe;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 use super::{ApiError, json_status, readiness};
 
 /// Set once the process is connected; until then it is not ready.
-pub type ReadyStore = Arc<OnceCell<Arc<dyn Keys>>>;
+pub type ReadyStore = Arc<OnceCell<Arc<dyn Probe>>>;
 
 /// Renders the process's metrics in Prometheus' text format.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;

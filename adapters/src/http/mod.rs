@@ -7,28 +7,25 @@
 mod body;
 pub mod console;
 mod error;
+mod extract;
 mod health;
 pub mod openapi;
 
 mod server;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use application::ports::{Clock, Keys, PaymentGateway, Users};
-use application::{
-    Answer, AuthMode, Authenticate, CreateRide, CreateRideSettings, RideRequest, ShowRide,
-};
+use application::ports::Probe;
+use application::{Answer, Authenticate, CreateRide, RideRequest, ShowRide};
 use axum::Router;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use domain::response::ride_json;
-use domain::{IdempotencyKey, IdempotencyKeyError, RideId, User};
+use domain::{RideId, RideView};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -39,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use body::MAX_BODY_BYTES;
 pub use console::{Console, ConsoleSlot};
 pub use error::{ApiError, DEFAULT_GATEWAY_RETRY_AFTER};
+pub use extract::{AuthUser, ClientIp, IdempotencyKeyHeader, RideBody};
 pub use health::{ReadyStore, RenderMetrics, health_router, ops_router};
 pub use server::{ServerLimits, serve};
 
@@ -55,7 +53,7 @@ pub struct RequestId(pub String);
 impl RequestId {
     pub const MAX_LEN: usize = 128;
 
-    fn of(headers: &HeaderMap) -> Self {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
         let given = headers
             .get(REQUEST_ID)
             .and_then(|value| value.to_str().ok())
@@ -101,8 +99,8 @@ pub struct ApiState {
     pub create_ride: Arc<CreateRide>,
     pub authenticate: Arc<Authenticate>,
     pub show_ride: Arc<ShowRide>,
-    /// The store's keys port, pinged by `/readyz`.
-    pub keys: Arc<dyn Keys>,
+    /// The store's probe, asked by `/readyz`.
+    pub probe: Arc<dyn Probe>,
     /// `Retry-After` sent with a 503 when the gateway's answer was unknown.
     pub gateway_retry_after: Duration,
     /// Renders the process's metrics for `GET /metrics` (Prometheus text);
@@ -113,30 +111,20 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The API's use cases over the given ports.
+    /// The API over use cases its caller built (`bins/src/wiring.rs`), with
+    /// the default limits, `Retry-After` and no `/metrics` route.
     pub fn new(
-        keys: Arc<dyn Keys>,
-        users: Arc<dyn Users>,
-        gateway: Arc<dyn PaymentGateway>,
-        clock: Arc<dyn Clock>,
-        auth_mode: AuthMode,
-        settings: CreateRideSettings,
-        gateway_retry_after: Duration,
+        create_ride: Arc<CreateRide>,
+        authenticate: Arc<Authenticate>,
+        show_ride: Arc<ShowRide>,
+        probe: Arc<dyn Probe>,
     ) -> Self {
         Self {
-            create_ride: Arc::new(CreateRide::new(
-                keys.clone(),
-                users.clone(),
-                gateway,
-                clock.clone(),
-                settings,
-            )),
-            authenticate: Arc::new(
-                Authenticate::new(users, auth_mode).cached(clock, Authenticate::DEFAULT_CACHE_TTL),
-            ),
-            show_ride: Arc::new(ShowRide::new(keys.clone())),
-            keys,
-            gateway_retry_after,
+            create_ride,
+            authenticate,
+            show_ride,
+            probe,
+            gateway_retry_after: DEFAULT_GATEWAY_RETRY_AFTER,
             metrics: None,
             limits: ServerLimits::DEFAULT,
         }
@@ -200,28 +188,6 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<User, ApiError> {
-    let header = match headers.get(header::AUTHORIZATION) {
-        None => None,
-        Some(value) => Some(value.to_str().map_err(|_| ApiError::AuthUnknown)?),
-    };
-    Ok(state.authenticate.user(header).await?)
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
-    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
-    let value = values
-        .next()
-        .ok_or(ApiError::Key(IdempotencyKeyError::Missing))?;
-    if values.next().is_some() {
-        return Err(ApiError::KeyRepeated);
-    }
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::Key(IdempotencyKeyError::NotVisibleAscii))?;
-    Ok(IdempotencyKey::parse(text)?)
-}
-
 /// Books a ride and charges its card, exactly once per `Idempotency-Key`.
 ///
 /// The work runs in atomic phases, each committing a recovery point; a
@@ -246,33 +212,25 @@ fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
         description = "The ride's origin and target (at most 16 KiB).",
     ),
     responses(
-        (status = 201, description = "The ride is booked and charged once. Stored: every retry with the key gets these bytes again.", body = openapi::RideCreated,
+        (status = 201, description = "The ride is booked and charged once. Stored: every retry with the key gets these bytes again.", body = domain::RideCreated,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key.")),
             example = json!({"message": "Ride booked and charged; enjoy the flight.", "ride": {"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc"}})),
     )
 )]
 async fn create_ride(
     State(state): State<ApiState>,
-    request: Request,
+    AuthUser(user): AuthUser,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    RequestId(request_id): RequestId,
+    ClientIp(request_ip): ClientIp,
+    RideBody(fields): RideBody,
 ) -> Result<Response, ApiError> {
-    let request_ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string());
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone());
-    let (parts, body) = request.into_parts();
-    let user = authenticate(&state, &parts.headers).await?;
-    let key = idempotency_key(&parts.headers)?;
-    let fields = body::read_ride_body(&parts.headers, body, state.limits.body_read_timeout).await?;
     let request = RideRequest {
         user,
         key,
         params: fields.params,
         request_ip,
-        request_id,
+        request_id: Some(request_id),
         raise_error: fields.raise_error,
     };
     // The request's work runs in its own task: if the client goes away, this
@@ -321,16 +279,15 @@ fn stored_response(answer: Answer) -> Response {
         ("Authorization" = String, Header, description = "The rider who booked it."),
     ),
     responses(
-        (status = 200, description = "The ride.", body = openapi::Ride,
+        (status = 200, description = "The ride.", body = domain::RideView,
             example = json!({"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc"})),
     )
 )]
 async fn show_ride(
     State(state): State<ApiState>,
+    AuthUser(user): AuthUser,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(&state, &headers).await?;
     let id: i64 = id.parse().map_err(|_| ApiError::RideNotFound)?;
     let ride = state
         .show_ride
@@ -340,7 +297,7 @@ async fn show_ride(
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        ride_json(&ride).finish(),
+        json_text(&RideView::from(&ride)),
     )
         .into_response())
 }
@@ -356,12 +313,12 @@ async fn healthz() -> impl IntoResponse {
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses((status = 200, description = "Ready.", body = openapi::Status, example = json!({"status": "ready"}))))]
 async fn readyz(State(state): State<ApiState>) -> Response {
-    readiness(state.keys.as_ref()).await
+    readiness(state.probe.as_ref()).await
 }
 
 /// `/readyz` for every process: ready while its store answers.
-async fn readiness(keys: &dyn Keys) -> Response {
-    match keys.ping().await {
+async fn readiness(store: &dyn Probe) -> Response {
+    match store.ping().await {
         Ok(()) => json_status(StatusCode::OK, "ready"),
         Err(error) => {
             tracing::warn!(%error, "readiness check: store unreachable");
@@ -374,9 +331,15 @@ fn json_status(status: StatusCode, text: &'static str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        format!("{{\"status\":\"{text}\"}}"),
+        json_text(&openapi::Status { status: text }),
     )
         .into_response()
+}
+
+/// One of our answer shapes as JSON text: strings, integers and finite
+/// numbers only, so it cannot fail to serialize.
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Prometheus metrics, when the process serves them on the API port (no

@@ -3,16 +3,19 @@
 //! Generated from the code: the routes, their parameters and success
 //! answers from each handler's `#[utoipa::path]` (the router is built from
 //! the same annotated handlers, so a route cannot exist undocumented), the
-//! schemas from the types below, and every problem answer from
-//! [`PROBLEMS`] and [`OPERATION_PROBLEMS`], the catalog `error.rs` and the
-//! domain's stored answers are checked against (tests). Each problem's
+//! schemas from the answer types themselves (`domain::RideCreated`,
+//! `domain::ProblemBody`, ...), and every problem answer from the one list
+//! of kinds, `domain::ProblemKind`, with [`about`] each and
+//! [`OPERATION_PROBLEMS`] saying which operation answers which. Each problem's
 //! `type` URI points at its entry here: `/openapi.json#/components/responses/<slug>`.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use domain::Problem as DomainProblem;
-use serde_json::{Value, json};
+use domain::response::ProblemFacts;
+use domain::{Problem, ProblemBody, ProblemKind, RideCreated, RideView};
+use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -20,225 +23,117 @@ use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, Ref, RefOr};
 
-/// One kind of problem answer (RFC 9457): its `type` slug, status and title.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProblemDoc {
-    pub slug: &'static str,
-    pub status: u16,
-    pub title: &'static str,
-    /// When a client sees it, and what it should do.
-    pub about: &'static str,
-    /// Sent with `Retry-After` (seconds).
-    pub retry_after: bool,
-    /// Stored on the key and replayed to every retry (`Idempotent-Replayed`).
-    pub stored: bool,
-}
-
-const fn problem(
-    slug: &'static str,
-    status: u16,
-    title: &'static str,
-    about: &'static str,
-) -> ProblemDoc {
-    ProblemDoc {
-        slug,
-        status,
-        title,
-        about,
-        retry_after: false,
-        stored: false,
+/// When a client sees a problem of this kind, and what it should do: the
+/// document's words for each kind of `domain::ProblemKind` (its slug,
+/// status, title, `Retry-After` and storage come from there).
+pub fn about(kind: ProblemKind) -> &'static str {
+    use ProblemKind::*;
+    match kind {
+        Unauthorized => {
+            "No `Authorization` header, or it names no known user (the demo's email, or `Bearer <api key>`). Nothing was stored."
+        }
+        InvalidIdempotencyKey => {
+            "The `Idempotency-Key` header is missing, repeated, shorter than 20 or longer than 255 characters, or not visible ASCII. Nothing was stored."
+        }
+        BodyUnreadable => "The body could not be read off the connection. Nothing was stored.",
+        UnsupportedMediaType => {
+            "The body is neither `application/x-www-form-urlencoded` nor `application/json`. Nothing was stored."
+        }
+        BodyTooLarge => "The body is larger than 16 KiB. Nothing was stored.",
+        BodyTimeout => "The body did not arrive within `HTTP_BODY_TIMEOUT`. Nothing was stored.",
+        InvalidRideParameters => {
+            "A coordinate is missing, repeated, not a finite number or out of range, a field is unknown, or `raise_error` is not a boolean. Nothing was stored."
+        }
+        IdempotencyKeyReused => {
+            "This key was used before for a different request (body, method or path). Use a new key for a new request."
+        }
+        RequestInFlight => {
+            "Another request with this key is being processed. Retry with the same key after `Retry-After`."
+        }
+        CardDeclined => {
+            "The card was declined; no charge was made. Retries with the key replay this answer."
+        }
+        ChargeRefused => {
+            "The payment processor refused the charge for good (for example, no usable card); no charge was made. Retries with the key replay this answer."
+        }
+        ChargeNotMade => {
+            "The processor's answer was lost, and reconciliation found that no charge was made; the ride was not booked. Retries with the key replay this answer."
+        }
+        PaymentProcessorUnavailable => {
+            "The payment processor did not answer definitively; the charge may or may not exist. Retry with the same key after `Retry-After`: it is never charged twice."
+        }
+        StoreUnavailable => {
+            "The database cannot be reached right now. Retry with the same key after `Retry-After`."
+        }
+        Overloaded => {
+            "The server is at its limit of requests in progress (`HTTP_MAX_CONCURRENT_REQUESTS`). Retry with the same key after `Retry-After`."
+        }
+        NeedsReview => {
+            "The charge was first attempted too long ago to retry safely; it waits for reconciliation with the payment processor, after which retries with the key replay the outcome."
+        }
+        InternalError => {
+            "An internal error (or `raise_error=true`) stopped the request before a charge outcome was stored. Retry with the same key."
+        }
+        NotFound => "No such ride for this user, or no such route.",
+        MethodNotAllowed => "The route exists, but not with this method.",
+        NotReady => "The process cannot reach its store yet.",
+        ReplicaUnavailable => {
+            "The compose deployment's load balancer found no API replica able to answer. Retry with the same key after `Retry-After`."
+        }
     }
 }
 
-const fn retry(mut doc: ProblemDoc) -> ProblemDoc {
-    doc.retry_after = true;
-    doc
-}
-
-const fn stored(mut doc: ProblemDoc) -> ProblemDoc {
-    doc.stored = true;
-    doc
-}
-
-/// Every problem the API answers with.
-pub const PROBLEMS: &[ProblemDoc] = &[
-    problem(
-        "unauthorized",
-        401,
-        "Unauthorized",
-        "No `Authorization` header, or it names no known user (the demo's email, or `Bearer <api key>`). Nothing was stored.",
-    ),
-    problem(
-        "invalid-idempotency-key",
-        400,
-        "Invalid Idempotency-Key",
-        "The `Idempotency-Key` header is missing, repeated, shorter than 20 or longer than 255 characters, or not visible ASCII. Nothing was stored.",
-    ),
-    problem(
-        "body-unreadable",
-        400,
-        "Body unreadable",
-        "The body could not be read off the connection. Nothing was stored.",
-    ),
-    problem(
-        "unsupported-media-type",
-        415,
-        "Unsupported media type",
-        "The body is neither `application/x-www-form-urlencoded` nor `application/json`. Nothing was stored.",
-    ),
-    problem(
-        "body-too-large",
-        413,
-        "Body too large",
-        "The body is larger than 16 KiB. Nothing was stored.",
-    ),
-    problem(
-        "body-timeout",
-        408,
-        "Request timeout",
-        "The body did not arrive within `HTTP_BODY_TIMEOUT`. Nothing was stored.",
-    ),
-    problem(
-        "invalid-ride-parameters",
-        422,
-        "Invalid ride parameters",
-        "A coordinate is missing, repeated, not a finite number or out of range, a field is unknown, or `raise_error` is not a boolean. Nothing was stored.",
-    ),
-    problem(
-        "idempotency-key-reused",
-        422,
-        "Idempotency-Key reused",
-        "This key was used before for a different request (body, method or path). Use a new key for a new request.",
-    ),
-    retry(problem(
-        "request-in-flight",
-        409,
-        "Request in flight",
-        "Another request with this key is being processed. Retry with the same key after `Retry-After`.",
-    )),
-    stored(problem(
-        "card-declined",
-        402,
-        "Card declined",
-        "The card was declined; no charge was made. Retries with the key replay this answer.",
-    )),
-    stored(problem(
-        "charge-refused",
-        502,
-        "Payment processor refused the charge",
-        "The payment processor refused the charge for good (for example, no usable card); no charge was made. Retries with the key replay this answer.",
-    )),
-    stored(problem(
-        "charge-not-made",
-        502,
-        "No charge was made",
-        "The processor's answer was lost, and reconciliation found that no charge was made; the ride was not booked. Retries with the key replay this answer.",
-    )),
-    retry(problem(
-        "payment-processor-unavailable",
-        503,
-        "Payment processor unavailable",
-        "The payment processor did not answer definitively; the charge may or may not exist. Retry with the same key after `Retry-After`: it is never charged twice.",
-    )),
-    retry(problem(
-        "store-unavailable",
-        503,
-        "Temporarily unavailable",
-        "The database cannot be reached right now. Retry with the same key after `Retry-After`.",
-    )),
-    retry(problem(
-        "overloaded",
-        503,
-        "Too many requests in progress",
-        "The server is at its limit of requests in progress (`HTTP_MAX_CONCURRENT_REQUESTS`). Retry with the same key after `Retry-After`.",
-    )),
-    problem(
-        "needs-review",
-        500,
-        "Needs review",
-        "The charge was first attempted too long ago to retry safely; it waits for reconciliation with the payment processor, after which retries with the key replay the outcome.",
-    ),
-    problem(
-        "internal-error",
-        500,
-        "Internal error",
-        "An internal error (or `raise_error=true`) stopped the request before a charge outcome was stored. Retry with the same key.",
-    ),
-    problem(
-        "not-found",
-        404,
-        "Not found",
-        "No such ride for this user, or no such route.",
-    ),
-    problem(
-        "method-not-allowed",
-        405,
-        "Method not allowed",
-        "The route exists, but not with this method.",
-    ),
-    retry(problem(
-        "not-ready",
-        503,
-        "Not ready",
-        "The process cannot reach its store yet.",
-    )),
-];
-
 /// The problems each operation can answer with, by operation id.
-pub const OPERATION_PROBLEMS: &[(&str, &[&str])] = &[
-    (
-        "createRide",
-        &[
-            "unauthorized",
-            "invalid-idempotency-key",
-            "body-unreadable",
-            "unsupported-media-type",
-            "body-too-large",
-            "body-timeout",
-            "invalid-ride-parameters",
-            "idempotency-key-reused",
-            "request-in-flight",
-            "card-declined",
-            "charge-refused",
-            "charge-not-made",
-            "payment-processor-unavailable",
-            "store-unavailable",
-            "overloaded",
-            "needs-review",
-            "internal-error",
-        ],
-    ),
-    (
-        "showRide",
-        &[
-            "unauthorized",
-            "not-found",
-            "store-unavailable",
-            "overloaded",
-            "internal-error",
-        ],
-    ),
-    ("readyz", &["not-ready"]),
-    ("metrics", &["not-found"]),
-];
+pub const OPERATION_PROBLEMS: &[(&str, &[ProblemKind])] = {
+    use ProblemKind::*;
+    &[
+        (
+            "createRide",
+            &[
+                Unauthorized,
+                InvalidIdempotencyKey,
+                BodyUnreadable,
+                UnsupportedMediaType,
+                BodyTooLarge,
+                BodyTimeout,
+                InvalidRideParameters,
+                IdempotencyKeyReused,
+                RequestInFlight,
+                CardDeclined,
+                ChargeRefused,
+                ChargeNotMade,
+                PaymentProcessorUnavailable,
+                StoreUnavailable,
+                Overloaded,
+                NeedsReview,
+                InternalError,
+            ],
+        ),
+        (
+            "showRide",
+            &[
+                Unauthorized,
+                NotFound,
+                StoreUnavailable,
+                Overloaded,
+                InternalError,
+            ],
+        ),
+        ("readyz", &[NotReady]),
+        ("metrics", &[NotFound]),
+    ]
+};
 
 /// Problems any request can meet, whatever its route: an unknown route, a
 /// method the route lacks, a handler that panicked, and the compose
 /// deployment's load balancer finding no replica
 /// (`deploy/haproxy/unavailable.http`).
-pub const ANY_ROUTE: &[&str] = &[
-    "not-found",
-    "method-not-allowed",
-    "internal-error",
-    "replica-unavailable",
+pub const ANY_ROUTE: &[ProblemKind] = &[
+    ProblemKind::NotFound,
+    ProblemKind::MethodNotAllowed,
+    ProblemKind::InternalError,
+    ProblemKind::ReplicaUnavailable,
 ];
-
-/// Where a problem's `type` URI points: its entry in this document.
-pub const PROBLEM_TYPE_BASE: &str = DomainProblem::TYPE_BASE;
-
-pub fn problem_doc(slug: &str) -> Option<&'static ProblemDoc> {
-    PROBLEMS.iter().find(|doc| doc.slug == slug)
-}
 
 /// `POST /rides`: the ride's coordinates, as a form (the seed's curl) or JSON.
 #[derive(ToSchema)]
@@ -260,55 +155,14 @@ pub struct RideForm {
     raise_error: Option<bool>,
 }
 
-/// A booked ride.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Ride {
-    id: i64,
-    origin_lat: f64,
-    origin_lon: f64,
-    target_lat: f64,
-    target_lon: f64,
-    /// The Stripe charge, once the ride is charged.
-    stripe_charge_id: Option<String>,
-}
-
-/// The 201 answer, stored and replayed byte for byte to every retry.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RideCreated {
-    message: String,
-    ride: Ride,
-}
-
-/// An RFC 9457 problem document (`application/problem+json`); `error`
-/// repeats `detail` for clients of the original demo.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Problem {
-    /// `/openapi.json#/components/responses/<slug>`: this problem's entry here.
-    r#type: String,
-    title: String,
-    status: u16,
-    detail: String,
-    error: String,
-}
-
-/// `{"status": "ok"}` and friends.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// `{"status": "ok"}` and friends: what the probes answer.
+#[derive(Serialize, ToSchema)]
 pub struct Status {
-    status: String,
+    pub status: &'static str,
 }
 
-fn example_body(doc: &ProblemDoc) -> Value {
-    json!({
-        "type": format!("{PROBLEM_TYPE_BASE}{}", doc.slug),
-        "title": doc.title,
-        "status": doc.status,
-        "detail": doc.about,
-        "error": doc.about,
-    })
+fn example_body(kind: ProblemKind) -> Value {
+    serde_json::to_value(Problem::body_of(kind, about(kind))).unwrap_or(Value::Null)
 }
 
 fn seconds_header(description: &str) -> utoipa::openapi::header::Header {
@@ -345,30 +199,35 @@ fn request_id_header() -> utoipa::openapi::header::Header {
 }
 
 /// The problem responses, one per status, for an operation that can answer
-/// with `slugs`; each names its problem types and shows one example each.
-fn problem_responses(slugs: &[&str]) -> BTreeMap<u16, ResponseBuilder> {
-    let mut by_status: BTreeMap<u16, Vec<&ProblemDoc>> = BTreeMap::new();
-    for slug in slugs {
-        let doc =
-            problem_doc(slug).unwrap_or_else(|| panic!("problem `{slug}` is not in PROBLEMS"));
-        by_status.entry(doc.status).or_default().push(doc);
+/// with `kinds`; each names its problem types and shows one example each.
+fn problem_responses(kinds: &[ProblemKind]) -> BTreeMap<u16, ResponseBuilder> {
+    let mut by_status: BTreeMap<u16, Vec<ProblemFacts>> = BTreeMap::new();
+    for kind in kinds {
+        by_status
+            .entry(kind.status())
+            .or_default()
+            .push(kind.facts());
     }
     by_status
         .into_iter()
         .map(|(status, docs)| {
-            let description = docs
+            let description = kinds
                 .iter()
-                .map(|doc| format!("`{}`: {}", doc.slug, doc.about))
+                .filter(|kind| kind.status() == status)
+                .map(|kind| format!("`{}`: {}", kind.slug(), about(*kind)))
                 .collect::<Vec<_>>()
                 .join("\n\n");
-            let examples = docs.iter().map(|doc| {
-                (
-                    doc.slug,
-                    ExampleBuilder::new()
-                        .summary(doc.title)
-                        .value(Some(example_body(doc))),
-                )
-            });
+            let examples = kinds
+                .iter()
+                .filter(|kind| kind.status() == status)
+                .map(|kind| {
+                    (
+                        kind.slug(),
+                        ExampleBuilder::new()
+                            .summary(kind.title())
+                            .value(Some(example_body(*kind))),
+                    )
+                });
             let mut response = ResponseBuilder::new()
                 .description(description)
                 .content(
@@ -405,11 +264,11 @@ fn add_problems(api: &mut OpenApi) {
         ];
         for operation in operations.into_iter().flatten() {
             let id = operation.operation_id.clone().unwrap_or_default();
-            let slugs = OPERATION_PROBLEMS
+            let kinds = OPERATION_PROBLEMS
                 .iter()
                 .find(|(operation, _)| *operation == id)
-                .map_or(&[][..], |(_, slugs)| *slugs);
-            for (status, response) in problem_responses(slugs) {
+                .map_or(&[][..], |(_, kinds)| *kinds);
+            for (status, response) in problem_responses(kinds) {
                 operation
                     .responses
                     .responses
@@ -426,14 +285,15 @@ fn add_problems(api: &mut OpenApi) {
         }
     }
     let mut components = api.components.take().unwrap_or_default();
-    for doc in PROBLEMS {
+    for kind in ProblemKind::ALL {
+        let doc = kind.facts();
         let mut response = ResponseBuilder::new()
-            .description(format!("{} ({}). {}", doc.title, doc.status, doc.about))
+            .description(format!("{} ({}). {}", doc.title, doc.status, about(kind)))
             .content(
                 "application/problem+json",
                 ContentBuilder::new()
                     .schema(Some(Ref::from_schema_name("Problem")))
-                    .example(Some(example_body(doc)))
+                    .example(Some(example_body(kind)))
                     .build(),
             );
         if doc.retry_after {
@@ -448,9 +308,9 @@ fn add_problems(api: &mut OpenApi) {
     }
     api.components = Some(
         ComponentsBuilder::from(components)
-            .schema_from::<Problem>()
+            .schema_from::<ProblemBody>()
             .schema_from::<RideForm>()
-            .schema_from::<Ride>()
+            .schema_from::<RideView>()
             .schema_from::<RideCreated>()
             .schema_from::<Status>()
             .build(),

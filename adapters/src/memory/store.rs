@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    Backlog, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, Keys, Lease, Outbox, ReceiptClaim,
-    Receipts, RecentRide, StoreError, Users,
+    Backlog, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease,
+    Outbox, Probe, ReceiptClaim, Receipts, RecentRide, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
@@ -311,11 +311,14 @@ impl Users for MemoryStore {
 }
 
 #[async_trait]
-impl Keys for MemoryStore {
+impl Probe for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl Keys for MemoryStore {
     async fn begin_request(
         &self,
         request: &KeyRequest,
@@ -360,22 +363,6 @@ impl Keys for MemoryStore {
             })
             .ok_or_else(|| StoreError::Inconsistent(format!("key {id} vanished")))?;
         Ok(KeyPhase::Locked(record))
-    }
-
-    async fn find_completable(
-        &self,
-        now: SystemTime,
-        policy: CompleterPolicy,
-        limit: usize,
-    ) -> Result<Vec<KeyId>, StoreError> {
-        let state = self.state();
-        let created_before = policy.cutoffs(now).created_before;
-        Ok(state
-            .before(&state.unfinished, created_before)
-            .filter(|record| policy.is_eligible(record, now))
-            .take(limit)
-            .map(|record| record.id)
-            .collect())
     }
 
     async fn lock_for_completion(
@@ -489,9 +476,43 @@ impl Keys for MemoryStore {
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
         Ok(self.state().rides.get(&id).cloned())
     }
+}
 
-    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        Ok(self.state().keys.get(&id).cloned())
+#[async_trait]
+impl KeyScans for MemoryStore {
+    async fn find_completable(
+        &self,
+        now: SystemTime,
+        policy: CompleterPolicy,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let state = self.state();
+        let created_before = policy.cutoffs(now).created_before;
+        Ok(state
+            .before(&state.unfinished, created_before)
+            .filter(|record| policy.is_eligible(record, now))
+            .take(limit)
+            .map(|record| record.id)
+            .collect())
+    }
+
+    async fn report_keys_for_review(
+        &self,
+        attempted_before: SystemTime,
+        _now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut state = self.state();
+        let reported: Vec<KeyRecord> = state
+            .before(&state.attempted, attempted_before)
+            .filter(|record| !state.review_reported.contains(&record.id))
+            .take(limit)
+            .cloned()
+            .collect();
+        state
+            .review_reported
+            .extend(reported.iter().map(|record| record.id));
+        Ok(reported)
     }
 
     async fn reap_keys(
@@ -514,6 +535,13 @@ impl Keys for MemoryStore {
             }
         }
         Ok(doomed.len())
+    }
+}
+
+#[async_trait]
+impl KeyViews for MemoryStore {
+    async fn find_key(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.state().keys.get(&id).cloned())
     }
 
     async fn keys_for_review(
@@ -544,25 +572,6 @@ impl Keys for MemoryStore {
             by_recovery_point: by_point.into_iter().collect(),
             awaiting_review: state.before(&state.attempted, attempted_before).count() as u64,
         })
-    }
-
-    async fn report_keys_for_review(
-        &self,
-        attempted_before: SystemTime,
-        _now: SystemTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut state = self.state();
-        let reported: Vec<KeyRecord> = state
-            .before(&state.attempted, attempted_before)
-            .filter(|record| !state.review_reported.contains(&record.id))
-            .take(limit)
-            .cloned()
-            .collect();
-        state
-            .review_reported
-            .extend(reported.iter().map(|record| record.id));
-        Ok(reported)
     }
 }
 

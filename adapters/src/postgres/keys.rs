@@ -1,0 +1,230 @@
+//! The request's phases: the key phase, the ride, the charge attempt, the
+//! finish (booking or refusal) and the unlock, each one statement or one
+//! short transaction fenced by the lease.
+
+use super::*;
+
+#[async_trait]
+impl Keys for PostgresStore {
+    async fn begin_request(
+        &self,
+        request: &KeyRequest,
+        now: SystemTime,
+        policy: LockPolicy,
+    ) -> Result<KeyPhase, StoreError> {
+        let [origin_lat, origin_lon, target_lat, target_lon] = request.params.numbers();
+        let row: Option<BegunKeyRow> = sqlx::query_as(queries::BEGIN_REQUEST)
+            .bind(timestamp(now))
+            .bind(request.key.as_str())
+            .bind(request.fingerprint.as_str())
+            .bind(origin_lat)
+            .bind(origin_lon)
+            .bind(target_lat)
+            .bind(target_lon)
+            .bind(request.request_ip.as_deref())
+            .bind(request.user_id.0)
+            .bind(request.charges_now)
+            .bind(request.request_id.as_deref())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            // Another first request with this key won the insert.
+            return self.begin_existing(request, now, policy).await;
+        };
+        let record = KeyRecord::try_from(row.key)?;
+        if row.inserted {
+            return Ok(KeyPhase::Locked(record));
+        }
+        let decision = KeyDecision::for_existing(&record, &request.fingerprint, now, policy);
+        match KeyPhase::unless_resumed(decision) {
+            // A replay, a mismatch or a 409: read, nothing locked or written.
+            Some(phase) => Ok(phase),
+            None => self.begin_existing(request, now, policy).await,
+        }
+    }
+
+    async fn lock_for_completion(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        policy: CompleterPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.lock_if(key_id, now, |record| policy.is_eligible(record, now))
+            .await
+    }
+
+    async fn lock_for_review(
+        &self,
+        key_id: KeyId,
+        now: SystemTime,
+        review: ReviewPolicy,
+        lock: LockPolicy,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.lock_if(key_id, now, |record| {
+            review.can_be_resolved(record, now, lock)
+        })
+        .await
+    }
+
+    async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let record = Self::lock_leased(&mut tx, lease, PhaseWrite::CreateRide).await?;
+        let [origin_lat, origin_lon, target_lat, target_lon] = record.params.numbers();
+        let (ride_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO rides (created_at, idempotency_key_id, origin_lat, origin_lon, \
+             target_lat, target_lon, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(timestamp(now))
+        .bind(record.id.0)
+        .bind(origin_lat)
+        .bind(origin_lon)
+        .bind(target_lat)
+        .bind(target_lon)
+        .bind(record.user_id.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            on_constraint(e, "rides_idempotency_key_unique", || {
+                StoreError::LostLock(format!("key {} already has a ride", lease.key_id))
+            })
+        })?;
+        sqlx::query(
+            "INSERT INTO audit_records (action, created_at, data, origin_ip, resource_id, \
+             resource_type, user_id) VALUES ('ride.created', $1, \
+             jsonb_build_object('origin_lat', $2::float8, 'origin_lon', $3::float8, \
+             'target_lat', $4::float8, 'target_lon', $5::float8), $6, $7, 'ride', $8)",
+        )
+        .bind(timestamp(now))
+        .bind(origin_lat)
+        .bind(origin_lon)
+        .bind(target_lat)
+        .bind(target_lon)
+        .bind(record.request_ip.as_deref())
+        .bind(ride_id)
+        .bind(record.user_id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let row: KeyRow = sqlx::query_as(concat!(
+            "WITH moved AS (UPDATE idempotency_keys SET recovery_point = 'ride_created' \
+             WHERE id = $1 RETURNING *) SELECT ",
+            key_columns!("m"),
+            ", $2::bigint AS ride_id FROM moved m"
+        ))
+        .bind(record.id.0)
+        .bind(ride_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        KeyRecord::try_from(row)
+    }
+
+    async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
+        let write = PhaseWrite::NoteChargeAttempt;
+        let updated = sqlx::query(queries::NOTE_CHARGE_ATTEMPT)
+            .bind(lease.key_id.0)
+            .bind(lease.generation)
+            .bind(Self::expected(write))
+            .bind(timestamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if updated.rows_affected() == 0 {
+            return Err(self.lost_lock(lease, write).await);
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        lease: Lease,
+        finish: Finish,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let write = finish.write();
+        match finish {
+            Finish::Booked {
+                charge_id,
+                response,
+                job,
+            } => {
+                let (leased, booked): (bool, bool) = sqlx::query_as(queries::BOOK)
+                    .bind(lease.key_id.0)
+                    .bind(lease.generation)
+                    .bind(Self::expected(write))
+                    .bind(&charge_id)
+                    .bind(job.ride_id.0)
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .bind(domain::charge::ReceiptJob::NAME)
+                    .bind(job.amount_cents)
+                    .bind(&job.currency)
+                    .bind(job.user_id.0)
+                    .bind(timestamp(now))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        on_constraint(e, "rides_stripe_charge_id_unique", || {
+                            StoreError::Inconsistent(format!(
+                                "charge {charge_id} is already on another ride"
+                            ))
+                        })
+                    })?;
+                match (leased, booked) {
+                    (true, true) => Ok(()),
+                    (true, false) => Err(StoreError::Inconsistent(format!(
+                        "key {}: ride {} is not its ride or carries another charge than {charge_id}",
+                        lease.key_id, job.ride_id
+                    ))),
+                    (false, _) => Err(self.lost_lock(lease, write).await),
+                }
+            }
+            Finish::Refused { response } => {
+                let updated = sqlx::query(queries::REFUSE)
+                    .bind(lease.key_id.0)
+                    .bind(lease.generation)
+                    .bind(Self::expected(write))
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                if updated.rows_affected() == 0 {
+                    return Err(self.lost_lock(lease, write).await);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Tried again for about two seconds: an unlock comes after an error,
+    /// often Postgres going away for a moment (a restart), and a key left
+    /// locked would answer 409 until the lock timeout.
+    async fn unlock(&self, lease: Lease) -> Result<(), StoreError> {
+        persist(Duration::from_secs(2), || {
+            sqlx::query(
+                "UPDATE idempotency_keys SET locked_at = NULL WHERE id = $1 AND lock_generation = $2",
+            )
+            .bind(lease.key_id.0)
+            .bind(lease.generation)
+            .execute(&self.pool)
+        })
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
+        let row: Option<RideRow> = sqlx::query_as(
+            "SELECT id, idempotency_key_id, origin_lat, origin_lon, target_lat, target_lon, \
+             stripe_charge_id, user_id FROM rides WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(Ride::try_from).transpose()
+    }
+}
