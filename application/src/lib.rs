@@ -7,8 +7,8 @@
 pub mod background;
 pub mod create_ride;
 pub mod ports;
-pub mod queries;
 pub mod reconcile;
+pub mod show_ride;
 pub mod users;
 
 pub use background::{
@@ -18,8 +18,8 @@ pub use background::{
 pub use create_ride::{
     Answer, CreateRide, CreateRideError, CreateRideSettings, ReviewResolution, RideRequest,
 };
-pub use queries::ShowRide;
 pub use reconcile::{KeyFinding, ReconcileKeys, Settlement};
+pub use show_ride::ShowRide;
 pub use users::{
     AuthError, AuthMode, Authenticate, DEMO_USERS, SeedDemoUsers, SeedError, SeededUser,
 };

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::background::{Pace, completer_loop, enqueuer_loop, reaper_loop, worker_loop};
 use crate::settings::{
     ApiCommand, BatchArgs, CompleterCommand, ConsoleArgs, EnqueuerCommand, OpsArgs, PollArgs,
-    ReaperCommand, ServerArgs, StartCommand, WorkerCommand,
+    QueueArgs, ReaperCommand, ServerArgs, StartCommand, StoreArgs, WorkerCommand,
 };
 use crate::simulator;
 use crate::wiring::{Needs, Payments, StoppedWhileWaiting, System};
@@ -201,13 +201,48 @@ pub async fn api(args: ApiCommand, shutdown: CancellationToken) -> anyhow::Resul
     ready.and(served)
 }
 
+const WORKER: &str = "worker";
+
+/// How a background process starts: its operations endpoint first (not
+/// ready while it waits), then the system it works on, refusing an
+/// in-memory store (or, given `queue`, queue) that no other process could
+/// share; ready once connected, its gauges sampled every `poll` (with the
+/// dead-letter count for the process that dead-letters jobs, the worker).
+async fn start_background(
+    process: &'static str,
+    store: &StoreArgs,
+    queue: Option<&QueueArgs>,
+    ops: &OpsArgs,
+    poll: &PollArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<System> {
+    let (ready, _) = serve_ops(ops, None, shutdown).await?;
+    let needs = match queue {
+        Some(_) => Needs::STORE_AND_QUEUE,
+        None => Needs::STORE,
+    };
+    let system = System::build(store, queue, needs, shutdown).await?;
+    require_shared_store(&system, process)?;
+    if queue.is_some() {
+        require_shared_queue(&system, process)?;
+    }
+    let _ = ready.set(system.store.clone());
+    let dead_letters = process == WORKER;
+    system.spawn_resource_gauges(shutdown, poll.poll_interval.0, dead_letters);
+    Ok(system)
+}
+
 pub async fn completer(args: CompleterCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
     let payments = Payments::new(&args.stripe, &args.keys, args.store.embedded())?;
-    let (ready, _) = serve_ops(&args.ops, None, &shutdown).await?;
-    let system = System::build(&args.store, None, Needs::STORE, &shutdown).await?;
-    require_shared_store(&system, "completer")?;
-    let _ = ready.set(system.store.clone());
-    system.spawn_resource_gauges(&shutdown, args.poll.poll_interval.0, false);
+    let system = start_background(
+        "completer",
+        &args.store,
+        None,
+        &args.ops,
+        &args.poll,
+        &shutdown,
+    )
+    .await?;
     let completer = system.completer(&payments, &args.completer, &args.batch);
     let pace = pace(&args.poll, &args.batch);
     let deadline = args.shutdown.shutdown_deadline.0;
@@ -215,44 +250,37 @@ pub async fn completer(args: CompleterCommand, shutdown: CancellationToken) -> a
 }
 
 pub async fn enqueuer(args: EnqueuerCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (ready, _) = serve_ops(&args.ops, None, &shutdown).await?;
-    let system = System::build(
+    let queue = Some(&args.queue);
+    let system = start_background(
+        "enqueuer",
         &args.store,
-        Some(&args.queue),
-        Needs::STORE_AND_QUEUE,
+        queue,
+        &args.ops,
+        &args.poll,
         &shutdown,
     )
     .await?;
-    require_shared_store(&system, "enqueuer")?;
-    require_shared_queue(&system, "enqueuer")?;
-    let _ = ready.set(system.store.clone());
-    system.spawn_resource_gauges(&shutdown, args.poll.poll_interval.0, false);
     let enqueuer = system.enqueuer(&args.enqueuer, &args.batch);
     enqueuer_loop(&system, enqueuer, pace(&args.poll, &args.batch), shutdown).await
 }
 
 pub async fn worker(args: WorkerCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (ready, _) = serve_ops(&args.ops, None, &shutdown).await?;
-    let system = System::build(
-        &args.store,
-        Some(&args.queue),
-        Needs::STORE_AND_QUEUE,
-        &shutdown,
-    )
-    .await?;
-    require_shared_store(&system, "worker")?;
-    require_shared_queue(&system, "worker")?;
-    let _ = ready.set(system.store.clone());
-    system.spawn_resource_gauges(&shutdown, args.poll.poll_interval.0, true);
+    let queue = Some(&args.queue);
+    let system =
+        start_background(WORKER, &args.store, queue, &args.ops, &args.poll, &shutdown).await?;
     worker_loop(&system, args.worker.worker_batch, shutdown).await
 }
 
 pub async fn reaper(args: ReaperCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (ready, _) = serve_ops(&args.ops, None, &shutdown).await?;
-    let system = System::build(&args.store, None, Needs::STORE, &shutdown).await?;
-    require_shared_store(&system, "reaper")?;
-    let _ = ready.set(system.store.clone());
-    system.spawn_resource_gauges(&shutdown, args.poll.poll_interval.0, false);
+    let system = start_background(
+        "reaper",
+        &args.store,
+        None,
+        &args.ops,
+        &args.poll,
+        &shutdown,
+    )
+    .await?;
     let reaper = system.reaper(&args.reaper, &args.batch);
     reaper_loop(reaper, pace(&args.poll, &args.batch), shutdown).await
 }

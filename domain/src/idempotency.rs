@@ -6,9 +6,10 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::fingerprint::RequestFingerprint;
+pub use crate::ids::KeyId;
+use crate::ids::{RideId, UserId};
 use crate::response::StoredResponse;
-use crate::ride::{RideId, RideParams};
-use crate::user::UserId;
+use crate::ride::RideParams;
 
 /// A client's `Idempotency-Key`: 20 to 255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,15 +102,6 @@ impl RecoveryPoint {
 impl fmt::Display for RecoveryPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub i64);
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod api_key;
 pub mod charge;
 pub mod fingerprint;
 pub mod idempotency;
+pub mod ids;
 pub mod reconcile;
 pub mod response;
 pub mod ride;

@@ -3,19 +3,8 @@
 //! Coordinates are parsed, not validated: a `Latitude` is always finite and
 //! within [-90, 90], so nothing downstream has to check again.
 
-use std::fmt;
-
-use crate::idempotency::KeyId;
-use crate::user::UserId;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RideId(pub i64);
-
-impl fmt::Display for RideId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use crate::ids::RideId;
+use crate::ids::{KeyId, UserId};
 
 /// The four request fields, named as the API names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,16 +1,7 @@
 //! Riders. A user is identified by email (the demo's `AUTH_MODE=email`) or by
 //! an API key, and pays through one Stripe customer.
 
-use std::fmt;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(pub i64);
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use crate::ids::UserId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -1,0 +1,36 @@
+//! The account fake-stripe keeps: customers, charges, and the answers
+//! saved under each idempotency key.
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub(super) struct Customer {
+    pub(super) source: Option<String>,
+    pub(super) body: Value,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct StoredCharge {
+    pub(super) body: Value,
+    pub(super) at: Instant,
+}
+
+#[derive(Debug)]
+pub(super) struct SavedAnswer {
+    pub(super) fingerprint: String,
+    pub(super) status: StatusCode,
+    pub(super) body: Value,
+    pub(super) at: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Ledger {
+    pub(super) customers: HashMap<String, Customer>,
+    /// Successful charges, oldest first.
+    pub(super) charges: Vec<StoredCharge>,
+    pub(super) answers: HashMap<String, SavedAnswer>,
+    /// Idempotency keys of requests being processed right now.
+    pub(super) in_flight: std::collections::HashSet<String>,
+    /// Faults injected so far, by kind and timing (`500/after`).
+    pub(super) faults: std::collections::BTreeMap<String, u64>,
+}

@@ -1,0 +1,99 @@
+//! Who may use the console: the token, as a cookie set at sign-in or as a
+//! bearer, compared in constant time; and the per-token form guard that
+//! keeps cross-site posts out.
+
+use super::*;
+
+pub(super) const COOKIE: &str = "rocket_rides_console";
+
+pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (ApiKeyHash::of(a), ApiKeyHash::of(b));
+    a.as_str()
+        .bytes()
+        .zip(b.as_str().bytes())
+        .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+        == 0
+}
+
+impl Console {
+    pub(super) fn csrf(&self) -> String {
+        ApiKeyHash::of(&format!("console-form:{}", self.token))
+            .as_str()
+            .to_owned()
+    }
+
+    /// The token the request carries, in the cookie or as a bearer.
+    pub(super) fn signed_in(&self, headers: &HeaderMap) -> Option<bool> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix(&format!("{COOKIE}=")));
+        bearer
+            .or(cookie)
+            .map(|given| constant_time_eq(given, &self.token))
+    }
+}
+
+/// Not ready, or not signed in: the answer, else the console.
+pub(super) async fn console_for(
+    slot: &ConsoleSlot,
+    headers: &HeaderMap,
+) -> Result<Arc<Console>, Response> {
+    let Some(console) = slot.get().cloned() else {
+        return Err(html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            layout("Console", None, "<p>The process is not connected yet.</p>"),
+        ));
+    };
+    match console.signed_in(headers) {
+        Some(true) => Ok(console),
+        Some(false) => Err(html(
+            StatusCode::UNAUTHORIZED,
+            layout(
+                "Console: wrong token",
+                None,
+                "<p class=\"error\" id=\"refused\">Wrong console token.</p><p><a href=\"/console/login\">Sign in again</a></p>",
+            ),
+        )),
+        None => Err(Redirect::to("/console/login").into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct Csrf {
+    pub(super) csrf: String,
+}
+
+/// The refusal of a form that did not come from the console, if it did not.
+pub(super) fn foreign_form(console: &Console, form: &Csrf) -> Option<Response> {
+    if constant_time_eq(&form.csrf, &console.csrf()) {
+        return None;
+    }
+    Some(html(
+        StatusCode::FORBIDDEN,
+        layout(
+            "Console",
+            None,
+            "<p class=\"error\">This form did not come from the console.</p>",
+        ),
+    ))
+}
+
+/// The console for a form post: signed in, and the form is its own.
+pub(super) async fn console_for_form(
+    slot: &ConsoleSlot,
+    headers: &HeaderMap,
+    form: &Csrf,
+) -> Result<Arc<Console>, Response> {
+    let console = console_for(slot, headers).await?;
+    match foreign_form(&console, form) {
+        Some(refused) => Err(refused),
+        None => Ok(console),
+    }
+}

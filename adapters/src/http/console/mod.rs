@@ -1,0 +1,195 @@
+//! The operator's console: one server-rendered page on the process's
+//! metrics/admin address (`METRICS_ADDR`), behind a token (`CONSOLE_TOKEN`),
+//! refreshing itself every few seconds. It shows unfinished keys by
+//! recovery point, the keys awaiting review with what Stripe holds for each
+//! (and a button that settles the ones Stripe answers for), the staged-job
+//! backlog, the dead letters (with requeue, where the process has NATS),
+//! the recent rides with their request ids, and the last hour's keys by
+//! the answer stored for them.
+//!
+//! Sign-in: `POST /console/login` with the token sets an HttpOnly,
+//! SameSite=Strict cookie; scripts may send `Authorization: Bearer
+//! <token>` instead. Every form carries a token derived from it (a second
+//! guard against cross-site posts). Tokens are compared in constant time.
+
+mod auth;
+mod findings;
+mod view;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use application::ports::{Clock, Dashboard, DeadLetters, KeyViews, Outbox};
+use application::{KeyFinding, ReconcileKeys, Settlement};
+use axum::Form;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use domain::{ApiKeyHash, KeyId, Reconciliation, ReviewPolicy};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use auth::{COOKIE, Csrf, console_for, console_for_form, constant_time_eq};
+pub use findings::FindingsCache;
+use view::{back_with, escape, html, layout, login_page, render};
+
+/// Most rows of each list.
+const ROWS: usize = 50;
+
+/// What the console reads and acts through; set once the process is connected.
+pub struct Console {
+    pub token: String,
+    pub reconcile: ReconcileKeys,
+    pub keys: Arc<dyn KeyViews>,
+    pub outbox: Arc<dyn Outbox>,
+    pub dashboard: Arc<dyn Dashboard>,
+    /// The dead letters, once this process is connected to its queue.
+    pub dead_letters: Arc<OnceCell<Arc<dyn DeadLetters>>>,
+    /// Whether this process's queue keeps dead letters at all (NATS does,
+    /// the in-memory queue does not).
+    pub keeps_dead_letters: bool,
+    pub clock: Arc<dyn Clock>,
+    pub review: ReviewPolicy,
+    pub refresh: Duration,
+    pub findings: FindingsCache,
+}
+
+/// Filled in once the process has its store; until then the console
+/// answers 503.
+pub type ConsoleSlot = Arc<OnceCell<Arc<Console>>>;
+
+pub fn console_router(slot: ConsoleSlot) -> Router {
+    Router::new()
+        .route("/console", get(page))
+        .route("/console/login", get(login_form).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/review/{id}/settle", post(settle))
+        .route("/console/dead-letters/requeue", post(requeue))
+        .with_state(slot)
+}
+
+async fn login_form(State(slot): State<ConsoleSlot>) -> Response {
+    if slot.get().is_none() {
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            layout("Console", None, "<p>The process is not connected yet.</p>"),
+        );
+    }
+    login_page(StatusCode::OK, "")
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(slot): State<ConsoleSlot>, Form(form): Form<LoginForm>) -> Response {
+    let Some(console) = slot.get() else {
+        return login_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The process is not connected yet.",
+        );
+    };
+    if !constant_time_eq(&form.token, &console.token) {
+        tracing::warn!("console: sign-in with a wrong token refused");
+        return login_page(StatusCode::UNAUTHORIZED, "Wrong console token.");
+    }
+    let mut response = Redirect::to("/console").into_response();
+    let cookie = format!(
+        "{COOKIE}={}; Path=/console; HttpOnly; SameSite=Strict",
+        console.token
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn logout() -> Response {
+    let mut response = Redirect::to("/console/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "rocket_rides_console=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict",
+        ),
+    );
+    response
+}
+
+async fn settle(
+    State(slot): State<ConsoleSlot>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    let console = match console_for_form(&slot, &headers, &form).await {
+        Ok(console) => console,
+        Err(response) => return response,
+    };
+    let message = match console.reconcile.settle(KeyId(id)).await {
+        Ok(Settlement::Settled { status }) => {
+            tracing::info!(key_id = id, status, "console: key settled from Stripe");
+            format!("Key {id} settled from Stripe's records: {status}.")
+        }
+        Ok(Settlement::Left { reason }) => format!("Key {id} left for review: {reason}"),
+        Ok(Settlement::Skipped) => {
+            format!("Key {id} was not settled: a request holds it, or it no longer awaits review.")
+        }
+        Err(error) => {
+            tracing::warn!(key_id = id, %error, "console: settling failed");
+            format!("Key {id} was not settled: {error}")
+        }
+    };
+    back_with(&message)
+}
+
+async fn requeue(
+    State(slot): State<ConsoleSlot>,
+    headers: HeaderMap,
+    Form(form): Form<Csrf>,
+) -> Response {
+    let console = match console_for_form(&slot, &headers, &form).await {
+        Ok(console) => console,
+        Err(response) => return response,
+    };
+    let message = match console.dead_letters.get() {
+        None => "No dead-letter stream in this process.".to_owned(),
+        Some(dead_letters) => match dead_letters.requeue_dead_jobs(ROWS).await {
+            Ok(jobs) => format!("{} dead job(s) requeued.", jobs.len()),
+            Err(error) => format!("Requeue failed: {error:#}"),
+        },
+    };
+    back_with(&message)
+}
+
+async fn page(
+    State(slot): State<ConsoleSlot>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let console = match console_for(&slot, &headers).await {
+        Ok(console) => console,
+        Err(response) => return response,
+    };
+    match render(&console, query.get("flash").map(String::as_str)).await {
+        Ok(body) => html(
+            StatusCode::OK,
+            layout("Rocket Rides console", Some(console.refresh), &body),
+        ),
+        Err(error) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            layout(
+                "Console",
+                Some(console.refresh),
+                &format!(
+                    "<p class=\"error\">The store did not answer: {}</p>",
+                    escape(&error.to_string())
+                ),
+            ),
+        ),
+    }
+}

@@ -1,0 +1,272 @@
+//! The HTML: the page layout, the sign-in form and the console itself,
+//! every value escaped.
+
+use super::*;
+
+pub(super) fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub(super) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub(super) fn layout(title: &str, refresh: Option<Duration>, body: &str) -> String {
+    let refresh = refresh
+        .map(|every| {
+            format!(
+                "<meta http-equiv=\"refresh\" content=\"{}\">",
+                every.as_secs().max(1)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>{}</title>\
+         <style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330}}\
+         table{{border-collapse:collapse;margin:.4rem 0 1.2rem}}td,th{{border:1px solid #ccd;padding:.25rem .6rem;text-align:left}}td{{overflow-wrap:anywhere}}\
+         th{{background:#eef}}h2{{margin-top:1.4rem}}.flash{{background:#efe;border:1px solid #9c9;padding:.4rem}}\
+         .error{{background:#fee;border:1px solid #c99;padding:.4rem}}.muted{{color:#667}}</style></head>\
+         <body>{body}</body></html>",
+        escape(title)
+    )
+}
+
+pub(super) fn login_page(status: StatusCode, message: &str) -> Response {
+    let message = match message {
+        "" => String::new(),
+        text => format!("<p class=\"error\" id=\"refused\">{}</p>", escape(text)),
+    };
+    html(
+        status,
+        layout(
+            "Console: sign in",
+            None,
+            &format!(
+                "<h1>Rocket Rides console</h1>{message}\
+                 <form method=\"post\" action=\"/console/login\">\
+                 <label>Console token <input type=\"password\" name=\"token\" id=\"token\" autofocus></label> \
+                 <button type=\"submit\" id=\"sign-in\">Sign in</button></form>"
+            ),
+        ),
+    )
+}
+
+pub(super) fn back_with(message: &str) -> Response {
+    let query = serde_urlencoded::to_string([("flash", message)]).unwrap_or_default();
+    Redirect::to(&format!("/console?{query}")).into_response()
+}
+
+pub(super) fn ago(now: SystemTime, at: SystemTime) -> String {
+    let seconds = now.duration_since(at).unwrap_or_default().as_secs();
+    match seconds {
+        s if s < 120 => format!("{s} s ago"),
+        s if s < 7200 => format!("{} min ago", s / 60),
+        s => format!("{} h ago", s / 3600),
+    }
+}
+
+pub(super) async fn render(console: &Console, flash: Option<&str>) -> anyhow::Result<String> {
+    let now = console.clock.now();
+    let csrf = console.csrf();
+    let mut out = String::new();
+    let w = &mut out;
+    writeln!(
+        w,
+        "<h1>Rocket Rides console</h1><p class=\"muted\">As of {} (refreshes every {} s). \
+         <form method=\"post\" action=\"/console/logout\" style=\"display:inline\"><button>Sign out</button></form></p>",
+        humantime::format_rfc3339_seconds(now),
+        console.refresh.as_secs().max(1)
+    )?;
+    if let Some(flash) = flash {
+        writeln!(w, "<p class=\"flash\" id=\"flash\">{}</p>", escape(flash))?;
+    }
+
+    let counts = console
+        .keys
+        .unfinished_counts(console.review.attempted_before(now))
+        .await?;
+    writeln!(
+        w,
+        "<h2>Unfinished keys by recovery point</h2><table id=\"recovery-points\"><tr><th>recovery point</th><th>keys</th></tr>"
+    )?;
+    for point in ["started", "ride_created", "charge_created"] {
+        let n = counts
+            .by_recovery_point
+            .iter()
+            .find(|(p, _)| p.as_str() == point)
+            .map_or(0, |(_, n)| *n);
+        writeln!(
+            w,
+            "<tr><td>{point}</td><td id=\"keys-{point}\">{n}</td></tr>"
+        )?;
+    }
+    writeln!(
+        w,
+        "<tr><td>awaiting review</td><td id=\"keys-awaiting-review\">{}</td></tr></table>",
+        counts.awaiting_review
+    )?;
+
+    let findings = console.review_findings(now).await?;
+    writeln!(w, "<h2>Keys awaiting review</h2>")?;
+    if findings.is_empty() {
+        writeln!(w, "<p id=\"review-empty\">No key awaits review.</p>")?;
+    } else {
+        writeln!(
+            w,
+            "<table id=\"review\"><tr><th>key</th><th>user</th><th>Idempotency-Key</th><th>first charge attempt</th><th>Stripe holds</th><th>decision</th><th></th></tr>"
+        )?;
+        for finding in &findings {
+            let key = &finding.record;
+            let (decision, can_settle) = match &finding.verdict {
+                Reconciliation::Charged { charge_id } => (format!("book with {charge_id}"), true),
+                Reconciliation::NotCharged => ("end without a charge".to_owned(), true),
+                Reconciliation::Undecided { reason } => (format!("undecided: {reason}"), false),
+            };
+            let button = if can_settle {
+                format!(
+                    "<form method=\"post\" action=\"/console/review/{id}/settle\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <button type=\"submit\" id=\"settle-{id}\">Settle from Stripe</button></form>",
+                    id = key.id
+                )
+            } else {
+                String::new()
+            };
+            writeln!(
+                w,
+                "<tr id=\"review-{id}\"><td>{id}</td><td>{user}</td><td>{key_text}</td><td>{attempt}</td><td>{stripe}</td><td>{decision}</td><td>{button}</td></tr>",
+                id = key.id,
+                user = key.user_id,
+                key_text = escape(key.key.as_str()),
+                attempt = key
+                    .unrecorded_charge_attempt()
+                    .map(|at| ago(now, at))
+                    .unwrap_or_default(),
+                stripe = escape(&finding.search.to_string()),
+                decision = escape(&decision),
+            )?;
+        }
+        writeln!(w, "</table>")?;
+    }
+
+    let backlog = console.outbox.backlog(now).await?;
+    writeln!(
+        w,
+        "<h2>Staged jobs</h2><p><span id=\"backlog-jobs\">{}</span> staged, the oldest waiting <span id=\"backlog-age\">{}</span> s.</p>",
+        backlog.jobs,
+        backlog.oldest_age.as_secs()
+    )?;
+    let staged = console.outbox.staged_jobs(ROWS).await?;
+    if !staged.is_empty() {
+        writeln!(
+            w,
+            "<table id=\"staged\"><tr><th>job</th><th>ride</th><th>user</th></tr>"
+        )?;
+        for job in &staged {
+            writeln!(
+                w,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                job.id, job.job.ride_id, job.job.user_id
+            )?;
+        }
+        writeln!(w, "</table>")?;
+    }
+
+    writeln!(w, "<h2>Dead letters</h2>")?;
+    match (console.dead_letters.get(), console.keeps_dead_letters) {
+        (Some(dead_letters), _) => {
+            let dead = dead_letters.dead_jobs(ROWS).await?;
+            writeln!(
+                w,
+                "<p><span id=\"dead-letters\">{}</span> dead job(s).</p>",
+                dead.len()
+            )?;
+            if !dead.is_empty() {
+                writeln!(
+                    w,
+                    "<table id=\"dead\"><tr><th>sequence</th><th>job</th><th>ride</th><th>reason</th></tr>"
+                )?;
+                for job in &dead {
+                    writeln!(
+                        w,
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        job.sequence,
+                        job.job.id,
+                        job.job.job.ride_id,
+                        escape(&job.reason)
+                    )?;
+                }
+                writeln!(
+                    w,
+                    "</table><form method=\"post\" action=\"/console/dead-letters/requeue\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <button type=\"submit\" id=\"requeue\">Requeue them</button></form>"
+                )?;
+            }
+        }
+        (None, true) => writeln!(w, "<p>Not connected to NATS yet.</p>")?,
+        (None, false) => writeln!(w, "<p>The in-memory queue keeps no dead letters.</p>")?,
+    }
+
+    let rides = console.dashboard.recent_rides(ROWS).await?;
+    writeln!(
+        w,
+        "<h2>Recent rides</h2><table id=\"rides\"><tr><th>ride</th><th>user</th><th>answer</th><th>charge</th><th>request id</th><th>requested</th></tr>"
+    )?;
+    for recent in &rides {
+        writeln!(
+            w,
+            "<tr id=\"ride-{id}\"><td>{id}</td><td>{user}</td><td>{status}</td><td>{charge}</td><td class=\"request-id\">{request}</td><td>{at}</td></tr>",
+            id = recent.ride.id,
+            user = recent.ride.user_id,
+            status = recent
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unfinished".into()),
+            charge = escape(recent.ride.stripe_charge_id.as_deref().unwrap_or("")),
+            request = escape(recent.request_id.as_deref().unwrap_or("")),
+            at = recent
+                .requested_at
+                .map(|at| ago(now, at))
+                .unwrap_or_default(),
+        )?;
+    }
+    writeln!(w, "</table>")?;
+
+    let since = now
+        .checked_sub(Duration::from_secs(3600))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let answers = console.dashboard.answers_since(since).await?;
+    writeln!(
+        w,
+        "<h2>The last hour's keys by stored answer</h2><table id=\"answers\"><tr><th>answer</th><th>keys</th></tr>"
+    )?;
+    for (status, n) in &answers {
+        let label = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unfinished".into());
+        writeln!(
+            w,
+            "<tr><td>{label}</td><td id=\"answers-{label}\">{n}</td></tr>"
+        )?;
+    }
+    writeln!(w, "</table>")?;
+    Ok(out)
+}
