@@ -846,22 +846,25 @@ pub fn settings_table() -> String {
             add(heading, arg, command.get_name());
         }
     }
-    let mut out = String::new();
-    for (heading, rows, commands) in sections {
-        let commands: Vec<String> = commands
+    // Which commands read each group, then every setting in one table, in
+    // the groups' order.
+    let mut out = String::from("| group | read by |\n| --- | --- |\n");
+    for (heading, _, commands) in &sections {
+        let names: Vec<String> = commands
             .iter()
-            .filter(|c| !c.is_empty())
-            .map(|c| format!("`{c}`"))
+            .map(|c| match c.is_empty() {
+                true => "every command".to_owned(),
+                false => format!("`{c}`"),
+            })
             .collect();
-        let read_by = match commands.is_empty() {
-            true => String::new(),
-            false => format!(" (read by {})", commands.join(", ")),
-        };
-        out.push_str(&format!(
-            "**{heading}**{read_by}\n\n| variable | flag | default | meaning |\n| --- | --- | --- | --- |\n"
-        ));
+        out.push_str(&format!("| {heading} | {} |\n", names.join(", ")));
+    }
+    out.push_str(
+        "\n| variable | flag | default | group | meaning |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for (heading, rows, commands) in &sections {
         for (env, row) in rows {
-            // A variable some commands of the section do not read says which do.
+            // A variable some commands of its group do not read says which do.
             let only = if row.commands.len() < commands.len() {
                 let names: Vec<String> = row.commands.iter().map(|c| format!("`{c}`")).collect();
                 format!(" (read by {} only)", names.join(", "))
@@ -869,11 +872,10 @@ pub fn settings_table() -> String {
                 String::new()
             };
             out.push_str(&format!(
-                "| `{env}` | `{}` | {} | {}{only} |\n",
+                "| `{env}` | `{}` | {} | {heading} | {}{only} |\n",
                 row.flag, row.default, row.meaning
             ));
         }
-        out.push('\n');
     }
     out
 }
