@@ -1,6 +1,6 @@
 //! The enqueuer, the worker and the reaper on the in-memory adapters.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

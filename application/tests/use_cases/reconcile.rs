@@ -1,7 +1,7 @@
 //! Reconcile: keys awaiting review settled from what the payment gateway
 //! holds, on the in-memory adapters with a manual clock.
 
-mod support;
+use crate::support;
 
 use application::ports::KeyViews;
 use std::sync::Arc;

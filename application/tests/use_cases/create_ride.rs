@@ -2,7 +2,7 @@
 //! row of SPEC.md's table the use case decides, and resuming from each
 //! recovery point. No sleeps: lock timeouts are crossed by moving the clock.
 
-mod support;
+use crate::support;
 
 use application::ports::{KeyScans, KeyViews};
 use std::time::Duration;

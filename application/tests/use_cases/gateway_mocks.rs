@@ -1,7 +1,7 @@
 //! What the fake gateway cannot stage, staged with mockall: an unknown
 //! outcome on the first call only, and a store that fails at a chosen step.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 

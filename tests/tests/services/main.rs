@@ -1,0 +1,6 @@
+//! The service against its real neighbours: Postgres, the Stripe adapter
+//! and fake-stripe with faults (`stripe_end_to_end`), and NATS JetStream
+//! (`nats_queue`). One test binary.
+
+mod nats_queue;
+mod stripe_end_to_end;
