@@ -156,6 +156,8 @@ async fn resolve_from_stripe_books_the_charged_key_ends_the_uncharged_one_and_bo
     assert_eq!((status, replayed), (201, true), "{body}");
     assert_eq!(body["ride"]["stripe_charge_id"], charge_id.as_str());
 
+    // Deliberately let the key's last run + LOCK_TIMEOUT (3 s) + the search
+    // lag (10 s) pass: only then may "nothing found" count as "no charge".
     tokio::time::sleep(Duration::from_secs(13).saturating_sub(retried.elapsed())).await;
     let mut resolve = command(&url, &stripe);
     resolve.args(["resolve", "--from-stripe"]);

@@ -178,6 +178,7 @@ async fn idempotency_keys_expire_after_the_window() {
     .await;
     let visa = stripe.customer(Some("tok_visa")).await;
     stripe.charge(&visa, "short-lived", "2000").await;
+    // Deliberately let the 100 ms window pass: there is no event to wait for.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let (_, _, replayed) = stripe.charge(&visa, "short-lived", "2000").await;
     assert!(!replayed);
@@ -504,6 +505,8 @@ async fn search_finds_charges_by_metadata_only_after_the_indexing_delay() {
         "too recent to be indexed"
     );
 
+    // Deliberately let the 400 ms indexing delay pass, as a client of
+    // Stripe's search must.
     tokio::time::sleep(Duration::from_millis(450)).await;
     let (_, body) = stripe.get(&search_path(query)).await;
     let ids: Vec<&str> = body["data"]
@@ -656,6 +659,7 @@ async fn the_adapter_finds_a_charge_by_its_downstream_key_once_search_shows_it()
         ChargeSearch::Found(vec![]),
         "not searchable yet"
     );
+    // Deliberately let the search delay pass.
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(
         gateway.find_charges("rr-find-me").await,
