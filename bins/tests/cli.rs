@@ -250,3 +250,43 @@ fn the_readme_lists_every_setting_as_the_flags_define_it() {
         assert!(generated.contains(&format!("`{name}`")), "{name} is listed");
     }
 }
+
+/// Each subcommand's `--help` lists the settings it reads and no others.
+#[test]
+fn each_command_lists_only_the_settings_it_reads() {
+    let help = |command: &str| {
+        let output = self::command()
+            .args([command, "--help"])
+            .output()
+            .expect("runs --help");
+        assert!(output.status.success(), "{command} --help: {output:?}");
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let fake_stripe = help("fake-stripe");
+    for absent in ["--database-url", "--nats-url", "--lock-timeout", "--completer-min-age"] {
+        assert!(!fake_stripe.contains(absent), "fake-stripe shows {absent}");
+    }
+    assert!(fake_stripe.contains("--search-delay"));
+    let migrate = help("migrate");
+    let flags: Vec<&str> = migrate
+        .split_whitespace()
+        .filter(|word| word.starts_with("--"))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            "--log-format",
+            "--help",
+            "--database-url",
+            "--database-max-connections",
+            "--database-acquire-timeout",
+            "--database-statement-timeout",
+        ],
+        "{migrate}"
+    );
+    let api = help("api");
+    assert!(!api.contains("--worker-batch"), "{api}");
+    for present in ["--api-port", "--lock-timeout", "--console-token", "--database-url"] {
+        assert!(api.contains(present), "api lacks {present}");
+    }
+}
