@@ -15,14 +15,18 @@ use adapters::postgres::PoolSettings;
 use adapters::stripe::StripeSettings;
 use application::{AuthMode, Authenticate};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
 
 /// A duration setting: parsed and shown like `90s`, `5m`, `72h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
+/// Written without spaces (`1m30s`), so a default reads as one word in
+/// `--help` and parses back as given.
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        humantime::format_duration(self.0).fmt(f)
+        let text = humantime::format_duration(self.0).to_string();
+        f.write_str(&text.replace(' ', ""))
     }
 }
 
@@ -473,7 +477,7 @@ impl StripeArgs {
 #[command(next_help_heading = "Idempotency keys")]
 pub struct KeyArgs {
     /// A locked key whose lock is older than this may be taken over.
-    #[arg(long, env = "LOCK_TIMEOUT", value_parser = duration, default_value = "90s")]
+    #[arg(long, env = "LOCK_TIMEOUT", value_parser = duration, default_value_t = Dur(LockPolicy::DEFAULT.lock_timeout))]
     pub lock_timeout: Dur,
     /// How long the payment processor remembers an idempotency key (Stripe: 24h).
     #[arg(long, env = "GATEWAY_IDEMPOTENCY_WINDOW", value_parser = duration, default_value = "24h")]
@@ -481,7 +485,7 @@ pub struct KeyArgs {
     /// A charge first attempted longer ago goes to review instead of being
     /// retried; shorter than GATEWAY_IDEMPOTENCY_WINDOW by at least one
     /// gateway call with its retries.
-    #[arg(long, env = "REVIEW_AFTER", value_parser = duration, default_value = "23h")]
+    #[arg(long, env = "REVIEW_AFTER", value_parser = duration, default_value_t = Dur(ReviewPolicy::DEFAULT.review_after))]
     pub review_after: Dur,
     /// How long after a charge is made the processor's search may still
     /// miss it (Stripe: "under normal operating conditions, less than a
@@ -660,10 +664,10 @@ pub struct BatchArgs {
 #[command(next_help_heading = "Completer")]
 pub struct CompleterArgs {
     /// The completer leaves keys younger than this to their client.
-    #[arg(long, env = "COMPLETER_MIN_AGE", value_parser = duration, default_value = "300s")]
+    #[arg(long, env = "COMPLETER_MIN_AGE", value_parser = duration, default_value_t = Dur(CompleterPolicy::DEFAULT.min_age))]
     pub completer_min_age: Dur,
     /// The completer leaves keys run more recently than this.
-    #[arg(long, env = "COMPLETER_MIN_IDLE", value_parser = duration, default_value = "60s")]
+    #[arg(long, env = "COMPLETER_MIN_IDLE", value_parser = duration, default_value_t = Dur(CompleterPolicy::DEFAULT.min_idle))]
     pub completer_min_idle: Dur,
     /// How many keys of a batch one completer works at once, each under its
     /// own lock: sized for a gateway answering in a few hundred milliseconds.

@@ -263,7 +263,12 @@ fn each_command_lists_only_the_settings_it_reads() {
         String::from_utf8(output.stdout).expect("UTF-8")
     };
     let fake_stripe = help("fake-stripe");
-    for absent in ["--database-url", "--nats-url", "--lock-timeout", "--completer-min-age"] {
+    for absent in [
+        "--database-url",
+        "--nats-url",
+        "--lock-timeout",
+        "--completer-min-age",
+    ] {
         assert!(!fake_stripe.contains(absent), "fake-stripe shows {absent}");
     }
     assert!(fake_stripe.contains("--search-delay"));
@@ -286,7 +291,12 @@ fn each_command_lists_only_the_settings_it_reads() {
     );
     let api = help("api");
     assert!(!api.contains("--worker-batch"), "{api}");
-    for present in ["--api-port", "--lock-timeout", "--console-token", "--database-url"] {
+    for present in [
+        "--api-port",
+        "--lock-timeout",
+        "--console-token",
+        "--database-url",
+    ] {
         assert!(api.contains(present), "api lacks {present}");
     }
 }

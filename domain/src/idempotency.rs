@@ -302,6 +302,11 @@ pub struct LockPolicy {
 }
 
 impl LockPolicy {
+    /// The seed's 90 s: longer than any charge with its retries.
+    pub const DEFAULT: Self = Self {
+        lock_timeout: Duration::from_secs(90),
+    };
+
     /// A lock is fresh until it is older than the lock timeout.
     pub fn is_fresh(&self, locked_at: Option<SystemTime>, now: SystemTime) -> bool {
         locked_at.is_some_and(|at| age(now, at) <= self.lock_timeout)
@@ -380,6 +385,15 @@ pub struct CompleterCutoffs {
 }
 
 impl CompleterPolicy {
+    /// The seed's: keys 300 s old, idle for 60 s, with the default lock and
+    /// review rules.
+    pub const DEFAULT: Self = Self {
+        min_age: Duration::from_secs(300),
+        min_idle: Duration::from_secs(60),
+        lock: LockPolicy::DEFAULT,
+        review: ReviewPolicy::DEFAULT,
+    };
+
     pub fn is_eligible(&self, record: &KeyRecord, now: SystemTime) -> bool {
         record.recovery_point() != RecoveryPoint::Finished
             && age(now, record.created_at) > self.min_age
@@ -414,6 +428,12 @@ pub struct ReviewPolicy {
 }
 
 impl ReviewPolicy {
+    /// 23 h: a last retry still reaches Stripe inside the 24 h it keeps
+    /// idempotency keys.
+    pub const DEFAULT: Self = Self {
+        review_after: Duration::from_secs(23 * 3600),
+    };
+
     pub fn needs_review(&self, record: &KeyRecord, now: SystemTime) -> bool {
         record
             .unrecorded_charge_attempt()

@@ -29,23 +29,14 @@ pub const GOOD_USER: &str = "user@example.com";
 pub const DECLINED_USER: &str = "user-bad-source@example.com";
 pub const CARDLESS_USER: &str = "user-no-card@example.com";
 
-/// The lock policy at its default: a 90 s lock timeout.
-pub const LOCK: LockPolicy = LockPolicy {
-    lock_timeout: Duration::from_secs(90),
-};
+/// The lock policy at its default.
+pub const LOCK: LockPolicy = LockPolicy::DEFAULT;
 
-/// The review rule at its default: a charge first attempted 23 h ago.
-pub const REVIEW: ReviewPolicy = ReviewPolicy {
-    review_after: Duration::from_secs(23 * 3600),
-};
+/// The review rule at its default.
+pub const REVIEW: ReviewPolicy = ReviewPolicy::DEFAULT;
 
-/// The completer at its defaults: keys 300 s old, 60 s idle.
-pub const COMPLETER: domain::CompleterPolicy = domain::CompleterPolicy {
-    min_age: Duration::from_secs(300),
-    min_idle: Duration::from_secs(60),
-    lock: LOCK,
-    review: REVIEW,
-};
+/// The completer at its defaults.
+pub const COMPLETER: domain::CompleterPolicy = domain::CompleterPolicy::DEFAULT;
 
 /// The phase machine's settings at their defaults.
 pub fn ride_settings() -> CreateRideSettings {
