@@ -74,4 +74,63 @@ try:
 except stripe.IdempotencyError as error:
     print("mismatched idempotent request:", error.http_status)
 
+# PaymentIntents off session, as the charge phase makes them.
+payer = stripe.Customer.create(
+    email="py-pi@example.com",
+    payment_method="pm_card_visa",
+    invoice_settings={"default_payment_method": "pm_card_visa"},
+)
+method = payer.invoice_settings.default_payment_method
+assert method and method.startswith("pm_"), payer
+intent = stripe.PaymentIntent.create(
+    amount=2000,
+    currency="usd",
+    customer=payer.id,
+    payment_method=method,
+    off_session=True,
+    confirm=True,
+    metadata={"rocket_rides_downstream_key": "py-pi-1"},
+    idempotency_key="py-pi-1",
+)
+assert intent.status == "succeeded" and intent.latest_charge, intent
+print("payment intent succeeded:", intent.id, intent.latest_charge)
+assert stripe.PaymentIntent.retrieve(intent.id).status == "succeeded"
+deadline = time.time() + 30
+while True:
+    found = stripe.PaymentIntent.search(query="metadata['rocket_rides_downstream_key']:'py-pi-1'")
+    if found.data or time.time() > deadline:
+        break
+    time.sleep(0.5)
+assert [i.id for i in found.data] == [intent.id], found
+print("payment intent found by search:", found.data[0].id)
+
+needs_3ds = stripe.Customer.create(
+    email="py-3ds@example.com",
+    payment_method="pm_card_authenticationRequired",
+    invoice_settings={"default_payment_method": "pm_card_authenticationRequired"},
+)
+try:
+    stripe.PaymentIntent.create(
+        amount=2000,
+        currency="usd",
+        customer=needs_3ds.id,
+        payment_method=needs_3ds.invoice_settings.default_payment_method,
+        off_session=True,
+        confirm=True,
+        idempotency_key="py-pi-3ds",
+    )
+    raise AssertionError("a card needing authentication was charged off session")
+except stripe.CardError as error:
+    assert error.code == "authentication_required", error
+    waiting = error.error.payment_intent
+    assert waiting["status"] == "requires_payment_method" and waiting["client_secret"], waiting
+    print("authentication required:", waiting["id"])
+    cancelled = stripe.PaymentIntent.cancel(waiting["id"])
+    assert cancelled.status == "canceled", cancelled
+    print("payment intent cancelled:", cancelled.id)
+
+events = stripe.Event.list(limit=3)
+assert events.data[0].type == "payment_intent.canceled", events
+print("events listed:", [e.type for e in events.data])
+
 print("ok: the official client read every answer")

@@ -49,9 +49,21 @@ async fn stripes_python_library_reads_every_answer_of_fake_stripe() {
         "{printed}"
     );
     assert!(printed.contains("charge found by search"), "{printed}");
-    assert_eq!(
-        stripe.charges().len(),
-        1,
-        "the replay made no second charge"
+    assert!(
+        printed.contains("payment intent found by search"),
+        "{printed}"
     );
+    assert!(printed.contains("authentication required"), "{printed}");
+    // One charge made through Charges (its replay made none), one through
+    // the PaymentIntent; the card needing 3-D Secure made none.
+    let charged = |key: &str| {
+        stripe
+            .charges()
+            .iter()
+            .filter(|charge| charge["metadata"]["rocket_rides_downstream_key"] == key)
+            .count()
+    };
+    assert_eq!(charged("py-check-1"), 1, "the replay made no second charge");
+    assert_eq!(charged("py-pi-1"), 1, "the intent charged once");
+    assert_eq!(stripe.charges().len(), 2);
 }

@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod response;
 pub mod ride;
 pub mod user;
+pub mod webhook;
 
 pub use api_key::ApiKeyHash;
 pub use charge::{ChargeOutcome, ChargeRequest, Price, RIDE_PRICE, ReceiptJob, StagedJob};

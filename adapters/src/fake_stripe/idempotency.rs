@@ -32,7 +32,7 @@ impl FakeStripe {
         path: &str,
         key: Option<&str>,
         form: &Form,
-        run: fn(&mut Ledger, &Form) -> (StatusCode, Value),
+        run: impl FnOnce(&mut Ledger, &Form) -> (StatusCode, Value),
     ) -> (StatusCode, Value, bool) {
         let mut ledger = self.ledger();
         let window = self.settings.idempotency_window;
@@ -76,12 +76,16 @@ impl FakeStripe {
         (status, body, false)
     }
 
+    /// A POST to `path` (the route, as `--fault-paths` names it; `id`, if
+    /// the route has one, joins the request's identity for the idempotency
+    /// rules), answered by `run` over the ledger.
     pub(super) async fn handle(
         &self,
         path: &'static str,
+        id: Option<&str>,
         headers: HeaderMap,
         body: Bytes,
-        run: fn(&mut Ledger, &Form) -> (StatusCode, Value),
+        run: impl FnOnce(&mut Ledger, &Form) -> (StatusCode, Value),
     ) -> Response {
         if !authorized(&headers) {
             return unauthorized();
@@ -112,7 +116,11 @@ impl FakeStripe {
         {
             return response;
         }
-        let (status, body, replayed) = self.process(path, key.as_deref(), &form, run);
+        let target = match id {
+            Some(id) => format!("{path}/{id}"),
+            None => path.to_owned(),
+        };
+        let (status, body, replayed) = self.process(&target, key.as_deref(), &form, run);
         info!(path, %status, replayed, key = key.as_deref().unwrap_or(""), "fake-stripe answered");
         if let Some((kind, true)) = fault
             && let Some(response) = self.fault(kind, path).await

@@ -1,5 +1,5 @@
-//! The account fake-stripe keeps: customers, charges, and the answers
-//! saved under each idempotency key.
+//! The account fake-stripe keeps: customers, charges, PaymentMethods,
+//! PaymentIntents, events, and the answers saved under each idempotency key.
 
 use super::*;
 
@@ -28,6 +28,12 @@ pub(super) struct Ledger {
     pub(super) customers: HashMap<String, Customer>,
     /// Successful charges, oldest first.
     pub(super) charges: Vec<StoredCharge>,
+    /// Every PaymentIntent, oldest first (as it is now).
+    pub(super) payment_intents: Vec<StoredCharge>,
+    /// PaymentMethods attached to customers, by id.
+    pub(super) payment_methods: HashMap<String, PaymentMethod>,
+    /// Events, oldest first.
+    pub(super) events: Vec<Value>,
     pub(super) answers: HashMap<String, SavedAnswer>,
     /// Idempotency keys of requests being processed right now.
     pub(super) in_flight: std::collections::HashSet<String>,

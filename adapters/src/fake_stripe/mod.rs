@@ -26,6 +26,7 @@ mod errors;
 mod idempotency;
 mod ledger;
 mod objects;
+mod payments;
 mod routes;
 mod search;
 mod settings;
@@ -51,6 +52,7 @@ use errors::*;
 use idempotency::*;
 use ledger::*;
 use objects::*;
+use payments::*;
 use routes::*;
 use search::*;
 pub use settings::{DEFAULT_PORT, FakeStripeSettings, FaultKind, FaultTiming, Faults};
@@ -91,6 +93,19 @@ impl FakeStripe {
             .route("/v1/charges", post(create_charge).get(list_charges))
             .route("/v1/charges/search", get(search_charges))
             .route("/v1/charges/{id}", get(retrieve_charge))
+            .route("/v1/payment_intents", post(create_intent))
+            .route("/v1/payment_intents/search", get(search_intents))
+            .route("/v1/payment_intents/{id}", get(retrieve_intent))
+            .route("/v1/payment_intents/{id}/confirm", post(confirm_intent))
+            .route("/v1/payment_intents/{id}/cancel", post(cancel_intent))
+            .route("/v1/payment_methods/{id}", get(retrieve_payment_method))
+            .route("/v1/payment_methods/{id}/attach", post(attach_method))
+            .route("/v1/events", get(list_events))
+            .route("/v1/events/{id}", get(retrieve_event))
+            .route(
+                "/_fake/payment_intents/{id}/authenticate",
+                post(authenticate_intent),
+            )
             .route("/_fake/faults", get(list_faults))
             .fallback(unrecognized_url)
             .method_not_allowed_fallback(unrecognized_url)
@@ -114,6 +129,20 @@ impl FakeStripe {
             .iter()
             .map(|charge| charge.body.clone())
             .collect()
+    }
+
+    /// Every PaymentIntent as it is now, oldest first (for tests).
+    pub fn payment_intents(&self) -> Vec<Value> {
+        self.ledger()
+            .payment_intents
+            .iter()
+            .map(|intent| intent.body.clone())
+            .collect()
+    }
+
+    /// Every event, oldest first (for tests).
+    pub fn events(&self) -> Vec<Value> {
+        self.ledger().events.clone()
     }
 
     /// Marks `key` in flight, unless it is already (`None`: answer 409).

@@ -36,14 +36,40 @@ pub(super) fn customer(ledger: &mut Ledger, form: &Form) -> (StatusCode, Value) 
         );
     }
     let id = format!("cus_{}", uuid::Uuid::new_v4().simple());
-    let body = json!({ "id": id, "object": "customer", "email": field(form, "email"), "created": now_unix() });
+    let mut body = json!({
+        "id": id,
+        "object": "customer",
+        "email": field(form, "email"),
+        "created": now_unix(),
+        "invoice_settings": { "default_payment_method": null },
+    });
     ledger.customers.insert(
-        id,
+        id.clone(),
         Customer {
             source,
             body: body.clone(),
         },
     );
+    // `payment_method` attaches one at creation, as Stripe does; it is the
+    // default when `invoice_settings[default_payment_method]` names it.
+    if let Some(payment_method) = field(form, "payment_method") {
+        match ledger.attach_payment_method(payment_method, &id) {
+            Ok(attached) => {
+                let default = field(form, "invoice_settings[default_payment_method]");
+                if default == Some(payment_method) {
+                    body["invoice_settings"]["default_payment_method"] = attached["id"].clone();
+                }
+                body["payment_method"] = attached["id"].clone();
+                if let Some(customer) = ledger.customers.get_mut(&id) {
+                    customer.body = body.clone();
+                }
+            }
+            Err(error) => {
+                ledger.customers.remove(&id);
+                return error;
+            }
+        }
+    }
     (StatusCode::OK, body)
 }
 

@@ -8,7 +8,7 @@ pub(super) async fn create_customer(
     body: Bytes,
 ) -> Response {
     stripe
-        .handle("/v1/customers", headers, body, customer)
+        .handle("/v1/customers", None, headers, body, customer)
         .await
 }
 
@@ -17,7 +17,9 @@ pub(super) async fn create_charge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    stripe.handle("/v1/charges", headers, body, charge).await
+    stripe
+        .handle("/v1/charges", None, headers, body, charge)
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +78,25 @@ pub(super) async fn list_charges(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    if !authorized(&headers) {
+    let charges: Vec<Value> = stripe
+        .ledger()
+        .charges
+        .iter()
+        .map(|c| c.body.clone())
+        .collect();
+    list_newest_first(&headers, &query, "/v1/charges", "charge", charges.iter())
+}
+
+/// A Stripe list of `objects` (oldest first) from newest to oldest, paged
+/// by `limit` and `starting_after`.
+fn list_newest_first<'a>(
+    headers: &HeaderMap,
+    query: &ListQuery,
+    url: &str,
+    object: &str,
+    objects: impl DoubleEndedIterator<Item = &'a Value>,
+) -> Response {
+    if !authorized(headers) {
         return unauthorized();
     }
     let limit = query.limit.unwrap_or(10);
@@ -89,15 +109,13 @@ pub(super) async fn list_charges(
         );
         return json_response(status, &body);
     }
-    let ledger = stripe.ledger();
-    // Newest first, as Stripe lists.
-    let newest_first: Vec<&Value> = ledger.charges.iter().rev().map(|c| &c.body).collect();
+    let newest_first: Vec<&Value> = objects.rev().collect();
     let start = match &query.starting_after {
         None => 0,
-        Some(after) => match newest_first.iter().position(|c| c["id"] == after.as_str()) {
+        Some(after) => match newest_first.iter().position(|o| o["id"] == after.as_str()) {
             Some(index) => index + 1,
             None => {
-                return missing("charge", after, "starting_after");
+                return missing(object, after, "starting_after");
             }
         },
     };
@@ -110,6 +128,121 @@ pub(super) async fn list_charges(
     let has_more = start + page.len() < newest_first.len();
     json_response(
         StatusCode::OK,
-        &json!({ "object": "list", "url": "/v1/charges", "has_more": has_more, "data": page }),
+        &json!({ "object": "list", "url": url, "has_more": has_more, "data": page }),
     )
+}
+
+pub(super) async fn create_intent(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    stripe
+        .handle(
+            "/v1/payment_intents",
+            None,
+            headers,
+            body,
+            create_payment_intent,
+        )
+        .await
+}
+
+pub(super) async fn confirm_intent(
+    State(stripe): State<FakeStripe>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let run = |ledger: &mut Ledger, form: &Form| confirm_payment_intent(ledger, &id, form);
+    stripe
+        .handle("/v1/payment_intents/confirm", Some(&id), headers, body, run)
+        .await
+}
+
+pub(super) async fn cancel_intent(
+    State(stripe): State<FakeStripe>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let run = |ledger: &mut Ledger, form: &Form| cancel_payment_intent(ledger, &id, form);
+    stripe
+        .handle("/v1/payment_intents/cancel", Some(&id), headers, body, run)
+        .await
+}
+
+pub(super) async fn attach_method(
+    State(stripe): State<FakeStripe>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let run = |ledger: &mut Ledger, form: &Form| attach_payment_method(ledger, &id, form);
+    stripe
+        .handle("/v1/payment_methods/attach", Some(&id), headers, body, run)
+        .await
+}
+
+/// Not Stripe's (no key needed, no faults): the rider authenticates.
+pub(super) async fn authenticate_intent(
+    State(stripe): State<FakeStripe>,
+    Path(id): Path<String>,
+) -> Response {
+    let (status, body) = authenticate_payment_intent(&mut stripe.ledger(), &id);
+    json_response(status, &body)
+}
+
+pub(super) async fn retrieve_intent(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    retrieve(&headers, "payment_intent", &id, || {
+        let ledger = stripe.ledger();
+        let intent = ledger
+            .payment_intents
+            .iter()
+            .find(|i| i.body["id"] == id.as_str());
+        intent.map(|i| i.body.clone())
+    })
+}
+
+pub(super) async fn retrieve_payment_method(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    retrieve(&headers, "payment_method", &id, || {
+        stripe
+            .ledger()
+            .payment_methods
+            .get(&id)
+            .map(|pm| pm.body.clone())
+    })
+}
+
+pub(super) async fn retrieve_event(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    retrieve(&headers, "event", &id, || {
+        let ledger = stripe.ledger();
+        ledger
+            .events
+            .iter()
+            .find(|e| e["id"] == id.as_str())
+            .cloned()
+    })
+}
+
+/// `GET /v1/events`: newest first, as Stripe lists.
+pub(super) async fn list_events(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let events = stripe.ledger().events.clone();
+    list_newest_first(&headers, &query, "/v1/events", "event", events.iter())
 }

@@ -1,6 +1,7 @@
-//! `GET /v1/charges/search`: Stripe's query language (as much as we use:
-//! `metadata['k']:'v'`, `customer:`, `status:` joined by AND), over the
-//! charges the lagging index has caught up with.
+//! `GET /v1/charges/search` and `GET /v1/payment_intents/search`: Stripe's
+//! query language (as much as we use: `metadata['k']:'v'`, `customer:`,
+//! `status:` joined by AND), over the objects the lagging index has caught
+//! up with.
 
 use super::*;
 
@@ -35,9 +36,7 @@ pub(super) fn parse_search(query: &str) -> Result<Vec<Clause>, String> {
             Some(name) => vec!["metadata".to_owned(), name.to_owned()],
             None if matches!(field, "customer" | "status" | "currency") => vec![field.to_owned()],
             None => {
-                return Err(format!(
-                    "`{field}` is not a searchable field of charges here"
-                ));
+                return Err(format!("`{field}` is not a searchable field here"));
             }
         };
         let mut chars = after.trim_start().char_indices();
@@ -87,7 +86,36 @@ pub(super) async fn search_charges(
     headers: HeaderMap,
     Query(query): Query<SearchQuery>,
 ) -> Response {
-    if !authorized(&headers) {
+    search(&stripe, &headers, query, "/v1/charges/search", |ledger| {
+        &ledger.charges
+    })
+}
+
+/// Stripe's PaymentIntent search, lagging the same way.
+pub(super) async fn search_intents(
+    State(stripe): State<FakeStripe>,
+    headers: HeaderMap,
+    Query(query): Query<SearchQuery>,
+) -> Response {
+    search(
+        &stripe,
+        &headers,
+        query,
+        "/v1/payment_intents/search",
+        |ledger| &ledger.payment_intents,
+    )
+}
+
+/// A search over the objects `pick` names, those made at least
+/// `search_delay` ago (as Stripe's index lags), newest first.
+fn search(
+    stripe: &FakeStripe,
+    headers: &HeaderMap,
+    query: SearchQuery,
+    url: &str,
+    pick: fn(&Ledger) -> &Vec<StoredCharge>,
+) -> Response {
+    if !authorized(headers) {
         return unauthorized();
     }
     let invalid = |message: &str, param: &str| {
@@ -122,8 +150,7 @@ pub(super) async fn search_charges(
     };
     let delay = stripe.settings.search_delay;
     let ledger = stripe.ledger();
-    let hits: Vec<&Value> = ledger
-        .charges
+    let hits: Vec<&Value> = pick(&ledger)
         .iter()
         .rev()
         .filter(|charge| charge.at.elapsed() >= delay && matches(&charge.body, &clauses))
@@ -136,7 +163,7 @@ pub(super) async fn search_charges(
         StatusCode::OK,
         &json!({
             "object": "search_result",
-            "url": "/v1/charges/search",
+            "url": url,
             "has_more": has_more,
             "next_page": has_more.then(|| next.to_string()),
             "data": page,

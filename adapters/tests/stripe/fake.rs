@@ -714,3 +714,230 @@ async fn faults_limited_to_charges_leave_customers_alone() {
         "after the charge was made"
     );
 }
+
+impl Running {
+    /// A customer with `test_method` (a Stripe test PaymentMethod id)
+    /// attached and set as its default: the customer and the PaymentMethod.
+    async fn customer_paying_with(&self, test_method: &str) -> (String, String) {
+        let (status, body, _) = self
+            .post(
+                "/v1/customers",
+                None,
+                &[
+                    ("email", "rider@example.com"),
+                    ("payment_method", test_method),
+                    ("invoice_settings[default_payment_method]", test_method),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let method = body["invoice_settings"]["default_payment_method"]
+            .as_str()
+            .expect("a default PaymentMethod")
+            .to_owned();
+        assert!(method.starts_with("pm_") && method != test_method, "{body}");
+        (body["id"].as_str().expect("id").to_owned(), method)
+    }
+
+    /// `POST /v1/payment_intents` confirmed off session, as the charge
+    /// phase sends it.
+    async fn pay_off_session(&self, customer: &str, method: &str, key: &str) -> (u16, Value, bool) {
+        self.post(
+            "/v1/payment_intents",
+            Some(key),
+            &[
+                ("amount", "2000"),
+                ("currency", "usd"),
+                ("customer", customer),
+                ("payment_method", method),
+                ("off_session", "true"),
+                ("confirm", "true"),
+                ("metadata[rocket_rides_downstream_key]", key),
+            ],
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn an_off_session_payment_intent_on_a_good_card_succeeds_once_per_key() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let (customer, method) = stripe.customer_paying_with("pm_card_visa").await;
+    let (status, intent, replayed) = stripe.pay_off_session(&customer, &method, "pi-key-1").await;
+    assert_eq!((status, replayed), (200, false), "{intent}");
+    assert_eq!(intent["object"], "payment_intent");
+    assert_eq!(intent["status"], "succeeded");
+    assert_eq!(intent["amount_received"], 2000);
+    assert_eq!(
+        intent["metadata"]["rocket_rides_downstream_key"],
+        "pi-key-1"
+    );
+    let charge = intent["latest_charge"].as_str().expect("a charge");
+    let (again, same, replayed) = stripe.pay_off_session(&customer, &method, "pi-key-1").await;
+    assert_eq!((again, replayed), (200, true));
+    assert_eq!(same, intent, "the first answer again");
+    assert_eq!(stripe.stripe.payment_intents().len(), 1);
+    let charges = stripe.stripe.charges();
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0]["id"], charge);
+    assert_eq!(charges[0]["payment_intent"], intent["id"]);
+    let (status, retrieved) = stripe
+        .get(&format!(
+            "/v1/payment_intents/{}",
+            intent["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!((status, &retrieved), (200, &intent));
+    let kinds: Vec<String> = stripe
+        .stripe
+        .events()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["payment_intent.created", "payment_intent.succeeded"]
+    );
+}
+
+#[tokio::test]
+async fn a_declined_card_is_a_402_card_error_carrying_the_failed_intent() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let (customer, method) = stripe.customer_paying_with("pm_card_chargeDeclined").await;
+    let (status, body, _) = stripe
+        .pay_off_session(&customer, &method, "pi-declined")
+        .await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["type"], "card_error");
+    assert_eq!(body["error"]["code"], "card_declined");
+    assert_eq!(
+        body["error"]["payment_intent"]["status"],
+        "requires_payment_method"
+    );
+    assert!(stripe.stripe.charges().is_empty());
+}
+
+#[tokio::test]
+async fn a_card_that_needs_3ds_fails_off_session_and_succeeds_once_the_rider_authenticates() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let (customer, method) = stripe
+        .customer_paying_with("pm_card_authenticationRequired")
+        .await;
+    let (status, body, _) = stripe.pay_off_session(&customer, &method, "pi-3ds").await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "authentication_required");
+    let intent = &body["error"]["payment_intent"];
+    let id = intent["id"].as_str().expect("the intent");
+    assert!(
+        intent["client_secret"]
+            .as_str()
+            .is_some_and(|secret| secret.starts_with(&format!("{id}_secret_"))),
+        "{intent}"
+    );
+    assert!(stripe.stripe.charges().is_empty(), "nothing charged yet");
+    // The rider authenticates in the app.
+    let (status, done, _) = stripe
+        .post(
+            &format!("/_fake/payment_intents/{id}/authenticate"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(stripe.stripe.charges().len(), 1);
+    // Once succeeded, it can be neither authenticated again nor cancelled.
+    let (again, _, _) = stripe
+        .post(
+            &format!("/_fake/payment_intents/{id}/authenticate"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(again, 400);
+    let (cancel, refused, _) = stripe
+        .post(
+            &format!("/v1/payment_intents/{id}/cancel"),
+            Some("cancel-1"),
+            &[],
+        )
+        .await;
+    assert_eq!(cancel, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "payment_intent_unexpected_state");
+}
+
+#[tokio::test]
+async fn an_intent_waiting_for_the_rider_can_be_cancelled_and_is_found_by_metadata() {
+    let stripe = start(FakeStripeSettings {
+        search_delay: Duration::ZERO,
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let (customer, method) = stripe
+        .customer_paying_with("pm_card_authenticationRequired")
+        .await;
+    let (_, body, _) = stripe
+        .pay_off_session(&customer, &method, "pi-cancel-me")
+        .await;
+    let id = body["error"]["payment_intent"]["id"]
+        .as_str()
+        .expect("the intent")
+        .to_owned();
+    let (status, found) = stripe
+        .get("/v1/payment_intents/search?query=metadata%5B%27rocket_rides_downstream_key%27%5D%3A%27pi-cancel-me%27")
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["data"][0]["id"], id.as_str());
+    let (status, cancelled, _) = stripe
+        .post(
+            &format!("/v1/payment_intents/{id}/cancel"),
+            Some("cancel-2"),
+            &[("cancellation_reason", "requested_by_customer")],
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "canceled");
+    let kinds: Vec<String> = stripe
+        .stripe
+        .events()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "payment_intent.created",
+            "payment_intent.payment_failed",
+            "payment_intent.canceled"
+        ]
+    );
+    let (status, events) = stripe.get("/v1/events?limit=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(events["data"][0]["type"], "payment_intent.canceled");
+    assert_eq!(events["has_more"], true);
+}
+
+#[tokio::test]
+async fn unknown_payment_methods_and_another_customers_method_are_refused() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let (customer, _) = stripe.customer_paying_with("pm_card_visa").await;
+    let (_, other_method) = stripe.customer_paying_with("pm_card_visa").await;
+    let (status, body, _) = stripe
+        .pay_off_session(&customer, "pm_nope", "pi-nope")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "resource_missing");
+    let (status, body, _) = stripe
+        .pay_off_session(&customer, &other_method, "pi-other")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(stripe.stripe.charges().is_empty());
+    let (status, body, _) = stripe
+        .post(
+            "/v1/customers",
+            None,
+            &[("payment_method", "pm_card_unheard_of")],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
