@@ -82,7 +82,9 @@ pub async fn migrate(args: &MigrateCommand, shutdown: CancellationToken) -> anyh
 }
 
 pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
+    use adapters::fake_stripe::{
+        FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults, WebhookDelivery,
+    };
     let kinds = args
         .faults
         .iter()
@@ -99,9 +101,20 @@ pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> 
         FaultTimingArg::After => FaultTiming::After,
         FaultTimingArg::Either => FaultTiming::Either,
     };
+    let webhook = match (&args.webhook_url, &args.webhook_secret) {
+        (Some(url), Some(secret)) => Some(WebhookDelivery {
+            drop_rate: args.webhook_drop_rate,
+            duplicate_rate: args.webhook_duplicate_rate,
+            delay: args.webhook_delay.0,
+            reorder: args.webhook_reorder,
+            ..WebhookDelivery::to(url.clone(), secret.expose())
+        }),
+        _ => None,
+    };
     let stripe = FakeStripe::new(FakeStripeSettings {
         idempotency_window: args.idempotency_window.0,
         search_delay: args.search_delay.0,
+        webhook,
         faults: Faults {
             rate: args.fault_rate,
             kinds,

@@ -34,9 +34,21 @@ pub(super) struct Ledger {
     pub(super) payment_methods: HashMap<String, PaymentMethod>,
     /// Events, oldest first.
     pub(super) events: Vec<Value>,
+    /// Events waiting for (another) delivery to the webhook endpoint, when
+    /// there is one.
+    pub(super) deliveries: Option<Vec<Pending>>,
     pub(super) answers: HashMap<String, SavedAnswer>,
     /// Idempotency keys of requests being processed right now.
     pub(super) in_flight: std::collections::HashSet<String>,
     /// Faults injected so far, by kind and timing (`500/after`).
     pub(super) faults: std::collections::BTreeMap<String, u64>,
+}
+
+/// An event on its way to the webhook endpoint.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) event: Value,
+    /// Attempts made so far.
+    pub(super) attempts: u32,
+    pub(super) due: Instant,
 }

@@ -30,6 +30,7 @@ mod payments;
 mod routes;
 mod search;
 mod settings;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,7 +56,9 @@ use objects::*;
 use payments::*;
 use routes::*;
 use search::*;
-pub use settings::{DEFAULT_PORT, FakeStripeSettings, FaultKind, FaultTiming, Faults};
+pub use settings::{
+    DEFAULT_PORT, FakeStripeSettings, FaultKind, FaultTiming, Faults, WebhookDelivery,
+};
 
 #[derive(Clone)]
 pub struct FakeStripe {
@@ -64,9 +67,19 @@ pub struct FakeStripe {
 }
 
 impl FakeStripe {
+    /// With `settings.webhook`, its events are delivered there from a task
+    /// of the current tokio runtime (until the fake is dropped).
     pub fn new(settings: FakeStripeSettings) -> Self {
+        let ledger: Arc<Mutex<Ledger>> = Arc::default();
+        if let Some(delivery) = settings.webhook.clone() {
+            ledger
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .deliveries = Some(Vec::new());
+            webhooks::spawn_deliveries(Arc::downgrade(&ledger), delivery);
+        }
         Self {
-            ledger: Arc::default(),
+            ledger,
             settings: Arc::new(settings),
         }
     }

@@ -141,6 +141,13 @@ impl Ledger {
             "created": now_unix(),
             "data": { "object": object },
         });
+        if let Some(deliveries) = &mut self.deliveries {
+            deliveries.push(Pending {
+                event: event.clone(),
+                attempts: 0,
+                due: Instant::now(),
+            });
+        }
         self.events.push(event);
     }
 

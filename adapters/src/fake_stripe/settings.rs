@@ -82,6 +82,59 @@ pub struct FakeStripeSettings {
     /// How long a new charge stays out of search results.
     pub search_delay: Duration,
     pub faults: Faults,
+    /// Where events are delivered, if anywhere.
+    pub webhook: Option<WebhookDelivery>,
+}
+
+/// Where fake-stripe delivers its events, signed as Stripe signs them
+/// (`Stripe-Signature`), retried as Stripe retries a delivery that got no
+/// 2xx, and the delivery faults a receiver must survive.
+#[derive(Clone)]
+pub struct WebhookDelivery {
+    pub url: String,
+    /// The endpoint's signing secret (`whsec_…`).
+    pub secret: String,
+    /// Probability that an attempt is lost on the way (it is retried).
+    pub drop_rate: f64,
+    /// Probability that an event is delivered twice.
+    pub duplicate_rate: f64,
+    /// Added before every attempt.
+    pub delay: Duration,
+    /// Deliver the events waiting at once in a random order.
+    pub reorder: bool,
+}
+
+impl WebhookDelivery {
+    /// A delivery that got no 2xx is tried again after this, doubling.
+    pub const FIRST_RETRY: Duration = Duration::from_millis(500);
+    /// Attempts per event before fake-stripe gives up (Stripe: three days).
+    pub const MAX_ATTEMPTS: u32 = 10;
+
+    /// Deliveries to `url` signed with `secret`, with no faults.
+    pub fn to(url: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            secret: secret.into(),
+            drop_rate: 0.0,
+            duplicate_rate: 0.0,
+            delay: Duration::ZERO,
+            reorder: false,
+        }
+    }
+}
+
+/// The secret stays out of `Debug`, and so out of any log line.
+impl std::fmt::Debug for WebhookDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookDelivery")
+            .field("url", &self.url)
+            .field("secret", &"***")
+            .field("drop_rate", &self.drop_rate)
+            .field("duplicate_rate", &self.duplicate_rate)
+            .field("delay", &self.delay)
+            .field("reorder", &self.reorder)
+            .finish()
+    }
 }
 
 impl FakeStripeSettings {
@@ -98,6 +151,7 @@ impl Default for FakeStripeSettings {
             idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
             search_delay: Self::DEFAULT_SEARCH_DELAY,
             faults: Faults::default(),
+            webhook: None,
         }
     }
 }

@@ -941,3 +941,158 @@ async fn unknown_payment_methods_and_another_customers_method_are_refused() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// A webhook endpoint on loopback that records every delivery (its
+/// `Stripe-Signature` and body) and refuses the first `refuse` with a 500.
+struct Endpoint {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>,
+}
+
+async fn endpoint(refuse: usize) -> Endpoint {
+    use axum::http::{HeaderMap, StatusCode};
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>> =
+        std::sync::Arc::default();
+    let seen = received.clone();
+    let router = axum::Router::new().route(
+        "/webhooks/stripe",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let signature = headers
+                    .get("stripe-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let mut seen = seen.lock().expect("lock");
+                seen.push((signature, body));
+                if seen.len() <= refuse {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/webhooks/stripe",
+        listener.local_addr().expect("address")
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Endpoint { url, received }
+}
+
+impl Endpoint {
+    fn received(&self) -> Vec<(Option<String>, String)> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until `n` deliveries have arrived (30 s at most).
+    async fn wait_for(&self, n: usize) -> Vec<(Option<String>, String)> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let received = self.received();
+            if received.len() >= n {
+                return received;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} deliveries arrived",
+                received.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_are_delivered_signed_and_retried_until_the_endpoint_takes_them() {
+    use adapters::fake_stripe::WebhookDelivery;
+    use domain::webhook::{DEFAULT_TOLERANCE, WebhookSecrets};
+    let endpoint = endpoint(1).await;
+    let stripe = start(FakeStripeSettings {
+        webhook: Some(WebhookDelivery::to(endpoint.url.clone(), "whsec_fake")),
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let (customer, method) = stripe.customer_paying_with("pm_card_visa").await;
+    let (status, intent, _) = stripe.pay_off_session(&customer, &method, "pi-hook").await;
+    assert_eq!(status, 200, "{intent}");
+    // Two events; the first attempt refused, so three deliveries.
+    let received = endpoint.wait_for(3).await;
+    let secrets = WebhookSecrets::parse("whsec_fake").expect("secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let mut types = Vec::new();
+    for (signature, body) in &received {
+        secrets
+            .verify(
+                signature.as_deref(),
+                body.as_bytes(),
+                now,
+                DEFAULT_TOLERANCE,
+            )
+            .expect("signed as Stripe signs");
+        let event: Value = serde_json::from_str(body).expect("an event");
+        types.push(event["type"].as_str().unwrap_or_default().to_owned());
+    }
+    // The refused first delivery came again, after the next event (Stripe
+    // does not promise order either).
+    assert_eq!(
+        types,
+        [
+            "payment_intent.created",
+            "payment_intent.succeeded",
+            "payment_intent.created"
+        ],
+    );
+    let (_, succeeded) = &received[1];
+    let event: Value = serde_json::from_str(succeeded).expect("an event");
+    assert_eq!(event["data"]["object"]["id"], intent["id"]);
+    assert_eq!(
+        received[0].1, received[2].1,
+        "the same event, the same body"
+    );
+    let wrong = WebhookSecrets::parse("whsec_other").expect("secret");
+    assert!(
+        wrong
+            .verify(
+                received[0].0.as_deref(),
+                received[0].1.as_bytes(),
+                now,
+                DEFAULT_TOLERANCE
+            )
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn delivery_faults_send_events_twice_as_asked() {
+    use adapters::fake_stripe::WebhookDelivery;
+    let endpoint = endpoint(0).await;
+    let stripe = start(FakeStripeSettings {
+        webhook: Some(WebhookDelivery {
+            duplicate_rate: 1.0,
+            ..WebhookDelivery::to(endpoint.url.clone(), "whsec_fake")
+        }),
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let (customer, method) = stripe.customer_paying_with("pm_card_visa").await;
+    stripe.pay_off_session(&customer, &method, "pi-twice").await;
+    let received = endpoint.wait_for(4).await;
+    let ids: Vec<String> = received
+        .iter()
+        .map(|(_, body)| {
+            let event: Value = serde_json::from_str(body).expect("an event");
+            event["id"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "each event twice");
+    assert_eq!(ids[2], ids[3]);
+    assert_ne!(ids[0], ids[2]);
+}

@@ -434,4 +434,25 @@ pub struct FakeStripeArgs {
     /// Stripe's search index lags.
     #[arg(long, env = "FAKE_STRIPE_SEARCH_DELAY", value_parser = duration, default_value_t = Dur(FakeStripeSettings::DEFAULT_SEARCH_DELAY))]
     pub search_delay: Dur,
+    /// Deliver every event to this URL (e.g. the API's
+    /// `/webhooks/stripe`), signed with --webhook-secret, retried until it
+    /// answers 2xx. Unset: events are only listed (`GET /v1/events`).
+    #[arg(long, env = "FAKE_STRIPE_WEBHOOK_URL", requires = "webhook_secret")]
+    pub webhook_url: Option<String>,
+    /// The endpoint's signing secret (`whsec_…`), as the service's
+    /// STRIPE_WEBHOOK_SECRET names it.
+    #[arg(long, env = "FAKE_STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = secret)]
+    pub webhook_secret: Option<Secret>,
+    /// Probability that a delivery attempt is lost (it is retried later).
+    #[arg(long, env = "FAKE_STRIPE_WEBHOOK_DROP_RATE", value_parser = rate, default_value_t = 0.0)]
+    pub webhook_drop_rate: f64,
+    /// Probability that an event is delivered twice.
+    #[arg(long, env = "FAKE_STRIPE_WEBHOOK_DUPLICATE_RATE", value_parser = rate, default_value_t = 0.0)]
+    pub webhook_duplicate_rate: f64,
+    /// Added before every delivery attempt.
+    #[arg(long, env = "FAKE_STRIPE_WEBHOOK_DELAY", value_parser = duration, default_value_t = Dur(Duration::ZERO))]
+    pub webhook_delay: Dur,
+    /// Deliver the events waiting at once in a random order.
+    #[arg(long, env = "FAKE_STRIPE_WEBHOOK_REORDER")]
+    pub webhook_reorder: bool,
 }
