@@ -942,17 +942,19 @@ async fn unknown_payment_methods_and_another_customers_method_are_refused() {
     assert_eq!(status, 400, "{body}");
 }
 
-/// A webhook endpoint on loopback that records every delivery (its
-/// `Stripe-Signature` and body) and refuses the first `refuse` with a 500.
+/// Each delivery an endpoint received: its `Stripe-Signature` and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>;
+
+/// A webhook endpoint on loopback that records every delivery and refuses
+/// the first `refuse` with a 500.
 struct Endpoint {
     url: String,
-    received: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>,
+    received: Received,
 }
 
 async fn endpoint(refuse: usize) -> Endpoint {
     use axum::http::{HeaderMap, StatusCode};
-    let received: std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>> =
-        std::sync::Arc::default();
+    let received: Received = std::sync::Arc::default();
     let seen = received.clone();
     let router = axum::Router::new().route(
         "/webhooks/stripe",
