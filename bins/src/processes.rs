@@ -136,7 +136,7 @@ pub async fn start(args: StartCommand, shutdown: CancellationToken) -> anyhow::R
         .await?,
     );
     seed_if_embedded(&system, &payments, args.server.auth_mode.into()).await?;
-    let _ = ops.set(system.store.clone());
+    let _ = ops.set(system.probe.clone());
     open_console(&system, &payments, console, &shutdown).await;
     system.spawn_resource_gauges(&shutdown, args.poll.poll_interval.0, true);
     let listener = bind(&args.ops, &args.server).await?;
@@ -183,7 +183,7 @@ pub async fn api(args: ApiCommand, shutdown: CancellationToken) -> anyhow::Resul
         let ready = async {
             system.wait_for_store(&shutdown).await?;
             seed_if_embedded(&system, &payments, args.server.auth_mode.into()).await?;
-            let _ = ops.set(system.store.clone());
+            let _ = ops.set(system.probe.clone());
             system.spawn_resource_gauges(&shutdown, args.poll.poll_interval.0, false);
             open_console(&system, &payments, console, &shutdown).await;
             Ok::<(), anyhow::Error>(())
@@ -226,7 +226,7 @@ async fn start_background(
     if queue.is_some() {
         require_shared_queue(&system, process)?;
     }
-    let _ = ready.set(system.store.clone());
+    let _ = ready.set(system.probe.clone());
     let dead_letters = process == WORKER;
     system.spawn_resource_gauges(shutdown, poll.poll_interval.0, dead_letters);
     Ok(system)
@@ -317,11 +317,12 @@ async fn serve_ops(
         if console.is_some() {
             info!(%address, "operator console at /console");
         }
-        let shutdown = shutdown.clone();
+        let shutdown = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
+            let limits = adapters::http::ServerLimits::OPS;
+            let served =
+                adapters::http::serve_router(listener, router, limits, "operations", shutdown)
+                    .await;
             if let Err(error) = served {
                 warn!(%error, "the metrics endpoint stopped");
             }

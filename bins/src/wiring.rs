@@ -5,15 +5,17 @@ use std::time::Duration;
 
 use adapters::clock::SystemClock;
 use adapters::connect::{ConnectError, redact_url};
-use adapters::http::console::FindingsCache;
-use adapters::http::{ApiState, Console};
+use adapters::http::console::{FindingsCache, SignInLimiter};
+use adapters::http::{ApiState, CachedProbe, Console};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
 use adapters::nats::{NatsQueue, NatsSettings};
 use adapters::postgres::{self, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use anyhow::bail;
-use application::ports::{Clock, DeadLetters, JobQueue, PaymentGateway, ReceiptSender, Store};
+use application::ports::{
+    Clock, DeadLetters, JobQueue, PaymentGateway, Probe, ReceiptSender, Store,
+};
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
     ReapKeys, ReconcileKeys, SeedDemoUsers, ShowRide, WorkJobs,
@@ -55,6 +57,9 @@ pub fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
 /// The adapters one process runs on, and the use cases built over them.
 pub struct System {
     pub store: Arc<dyn Store>,
+    /// The store's readiness as `/readyz` reports it, on either port: one
+    /// ping a second at most, however many probes ask.
+    pub probe: Arc<dyn Probe>,
     pub queue: Arc<dyn JobQueue>,
     pub receipts: Arc<dyn ReceiptSender>,
     pub clock: Arc<dyn Clock>,
@@ -260,7 +265,9 @@ impl System {
                 (store, None, true)
             }
         };
+        let probe = Arc::new(CachedProbe::new(store.clone(), CachedProbe::EVERY));
         let mut system = Self {
+            probe,
             store,
             postgres,
             queue: Arc::new(MemoryQueue::default()),
@@ -408,7 +415,7 @@ impl System {
                     .cached(self.clock.clone(), server.auth_cache_ttl.0),
             ),
             show_ride: Arc::new(ShowRide::new(self.store.clone())),
-            probe: self.store.clone(),
+            probe: self.probe.clone(),
             gateway_retry_after: server.gateway_retry_after.0,
             metrics: match ops.metrics_addr {
                 Some(_) => None,
@@ -499,6 +506,7 @@ impl System {
             review: payments.review_policy(),
             refresh: Duration::from_secs(5),
             findings: FindingsCache::default(),
+            sign_ins: SignInLimiter::default(),
         }
     }
 

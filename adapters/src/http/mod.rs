@@ -37,8 +37,8 @@ pub use body::MAX_BODY_BYTES;
 pub use console::{Console, ConsoleSlot};
 pub use error::{ApiError, DEFAULT_GATEWAY_RETRY_AFTER};
 pub use extract::{AuthUser, ClientIp, IdempotencyKeyHeader, RideBody};
-pub use health::{ReadyStore, RenderMetrics, health_router, ops_router};
-pub use server::{ServerLimits, serve};
+pub use health::{CachedProbe, ReadyStore, RenderMetrics, health_router, ops_router};
+pub use server::{ServerLimits, serve, serve_router};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";

@@ -21,6 +21,8 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
+use axum::Router;
+
 use super::{ApiState, router};
 
 /// How long the server waits for a client, and how much it takes on.
@@ -48,6 +50,15 @@ impl ServerLimits {
         max_concurrent_requests: 256,
         shutdown_deadline: Duration::from_secs(30),
     };
+
+    /// The operations endpoint's: the API's timeouts, fewer connections
+    /// (probes, a scraper and an operator need a handful), a short
+    /// shutdown.
+    pub const OPS: Self = Self {
+        max_connections: 64,
+        shutdown_deadline: Duration::from_secs(5),
+        ..Self::DEFAULT
+    };
 }
 
 /// Serves the API until `shutdown` resolves, then lets the requests in hand
@@ -58,7 +69,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits;
-    let app = router(state);
+    serve_router(listener, router(state), limits, "API", shutdown).await
+}
+
+/// Serves `app` with `limits` (header timeout, connection cap, shutdown
+/// deadline) until `shutdown` resolves: the API, and every process's
+/// operations endpoint, so neither can be held open by slow or many clients.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    name: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -105,7 +128,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    info!(deadline = ?limits.shutdown_deadline, "API stopping: finishing requests in hand");
+    info!(server = name, deadline = ?limits.shutdown_deadline, "stopping: finishing requests in hand");
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.shutdown_deadline) => {

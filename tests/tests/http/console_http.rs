@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::clock::ManualClock;
-use adapters::http::console::FindingsCache;
+use adapters::http::console::{FindingsCache, SignInLimiter};
 use adapters::http::{Console, ConsoleSlot, ReadyStore, ops_router};
 use adapters::memory::{FakeGateway, MemoryStore};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -123,6 +123,7 @@ async fn running() -> Running {
         review: settings.review,
         refresh: Duration::from_secs(5),
         findings: FindingsCache::default(),
+        sign_ins: SignInLimiter::default(),
     };
     let running = Running {
         base,
@@ -338,4 +339,39 @@ async fn an_open_console_asks_stripe_once_per_key_and_settling_asks_afresh() {
     let key = c.store.find_key(id).await.expect("read").expect("kept");
     assert_eq!(key.progress.response().map(|r| r.status), Some(201));
     assert!(page(()).await.contains("No key awaits review."));
+}
+
+/// Guessing the token gains nothing: past ten wrong tokens in a minute,
+/// every token is refused with 429 (the right one too) until the window
+/// passes, at sign-in and on a request alike.
+#[tokio::test]
+async fn wrong_tokens_are_limited_in_rate_and_then_every_token_waits() {
+    let c = running().await;
+    for n in 0..SignInLimiter::MAX_FAILURES {
+        let guess = format!("guess-{n:0>20}");
+        let wrong = if n % 2 == 0 {
+            c.post("/console/login", None, &[("token", &guess)]).await
+        } else {
+            c.get("/console", Some(&guess)).await
+        };
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "guess {n}");
+    }
+    let refused = c.post("/console/login", None, &[("token", TOKEN)]).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().get("set-cookie").is_none());
+    let seconds: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&seconds), "{seconds}");
+    assert_eq!(
+        c.get("/console", Some(TOKEN)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Without a token there is nothing to guess: the sign-in page.
+    assert_eq!(
+        c.get("/console", None).await.status(),
+        StatusCode::SEE_OTHER
+    );
 }

@@ -244,3 +244,47 @@ async fn an_unavailable_store_is_a_503_with_retry_after() {
         .expect("answered");
     assert_eq!(ready.status(), 503);
 }
+
+/// The operations endpoint is served with the API's limits (`serve_router`
+/// with `ServerLimits::OPS`): a client that never finishes its headers is
+/// disconnected there too.
+#[tokio::test]
+async fn the_operations_endpoint_disconnects_a_client_that_never_finishes_its_headers() {
+    let ready = adapters::http::ReadyStore::default();
+    let router = adapters::http::ops_router(ready, None, None);
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServerLimits::OPS
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(adapters::http::serve_router(
+        listener,
+        router,
+        limits,
+        "operations",
+        std::future::pending(),
+    ));
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: ops\r\nUser-Agent: slow")
+        .await
+        .expect("partial headers");
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buffer))
+        .await
+        .expect("the server closed a connection whose headers never came");
+    assert!(
+        read.is_err() || !buffer.starts_with(b"HTTP/1.1 2"),
+        "{buffer:?}"
+    );
+    // A complete request is still answered (not ready: nothing connected).
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("answer");
+    assert!(answer.starts_with(b"HTTP/1.1 503"), "{answer:?}");
+}

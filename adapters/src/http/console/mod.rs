@@ -33,7 +33,8 @@ use domain::{ApiKeyHash, KeyId, Reconciliation, ReviewPolicy};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use auth::{COOKIE, Csrf, console_for, console_for_form, constant_time_eq};
+pub use auth::SignInLimiter;
+use auth::{COOKIE, Csrf, console_for, console_for_form, constant_time_eq, too_many_tries};
 pub use findings::FindingsCache;
 use view::{back_with, escape, html, layout, login_page, render};
 
@@ -56,6 +57,8 @@ pub struct Console {
     pub review: ReviewPolicy,
     pub refresh: Duration,
     pub findings: FindingsCache,
+    /// Wrong tokens lately, to refuse guessing.
+    pub sign_ins: SignInLimiter,
 }
 
 /// Filled in once the process has its store; until then the console
@@ -94,8 +97,12 @@ async fn login(State(slot): State<ConsoleSlot>, Form(form): Form<LoginForm>) -> 
             "The process is not connected yet.",
         );
     };
+    if let Some(wait) = console.sign_ins.wait() {
+        return too_many_tries(wait);
+    }
     if !constant_time_eq(&form.token, &console.token) {
         tracing::warn!("console: sign-in with a wrong token refused");
+        console.sign_ins.failed();
         return login_page(StatusCode::UNAUTHORIZED, "Wrong console token.");
     }
     let mut response = Redirect::to("/console").into_response();
