@@ -146,6 +146,15 @@ CREATE TABLE IF NOT EXISTS sent_receipts (
     sent_at    TIMESTAMPTZ
 );
 
+-- Ours: each claim's token, new with every claim and never reused, so a
+-- worker whose claim went stale and was taken over can neither mark the
+-- receipt sent nor release the new holder's claim (as a key's lock
+-- generation fences its phases). The holder extends claimed_at while its
+-- send lasts.
+CREATE SEQUENCE IF NOT EXISTS receipt_claim_tokens;
+ALTER TABLE sent_receipts ADD COLUMN IF NOT EXISTS claim_token BIGINT NOT NULL
+    DEFAULT nextval('receipt_claim_tokens');
+
 -- Ours: this database's identity, one row, made once by the first migrate.
 -- Staged job ids restart with a new database, so the job queue's streams
 -- are named after this id: a reset database, or a second environment on the

@@ -4,23 +4,37 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use application::ports::Clock;
+use async_trait::async_trait;
+use tokio::sync::Notify;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
+#[async_trait]
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
 }
 
-/// Stands still until told to move: phase timeouts are tested by moving it.
+/// Stands still until told to move: phase timeouts are tested by moving it,
+/// and a use case sleeping on it wakes when a move takes it past its time.
 #[derive(Debug)]
-pub struct ManualClock(Mutex<SystemTime>);
+pub struct ManualClock {
+    now: Mutex<SystemTime>,
+    moved: Notify,
+}
 
 impl ManualClock {
     pub fn new(start: SystemTime) -> Self {
-        Self(Mutex::new(start))
+        Self {
+            now: Mutex::new(start),
+            moved: Notify::new(),
+        }
     }
 
     /// A fixed, arbitrary start (2023-11-14) so tests read the same every run.
@@ -29,13 +43,28 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
         *now += by;
+        drop(now);
+        self.moved.notify_waiters();
     }
 }
 
+#[async_trait]
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        let until = self.now() + duration;
+        loop {
+            // Registered before the check, so a move in between is not lost.
+            let moved = self.moved.notified();
+            if self.now() >= until {
+                return;
+            }
+            moved.await;
+        }
     }
 }

@@ -11,8 +11,8 @@ use tracing::{error, info, warn};
 
 use crate::create_ride::CreateRide;
 use crate::ports::{
-    Clock, Delivery, JobQueue, KeyScans, Outbox, QueueError, ReceiptClaim, ReceiptSender, Receipts,
-    StoreError,
+    ClaimToken, Clock, Delivery, JobQueue, KeyScans, Outbox, QueueError, ReceiptClaim,
+    ReceiptSender, Receipts, StoreError,
 };
 use crate::reconcile::{ReconcileKeys, Settlement};
 
@@ -306,6 +306,10 @@ impl WorkJobs {
     /// worker that died while sending; another may take it.
     pub const CLAIM_STALE_AFTER: Duration = Duration::from_secs(60);
 
+    /// How often a worker renews the claims of the receipts it is sending:
+    /// well inside `CLAIM_STALE_AFTER`, so a slow store can miss a few.
+    pub const CLAIM_EXTEND_EVERY: Duration = Duration::from_secs(15);
+
     /// Backoff for a failed job: 1 s, 2 s, 4 s … capped at 5 minutes.
     pub fn backoff(attempt: u32) -> Duration {
         Duration::from_secs(1u64 << attempt.saturating_sub(1).min(8)).min(Duration::from_secs(300))
@@ -364,8 +368,8 @@ impl WorkJobs {
             let job_id = delivery.job.id;
             let ride_id = delivery.job.job.ride_id;
             let handled = match claim {
-                ReceiptClaim::Claimed => {
-                    to_send.push(delivery);
+                ReceiptClaim::Claimed(token) => {
+                    to_send.push((delivery, token));
                     continue;
                 }
                 ReceiptClaim::AlreadySent => self.queue.ack(&delivery).await.map(|()| {
@@ -387,18 +391,22 @@ impl WorkJobs {
             }
         }
         let concurrency = to_send.len().max(1);
-        let sends: Vec<(Delivery, anyhow::Result<()>)> = stream::iter(to_send)
-            .map(|delivery| async move {
+        let held: Vec<(RideId, ClaimToken)> = to_send
+            .iter()
+            .map(|(delivery, token)| (delivery.job.job.ride_id, *token))
+            .collect();
+        let sending = stream::iter(to_send)
+            .map(|(delivery, token)| async move {
                 let sent = self.sender.send(delivery.job.id, &delivery.job.job).await;
-                (delivery, sent)
+                (delivery, token, sent)
             })
             .buffer_unordered(concurrency)
-            .collect()
-            .await;
+            .collect::<Vec<_>>();
+        let sends = self.while_extending(&held, sending).await;
         let mut sent = Vec::with_capacity(sends.len());
-        for (delivery, result) in sends {
+        for (delivery, token, result) in sends {
             let Err(cause) = result else {
-                sent.push(delivery);
+                sent.push((delivery, token));
                 continue;
             };
             let (job_id, attempt) = (delivery.job.id, delivery.attempt);
@@ -406,7 +414,7 @@ impl WorkJobs {
             error!(job_id, attempt, ?delay, error = %cause, "sending the receipt failed; retrying later");
             if let Err(error) = self
                 .receipts
-                .release_receipt(delivery.job.job.ride_id)
+                .release_receipt(delivery.job.job.ride_id, token)
                 .await
             {
                 failed = failed.or(Some(self.give_back(&[delivery], error.into()).await));
@@ -418,14 +426,26 @@ impl WorkJobs {
             }
         }
         if !sent.is_empty() {
-            let rides: Vec<RideId> = sent.iter().map(|d| d.job.job.ride_id).collect();
-            if let Err(error) = self
+            let claims: Vec<(RideId, ClaimToken)> = sent
+                .iter()
+                .map(|(delivery, token)| (delivery.job.job.ride_id, *token))
+                .collect();
+            let sent: Vec<Delivery> = sent.into_iter().map(|(delivery, _)| delivery).collect();
+            let marked = match self
                 .receipts
-                .mark_receipts_sent(&rides, self.clock.now())
+                .mark_receipts_sent(&claims, self.clock.now())
                 .await
             {
-                let error = self.give_back(&sent, error.into()).await;
-                return Err(failed.unwrap_or(error));
+                Ok(marked) => marked,
+                Err(error) => {
+                    let error = self.give_back(&sent, error.into()).await;
+                    return Err(failed.unwrap_or(error));
+                }
+            };
+            for (ride_id, _) in claims.iter().filter(|(ride, _)| !marked.contains(ride)) {
+                // Only a worker that lost touch with the store for longer
+                // than a claim lasts gets here: its claim was taken over.
+                warn!(%ride_id, "the receipt's claim was taken over while it was being sent; it may have gone out twice");
             }
             metrics::counter!("rocket_rides_receipts_sent_total").increment(sent.len() as u64);
             let acks: Vec<_> = stream::iter(sent)
@@ -447,6 +467,34 @@ impl WorkJobs {
         match failed {
             Some(error) => Err(error),
             None => Ok(outcomes),
+        }
+    }
+
+    /// Runs `work` while extending `claims` every `CLAIM_EXTEND_EVERY`, so a
+    /// send slower than `CLAIM_STALE_AFTER` keeps its claims and no other
+    /// worker takes them over and sends again. An extension that fails is
+    /// logged; the next one tries again.
+    async fn while_extending<T>(
+        &self,
+        claims: &[(RideId, ClaimToken)],
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let extending = async {
+            loop {
+                self.clock.sleep(Self::CLAIM_EXTEND_EVERY).await;
+                if let Err(error) = self
+                    .receipts
+                    .extend_receipt_claims(claims, self.clock.now())
+                    .await
+                {
+                    warn!(%error, "could not extend the receipt claims in hand");
+                }
+            }
+        };
+        futures_util::pin_mut!(work, extending);
+        match futures_util::future::select(work, extending).await {
+            futures_util::future::Either::Left((done, _)) => done,
+            futures_util::future::Either::Right((never, _)) => never,
         }
     }
 

@@ -40,11 +40,19 @@ pub enum StoreError {
     Unavailable(#[from] anyhow::Error),
 }
 
+/// Proof of holding a ride's receipt claim, as `Lease` is of a key's lock:
+/// unique to this claim (never reused, a re-claim gets a new one), so a
+/// worker whose claim went stale and was taken over can neither mark the
+/// receipt sent nor release the new holder's claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimToken(pub i64);
+
 /// Who may send a ride's receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptClaim {
-    /// This worker: send it, then mark it sent (or release it).
-    Claimed,
+    /// This worker: send it (extending the claim while the send lasts),
+    /// then mark it sent (or release it), with this token.
+    Claimed(ClaimToken),
     /// Sent before: a duplicate delivery, acknowledge it.
     AlreadySent,
     /// Another worker claimed it moments ago and may still be sending:
@@ -373,11 +381,26 @@ pub trait Receipts: Send + Sync {
         now: SystemTime,
         stale_after: Duration,
     ) -> Result<Vec<ReceiptClaim>, StoreError>;
-    /// The receipts went out; nobody sends them again.
-    async fn mark_receipts_sent(&self, rides: &[RideId], now: SystemTime)
-    -> Result<(), StoreError>;
-    /// Sending failed; the next delivery may claim it at once.
-    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError>;
+    /// The claims are still held, the sends still going: each claim's age
+    /// starts again at `now`, so no other worker takes it over. Only for
+    /// the claims these tokens still hold; the others are left alone.
+    async fn extend_receipt_claims(
+        &self,
+        claims: &[(RideId, ClaimToken)],
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+    /// The receipts went out; nobody sends them again. Only for the claims
+    /// these tokens still hold: the rides returned. A ride left out was
+    /// taken over by another worker (its claim had gone stale), which may
+    /// have sent it too.
+    async fn mark_receipts_sent(
+        &self,
+        claims: &[(RideId, ClaimToken)],
+        now: SystemTime,
+    ) -> Result<Vec<RideId>, StoreError>;
+    /// Sending failed; the next delivery may claim it at once. Only if
+    /// `token` still holds the claim: another worker's is never released.
+    async fn release_receipt(&self, ride_id: RideId, token: ClaimToken) -> Result<(), StoreError>;
     async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
 
     /// `claim_receipts` for one ride.
@@ -396,9 +419,17 @@ pub trait Receipts: Send + Sync {
             .ok_or_else(|| StoreError::Inconsistent("a claim without an answer".into()))
     }
 
-    /// `mark_receipts_sent` for one ride.
-    async fn mark_receipt_sent(&self, ride_id: RideId, now: SystemTime) -> Result<(), StoreError> {
-        self.mark_receipts_sent(&[ride_id], now).await
+    /// `mark_receipts_sent` for one ride: whether it was marked.
+    async fn mark_receipt_sent(
+        &self,
+        ride_id: RideId,
+        token: ClaimToken,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        Ok(!self
+            .mark_receipts_sent(&[(ride_id, token)], now)
+            .await?
+            .is_empty())
     }
 }
 
@@ -583,7 +614,12 @@ pub trait ReceiptSender: Send + Sync {
     async fn send(&self, job_id: i64, receipt: &ReceiptJob) -> anyhow::Result<()>;
 }
 
+/// Time, for the use cases: what time it is, and waiting for some of it to
+/// pass (a manual clock in tests, so no test sleeps).
 #[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
 pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
+    /// Returns once `duration` has passed on this clock.
+    async fn sleep(&self, duration: Duration);
 }

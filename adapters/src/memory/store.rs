@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    Backlog, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease,
-    Outbox, Probe, ReceiptClaim, Receipts, RecentRide, StoreError, Users,
+    Backlog, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews,
+    Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
@@ -35,6 +35,8 @@ pub struct AuditRecord {
 struct Receipt {
     claimed_at: SystemTime,
     sent: bool,
+    /// The claim's token; never reused (`State::claim_tokens`).
+    token: ClaimToken,
 }
 
 /// An entry of an ordered index: a time, then the key (for a total order).
@@ -65,6 +67,8 @@ struct State {
     /// Staged job id → until when an enqueuer holds it.
     job_claims: HashMap<i64, SystemTime>,
     receipts: HashMap<RideId, Receipt>,
+    /// The last receipt claim token handed out.
+    claim_tokens: i64,
     /// Keys a completer has reported as needing review.
     review_reported: HashSet<KeyId>,
     next_id: i64,
@@ -653,14 +657,17 @@ impl Receipts for MemoryStore {
                 Some(receipt) if receipt.sent => ReceiptClaim::AlreadySent,
                 Some(receipt) if receipt.claimed_at + stale_after > now => ReceiptClaim::InProgress,
                 _ => {
+                    state.claim_tokens += 1;
+                    let token = ClaimToken(state.claim_tokens);
                     state.receipts.insert(
                         *ride_id,
                         Receipt {
                             claimed_at: now,
                             sent: false,
+                            token,
                         },
                     );
-                    ReceiptClaim::Claimed
+                    ReceiptClaim::Claimed(token)
                 }
             };
             answers.push(answer);
@@ -668,23 +675,49 @@ impl Receipts for MemoryStore {
         Ok(answers)
     }
 
-    async fn mark_receipts_sent(
+    async fn extend_receipt_claims(
         &self,
-        rides: &[RideId],
-        _now: SystemTime,
+        claims: &[(RideId, ClaimToken)],
+        now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
-        for ride_id in rides {
-            if let Some(receipt) = state.receipts.get_mut(ride_id) {
-                receipt.sent = true;
+        for (ride_id, token) in claims {
+            if let Some(receipt) = state.receipts.get_mut(ride_id)
+                && receipt.token == *token
+                && !receipt.sent
+            {
+                receipt.claimed_at = now;
             }
         }
         Ok(())
     }
 
-    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError> {
+    async fn mark_receipts_sent(
+        &self,
+        claims: &[(RideId, ClaimToken)],
+        _now: SystemTime,
+    ) -> Result<Vec<RideId>, StoreError> {
         let mut state = self.state();
-        if state.receipts.get(&ride_id).is_some_and(|r| !r.sent) {
+        let mut marked = Vec::with_capacity(claims.len());
+        for (ride_id, token) in claims {
+            if let Some(receipt) = state.receipts.get_mut(ride_id)
+                && receipt.token == *token
+                && !receipt.sent
+            {
+                receipt.sent = true;
+                marked.push(*ride_id);
+            }
+        }
+        Ok(marked)
+    }
+
+    async fn release_receipt(&self, ride_id: RideId, token: ClaimToken) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state
+            .receipts
+            .get(&ride_id)
+            .is_some_and(|r| !r.sent && r.token == token)
+        {
             state.receipts.remove(&ride_id);
         }
         Ok(())

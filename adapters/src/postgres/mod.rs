@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use application::ports::{
-    Backlog, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease,
-    Outbox, Probe, ReceiptClaim, Receipts, RecentRide, StoreError, Users,
+    Backlog, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews,
+    Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{

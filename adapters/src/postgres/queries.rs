@@ -79,11 +79,34 @@ pub const CLAIM_RECEIPTS: &str = "WITH wanted AS (SELECT * FROM unnest($1::bigin
      AS w(ride_id, job_id)), \
      claimed AS (INSERT INTO sent_receipts (ride_id, job_id, claimed_at) \
      SELECT ride_id, job_id, $3 FROM wanted ORDER BY ride_id \
-     ON CONFLICT (ride_id) DO UPDATE SET job_id = EXCLUDED.job_id, claimed_at = EXCLUDED.claimed_at \
-     WHERE sent_receipts.sent_at IS NULL AND sent_receipts.claimed_at <= $4 RETURNING ride_id) \
-     SELECT w.ride_id, c.ride_id IS NOT NULL AS claimed, s.sent_at IS NOT NULL AS sent \
+     ON CONFLICT (ride_id) DO UPDATE SET job_id = EXCLUDED.job_id, claimed_at = EXCLUDED.claimed_at, \
+     claim_token = nextval('receipt_claim_tokens') \
+     WHERE sent_receipts.sent_at IS NULL AND sent_receipts.claimed_at <= $4 \
+     RETURNING ride_id, claim_token) \
+     SELECT w.ride_id, c.claim_token, s.sent_at IS NOT NULL AS sent \
      FROM wanted w LEFT JOIN claimed c ON c.ride_id = w.ride_id \
      LEFT JOIN sent_receipts s ON s.ride_id = w.ride_id";
+
+/// Receipt claims still held by their tokens: $1 rides, $2 tokens.
+macro_rules! held_claims {
+    ($action:literal) => {
+        concat!(
+            $action,
+            " FROM unnest($1::bigint[], $2::bigint[]) AS h(ride_id, token) \
+             WHERE sent_receipts.ride_id = h.ride_id AND sent_receipts.claim_token = h.token \
+             AND sent_receipts.sent_at IS NULL"
+        )
+    };
+}
+
+/// Marks sent the receipts whose claims the tokens still hold ($3 now).
+pub const MARK_RECEIPTS_SENT: &str = concat!(
+    held_claims!("UPDATE sent_receipts SET sent_at = $3"),
+    " RETURNING sent_receipts.ride_id"
+);
+
+/// Restarts the age of the claims the tokens still hold ($3 now).
+pub const EXTEND_RECEIPT_CLAIMS: &str = held_claims!("UPDATE sent_receipts SET claimed_at = $3");
 
 /// Unfinished keys by recovery point, and those at `ride_created`
 /// whose charge was attempted before $1 (review's): the partial index of

@@ -24,7 +24,7 @@ impl Receipts for PostgresStore {
         let stale_before = now
             .checked_sub(stale_after)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let rows: Vec<(i64, bool, bool)> = sqlx::query_as(queries::CLAIM_RECEIPTS)
+        let rows: Vec<(i64, Option<i64>, bool)> = sqlx::query_as(queries::CLAIM_RECEIPTS)
             .bind(unique.iter().map(|(_, ride)| ride.0).collect::<Vec<_>>())
             .bind(unique.iter().map(|(job, _)| *job).collect::<Vec<_>>())
             .bind(timestamp(now))
@@ -34,11 +34,11 @@ impl Receipts for PostgresStore {
             .map_err(unavailable)?;
         let answers: std::collections::HashMap<i64, ReceiptClaim> = rows
             .into_iter()
-            .map(|(ride, claimed, sent)| {
-                let answer = match (claimed, sent) {
-                    (true, _) => ReceiptClaim::Claimed,
-                    (false, true) => ReceiptClaim::AlreadySent,
-                    (false, false) => ReceiptClaim::InProgress,
+            .map(|(ride, token, sent)| {
+                let answer = match (token, sent) {
+                    (Some(token), _) => ReceiptClaim::Claimed(ClaimToken(token)),
+                    (None, true) => ReceiptClaim::AlreadySent,
+                    (None, false) => ReceiptClaim::InProgress,
                 };
                 (ride, answer)
             })
@@ -60,35 +60,53 @@ impl Receipts for PostgresStore {
             .collect()
     }
 
+    async fn extend_receipt_claims(
+        &self,
+        claims: &[(RideId, ClaimToken)],
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let (rides, tokens) = columns(claims);
+        sqlx::query(queries::EXTEND_RECEIPT_CLAIMS)
+            .bind(&rides)
+            .bind(&tokens)
+            .bind(timestamp(now))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Tried again for about fifteen seconds: the receipts have gone out,
     /// and giving up would let another delivery send them a second time
     /// once the claims go stale. A restarting Postgres is back well within
     /// that.
     async fn mark_receipts_sent(
         &self,
-        rides: &[RideId],
+        claims: &[(RideId, ClaimToken)],
         now: SystemTime,
-    ) -> Result<(), StoreError> {
-        let rides: Vec<i64> = rides.iter().map(|ride| ride.0).collect();
-        persist(Duration::from_secs(15), || {
-            sqlx::query(
-                "UPDATE sent_receipts SET sent_at = $2 WHERE ride_id = ANY($1) AND sent_at IS NULL",
-            )
-            .bind(&rides)
-            .bind(timestamp(now))
-            .execute(&self.pool)
+    ) -> Result<Vec<RideId>, StoreError> {
+        let (rides, tokens) = columns(claims);
+        let marked: Vec<(i64,)> = persist(Duration::from_secs(15), || {
+            sqlx::query_as(queries::MARK_RECEIPTS_SENT)
+                .bind(&rides)
+                .bind(&tokens)
+                .bind(timestamp(now))
+                .fetch_all(&self.pool)
         })
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(marked.into_iter().map(|(ride,)| RideId(ride)).collect())
     }
 
-    async fn release_receipt(&self, ride_id: RideId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sent_receipts WHERE ride_id = $1 AND sent_at IS NULL")
-            .bind(ride_id.0)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+    async fn release_receipt(&self, ride_id: RideId, token: ClaimToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM sent_receipts WHERE ride_id = $1 AND claim_token = $2 AND sent_at IS NULL",
+        )
+        .bind(ride_id.0)
+        .bind(token.0)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 
@@ -102,4 +120,9 @@ impl Receipts for PostgresStore {
         .map_err(unavailable)?;
         Ok(sent)
     }
+}
+
+/// Claims as the two arrays the statements unnest: rides, tokens.
+fn columns(claims: &[(RideId, ClaimToken)]) -> (Vec<i64>, Vec<i64>) {
+    claims.iter().map(|(ride, token)| (ride.0, token.0)).unzip()
 }

@@ -620,11 +620,103 @@ async fn a_receipt_claimed_then_marked_for_one_ride_is_sent() {
         .claim_receipt(7, ride, now, Duration::from_secs(60))
         .await
         .expect("claimed");
-    assert!(matches!(claim, ReceiptClaim::Claimed), "{claim:?}");
+    let ReceiptClaim::Claimed(token) = claim else {
+        panic!("claimed: {claim:?}");
+    };
     assert!(!h.store.receipt_sent(ride).await.expect("read"));
-    h.store.mark_receipt_sent(ride, now).await.expect("marked");
+    assert!(
+        h.store
+            .mark_receipt_sent(ride, token, now)
+            .await
+            .expect("marked")
+    );
     assert!(
         h.store.receipt_sent(ride).await.expect("read"),
         "marked sent"
     );
+}
+
+/// Sends once let through: a receipt that takes as long as the test says.
+struct GatedSender {
+    sent: std::sync::Mutex<Vec<i64>>,
+    entered: tokio::sync::Semaphore,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Default for GatedSender {
+    fn default() -> Self {
+        Self {
+            sent: std::sync::Mutex::default(),
+            entered: tokio::sync::Semaphore::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl ReceiptSender for GatedSender {
+    async fn send(&self, _job_id: i64, receipt: &ReceiptJob) -> anyhow::Result<()> {
+        self.entered.add_permits(1);
+        self.gate.acquire().await.expect("open").forget();
+        self.sent.lock().expect("lock").push(receipt.ride_id.0);
+        Ok(())
+    }
+}
+
+/// A send slower than a claim lasts keeps its claim: the worker extends it
+/// while the send is in flight, so another worker handed the same job two
+/// minutes later (the claim's stale age is one) finds it in progress and
+/// sends nothing; the first send is then marked, and the receipt went out
+/// once.
+#[tokio::test]
+async fn a_send_slower_than_a_claim_lasts_keeps_its_claim_and_sends_once() {
+    use application::ports::{Clock, ReceiptClaim, Receipts};
+    let h = Harness::new().await;
+    h.book(&key(0)).await.expect("booked");
+    let enqueuer = DrainStagedJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        h.clock.clone(),
+        1000,
+        Duration::from_secs(60),
+    );
+    assert_eq!(enqueuer.run_batch().await.expect("drained"), 1);
+    let sender = Arc::new(GatedSender::default());
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        sender.clone(),
+        h.clock.clone(),
+    );
+    let deliveries = worker
+        .receive(1, Duration::from_millis(10))
+        .await
+        .expect("received");
+    let (job_id, ride) = (deliveries[0].job.id, deliveries[0].job.job.ride_id);
+    let working = tokio::spawn(async move { worker.work_all(deliveries).await });
+    sender.entered.acquire().await.expect("open").forget();
+    // Two minutes pass while the receipt is being sent, a quarter minute at
+    // a time; the worker's extensions run in between.
+    for _ in 0..8 {
+        h.advance(WorkJobs::CLAIM_EXTEND_EVERY);
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(
+        h.store
+            .claim_receipt(job_id, ride, h.clock.now(), WorkJobs::CLAIM_STALE_AFTER)
+            .await
+            .expect("claim"),
+        ReceiptClaim::InProgress,
+        "the slow sender still holds the claim"
+    );
+    sender.gate.add_permits(1);
+    let outcomes = working.await.expect("joined").expect("worked");
+    assert!(
+        matches!(outcomes[..], [WorkOutcome::Sent { .. }]),
+        "{outcomes:?}"
+    );
+    assert!(h.store.receipt_sent(ride).await.expect("read"));
+    assert_eq!(*sender.sent.lock().expect("lock"), vec![ride.0]);
 }

@@ -200,26 +200,28 @@ async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_recei
         .expect("received")
         .expect("a job");
     let now = SystemClock.now();
-    assert_eq!(
-        store
-            .claim_receipt(
-                second.job.id,
-                second.job.job.ride_id,
-                now,
-                WorkJobs::CLAIM_STALE_AFTER
-            )
-            .await
-            .expect("claim"),
-        ReceiptClaim::Claimed
-    );
+    let ReceiptClaim::Claimed(token) = store
+        .claim_receipt(
+            second.job.id,
+            second.job.job.ride_id,
+            now,
+            WorkJobs::CLAIM_STALE_AFTER,
+        )
+        .await
+        .expect("claim")
+    else {
+        panic!("claimed");
+    };
     sender
         .send(second.job.id, &second.job.job)
         .await
         .expect("sent");
-    store
-        .mark_receipt_sent(second.job.job.ride_id, now)
-        .await
-        .expect("marked");
+    assert!(
+        store
+            .mark_receipt_sent(second.job.job.ride_id, token, now)
+            .await
+            .expect("marked")
+    );
     drop((first, second));
 
     // Worker B, on its own connection, gets both again after the ack wait.

@@ -60,20 +60,20 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
     };
     let lease = Lease::of(&record);
     let ride = record.progress.ride_id().expect("ride");
-    assert_eq!(
-        store
-            .claim_receipt(1, ride, now, Duration::from_secs(60))
-            .await
-            .expect("claimed"),
-        ReceiptClaim::Claimed
-    );
+    let ReceiptClaim::Claimed(token) = store
+        .claim_receipt(1, ride, now, Duration::from_secs(60))
+        .await
+        .expect("claimed")
+    else {
+        panic!("claimed");
+    };
 
     // Postgres stops just as the receipt has gone out and the request failed.
     let id = server.container.id().to_owned();
     docker(&["stop", "-t", "1", &id]);
     let marking = {
         let store = store.clone();
-        tokio::spawn(async move { store.mark_receipt_sent(ride, now).await })
+        tokio::spawn(async move { store.mark_receipt_sent(ride, token, now).await })
     };
     let unlocking = {
         let store = store.clone();

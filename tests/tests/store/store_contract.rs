@@ -838,29 +838,33 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
                 .expect("claim")
         }
     };
-    assert_eq!(claim(at(1)).await, ReceiptClaim::Claimed);
+    let ReceiptClaim::Claimed(first) = claim(at(1)).await else {
+        panic!("claimed");
+    };
     assert_eq!(
         claim(at(2)).await,
         ReceiptClaim::InProgress,
         "another worker sends it"
     );
-    store.release_receipt(ride).await.expect("released");
-    assert_eq!(
-        claim(at(3)).await,
-        ReceiptClaim::Claimed,
-        "a failed send frees it"
-    );
+    store.release_receipt(ride, first).await.expect("released");
+    let ReceiptClaim::Claimed(second) = claim(at(3)).await else {
+        panic!("a failed send frees it");
+    };
+    assert_ne!(second, first, "a new claim, a new token");
     assert_eq!(
         claim(at(62)).await,
         ReceiptClaim::InProgress,
         "59 s old: still the other worker's"
     );
-    assert_eq!(
-        claim(at(63)).await,
-        ReceiptClaim::Claimed,
-        "60 s old: a dead worker's claim goes stale"
+    let ReceiptClaim::Claimed(third) = claim(at(63)).await else {
+        panic!("60 s old: a dead worker's claim goes stale");
+    };
+    assert!(
+        store
+            .mark_receipt_sent(ride, third, at(65))
+            .await
+            .expect("sent")
     );
-    store.mark_receipt_sent(ride, at(65)).await.expect("sent");
     assert!(store.receipt_sent(ride).await.expect("read"));
     assert_eq!(claim(at(66)).await, ReceiptClaim::AlreadySent);
     assert_eq!(
@@ -869,9 +873,74 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
         "sent is forever"
     );
     store
-        .release_receipt(ride)
+        .release_receipt(ride, third)
         .await
         .expect("a no-op once sent");
+    assert!(store.receipt_sent(ride).await.expect("read"));
+}
+
+/// A worker whose claim went stale and was taken over holds nothing: its
+/// release leaves the new holder's claim, its mark marks nothing, and its
+/// extension does not renew the claim; the holder's extension does, so a
+/// slow send keeps its claim past the stale age.
+async fn receipt_claims_are_fenced_by_their_tokens(store: Arc<dyn ContractStore>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    book(store.as_ref(), &request(&rider, &key(0), 1.0), at(0)).await;
+    let job = store.staged_jobs(1).await.expect("jobs")[0].clone();
+    let (job_id, ride) = (job.id, job.job.ride_id);
+    let stale = Duration::from_secs(60);
+    let claim = |now| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_receipt(job_id, ride, now, stale)
+                .await
+                .expect("claim")
+        }
+    };
+    let ReceiptClaim::Claimed(slow) = claim(at(1)).await else {
+        panic!("claimed");
+    };
+    let ReceiptClaim::Claimed(taker) = claim(at(61)).await else {
+        panic!("stale: taken over");
+    };
+    store.release_receipt(ride, slow).await.expect("no-op");
+    assert_eq!(claim(at(62)).await, ReceiptClaim::InProgress, "still held");
+    assert!(
+        !store
+            .mark_receipt_sent(ride, slow, at(63))
+            .await
+            .expect("no-op")
+    );
+    assert!(!store.receipt_sent(ride).await.expect("read"));
+    store
+        .extend_receipt_claims(&[(ride, slow)], at(100))
+        .await
+        .expect("no-op");
+    assert!(
+        matches!(claim(at(122)).await, ReceiptClaim::Claimed(_)),
+        "the stale holder's extension renewed nothing: 61 s old, stale"
+    );
+    // The holder of a claim keeps it by extending it while it sends.
+    let ReceiptClaim::Claimed(holder) = claim(at(200)).await else {
+        panic!("stale again: claimed");
+    };
+    assert_ne!(holder, taker);
+    store
+        .extend_receipt_claims(&[(ride, holder)], at(250))
+        .await
+        .expect("extended");
+    assert_eq!(
+        claim(at(300)).await,
+        ReceiptClaim::InProgress,
+        "extended at 250: 50 s old, still held"
+    );
+    assert!(
+        store
+            .mark_receipt_sent(ride, holder, at(301))
+            .await
+            .expect("sent")
+    );
     assert!(store.receipt_sent(ride).await.expect("read"));
 }
 
@@ -897,19 +966,19 @@ async fn receipts_are_claimed_and_marked_in_batches(store: Arc<dyn ContractStore
         )
         .await
         .expect("claims");
+    let (ReceiptClaim::Claimed(token0), ReceiptClaim::Claimed(_), ReceiptClaim::InProgress) =
+        (first[0], first[1], first[2])
+    else {
+        panic!("a ride listed twice is claimed once: {first:?}");
+    };
+    assert_eq!(first.len(), 3);
     assert_eq!(
-        first,
-        vec![
-            ReceiptClaim::Claimed,
-            ReceiptClaim::Claimed,
-            ReceiptClaim::InProgress
-        ],
-        "a ride listed twice is claimed once"
+        store
+            .mark_receipts_sent(&[(ride(0), token0)], at(2))
+            .await
+            .expect("marked"),
+        vec![ride(0)]
     );
-    store
-        .mark_receipts_sent(&[ride(0)], at(2))
-        .await
-        .expect("marked");
     let second = store
         .claim_receipts(
             &[
@@ -922,27 +991,24 @@ async fn receipts_are_claimed_and_marked_in_batches(store: Arc<dyn ContractStore
         )
         .await
         .expect("claims");
-    assert_eq!(
-        second,
-        vec![
-            ReceiptClaim::Claimed,
-            ReceiptClaim::InProgress,
-            ReceiptClaim::AlreadySent
-        ],
-        "in the order asked"
-    );
-    assert_eq!(
-        store
-            .claim_receipts(&[(jobs[1].id, ride(1))], at(61), stale)
-            .await
-            .expect("claims"),
-        vec![ReceiptClaim::Claimed],
-        "a claim 60 s old is stale"
-    );
-    store
-        .mark_receipts_sent(&[ride(1), ride(2)], at(62))
+    let (ReceiptClaim::Claimed(token2), ReceiptClaim::InProgress, ReceiptClaim::AlreadySent) =
+        (second[0], second[1], second[2])
+    else {
+        panic!("in the order asked: {second:?}");
+    };
+    let again = store
+        .claim_receipts(&[(jobs[1].id, ride(1))], at(61), stale)
+        .await
+        .expect("claims");
+    let [ReceiptClaim::Claimed(token1)] = again[..] else {
+        panic!("a claim 60 s old is stale: {again:?}");
+    };
+    let mut marked = store
+        .mark_receipts_sent(&[(ride(1), token1), (ride(2), token2)], at(62))
         .await
         .expect("marked");
+    marked.sort();
+    assert_eq!(marked, vec![ride(1), ride(2)]);
     for i in 0..3 {
         assert!(store.receipt_sent(ride(i)).await.expect("read"), "ride {i}");
     }
@@ -1301,6 +1367,7 @@ macro_rules! contract {
             case!(users_upsert_by_email_and_are_found_by_api_key_hash);
             case!(enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out);
             case!(receipts_are_claimed_and_marked_in_batches);
+            case!(receipt_claims_are_fenced_by_their_tokens);
             case!(keys_whose_charge_was_attempted_long_ago_are_listed_for_review);
             case!(keys_for_review_are_reported_once_and_left_out_of_the_completers_batches);
             case!(the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded);
