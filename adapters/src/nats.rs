@@ -463,6 +463,15 @@ impl JobQueue for NatsQueue {
             .map_err(queue_error)
     }
 
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError> {
+        let message = self.take(delivery.tag)?;
+        warn!(
+            job_id = delivery.job.id,
+            reason, "job cannot be worked; moving it to the dead-letter stream"
+        );
+        self.bury(&message, reason).await
+    }
+
     async fn postpone(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
         // Taken out of hand first: if the nak is lost with the server, the
         // job comes back after `ack_wait` anyway.

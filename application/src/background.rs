@@ -263,6 +263,11 @@ pub enum WorkOutcome {
     InProgressElsewhere {
         job_id: i64,
     },
+    /// The job names no ride: dead-lettered alone, the rest of its batch
+    /// worked as usual.
+    DeadLettered {
+        job_id: i64,
+    },
     /// Sending failed; the queue delivers it again after `delay`.
     Retrying {
         job_id: i64,
@@ -376,6 +381,14 @@ impl WorkJobs {
                     info!(job_id, %ride_id, "receipt already sent; duplicate delivery acknowledged");
                     WorkOutcome::AlreadySent { job_id }
                 }),
+                ReceiptClaim::NoSuchRide => self
+                    .queue
+                    .dead_letter(&delivery, &format!("ride {ride_id} does not exist"))
+                    .await
+                    .map(|()| {
+                        warn!(job_id, %ride_id, "the job names no ride; dead-lettered");
+                        WorkOutcome::DeadLettered { job_id }
+                    }),
                 ReceiptClaim::InProgress => self
                     .queue
                     .retry_later(&delivery, Self::CLAIM_STALE_AFTER)

@@ -58,6 +58,9 @@ pub enum ReceiptClaim {
     /// Another worker claimed it moments ago and may still be sending:
     /// ask for the job again later, in case that worker fails.
     InProgress,
+    /// The job names a ride that does not exist: it can never be worked.
+    /// The other claims of the batch are answered as usual.
+    NoSuchRide,
 }
 
 /// Unfinished keys, for the operator's gauges.
@@ -570,6 +573,11 @@ pub trait JobQueue: Send + Sync {
     /// unavailable): gives it back for `delay`, never to the dead letters.
     /// Either way the delivery is no longer in hand.
     async fn postpone(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;
+    /// The job can never be worked (it names a ride that does not exist):
+    /// moved to the dead letters at once with `reason`, where the queue
+    /// keeps them (the in-memory queue keeps none: it drops the job, and
+    /// says so). The delivery is no longer in hand.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError>;
 }
 
 /// A job the queue gave up on after its last allowed delivery.

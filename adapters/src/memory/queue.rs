@@ -140,6 +140,16 @@ impl JobQueue for MemoryQueue {
         self.postpone(delivery, delay).await
     }
 
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError> {
+        self.state().in_flight.remove(&delivery.tag);
+        tracing::warn!(
+            job_id = delivery.job.id,
+            reason,
+            "the in-memory queue keeps no dead letters: the job is dropped"
+        );
+        Ok(())
+    }
+
     async fn postpone(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
         let mut state = self.state();
         if let Some((job, attempt)) = state.in_flight.remove(&delivery.tag) {

@@ -653,6 +653,10 @@ impl Receipts for MemoryStore {
         let mut state = self.state();
         let mut answers = Vec::with_capacity(claims.len());
         for (_, ride_id) in claims {
+            if !state.rides.contains_key(ride_id) {
+                answers.push(ReceiptClaim::NoSuchRide);
+                continue;
+            }
             let answer = match state.receipts.get(ride_id) {
                 Some(receipt) if receipt.sent => ReceiptClaim::AlreadySent,
                 Some(receipt) if receipt.claimed_at + stale_after > now => ReceiptClaim::InProgress,

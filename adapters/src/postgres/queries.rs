@@ -77,13 +77,15 @@ pub const REFUSE: &str = concat!(
 /// ride: claimed, sent.
 pub const CLAIM_RECEIPTS: &str = "WITH wanted AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) \
      AS w(ride_id, job_id)), \
+     known AS (SELECT w.ride_id, w.job_id FROM wanted w JOIN rides r ON r.id = w.ride_id), \
      claimed AS (INSERT INTO sent_receipts (ride_id, job_id, claimed_at) \
-     SELECT ride_id, job_id, $3 FROM wanted ORDER BY ride_id \
+     SELECT ride_id, job_id, $3 FROM known ORDER BY ride_id \
      ON CONFLICT (ride_id) DO UPDATE SET job_id = EXCLUDED.job_id, claimed_at = EXCLUDED.claimed_at, \
      claim_token = nextval('receipt_claim_tokens') \
      WHERE sent_receipts.sent_at IS NULL AND sent_receipts.claimed_at <= $4 \
      RETURNING ride_id, claim_token) \
-     SELECT w.ride_id, c.claim_token, s.sent_at IS NOT NULL AS sent \
+     SELECT w.ride_id, c.claim_token, s.sent_at IS NOT NULL AS sent, \
+     EXISTS (SELECT 1 FROM known k WHERE k.ride_id = w.ride_id) AS known \
      FROM wanted w LEFT JOIN claimed c ON c.ride_id = w.ride_id \
      LEFT JOIN sent_receipts s ON s.ride_id = w.ride_id";
 

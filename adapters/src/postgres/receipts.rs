@@ -24,7 +24,7 @@ impl Receipts for PostgresStore {
         let stale_before = now
             .checked_sub(stale_after)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let rows: Vec<(i64, Option<i64>, bool)> = sqlx::query_as(queries::CLAIM_RECEIPTS)
+        let rows: Vec<(i64, Option<i64>, bool, bool)> = sqlx::query_as(queries::CLAIM_RECEIPTS)
             .bind(unique.iter().map(|(_, ride)| ride.0).collect::<Vec<_>>())
             .bind(unique.iter().map(|(job, _)| *job).collect::<Vec<_>>())
             .bind(timestamp(now))
@@ -34,11 +34,12 @@ impl Receipts for PostgresStore {
             .map_err(unavailable)?;
         let answers: std::collections::HashMap<i64, ReceiptClaim> = rows
             .into_iter()
-            .map(|(ride, token, sent)| {
-                let answer = match (token, sent) {
-                    (Some(token), _) => ReceiptClaim::Claimed(ClaimToken(token)),
-                    (None, true) => ReceiptClaim::AlreadySent,
-                    (None, false) => ReceiptClaim::InProgress,
+            .map(|(ride, token, sent, known)| {
+                let answer = match (token, sent, known) {
+                    (_, _, false) => ReceiptClaim::NoSuchRide,
+                    (Some(token), _, true) => ReceiptClaim::Claimed(ClaimToken(token)),
+                    (None, true, true) => ReceiptClaim::AlreadySent,
+                    (None, false, true) => ReceiptClaim::InProgress,
                 };
                 (ride, answer)
             })
@@ -51,11 +52,13 @@ impl Receipts for PostgresStore {
                     StoreError::Inconsistent(format!("no claim answer for ride {ride_id}"))
                 })?;
                 // A ride listed again: its first entry holds the claim.
-                Ok(if answered.insert(*ride_id) {
-                    answer
-                } else {
-                    ReceiptClaim::InProgress
-                })
+                Ok(
+                    if answered.insert(*ride_id) || answer == ReceiptClaim::NoSuchRide {
+                        answer
+                    } else {
+                        ReceiptClaim::InProgress
+                    },
+                )
             })
             .collect()
     }

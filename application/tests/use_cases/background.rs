@@ -720,3 +720,42 @@ async fn a_send_slower_than_a_claim_lasts_keeps_its_claim_and_sends_once() {
     assert!(h.store.receipt_sent(ride).await.expect("read"));
     assert_eq!(*sender.sent.lock().expect("lock"), vec![ride.0]);
 }
+
+/// A job naming a ride that does not exist cannot be worked: it is
+/// dead-lettered alone (the in-memory queue drops it), and the receipt of
+/// the good job delivered with it goes out.
+#[tokio::test]
+async fn a_job_for_a_missing_ride_is_set_aside_and_the_rest_of_its_batch_is_sent() {
+    use domain::StagedJob;
+    let h = Harness::new().await;
+    h.book(&key(0)).await.expect("booked");
+    let good = h.store.staged_jobs(1).await.expect("jobs")[0].clone();
+    let mut bad: StagedJob = good.clone();
+    bad.id = good.id + 1000;
+    bad.job.ride_id = domain::RideId(good.job.ride_id.0 + 1000);
+    h.queue.publish(&bad).await.expect("published");
+    h.queue.publish(&good).await.expect("published");
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        sender.clone(),
+        h.clock.clone(),
+    );
+    let deliveries = worker
+        .receive(10, Duration::from_millis(10))
+        .await
+        .expect("received");
+    assert_eq!(deliveries.len(), 2);
+    let mut outcomes = worker.work_all(deliveries).await.expect("worked");
+    outcomes.sort_by_key(|outcome| format!("{outcome:?}"));
+    assert_eq!(
+        outcomes,
+        vec![
+            WorkOutcome::DeadLettered { job_id: bad.id },
+            WorkOutcome::Sent { job_id: good.id },
+        ]
+    );
+    assert_eq!(*sender.sent.lock().expect("lock"), vec![good.job.ride_id.0]);
+    assert!(h.queue.is_empty(), "neither comes back");
+}

@@ -466,3 +466,50 @@ async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed()
             .expect("read")
     );
 }
+
+/// One bad job does not break its batch: a job naming a ride that does not
+/// exist is dead-lettered alone, with the reason, at once (no redelivery
+/// until `NATS_MAX_DELIVER`), and the good job taken with it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_a_missing_ride_is_dead_lettered_alone_and_its_batch_proceeds() {
+    let nats = start_nats().await;
+    let store = store_with_rides(1).await;
+    let queue = queue(&nats.url, &store, Duration::from_secs(30)).await;
+    let good = store.staged_jobs(1).await.expect("jobs")[0].clone();
+    let mut bad = good.clone();
+    bad.id = good.id + 1000;
+    bad.job.ride_id = domain::RideId(good.job.ride_id.0 + 1000);
+    queue.publish(&bad).await.expect("published");
+    queue.publish(&good).await.expect("published");
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(
+        store.clone(),
+        queue.clone(),
+        sender.clone(),
+        Arc::new(SystemClock),
+    );
+    let mut deliveries = Vec::new();
+    while deliveries.len() < 2 {
+        let more = worker
+            .receive(10, Duration::from_secs(5))
+            .await
+            .expect("received");
+        assert!(!more.is_empty(), "both jobs delivered");
+        deliveries.extend(more);
+    }
+    let outcomes = worker.work_all(deliveries).await.expect("worked");
+    assert!(
+        outcomes.contains(&WorkOutcome::DeadLettered { job_id: bad.id })
+            && outcomes.contains(&WorkOutcome::Sent { job_id: good.id }),
+        "{outcomes:?}"
+    );
+    assert_eq!(*sender.sent.lock().expect("lock"), vec![good.job.ride_id.0]);
+    let dead = queue.dead_jobs(10).await.expect("listed");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].job.id, bad.id);
+    assert!(
+        dead[0].reason.contains("does not exist"),
+        "{}",
+        dead[0].reason
+    );
+}

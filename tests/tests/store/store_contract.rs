@@ -879,6 +879,35 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
     assert!(store.receipt_sent(ride).await.expect("read"));
 }
 
+/// A job naming a ride that does not exist is answered `NoSuchRide`, and
+/// the rest of its batch is claimed as usual (on Postgres the batch's one
+/// statement does not fail on the missing ride).
+async fn a_claim_for_a_missing_ride_is_refused_alone(store: Arc<dyn ContractStore>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    book(store.as_ref(), &request(&rider, &key(0), 1.0), at(0)).await;
+    let job = store.staged_jobs(1).await.expect("jobs")[0].clone();
+    let missing = RideId(job.job.ride_id.0 + 1_000_000);
+    let claims = store
+        .claim_receipts(
+            &[(999, missing), (job.id, job.job.ride_id), (998, missing)],
+            at(1),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the batch is claimed");
+    assert!(
+        matches!(
+            claims[..],
+            [
+                ReceiptClaim::NoSuchRide,
+                ReceiptClaim::Claimed(_),
+                ReceiptClaim::NoSuchRide
+            ]
+        ),
+        "{claims:?}"
+    );
+}
+
 /// A worker whose claim went stale and was taken over holds nothing: its
 /// release leaves the new holder's claim, its mark marks nothing, and its
 /// extension does not renew the claim; the holder's extension does, so a
@@ -1368,6 +1397,7 @@ macro_rules! contract {
             case!(enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out);
             case!(receipts_are_claimed_and_marked_in_batches);
             case!(receipt_claims_are_fenced_by_their_tokens);
+            case!(a_claim_for_a_missing_ride_is_refused_alone);
             case!(keys_whose_charge_was_attempted_long_ago_are_listed_for_review);
             case!(keys_for_review_are_reported_once_and_left_out_of_the_completers_batches);
             case!(the_reaper_keeps_keys_whose_charge_outcome_was_never_recorded);
