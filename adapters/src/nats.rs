@@ -287,25 +287,40 @@ impl NatsQueue {
             .jetstream
             .get_stream(&self.settings.dead_letter_stream)
             .await?;
-        for job in &dead {
-            let payload = serde_json::to_vec(&JobMessage::from(&job.job))?;
+        let dead: Vec<DeadJob> = dead.into_iter().filter(|dead| dead.job.is_some()).collect();
+        for dead in &dead {
+            let Some(job) = &dead.job else { continue };
+            let payload = serde_json::to_vec(&JobMessage::from(job))?;
             let mut headers = HeaderMap::new();
             headers.insert(
                 "Nats-Msg-Id",
-                format!("{}-requeued-{}", job.job.id, job.sequence).as_str(),
+                format!("{}-requeued-{}", job.id, dead.sequence).as_str(),
             );
             self.jetstream
                 .publish_with_headers(self.settings.subject.clone(), headers, payload.into())
                 .await?
                 .await?;
-            stream.delete_message(job.sequence).await?;
+            stream.delete_message(dead.sequence).await?;
             info!(
-                job_id = job.job.id,
-                sequence = job.sequence,
+                job_id = job.id,
+                sequence = dead.sequence,
                 "dead job requeued"
             );
         }
         Ok(dead)
+    }
+
+    /// Deletes one message of the dead-letter stream; whether it was there.
+    pub async fn delete_dead_job(&self, sequence: u64) -> anyhow::Result<bool> {
+        let stream = self
+            .jetstream
+            .get_stream(&self.settings.dead_letter_stream)
+            .await?;
+        let deleted = stream.delete_message(sequence).await.is_ok();
+        if deleted {
+            info!(sequence, "dead letter deleted");
+        }
+        Ok(deleted)
     }
 
     /// How many jobs the dead-letter stream holds.
@@ -335,7 +350,11 @@ impl NatsQueue {
             let Ok(message) = stream.get_raw_message(sequence).await else {
                 continue; // deleted
             };
-            let job: JobMessage = serde_json::from_slice(&message.payload)?;
+            // A message that is not a job is listed as it is, never an
+            // error: one bad message must not hide the others.
+            let job = serde_json::from_slice::<JobMessage>(&message.payload)
+                .ok()
+                .map(StagedJob::from);
             let reason = message
                 .headers
                 .get("Rocket-Rides-Reason")
@@ -343,7 +362,8 @@ impl NatsQueue {
                 .unwrap_or_default();
             dead.push(DeadJob {
                 sequence,
-                job: job.into(),
+                job,
+                payload: readable(&message.payload),
                 reason,
             });
         }
@@ -495,5 +515,27 @@ impl DeadLetters for NatsQueue {
 
     async fn dead_job_count(&self) -> Result<u64, QueueError> {
         Ok(NatsQueue::dead_job_count(self).await?)
+    }
+
+    async fn delete_dead_job(&self, sequence: u64) -> Result<bool, QueueError> {
+        Ok(NatsQueue::delete_dead_job(self, sequence).await?)
+    }
+}
+
+/// A message's bytes for a person: UTF-8 where they are, escaped where not,
+/// at most 1 KiB of it.
+fn readable(payload: &[u8]) -> String {
+    let shown = &payload[..payload.len().min(1024)];
+    let text: String = shown.utf8_chunks().fold(String::new(), |mut text, chunk| {
+        text.extend(chunk.valid().chars().flat_map(char::escape_debug));
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+        text
+    });
+    if payload.len() > shown.len() {
+        format!("{text}…")
+    } else {
+        text
     }
 }

@@ -580,13 +580,18 @@ pub trait JobQueue: Send + Sync {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError>;
 }
 
-/// A job the queue gave up on after its last allowed delivery.
+/// A job the queue gave up on, or a message in the dead letters that is
+/// not a job at all (shown as it is, never requeued; a person deletes it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadJob {
-    /// Its place in the dead letters (what a requeue removes).
+    /// Its place in the dead letters (what a requeue or a delete removes).
     pub sequence: u64,
-    pub job: StagedJob,
-    /// Why its last delivery failed, as the worker said.
+    /// The job; `None` when the message cannot be read as one.
+    pub job: Option<StagedJob>,
+    /// The message as stored, for a person to read when it is not a job
+    /// (UTF-8 where it is, bytes escaped where not; at most 1 KiB).
+    pub payload: String,
+    /// Why it was given up on, as the worker said.
     pub reason: String,
 }
 
@@ -605,8 +610,12 @@ pub trait DeadLetters: Send + Sync {
     /// Puts up to `limit` dead jobs back in the job queue, oldest first,
     /// each removed from the dead letters once the queue accepted it; the
     /// jobs requeued. A ride whose receipt went out meanwhile gets no
-    /// second one (the worker's receipt claim).
+    /// second one (the worker's receipt claim). Messages that are not jobs
+    /// stay where they are.
     async fn requeue_dead_jobs(&self, limit: usize) -> Result<Vec<DeadJob>, QueueError>;
+    /// Deletes one dead letter (a message that is not a job, or a job a
+    /// person decided against); whether it was there.
+    async fn delete_dead_job(&self, sequence: u64) -> Result<bool, QueueError>;
     /// How many dead jobs there are.
     async fn dead_job_count(&self) -> Result<u64, QueueError>;
 }

@@ -148,6 +148,13 @@ pub async fn dead_jobs(args: &DeadJobsCommand, shutdown: CancellationToken) -> a
     let Some(dead_letters) = &system.dead_letters else {
         bail!("`dead-jobs` needs NATS_URL: the in-memory queue keeps no dead letters");
     };
+    if let Some(sequence) = args.delete {
+        if !dead_letters.delete_dead_job(sequence).await? {
+            bail!("no dead letter {sequence}");
+        }
+        println!("deleted sequence={sequence}");
+        return Ok(());
+    }
     let dead = match args.requeue {
         true => dead_letters.requeue_dead_jobs(args.limit).await?,
         false => dead_letters.dead_jobs(args.limit).await?,
@@ -156,11 +163,17 @@ pub async fn dead_jobs(args: &DeadJobsCommand, shutdown: CancellationToken) -> a
         println!("no dead jobs");
     }
     let verb = if args.requeue { "requeued " } else { "" };
-    for job in dead {
-        println!(
-            "{verb}sequence={} job_id={} ride_id={} user_id={} reason={}",
-            job.sequence, job.job.id, job.job.job.ride_id, job.job.job.user_id, job.reason
-        );
+    for dead in dead {
+        match &dead.job {
+            Some(job) => println!(
+                "{verb}sequence={} job_id={} ride_id={} user_id={} reason={}",
+                dead.sequence, job.id, job.job.ride_id, job.job.user_id, dead.reason
+            ),
+            None => println!(
+                "sequence={} unreadable payload={:?} reason={} (not a job: `dead-jobs --delete {}` removes it)",
+                dead.sequence, dead.payload, dead.reason, dead.sequence
+            ),
+        }
     }
     Ok(())
 }

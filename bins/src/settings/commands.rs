@@ -205,9 +205,14 @@ pub struct DeadJobsCommand {
     pub limit: usize,
     /// Put the listed jobs back in the job queue and remove them from the
     /// dead-letter stream (after fixing what made them fail). A ride whose
-    /// receipt went out meanwhile gets no second one.
-    #[arg(long)]
+    /// receipt went out meanwhile gets no second one. Messages that are not
+    /// jobs stay.
+    #[arg(long, conflicts_with = "delete")]
     pub requeue: bool,
+    /// Delete the dead letter with this sequence (one that is not a job,
+    /// as listed, or a job decided against).
+    #[arg(long)]
+    pub delete: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -67,6 +67,8 @@ struct Running {
     create_ride: Arc<CreateRide>,
     user: domain::User,
     http: reqwest::Client,
+    /// The console's dead letters, empty until a test sets them.
+    dead_letters: Arc<tokio::sync::OnceCell<Arc<dyn application::ports::DeadLetters>>>,
 }
 
 async fn running() -> Running {
@@ -100,6 +102,8 @@ async fn running() -> Running {
         clock.clone(),
         settings,
     ));
+    let dead_letters: Arc<tokio::sync::OnceCell<Arc<dyn application::ports::DeadLetters>>> =
+        Arc::default();
     let console = Console {
         token: TOKEN.to_owned(),
         reconcile: ReconcileKeys::new(
@@ -117,7 +121,7 @@ async fn running() -> Running {
         keys: store.clone(),
         outbox: store.clone(),
         dashboard: store.clone(),
-        dead_letters: Arc::default(),
+        dead_letters: dead_letters.clone(),
         keeps_dead_letters: false,
         clock,
         review: settings.review,
@@ -137,6 +141,7 @@ async fn running() -> Running {
             .redirect(Policy::none())
             .build()
             .expect("client"),
+        dead_letters,
     };
     // Not connected yet: the console says so.
     let early = running.get("/console", None).await;
@@ -374,4 +379,98 @@ async fn wrong_tokens_are_limited_in_rate_and_then_every_token_waits() {
         c.get("/console", None).await.status(),
         StatusCode::SEE_OTHER
     );
+}
+
+/// Dead letters as a queue would hold them: one job, one message that is
+/// not a job.
+struct TwoDeadLetters(std::sync::Mutex<Vec<application::ports::DeadJob>>);
+
+#[async_trait::async_trait]
+impl application::ports::DeadLetters for TwoDeadLetters {
+    async fn dead_jobs(
+        &self,
+        _limit: usize,
+    ) -> Result<Vec<application::ports::DeadJob>, application::ports::QueueError> {
+        Ok(self.0.lock().expect("lock").clone())
+    }
+
+    async fn requeue_dead_jobs(
+        &self,
+        _limit: usize,
+    ) -> Result<Vec<application::ports::DeadJob>, application::ports::QueueError> {
+        Ok(Vec::new())
+    }
+
+    async fn delete_dead_job(&self, sequence: u64) -> Result<bool, application::ports::QueueError> {
+        let mut letters = self.0.lock().expect("lock");
+        let before = letters.len();
+        letters.retain(|letter| letter.sequence != sequence);
+        Ok(letters.len() < before)
+    }
+
+    async fn dead_job_count(&self) -> Result<u64, application::ports::QueueError> {
+        Ok(self.0.lock().expect("lock").len() as u64)
+    }
+}
+
+/// A dead letter that is not a job does not break the page: it is shown as
+/// it is (escaped), beside the jobs, with a button that deletes it.
+#[tokio::test]
+async fn an_unreadable_dead_letter_is_shown_escaped_and_deleted_from_the_page() {
+    use application::ports::DeadJob;
+    let c = running().await;
+    let job = domain::StagedJob {
+        id: 7,
+        job: domain::ReceiptJob {
+            amount_cents: 2000,
+            currency: "usd".to_owned(),
+            user_id: c.user.id,
+            ride_id: domain::RideId(3),
+        },
+    };
+    let letters = Arc::new(TwoDeadLetters(std::sync::Mutex::new(vec![
+        DeadJob {
+            sequence: 1,
+            job: Some(job),
+            payload: String::new(),
+            reason: "failed 8 times".to_owned(),
+        },
+        DeadJob {
+            sequence: 2,
+            job: None,
+            payload: "<script>alert(1)</script>".to_owned(),
+            reason: String::new(),
+        },
+    ])));
+    assert!(c.dead_letters.set(letters.clone()).is_ok());
+    let page = c.get("/console", Some(TOKEN)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.expect("body");
+    assert!(
+        page.contains("<span id=\"dead-letters\">2</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("not a job: <code>&lt;script&gt;alert(1)&lt;/script&gt;</code>"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "escaped");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's value")
+        .to_owned();
+    let deleted = c
+        .http
+        .post(format!("{}/console/dead-letters/2/delete", c.base))
+        .bearer_auth(TOKEN)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    let left = letters.0.lock().expect("lock").clone();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].sequence, 1);
 }

@@ -427,7 +427,7 @@ async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed()
     let dead = queue.dead_jobs(10).await.expect("listed");
     assert_eq!(dead.len(), 1);
     let ride = ride_ids(&store).await[0];
-    assert_eq!(dead[0].job.job.ride_id.0, ride);
+    assert_eq!(dead[0].job.as_ref().expect("a job").job.ride_id.0, ride);
     assert!(
         dead[0].reason.contains("failed 2 times"),
         "{}",
@@ -506,10 +506,74 @@ async fn a_job_for_a_missing_ride_is_dead_lettered_alone_and_its_batch_proceeds(
     assert_eq!(*sender.sent.lock().expect("lock"), vec![good.job.ride_id.0]);
     let dead = queue.dead_jobs(10).await.expect("listed");
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].job.id, bad.id);
+    assert_eq!(dead[0].job.as_ref().expect("a job").id, bad.id);
     assert!(
         dead[0].reason.contains("does not exist"),
         "{}",
         dead[0].reason
+    );
+}
+
+/// A message in the dead letters that is not a job breaks nothing: it is
+/// listed as such with its bytes, beside the readable ones; a requeue
+/// leaves it; `dead-jobs --delete` (and the console's button) remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_dead_letter_is_listed_as_such_and_can_be_deleted() {
+    use application::ports::DeadLetters;
+    let nats = start_nats().await;
+    let store = store_with_rides(1).await;
+    let deployment = store.deployment_id().await.expect("deployment id");
+    let settings = NatsSettings::new(&nats.url, &deployment);
+    let queue = Arc::new(NatsQueue::connect(settings.clone()).await.expect("NATS"));
+    let client = async_nats::connect(&nats.url).await.expect("client");
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream
+        .publish(
+            settings.dead_letter_subject.clone(),
+            b"\xffnot {json".to_vec().into(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+    let good = store.staged_jobs(1).await.expect("jobs")[0].clone();
+    let mut bad = good.clone();
+    bad.id = good.id + 1000;
+    bad.job.ride_id = domain::RideId(good.job.ride_id.0 + 1000);
+    queue.publish(&bad).await.expect("published");
+    let worker = WorkJobs::new(
+        store.clone(),
+        queue.clone(),
+        Arc::new(CountingSender::default()),
+        Arc::new(SystemClock),
+    );
+    work_until_idle(&worker).await;
+    let dead = DeadLetters::dead_jobs(queue.as_ref(), 10)
+        .await
+        .expect("listed despite the unreadable one");
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let unreadable = &dead[0];
+    assert_eq!(unreadable.job, None);
+    assert_eq!(unreadable.payload, "\\xffnot {json");
+    assert_eq!(dead[1].job.as_ref().map(|job| job.id), Some(bad.id));
+    let requeued = DeadLetters::requeue_dead_jobs(queue.as_ref(), 10)
+        .await
+        .expect("requeued");
+    assert_eq!(requeued.len(), 1, "only the job");
+    let left = DeadLetters::dead_jobs(queue.as_ref(), 10)
+        .await
+        .expect("listed");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].sequence, unreadable.sequence);
+    assert!(
+        DeadLetters::delete_dead_job(queue.as_ref(), unreadable.sequence)
+            .await
+            .expect("deleted")
+    );
+    assert!(
+        DeadLetters::dead_jobs(queue.as_ref(), 10)
+            .await
+            .expect("listed")
+            .is_empty()
     );
 }

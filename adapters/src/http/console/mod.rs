@@ -72,6 +72,7 @@ pub fn console_router(slot: ConsoleSlot) -> Router {
         .route("/console/logout", post(logout))
         .route("/console/review/{id}/settle", post(settle))
         .route("/console/dead-letters/requeue", post(requeue))
+        .route("/console/dead-letters/{sequence}/delete", post(delete_dead))
         .with_state(slot)
 }
 
@@ -199,4 +200,28 @@ async fn page(
             ),
         ),
     }
+}
+
+async fn delete_dead(
+    State(slot): State<ConsoleSlot>,
+    headers: HeaderMap,
+    Path(sequence): Path<u64>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    let console = match console_for_form(&slot, &headers, &form).await {
+        Ok(console) => console,
+        Err(response) => return response,
+    };
+    let message = match console.dead_letters.get() {
+        None => "No dead-letter stream in this process.".to_owned(),
+        Some(dead_letters) => match dead_letters.delete_dead_job(sequence).await {
+            Ok(true) => {
+                tracing::info!(sequence, "console: dead letter deleted");
+                format!("Dead letter {sequence} deleted.")
+            }
+            Ok(false) => format!("Dead letter {sequence} was not there."),
+            Err(error) => format!("Deleting failed: {error:#}"),
+        },
+    };
+    back_with(&message)
 }

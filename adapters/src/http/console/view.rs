@@ -204,15 +204,27 @@ pub(super) async fn render(console: &Console, flash: Option<&str>) -> anyhow::Re
                     w,
                     "<table id=\"dead\"><tr><th>sequence</th><th>job</th><th>ride</th><th>reason</th></tr>"
                 )?;
-                for job in &dead {
-                    writeln!(
-                        w,
-                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        job.sequence,
-                        job.job.id,
-                        job.job.job.ride_id,
-                        escape(&job.reason)
-                    )?;
+                for dead in &dead {
+                    match &dead.job {
+                        Some(job) => writeln!(
+                            w,
+                            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                            dead.sequence,
+                            job.id,
+                            job.job.ride_id,
+                            escape(&dead.reason)
+                        )?,
+                        // Not a job: shown as it is, with a way to delete it.
+                        None => writeln!(
+                            w,
+                            "<tr class=\"unreadable\"><td>{sequence}</td><td colspan=\"2\">not a job: <code>{payload}</code></td><td>{reason}\
+                             <form method=\"post\" action=\"/console/dead-letters/{sequence}/delete\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                             <button type=\"submit\" id=\"delete-{sequence}\">Delete</button></form></td></tr>",
+                            sequence = dead.sequence,
+                            payload = escape(&dead.payload),
+                            reason = escape(&dead.reason),
+                        )?,
+                    }
                 }
                 writeln!(
                     w,
