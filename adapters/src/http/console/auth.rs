@@ -155,15 +155,25 @@ pub(super) fn foreign_form(console: &Console, form: &Csrf) -> Option<Response> {
     ))
 }
 
-/// The console for a form post: signed in, and the form is its own.
-pub(super) async fn console_for_form(
-    slot: &ConsoleSlot,
-    headers: &HeaderMap,
-    form: &Csrf,
-) -> Result<Arc<Console>, Response> {
-    let console = console_for(slot, headers).await?;
-    match foreign_form(&console, form) {
-        Some(refused) => Err(refused),
-        None => Ok(console),
+/// The console for a form post, as an extractor: signed in, and the form
+/// is its own (else the refusal, as the answer).
+pub(super) struct FormConsole(pub(super) Arc<Console>);
+
+impl axum::extract::FromRequest<ConsoleSlot> for FormConsole {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        slot: &ConsoleSlot,
+    ) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let Form(form) = Form::<Csrf>::from_request(request, slot)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let console = console_for(slot, &headers).await?;
+        match foreign_form(&console, &form) {
+            Some(refused) => Err(refused),
+            None => Ok(Self(console)),
+        }
     }
 }

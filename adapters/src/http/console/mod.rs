@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 pub use auth::SignInLimiter;
-use auth::{COOKIE, Csrf, console_for, console_for_form, constant_time_eq, too_many_tries};
+use auth::{COOKIE, FormConsole, console_for, constant_time_eq, too_many_tries};
 pub use findings::FindingsCache;
 use view::{back_with, escape, html, layout, login_page, render};
 
@@ -128,16 +128,7 @@ async fn logout() -> Response {
     response
 }
 
-async fn settle(
-    State(slot): State<ConsoleSlot>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    Form(form): Form<Csrf>,
-) -> Response {
-    let console = match console_for_form(&slot, &headers, &form).await {
-        Ok(console) => console,
-        Err(response) => return response,
-    };
+async fn settle(Path(id): Path<i64>, FormConsole(console): FormConsole) -> Response {
     let message = match console.reconcile.settle(KeyId(id)).await {
         Ok(Settlement::Settled { status }) => {
             tracing::info!(key_id = id, status, "console: key settled from Stripe");
@@ -155,15 +146,7 @@ async fn settle(
     back_with(&message)
 }
 
-async fn requeue(
-    State(slot): State<ConsoleSlot>,
-    headers: HeaderMap,
-    Form(form): Form<Csrf>,
-) -> Response {
-    let console = match console_for_form(&slot, &headers, &form).await {
-        Ok(console) => console,
-        Err(response) => return response,
-    };
+async fn requeue(FormConsole(console): FormConsole) -> Response {
     let message = match console.dead_letters.get() {
         None => "No dead-letter stream in this process.".to_owned(),
         Some(dead_letters) => match dead_letters.requeue_dead_jobs(ROWS).await {
@@ -202,16 +185,7 @@ async fn page(
     }
 }
 
-async fn delete_dead(
-    State(slot): State<ConsoleSlot>,
-    headers: HeaderMap,
-    Path(sequence): Path<u64>,
-    Form(form): Form<Csrf>,
-) -> Response {
-    let console = match console_for_form(&slot, &headers, &form).await {
-        Ok(console) => console,
-        Err(response) => return response,
-    };
+async fn delete_dead(Path(sequence): Path<u64>, FormConsole(console): FormConsole) -> Response {
     let message = match console.dead_letters.get() {
         None => "No dead-letter stream in this process.".to_owned(),
         Some(dead_letters) => match dead_letters.delete_dead_job(sequence).await {
