@@ -48,6 +48,88 @@ pub struct NatsSettings {
     pub ack_wait: Duration,
     /// Deliveries before a job goes to the dead-letter stream.
     pub max_deliver: u32,
+    /// How the client proves itself to the server.
+    pub auth: NatsAuth,
+}
+
+/// NATS credentials: a user and password, or a token, from the URL
+/// (`nats://user:password@host`, `nats://token@host`) or from settings.
+/// The client library does not read them from a URL by itself.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+}
+
+/// Credentials never show in a log line.
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
+            NatsAuth::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+impl NatsAuth {
+    /// The credentials in `url`'s user part, and the URL without them.
+    pub fn split_url(url: &str) -> (Self, String) {
+        let Some(mut parsed) = url::Url::parse(url).ok().filter(url::Url::has_host) else {
+            return (NatsAuth::None, url.to_owned());
+        };
+        let user = percent_decoded(parsed.username());
+        let auth = match parsed.password() {
+            Some(password) => NatsAuth::UserPassword {
+                user,
+                password: percent_decoded(password),
+            },
+            None if !user.is_empty() => NatsAuth::Token(user),
+            None => return (NatsAuth::None, url.to_owned()),
+        };
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        (auth, parsed.to_string())
+    }
+
+    fn apply(&self, options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        match self {
+            NatsAuth::None => options,
+            NatsAuth::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::Token(token) => options.token(token.clone()),
+        }
+    }
+}
+
+/// `%XX` escapes decoded (a user part of a URL keeps `+` as it is).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The URL may carry credentials: `Debug` shows it redacted.
@@ -60,6 +142,7 @@ impl std::fmt::Debug for NatsSettings {
             .field("duplicate_window", &self.duplicate_window)
             .field("ack_wait", &self.ack_wait)
             .field("max_deliver", &self.max_deliver)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -70,10 +153,13 @@ impl NatsSettings {
     pub const DEFAULT_MAX_DELIVER: u32 = 8;
 
     /// The queue of the store whose deployment id is `deployment` (letters,
-    /// digits, `-` and `_` only: it names streams and subject tokens).
+    /// digits, `-` and `_` only: it names streams and subject tokens), with
+    /// the credentials `url` carries, if any.
     pub fn new(url: impl Into<String>, deployment: &str) -> Self {
+        let (auth, url) = NatsAuth::split_url(&url.into());
         Self {
-            url: url.into(),
+            url,
+            auth,
             stream: format!("ROCKET_RIDES_JOBS_{deployment}"),
             subject: format!("rocket-rides.{deployment}.jobs.send_ride_receipt"),
             dead_letter_stream: format!("ROCKET_RIDES_DEAD_{deployment}"),
@@ -143,8 +229,10 @@ impl NatsQueue {
     /// connected, the client reconnects by itself after a server restart.
     pub async fn connect(settings: NatsSettings) -> Result<Self, ConnectError> {
         let url = redact_url(&settings.url);
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
+        let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
+        let client = settings
+            .auth
+            .apply(options)
             .connect(&settings.url)
             .await
             .map_err(|error| {
@@ -537,5 +625,34 @@ fn readable(payload: &[u8]) -> String {
         format!("{text}…")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_the_url_become_the_clients_and_leave_the_url() {
+        let (auth, url) = NatsAuth::split_url("nats://rides:p%40s+s@nats:4222");
+        assert_eq!(
+            auth,
+            NatsAuth::UserPassword {
+                user: "rides".into(),
+                password: "p@s+s".into()
+            }
+        );
+        assert_eq!(url, "nats://nats:4222");
+        let (auth, url) = NatsAuth::split_url("nats://s3cret-token@127.0.0.1:4222");
+        assert_eq!(auth, NatsAuth::Token("s3cret-token".into()));
+        assert_eq!(url, "nats://127.0.0.1:4222");
+        let (auth, url) = NatsAuth::split_url("nats://127.0.0.1:4222");
+        assert_eq!(
+            (auth, url.as_str()),
+            (NatsAuth::None, "nats://127.0.0.1:4222")
+        );
+        let settings = NatsSettings::new("nats://rides:s3cret@nats:4222", "d");
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

@@ -372,12 +372,16 @@ impl System {
             None => uuid::Uuid::new_v4().simple().to_string(),
         };
         let settings = match &self.queue_settings {
-            Some(queue) => NatsSettings {
-                duplicate_window: queue.nats_duplicate_window.0,
-                ack_wait: queue.nats_ack_wait.0,
-                max_deliver: queue.nats_max_deliver,
-                ..NatsSettings::new(url, &deployment)
-            },
+            Some(queue) => {
+                let from_url = NatsSettings::new(url, &deployment);
+                NatsSettings {
+                    duplicate_window: queue.nats_duplicate_window.0,
+                    ack_wait: queue.nats_ack_wait.0,
+                    max_deliver: queue.nats_max_deliver,
+                    auth: queue.auth().unwrap_or(from_url.auth.clone()),
+                    ..from_url
+                }
+            }
             None => NatsSettings::new(url, &deployment),
         };
         wait_for("NATS", shutdown, || NatsQueue::connect(settings.clone())).await

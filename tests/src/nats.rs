@@ -20,11 +20,24 @@ pub async fn start_nats() -> NatsServer {
     start_nats_on(free_port()).await
 }
 
+/// NATS with JetStream that admits only `user` with `password`; `url`
+/// carries no credentials.
+pub async fn start_nats_with_user(user: &str, password: &str) -> NatsServer {
+    let cmd = NatsServerCmd::default()
+        .with_jetstream()
+        .with_user(user)
+        .with_password(password);
+    start(free_port(), cmd).await
+}
+
 /// NATS with JetStream on a given host port (one that processes may
 /// already be trying to reach).
 pub async fn start_nats_on(port: u16) -> NatsServer {
+    start(port, NatsServerCmd::default().with_jetstream()).await
+}
+
+async fn start(port: u16, cmd: NatsServerCmd) -> NatsServer {
     let (name, tag) = image_from_env("TEST_NATS_IMAGE", "nats", "2.10.14");
-    let cmd = NatsServerCmd::default().with_jetstream();
     let container = Nats::default()
         .with_cmd(&cmd)
         .with_name(name.clone())

@@ -613,7 +613,8 @@ async fn a_worker_takes_the_waiting_jobs_as_one_batch() {
 async fn a_receipt_claimed_then_marked_for_one_ride_is_sent() {
     use application::ports::{ReceiptClaim, Receipts};
     let h = Harness::new().await;
-    let ride = domain::RideId(42);
+    h.book(&key(0)).await.expect("booked");
+    let ride = h.store.rides()[0].id;
     let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let claim = h
         .store

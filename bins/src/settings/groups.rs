@@ -62,6 +62,34 @@ pub struct QueueArgs {
     /// Deliveries before a job goes to the dead-letter stream.
     #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = NatsSettings::DEFAULT_MAX_DELIVER)]
     pub nats_max_deliver: u32,
+    /// NATS user, with NATS_PASSWORD (or in the URL: `nats://user:password@host`).
+    #[arg(
+        long,
+        env = "NATS_USER",
+        requires = "nats_password",
+        conflicts_with = "nats_token"
+    )]
+    pub nats_user: Option<String>,
+    /// NATS password, with NATS_USER.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, value_parser = secret, requires = "nats_user")]
+    pub nats_password: Option<Secret>,
+    /// NATS token (or in the URL: `nats://token@host`).
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub nats_token: Option<Secret>,
+}
+
+impl QueueArgs {
+    /// The credentials the settings name, over those of the URL.
+    pub fn auth(&self) -> Option<adapters::nats::NatsAuth> {
+        match (&self.nats_user, &self.nats_password, &self.nats_token) {
+            (Some(user), Some(password), _) => Some(adapters::nats::NatsAuth::UserPassword {
+                user: user.clone(),
+                password: password.expose().to_owned(),
+            }),
+            (_, _, Some(token)) => Some(adapters::nats::NatsAuth::Token(token.expose().to_owned())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -577,3 +577,42 @@ async fn an_unreadable_dead_letter_is_listed_as_such_and_can_be_deleted() {
             .is_empty()
     );
 }
+
+/// A NATS server that requires credentials admits the queue whose URL
+/// carries them (the client library does not read them from a URL by
+/// itself), refuses one without them at once as a configuration error,
+/// and neither error nor settings show the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_with_a_user_and_password_admits_the_url_that_carries_them() {
+    let nats = integration_tests::nats::start_nats_with_user("rides", "s3cret-p4ss");
+    let nats = nats.await;
+    let store = store_with_rides(1).await;
+    let deployment = store.deployment_id().await.expect("deployment id");
+    let with = nats.url.replace("nats://", "nats://rides:s3cret-p4ss@");
+    let settings = NatsSettings::new(&with, &deployment);
+    assert!(!format!("{settings:?}").contains("s3cret"));
+    let queue = Arc::new(NatsQueue::connect(settings).await.expect("admitted"));
+    enqueuer(&store, queue.clone(), 10, Duration::from_secs(60))
+        .run_batch()
+        .await
+        .expect("enqueued");
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(
+        store.clone(),
+        queue.clone(),
+        sender.clone(),
+        Arc::new(SystemClock),
+    );
+    work_until_idle(&worker).await;
+    assert_eq!(sender.sent.lock().expect("lock").len(), 1);
+    let refused = NatsQueue::connect(NatsSettings::new(&nats.url, &deployment)).await;
+    let Err(error) = refused else {
+        panic!("admitted without credentials");
+    };
+    assert!(!error.is_transient(), "a configuration error: {error}");
+    let wrong = nats.url.replace("nats://", "nats://rides:wrong@");
+    let Err(error) = NatsQueue::connect(NatsSettings::new(&wrong, &deployment)).await else {
+        panic!("admitted with a wrong password");
+    };
+    assert!(!error.to_string().contains("wrong"), "{error}");
+}
