@@ -201,15 +201,15 @@ pub async fn api(args: ApiCommand, shutdown: CancellationToken) -> anyhow::Resul
     ready.and(served)
 }
 
-const WORKER: &str = "worker";
-
 /// How a background process starts: its operations endpoint first (not
 /// ready while it waits), then the system it works on, refusing an
 /// in-memory store (or, given `queue`, queue) that no other process could
 /// share; ready once connected, its gauges sampled every `poll` (with the
-/// dead-letter count for the process that dead-letters jobs, the worker).
+/// dead-letter count when `counts_dead_letters`: the process that
+/// dead-letters jobs, the worker).
 async fn start_background(
     process: &'static str,
+    counts_dead_letters: bool,
     store: &StoreArgs,
     queue: Option<&QueueArgs>,
     ops: &OpsArgs,
@@ -227,8 +227,7 @@ async fn start_background(
         require_shared_queue(&system, process)?;
     }
     let _ = ready.set(system.probe.clone());
-    let dead_letters = process == WORKER;
-    system.spawn_resource_gauges(shutdown, poll.poll_interval.0, dead_letters);
+    system.spawn_resource_gauges(shutdown, poll.poll_interval.0, counts_dead_letters);
     Ok(system)
 }
 
@@ -236,6 +235,7 @@ pub async fn completer(args: CompleterCommand, shutdown: CancellationToken) -> a
     let payments = Payments::new(&args.stripe, &args.keys, args.store.embedded())?;
     let system = start_background(
         "completer",
+        false,
         &args.store,
         None,
         &args.ops,
@@ -253,6 +253,7 @@ pub async fn enqueuer(args: EnqueuerCommand, shutdown: CancellationToken) -> any
     let queue = Some(&args.queue);
     let system = start_background(
         "enqueuer",
+        false,
         &args.store,
         queue,
         &args.ops,
@@ -266,14 +267,23 @@ pub async fn enqueuer(args: EnqueuerCommand, shutdown: CancellationToken) -> any
 
 pub async fn worker(args: WorkerCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
     let queue = Some(&args.queue);
-    let system =
-        start_background(WORKER, &args.store, queue, &args.ops, &args.poll, &shutdown).await?;
+    let system = start_background(
+        "worker",
+        true,
+        &args.store,
+        queue,
+        &args.ops,
+        &args.poll,
+        &shutdown,
+    )
+    .await?;
     worker_loop(&system, args.worker.worker_batch, shutdown).await
 }
 
 pub async fn reaper(args: ReaperCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
     let system = start_background(
         "reaper",
+        false,
         &args.store,
         None,
         &args.ops,
