@@ -108,11 +108,36 @@ async fn start_server(port: u16, password: &str, durable: bool) -> DedicatedPost
 }
 
 /// A port nobody listens on right now (for a server started later).
+///
+/// Taken below Linux's ephemeral range (32768-60999), never from it: a
+/// port the kernel hands out for `:0` is also the one it picks for the
+/// local end of an outgoing connection and for Docker's own mappings, so a
+/// port reserved that way for a server started later was seen taken by a
+/// process's connection to Postgres in the meantime ("address already in
+/// use" when the NATS container started). Each call takes the next port of
+/// a sequence that starts at a place of its own per process, and checks
+/// that nothing listens there on any address.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        uuid::Uuid::new_v4().as_u128() as u32 % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let free = ["0.0.0.0", "127.0.0.1"]
+            .iter()
+            .all(|host| std::net::TcpListener::bind((*host, port)).is_ok());
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// A URL to a new, empty database of its own, schema not yet applied.

@@ -19,13 +19,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A port free now (the binary binds it a moment later).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use crate::postgres::free_port;
 
 /// `binary` on `database_url`, charging at `stripe`: one call with one
 /// retry fits `LOCK_TIMEOUT` (3 s), keys go to review 4 s after their first
