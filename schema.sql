@@ -164,3 +164,45 @@ CREATE TABLE IF NOT EXISTS deployment (
     id        TEXT    NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '')
 );
 INSERT INTO deployment DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- PaymentIntents (issue 23). A user's saved PaymentMethod, charged
+-- off-session; `up` fills it in for users saved before.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS stripe_payment_method_id TEXT;
+
+-- A ride's payment status (domain::RideStatus), moved only forward, and
+-- the PaymentIntent paying for it. Rides from before take the status
+-- their key's answer says: charged is booked, a finished key without a
+-- charge failed, an unfinished one is still charging.
+ALTER TABLE rides ADD COLUMN IF NOT EXISTS stripe_payment_intent_id TEXT;
+ALTER TABLE rides ADD COLUMN IF NOT EXISTS status TEXT;
+ALTER TABLE rides ADD COLUMN IF NOT EXISTS status_changed_at TIMESTAMPTZ;
+UPDATE rides SET status = CASE
+        WHEN stripe_charge_id IS NOT NULL THEN 'booked'
+        WHEN EXISTS (SELECT 1 FROM idempotency_keys k
+                     WHERE k.id = rides.idempotency_key_id AND k.recovery_point <> 'finished')
+            THEN 'charging'
+        ELSE 'payment_failed' END
+    WHERE status IS NULL;
+ALTER TABLE rides ALTER COLUMN status SET DEFAULT 'charging';
+ALTER TABLE rides ALTER COLUMN status SET NOT NULL;
+DO $$ BEGIN
+    ALTER TABLE rides ADD CONSTRAINT rides_status_known CHECK (status IN
+        ('charging', 'awaiting_authentication', 'payment_pending', 'booked', 'payment_failed'));
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+DO $$ BEGIN
+    ALTER TABLE rides ADD CONSTRAINT rides_stripe_payment_intent_id_unique
+        UNIQUE (stripe_payment_intent_id);
+EXCEPTION WHEN duplicate_table OR duplicate_object THEN NULL; END $$;
+-- The sync pass's order: rides waiting on their payment, by when they
+-- last changed or were last checked.
+CREATE INDEX IF NOT EXISTS rides_awaiting_payment
+    ON rides (status_changed_at)
+    WHERE status IN ('awaiting_authentication', 'payment_pending');
+
+-- Stripe events applied, each once: recorded in the transaction that
+-- applies it.
+CREATE TABLE IF NOT EXISTS stripe_events (
+    id          TEXT        PRIMARY KEY,
+    type        TEXT        NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL
+);

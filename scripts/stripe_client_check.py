@@ -1,11 +1,17 @@
 """Stripe's own Python library against fake-stripe: what `resolve
 --from-stripe` relies on, read through the official client.
 
-Usage: python3 scripts/stripe_client_check.py http://127.0.0.1:12111
-(`pip install stripe` first). Exits non-zero on the first surprise.
+Usage: python3 scripts/stripe_client_check.py http://127.0.0.1:12111 [PORT SECRET]
+(`pip install stripe` first). With PORT and SECRET, it also takes the
+events fake-stripe delivers to http://127.0.0.1:PORT/ (fake-stripe started
+with `--webhook-url` there and `--webhook-secret SECRET`) and verifies
+each with `stripe.Webhook.construct_event`. Exits non-zero on the first
+surprise.
 """
 
+import http.server
 import sys
+import threading
 import time
 
 import stripe
@@ -13,6 +19,23 @@ import stripe
 stripe.api_key = "sk_test_fake"
 stripe.api_base = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:12111"
 stripe.max_network_retries = 0
+
+deliveries = []
+if len(sys.argv) > 3:
+    webhook_port, webhook_secret = int(sys.argv[2]), sys.argv[3]
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            deliveries.append((body, self.headers.get("Stripe-Signature")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", webhook_port), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
 customer = stripe.Customer.create(email="py@example.com", source="tok_visa")
 print("customer created:", customer.id)
@@ -132,5 +155,22 @@ except stripe.CardError as error:
 events = stripe.Event.list(limit=3)
 assert events.data[0].type == "payment_intent.canceled", events
 print("events listed:", [e.type for e in events.data])
+
+if len(sys.argv) > 3:
+    deadline = time.time() + 20
+    while len(deliveries) < len(stripe.Event.list(limit=100).data) and time.time() < deadline:
+        time.sleep(0.2)
+    assert deliveries, "no event was delivered"
+    types = []
+    for body, signature in deliveries:
+        event = stripe.Webhook.construct_event(body, signature, webhook_secret)
+        types.append(event.type)
+        try:
+            stripe.Webhook.construct_event(body + b" ", signature, webhook_secret)
+            raise AssertionError("a tampered body passed verification")
+        except stripe.SignatureVerificationError:
+            pass
+    assert "payment_intent.succeeded" in types and "payment_intent.canceled" in types, types
+    print("webhook events verified by construct_event:", len(deliveries), sorted(set(types)))
 
 print("ok: the official client read every answer")

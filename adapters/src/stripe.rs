@@ -1,6 +1,8 @@
-//! Stripe over HTTP (reqwest, rustls): customers and charges, form-encoded
-//! as Stripe's API takes them, the secret key as bearer, a pinned
-//! `Stripe-Version`, and the downstream `Idempotency-Key` on every charge.
+//! Stripe over HTTP (reqwest, rustls): customers, and payments through
+//! PaymentIntents confirmed off-session (the default) or the seed's
+//! Charges, form-encoded as Stripe's API takes them, the secret key as
+//! bearer, a pinned `Stripe-Version`, and the downstream `Idempotency-Key`
+//! on every payment.
 //!
 //! Every answer is classified, never panicked on: charged (a charge id),
 //! declined (`card_error`, with Stripe's message), refused for good (an
@@ -13,9 +15,12 @@
 
 use std::time::Duration;
 
-use application::ports::{GatewayError, PaymentGateway};
+use application::ports::{GatewayError, PaymentGateway, SavedCustomer};
 use async_trait::async_trait;
-use domain::{ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge};
+use domain::{
+    ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge, PaymentIntentState, PaymentsApi,
+    TestCard,
+};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -37,6 +42,8 @@ pub struct StripeSettings {
     pub max_retries: u32,
     /// First backoff; doubles on each retry.
     pub retry_backoff: Duration,
+    /// PaymentIntents or Charges (`STRIPE_PAYMENTS`).
+    pub payments: PaymentsApi,
 }
 
 /// The secret key stays out of `Debug`, and so out of any log line.
@@ -49,6 +56,7 @@ impl std::fmt::Debug for StripeSettings {
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .field("retry_backoff", &self.retry_backoff)
+            .field("payments", &self.payments)
             .finish()
     }
 }
@@ -68,6 +76,7 @@ impl StripeSettings {
             timeout: Self::DEFAULT_TIMEOUT,
             max_retries: Self::DEFAULT_MAX_RETRIES,
             retry_backoff: Self::DEFAULT_RETRY_BACKOFF,
+            payments: PaymentsApi::default(),
         }
     }
 }
@@ -95,7 +104,107 @@ struct Charge {
 
 #[derive(Debug, Deserialize)]
 struct SearchResult {
-    data: Vec<Charge>,
+    data: Vec<Listed>,
+}
+
+/// An object in a list or a search result: its id is all we read, each
+/// one is then retrieved (a retrieve is read-after-write consistent).
+#[derive(Debug, Deserialize)]
+struct Listed {
+    id: String,
+}
+
+/// A PaymentIntent as Stripe describes it (the fields we read).
+#[derive(Debug, Deserialize)]
+struct PaymentIntent {
+    id: String,
+    status: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    latest_charge: Option<String>,
+    #[serde(default)]
+    last_payment_error: Option<LastPaymentError>,
+    #[serde(default)]
+    amount: i64,
+    #[serde(default)]
+    currency: String,
+    #[serde(default)]
+    customer: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LastPaymentError {
+    code: Option<String>,
+}
+
+impl PaymentIntent {
+    fn state(&self) -> Option<PaymentIntentState> {
+        PaymentIntentState::from_stripe(
+            &self.status,
+            self.latest_charge.clone(),
+            self.last_payment_error
+                .as_ref()
+                .and_then(|error| error.code.as_deref()),
+        )
+    }
+
+    /// What the confirmation answered, for the charge phase.
+    fn outcome(self) -> Attempt<ChargeOutcome> {
+        match (self.state(), self.latest_charge, self.client_secret) {
+            (Some(PaymentIntentState::Succeeded { .. }), Some(charge_id), _) => {
+                Attempt::Done(ChargeOutcome::Charged {
+                    charge_id,
+                    payment_intent_id: Some(self.id),
+                })
+            }
+            (Some(PaymentIntentState::RequiresAction), _, Some(client_secret)) => {
+                Attempt::Done(ChargeOutcome::RequiresAuthentication {
+                    payment_intent_id: self.id,
+                    client_secret,
+                })
+            }
+            (Some(PaymentIntentState::Processing), _, _) => {
+                Attempt::Done(ChargeOutcome::Processing {
+                    payment_intent_id: self.id,
+                })
+            }
+            _ => Attempt::Unknown(format!(
+                "Stripe answered PaymentIntent {} in status {} without what that status needs",
+                self.id, self.status
+            )),
+        }
+    }
+
+    /// As reconciliation judges a payment: `succeeded`, `failed` (no money
+    /// moved, none will) or `pending` (anything else).
+    fn found(self) -> FoundCharge {
+        let status = match self.state() {
+            Some(PaymentIntentState::Succeeded { .. }) => FoundCharge::SUCCEEDED,
+            Some(PaymentIntentState::Failed) => FoundCharge::FAILED,
+            _ => "pending",
+        };
+        FoundCharge {
+            id: self.latest_charge.unwrap_or_else(|| self.id.clone()),
+            amount_cents: self.amount,
+            currency: self.currency,
+            customer_id: self.customer.unwrap_or_default(),
+            status: status.to_owned(),
+            payment_intent_id: Some(self.id),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CreatedCustomer {
+    id: String,
+    #[serde(default)]
+    invoice_settings: Option<InvoiceSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InvoiceSettings {
+    default_payment_method: Option<String>,
 }
 
 /// The search query for charges whose metadata names `downstream_key`, in
@@ -120,6 +229,9 @@ struct StripeError {
     kind: Option<String>,
     message: Option<String>,
     code: Option<String>,
+    /// On a failed confirmation: the PaymentIntent as it now is.
+    #[serde(default)]
+    payment_intent: Option<PaymentIntent>,
 }
 
 /// One attempt's answer, classified.
@@ -227,6 +339,17 @@ impl StripeGateway {
         form: &[(&str, &str)],
         idempotency_key: &str,
     ) -> Result<Result<String, Definitive>, String> {
+        self.post_read(path, form, idempotency_key, classify).await
+    }
+
+    /// Posts with retries of unknown answers, each answer read by `read`.
+    async fn post_read<T>(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        idempotency_key: &str,
+        read: impl Fn(StatusCode, &[u8]) -> Attempt<T>,
+    ) -> Result<T, String> {
         let url = self.url(path);
         self.with_retries(path, || async {
             let request = self
@@ -235,11 +358,110 @@ impl StripeGateway {
                 .header("Idempotency-Key", idempotency_key)
                 .form(form);
             match self.exchange(request).await {
-                Ok((status, body)) => classify(status, &body),
+                Ok((status, body)) => read(status, &body),
                 Err(reason) => Attempt::Unknown(reason),
             }
         })
         .await
+    }
+
+    /// One object by path, read as `T`.
+    async fn retrieve<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let body = self.get(path, &[]).await?;
+        serde_json::from_slice(&body)
+            .map_err(|error| format!("Stripe's {path} was unreadable: {error}"))
+    }
+
+    /// The ids a search finds for the key's metadata.
+    async fn search_ids(&self, path: &str, downstream_key: &str) -> Result<Vec<String>, String> {
+        let query = metadata_query(downstream_key);
+        let body = self.get(path, &[("query", &query)]).await?;
+        let result: SearchResult = serde_json::from_slice(&body)
+            .map_err(|error| format!("Stripe's search answer was unreadable: {error}"))?;
+        Ok(result.data.into_iter().map(|listed| listed.id).collect())
+    }
+
+    /// The charge phase on PaymentIntents: one off-session confirmation.
+    async fn confirm_payment_intent(&self, request: &ChargeRequest) -> ChargeOutcome {
+        let Some(payment_method) = request.payment_method_id.as_deref() else {
+            // Nothing was sent: no PaymentIntent exists for this key.
+            return ChargeOutcome::Refused {
+                message: format!(
+                    "customer {} has no saved PaymentMethod (run `rocket-rides up` to save one)",
+                    request.customer_id
+                ),
+            };
+        };
+        let amount = request.amount_cents.to_string();
+        let form = [
+            ("amount", amount.as_str()),
+            ("currency", request.currency.as_str()),
+            ("customer", request.customer_id.as_str()),
+            ("payment_method", payment_method),
+            ("off_session", "true"),
+            ("confirm", "true"),
+            ("description", request.description.as_str()),
+            (METADATA_FIELD, request.idempotency_key.as_str()),
+        ];
+        match self
+            .post_read(
+                "/v1/payment_intents",
+                &form,
+                &request.idempotency_key,
+                classify_intent,
+            )
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(reason) => ChargeOutcome::Unknown { reason },
+        }
+    }
+
+    async fn find_payment_intents(&self, downstream_key: &str) -> Result<Vec<FoundCharge>, String> {
+        let ids = self
+            .search_ids("/v1/payment_intents/search", downstream_key)
+            .await?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let intent: PaymentIntent = self.retrieve(&format!("/v1/payment_intents/{id}")).await?;
+            found.push(intent.found());
+        }
+        Ok(found)
+    }
+
+    async fn find_charges_made(&self, downstream_key: &str) -> Result<Vec<FoundCharge>, String> {
+        let ids = self
+            .search_ids("/v1/charges/search", downstream_key)
+            .await?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let charge: Charge = self.retrieve(&format!("/v1/charges/{id}")).await?;
+            found.push(FoundCharge {
+                id: charge.id,
+                amount_cents: charge.amount,
+                currency: charge.currency,
+                customer_id: charge.customer.unwrap_or_default(),
+                status: charge.status,
+                payment_intent_id: None,
+            });
+        }
+        Ok(found)
+    }
+}
+
+/// A created object read whole (a customer), or the refusal `classify`
+/// finds in an error.
+fn read_created<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Attempt<Result<T, Definitive>> {
+    match classify(status, body) {
+        Attempt::Done(Ok(_)) => match serde_json::from_slice(body) {
+            Ok(object) => Attempt::Done(Ok(object)),
+            Err(_) => Attempt::Unknown(format!("Stripe answered {status} with an unreadable body")),
+        },
+        Attempt::Done(Err(definitive)) => Attempt::Done(Err(definitive)),
+        Attempt::Unknown(reason) => Attempt::Unknown(reason),
     }
 }
 
@@ -283,20 +505,112 @@ fn classify(status: StatusCode, body: &[u8]) -> Attempt<Result<String, Definitiv
     }
 }
 
+/// Classifies a PaymentIntent confirmation's answer. A 2xx is read by the
+/// intent's status; a 402 `authentication_required` that carries the
+/// intent leaves it waiting on the rider; every other answer as `classify`
+/// reads a charge's (a decline, a refusal proving nothing was made, or
+/// unknown).
+fn classify_intent(status: StatusCode, body: &[u8]) -> Attempt<ChargeOutcome> {
+    if status.is_success() {
+        return match serde_json::from_slice::<PaymentIntent>(body) {
+            Ok(intent) => intent.outcome(),
+            Err(_) => Attempt::Unknown(format!("Stripe answered {status} with an unreadable body")),
+        };
+    }
+    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body)
+        && error.code.as_deref() == Some(PaymentIntentState::AUTHENTICATION_REQUIRED)
+        && let Some(intent) = error.payment_intent
+        && let Some(client_secret) = intent.client_secret
+    {
+        return Attempt::Done(ChargeOutcome::RequiresAuthentication {
+            payment_intent_id: intent.id,
+            client_secret,
+        });
+    }
+    match classify(status, body) {
+        Attempt::Done(Ok(id)) => Attempt::Unknown(format!("Stripe answered {status} for {id}")),
+        Attempt::Done(Err(Definitive::Declined(message))) => {
+            Attempt::Done(ChargeOutcome::Declined { message })
+        }
+        Attempt::Done(Err(Definitive::Refused(message))) => {
+            Attempt::Done(ChargeOutcome::Refused { message })
+        }
+        Attempt::Unknown(reason) => Attempt::Unknown(reason),
+    }
+}
+
 #[async_trait]
 impl PaymentGateway for StripeGateway {
-    async fn create_customer(&self, email: &str, source: &str) -> Result<String, GatewayError> {
+    /// Charges: the card as the customer's default source. PaymentIntents:
+    /// the test PaymentMethod attached at creation and made the default
+    /// (`invoice_settings[default_payment_method]`), whose id Stripe
+    /// answers with. Safe to repeat: `up` finds the user (and keeps the
+    /// customer) once stored.
+    async fn create_customer(
+        &self,
+        email: &str,
+        card: TestCard,
+    ) -> Result<SavedCustomer, GatewayError> {
         let mut form = vec![("email", email)];
-        if !source.is_empty() {
-            form.push(("source", source));
-        }
-        // Safe to repeat: `up` finds the user (and keeps the customer) once stored.
-        let key = format!("rocket-rides-customer-{}", uuid::Uuid::new_v4());
-        match self.post("/v1/customers", &form, &key).await {
-            Ok(Ok(id)) => {
-                info!(email, customer = %id, "Stripe customer created");
-                Ok(id)
+        let payment_method = match self.settings.payments {
+            PaymentsApi::Charges => {
+                form.extend(card.source().map(|source| ("source", source)));
+                None
             }
+            PaymentsApi::PaymentIntents => {
+                let payment_method = card.payment_method();
+                if let Some(id) = payment_method {
+                    form.push(("payment_method", id));
+                    form.push(("invoice_settings[default_payment_method]", id));
+                }
+                payment_method
+            }
+        };
+        let key = format!("rocket-rides-customer-{}", uuid::Uuid::new_v4());
+        let created: CreatedCustomer = self
+            .post_read("/v1/customers", &form, &key, read_created)
+            .await
+            .map_err(GatewayError::Unknown)?
+            .map_err(|definitive| match definitive {
+                Definitive::Declined(message) | Definitive::Refused(message) => {
+                    GatewayError::Refused(message)
+                }
+            })?;
+        let payment_method_id = match payment_method {
+            None => None,
+            Some(_) => Some(
+                created
+                    .invoice_settings
+                    .and_then(|settings| settings.default_payment_method)
+                    .ok_or_else(|| {
+                        GatewayError::Unknown(format!(
+                            "Stripe created customer {} without its default PaymentMethod",
+                            created.id
+                        ))
+                    })?,
+            ),
+        };
+        info!(email, customer = %created.id, ?payment_method_id, "Stripe customer created");
+        Ok(SavedCustomer {
+            customer_id: created.id,
+            payment_method_id,
+        })
+    }
+
+    async fn save_payment_method(
+        &self,
+        customer_id: &str,
+        card: TestCard,
+    ) -> Result<Option<String>, GatewayError> {
+        let (PaymentsApi::PaymentIntents, Some(test_id)) =
+            (self.settings.payments, card.payment_method())
+        else {
+            return Ok(None);
+        };
+        let key = format!("rocket-rides-attach-{}", uuid::Uuid::new_v4());
+        let path = format!("/v1/payment_methods/{test_id}/attach");
+        match self.post(&path, &[("customer", customer_id)], &key).await {
+            Ok(Ok(id)) => Ok(Some(id)),
             Ok(Err(Definitive::Declined(message) | Definitive::Refused(message))) => {
                 Err(GatewayError::Refused(message))
             }
@@ -305,6 +619,9 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        if self.settings.payments == PaymentsApi::PaymentIntents {
+            return self.confirm_payment_intent(request).await;
+        }
         let amount = request.amount_cents.to_string();
         // The downstream key in the charge's metadata too: the charge can
         // then be found from the key (a person reviewing it, an audit).
@@ -319,54 +636,40 @@ impl PaymentGateway for StripeGateway {
             .post("/v1/charges", &form, &request.idempotency_key)
             .await
         {
-            Ok(Ok(charge_id)) => ChargeOutcome::Charged { charge_id },
+            Ok(Ok(charge_id)) => ChargeOutcome::Charged {
+                charge_id,
+                payment_intent_id: None,
+            },
             Ok(Err(Definitive::Declined(message))) => ChargeOutcome::Declined { message },
             Ok(Err(Definitive::Refused(message))) => ChargeOutcome::Refused { message },
             Err(reason) => ChargeOutcome::Unknown { reason },
         }
     }
 
-    /// Searches by metadata, then retrieves each charge found: a retrieve
-    /// is read-after-write consistent where the search lags, so the status
-    /// judged is the charge's current one.
+    /// Searches by metadata (PaymentIntents or charges, as this gateway
+    /// pays), then retrieves each one found: a retrieve is read-after-write
+    /// consistent where the search lags, so the status judged is current.
     async fn find_charges(&self, downstream_key: &str) -> ChargeSearch {
-        let query = metadata_query(downstream_key);
-        let found = match self.get("/v1/charges/search", &[("query", &query)]).await {
-            Ok(body) => match serde_json::from_slice::<SearchResult>(&body) {
-                Ok(result) => result.data,
-                Err(error) => {
-                    return ChargeSearch::Unknown {
-                        reason: format!("Stripe's search answer was unreadable: {error}"),
-                    };
-                }
-            },
-            Err(reason) => return ChargeSearch::Unknown { reason },
+        let found = match self.settings.payments {
+            PaymentsApi::PaymentIntents => self.find_payment_intents(downstream_key).await,
+            PaymentsApi::Charges => self.find_charges_made(downstream_key).await,
         };
-        let mut charges = Vec::with_capacity(found.len());
-        for listed in found {
-            let path = format!("/v1/charges/{}", listed.id);
-            let charge = match self.get(&path, &[]).await {
-                Ok(body) => match serde_json::from_slice::<Charge>(&body) {
-                    Ok(charge) => charge,
-                    Err(error) => {
-                        return ChargeSearch::Unknown {
-                            reason: format!(
-                                "Stripe's charge {} was unreadable: {error}",
-                                listed.id
-                            ),
-                        };
-                    }
-                },
-                Err(reason) => return ChargeSearch::Unknown { reason },
-            };
-            charges.push(FoundCharge {
-                id: charge.id,
-                amount_cents: charge.amount,
-                currency: charge.currency,
-                customer_id: charge.customer.unwrap_or_default(),
-                status: charge.status,
-            });
+        match found {
+            Ok(found) => ChargeSearch::Found(found),
+            Err(reason) => ChargeSearch::Unknown { reason },
         }
-        ChargeSearch::Found(charges)
+    }
+
+    async fn payment_intent_state(&self, id: &str) -> Result<PaymentIntentState, GatewayError> {
+        let intent: PaymentIntent = self
+            .retrieve(&format!("/v1/payment_intents/{id}"))
+            .await
+            .map_err(GatewayError::Unknown)?;
+        intent.state().ok_or_else(|| {
+            GatewayError::Unknown(format!(
+                "PaymentIntent {id} is in status {}, which this service never leaves one in",
+                intent.status
+            ))
+        })
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use domain::charge::ReceiptJob;
 use domain::{
     ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyProgress, KeyRecord,
-    LockPolicy, RIDE_PRICE, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams,
+    LockPolicy, RIDE_PRICE, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams, RideStatus,
     StoredResponse, User,
 };
 use futures_util::FutureExt as _;
@@ -79,7 +79,10 @@ pub enum CreateRideError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReviewResolution {
     /// The charge exists: record it and book the ride (201, receipt staged).
-    Charged { charge_id: String },
+    Charged {
+        charge_id: String,
+        payment_intent_id: Option<String>,
+    },
     /// No charge exists: finish the request without one (a stored 502).
     NotCharged,
 }
@@ -198,7 +201,13 @@ impl CreateRide {
         };
         let lease = Lease::of(&record);
         let result = match resolution {
-            ReviewResolution::Charged { charge_id } => self.book(lease, &record, charge_id).await,
+            ReviewResolution::Charged {
+                charge_id,
+                payment_intent_id,
+            } => {
+                self.book(lease, &record, charge_id, payment_intent_id)
+                    .await
+            }
             ReviewResolution::NotCharged => {
                 self.finish_refused(lease, StoredResponse::charge_not_made())
                     .await
@@ -354,6 +363,7 @@ impl CreateRide {
         }
         let request = ChargeRequest {
             customer_id: user.stripe_customer_id.clone(),
+            payment_method_id: user.stripe_payment_method_id.clone(),
             amount_cents: RIDE_PRICE.amount_cents,
             currency: RIDE_PRICE.currency.to_owned(),
             description: format!("Rocket Rides ride for {}", user.email),
@@ -363,6 +373,8 @@ impl CreateRide {
         let outcome = self.gateway.charge(&request).await;
         let label = match &outcome {
             ChargeOutcome::Charged { .. } => "charged",
+            ChargeOutcome::RequiresAuthentication { .. } => "requires_authentication",
+            ChargeOutcome::Processing { .. } => "processing",
             ChargeOutcome::Declined { .. } => "declined",
             ChargeOutcome::Refused { .. } => "refused",
             ChargeOutcome::Unknown { .. } => "unknown",
@@ -371,9 +383,36 @@ impl CreateRide {
         metrics::histogram!("rocket_rides_gateway_call_duration_seconds", "outcome" => label)
             .record(called.elapsed().as_secs_f64());
         match outcome {
-            ChargeOutcome::Charged { charge_id } => {
-                info!(key_id = %record.id, %charge_id, "card charged");
-                self.book(lease, record, charge_id).await
+            ChargeOutcome::Charged {
+                charge_id,
+                payment_intent_id,
+            } => {
+                info!(key_id = %record.id, %charge_id, ?payment_intent_id, "card charged");
+                self.book(lease, record, charge_id, payment_intent_id).await
+            }
+            ChargeOutcome::RequiresAuthentication {
+                payment_intent_id,
+                client_secret,
+            } => {
+                info!(key_id = %record.id, %payment_intent_id, "the bank asks the rider to authenticate");
+                let ride = self.ride_awaiting(
+                    record,
+                    RideStatus::AwaitingAuthentication,
+                    &payment_intent_id,
+                )?;
+                let response = StoredResponse::authentication_required(
+                    &ride,
+                    &payment_intent_id,
+                    &client_secret,
+                );
+                self.finish_awaiting(lease, ride, response).await
+            }
+            ChargeOutcome::Processing { payment_intent_id } => {
+                info!(key_id = %record.id, %payment_intent_id, "payment processing");
+                let ride =
+                    self.ride_awaiting(record, RideStatus::PaymentPending, &payment_intent_id)?;
+                let response = StoredResponse::payment_pending(&ride);
+                self.finish_awaiting(lease, ride, response).await
             }
             ChargeOutcome::Declined { message } => {
                 info!(key_id = %record.id, %message, "card declined");
@@ -390,6 +429,51 @@ impl CreateRide {
                 Err(CreateRideError::GatewayUnknown { reason })
             }
         }
+    }
+
+    /// The key's ride as it is once it waits on its PaymentIntent.
+    fn ride_awaiting(
+        &self,
+        record: &KeyRecord,
+        status: RideStatus,
+        payment_intent_id: &str,
+    ) -> Result<Ride, CreateRideError> {
+        let ride_id = record
+            .progress
+            .ride_id()
+            .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", record.id)))?;
+        Ok(Ride {
+            id: ride_id,
+            idempotency_key_id: Some(record.id),
+            params: record.params,
+            stripe_charge_id: None,
+            stripe_payment_intent_id: Some(payment_intent_id.to_owned()),
+            status,
+            user_id: record.user_id,
+        })
+    }
+
+    /// Finishes the key with the ride waiting on its payment (402
+    /// `authentication-required` or 202), the PaymentIntent on the ride.
+    async fn finish_awaiting(
+        &self,
+        lease: Lease,
+        ride: Ride,
+        response: StoredResponse,
+    ) -> Result<StoredResponse, CreateRideError> {
+        let payment_intent_id = ride.stripe_payment_intent_id.clone().unwrap_or_default();
+        self.keys
+            .finish(
+                lease,
+                Finish::AwaitingPayment {
+                    payment_intent_id,
+                    status: ride.status,
+                    response: response.clone(),
+                },
+                self.clock.now(),
+            )
+            .await?;
+        Ok(response)
     }
 
     async fn finish_refused(
@@ -426,7 +510,8 @@ impl CreateRide {
                 record.id
             ))
         })?;
-        self.book(lease, record, charge_id).await
+        let payment_intent_id = ride.stripe_payment_intent_id;
+        self.book(lease, record, charge_id, payment_intent_id).await
     }
 
     /// Records the charge and moves the key to `finished`: the charge id on
@@ -436,6 +521,7 @@ impl CreateRide {
         lease: Lease,
         record: &KeyRecord,
         charge_id: String,
+        payment_intent_id: Option<String>,
     ) -> Result<StoredResponse, CreateRideError> {
         let ride_id = record.progress.ride_id().ok_or_else(|| {
             StoreError::Inconsistent(format!("key {} has no ride to book", record.id))
@@ -445,6 +531,8 @@ impl CreateRide {
             idempotency_key_id: Some(record.id),
             params: record.params,
             stripe_charge_id: Some(charge_id.clone()),
+            stripe_payment_intent_id: payment_intent_id.clone(),
+            status: RideStatus::Booked,
             user_id: record.user_id,
         };
         let response = StoredResponse::ride_created(&ride);
@@ -454,6 +542,7 @@ impl CreateRide {
                 lease,
                 Finish::Booked {
                     charge_id,
+                    payment_intent_id,
                     response: response.clone(),
                     job,
                 },
@@ -485,6 +574,10 @@ fn count_outcome(runner: &'static str, result: &Result<Answer, CreateRideError>,
         Ok(answer) if answer.replayed => "replayed",
         Ok(answer) => match answer.response.status {
             201 => "created",
+            202 => "pending",
+            402 if answer.response.body.contains("authentication-required") => {
+                "authentication_required"
+            }
             402 => "declined",
             _ => "refused",
         },

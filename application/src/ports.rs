@@ -20,8 +20,9 @@ use async_trait::async_trait;
 use domain::charge::ReceiptJob;
 use domain::{
     ApiKeyHash, ChargeOutcome, ChargeRequest, ChargeSearch, CompleterPolicy, IdempotencyKey,
-    KeyDecision, KeyId, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, RequestFingerprint,
-    ReviewPolicy, Ride, RideId, RideParams, StagedJob, StoredResponse, User, UserId,
+    KeyDecision, KeyId, KeyRecord, LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate,
+    PhaseWrite, RecoveryPoint, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams,
+    RideStatus, StagedJob, StoredResponse, TestCard, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -148,11 +149,22 @@ pub enum Finish {
     /// job, in one commit. One charge id books one ride at most.
     Booked {
         charge_id: String,
+        payment_intent_id: Option<String>,
         response: StoredResponse,
         job: ReceiptJob,
     },
-    /// From `ride_created`: a definitive refusal (402, 502); nothing charged.
+    /// From `ride_created`: a definitive refusal (402, 502); nothing
+    /// charged, the ride `payment_failed`.
     Refused { response: StoredResponse },
+    /// From `ride_created`: the ride waits on the rider or on Stripe
+    /// (`status`, one that `awaits_payment`), its PaymentIntent recorded
+    /// on it so a webhook or the sync pass can settle it; the answer is
+    /// the 402 `authentication-required` or the 202.
+    AwaitingPayment {
+        payment_intent_id: String,
+        status: RideStatus,
+        response: StoredResponse,
+    },
 }
 
 impl Finish {
@@ -160,12 +172,15 @@ impl Finish {
         match self {
             Finish::Booked { .. } => PhaseWrite::Book,
             Finish::Refused { .. } => PhaseWrite::Refuse,
+            Finish::AwaitingPayment { .. } => PhaseWrite::AwaitPayment,
         }
     }
 
     pub fn response(&self) -> &StoredResponse {
         match self {
-            Finish::Booked { response, .. } | Finish::Refused { response } => response,
+            Finish::Booked { response, .. }
+            | Finish::Refused { response }
+            | Finish::AwaitingPayment { response, .. } => response,
         }
     }
 }
@@ -181,8 +196,9 @@ pub trait Users: Send + Sync {
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     async fn find_user_by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<User>, StoreError>;
     async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
-    /// Creates the user, or updates the customer of the user with this email.
-    async fn upsert_user(&self, email: &str, stripe_customer_id: &str) -> Result<User, StoreError>;
+    /// Creates the user, or updates the customer (and saved PaymentMethod)
+    /// of the user with this email.
+    async fn upsert_user(&self, email: &str, customer: &SavedCustomer) -> Result<User, StoreError>;
     async fn add_api_key(&self, user_id: UserId, hash: &ApiKeyHash) -> Result<(), StoreError>;
 }
 
@@ -308,6 +324,45 @@ pub trait KeyScans: Send + Sync {
         created_before: SystemTime,
         limit: usize,
     ) -> Result<usize, StoreError>;
+}
+
+/// A ride waiting on its payment, for the sync pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwaitingPayment {
+    pub ride_id: RideId,
+    pub payment_intent_id: String,
+    pub status: RideStatus,
+}
+
+/// Rides whose PaymentIntent settles after the request answered: the
+/// webhook's and the sync pass's writes.
+///
+/// # Errors
+///
+/// Every method: `StoreError::Unavailable` when the store cannot answer
+/// (nothing was written).
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait RidePayments: Send + Sync {
+    /// In one commit: the event id recorded (once: a repeat is
+    /// `Duplicate`), the ride carrying the PaymentIntent moved by
+    /// `RideStatus::after` (only forward), and for a ride now `booked` its
+    /// charge noted and its receipt job staged. A PaymentIntent no ride
+    /// carries stores nothing (`UnknownIntent`). A sync update with no
+    /// event id that moves nothing notes the ride as checked at `now`.
+    async fn apply_payment(
+        &self,
+        update: &PaymentUpdate,
+        now: SystemTime,
+    ) -> Result<PaymentApplied, StoreError>;
+
+    /// Up to `limit` rides awaiting authentication or pending since before
+    /// `stale_before` and not checked since then, oldest first.
+    async fn rides_awaiting_payment(
+        &self,
+        stale_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<AwaitingPayment>, StoreError>;
 }
 
 /// The operator's reads of keys: one key, the keys awaiting review, the
@@ -468,12 +523,12 @@ pub trait Dashboard: Send + Sync {
 /// Every port over one database: what `bins` builds and hands out, each
 /// use case taking only the ports it needs.
 pub trait Store:
-    Users + Keys + KeyScans + KeyViews + Probe + Outbox + Receipts + Dashboard
+    Users + Keys + KeyScans + KeyViews + Probe + Outbox + Receipts + Dashboard + RidePayments
 {
 }
 
 impl<T> Store for T where
-    T: Users + Keys + KeyScans + KeyViews + Probe + Outbox + Receipts + Dashboard
+    T: Users + Keys + KeyScans + KeyViews + Probe + Outbox + Receipts + Dashboard + RidePayments
 {
 }
 
@@ -494,8 +549,25 @@ pub enum GatewayError {
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait PaymentGateway: Send + Sync {
-    /// Creates a customer paying with `source` (a card token); its id.
-    async fn create_customer(&self, email: &str, source: &str) -> Result<String, GatewayError>;
+    /// Creates a customer paying with `card` (saved the way this gateway
+    /// charges: a default source for Charges, an attached default
+    /// PaymentMethod for PaymentIntents).
+    async fn create_customer(
+        &self,
+        email: &str,
+        card: TestCard,
+    ) -> Result<SavedCustomer, GatewayError>;
+    /// Saves `card` for an existing customer that has no PaymentMethod
+    /// (one created before PaymentIntents): the PaymentMethod's id, or
+    /// `None` where this gateway charges without one.
+    async fn save_payment_method(
+        &self,
+        customer_id: &str,
+        card: TestCard,
+    ) -> Result<Option<String>, GatewayError> {
+        let _ = (customer_id, card);
+        Ok(None)
+    }
     /// Charges a customer. Never fails: every answer is classified.
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome;
     /// The charges whose metadata names `downstream_key`, as the gateway's
@@ -505,6 +577,30 @@ pub trait PaymentGateway: Send + Sync {
         let _ = downstream_key;
         ChargeSearch::Unknown {
             reason: "this payment gateway cannot search its charges".to_owned(),
+        }
+    }
+    /// A PaymentIntent's state now (read-after-write consistent).
+    async fn payment_intent_state(&self, id: &str) -> Result<PaymentIntentState, GatewayError> {
+        Err(GatewayError::Unknown(format!(
+            "this payment gateway cannot retrieve PaymentIntent {id}"
+        )))
+    }
+}
+
+/// A customer as saved at the payment processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedCustomer {
+    pub customer_id: String,
+    /// The PaymentMethod charged off-session (PaymentIntents only).
+    pub payment_method_id: Option<String>,
+}
+
+impl SavedCustomer {
+    /// A customer with no PaymentMethod (charged through Charges).
+    pub fn without_payment_method(customer_id: impl Into<String>) -> Self {
+        Self {
+            customer_id: customer_id.into(),
+            payment_method_id: None,
         }
     }
 }

@@ -126,8 +126,12 @@ impl ReconcileKeys {
     async fn settle_finding(&self, finding: &KeyFinding) -> Result<Settlement, CreateRideError> {
         let key_id = finding.record.id;
         let resolution = match &finding.verdict {
-            Reconciliation::Charged { charge_id } => ReviewResolution::Charged {
+            Reconciliation::Charged {
+                charge_id,
+                payment_intent_id,
+            } => ReviewResolution::Charged {
                 charge_id: charge_id.clone(),
+                payment_intent_id: payment_intent_id.clone(),
             },
             Reconciliation::NotCharged => ReviewResolution::NotCharged,
             Reconciliation::Undecided { reason } => {

@@ -4,18 +4,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use domain::{ApiKeyHash, User};
+use domain::{ApiKeyHash, TestCard, User};
 use tracing::info;
 
-use crate::ports::{Clock, GatewayError, PaymentGateway, StoreError, Users};
+use crate::ports::{Clock, GatewayError, PaymentGateway, SavedCustomer, StoreError, Users};
 
 /// The demo riders and the card source their Stripe customer gets: one whose
 /// card charges, one whose card is declined (the seed's two), and one with
 /// no card at all, whose charges Stripe refuses for good (a 502 to try).
-pub const DEMO_USERS: [(&str, &str); 3] = [
-    ("user@example.com", "tok_visa"),
-    ("user-bad-source@example.com", "tok_chargeCustomerFail"),
-    ("user-no-card@example.com", ""),
+pub const DEMO_USERS: [(&str, TestCard); 4] = [
+    ("user@example.com", TestCard::Visa),
+    ("user-bad-source@example.com", TestCard::Declined),
+    ("user-3ds@example.com", TestCard::AuthenticationRequired),
+    ("user-no-card@example.com", TestCard::None),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,52 @@ pub struct SeededUser {
 
 /// Creates (or keeps) the demo users and their Stripe customers. Safe to run
 /// again: an existing user keeps its customer.
+impl SeedDemoUsers {
+    /// The user with this email, created with a Stripe customer paying by
+    /// `card` if missing; a user saved before PaymentMethods (no
+    /// PaymentMethod, a card to save) gets one saved to its customer.
+    async fn seed_user(&self, email: &str, card: TestCard) -> Result<User, SeedError> {
+        let gateway_error = |source| SeedError::Gateway {
+            email: email.to_owned(),
+            source,
+        };
+        let existing = self.users.find_user_by_email(email).await?;
+        if let Some(user) = &existing
+            && (user.stripe_payment_method_id.is_some() || card.payment_method().is_none())
+        {
+            return Ok(user.clone());
+        }
+        let created = existing.is_none();
+        let customer = match existing {
+            Some(user) => {
+                let Some(payment_method_id) = self
+                    .gateway
+                    .save_payment_method(&user.stripe_customer_id, card)
+                    .await
+                    .map_err(gateway_error)?
+                else {
+                    return Ok(user);
+                };
+                info!(email, payment_method = %payment_method_id, "demo user's card saved as a PaymentMethod");
+                SavedCustomer {
+                    customer_id: user.stripe_customer_id,
+                    payment_method_id: Some(payment_method_id),
+                }
+            }
+            None => self
+                .gateway
+                .create_customer(email, card)
+                .await
+                .map_err(gateway_error)?,
+        };
+        let user = self.users.upsert_user(email, &customer).await?;
+        if created {
+            info!(email, customer = %user.stripe_customer_id, "demo user created");
+        }
+        Ok(user)
+    }
+}
+
 pub struct SeedDemoUsers {
     users: Arc<dyn Users>,
     gateway: Arc<dyn PaymentGateway>,
@@ -56,22 +103,8 @@ impl SeedDemoUsers {
         mut new_api_key: Option<&mut (dyn FnMut() -> String + Send)>,
     ) -> Result<Vec<SeededUser>, SeedError> {
         let mut seeded = Vec::new();
-        for (email, source) in DEMO_USERS {
-            let user =
-                match self.users.find_user_by_email(email).await? {
-                    Some(user) => user,
-                    None => {
-                        let customer = self.gateway.create_customer(email, source).await.map_err(
-                            |source| SeedError::Gateway {
-                                email: email.to_owned(),
-                                source,
-                            },
-                        )?;
-                        let user = self.users.upsert_user(email, &customer).await?;
-                        info!(email, customer = %user.stripe_customer_id, "demo user created");
-                        user
-                    }
-                };
+        for (email, card) in DEMO_USERS {
+            let user = self.seed_user(email, card).await?;
             let api_key = match new_api_key.as_mut() {
                 Some(generate) => {
                     let key = generate();

@@ -5,12 +5,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use application::{CompleteStalledKeys, DrainStagedJobs, ReapKeys, WorkError};
+use application::{DrainStagedJobs, ReapKeys, WorkError};
 use domain::RecoveryPoint;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::wiring::{Payments, System};
+use crate::wiring::{Completer, Payments, System};
 
 /// Runs `batch` now and then every `interval`, until shutdown. A batch in
 /// hand is finished first; errors are logged and the loop goes on.
@@ -90,11 +90,15 @@ async fn sample_backlog(system: &System) {
 pub async fn completer_loop(
     system: &System,
     payments: &Payments,
-    completer: CompleteStalledKeys,
+    completer: Completer,
     pace: Pace,
     deadline: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Completer {
+        keys: completer,
+        payments: sync,
+    } = completer;
     every("completer", pace.interval, shutdown.clone(), || async {
         let out_of_time = async {
             shutdown.cancelled().await;
@@ -103,8 +107,13 @@ pub async fn completer_loop(
         tokio::select! {
             report = completer.run_batch_until(shutdown.cancelled()) => {
                 let report = report?;
+                let synced = sync.run(pace.batch_size).await?;
+                if synced.checked + synced.unknown > 0 {
+                    info!(process = "completer", checked = synced.checked, settled = synced.settled, unknown = synced.unknown, "payment sync pass");
+                }
                 sample_keys(system, payments).await;
-                Ok(report.picked >= pace.batch_size && report.failed < report.picked)
+                Ok((report.picked >= pace.batch_size && report.failed < report.picked)
+                    || synced.checked >= pace.batch_size)
             }
             () = out_of_time => {
                 warn!(process = "completer", ?deadline, "shutdown deadline passed with keys in flight; their locks will time out");

@@ -114,6 +114,7 @@ pub async fn fake_stripe(args: &FakeStripeArgs, shutdown: CancellationToken) -> 
     let stripe = FakeStripe::new(FakeStripeSettings {
         idempotency_window: args.idempotency_window.0,
         search_delay: args.search_delay.0,
+        processing_delay: args.processing_delay.0,
         webhook,
         faults: Faults {
             rate: args.fault_rate,
@@ -187,6 +188,7 @@ pub async fn resolve(args: &ResolveCommand, shutdown: CancellationToken) -> anyh
             }
             Some(ReviewResolution::Charged {
                 charge_id: charge_id.to_owned(),
+                payment_intent_id: None,
             })
         }
         (None, true) => Some(ReviewResolution::NotCharged),
@@ -301,7 +303,7 @@ pub async fn review(args: &ReviewCommand, shutdown: CancellationToken) -> anyhow
 
 fn describe_verdict(verdict: &Reconciliation) -> String {
     match verdict {
-        Reconciliation::Charged { charge_id } => format!("charged({charge_id})"),
+        Reconciliation::Charged { charge_id, .. } => format!("charged({charge_id})"),
         Reconciliation::NotCharged => "not-charged".to_owned(),
         Reconciliation::Undecided { reason } => format!("undecided({reason})"),
     }

@@ -141,7 +141,13 @@ pub async fn start(args: StartCommand, shutdown: CancellationToken) -> anyhow::R
     system.spawn_resource_gauges(&shutdown, args.poll.poll_interval.0, true);
     let listener = bind(&args.ops, &args.server).await?;
     let pace = pace(&args.poll, &args.batch);
-    let state = system.api_state(&payments, &args.server, &args.shutdown, &args.ops);
+    let state = system.api_state(
+        &payments,
+        &args.server,
+        &args.webhooks,
+        &args.shutdown,
+        &args.ops,
+    );
     let completer = system.completer(&payments, &args.completer, &args.batch);
     let enqueuer = system.enqueuer(&args.enqueuer, &args.batch);
     let reaper = system.reaper(&args.reaper, &args.batch);
@@ -178,7 +184,13 @@ pub async fn api(args: ApiCommand, shutdown: CancellationToken) -> anyhow::Resul
     let (ops, console) = serve_ops(&args.ops, Some(&args.console), &shutdown).await?;
     let system = System::build(&args.store, Some(&args.queue), Needs::API, &shutdown).await?;
     let listener = bind(&args.ops, &args.server).await?;
-    let state = system.api_state(&payments, &args.server, &args.shutdown, &args.ops);
+    let state = system.api_state(
+        &payments,
+        &args.server,
+        &args.webhooks,
+        &args.shutdown,
+        &args.ops,
+    );
     let ready = async {
         let ready = async {
             system.wait_for_store(&shutdown).await?;

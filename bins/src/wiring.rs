@@ -18,7 +18,7 @@ use application::ports::{
 };
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
-    ReapKeys, ReconcileKeys, SeedDemoUsers, ShowRide, WorkJobs,
+    ReapKeys, ReceiveWebhook, ReconcileKeys, SeedDemoUsers, ShowRide, SyncPayments, WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReconcilePolicy, ReviewPolicy};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::settings::{
     BatchArgs, CompleterArgs, EnqueuerArgs, KeyArgs, OpsArgs, QueueArgs, ReaperArgs, ServerArgs,
-    ShutdownArgs, StoreArgs, StripeArgs,
+    ShutdownArgs, StoreArgs, StripeArgs, WebhookArgs,
 };
 
 /// Installs the Prometheus recorder (once per process) and returns what
@@ -84,17 +84,25 @@ pub struct Payments {
     keys: KeyArgs,
 }
 
+/// The completer's two passes: stalled keys, and rides waiting on a
+/// payment no webhook settled.
+pub struct Completer {
+    pub keys: CompleteStalledKeys,
+    pub payments: SyncPayments,
+}
+
 /// The payment gateway `stripe` selects. The in-process fake of a process
 /// that shares its store with others (Postgres) cannot vouch that a charge
 /// does not exist.
 pub fn gateway(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<Arc<dyn PaymentGateway>> {
     Ok(match &stripe.stripe_api_key {
         Some(api_key) => {
-            info!(api_base = %stripe.stripe_api_base, "payment gateway: Stripe over HTTP");
+            info!(api_base = %stripe.stripe_api_base, payments = stripe.stripe_payments.as_str(), "payment gateway: Stripe over HTTP");
             Arc::new(StripeGateway::new(StripeSettings {
                 connect_timeout: stripe.stripe_connect_timeout.0,
                 timeout: stripe.stripe_timeout.0,
                 max_retries: stripe.stripe_max_retries,
+                payments: stripe.stripe_payments,
                 ..StripeSettings::new(api_key.expose(), stripe.stripe_api_base.clone())
             })?)
         }
@@ -102,12 +110,14 @@ pub fn gateway(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<Arc<dyn Pa
             info!(
                 unknown_rate = stripe.fake_gateway_unknown_rate,
                 latency = %stripe.fake_gateway_latency,
+                payments = stripe.stripe_payments.as_str(),
                 "payment gateway: in-process fake"
             );
             let fake = FakeGateway::with_faults(FakeGatewayFaults {
                 unknown_rate: stripe.fake_gateway_unknown_rate,
                 latency: stripe.fake_gateway_latency.0,
-            });
+            })
+            .on(stripe.stripe_payments);
             Arc::new(if embedded {
                 fake
             } else {
@@ -403,9 +413,27 @@ impl System {
         &self,
         payments: &Payments,
         server: &ServerArgs,
+        webhooks: &WebhookArgs,
         shutdown: &ShutdownArgs,
         ops: &OpsArgs,
     ) -> ApiState {
+        let webhook = match &webhooks.stripe_webhook_secret {
+            Some(secrets) => {
+                info!(tolerance = %webhooks.stripe_webhook_tolerance, "POST /webhooks/stripe takes Stripe's signed events");
+                Some(Arc::new(ReceiveWebhook::new(
+                    self.store.clone(),
+                    self.clock.clone(),
+                    secrets.clone(),
+                    webhooks.stripe_webhook_tolerance.0,
+                )))
+            }
+            None => {
+                info!(
+                    "STRIPE_WEBHOOK_SECRET is not set: no /webhooks/stripe route; rides waiting on a payment are settled by the completer's sync pass (PAYMENT_SYNC_AFTER)"
+                );
+                None
+            }
+        };
         let auth_mode: AuthMode = server.auth_mode.into();
         if auth_mode == AuthMode::Email {
             warn!(
@@ -426,6 +454,7 @@ impl System {
                 None => metrics_renderer(),
             },
             limits: server.limits(shutdown),
+            webhook,
         }
     }
 
@@ -434,7 +463,7 @@ impl System {
         payments: &Payments,
         args: &CompleterArgs,
         batch: &BatchArgs,
-    ) -> CompleteStalledKeys {
+    ) -> Completer {
         let policy = CompleterPolicy {
             min_age: args.completer_min_age.0,
             min_idle: args.completer_min_idle.0,
@@ -449,9 +478,18 @@ impl System {
             batch.batch_size,
         )
         .with_concurrency(args.completer_concurrency);
-        match args.completer_reconcile {
+        let keys = match args.completer_reconcile {
             true => completer.reconciling(self.reconcile(payments)),
             false => completer,
+        };
+        Completer {
+            keys,
+            payments: SyncPayments::new(
+                self.store.clone(),
+                payments.gateway.clone(),
+                self.clock.clone(),
+                args.payment_sync_after.0,
+            ),
         }
     }
 

@@ -184,10 +184,18 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
 #[tokio::test]
 async fn migrate_and_up_run_twice_against_postgres() {
     let url = integration_tests::postgres::fresh_database_url().await;
-    for subcommand in ["migrate", "migrate", "up", "up"] {
+    // The first `up` saves the users as a version before PaymentIntents
+    // did (Charges: no PaymentMethod); the second adds what is missing.
+    for (subcommand, payments) in [
+        ("migrate", "payment_intents"),
+        ("migrate", "payment_intents"),
+        ("up", "charges"),
+        ("up", "payment_intents"),
+    ] {
         let output = command()
             .arg(subcommand)
             .env("DATABASE_URL", &url)
+            .env("STRIPE_PAYMENTS", payments)
             .output()
             .expect("runs");
         assert!(
@@ -206,12 +214,31 @@ async fn migrate_and_up_run_twice_against_postgres() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    assert_eq!(users, 3, "up is an upsert");
+    assert_eq!(users, 4, "up is an upsert");
+    let saved: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT email, stripe_payment_method_id FROM users ORDER BY email")
+            .fetch_all(&pool)
+            .await
+            .expect("users");
+    let with_cards: Vec<&str> = saved
+        .iter()
+        .filter(|(_, pm)| pm.as_deref().is_some_and(|pm| pm.starts_with("pm_")))
+        .map(|(email, _)| email.as_str())
+        .collect();
+    assert_eq!(
+        with_cards,
+        [
+            "user-3ds@example.com",
+            "user-bad-source@example.com",
+            "user@example.com"
+        ],
+        "the second up saved a PaymentMethod for each user with a card: {saved:?}"
+    );
     let (keys,): (i64,) = sqlx::query_as("SELECT count(*) FROM api_keys")
         .fetch_one(&pool)
         .await
         .expect("count");
-    assert_eq!(keys, 6, "each run issues one key per user");
+    assert_eq!(keys, 8, "each run issues one key per user");
 }
 
 /// The README's settings table is generated: `rocket-rides settings-table`

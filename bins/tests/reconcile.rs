@@ -15,8 +15,14 @@ const CARD: &str = "user@example.com";
 const NO_CARD: &str = "user-no-card@example.com";
 
 /// The binary against `url`, charging at `stripe`, with review after 4 s.
+/// On Charges: a customer with no card is refused by Stripe itself (on
+/// PaymentIntents the service refuses it before any call, having no
+/// PaymentMethod to send; the adapter's tests cover the PaymentIntent
+/// search that reconciliation reads there).
 fn command(url: &str, stripe: &str) -> Command {
-    review::reviewing(BIN, url, stripe, "10s")
+    let mut command = review::reviewing(BIN, url, stripe, "10s");
+    command.env("STRIPE_PAYMENTS", "charges");
+    command
 }
 
 fn run(mut command: Command) -> (bool, String) {

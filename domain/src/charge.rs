@@ -20,6 +20,10 @@ pub struct Price {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeRequest {
     pub customer_id: String,
+    /// The customer's saved PaymentMethod, charged off-session through a
+    /// PaymentIntent (`None` on the Charges API, or for a user saved
+    /// before PaymentMethods: a PaymentIntent is then refused for good).
+    pub payment_method_id: Option<String>,
     pub amount_cents: i64,
     pub currency: String,
     pub description: String,
@@ -30,8 +34,20 @@ pub struct ChargeRequest {
 /// How the payment processor answered a charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
-    /// The card was charged; the charge's id.
-    Charged { charge_id: String },
+    /// The card was charged: the charge's id, and the PaymentIntent's
+    /// when it was made through one.
+    Charged {
+        charge_id: String,
+        payment_intent_id: Option<String>,
+    },
+    /// The bank asks the rider to authenticate (3-D Secure): the
+    /// PaymentIntent waits for them, its `client_secret` for their app.
+    RequiresAuthentication {
+        payment_intent_id: String,
+        client_secret: String,
+    },
+    /// Stripe is still processing the payment; it ends in a webhook.
+    Processing { payment_intent_id: String },
     /// The card was declined (`card_error`), with the processor's message.
     Declined { message: String },
     /// Refused for good for another reason, in a way that proves no charge

@@ -185,13 +185,18 @@ pub enum PhaseWrite {
     Book,
     /// `ride_created` → `finished` with a refusal (402, 502), nothing charged.
     Refuse,
+    /// `ride_created` → `finished` with the ride waiting on the rider or on
+    /// Stripe (402 `authentication-required`, 202): the PaymentIntent on it.
+    AwaitPayment,
 }
 
 impl PhaseWrite {
     pub fn expects(self) -> &'static [RecoveryPoint] {
         match self {
             PhaseWrite::CreateRide => &[RecoveryPoint::Started],
-            PhaseWrite::NoteChargeAttempt | PhaseWrite::Refuse => &[RecoveryPoint::RideCreated],
+            PhaseWrite::NoteChargeAttempt | PhaseWrite::Refuse | PhaseWrite::AwaitPayment => {
+                &[RecoveryPoint::RideCreated]
+            }
             PhaseWrite::Book => &[RecoveryPoint::RideCreated, RecoveryPoint::ChargeCreated],
         }
     }
@@ -204,6 +209,7 @@ impl fmt::Display for PhaseWrite {
             PhaseWrite::NoteChargeAttempt => "note a charge attempt",
             PhaseWrite::Book => "book the ride",
             PhaseWrite::Refuse => "finish with a refusal",
+            PhaseWrite::AwaitPayment => "finish awaiting the payment",
         })
     }
 }

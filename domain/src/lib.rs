@@ -10,6 +10,7 @@ pub mod charge;
 pub mod fingerprint;
 pub mod idempotency;
 pub mod ids;
+pub mod payment;
 pub mod reconcile;
 pub mod response;
 pub mod ride;
@@ -23,9 +24,16 @@ pub use idempotency::{
     CompleterCutoffs, CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyDecision, KeyId,
     KeyProgress, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, ReviewPolicy,
 };
+pub use payment::{
+    PaymentApplied, PaymentIntentState, PaymentUpdate, PaymentsApi, RideStatus, TestCard,
+};
 pub use reconcile::{ChargeSearch, FoundCharge, ReconcilePolicy, Reconciliation};
-pub use response::{Problem, ProblemBody, ProblemKind, RideCreated, RideView, StoredResponse};
+pub use response::{
+    AuthenticationRequired, Problem, ProblemBody, ProblemKind, RideCreated, RideView,
+    StoredResponse,
+};
 pub use ride::{
     Coordinate, Latitude, Longitude, Ride, RideId, RideParams, RideParamsError, RideParamsField,
 };
 pub use user::{User, UserId};
+pub use webhook::{NotAnEvent, SignatureError, StripeEvent, WebhookSecrets};

@@ -22,6 +22,8 @@ pub struct FoundCharge {
     pub customer_id: String,
     /// `succeeded` (the money moved), `pending` or `failed`.
     pub status: String,
+    /// The PaymentIntent the charge was made for (PaymentIntents only).
+    pub payment_intent_id: Option<String>,
 }
 
 impl FoundCharge {
@@ -66,7 +68,10 @@ impl std::fmt::Display for ChargeSearch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciliation {
     /// The charge exists: record it and book the ride.
-    Charged { charge_id: String },
+    Charged {
+        charge_id: String,
+        payment_intent_id: Option<String>,
+    },
     /// The processor confirms no money moved: end the request without a charge.
     NotCharged,
     /// No definitive answer; the key stays for a person, with the reason.
@@ -133,6 +138,7 @@ impl ReconcilePolicy {
                 }
                 return Reconciliation::Charged {
                     charge_id: charge.id.clone(),
+                    payment_intent_id: charge.payment_intent_id.clone(),
                 };
             }
             [] => {}
@@ -212,6 +218,7 @@ mod tests {
             currency: RIDE_PRICE.currency.into(),
             customer_id: CUSTOMER.into(),
             status: status.into(),
+            payment_intent_id: None,
         }
     }
 
@@ -228,9 +235,23 @@ mod tests {
         let found = ChargeSearch::Found(vec![charge("ch_1", "succeeded")]);
         let verdict = Reconciliation::Charged {
             charge_id: "ch_1".into(),
+            payment_intent_id: None,
         };
         assert_eq!(judge(found.clone(), 100), verdict);
         assert_eq!(judge(found, 10_000), verdict);
+    }
+
+    #[test]
+    fn a_charge_made_for_a_payment_intent_books_the_ride_with_its_intent() {
+        let mut found = charge("ch_1", "succeeded");
+        found.payment_intent_id = Some("pi_1".into());
+        assert_eq!(
+            judge(ChargeSearch::Found(vec![found]), 100),
+            Reconciliation::Charged {
+                charge_id: "ch_1".into(),
+                payment_intent_id: Some("pi_1".into()),
+            }
+        );
     }
 
     #[test]
@@ -256,7 +277,8 @@ mod tests {
         assert_eq!(
             judge(both, 300),
             Reconciliation::Charged {
-                charge_id: "ch_s".into()
+                charge_id: "ch_s".into(),
+                payment_intent_id: None,
             }
         );
     }

@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use crate::payment::RideStatus;
 use crate::ride::Ride;
 
 /// What a finished key answers with, forever.
@@ -30,6 +31,9 @@ pub struct RideView {
     pub target_lon: f64,
     /// The Stripe charge, once the ride is charged.
     pub stripe_charge_id: Option<String>,
+    /// The PaymentIntent paying for it (PaymentIntents only).
+    pub stripe_payment_intent_id: Option<String>,
+    pub status: RideStatus,
 }
 
 impl From<&Ride> for RideView {
@@ -42,6 +46,8 @@ impl From<&Ride> for RideView {
             target_lat,
             target_lon,
             stripe_charge_id: ride.stripe_charge_id.clone(),
+            stripe_payment_intent_id: ride.stripe_payment_intent_id.clone(),
+            status: ride.status,
         }
     }
 }
@@ -52,6 +58,20 @@ impl From<&Ride> for RideView {
 pub struct RideCreated {
     pub message: String,
     pub ride: RideView,
+}
+
+/// The 402 `authentication-required` answer: the problem, and what the
+/// rider's app needs to authenticate on-session (Stripe.js
+/// `handleNextAction` with the `client_secret`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuthenticationRequired {
+    #[serde(flatten)]
+    pub problem: ProblemBody,
+    pub ride: RideView,
+    /// The PaymentIntent's id.
+    pub payment_intent: String,
+    pub client_secret: String,
 }
 
 /// JSON of a shape made of strings, integers and finite numbers: it cannot
@@ -67,6 +87,41 @@ impl StoredResponse {
             body: to_json(&RideCreated {
                 message: "Ride booked and charged; enjoy the flight.".to_owned(),
                 ride: RideView::from(ride),
+            }),
+        }
+    }
+
+    /// Stripe is still processing the payment (202): the ride is
+    /// `payment_pending` until a webhook or the sync pass settles it.
+    pub fn payment_pending(ride: &Ride) -> Self {
+        Self {
+            status: 202,
+            body: to_json(&RideCreated {
+                message:
+                    "Ride reserved; the payment is being processed. GET the ride to see it booked."
+                        .to_owned(),
+                ride: RideView::from(ride),
+            }),
+        }
+    }
+
+    /// The bank asks the rider to authenticate the payment (3-D Secure).
+    pub fn authentication_required(
+        ride: &Ride,
+        payment_intent_id: &str,
+        client_secret: &str,
+    ) -> Self {
+        let kind = ProblemKind::AuthenticationRequired;
+        Self {
+            status: kind.status(),
+            body: to_json(&AuthenticationRequired {
+                problem: Problem::body_of(
+                    kind,
+                    "The card's bank asks the rider to authenticate this payment. Confirm the PaymentIntent on-session with its client_secret; the ride is booked once Stripe reports it paid.",
+                ),
+                ride: RideView::from(ride),
+                payment_intent: payment_intent_id.to_owned(),
+                client_secret: client_secret.to_owned(),
             }),
         }
     }
@@ -122,6 +177,7 @@ pub enum ProblemKind {
     IdempotencyKeyReused,
     RequestInFlight,
     CardDeclined,
+    AuthenticationRequired,
     ChargeRefused,
     ChargeNotMade,
     PaymentProcessorUnavailable,
@@ -132,6 +188,7 @@ pub enum ProblemKind {
     NotFound,
     MethodNotAllowed,
     NotReady,
+    InvalidWebhook,
     /// Answered by the compose deployment's load balancer when no API
     /// replica could (`deploy/haproxy/unavailable.http`), never by us.
     ReplicaUnavailable,
@@ -150,7 +207,7 @@ pub struct ProblemFacts {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 21] = [
+    pub const ALL: [ProblemKind; 23] = [
         ProblemKind::Unauthorized,
         ProblemKind::InvalidIdempotencyKey,
         ProblemKind::BodyUnreadable,
@@ -161,6 +218,7 @@ impl ProblemKind {
         ProblemKind::IdempotencyKeyReused,
         ProblemKind::RequestInFlight,
         ProblemKind::CardDeclined,
+        ProblemKind::AuthenticationRequired,
         ProblemKind::ChargeRefused,
         ProblemKind::ChargeNotMade,
         ProblemKind::PaymentProcessorUnavailable,
@@ -171,6 +229,7 @@ impl ProblemKind {
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::NotReady,
+        ProblemKind::InvalidWebhook,
         ProblemKind::ReplicaUnavailable,
     ];
 
@@ -211,6 +270,13 @@ impl ProblemKind {
             ),
             RequestInFlight => ("request-in-flight", 409, "Request in flight", true, false),
             CardDeclined => ("card-declined", 402, "Card declined", false, true),
+            AuthenticationRequired => (
+                "authentication-required",
+                402,
+                "Authentication required",
+                false,
+                true,
+            ),
             ChargeRefused => (
                 "charge-refused",
                 502,
@@ -251,6 +317,7 @@ impl ProblemKind {
                 false,
             ),
             NotReady => ("not-ready", 503, "Not ready", true, false),
+            InvalidWebhook => ("invalid-webhook", 400, "Invalid webhook", false, false),
             ReplicaUnavailable => (
                 "replica-unavailable",
                 503,
@@ -354,9 +421,9 @@ mod tests {
     use crate::ride::{RideId, RideParams};
     use crate::user::UserId;
 
-    /// Bodies as the version before serde rendered them (hand-written JSON):
-    /// a key finished then replays these bytes, and a key finished now gets
-    /// the same ones.
+    /// Bodies byte for byte: the ones the version before serde rendered
+    /// (hand-written JSON), the ride's view since grown by its PaymentIntent
+    /// and status at the end. A key finished earlier replays its own bytes.
     #[test]
     fn bodies_are_the_bytes_earlier_versions_stored() {
         let ride = Ride {
@@ -365,13 +432,15 @@ mod tests {
             idempotency_key_id: None,
             params: RideParams::from_numbers([1.5, -2.0, 0.0, 0.25]).expect("valid"),
             stripe_charge_id: Some("ch_123".into()),
+            stripe_payment_intent_id: Some("pi_123".into()),
+            status: RideStatus::Booked,
         };
         let response = StoredResponse::ride_created(&ride);
         assert_eq!(response.status, 201);
         assert!(response.is_success());
         assert_eq!(
             response.body,
-            r#"{"message":"Ride booked and charged; enjoy the flight.","ride":{"id":3,"origin_lat":1.5,"origin_lon":-2.0,"target_lat":0.0,"target_lon":0.25,"stripe_charge_id":"ch_123"}}"#
+            r#"{"message":"Ride booked and charged; enjoy the flight.","ride":{"id":3,"origin_lat":1.5,"origin_lon":-2.0,"target_lat":0.0,"target_lon":0.25,"stripe_charge_id":"ch_123","stripe_payment_intent_id":"pi_123","status":"booked"}}"#
         );
         let stored = StoredResponse::card_declined("Your card was \"declined\".\n");
         assert_eq!(stored.status, 402);
@@ -394,11 +463,46 @@ mod tests {
             idempotency_key_id: None,
             params: RideParams::from_numbers([0.0, 0.0, 45.0, -120.125]).expect("valid"),
             stripe_charge_id: None,
+            stripe_payment_intent_id: None,
+            status: RideStatus::Charging,
         };
         assert_eq!(
             to_json(&RideView::from(&ride)),
-            r#"{"id":9,"origin_lat":0.0,"origin_lon":0.0,"target_lat":45.0,"target_lon":-120.125,"stripe_charge_id":null}"#
+            r#"{"id":9,"origin_lat":0.0,"origin_lon":0.0,"target_lat":45.0,"target_lon":-120.125,"stripe_charge_id":null,"stripe_payment_intent_id":null,"status":"charging"}"#
         );
+    }
+
+    #[test]
+    fn a_ride_waiting_on_its_payment_answers_with_what_the_rider_needs() {
+        let mut ride = Ride {
+            id: RideId(4),
+            user_id: UserId(1),
+            idempotency_key_id: None,
+            params: RideParams::from_numbers([0.0; 4]).expect("valid"),
+            stripe_charge_id: None,
+            stripe_payment_intent_id: Some("pi_4".into()),
+            status: RideStatus::AwaitingAuthentication,
+        };
+        let stored = StoredResponse::authentication_required(&ride, "pi_4", "pi_4_secret_x");
+        assert_eq!(stored.status, 402);
+        let body: serde_json::Value = serde_json::from_str(&stored.body).expect("json");
+        assert_eq!(
+            body["type"],
+            "/openapi.json#/components/responses/authentication-required"
+        );
+        assert_eq!(body["status"], 402);
+        assert_eq!(body["payment_intent"], "pi_4");
+        assert_eq!(body["client_secret"], "pi_4_secret_x");
+        assert_eq!(body["ride"]["status"], "awaiting_authentication");
+        assert_eq!(body["ride"]["id"], 4);
+        assert_eq!(body["error"], body["detail"]);
+        ride.status = RideStatus::PaymentPending;
+        let pending = StoredResponse::payment_pending(&ride);
+        assert_eq!(pending.status, 202);
+        assert!(pending.is_success());
+        let body: serde_json::Value = serde_json::from_str(&pending.body).expect("json");
+        assert_eq!(body["ride"]["status"], "payment_pending");
+        assert_eq!(body["ride"]["stripe_payment_intent_id"], "pi_4");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub use crate::ids::RideId;
 use crate::ids::{KeyId, UserId};
+use crate::payment::RideStatus;
 
 /// The four request fields, named as the API names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +204,7 @@ fn parse_number(field: RideParamsField, raw: &str) -> Result<f64, RideParamsErro
     Ok(value)
 }
 
-/// A booked ride. `idempotency_key_id` becomes `None` when the reaper deletes
+/// A ride. `idempotency_key_id` becomes `None` when the reaper deletes
 /// the key the ride was created under; the ride itself stays.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ride {
@@ -212,6 +213,9 @@ pub struct Ride {
     pub idempotency_key_id: Option<KeyId>,
     pub params: RideParams,
     pub stripe_charge_id: Option<String>,
+    /// The PaymentIntent that pays for it (PaymentIntents only).
+    pub stripe_payment_intent_id: Option<String>,
+    pub status: RideStatus,
 }
 
 #[cfg(test)]

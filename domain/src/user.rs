@@ -9,6 +9,9 @@ pub struct User {
     pub email: String,
     /// The Stripe customer the user's rides are charged to.
     pub stripe_customer_id: String,
+    /// The PaymentMethod saved for off-session payments (PaymentIntents);
+    /// `None` for a user saved for Charges only.
+    pub stripe_payment_method_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+
+use crate::payment::{PaymentIntentState, PaymentUpdate};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -147,6 +149,114 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A webhook's body, read as a Stripe event: its id and type, and what it
+/// says of a PaymentIntent when it is one of the events this service acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeEvent {
+    pub id: String,
+    pub event_type: String,
+    /// `None` for events we do not act on (answered 200, nothing stored).
+    pub update: Option<PaymentUpdate>,
+}
+
+/// A body that is not a Stripe event (400, nothing stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the body is not a Stripe event: {0}")]
+pub struct NotAnEvent(String);
+
+#[derive(serde::Deserialize)]
+struct EventBody {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: EventData,
+}
+
+#[derive(serde::Deserialize)]
+struct EventData {
+    object: serde_json::Value,
+}
+
+impl StripeEvent {
+    /// The PaymentIntent events that settle a ride: `succeeded` books it,
+    /// `payment_failed` and `canceled` fail it, `processing` and
+    /// `requires_action` are news of a waiting ride.
+    pub const PAYMENT_INTENT_EVENTS: [&'static str; 5] = [
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+        "payment_intent.processing",
+        "payment_intent.requires_action",
+    ];
+
+    pub fn parse(body: &[u8]) -> Result<Self, NotAnEvent> {
+        let event: EventBody =
+            serde_json::from_slice(body).map_err(|error| NotAnEvent(error.to_string()))?;
+        if !event.id.starts_with("evt_") {
+            return Err(NotAnEvent(format!("event id {:?} is not evt_…", event.id)));
+        }
+        let update = if Self::PAYMENT_INTENT_EVENTS.contains(&event.event_type.as_str()) {
+            Some(Self::payment_update(&event)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            id: event.id,
+            event_type: event.event_type,
+            update,
+        })
+    }
+
+    /// The event's intent and its state. The type decides a failure (a
+    /// `payment_failed` intent is `requires_payment_method` again, which
+    /// alone would not say the attempt failed); otherwise its status does.
+    fn payment_update(event: &EventBody) -> Result<PaymentUpdate, NotAnEvent> {
+        let object = &event.data.object;
+        let field = |name: &str| object.get(name).and_then(serde_json::Value::as_str);
+        let payment_intent_id =
+            field("id")
+                .filter(|id| id.starts_with("pi_"))
+                .ok_or_else(|| {
+                    NotAnEvent(format!("{} carries no PaymentIntent id", event.event_type))
+                })?;
+        let error_code = object
+            .get("last_payment_error")
+            .and_then(|error| error.get("code"))
+            .and_then(serde_json::Value::as_str);
+        let state = match event.event_type.as_str() {
+            "payment_intent.canceled" => PaymentIntentState::Failed,
+            // A failed attempt that asks for authentication leaves the
+            // rider a way to pay: it waits on them.
+            "payment_intent.payment_failed"
+                if error_code == Some(PaymentIntentState::AUTHENTICATION_REQUIRED) =>
+            {
+                PaymentIntentState::RequiresAction
+            }
+            "payment_intent.payment_failed" => PaymentIntentState::Failed,
+            _ => {
+                let status = field("status").unwrap_or_default();
+                PaymentIntentState::from_stripe(
+                    status,
+                    field("latest_charge").map(str::to_owned),
+                    error_code,
+                )
+                .ok_or_else(|| {
+                    NotAnEvent(format!(
+                        "{} carries a PaymentIntent in status {status:?}",
+                        event.event_type
+                    ))
+                })?
+            }
+        };
+        Ok(PaymentUpdate {
+            event_id: Some(event.id.clone()),
+            event_type: event.event_type.clone(),
+            payment_intent_id: payment_intent_id.to_owned(),
+            state,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +361,86 @@ mod tests {
         let two = secrets("whsec_a,whsec_b");
         assert_eq!(two.0.len(), 2);
         assert!(!format!("{two:?}").contains("whsec"));
+    }
+
+    fn event(event_type: &str, object: &str) -> Vec<u8> {
+        format!(r#"{{"id":"evt_9","object":"event","type":"{event_type}","data":{{"object":{object}}}}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn payment_intent_events_say_what_happened_to_the_intent() {
+        let succeeded = StripeEvent::parse(&event(
+            "payment_intent.succeeded",
+            r#"{"id":"pi_1","status":"succeeded","latest_charge":"ch_1"}"#,
+        ))
+        .expect("an event");
+        assert_eq!(succeeded.id, "evt_9");
+        assert_eq!(
+            succeeded.update,
+            Some(PaymentUpdate {
+                event_id: Some("evt_9".into()),
+                event_type: "payment_intent.succeeded".into(),
+                payment_intent_id: "pi_1".into(),
+                state: PaymentIntentState::Succeeded {
+                    charge_id: Some("ch_1".into())
+                },
+            })
+        );
+        for failed in ["payment_intent.payment_failed", "payment_intent.canceled"] {
+            let parsed = StripeEvent::parse(&event(
+                failed,
+                r#"{"id":"pi_2","status":"requires_payment_method"}"#,
+            ))
+            .expect("an event");
+            assert_eq!(
+                parsed.update.map(|u| u.state),
+                Some(PaymentIntentState::Failed),
+                "{failed}"
+            );
+        }
+        let wants_authentication = StripeEvent::parse(&event(
+            "payment_intent.payment_failed",
+            r#"{"id":"pi_5","status":"requires_payment_method","last_payment_error":{"code":"authentication_required"}}"#,
+        ))
+        .expect("an event");
+        assert_eq!(
+            wants_authentication.update.map(|u| u.state),
+            Some(PaymentIntentState::RequiresAction)
+        );
+        let processing = StripeEvent::parse(&event(
+            "payment_intent.processing",
+            r#"{"id":"pi_3","status":"processing"}"#,
+        ))
+        .expect("an event");
+        assert_eq!(
+            processing.update.map(|u| u.state),
+            Some(PaymentIntentState::Processing)
+        );
+    }
+
+    #[test]
+    fn other_events_are_read_but_carry_no_update() {
+        let parsed =
+            StripeEvent::parse(&event("customer.created", r#"{"id":"cus_1"}"#)).expect("an event");
+        assert_eq!(parsed.event_type, "customer.created");
+        assert_eq!(parsed.update, None);
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_event_is_refused() {
+        for body in [
+            &b"not json"[..],
+            br#"{"id":"evt_1"}"#,
+            br#"{"id":"x_1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1","status":"succeeded"}}}"#,
+            br#"{"id":"evt_1","type":"payment_intent.succeeded","data":{"object":{"status":"succeeded"}}}"#,
+            br#"{"id":"evt_1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1","status":"requires_capture"}}}"#,
+        ] {
+            assert!(
+                StripeEvent::parse(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

@@ -75,6 +75,8 @@ fn pgbench_scripts(user_id: i64, replay_key: &str) -> (String, String) {
         idempotency_key_id: None,
         params,
         stripe_charge_id: Some("ch_0000000000000000000000000".to_owned()),
+        stripe_payment_intent_id: Some("pi_0000000000000000000000000".to_owned()),
+        status: domain::RideStatus::Booked,
     };
     let body = StoredResponse::ride_created(&ride).body.replace('\'', "''");
     let fingerprint = domain::RequestFingerprint::for_ride("POST", "/rides", &params);
@@ -111,6 +113,7 @@ fn pgbench_scripts(user_id: i64, replay_key: &str) -> (String, String) {
             "'usd'".to_owned(),
             user_id.to_string(),
             "now()".to_owned(),
+            "('pi_' || :k)".to_owned(),
         ],
     );
     let new_key = format!(

@@ -28,6 +28,10 @@ use tokio::sync::{Semaphore, oneshot};
 pub const GOOD_USER: &str = "user@example.com";
 pub const DECLINED_USER: &str = "user-bad-source@example.com";
 pub const CARDLESS_USER: &str = "user-no-card@example.com";
+/// Pays with `pm_card_authenticationRequired`: 402 `authentication-required`.
+pub const THREE_DS_USER: &str = "user-3ds@example.com";
+/// The endpoint secret every test app's `POST /webhooks/stripe` takes.
+pub const WEBHOOK_SECRET: &str = "whsec_test_app";
 
 /// The lock policy at its default.
 pub const LOCK: LockPolicy = LockPolicy::DEFAULT;
@@ -118,9 +122,24 @@ impl PaymentGateway for GatedGateway {
     async fn create_customer(
         &self,
         email: &str,
-        source: &str,
-    ) -> Result<String, application::ports::GatewayError> {
-        self.inner.create_customer(email, source).await
+        card: domain::TestCard,
+    ) -> Result<application::ports::SavedCustomer, application::ports::GatewayError> {
+        self.inner.create_customer(email, card).await
+    }
+
+    async fn save_payment_method(
+        &self,
+        customer_id: &str,
+        card: domain::TestCard,
+    ) -> Result<Option<String>, application::ports::GatewayError> {
+        self.inner.save_payment_method(customer_id, card).await
+    }
+
+    async fn payment_intent_state(
+        &self,
+        id: &str,
+    ) -> Result<domain::PaymentIntentState, application::ports::GatewayError> {
+        self.inner.payment_intent_state(id).await
     }
 
     async fn charge(&self, request: &domain::ChargeRequest) -> domain::ChargeOutcome {
@@ -348,6 +367,12 @@ pub async fn spawn_app_on(
         options.auth_mode,
     );
     state.limits = options.limits;
+    state.webhook = Some(Arc::new(application::ReceiveWebhook::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        domain::WebhookSecrets::parse(WEBHOOK_SECRET).expect("a secret"),
+        domain::webhook::DEFAULT_TOLERANCE,
+    )));
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");

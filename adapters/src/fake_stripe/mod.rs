@@ -47,7 +47,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::memory::gateway::{DECLINE_MESSAGE, SOURCE_CHARGES, SOURCE_DECLINED};
+use crate::memory::gateway::DECLINE_MESSAGE;
+
+/// Card tokens the Charges API takes, as Stripe's test mode names them.
+const SOURCE_CHARGES: &str = "tok_visa";
+const SOURCE_DECLINED: &str = "tok_chargeCustomerFail";
 
 use errors::*;
 use idempotency::*;
@@ -71,6 +75,10 @@ impl FakeStripe {
     /// of the current tokio runtime (until the fake is dropped).
     pub fn new(settings: FakeStripeSettings) -> Self {
         let ledger: Arc<Mutex<Ledger>> = Arc::default();
+        ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .processing_delay = settings.processing_delay;
         if let Some(delivery) = settings.webhook.clone() {
             ledger
                 .lock()
@@ -93,10 +101,15 @@ impl FakeStripe {
         }
     }
 
+    /// The account, with every `processing` PaymentIntent that is due
+    /// settled first: whoever looks sees it as it is by now.
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger
+        let mut ledger = self
+            .ledger
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        ledger.settle_processing();
+        ledger
     }
 
     pub fn router(&self) -> Router {

@@ -4,8 +4,10 @@
 //! session: a 402 `authentication_required` with the PaymentIntent, which
 //! the rider can then authenticate; the test-only route
 //! `POST /_fake/payment_intents/{id}/authenticate` does it as the rider
-//! would), `pm_card_refundFail` charges (its refunds fail later). Every
-//! change of a PaymentIntent is recorded as an event.
+//! would), `pm_card_refundFail` charges (its refunds fail later), and
+//! fake-stripe's own `pm_fake_processing` (no Stripe test card does this)
+//! leaves the intent `processing` for `processing_delay`, then succeeds.
+//! Every change of a PaymentIntent is recorded as an event.
 
 use super::*;
 
@@ -16,6 +18,7 @@ pub(super) enum Card {
     Declines,
     NeedsAuthentication,
     RefundFails,
+    Processes,
 }
 
 impl Card {
@@ -25,6 +28,7 @@ impl Card {
             "pm_card_chargeDeclined" => Card::Declines,
             "pm_card_authenticationRequired" => Card::NeedsAuthentication,
             "pm_card_refundFail" => Card::RefundFails,
+            "pm_fake_processing" => Card::Processes,
             _ => return None,
         })
     }
@@ -35,6 +39,7 @@ impl Card {
             Card::Declines => "0002",
             Card::NeedsAuthentication => "3184",
             Card::RefundFails => "5126",
+            Card::Processes => "0077",
         }
     }
 }
@@ -185,6 +190,15 @@ impl Ledger {
             Card::Declines => {
                 self.fail(intent, "card_declined", "generic_decline", DECLINE_MESSAGE)
             }
+            Card::Processes => {
+                intent["status"] = json!("processing");
+                self.save_intent(&intent);
+                self.record_event("payment_intent.processing", &intent);
+                let id = intent["id"].as_str().unwrap_or_default().to_owned();
+                self.processing
+                    .push((id, Instant::now() + self.processing_delay));
+                (StatusCode::OK, intent)
+            }
             Card::NeedsAuthentication if off_session => self.fail(
                 intent,
                 "authentication_required",
@@ -250,6 +264,25 @@ impl Ledger {
         let mut error = error;
         error["payment_intent"] = intent;
         (StatusCode::PAYMENT_REQUIRED, json!({ "error": error }))
+    }
+
+    /// Every `processing` PaymentIntent whose time has come succeeds (its
+    /// charge made, its event recorded).
+    pub(super) fn settle_processing(&mut self) {
+        let now = Instant::now();
+        if !self.processing.iter().any(|(_, at)| *at <= now) {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.processing.drain(..).partition(|(_, at)| *at <= now);
+        self.processing = later;
+        for (id, _) in due {
+            if let Some(mut intent) = self.intent(&id)
+                && intent["status"] == "processing"
+            {
+                self.succeed(&mut intent);
+            }
+        }
     }
 
     fn intent(&self, id: &str) -> Option<Value> {

@@ -84,6 +84,9 @@ pub struct FakeStripeSettings {
     pub faults: Faults,
     /// Where events are delivered, if anywhere.
     pub webhook: Option<WebhookDelivery>,
+    /// How long a PaymentIntent paid with `pm_fake_processing` stays
+    /// `processing` before it succeeds.
+    pub processing_delay: Duration,
 }
 
 /// Where fake-stripe delivers its events, signed as Stripe signs them
@@ -143,6 +146,7 @@ impl FakeStripeSettings {
     /// Stripe's search index "under normal operating conditions" catches up
     /// in under a minute; a second is enough to make a client meet the lag.
     pub const DEFAULT_SEARCH_DELAY: Duration = Duration::from_secs(1);
+    pub const DEFAULT_PROCESSING_DELAY: Duration = Duration::from_secs(2);
 }
 
 impl Default for FakeStripeSettings {
@@ -152,6 +156,7 @@ impl Default for FakeStripeSettings {
             search_delay: Self::DEFAULT_SEARCH_DELAY,
             faults: Faults::default(),
             webhook: None,
+            processing_delay: Self::DEFAULT_PROCESSING_DELAY,
         }
     }
 }

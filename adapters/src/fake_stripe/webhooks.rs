@@ -71,6 +71,7 @@ async fn deliver(ledger: Weak<Mutex<Ledger>>, delivery: WebhookDelivery) {
 /// The events due now, oldest first, taken off the queue.
 fn take_due(ledger: &Mutex<Ledger>) -> Vec<Pending> {
     let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+    ledger.settle_processing();
     let Some(queue) = &mut ledger.deliveries else {
         return Vec::new();
     };

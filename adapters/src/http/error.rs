@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use application::ports::StoreError;
-use application::{AuthError, CreateRideError};
+use application::{AuthError, CreateRideError, WebhookError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::{IdempotencyKeyError, Problem, ProblemKind, RideParamsError};
@@ -46,6 +46,8 @@ pub enum ApiError {
     CreateRide(#[from] CreateRideError),
     #[error("no such ride")]
     RideNotFound,
+    #[error("{0}")]
+    Webhook(String),
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed on this route")]
@@ -57,6 +59,16 @@ pub enum ApiError {
     /// Set by `bins` from configuration; how long a 503 asks clients to wait.
     #[error("payment processor unavailable")]
     GatewayUnknown { retry_after: Duration },
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(error: WebhookError) -> Self {
+        match error {
+            WebhookError::Signature(error) => ApiError::Webhook(error.to_string()),
+            WebhookError::NotAnEvent(error) => ApiError::Webhook(error.to_string()),
+            WebhookError::Store(error) => ApiError::Store(error),
+        }
+    }
 }
 
 impl From<AuthError> for ApiError {
@@ -103,6 +115,7 @@ impl ApiError {
                 plain(ProblemKind::InvalidRideParameters)
             }
             RideNotFound | RouteNotFound => plain(ProblemKind::NotFound),
+            Webhook(_) => plain(ProblemKind::InvalidWebhook),
             MethodNotAllowed => plain(ProblemKind::MethodNotAllowed),
             StoreUnreachable => (
                 Problem::new(ProblemKind::NotReady, self.to_string()),
@@ -266,6 +279,7 @@ mod tests {
             | BadRaiseError
             | CreateRide(_)
             | RideNotFound
+            | Webhook(_)
             | RouteNotFound
             | MethodNotAllowed
             | StoreUnreachable
@@ -307,6 +321,7 @@ mod tests {
             RepeatedField("x".into()),
             BadRaiseError,
             RideNotFound,
+            Webhook("x".into()),
             RouteNotFound,
             MethodNotAllowed,
             StoreUnreachable,

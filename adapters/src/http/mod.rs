@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use application::ports::Probe;
-use application::{Answer, Authenticate, CreateRide, RideRequest, ShowRide};
+use application::{Answer, Authenticate, CreateRide, ReceiveWebhook, RideRequest, ShowRide};
 use axum::Router;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
@@ -108,6 +108,9 @@ pub struct ApiState {
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Timeouts and caps of the server; the router reads the request caps.
     pub limits: ServerLimits,
+    /// `POST /webhooks/stripe`, when `STRIPE_WEBHOOK_SECRET` is set;
+    /// `None` leaves the route out.
+    pub webhook: Option<Arc<ReceiveWebhook>>,
 }
 
 impl ApiState {
@@ -127,14 +130,19 @@ impl ApiState {
             gateway_retry_after: DEFAULT_GATEWAY_RETRY_AFTER,
             metrics: None,
             limits: ServerLimits::DEFAULT,
+            webhook: None,
         }
     }
 }
 
+/// The largest webhook body taken: Stripe's events are a few KiB, far
+/// more than a ride's form, far less than this.
+pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
+
 /// The public routes, each from its documented handler: the router and the
 /// OpenAPI document are both built from this, so neither has a route the
 /// other lacks.
-fn routes(max_concurrent_requests: usize) -> OpenApiRouter<ApiState> {
+fn routes(max_concurrent_requests: usize, webhook: bool) -> OpenApiRouter<ApiState> {
     // The ride routes run at most `max_concurrent_requests` at once; past
     // that a request is shed at once with 503 + Retry-After rather than
     // queued behind a pool it would only exhaust. Probes and metrics stay
@@ -152,6 +160,15 @@ fn routes(max_concurrent_requests: usize) -> OpenApiRouter<ApiState> {
                 // limit would get one per route).
                 .layer(GlobalConcurrencyLimitLayer::new(max_concurrent_requests)),
         );
+    let rides = if webhook {
+        rides.merge(
+            OpenApiRouter::new()
+                .routes(utoipa_axum::routes!(stripe_webhook))
+                .route_layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+        )
+    } else {
+        rides
+    };
     OpenApiRouter::new()
         .merge(rides)
         .routes(utoipa_axum::routes!(healthz))
@@ -162,11 +179,15 @@ fn routes(max_concurrent_requests: usize) -> OpenApiRouter<ApiState> {
 
 /// The API's OpenAPI 3.1 document, as `/openapi.json` serves it.
 pub fn openapi_json() -> &'static str {
-    openapi::document_json(|| routes(1).split_for_parts().1)
+    openapi::document_json(|| routes(1, true).split_for_parts().1)
 }
 
 pub fn router(state: ApiState) -> Router {
-    let (routes, _) = routes(state.limits.max_concurrent_requests).split_for_parts();
+    let (routes, _) = routes(
+        state.limits.max_concurrent_requests,
+        state.webhook.is_some(),
+    )
+    .split_for_parts();
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -214,7 +235,9 @@ pub fn router(state: ApiState) -> Router {
     responses(
         (status = 201, description = "The ride is booked and charged once. Stored: every retry with the key gets these bytes again.", body = domain::RideCreated,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key.")),
-            example = json!({"message": "Ride booked and charged; enjoy the flight.", "ride": {"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc"}})),
+            example = json!({"message": "Ride booked and charged; enjoy the flight.", "ride": {"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc", "stripe_payment_intent_id": "pi_3NxAbc", "status": "booked"}})),
+        (status = 202, description = "The ride is reserved and Stripe is still processing its payment (`status: payment_pending`); a webhook or the completer's sync pass books or fails it. Stored: every retry gets these bytes again; `GET /rides/{id}` shows the status now.", body = domain::RideCreated,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key."))),
     )
 )]
 async fn create_ride(
@@ -244,6 +267,54 @@ async fn create_ride(
         .map_err(|_| ApiError::Panicked)?
         .map_err(|error| ApiError::from_create_ride(error, state.gateway_retry_after))?;
     Ok(stored_response(answer))
+}
+
+/// Stripe's events about PaymentIntents: a ride awaiting authentication
+/// or pending becomes booked (its receipt staged) or failed.
+///
+/// The `Stripe-Signature` header is checked against the raw body with
+/// every secret of `STRIPE_WEBHOOK_SECRET`, within
+/// `STRIPE_WEBHOOK_TOLERANCE`. Each event id takes effect once; a ride's
+/// status only moves forward, so repeats and late events change nothing.
+/// Events of other types, and intents no ride carries, are answered 200
+/// and stored nothing. Present only when `STRIPE_WEBHOOK_SECRET` is set.
+#[utoipa::path(
+    post,
+    path = "/webhooks/stripe",
+    operation_id = "stripeWebhook",
+    tag = "webhooks",
+    params(
+        ("Stripe-Signature" = String, Header, description = "`t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.\" + body>`[,v1=…]"),
+    ),
+    request_body(content = String, content_type = "application/json", description = "A Stripe event, as Stripe sends it (at most 256 KiB)."),
+    responses(
+        (status = 200, description = "Received: applied, a duplicate, or an event or intent this service does not act on.", content_type = "application/json",
+            example = json!({"received": true, "event": "evt_1", "result": "applied"})),
+    )
+)]
+async fn stripe_webhook(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Some(webhook) = state.webhook.clone() else {
+        return Err(ApiError::RouteNotFound);
+    };
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|value| value.to_str().ok());
+    let receipt = webhook.run(signature, &body).await?;
+    let answer = serde_json::json!({
+        "received": true,
+        "event": receipt.event_id,
+        "result": receipt.result(),
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+        .into_response())
 }
 
 fn stored_response(answer: Answer) -> Response {

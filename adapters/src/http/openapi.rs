@@ -53,6 +53,9 @@ pub fn about(kind: ProblemKind) -> &'static str {
         CardDeclined => {
             "The card was declined; no charge was made. Retries with the key replay this answer."
         }
+        AuthenticationRequired => {
+            "The card's bank asks the rider to authenticate the payment (3-D Secure). The body carries the `ride` (status `awaiting_authentication`), the `payment_intent` id and its `client_secret`: confirm it on-session (Stripe.js `handleNextAction`); the ride becomes `booked` when Stripe reports it paid. Retries with the key replay this answer; `GET /rides/{id}` shows the ride's status now."
+        }
         ChargeRefused => {
             "The payment processor refused the charge for good (for example, no usable card); no charge was made. Retries with the key replay this answer."
         }
@@ -77,6 +80,9 @@ pub fn about(kind: ProblemKind) -> &'static str {
         NotFound => "No such ride for this user, or no such route.",
         MethodNotAllowed => "The route exists, but not with this method.",
         NotReady => "The process cannot reach its store yet.",
+        InvalidWebhook => {
+            "`POST /webhooks/stripe`: the `Stripe-Signature` header is missing or malformed, no `v1` signature matches the raw body for any of `STRIPE_WEBHOOK_SECRET`'s secrets, its timestamp is outside `STRIPE_WEBHOOK_TOLERANCE`, or the body is not a Stripe event. Nothing was stored."
+        }
         ReplicaUnavailable => {
             "The compose deployment's load balancer found no API replica able to answer. Retry with the same key after `Retry-After`."
         }
@@ -100,6 +106,7 @@ pub const OPERATION_PROBLEMS: &[(&str, &[ProblemKind])] = {
                 IdempotencyKeyReused,
                 RequestInFlight,
                 CardDeclined,
+                AuthenticationRequired,
                 ChargeRefused,
                 ChargeNotMade,
                 PaymentProcessorUnavailable,
@@ -114,6 +121,16 @@ pub const OPERATION_PROBLEMS: &[(&str, &[ProblemKind])] = {
             &[
                 Unauthorized,
                 NotFound,
+                StoreUnavailable,
+                Overloaded,
+                InternalError,
+            ],
+        ),
+        (
+            "stripeWebhook",
+            &[
+                InvalidWebhook,
+                BodyTooLarge,
                 StoreUnavailable,
                 Overloaded,
                 InternalError,

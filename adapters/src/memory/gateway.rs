@@ -1,25 +1,31 @@
 //! An in-process stand-in for Stripe, for the embedded default and tests.
-//! It behaves like Stripe where the service relies on it: a customer created
-//! with `tok_visa` is charged, one with `tok_chargeCustomerFail` is declined,
-//! one with no card is refused, and a repeated idempotency key with the same
-//! parameters gets the first answer again (other parameters: refused).
-//! Optional faults make answers unknown, before or after the charge exists.
+//! It behaves like Stripe where the service relies on it: on PaymentIntents
+//! (the default) a customer's saved PaymentMethod is charged off-session
+//! (`pm_card_visa` succeeds, `pm_card_chargeDeclined` is declined,
+//! `pm_card_authenticationRequired` leaves the intent `requires_action`
+//! until `authenticate` completes it as the rider would); on Charges a
+//! customer created with `tok_visa` is charged and one with
+//! `tok_chargeCustomerFail` declined. A customer with no card is refused,
+//! and a repeated idempotency key with the same parameters gets the first
+//! answer again (other parameters: refused). Optional faults make answers
+//! unknown, before or after the charge exists.
 //!
-//! A customer's card is written into its id (`cus_visa_…`), so customers
-//! created by `rocket-rides up` in one process are charged correctly by the
-//! API in another. Charges and idempotency keys live in this process only.
+//! A customer's and a PaymentMethod's card is written into its id
+//! (`cus_visa_…`, `pm_3ds_…`), so customers created by `rocket-rides up` in
+//! one process are charged correctly by the API in another. Charges,
+//! intents and idempotency keys live in this process only.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use application::ports::SavedCustomer;
 use application::ports::{GatewayError, PaymentGateway};
 use async_trait::async_trait;
-use domain::{ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge};
-
-/// Card tokens the fake understands, as Stripe's test mode names them.
-pub const SOURCE_CHARGES: &str = "tok_visa";
-pub const SOURCE_DECLINED: &str = "tok_chargeCustomerFail";
+use domain::{
+    ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge, PaymentIntentState, PaymentsApi,
+    TestCard,
+};
 
 pub const DECLINE_MESSAGE: &str = "Your card was declined.";
 
@@ -40,17 +46,40 @@ pub struct FakeCharge {
     pub amount_cents: i64,
     pub currency: String,
     pub idempotency_key: String,
+    pub payment_intent_id: Option<String>,
 }
 
-/// Customer id prefixes, by card.
-const CUSTOMER_CHARGES: &str = "cus_visa_";
-const CUSTOMER_DECLINED: &str = "cus_declined_";
-const CUSTOMER_NO_CARD: &str = "cus_nocard_";
+/// The card a customer or PaymentMethod id names (its prefix).
+fn card_of(id: &str) -> Option<TestCard> {
+    let (_, rest) = id.split_once('_')?;
+    let (name, _) = rest.split_once('_')?;
+    Some(match name {
+        "visa" => TestCard::Visa,
+        "declined" => TestCard::Declined,
+        "3ds" => TestCard::AuthenticationRequired,
+        "nocard" => TestCard::None,
+        _ => return None,
+    })
+}
+
+fn id_for(prefix: &str, card: TestCard) -> String {
+    let name = match card {
+        TestCard::Visa => "visa",
+        TestCard::Declined => "declined",
+        TestCard::AuthenticationRequired => "3ds",
+        TestCard::None => "nocard",
+    };
+    format!("{prefix}_{name}_{}", uuid::Uuid::new_v4().simple())
+}
 
 #[derive(Debug, Default)]
 struct State {
     charges: Vec<FakeCharge>,
     answers: HashMap<String, (ChargeRequest, ChargeOutcome)>,
+    /// PaymentIntents waiting on the rider, and what became of them.
+    intents: HashMap<String, PaymentIntentState>,
+    /// The charge request each waiting intent was made for.
+    intent_requests: HashMap<String, ChargeRequest>,
     calls: usize,
 }
 
@@ -63,6 +92,7 @@ pub struct FakeGateway {
     /// Otherwise its search answers unknown: another process's charges
     /// are not here.
     sees_every_charge: bool,
+    payments: PaymentsApi,
 }
 
 impl Default for FakeGateway {
@@ -81,7 +111,14 @@ impl FakeGateway {
             state: Mutex::default(),
             faults,
             sees_every_charge: true,
+            payments: PaymentsApi::default(),
         }
+    }
+
+    /// Charges through `payments` (PaymentIntents by default).
+    pub fn on(mut self, payments: PaymentsApi) -> Self {
+        self.payments = payments;
+        self
     }
 
     /// One of several processes' fakes: it cannot tell that a charge does
@@ -107,33 +144,91 @@ impl FakeGateway {
         self.state().calls
     }
 
-    fn decide(state: &mut State, request: &ChargeRequest) -> ChargeOutcome {
-        let customer = request.customer_id.as_str();
-        if customer.starts_with(CUSTOMER_NO_CARD) {
-            return ChargeOutcome::Refused {
-                message: "Cannot charge a customer that has no active card".to_owned(),
-            };
+    /// Completes a PaymentIntent's authentication as the rider would
+    /// on-session: it succeeds, charged. `false` for an intent that does
+    /// not wait on the rider.
+    pub fn authenticate(&self, payment_intent_id: &str) -> bool {
+        let mut state = self.state();
+        if state.intents.get(payment_intent_id) != Some(&PaymentIntentState::RequiresAction) {
+            return false;
         }
-        if customer.starts_with(CUSTOMER_DECLINED) {
-            return ChargeOutcome::Declined {
-                message: DECLINE_MESSAGE.to_owned(),
-            };
-        }
-        match customer.starts_with(CUSTOMER_CHARGES) {
-            false => ChargeOutcome::Refused {
-                message: format!("No such customer: '{customer}'"),
+        let Some(request) = state.intent_requests.get(payment_intent_id).cloned() else {
+            return false;
+        };
+        let charge_id = Self::make_charge(&mut state, &request, Some(payment_intent_id));
+        state.intents.insert(
+            payment_intent_id.to_owned(),
+            PaymentIntentState::Succeeded {
+                charge_id: Some(charge_id),
             },
-            true => {
-                let charge = FakeCharge {
-                    id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
-                    customer_id: request.customer_id.clone(),
-                    amount_cents: request.amount_cents,
-                    currency: request.currency.clone(),
-                    idempotency_key: request.idempotency_key.clone(),
-                };
-                let id = charge.id.clone();
-                state.charges.push(charge);
-                ChargeOutcome::Charged { charge_id: id }
+        );
+        true
+    }
+
+    fn make_charge(state: &mut State, request: &ChargeRequest, intent: Option<&str>) -> String {
+        let charge = FakeCharge {
+            id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
+            customer_id: request.customer_id.clone(),
+            amount_cents: request.amount_cents,
+            currency: request.currency.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            payment_intent_id: intent.map(str::to_owned),
+        };
+        let id = charge.id.clone();
+        state.charges.push(charge);
+        id
+    }
+
+    fn decide(&self, state: &mut State, request: &ChargeRequest) -> ChargeOutcome {
+        let customer = request.customer_id.as_str();
+        if !customer.starts_with("cus_") || card_of(customer).is_none() {
+            return ChargeOutcome::Refused {
+                message: format!("No such customer: '{customer}'"),
+            };
+        }
+        match self.payments {
+            PaymentsApi::Charges => match card_of(customer) {
+                Some(TestCard::Visa) => ChargeOutcome::Charged {
+                    charge_id: Self::make_charge(state, request, None),
+                    payment_intent_id: None,
+                },
+                Some(TestCard::Declined | TestCard::AuthenticationRequired) => {
+                    ChargeOutcome::Declined {
+                        message: DECLINE_MESSAGE.to_owned(),
+                    }
+                }
+                _ => ChargeOutcome::Refused {
+                    message: "Cannot charge a customer that has no active card".to_owned(),
+                },
+            },
+            PaymentsApi::PaymentIntents => {
+                let card = request.payment_method_id.as_deref().and_then(card_of);
+                let intent = format!("pi_{}", uuid::Uuid::new_v4().simple());
+                match card {
+                    Some(TestCard::Visa) => ChargeOutcome::Charged {
+                        charge_id: Self::make_charge(state, request, Some(&intent)),
+                        payment_intent_id: Some(intent),
+                    },
+                    Some(TestCard::Declined) => ChargeOutcome::Declined {
+                        message: DECLINE_MESSAGE.to_owned(),
+                    },
+                    Some(TestCard::AuthenticationRequired) => {
+                        state
+                            .intents
+                            .insert(intent.clone(), PaymentIntentState::RequiresAction);
+                        state
+                            .intent_requests
+                            .insert(intent.clone(), request.clone());
+                        ChargeOutcome::RequiresAuthentication {
+                            client_secret: format!("{intent}_secret_{}", fastrand::u32(..)),
+                            payment_intent_id: intent,
+                        }
+                    }
+                    _ => ChargeOutcome::Refused {
+                        message: "You must provide a PaymentMethod to confirm off-session"
+                            .to_owned(),
+                    },
+                }
             }
         }
     }
@@ -141,16 +236,50 @@ impl FakeGateway {
 
 #[async_trait]
 impl PaymentGateway for FakeGateway {
-    async fn create_customer(&self, _email: &str, source: &str) -> Result<String, GatewayError> {
-        let prefix = match source {
-            "" => CUSTOMER_NO_CARD,
-            SOURCE_CHARGES => CUSTOMER_CHARGES,
-            SOURCE_DECLINED => CUSTOMER_DECLINED,
-            other => {
-                return Err(GatewayError::Refused(format!("No such token: '{other}'")));
-            }
-        };
-        Ok(format!("{prefix}{}", uuid::Uuid::new_v4().simple()))
+    async fn create_customer(
+        &self,
+        _email: &str,
+        card: TestCard,
+    ) -> Result<SavedCustomer, GatewayError> {
+        let customer_id = id_for("cus", card);
+        let payment_method_id = self.save_payment_method(&customer_id, card).await?;
+        Ok(SavedCustomer {
+            customer_id,
+            payment_method_id,
+        })
+    }
+
+    async fn save_payment_method(
+        &self,
+        _customer_id: &str,
+        card: TestCard,
+    ) -> Result<Option<String>, GatewayError> {
+        Ok(match (self.payments, card) {
+            (PaymentsApi::Charges, _) | (_, TestCard::None) => None,
+            (PaymentsApi::PaymentIntents, card) => Some(id_for("pm", card)),
+        })
+    }
+
+    async fn payment_intent_state(&self, id: &str) -> Result<PaymentIntentState, GatewayError> {
+        let state = self.state();
+        if let Some(waiting) = state.intents.get(id) {
+            return Ok(waiting.clone());
+        }
+        match state
+            .charges
+            .iter()
+            .find(|charge| charge.payment_intent_id.as_deref() == Some(id))
+        {
+            Some(charge) => Ok(PaymentIntentState::Succeeded {
+                charge_id: Some(charge.id.clone()),
+            }),
+            None if self.sees_every_charge => Err(GatewayError::Refused(format!(
+                "No such payment_intent: '{id}'"
+            ))),
+            None => Err(GatewayError::Unknown(format!(
+                "PaymentIntent {id} was made by another process's in-process fake"
+            ))),
+        }
     }
 
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
@@ -174,7 +303,7 @@ impl PaymentGateway for FakeGateway {
                 reason: "Keys for idempotent requests can only be used with the same parameters they were first used with.".to_owned(),
             },
             None => {
-                let outcome = Self::decide(&mut state, request);
+                let outcome = self.decide(&mut state, request);
                 state
                     .answers
                     .insert(request.idempotency_key.clone(), (request.clone(), outcome.clone()));
@@ -206,6 +335,7 @@ impl PaymentGateway for FakeGateway {
                 currency: charge.currency.clone(),
                 customer_id: charge.customer_id.clone(),
                 status: FoundCharge::SUCCEEDED.to_owned(),
+                payment_intent_id: charge.payment_intent_id.clone(),
             })
             .collect();
         ChargeSearch::Found(found)

@@ -12,13 +12,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    Backlog, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews,
-    Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide, StoreError, Users,
+    AwaitingPayment, Backlog, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest,
+    KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide,
+    RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
     ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId, KeyProgress, KeyRecord,
-    LockPolicy, PhaseWrite, ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
+    LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptJob,
+    ReviewPolicy, Ride, RideId, RideStatus, StagedJob, User, UserId,
 };
 
 /// An audit record, as the original kept them: what happened, to what, from where.
@@ -71,6 +73,16 @@ struct State {
     claim_tokens: i64,
     /// Keys a completer has reported as needing review.
     review_reported: HashSet<KeyId>,
+    /// PaymentIntent ids on rides (one ride each, as Postgres's unique
+    /// constraint).
+    payment_intents: HashMap<String, RideId>,
+    /// Rides awaiting their payment, by when their status last changed or
+    /// they were last checked: the sync pass's order.
+    awaiting_payment: BTreeSet<(SystemTime, RideId)>,
+    /// When each ride in `awaiting_payment` entered it (to remove it).
+    awaiting_since: HashMap<RideId, SystemTime>,
+    /// Stripe event ids applied.
+    stripe_events: HashSet<String>,
     next_id: i64,
 }
 
@@ -146,6 +158,8 @@ impl State {
             idempotency_key_id: Some(record.id),
             params: record.params,
             stripe_charge_id: None,
+            stripe_payment_intent_id: None,
+            status: RideStatus::Charging,
         };
         self.audit.push(AuditRecord {
             action: "ride.created".to_owned(),
@@ -157,6 +171,27 @@ impl State {
         let id = ride.id;
         self.rides.insert(id, ride);
         id
+    }
+
+    /// Moves a ride to `status` at `now`, keeping the sync pass's index.
+    fn set_ride_status(&mut self, ride_id: RideId, status: RideStatus, now: SystemTime) {
+        if let Some(since) = self.awaiting_since.remove(&ride_id) {
+            self.awaiting_payment.remove(&(since, ride_id));
+        }
+        if status.awaits_payment() {
+            self.awaiting_payment.insert((now, ride_id));
+            self.awaiting_since.insert(ride_id, now);
+        }
+        if let Some(ride) = self.rides.get_mut(&ride_id) {
+            ride.status = status;
+        }
+    }
+
+    /// Stages a ride's receipt job at `now`.
+    fn stage_receipt(&mut self, job: ReceiptJob, now: SystemTime) {
+        let id = self.next_id();
+        self.staged_jobs.insert(id, StagedJob { id, job });
+        self.staged_at.insert(id, now);
     }
 
     /// Keys from `index` with their time before `before`, in order.
@@ -286,18 +321,20 @@ impl Users for MemoryStore {
         Ok(self.state().users.get(&id).cloned())
     }
 
-    async fn upsert_user(&self, email: &str, stripe_customer_id: &str) -> Result<User, StoreError> {
+    async fn upsert_user(&self, email: &str, customer: &SavedCustomer) -> Result<User, StoreError> {
         let mut state = self.state();
         if let Some(id) = state.emails.get(email).copied()
             && let Some(user) = state.users.get_mut(&id)
         {
-            user.stripe_customer_id = stripe_customer_id.to_owned();
+            user.stripe_customer_id = customer.customer_id.clone();
+            user.stripe_payment_method_id = customer.payment_method_id.clone();
             return Ok(user.clone());
         }
         let user = User {
             id: UserId(state.next_id()),
             email: email.to_owned(),
-            stripe_customer_id: stripe_customer_id.to_owned(),
+            stripe_customer_id: customer.customer_id.clone(),
+            stripe_payment_method_id: customer.payment_method_id.clone(),
         };
         state.emails.insert(email.to_owned(), user.id);
         state.users.insert(user.id, user.clone());
@@ -432,32 +469,63 @@ impl Keys for MemoryStore {
             .ride_id()
             .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", lease.key_id)))?;
         let response = finish.response().clone();
-        if let Finish::Booked { charge_id, job, .. } = finish {
-            let ride = state
-                .rides
-                .get(&ride_id)
-                .ok_or_else(|| StoreError::Inconsistent(format!("ride {ride_id} is gone")))?;
-            match &ride.stripe_charge_id {
-                Some(recorded) if *recorded == charge_id => {}
-                Some(recorded) => {
+        match finish {
+            Finish::Booked {
+                charge_id,
+                payment_intent_id,
+                job,
+                ..
+            } => {
+                let ride = state
+                    .rides
+                    .get(&ride_id)
+                    .ok_or_else(|| StoreError::Inconsistent(format!("ride {ride_id} is gone")))?;
+                match &ride.stripe_charge_id {
+                    Some(recorded) if *recorded == charge_id => {}
+                    Some(recorded) => {
+                        return Err(StoreError::Inconsistent(format!(
+                            "ride {ride_id} already carries charge {recorded}, not {charge_id}"
+                        )));
+                    }
+                    None if state.charge_ids.contains(&charge_id) => {
+                        return Err(StoreError::Inconsistent(format!(
+                            "charge {charge_id} is already on another ride"
+                        )));
+                    }
+                    None => {}
+                }
+                state.charge_ids.insert(charge_id.clone());
+                if let Some(id) = &payment_intent_id {
+                    state.payment_intents.insert(id.clone(), ride_id);
+                }
+                if let Some(ride) = state.rides.get_mut(&ride_id) {
+                    ride.stripe_charge_id = Some(charge_id);
+                    ride.stripe_payment_intent_id = payment_intent_id;
+                }
+                state.set_ride_status(ride_id, RideStatus::Booked, now);
+                state.stage_receipt(job, now);
+            }
+            Finish::Refused { .. } => {
+                state.set_ride_status(ride_id, RideStatus::PaymentFailed, now)
+            }
+            Finish::AwaitingPayment {
+                payment_intent_id,
+                status,
+                ..
+            } => {
+                if state.payment_intents.contains_key(&payment_intent_id) {
                     return Err(StoreError::Inconsistent(format!(
-                        "ride {ride_id} already carries charge {recorded}, not {charge_id}"
+                        "PaymentIntent {payment_intent_id} is already on another ride"
                     )));
                 }
-                None if state.charge_ids.contains(&charge_id) => {
-                    return Err(StoreError::Inconsistent(format!(
-                        "charge {charge_id} is already on another ride"
-                    )));
+                state
+                    .payment_intents
+                    .insert(payment_intent_id.clone(), ride_id);
+                if let Some(ride) = state.rides.get_mut(&ride_id) {
+                    ride.stripe_payment_intent_id = Some(payment_intent_id);
                 }
-                None => {}
+                state.set_ride_status(ride_id, status, now);
             }
-            state.charge_ids.insert(charge_id.clone());
-            if let Some(ride) = state.rides.get_mut(&ride_id) {
-                ride.stripe_charge_id = Some(charge_id);
-            }
-            let id = state.next_id();
-            state.staged_jobs.insert(id, StagedJob { id, job });
-            state.staged_at.insert(id, now);
         }
         state.change_key(lease.key_id, |record| {
             record.progress = KeyProgress::Finished { ride_id, response };
@@ -767,5 +835,81 @@ impl Dashboard for MemoryStore {
             }
         }
         Ok(counts.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl RidePayments for MemoryStore {
+    async fn apply_payment(
+        &self,
+        update: &PaymentUpdate,
+        now: SystemTime,
+    ) -> Result<PaymentApplied, StoreError> {
+        let mut state = self.state();
+        let Some(ride_id) = state
+            .payment_intents
+            .get(&update.payment_intent_id)
+            .copied()
+        else {
+            return Ok(PaymentApplied::UnknownIntent);
+        };
+        let ride = state
+            .rides
+            .get(&ride_id)
+            .cloned()
+            .ok_or_else(|| StoreError::Inconsistent(format!("ride {ride_id} is gone")))?;
+        if let Some(event_id) = &update.event_id
+            && !state.stripe_events.insert(event_id.clone())
+        {
+            return Ok(PaymentApplied::Duplicate);
+        }
+        let Some(next) = ride.status.after(&update.state) else {
+            if update.event_id.is_none() && ride.status.awaits_payment() {
+                // Checked and still waiting: next check a sync period later.
+                state.set_ride_status(ride_id, ride.status, now);
+            }
+            return Ok(PaymentApplied::Unchanged {
+                status: ride.status,
+            });
+        };
+        if let PaymentIntentState::Succeeded {
+            charge_id: Some(charge_id),
+        } = &update.state
+            && ride.stripe_charge_id.is_none()
+            && state.charge_ids.insert(charge_id.clone())
+            && let Some(ride) = state.rides.get_mut(&ride_id)
+        {
+            ride.stripe_charge_id = Some(charge_id.clone());
+        }
+        state.set_ride_status(ride_id, next, now);
+        if next == RideStatus::Booked {
+            state.stage_receipt(ReceiptJob::for_ride(ride_id, ride.user_id), now);
+        }
+        Ok(PaymentApplied::Moved {
+            from: ride.status,
+            to: next,
+        })
+    }
+
+    async fn rides_awaiting_payment(
+        &self,
+        stale_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<AwaitingPayment>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .awaiting_payment
+            .iter()
+            .take_while(|(at, _)| *at <= stale_before)
+            .take(limit)
+            .filter_map(|(_, ride_id)| {
+                let ride = state.rides.get(ride_id)?;
+                Some(AwaitingPayment {
+                    ride_id: *ride_id,
+                    payment_intent_id: ride.stripe_payment_intent_id.clone()?,
+                    status: ride.status,
+                })
+            })
+            .collect())
     }
 }

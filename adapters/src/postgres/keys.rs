@@ -147,6 +147,7 @@ impl Keys for PostgresStore {
         match finish {
             Finish::Booked {
                 charge_id,
+                payment_intent_id,
                 response,
                 job,
             } => {
@@ -163,6 +164,7 @@ impl Keys for PostgresStore {
                     .bind(&job.currency)
                     .bind(job.user_id.0)
                     .bind(timestamp(now))
+                    .bind(&payment_intent_id)
                     .fetch_one(&self.pool)
                     .await
                     .map_err(|e| {
@@ -182,16 +184,45 @@ impl Keys for PostgresStore {
                 }
             }
             Finish::Refused { response } => {
-                let updated = sqlx::query(queries::REFUSE)
+                let leased: bool = sqlx::query_scalar(queries::REFUSE)
                     .bind(lease.key_id.0)
                     .bind(lease.generation)
                     .bind(Self::expected(write))
                     .bind(i32::from(response.status))
                     .bind(&response.body)
-                    .execute(&self.pool)
+                    .bind(timestamp(now))
+                    .fetch_one(&self.pool)
                     .await
                     .map_err(unavailable)?;
-                if updated.rows_affected() == 0 {
+                if !leased {
+                    return Err(self.lost_lock(lease, write).await);
+                }
+                Ok(())
+            }
+            Finish::AwaitingPayment {
+                payment_intent_id,
+                status,
+                response,
+            } => {
+                let leased: bool = sqlx::query_scalar(queries::AWAIT_PAYMENT)
+                    .bind(lease.key_id.0)
+                    .bind(lease.generation)
+                    .bind(Self::expected(write))
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .bind(timestamp(now))
+                    .bind(&payment_intent_id)
+                    .bind(status.as_str())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        on_constraint(e, "rides_stripe_payment_intent_id_unique", || {
+                            StoreError::Inconsistent(format!(
+                                "PaymentIntent {payment_intent_id} is already on another ride"
+                            ))
+                        })
+                    })?;
+                if !leased {
                     return Err(self.lost_lock(lease, write).await);
                 }
                 Ok(())
@@ -219,7 +250,7 @@ impl Keys for PostgresStore {
     async fn find_ride(&self, id: RideId) -> Result<Option<Ride>, StoreError> {
         let row: Option<RideRow> = sqlx::query_as(
             "SELECT id, idempotency_key_id, origin_lat, origin_lon, target_lat, target_lon, \
-             stripe_charge_id, user_id FROM rides WHERE id = $1",
+             stripe_charge_id, stripe_payment_intent_id, status, user_id FROM rides WHERE id = $1",
         )
         .bind(id.0)
         .fetch_optional(&self.pool)

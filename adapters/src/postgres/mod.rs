@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use application::ports::{
-    Backlog, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews,
-    Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide, StoreError, Users,
+    AwaitingPayment, Backlog, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest,
+    KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide,
+    RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
@@ -157,6 +158,7 @@ mod connect;
 mod keys;
 mod locks;
 mod outbox;
+mod payments;
 /// The statements of a request and of the background processes, public so
 /// the plan test can EXPLAIN and the benchmark replay exactly what runs.
 pub mod queries;

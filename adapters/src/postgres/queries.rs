@@ -42,14 +42,17 @@ pub const BEGIN_REQUEST: &str = concat!(
 /// Books a charged key, one statement: $1 key, $2 generation, $3 the
 /// recovery points booking expects, $4 the charge id, $5 the ride, $6
 /// the 201's status, $7 its body, $8 the job's name, $9 amount, $10
-/// currency, $11 user, $12 now (when the job is staged). Under the lease (the key's row locked), the
+/// currency, $11 user, $12 now (when the job is staged), $13 the
+/// PaymentIntent (or NULL). Under the lease (the key's row locked), the
 /// charge goes on the ride (unless it carries another), and only then
 /// is the key finished and the receipt job staged. Returns whether the
 /// lease held and whether the key was booked.
 pub const BOOK: &str = concat!(
     "WITH leased AS (SELECT id FROM idempotency_keys WHERE ",
     leased!(),
-    " FOR UPDATE), charged AS (UPDATE rides SET stripe_charge_id = $4::text \
+    " FOR UPDATE), charged AS (UPDATE rides SET stripe_charge_id = $4::text, \
+     stripe_payment_intent_id = coalesce($13::text, stripe_payment_intent_id), \
+     status = 'booked', status_changed_at = $12::timestamptz \
      WHERE id = $5::bigint AND idempotency_key_id = (SELECT id FROM leased) \
      AND (stripe_charge_id IS NULL OR stripe_charge_id = $4::text) RETURNING id), \
      finished AS (UPDATE idempotency_keys SET recovery_point = 'finished', \
@@ -62,13 +65,38 @@ pub const BOOK: &str = concat!(
      EXISTS (SELECT 1 FROM finished) AS booked"
 );
 
-/// Finishes a key with a refusal, nothing charged: $1 key, $2
-/// generation, $3 expected recovery points, $4 status, $5 body.
+/// Finishes a key with a refusal, nothing charged, its ride
+/// `payment_failed`: $1 key, $2 generation, $3 expected recovery points,
+/// $4 status, $5 body, $6 now. Whether the lease held.
 pub const REFUSE: &str = concat!(
-    "UPDATE idempotency_keys SET recovery_point = 'finished', response_code = $4, \
-     response_body = $5, locked_at = NULL WHERE ",
-    leased!()
+    "WITH finished AS (UPDATE idempotency_keys SET recovery_point = 'finished', \
+     response_code = $4::int, response_body = $5::text, locked_at = NULL WHERE ",
+    leased!(),
+    " RETURNING id), failed AS (UPDATE rides SET status = 'payment_failed', \
+     status_changed_at = $6::timestamptz \
+     WHERE idempotency_key_id = (SELECT id FROM finished) AND status = 'charging') \
+     SELECT EXISTS (SELECT 1 FROM finished)"
 );
+
+/// Finishes a key whose ride waits on its PaymentIntent: $1 key, $2
+/// generation, $3 expected recovery points, $4 status, $5 body, $6 now,
+/// $7 the PaymentIntent, $8 the ride's status. Whether the lease held.
+pub const AWAIT_PAYMENT: &str = concat!(
+    "WITH finished AS (UPDATE idempotency_keys SET recovery_point = 'finished', \
+     response_code = $4::int, response_body = $5::text, locked_at = NULL WHERE ",
+    leased!(),
+    " RETURNING id), waiting AS (UPDATE rides SET status = $8::text, \
+     stripe_payment_intent_id = $7::text, status_changed_at = $6::timestamptz \
+     WHERE idempotency_key_id = (SELECT id FROM finished) AND status = 'charging') \
+     SELECT EXISTS (SELECT 1 FROM finished)"
+);
+
+/// Rides waiting on their payment since before $1, oldest first, $2 at
+/// most.
+pub const RIDES_AWAITING_PAYMENT: &str = "SELECT id, stripe_payment_intent_id, status FROM rides \
+     WHERE status IN ('awaiting_authentication', 'payment_pending') \
+     AND status_changed_at <= $1 AND stripe_payment_intent_id IS NOT NULL \
+     ORDER BY status_changed_at LIMIT $2";
 
 /// Claims receipts, one statement: $1 rides, $2 their jobs (each ride
 /// once), $3 now, $4 claims older than this are stale. A ride is
@@ -167,7 +195,8 @@ pub const FIND_KEY: &str = select_key!("WHERE k.id = $1");
 
 /// $1 limit. Newest rides first, with their key's request id.
 pub const RECENT_RIDES: &str = "SELECT r.id, r.idempotency_key_id, r.origin_lat, r.origin_lon, \
-     r.target_lat, r.target_lon, r.stripe_charge_id, r.user_id, k.request_id, \
+     r.target_lat, r.target_lon, r.stripe_charge_id, r.stripe_payment_intent_id, r.status, \
+     r.user_id, k.request_id, \
      k.response_code, k.created_at AS requested_at \
      FROM rides r LEFT JOIN idempotency_keys k ON k.id = r.idempotency_key_id \
      ORDER BY r.id DESC LIMIT $1";

@@ -8,7 +8,7 @@ use application::ports::{RecentRide, StoreError};
 use domain::charge::ReceiptJob;
 use domain::{
     IdempotencyKey, KeyId, KeyProgress, KeyRecord, RecoveryPoint, RequestFingerprint, Ride, RideId,
-    RideParams, StagedJob, StoredResponse, User, UserId,
+    RideParams, RideStatus, StagedJob, StoredResponse, User, UserId,
 };
 use time::OffsetDateTime;
 
@@ -30,6 +30,7 @@ pub struct UserRow {
     id: i64,
     email: String,
     stripe_customer_id: String,
+    stripe_payment_method_id: Option<String>,
 }
 
 impl From<UserRow> for User {
@@ -38,6 +39,7 @@ impl From<UserRow> for User {
             id: UserId(row.id),
             email: row.email,
             stripe_customer_id: row.stripe_customer_id,
+            stripe_payment_method_id: row.stripe_payment_method_id,
         }
     }
 }
@@ -157,6 +159,8 @@ pub struct RideRow {
     target_lat: f64,
     target_lon: f64,
     stripe_charge_id: Option<String>,
+    stripe_payment_intent_id: Option<String>,
+    status: String,
     user_id: i64,
 }
 
@@ -202,6 +206,10 @@ impl TryFrom<RideRow> for Ride {
                 ],
             )?,
             stripe_charge_id: row.stripe_charge_id,
+            stripe_payment_intent_id: row.stripe_payment_intent_id,
+            status: RideStatus::parse(&row.status).ok_or_else(|| {
+                StoreError::Inconsistent(format!("ride {} has status {:?}", row.id, row.status))
+            })?,
         })
     }
 }

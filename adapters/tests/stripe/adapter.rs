@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use adapters::stripe::{STRIPE_VERSION, StripeGateway, StripeSettings};
+use application::ports::SavedCustomer;
 use application::ports::{GatewayError, PaymentGateway};
 use domain::{ChargeOutcome, ChargeRequest};
+use domain::{PaymentsApi, TestCard};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -19,6 +21,7 @@ fn gateway_with_timeout(server: &MockServer, timeout: Duration) -> StripeGateway
     StripeGateway::new(StripeSettings {
         timeout,
         retry_backoff: Duration::from_millis(10),
+        payments: PaymentsApi::Charges,
         ..StripeSettings::new("sk_test_123", server.uri())
     })
     .expect("client")
@@ -27,6 +30,7 @@ fn gateway_with_timeout(server: &MockServer, timeout: Duration) -> StripeGateway
 fn charge() -> ChargeRequest {
     ChargeRequest {
         customer_id: "cus_abc".into(),
+        payment_method_id: None,
         amount_cents: 2000,
         currency: "usd".into(),
         description: "Rocket Rides ride for user@example.com".into(),
@@ -64,7 +68,8 @@ async fn a_charge_is_form_encoded_with_auth_version_and_the_downstream_key() {
     assert_eq!(
         gateway(&server).charge(&charge()).await,
         ChargeOutcome::Charged {
-            charge_id: "ch_123".into()
+            charge_id: "ch_123".into(),
+            payment_intent_id: None,
         }
     );
 }
@@ -256,6 +261,7 @@ async fn an_unreachable_stripe_is_unknown() {
     drop(listener);
     let gateway = StripeGateway::new(StripeSettings {
         retry_backoff: Duration::from_millis(1),
+        payments: domain::PaymentsApi::Charges,
         ..StripeSettings::new("sk_test_123", uri)
     })
     .expect("client");
@@ -281,10 +287,10 @@ async fn customers_are_created_with_email_and_source() {
         .await;
     assert_eq!(
         gateway(&server)
-            .create_customer("user@example.com", "tok_visa")
+            .create_customer("user@example.com", TestCard::Visa)
             .await
             .expect("created"),
-        "cus_1"
+        SavedCustomer::without_payment_method("cus_1")
     );
     server.reset().await;
     Mock::given(path("/v1/customers"))
@@ -294,7 +300,7 @@ async fn customers_are_created_with_email_and_source() {
         .mount(&server)
         .await;
     let error = gateway(&server)
-        .create_customer("user@example.com", "tok_nope")
+        .create_customer("user@example.com", TestCard::Visa)
         .await
         .unwrap_err();
     assert!(

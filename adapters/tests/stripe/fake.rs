@@ -104,6 +104,7 @@ impl Running {
         StripeGateway::new(StripeSettings {
             timeout,
             max_retries: 0,
+            payments: domain::PaymentsApi::Charges,
             ..StripeSettings::new("sk_test_fake", self.base.clone())
         })
         .expect("client")
@@ -267,6 +268,7 @@ async fn each_fault_kind_reaches_the_client_as_its_kind_of_unknown() {
             let outcome = gateway
                 .charge(&ChargeRequest {
                     customer_id: "cus_unknown".into(),
+                    payment_method_id: None,
                     amount_cents: 2000,
                     currency: "usd".into(),
                     description: "ride".into(),
@@ -316,21 +318,23 @@ async fn with_faults_after_the_charge_retries_through_the_adapter_charge_once() 
     let gateway = StripeGateway::new(StripeSettings {
         max_retries: 20,
         retry_backoff: Duration::from_millis(1),
+        payments: domain::PaymentsApi::Charges,
         ..StripeSettings::new("sk_test_fake", stripe.base.clone())
     })
     .expect("client");
     let customer = loop {
         if let Ok(id) = gateway
-            .create_customer("rider@example.com", "tok_visa")
+            .create_customer("rider@example.com", domain::TestCard::Visa)
             .await
         {
-            break id;
+            break id.customer_id;
         }
     };
     for n in 0..20 {
         let outcome = gateway
             .charge(&ChargeRequest {
                 customer_id: customer.clone(),
+                payment_method_id: None,
                 amount_cents: 2000,
                 currency: "usd".into(),
                 description: "ride".into(),
@@ -416,6 +420,7 @@ impl Running {
     fn gateway(&self) -> StripeGateway {
         StripeGateway::new(StripeSettings {
             retry_backoff: Duration::from_millis(10),
+            payments: domain::PaymentsApi::Charges,
             ..StripeSettings::new("sk_test_fake", self.base.clone())
         })
         .expect("client")
@@ -593,11 +598,13 @@ async fn a_second_request_with_a_key_in_flight_gets_409_and_the_adapter_retries_
     // refusal.
     let gateway = StripeGateway::new(StripeSettings {
         retry_backoff: Duration::from_millis(700),
+        payments: domain::PaymentsApi::Charges,
         ..StripeSettings::new("sk_test_fake", stripe.base.clone())
     })
     .expect("client");
     let request = ChargeRequest {
         customer_id: visa.clone(),
+        payment_method_id: None,
         amount_cents: 2000,
         currency: "usd".into(),
         description: "ride".into(),
@@ -607,8 +614,16 @@ async fn a_second_request_with_a_key_in_flight_gets_409_and_the_adapter_retries_
         tokio::time::sleep(Duration::from_millis(50)).await;
         gateway.charge(&request).await
     });
-    let (ChargeOutcome::Charged { charge_id: a }, ChargeOutcome::Charged { charge_id: b }) =
-        (&a, &b)
+    let (
+        ChargeOutcome::Charged {
+            charge_id: a,
+            payment_intent_id: None,
+        },
+        ChargeOutcome::Charged {
+            charge_id: b,
+            payment_intent_id: None,
+        },
+    ) = (&a, &b)
     else {
         panic!("both charged: {a:?} {b:?}");
     };
@@ -641,17 +656,19 @@ async fn the_adapter_finds_a_charge_by_its_downstream_key_once_search_shows_it()
     .await;
     let gateway = stripe.gateway();
     let visa = gateway
-        .create_customer("rider@example.com", "tok_visa")
+        .create_customer("rider@example.com", domain::TestCard::Visa)
         .await
-        .expect("customer");
+        .expect("customer")
+        .customer_id;
     let request = ChargeRequest {
         customer_id: visa.clone(),
+        payment_method_id: None,
         amount_cents: 2000,
         currency: "usd".into(),
         description: "ride".into(),
         idempotency_key: "rr-find-me".into(),
     };
-    let ChargeOutcome::Charged { charge_id } = gateway.charge(&request).await else {
+    let ChargeOutcome::Charged { charge_id, .. } = gateway.charge(&request).await else {
         panic!("charged");
     };
     assert_eq!(
@@ -669,6 +686,7 @@ async fn the_adapter_finds_a_charge_by_its_downstream_key_once_search_shows_it()
             currency: "usd".into(),
             customer_id: visa,
             status: "succeeded".into(),
+            payment_intent_id: None,
         }])
     );
     assert_eq!(
@@ -683,6 +701,7 @@ async fn the_adapter_finds_a_charge_by_its_downstream_key_once_search_shows_it()
     // Stripe unreachable: unknown, never "no charge".
     let gone = StripeGateway::new(StripeSettings {
         max_retries: 0,
+        payments: domain::PaymentsApi::Charges,
         ..StripeSettings::new("sk_test_fake", "http://127.0.0.1:1")
     })
     .expect("client");
@@ -1097,4 +1116,162 @@ async fn delivery_faults_send_events_twice_as_asked() {
     assert_eq!(ids[0], ids[1], "each event twice");
     assert_eq!(ids[2], ids[3]);
     assert_ne!(ids[0], ids[2]);
+}
+
+/// The adapter on PaymentIntents (the default) against fake-stripe: each
+/// demo card saved and charged off-session as SPEC's table says, the
+/// intent's state retrieved for the sync pass, and the search
+/// reconciliation reads finding the intent with its charge.
+#[tokio::test]
+async fn the_adapter_pays_through_payment_intents_and_finds_them_again() {
+    use application::ports::PaymentGateway as _;
+    use domain::{PaymentIntentState, TestCard};
+    let stripe = start(FakeStripeSettings {
+        search_delay: Duration::from_millis(200),
+        processing_delay: Duration::from_millis(300),
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let gateway = StripeGateway::new(StripeSettings {
+        retry_backoff: Duration::from_millis(10),
+        ..StripeSettings::new("sk_test_fake", stripe.base.clone())
+    })
+    .expect("client");
+    let charge = |customer: &application::ports::SavedCustomer, key: &str| ChargeRequest {
+        customer_id: customer.customer_id.clone(),
+        payment_method_id: customer.payment_method_id.clone(),
+        amount_cents: 2000,
+        currency: "usd".into(),
+        description: "ride".into(),
+        idempotency_key: key.into(),
+    };
+    let visa = gateway
+        .create_customer("visa@example.com", TestCard::Visa)
+        .await
+        .expect("customer");
+    assert!(
+        visa.payment_method_id
+            .as_deref()
+            .is_some_and(|pm| pm.starts_with("pm_") && pm != "pm_card_visa"),
+        "the attached PaymentMethod's own id: {visa:?}"
+    );
+    let ChargeOutcome::Charged {
+        charge_id,
+        payment_intent_id: Some(intent),
+    } = gateway.charge(&charge(&visa, "pi-adapter-1")).await
+    else {
+        panic!("charged through an intent");
+    };
+    // The same key again: Stripe's replay, the same intent and charge.
+    assert_eq!(
+        gateway.charge(&charge(&visa, "pi-adapter-1")).await,
+        ChargeOutcome::Charged {
+            charge_id: charge_id.clone(),
+            payment_intent_id: Some(intent.clone()),
+        }
+    );
+    assert_eq!(
+        gateway.payment_intent_state(&intent).await.expect("state"),
+        PaymentIntentState::Succeeded {
+            charge_id: Some(charge_id.clone())
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let ChargeSearch::Found(found) = gateway.find_charges("pi-adapter-1").await else {
+        panic!("searched");
+    };
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, charge_id);
+    assert_eq!(found[0].status, "succeeded");
+    assert_eq!(found[0].payment_intent_id.as_deref(), Some(intent.as_str()));
+
+    let declined = gateway
+        .create_customer("declined@example.com", TestCard::Declined)
+        .await
+        .expect("customer");
+    assert!(matches!(
+        gateway.charge(&charge(&declined, "pi-adapter-2")).await,
+        ChargeOutcome::Declined { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let ChargeSearch::Found(found) = gateway.find_charges("pi-adapter-2").await else {
+        panic!("searched");
+    };
+    assert_eq!(found.len(), 1, "the failed intent is found");
+    assert_eq!(found[0].status, "failed", "and proves no money moved");
+
+    let three_ds = gateway
+        .create_customer("3ds@example.com", TestCard::AuthenticationRequired)
+        .await
+        .expect("customer");
+    let ChargeOutcome::RequiresAuthentication {
+        payment_intent_id,
+        client_secret,
+    } = gateway.charge(&charge(&three_ds, "pi-adapter-3")).await
+    else {
+        panic!("authentication required");
+    };
+    assert!(client_secret.starts_with(&payment_intent_id));
+    assert_eq!(
+        gateway
+            .payment_intent_state(&payment_intent_id)
+            .await
+            .expect("state"),
+        PaymentIntentState::RequiresAction
+    );
+    let (status, _, _) = stripe
+        .post(
+            &format!("/_fake/payment_intents/{payment_intent_id}/authenticate"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(matches!(
+        gateway.payment_intent_state(&payment_intent_id).await,
+        Ok(PaymentIntentState::Succeeded { charge_id: Some(_) })
+    ));
+
+    // fake-stripe's own slow card: processing, then succeeded.
+    let form = [
+        ("email", "slow@example.com"),
+        ("payment_method", "pm_fake_processing"),
+        (
+            "invoice_settings[default_payment_method]",
+            "pm_fake_processing",
+        ),
+    ];
+    let (_, customer, _) = stripe.post("/v1/customers", None, &form).await;
+    let slow = application::ports::SavedCustomer {
+        customer_id: customer["id"].as_str().expect("id").into(),
+        payment_method_id: customer["invoice_settings"]["default_payment_method"]
+            .as_str()
+            .map(str::to_owned),
+    };
+    let ChargeOutcome::Processing { payment_intent_id } =
+        gateway.charge(&charge(&slow, "pi-adapter-4")).await
+    else {
+        panic!("processing");
+    };
+    assert_eq!(
+        gateway
+            .payment_intent_state(&payment_intent_id)
+            .await
+            .expect("state"),
+        PaymentIntentState::Processing
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(matches!(
+        gateway.payment_intent_state(&payment_intent_id).await,
+        Ok(PaymentIntentState::Succeeded { charge_id: Some(_) })
+    ));
+
+    // A user saved before PaymentMethods is refused before any call.
+    let calls = stripe.stripe.payment_intents().len();
+    let legacy = application::ports::SavedCustomer::without_payment_method(visa.customer_id);
+    assert!(matches!(
+        gateway.charge(&charge(&legacy, "pi-adapter-5")).await,
+        ChargeOutcome::Refused { .. }
+    ));
+    assert_eq!(stripe.stripe.payment_intents().len(), calls);
 }

@@ -430,9 +430,9 @@ impl application::ports::PaymentGateway for Crowded {
     async fn create_customer(
         &self,
         email: &str,
-        source: &str,
-    ) -> Result<String, application::ports::GatewayError> {
-        self.inner.create_customer(email, source).await
+        card: domain::TestCard,
+    ) -> Result<application::ports::SavedCustomer, application::ports::GatewayError> {
+        self.inner.create_customer(email, card).await
     }
 
     async fn charge(&self, request: &domain::ChargeRequest) -> domain::ChargeOutcome {

@@ -222,6 +222,7 @@ async fn a_retry_after_a_crash_in_the_charge_phase_charges_once() {
         h.gateway.as_ref(),
         &domain::ChargeRequest {
             customer_id: user.stripe_customer_id.clone(),
+            payment_method_id: user.stripe_payment_method_id.clone(),
             amount_cents: 2000,
             currency: "usd".into(),
             description: format!("Rocket Rides ride for {}", user.email),
@@ -437,6 +438,7 @@ async fn a_person_resolves_a_key_awaiting_review_with_the_charge_found_or_with_n
     let none = crash_after_charge_attempt(&h, &key(2)).await;
     let charged = || ReviewResolution::Charged {
         charge_id: "ch_found_at_stripe".to_owned(),
+        payment_intent_id: None,
     };
     assert!(
         h.create_ride
@@ -759,6 +761,7 @@ async fn the_user_cache_remembers_many_users_and_stays_bounded() {
         let n = counted.fetch_add(1, Ordering::SeqCst);
         Ok(Some(domain::User {
             id: domain::UserId(n as i64 + 1),
+            stripe_payment_method_id: None,
             email: email.to_owned(),
             stripe_customer_id: format!("cus_{n}"),
         }))

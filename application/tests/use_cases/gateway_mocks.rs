@@ -43,6 +43,7 @@ async fn an_unknown_outcome_then_success_charges_once_with_the_same_downstream_k
             assert_eq!(request.amount_cents, 2000);
             ChargeOutcome::Charged {
                 charge_id: "ch_after_retry".into(),
+                payment_intent_id: None,
             }
         });
     let h = Harness::with_gateway(Arc::new(FakeGateway::new()), Some(Arc::new(gateway))).await;
@@ -102,6 +103,7 @@ async fn downstream_keys_differ_between_idempotency_keys() {
             .push(request.idempotency_key.clone());
         ChargeOutcome::Charged {
             charge_id: format!("ch_{}", request.idempotency_key),
+            payment_intent_id: None,
         }
     });
     let h = Harness::with_gateway(Arc::new(FakeGateway::new()), Some(Arc::new(gateway))).await;
@@ -418,6 +420,7 @@ async fn a_resolution_the_store_refuses_unlocks_the_key() {
             waiting.id,
             application::ReviewResolution::Charged {
                 charge_id: "ch_taken".to_owned(),
+                payment_intent_id: None,
             },
         )
         .await
@@ -445,6 +448,7 @@ async fn a_resolution_the_store_refuses_unlocks_the_key() {
             waiting.id,
             application::ReviewResolution::Charged {
                 charge_id: "ch_right".to_owned(),
+                payment_intent_id: None,
             },
         )
         .await

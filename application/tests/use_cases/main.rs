@@ -4,5 +4,6 @@
 mod background;
 mod create_ride;
 mod gateway_mocks;
+mod payments;
 mod reconcile;
 mod support;

@@ -29,8 +29,12 @@ struct LosesAnswers {
 
 #[async_trait]
 impl PaymentGateway for LosesAnswers {
-    async fn create_customer(&self, email: &str, source: &str) -> Result<String, GatewayError> {
-        self.fake.create_customer(email, source).await
+    async fn create_customer(
+        &self,
+        email: &str,
+        card: domain::TestCard,
+    ) -> Result<application::ports::SavedCustomer, GatewayError> {
+        self.fake.create_customer(email, card).await
     }
 
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
@@ -127,10 +131,13 @@ async fn keys_past_the_window_are_settled_with_the_charge_found_or_ended_once_no
             .expect("listed")
     };
     let charge_id = r.fake.charges()[0].id.clone();
+    let payment_intent_id = r.fake.charges()[0].payment_intent_id.clone();
+    assert!(payment_intent_id.is_some(), "paid through a PaymentIntent");
     assert_eq!(
         verdict(charged),
         Reconciliation::Charged {
-            charge_id: charge_id.clone()
+            charge_id: charge_id.clone(),
+            payment_intent_id,
         }
     );
     assert!(

@@ -14,6 +14,8 @@ pub struct StartCommand {
     #[command(flatten)]
     pub stripe: StripeArgs,
     #[command(flatten)]
+    pub webhooks: WebhookArgs,
+    #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
     pub server: ServerArgs,
@@ -48,6 +50,8 @@ pub struct ApiCommand {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]

@@ -111,6 +111,11 @@ pub struct StripeArgs {
     /// Retries of a call whose answer was unknown (same idempotency key, with backoff).
     #[arg(long, env = "STRIPE_MAX_RETRIES", default_value_t = StripeSettings::DEFAULT_MAX_RETRIES)]
     pub stripe_max_retries: u32,
+    /// Which of Stripe's APIs takes the money: payment_intents (saved
+    /// PaymentMethods confirmed off-session) or charges (the seed's flow;
+    /// closed to new Stripe accounts).
+    #[arg(long, env = "STRIPE_PAYMENTS", value_parser = payments_api, default_value = "payment_intents")]
+    pub stripe_payments: domain::PaymentsApi,
     /// In-process fake gateway only: probability that a charge's answer is lost.
     #[arg(long, env = "FAKE_GATEWAY_UNKNOWN_RATE", value_parser = rate, default_value_t = 0.0)]
     pub fake_gateway_unknown_rate: f64,
@@ -136,6 +141,18 @@ impl StripeArgs {
             .saturating_mul(calls)
             .saturating_add(backoff)
     }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Stripe webhooks")]
+pub struct WebhookArgs {
+    /// Endpoint secrets (whsec_…, comma-separated during a rotation);
+    /// set, `POST /webhooks/stripe` takes Stripe's signed events.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = webhook_secrets)]
+    pub stripe_webhook_secret: Option<domain::WebhookSecrets>,
+    /// How far a signature's timestamp may be from now.
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE", value_parser = duration, default_value_t = Dur(domain::webhook::DEFAULT_TOLERANCE))]
+    pub stripe_webhook_tolerance: Dur,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -343,6 +360,11 @@ pub struct CompleterArgs {
     /// (as `resolve --from-stripe`); the rest stay for a person.
     #[arg(long, env = "COMPLETER_RECONCILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub completer_reconcile: bool,
+    /// A ride awaiting authentication or pending longer than this has its
+    /// PaymentIntent retrieved by the completer and is settled as a webhook
+    /// would (and checked again this much later while it still waits).
+    #[arg(long, env = "PAYMENT_SYNC_AFTER", value_parser = duration, default_value_t = Dur(application::SyncPayments::DEFAULT_SYNC_AFTER))]
+    pub payment_sync_after: Dur,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -462,6 +484,10 @@ pub struct FakeStripeArgs {
     /// Stripe's search index lags.
     #[arg(long, env = "FAKE_STRIPE_SEARCH_DELAY", value_parser = duration, default_value_t = Dur(FakeStripeSettings::DEFAULT_SEARCH_DELAY))]
     pub search_delay: Dur,
+    /// How long a PaymentIntent paid with fake-stripe's own
+    /// `pm_fake_processing` stays `processing` before it succeeds.
+    #[arg(long, env = "FAKE_STRIPE_PROCESSING_DELAY", value_parser = duration, default_value_t = Dur(FakeStripeSettings::DEFAULT_PROCESSING_DELAY))]
+    pub processing_delay: Dur,
     /// Deliver every event to this URL (e.g. the API's
     /// `/webhooks/stripe`), signed with --webhook-secret, retried until it
     /// answers 2xx. Unset: events are only listed (`GET /v1/events`).

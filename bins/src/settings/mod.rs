@@ -43,6 +43,20 @@ pub(crate) fn console_token(text: &str) -> Result<Secret, String> {
     Ok(Secret(text.to_owned()))
 }
 
+pub(crate) fn payments_api(text: &str) -> Result<domain::PaymentsApi, String> {
+    [
+        domain::PaymentsApi::PaymentIntents,
+        domain::PaymentsApi::Charges,
+    ]
+    .into_iter()
+    .find(|api| api.as_str() == text)
+    .ok_or_else(|| format!("{text} is neither payment_intents nor charges"))
+}
+
+pub(crate) fn webhook_secrets(text: &str) -> Result<domain::WebhookSecrets, String> {
+    domain::WebhookSecrets::parse(text)
+}
+
 pub(crate) fn secret(text: &str) -> Result<Secret, String> {
     Ok(Secret(text.to_owned()))
 }

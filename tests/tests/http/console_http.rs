@@ -38,8 +38,12 @@ struct Counting {
 
 #[async_trait::async_trait]
 impl PaymentGateway for Counting {
-    async fn create_customer(&self, email: &str, source: &str) -> Result<String, GatewayError> {
-        self.fake.create_customer(email, source).await
+    async fn create_customer(
+        &self,
+        email: &str,
+        card: domain::TestCard,
+    ) -> Result<application::ports::SavedCustomer, GatewayError> {
+        self.fake.create_customer(email, card).await
     }
 
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {

@@ -56,9 +56,9 @@ async fn a_panicking_phase_is_a_500_and_releases_the_key(backend: Backend) {
         async fn create_customer(
             &self,
             email: &str,
-            source: &str,
-        ) -> Result<String, application::ports::GatewayError> {
-            self.inner.create_customer(email, source).await
+            card: domain::TestCard,
+        ) -> Result<application::ports::SavedCustomer, application::ports::GatewayError> {
+            self.inner.create_customer(email, card).await
         }
         async fn charge(&self, request: &domain::ChargeRequest) -> domain::ChargeOutcome {
             if !self

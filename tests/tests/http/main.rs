@@ -8,3 +8,4 @@ mod http_api;
 mod http_concurrency;
 mod http_resilience;
 mod openapi;
+mod webhooks;

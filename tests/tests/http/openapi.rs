@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use adapters::http::ServerLimits;
 use adapters::memory::FakeGatewayFaults;
 use integration_tests::{
-    Answer, AppOptions, Backend, CARDLESS_USER, DECLINED_USER, GOOD_USER, SEED_BODY, TestApp,
-    new_key, spawn_app, spawn_gated_app,
+    Answer, AppOptions, Backend, CARDLESS_USER, DECLINED_USER, GOOD_USER, SEED_BODY, THREE_DS_USER,
+    TestApp, WEBHOOK_SECRET, new_key, spawn_app, spawn_gated_app,
 };
 use serde_json::Value;
 
@@ -139,6 +139,7 @@ async fn the_document_is_openapi_3_1_and_every_answer_the_api_gives_is_in_it() {
             "GET /readyz",
             "GET /rides/{id}",
             "POST /rides",
+            "POST /webhooks/stripe",
         ]
         .map(str::to_owned)
         .into(),
@@ -239,6 +240,34 @@ async fn the_document_is_openapi_3_1_and_every_answer_the_api_gives_is_in_it() {
     );
     let declined = send(form(&new_key(), DECLINED_USER, SEED_BODY)).await;
     check("POST", "/rides", &declined, 402);
+    let authenticate = send(form(&new_key(), THREE_DS_USER, SEED_BODY)).await;
+    check("POST", "/rides", &authenticate, 402);
+    assert!(authenticate.body.contains("authentication-required"));
+    let event = br#"{"id":"evt_doc","object":"event","type":"customer.created","data":{"object":{"id":"cus_1"}}}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs();
+    let webhook = |signature: String| {
+        c.post(url("/webhooks/stripe"))
+            .header("Content-Type", "application/json")
+            .header("Stripe-Signature", signature)
+            .body(event.to_vec())
+    };
+    let signed = domain::webhook::signature_header(WEBHOOK_SECRET, now, event);
+    check(
+        "POST",
+        "/webhooks/stripe",
+        &send(webhook(signed)).await,
+        200,
+    );
+    let forged = domain::webhook::signature_header("whsec_forged", now, event);
+    check(
+        "POST",
+        "/webhooks/stripe",
+        &send(webhook(forged)).await,
+        400,
+    );
     let cardless_key = new_key();
     check(
         "POST",
@@ -330,7 +359,9 @@ async fn the_document_is_openapi_3_1_and_every_answer_the_api_gives_is_in_it() {
         "200 ",
         "201 ",
         "400 invalid-idempotency-key",
+        "400 invalid-webhook",
         "401 unauthorized",
+        "402 authentication-required",
         "402 card-declined",
         "404 not-found",
         "405 method-not-allowed",

@@ -3,4 +3,5 @@
 //! (`nats_queue`). One test binary.
 
 mod nats_queue;
+mod payment_intents_end_to_end;
 mod stripe_end_to_end;

@@ -35,9 +35,9 @@ impl PaymentGateway for DiesAfterCharging {
     async fn create_customer(
         &self,
         email: &str,
-        source: &str,
-    ) -> Result<String, application::ports::GatewayError> {
-        self.0.create_customer(email, source).await
+        card: domain::TestCard,
+    ) -> Result<application::ports::SavedCustomer, application::ports::GatewayError> {
+        self.0.create_customer(email, card).await
     }
 
     async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {

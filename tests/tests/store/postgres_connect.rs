@@ -37,7 +37,10 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
     postgres::migrate(&pool).await.expect("migrated");
     let store = std::sync::Arc::new(PostgresStore::new(pool));
     let rider = store
-        .upsert_user("a@example.com", "cus_a")
+        .upsert_user(
+            "a@example.com",
+            &application::ports::SavedCustomer::without_payment_method("cus_a"),
+        )
         .await
         .expect("user");
     let params = RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid");

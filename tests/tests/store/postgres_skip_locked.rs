@@ -50,7 +50,10 @@ async fn db() -> Db {
     postgres::migrate(&pool).await.expect("migrated");
     let store = Arc::new(PostgresStore::new(pool));
     let rider = store
-        .upsert_user("a@example.com", "cus_a")
+        .upsert_user(
+            "a@example.com",
+            &application::ports::SavedCustomer::without_payment_method("cus_a"),
+        )
         .await
         .expect("user");
     Db { store, url, rider }
@@ -110,6 +113,7 @@ impl Db {
                 lease,
                 Finish::Booked {
                     charge_id: format!("ch_{n}"),
+                    payment_intent_id: None,
                     response: StoredResponse {
                         status: 201,
                         body: "{}".into(),

@@ -12,8 +12,9 @@ use application::ports::{
 };
 use domain::charge::ReceiptJob;
 use domain::{
-    ApiKeyHash, IdempotencyKey, KeyId, KeyProgress, KeyRecord, RecoveryPoint, RequestFingerprint,
-    RideId, RideParams, StoredResponse, User,
+    ApiKeyHash, IdempotencyKey, KeyId, KeyProgress, KeyRecord, PaymentApplied, PaymentIntentState,
+    PaymentUpdate, RecoveryPoint, RequestFingerprint, RideId, RideParams, RideStatus,
+    StoredResponse, User,
 };
 
 use integration_tests::{COMPLETER, LOCK, Legacy};
@@ -29,7 +30,10 @@ fn at(seconds: u64) -> SystemTime {
 
 async fn user(store: &dyn Store, email: &str) -> User {
     store
-        .upsert_user(email, &format!("cus_{email}"))
+        .upsert_user(
+            email,
+            &application::ports::SavedCustomer::without_payment_method(format!("cus_{email}")),
+        )
         .await
         .expect("user")
 }
@@ -78,6 +82,7 @@ fn booking(record: &KeyRecord, charge_id: &str) -> Finish {
     let ride = ride_of(record);
     Finish::Booked {
         charge_id: charge_id.to_owned(),
+        payment_intent_id: None,
         response: created(ride),
         job: ReceiptJob::for_ride(ride, record.user_id),
     }
@@ -1109,11 +1114,17 @@ async fn enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out(
 
 async fn users_upsert_by_email_and_are_found_by_api_key_hash(store: Arc<dyn ContractStore>) {
     let first = store
-        .upsert_user("a@example.com", "cus_1")
+        .upsert_user(
+            "a@example.com",
+            &application::ports::SavedCustomer::without_payment_method("cus_1"),
+        )
         .await
         .expect("user");
     let again = store
-        .upsert_user("a@example.com", "cus_2")
+        .upsert_user(
+            "a@example.com",
+            &application::ports::SavedCustomer::without_payment_method("cus_2"),
+        )
         .await
         .expect("user");
     assert_eq!(again.id, first.id);
@@ -1366,6 +1377,236 @@ async fn the_console_lists_recent_rides_with_their_requests_and_counts_answers_b
     assert_eq!(store.answers_since(at(31)).await.expect("answers"), vec![]);
 }
 
+/// A key finished with its ride waiting on `intent` (`status`), at `now`.
+async fn awaiting(
+    store: &dyn Store,
+    n: usize,
+    intent: &str,
+    status: domain::RideStatus,
+    now: SystemTime,
+) -> RideId {
+    let rider = user(store, "a@example.com").await;
+    let record = locked(store, &request(&rider, &key(n), 1.0), now).await;
+    store
+        .finish(
+            Lease::of(&record),
+            Finish::AwaitingPayment {
+                payment_intent_id: intent.to_owned(),
+                status,
+                response: StoredResponse {
+                    status: 402,
+                    body: "{}".into(),
+                },
+            },
+            now,
+        )
+        .await
+        .expect("finished");
+    ride_of(&record)
+}
+
+fn update(event: Option<&str>, intent: &str, state: PaymentIntentState) -> PaymentUpdate {
+    PaymentUpdate {
+        event_id: event.map(str::to_owned),
+        event_type: "payment_intent.test".into(),
+        payment_intent_id: intent.to_owned(),
+        state,
+    }
+}
+
+async fn ride_status(store: &dyn Store, ride: RideId) -> RideStatus {
+    store
+        .find_ride(ride)
+        .await
+        .expect("read")
+        .expect("ride")
+        .status
+}
+
+async fn a_ride_waiting_on_its_payment_moves_forward_once_per_event(store: Arc<dyn ContractStore>) {
+    let ride = awaiting(
+        &*store,
+        1,
+        "pi_1",
+        RideStatus::AwaitingAuthentication,
+        at(0),
+    )
+    .await;
+    assert_eq!(
+        ride_status(&*store, ride).await,
+        RideStatus::AwaitingAuthentication
+    );
+    let found = store.find_ride(ride).await.expect("read").expect("ride");
+    assert_eq!(found.stripe_payment_intent_id.as_deref(), Some("pi_1"));
+    let succeeded = PaymentIntentState::Succeeded {
+        charge_id: Some("ch_1".into()),
+    };
+    assert_eq!(
+        store
+            .apply_payment(&update(Some("evt_1"), "pi_1", succeeded.clone()), at(5))
+            .await
+            .expect("applied"),
+        PaymentApplied::Moved {
+            from: RideStatus::AwaitingAuthentication,
+            to: RideStatus::Booked
+        }
+    );
+    let booked = store.find_ride(ride).await.expect("read").expect("ride");
+    assert_eq!(booked.status, RideStatus::Booked);
+    assert_eq!(booked.stripe_charge_id.as_deref(), Some("ch_1"));
+    let jobs = store.staged_jobs(10).await.expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job.ride_id, ride);
+    // The same event again, and news from behind: nothing changes.
+    assert_eq!(
+        store
+            .apply_payment(&update(Some("evt_1"), "pi_1", succeeded), at(6))
+            .await
+            .expect("applied"),
+        PaymentApplied::Duplicate
+    );
+    assert_eq!(
+        store
+            .apply_payment(
+                &update(Some("evt_2"), "pi_1", PaymentIntentState::Failed),
+                at(7)
+            )
+            .await
+            .expect("applied"),
+        PaymentApplied::Unchanged {
+            status: RideStatus::Booked
+        }
+    );
+    assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 1);
+    // An intent no ride carries stores nothing, not even its event id.
+    assert_eq!(
+        store
+            .apply_payment(
+                &update(Some("evt_3"), "pi_nobody", PaymentIntentState::Failed),
+                at(8)
+            )
+            .await
+            .expect("applied"),
+        PaymentApplied::UnknownIntent
+    );
+}
+
+async fn the_sync_pass_lists_rides_waiting_longer_than_the_cutoff_and_rechecks_later(
+    store: Arc<dyn ContractStore>,
+) {
+    let old = awaiting(&*store, 1, "pi_old", RideStatus::PaymentPending, at(0)).await;
+    let _new = awaiting(
+        &*store,
+        2,
+        "pi_new",
+        RideStatus::AwaitingAuthentication,
+        at(100),
+    )
+    .await;
+    let listed = store
+        .rides_awaiting_payment(at(50), 10)
+        .await
+        .expect("listed");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| (r.ride_id, r.payment_intent_id.as_str(), r.status))
+            .collect::<Vec<_>>(),
+        [(old, "pi_old", RideStatus::PaymentPending)]
+    );
+    // Checked and still pending: its wait restarts.
+    assert_eq!(
+        store
+            .apply_payment(
+                &update(None, "pi_old", PaymentIntentState::Processing),
+                at(60)
+            )
+            .await
+            .expect("applied"),
+        PaymentApplied::Unchanged {
+            status: RideStatus::PaymentPending
+        }
+    );
+    assert_eq!(
+        store
+            .rides_awaiting_payment(at(59), 10)
+            .await
+            .expect("listed"),
+        []
+    );
+    let both = store
+        .rides_awaiting_payment(at(100), 10)
+        .await
+        .expect("listed");
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].ride_id, old, "oldest first");
+    assert_eq!(
+        store
+            .rides_awaiting_payment(at(100), 1)
+            .await
+            .expect("listed")
+            .len(),
+        1
+    );
+    // Settled rides leave the list.
+    store
+        .apply_payment(&update(None, "pi_old", PaymentIntentState::Failed), at(200))
+        .await
+        .expect("applied");
+    assert_eq!(ride_status(&*store, old).await, RideStatus::PaymentFailed);
+    let left = store
+        .rides_awaiting_payment(at(300), 10)
+        .await
+        .expect("listed");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].payment_intent_id, "pi_new");
+    assert_eq!(store.staged_jobs(10).await.expect("jobs").len(), 0);
+}
+
+async fn a_refused_ride_fails_and_one_intent_pays_for_one_ride_only(store: Arc<dyn ContractStore>) {
+    let rider = user(&*store, "a@example.com").await;
+    let refused = locked(&*store, &request(&rider, &key(1), 1.0), at(0)).await;
+    store
+        .finish(
+            Lease::of(&refused),
+            Finish::Refused {
+                response: StoredResponse {
+                    status: 402,
+                    body: "{}".into(),
+                },
+            },
+            at(1),
+        )
+        .await
+        .expect("finished");
+    assert_eq!(
+        ride_status(&*store, ride_of(&refused)).await,
+        RideStatus::PaymentFailed
+    );
+    awaiting(&*store, 2, "pi_1", RideStatus::PaymentPending, at(2)).await;
+    let second = locked(&*store, &request(&rider, &key(3), 1.0), at(3)).await;
+    let error = store
+        .finish(
+            Lease::of(&second),
+            Finish::AwaitingPayment {
+                payment_intent_id: "pi_1".into(),
+                status: RideStatus::PaymentPending,
+                response: StoredResponse {
+                    status: 202,
+                    body: "{}".into(),
+                },
+            },
+            at(4),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Inconsistent(_)), "{error:?}");
+    assert_eq!(
+        ride_status(&*store, ride_of(&second)).await,
+        RideStatus::Charging
+    );
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -1407,6 +1648,9 @@ macro_rules! contract {
             case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
             case!(the_gauges_count_unfinished_keys_and_the_staged_backlog);
             case!(the_console_lists_recent_rides_with_their_requests_and_counts_answers_by_status);
+            case!(a_ride_waiting_on_its_payment_moves_forward_once_per_event);
+            case!(the_sync_pass_lists_rides_waiting_longer_than_the_cutoff_and_rechecks_later);
+            case!(a_refused_ride_fails_and_one_intent_pays_for_one_ride_only);
         }
     };
 }

@@ -137,7 +137,9 @@ pub(super) async fn render(console: &Console, flash: Option<&str>) -> anyhow::Re
         for finding in &findings {
             let key = &finding.record;
             let (decision, can_settle) = match &finding.verdict {
-                Reconciliation::Charged { charge_id } => (format!("book with {charge_id}"), true),
+                Reconciliation::Charged { charge_id, .. } => {
+                    (format!("book with {charge_id}"), true)
+                }
                 Reconciliation::NotCharged => ("end without a charge".to_owned(), true),
                 Reconciliation::Undecided { reason } => (format!("undecided: {reason}"), false),
             };

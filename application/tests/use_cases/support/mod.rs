@@ -47,6 +47,8 @@ pub struct Harness {
     pub create_ride: Arc<CreateRide>,
     pub good_user: User,
     pub declined_user: User,
+    /// Pays with `pm_card_authenticationRequired`.
+    pub three_ds_user: User,
     pub cardless_user: User,
 }
 
@@ -83,7 +85,8 @@ impl Harness {
             create_ride,
             good_user: seeded[0].user.clone(),
             declined_user: seeded[1].user.clone(),
-            cardless_user: seeded[2].user.clone(),
+            three_ds_user: seeded[2].user.clone(),
+            cardless_user: seeded[3].user.clone(),
         }
     }
 

@@ -1,0 +1,133 @@
+//! Rides settled after their request answered: a webhook's or the sync
+//! pass's update applied in one short transaction that locks the ride's
+//! row, so two deliveries of news about one PaymentIntent queue on it and
+//! the second sees what the first did.
+
+use domain::{PaymentApplied, PaymentIntentState, PaymentUpdate, ReceiptJob, RideStatus};
+
+use super::*;
+
+#[async_trait]
+impl RidePayments for PostgresStore {
+    async fn apply_payment(
+        &self,
+        update: &PaymentUpdate,
+        now: SystemTime,
+    ) -> Result<PaymentApplied, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let ride: Option<(i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, user_id, status, stripe_charge_id FROM rides \
+             WHERE stripe_payment_intent_id = $1 FOR UPDATE",
+        )
+        .bind(&update.payment_intent_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some((ride_id, user_id, status, charge_id)) = ride else {
+            return Ok(PaymentApplied::UnknownIntent);
+        };
+        let status = RideStatus::parse(&status).ok_or_else(|| {
+            StoreError::Inconsistent(format!("ride {ride_id} has status {status:?}"))
+        })?;
+        if let Some(event_id) = &update.event_id {
+            let recorded = sqlx::query(
+                "INSERT INTO stripe_events (id, type, received_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(event_id)
+            .bind(&update.event_type)
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if recorded.rows_affected() == 0 {
+                return Ok(PaymentApplied::Duplicate);
+            }
+        }
+        let Some(next) = status.after(&update.state) else {
+            if update.event_id.is_none() && status.awaits_payment() {
+                // Checked and still waiting: next check a sync period later.
+                sqlx::query("UPDATE rides SET status_changed_at = $2 WHERE id = $1")
+                    .bind(ride_id)
+                    .bind(timestamp(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)?;
+            return Ok(PaymentApplied::Unchanged { status });
+        };
+        let new_charge = match (&update.state, &charge_id) {
+            (
+                PaymentIntentState::Succeeded {
+                    charge_id: Some(id),
+                },
+                None,
+            ) => Some(id.clone()),
+            _ => None,
+        };
+        sqlx::query(
+            "UPDATE rides SET status = $2, status_changed_at = $3, \
+             stripe_charge_id = coalesce(stripe_charge_id, $4) WHERE id = $1",
+        )
+        .bind(ride_id)
+        .bind(next.as_str())
+        .bind(timestamp(now))
+        .bind(&new_charge)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            on_constraint(e, "rides_stripe_charge_id_unique", || {
+                StoreError::Inconsistent(format!(
+                    "charge {new_charge:?} is already on another ride"
+                ))
+            })
+        })?;
+        if next == RideStatus::Booked {
+            let job = ReceiptJob::for_ride(RideId(ride_id), UserId(user_id));
+            sqlx::query(
+                "INSERT INTO staged_jobs (job_name, job_args, created_at) VALUES ($1, \
+                 jsonb_build_object('amount', $2::bigint, 'currency', $3::text, \
+                 'user_id', $4::bigint, 'ride_id', $5::bigint), $6)",
+            )
+            .bind(ReceiptJob::NAME)
+            .bind(job.amount_cents)
+            .bind(&job.currency)
+            .bind(job.user_id.0)
+            .bind(job.ride_id.0)
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(PaymentApplied::Moved {
+            from: status,
+            to: next,
+        })
+    }
+
+    async fn rides_awaiting_payment(
+        &self,
+        stale_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<AwaitingPayment>, StoreError> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(queries::RIDES_AWAITING_PAYMENT)
+            .bind(timestamp(stale_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(id, payment_intent_id, status)| {
+                Ok(AwaitingPayment {
+                    ride_id: RideId(id),
+                    payment_intent_id,
+                    status: RideStatus::parse(&status).ok_or_else(|| {
+                        StoreError::Inconsistent(format!("ride {id} has status {status:?}"))
+                    })?,
+                })
+            })
+            .collect()
+    }
+}
