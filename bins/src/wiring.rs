@@ -539,6 +539,7 @@ impl System {
             keys: self.store.clone(),
             outbox: self.store.clone(),
             dashboard: self.store.clone(),
+            payments: self.store.clone(),
             dead_letters,
             keeps_dead_letters: self
                 .queue_settings

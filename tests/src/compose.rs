@@ -381,6 +381,7 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
     let mut load = Load::start(
         http.clone(),
         apis,
+        None,
         config.rides,
         config.concurrency,
         config.duration,

@@ -7,7 +7,10 @@
 //! two workers and a reaper as real child processes with short lock, claim,
 //! ack and completer timeouts; drives them with a retrying client (fresh
 //! keys, a share of duplicate sends, of mid-request disconnects, of
-//! simulated failures, of declined and card-less riders); SIGKILLs and
+//! simulated failures, of declined and card-less riders, and of riders
+//! whose card asks for 3-D Secure, who then authenticate at fake-stripe as
+//! a rider would; fake-stripe delivers its events to the API's webhook,
+//! losing, repeating and reordering deliveries); SIGKILLs and
 //! restarts a random process every few seconds, restarts Postgres once and
 //! NATS once. Then it stops the load, lets the system drain, and checks what
 //! "never charges twice, loses nothing" means, from fake-stripe's ledger,
@@ -81,6 +84,10 @@ pub struct SoakReport {
     pub double_charges: usize,
     pub orphan_charges: usize,
     pub booked_rides: usize,
+    /// Rides booked once their rider authenticated (a webhook or the sync pass).
+    pub booked_after_authentication: usize,
+    /// Every ride's status at the end.
+    pub ride_statuses: BTreeMap<String, usize>,
     pub lost_receipts: usize,
     pub doubled_receipts: usize,
     pub stranded_keys: usize,
@@ -110,6 +117,9 @@ impl SoakReport {
         for (kind, n) in &self.faults {
             rows.push((format!("  faults {kind}"), n.to_string()));
         }
+        for (status, n) in &self.ride_statuses {
+            rows.push((format!("  rides {status}"), n.to_string()));
+        }
         rows.extend([
             ("process kills (SIGKILL)".into(), self.kills.to_string()),
             (
@@ -122,7 +132,14 @@ impl SoakReport {
             ),
             ("NATS restarts".into(), self.nats_restarts.to_string()),
             ("charges at fake-stripe".into(), self.charges.to_string()),
-            ("booked rides (201)".into(), self.booked_rides.to_string()),
+            (
+                "booked rides (charged)".into(),
+                self.booked_rides.to_string(),
+            ),
+            (
+                "  of them booked after 3-D Secure".into(),
+                self.booked_after_authentication.to_string(),
+            ),
             ("double charges".into(), self.double_charges.to_string()),
             ("orphan charges".into(), self.orphan_charges.to_string()),
             ("lost receipts".into(), self.lost_receipts.to_string()),
@@ -156,6 +173,9 @@ const STRIPE_KEY: &str = "sk_test_soak";
 const GOOD: &str = "user@example.com";
 const DECLINED: &str = "user-bad-source@example.com";
 const CARDLESS: &str = "user-no-card@example.com";
+const THREE_DS: &str = "user-3ds@example.com";
+/// The endpoint secret fake-stripe signs its deliveries with.
+const WEBHOOK_SECRET: &str = "whsec_soak";
 const BODY: &str = "origin_lat=1.5&origin_lon=2.5&target_lat=3.5&target_lon=4.5";
 
 /// One kind of child process, and the one running now.
@@ -281,6 +301,8 @@ struct RideRecord {
     user: &'static str,
     /// Every definitive answer (201, 402, 502) for the key, in order.
     definitive: Vec<(u16, String)>,
+    /// The PaymentIntent the rider authenticated at fake-stripe.
+    authenticated: Option<String>,
 }
 
 /// What the clients saw.
@@ -299,12 +321,14 @@ pub struct ClientStats {
 async fn ride(
     http: reqwest::Client,
     apis: Arc<Vec<String>>,
+    stripe: Option<String>,
     number: usize,
     stats: Arc<Mutex<ClientStats>>,
 ) {
     let user = match number % 20 {
         0 => DECLINED,
         1 => CARDLESS,
+        2 if stripe.is_some() => THREE_DS,
         _ => GOOD,
     };
     let key = uuid::Uuid::new_v4().to_string();
@@ -408,11 +432,54 @@ async fn ride(
         }
         tokio::time::sleep(wait).await;
     }
+    let authenticated = match (&stripe, definitive.first()) {
+        (Some(stripe), Some((402, body))) if user == THREE_DS => {
+            authenticate(&http, stripe, body, &stats).await
+        }
+        _ => None,
+    };
+    stats.lock().expect("stats").rides.push(RideRecord {
+        user,
+        definitive,
+        authenticated,
+    });
+}
+
+/// Completes, as the rider would on-session, the authentication a 402
+/// `authentication-required` asks for; its PaymentIntent, once done.
+async fn authenticate(
+    http: &reqwest::Client,
+    stripe: &str,
+    body: &str,
+    stats: &Mutex<ClientStats>,
+) -> Option<String> {
+    let json: Value = serde_json::from_str(body).unwrap_or_default();
+    let Some(intent) = json["payment_intent"].as_str() else {
+        stats.lock().expect("stats").violations.push(format!(
+            "a 402 for {THREE_DS} without its PaymentIntent: {body}"
+        ));
+        return None;
+    };
+    for _ in 0..20 {
+        let done = http
+            .post(format!(
+                "{stripe}/_fake/payment_intents/{intent}/authenticate"
+            ))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .is_ok_and(|answer| answer.status().is_success());
+        if done {
+            return Some(intent.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stats
         .lock()
         .expect("stats")
-        .rides
-        .push(RideRecord { user, definitive });
+        .violations
+        .push(format!("could not authenticate {intent} at fake-stripe"));
+    None
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -517,6 +584,8 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         ("REAPER_MAX_AGE", "5m".to_owned()),
         ("SHUTDOWN_DEADLINE", "5s".to_owned()),
         ("DATABASE_ACQUIRE_TIMEOUT", "2s".to_owned()),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+        ("PAYMENT_SYNC_AFTER", "15s".to_owned()),
         ("RUST_LOG", "info".to_owned()),
         ("LOG_FORMAT", "text".to_owned()),
     ]
@@ -534,6 +603,9 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     // fake-stripe is the world outside: it is attacked with faults, not killed.
     let fault_rate = config.fault_rate.to_string();
     let stripe_port_text = stripe_port.to_string();
+    // Events go to one API; while it is down they wait for a retry, and
+    // the completers' sync pass settles what no delivery did.
+    let webhook_url = format!("http://127.0.0.1:{}/webhooks/stripe", api_ports[0]);
     let mut fake_stripe = fleet.spawn(
         "fake-stripe",
         &[
@@ -550,6 +622,15 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
             "300ms",
             "--hang",
             "3s",
+            "--webhook-url",
+            &webhook_url,
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+            "--webhook-drop-rate",
+            "0.2",
+            "--webhook-duplicate-rate",
+            "0.2",
+            "--webhook-reorder",
         ]
         .map(str::to_owned),
     )?;
@@ -605,6 +686,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     let mut load = Load::start(
         http.clone(),
         apis,
+        Some(stripe.clone()),
         config.rides,
         config.concurrency,
         config.duration,
@@ -688,9 +770,12 @@ pub struct Load {
 }
 
 impl Load {
+    /// With `stripe` (fake-stripe's base URL), one rider in twenty pays
+    /// with a card that asks for 3-D Secure and authenticates there.
     pub fn start(
         http: reqwest::Client,
         apis: Arc<Vec<String>>,
+        stripe: Option<String>,
         rides: usize,
         concurrency: usize,
         duration: Duration,
@@ -702,9 +787,10 @@ impl Load {
         let spacing = duration.mul_f64(0.9) / u32::try_from(rides.max(1)).unwrap_or(u32::MAX);
         let mut clients = JoinSet::new();
         for _ in 0..concurrency {
-            let (http, apis, stats, next, stop) = (
+            let (http, apis, stripe, stats, next, stop) = (
                 http.clone(),
                 apis.clone(),
+                stripe.clone(),
                 stats.clone(),
                 next.clone(),
                 stop.clone(),
@@ -717,7 +803,14 @@ impl Load {
                     }
                     let due = started + spacing * u32::try_from(number).unwrap_or(u32::MAX);
                     tokio::time::sleep_until(due.into()).await;
-                    ride(http.clone(), apis.clone(), number, stats.clone()).await;
+                    ride(
+                        http.clone(),
+                        apis.clone(),
+                        stripe.clone(),
+                        number,
+                        stats.clone(),
+                    )
+                    .await;
                 }
             });
         }
@@ -749,8 +842,9 @@ impl Load {
     }
 }
 
-/// Waits until no key is unfinished, no job staged and no booked ride
-/// without its sent receipt, or `max` passed; calls `tick` every half
+/// Waits until no key is unfinished, no ride waits on its payment, no job
+/// is staged and no booked ride is without its sent receipt, or `max`
+/// passed; calls `tick` every half
 /// second meanwhile. How long it took.
 pub async fn drain(
     pool: &PgPool,
@@ -772,12 +866,18 @@ pub async fn drain(
              (SELECT 1 FROM sent_receipts s WHERE s.ride_id = r.id AND s.sent_at IS NOT NULL)",
         )
         .await;
-        if unfinished == 0 && staged == 0 && unsent == 0 {
+        let waiting = count(
+            pool,
+            "SELECT count(*) FROM rides \
+             WHERE status IN ('awaiting_authentication', 'payment_pending')",
+        )
+        .await;
+        if unfinished == 0 && staged == 0 && unsent == 0 && waiting == 0 {
             return Ok(drain_started.elapsed());
         }
         if drain_started.elapsed() > max {
             eprintln!(
-                "drain timed out: {unfinished} unfinished keys, {staged} staged jobs, {unsent} unsent receipts"
+                "drain timed out: {unfinished} unfinished keys, {waiting} rides waiting on a payment, {staged} staged jobs, {unsent} unsent receipts"
             );
             return Ok(drain_started.elapsed());
         }
@@ -799,10 +899,25 @@ pub async fn audit(
     report: &mut SoakReport,
     violations: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let rides: Vec<(i64, Option<String>, Option<i64>)> =
-        sqlx::query_as("SELECT id, stripe_charge_id, idempotency_key_id FROM rides")
+    let rides: Vec<(i64, Option<String>, Option<i64>, String)> =
+        sqlx::query_as("SELECT id, stripe_charge_id, idempotency_key_id, status FROM rides")
             .fetch_all(pool)
             .await?;
+    let status_of: HashMap<i64, &str> = rides
+        .iter()
+        .map(|(id, _, _, status)| (*id, status.as_str()))
+        .collect();
+    for (_, _, _, status) in &rides {
+        *report.ride_statuses.entry(status.clone()).or_default() += 1;
+    }
+    for (ride, charge, _, status) in &rides {
+        match (status.as_str(), charge) {
+            ("booked", Some(_)) | ("payment_failed", None) => {}
+            (status, charge) => violations.push(format!(
+                "ride {ride} ended {status} with charge {charge:?}: every ride ends booked (charged) or payment_failed (not)"
+            )),
+        }
+    }
     let keys: HashMap<i64, (String, Option<i32>)> =
         sqlx::query_as::<_, (i64, String, Option<i32>)>(
             "SELECT id, recovery_point, response_code FROM idempotency_keys",
@@ -822,7 +937,7 @@ pub async fn audit(
     report.charges = charges.len();
     let charged_rides: HashMap<&str, i64> = rides
         .iter()
-        .filter_map(|(id, charge, _)| charge.as_deref().map(|c| (c, *id)))
+        .filter_map(|(id, charge, _, _)| charge.as_deref().map(|c| (c, *id)))
         .collect();
     let charge_ids: HashSet<&str> = charges.iter().filter_map(|c| c["id"].as_str()).collect();
     let mut by_key: HashMap<&str, usize> = HashMap::new();
@@ -849,14 +964,16 @@ pub async fn audit(
         .values()
         .filter(|ride| !sent.contains(ride))
         .count();
-    for (ride, charge, key) in &rides {
+    // A charged ride's key stored a 201, or the 402 / 202 of a ride that
+    // waited on its payment and was booked later.
+    for (ride, charge, key, _) in &rides {
         if let Some(key) = key
             && let Some((point, code)) = keys.get(key)
             && charge.is_some()
-            && (point != "finished" || *code != Some(201))
+            && (point != "finished" || !matches!(code, Some(201 | 202 | 402)))
         {
             violations.push(format!(
-                "charged ride {ride} whose key {key} is {point} / {code:?}, not a stored 201"
+                "charged ride {ride} whose key {key} is {point} / {code:?}, not a stored 201, 202 or 402"
             ));
         }
     }
@@ -912,10 +1029,31 @@ pub async fn audit(
             ));
         }
         let expected = match record.user {
-            DECLINED => 402,
+            DECLINED | THREE_DS => 402,
             CARDLESS => 502,
             _ => 201,
         };
+        if record.user == THREE_DS {
+            let json: Value = serde_json::from_str(body).unwrap_or_default();
+            let ride = json["ride"]["id"].as_i64().unwrap_or(-1);
+            if !body.contains("authentication-required") {
+                violations.push(format!("{THREE_DS} got no authentication-required: {body}"));
+            } else if record.authenticated.is_some() {
+                if status_of.get(&ride) == Some(&"booked") {
+                    report.booked_after_authentication += 1;
+                } else {
+                    violations.push(format!(
+                        "ride {ride} was authenticated but ended {:?}",
+                        status_of.get(&ride)
+                    ));
+                }
+                if !sent.contains(&ride) {
+                    violations.push(format!(
+                        "ride {ride} was booked after authentication but its receipt was never sent"
+                    ));
+                }
+            }
+        }
         if *status != expected {
             violations.push(format!(
                 "{} got {status}, expected {expected}: {body}",

@@ -125,6 +125,7 @@ async fn running() -> Running {
         keys: store.clone(),
         outbox: store.clone(),
         dashboard: store.clone(),
+        payments: store.clone(),
         dead_letters: dead_letters.clone(),
         keeps_dead_letters: false,
         clock,
@@ -477,4 +478,66 @@ async fn an_unreadable_dead_letter_is_shown_escaped_and_deleted_from_the_page() 
     let left = letters.0.lock().expect("lock").clone();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].sequence, 1);
+}
+
+#[tokio::test]
+async fn rides_waiting_on_a_payment_are_listed_with_their_intent_until_settled() {
+    let r = running().await;
+    use application::ports::Users as _;
+    let three_ds = r
+        .store
+        .find_user_by_email("user-3ds@example.com")
+        .await
+        .expect("read")
+        .expect("seeded");
+    let answer = r
+        .create_ride
+        .run(application::RideRequest {
+            user: three_ds,
+            key: domain::IdempotencyKey::parse("console-3ds-key-000001").expect("key"),
+            params: domain::RideParams::from_numbers([0.0; 4]).expect("params"),
+            request_ip: None,
+            request_id: None,
+            raise_error: false,
+        })
+        .await
+        .expect("answered");
+    assert_eq!(answer.response.status, 402);
+    let body: serde_json::Value = serde_json::from_str(&answer.response.body).expect("json");
+    let intent = body["payment_intent"].as_str().expect("intent").to_owned();
+    let ride = body["ride"]["id"].as_i64().expect("ride");
+    let page = r
+        .get("/console", Some(TOKEN))
+        .await
+        .text()
+        .await
+        .expect("page");
+    let row = format!(
+        "<tr id=\"waiting-{ride}\"><td>{ride}</td><td>awaiting_authentication</td><td>{intent}</td></tr>"
+    );
+    assert!(page.contains(&row), "{page}");
+    assert!(page.contains("<td>awaiting_authentication</td>"));
+    // Settled (the sync pass's update): gone from the waiting list, booked
+    // in the recent rides.
+    use application::ports::RidePayments as _;
+    r.store
+        .apply_payment(
+            &domain::PaymentUpdate {
+                event_id: None,
+                event_type: "sync".into(),
+                payment_intent_id: intent,
+                state: domain::PaymentIntentState::Succeeded { charge_id: None },
+            },
+            std::time::SystemTime::now(),
+        )
+        .await
+        .expect("applied");
+    let page = r
+        .get("/console", Some(TOKEN))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(!page.contains(&format!("waiting-{ride}")), "{page}");
+    assert!(page.contains("<td>booked</td>"), "{page}");
 }

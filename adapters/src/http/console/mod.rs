@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use application::ports::{Clock, Dashboard, DeadLetters, KeyViews, Outbox};
+use application::ports::{Clock, Dashboard, DeadLetters, KeyViews, Outbox, RidePayments};
 use application::{KeyFinding, ReconcileKeys, Settlement};
 use axum::Form;
 use axum::Router;
@@ -48,6 +48,8 @@ pub struct Console {
     pub keys: Arc<dyn KeyViews>,
     pub outbox: Arc<dyn Outbox>,
     pub dashboard: Arc<dyn Dashboard>,
+    /// Rides waiting on the rider's authentication or on Stripe.
+    pub payments: Arc<dyn RidePayments>,
     /// The dead letters, once this process is connected to its queue.
     pub dead_letters: Arc<OnceCell<Arc<dyn DeadLetters>>>,
     /// Whether this process's queue keeps dead letters at all (NATS does,

@@ -239,17 +239,34 @@ pub(super) async fn render(console: &Console, flash: Option<&str>) -> anyhow::Re
         (None, false) => writeln!(w, "<p>The in-memory queue keeps no dead letters.</p>")?,
     }
 
+    let waiting = console.payments.rides_awaiting_payment(now, ROWS).await?;
+    writeln!(
+        w,
+        "<h2>Rides waiting on a payment</h2><p>Awaiting the rider's 3-D Secure authentication, or pending at Stripe; a webhook settles them, or the completer's sync pass after PAYMENT_SYNC_AFTER.</p><table id=\"waiting\"><tr><th>ride</th><th>status</th><th>PaymentIntent</th></tr>"
+    )?;
+    for ride in &waiting {
+        writeln!(
+            w,
+            "<tr id=\"waiting-{id}\"><td>{id}</td><td>{status}</td><td>{intent}</td></tr>",
+            id = ride.ride_id,
+            status = ride.status,
+            intent = escape(&ride.payment_intent_id),
+        )?;
+    }
+    writeln!(w, "</table>")?;
+
     let rides = console.dashboard.recent_rides(ROWS).await?;
     writeln!(
         w,
-        "<h2>Recent rides</h2><table id=\"rides\"><tr><th>ride</th><th>user</th><th>answer</th><th>charge</th><th>request id</th><th>requested</th></tr>"
+        "<h2>Recent rides</h2><table id=\"rides\"><tr><th>ride</th><th>user</th><th>answer</th><th>ride status</th><th>charge</th><th>request id</th><th>requested</th></tr>"
     )?;
     for recent in &rides {
         writeln!(
             w,
-            "<tr id=\"ride-{id}\"><td>{id}</td><td>{user}</td><td>{status}</td><td>{charge}</td><td class=\"request-id\">{request}</td><td>{at}</td></tr>",
+            "<tr id=\"ride-{id}\"><td>{id}</td><td>{user}</td><td>{status}</td><td>{ride_status}</td><td>{charge}</td><td class=\"request-id\">{request}</td><td>{at}</td></tr>",
             id = recent.ride.id,
             user = recent.ride.user_id,
+            ride_status = recent.ride.status,
             status = recent
                 .status
                 .map(|s| s.to_string())
