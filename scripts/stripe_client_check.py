@@ -127,6 +127,25 @@ while True:
 assert [i.id for i in found.data] == [intent.id], found
 print("payment intent found by search:", found.data[0].id)
 
+refund = stripe.Refund.create(
+    payment_intent=intent.id,
+    amount=500,
+    metadata={"rocket_rides_downstream_key": "py-refund-1"},
+    idempotency_key="py-refund-1",
+)
+assert refund.status == "succeeded" and refund.amount == 500, refund
+print("refund created:", refund.id, refund.amount)
+try:
+    stripe.Refund.create(payment_intent=intent.id, amount=1501, idempotency_key="py-refund-2")
+    raise AssertionError("refunded more than was left")
+except stripe.InvalidRequestError as error:
+    assert error.code == "amount_too_large", error
+    print("refund beyond the charge refused:", error.code)
+listed = stripe.Refund.list(payment_intent=intent.id)
+assert [r.id for r in listed.data] == [refund.id], listed
+assert stripe.Refund.retrieve(refund.id).metadata["rocket_rides_downstream_key"] == "py-refund-1"
+print("refunds listed and retrieved:", refund.id)
+
 needs_3ds = stripe.Customer.create(
     email="py-3ds@example.com",
     payment_method="pm_card_authenticationRequired",

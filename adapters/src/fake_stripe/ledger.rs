@@ -42,6 +42,10 @@ pub(super) struct Ledger {
     pub(super) in_flight: std::collections::HashSet<String>,
     /// Faults injected so far, by kind and timing (`500/after`).
     pub(super) faults: std::collections::BTreeMap<String, u64>,
+    /// Refunds, oldest first (as they are now).
+    pub(super) refunds: Vec<StoredCharge>,
+    /// Refunds that will fail (`pm_card_refundFail`), and when.
+    pub(super) failing_refunds: Vec<(String, Instant)>,
     /// PaymentIntents `processing`, and when each succeeds.
     pub(super) processing: Vec<(String, Instant)>,
     /// How long a `processing` PaymentIntent takes to succeed.

@@ -27,6 +27,7 @@ mod idempotency;
 mod ledger;
 mod objects;
 mod payments;
+mod refunds;
 mod routes;
 mod search;
 mod settings;
@@ -58,6 +59,7 @@ use idempotency::*;
 use ledger::*;
 use objects::*;
 use payments::*;
+use refunds::*;
 use routes::*;
 use search::*;
 pub use settings::{
@@ -109,6 +111,7 @@ impl FakeStripe {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         ledger.settle_processing();
+        ledger.fail_due_refunds();
         ledger
     }
 
@@ -126,6 +129,8 @@ impl FakeStripe {
             .route("/v1/payment_intents/{id}/cancel", post(cancel_intent))
             .route("/v1/payment_methods/{id}", get(retrieve_payment_method))
             .route("/v1/payment_methods/{id}/attach", post(attach_method))
+            .route("/v1/refunds", post(create_refund_route).get(list_refunds))
+            .route("/v1/refunds/{id}", get(retrieve_refund))
             .route("/v1/events", get(list_events))
             .route("/v1/events/{id}", get(retrieve_event))
             .route(

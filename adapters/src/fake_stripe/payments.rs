@@ -131,14 +131,14 @@ impl Ledger {
     }
 
     /// The card a PaymentIntent is paid with: one of ours, or a test id.
-    fn card(&self, payment_method: &str) -> Option<Card> {
+    pub(super) fn card(&self, payment_method: &str) -> Option<Card> {
         self.payment_methods
             .get(payment_method)
             .map(|pm| pm.card)
             .or_else(|| Card::of_test_id(payment_method))
     }
 
-    fn record_event(&mut self, kind: &str, object: &Value) {
+    pub(super) fn record_event(&mut self, kind: &str, object: &Value) {
         let event = json!({
             "id": new_id("evt"),
             "object": "event",

@@ -89,7 +89,7 @@ pub(super) async fn list_charges(
 
 /// A Stripe list of `objects` (oldest first) from newest to oldest, paged
 /// by `limit` and `starting_after`.
-fn list_newest_first<'a>(
+pub(super) fn list_newest_first<'a>(
     headers: &HeaderMap,
     query: &ListQuery,
     url: &str,

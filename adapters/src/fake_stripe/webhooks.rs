@@ -72,6 +72,7 @@ async fn deliver(ledger: Weak<Mutex<Ledger>>, delivery: WebhookDelivery) {
 fn take_due(ledger: &Mutex<Ledger>) -> Vec<Pending> {
     let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
     ledger.settle_processing();
+    ledger.fail_due_refunds();
     let Some(queue) = &mut ledger.deliveries else {
         return Vec::new();
     };

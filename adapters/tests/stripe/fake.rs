@@ -1275,3 +1275,202 @@ async fn the_adapter_pays_through_payment_intents_and_finds_them_again() {
     ));
     assert_eq!(stripe.stripe.payment_intents().len(), calls);
 }
+
+/// A paid PaymentIntent on `card` (a test PaymentMethod id): its id and
+/// its charge's.
+async fn paid_intent(stripe: &Running, card: &str, key: &str) -> (String, String) {
+    let (_, customer, _) = stripe
+        .post("/v1/customers", None, &[("email", "refunds@example.com")])
+        .await;
+    let customer = customer["id"].as_str().expect("customer").to_owned();
+    let (status, intent, _) = stripe
+        .post(
+            "/v1/payment_intents",
+            Some(key),
+            &[
+                ("amount", "2000"),
+                ("currency", "usd"),
+                ("customer", &customer),
+                ("payment_method", card),
+                ("confirm", "true"),
+                ("off_session", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, intent["status"].as_str()),
+        (200, Some("succeeded")),
+        "{intent}"
+    );
+    (
+        intent["id"].as_str().expect("id").to_owned(),
+        intent["latest_charge"].as_str().expect("charge").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn refunds_in_part_or_in_full_never_more_than_is_left_and_are_listed_by_intent() {
+    let stripe = start(FakeStripeSettings::default()).await;
+    let (intent, charge) = paid_intent(&stripe, "pm_card_visa", "refund-pi-1").await;
+    let (status, partial, _) = stripe
+        .post(
+            "/v1/refunds",
+            Some("refund-1"),
+            &[
+                ("payment_intent", &intent),
+                ("amount", "1500"),
+                ("metadata[rocket_rides_downstream_key]", "rr-cancel-1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{partial}");
+    assert_eq!(partial["object"], "refund");
+    assert_eq!(partial["amount"], 1500);
+    assert_eq!(partial["status"], "succeeded");
+    assert_eq!(partial["charge"], charge.as_str());
+    assert_eq!(partial["payment_intent"], intent.as_str());
+    assert_eq!(
+        partial["metadata"]["rocket_rides_downstream_key"],
+        "rr-cancel-1"
+    );
+    // The same key again: the same refund, not a second one.
+    let (_, again, replayed) = stripe
+        .post(
+            "/v1/refunds",
+            Some("refund-1"),
+            &[
+                ("payment_intent", &intent),
+                ("amount", "1500"),
+                ("metadata[rocket_rides_downstream_key]", "rr-cancel-1"),
+            ],
+        )
+        .await;
+    assert!(replayed);
+    assert_eq!(again["id"], partial["id"]);
+    // More than the 500 left: refused as Stripe refuses it.
+    let (status, too_much, _) = stripe
+        .post(
+            "/v1/refunds",
+            Some("refund-2"),
+            &[("charge", &charge), ("amount", "501")],
+        )
+        .await;
+    assert_eq!(status, 400, "{too_much}");
+    assert_eq!(too_much["error"]["code"], "amount_too_large");
+    // The rest, by charge, with no amount: 500.
+    let (status, rest, _) = stripe
+        .post("/v1/refunds", Some("refund-3"), &[("charge", &charge)])
+        .await;
+    assert_eq!(
+        (status, rest["amount"].as_i64()),
+        (200, Some(500)),
+        "{rest}"
+    );
+    let (status, none_left, _) = stripe
+        .post(
+            "/v1/refunds",
+            Some("refund-4"),
+            &[("payment_intent", &intent)],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(none_left["error"]["code"], "charge_already_refunded");
+    let (_, charged) = stripe.get(&format!("/v1/charges/{charge}")).await;
+    assert_eq!(
+        (
+            charged["amount_refunded"].as_i64(),
+            charged["refunded"].as_bool()
+        ),
+        (Some(2000), Some(true))
+    );
+    let (status, listed) = stripe
+        .get(&format!("/v1/refunds?payment_intent={intent}"))
+        .await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            rest["id"].as_str().expect("id"),
+            partial["id"].as_str().expect("id")
+        ],
+        "newest first"
+    );
+    let (status, other) = stripe.get("/v1/refunds?payment_intent=pi_other").await;
+    assert_eq!(
+        (status, other["data"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let (status, found) = stripe
+        .get(&format!(
+            "/v1/refunds/{}",
+            partial["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!((status, &found["id"]), (200, &partial["id"]));
+    let (status, missing) = stripe.get("/v1/refunds/re_nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["code"], "resource_missing");
+    let (status, unpaid, _) = stripe
+        .post(
+            "/v1/refunds",
+            Some("refund-5"),
+            &[("payment_intent", "pi_nope")],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(unpaid["error"]["code"], "resource_missing");
+    let kinds: Vec<String> = stripe
+        .stripe
+        .events()
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .filter(|t| t.starts_with("refund"))
+        .collect();
+    assert_eq!(kinds, ["refund.created", "refund.created"]);
+}
+
+#[tokio::test]
+async fn a_refund_of_the_refund_fail_card_succeeds_then_fails_and_says_so() {
+    let stripe = start(FakeStripeSettings {
+        processing_delay: Duration::from_millis(200),
+        ..FakeStripeSettings::default()
+    })
+    .await;
+    let (intent, charge) = paid_intent(&stripe, "pm_card_refundFail", "refund-fail-pi").await;
+    let (status, refund, _) = stripe
+        .post(
+            "/v1/refunds",
+            Some("refund-fail"),
+            &[("payment_intent", &intent)],
+        )
+        .await;
+    assert_eq!(
+        (status, refund["status"].as_str()),
+        (200, Some("succeeded")),
+        "{refund}"
+    );
+    let id = refund["id"].as_str().expect("id").to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, later) = stripe.get(&format!("/v1/refunds/{id}")).await;
+    assert_eq!(later["status"], "failed");
+    assert_eq!(later["failure_reason"], "expired_or_canceled_card");
+    let (_, charged) = stripe.get(&format!("/v1/charges/{charge}")).await;
+    assert_eq!(
+        charged["amount_refunded"], 0,
+        "the money went back to the charge"
+    );
+    let updated = stripe
+        .stripe
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == "charge.refund.updated")
+        .expect("an event says so");
+    assert_eq!(updated["data"]["object"]["id"], id.as_str());
+    assert_eq!(updated["data"]["object"]["status"], "failed");
+}
