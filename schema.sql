@@ -86,6 +86,11 @@ ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS review_reported_at TIMESTA
 -- response, or NULL when the completer or `resolve` took the key last.
 ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS request_id TEXT;
 
+-- Ours: when the latest gateway call for the key started, by this
+-- database's clock, written under the lease just before the call; the
+-- reconcile rule counts from it (not from a process's clock).
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS last_call_at TIMESTAMPTZ;
+
 -- The review list: charges attempted but not recorded, by attempt time.
 CREATE INDEX IF NOT EXISTS idempotency_keys_review
     ON idempotency_keys (charge_attempted_at)

@@ -358,7 +358,9 @@ impl CreateRide {
             warn!(key_id = %record.id, "charge first attempted beyond the gateway's idempotency window; needs review");
             return Err(CreateRideError::NeedsReview);
         }
-        if record.unrecorded_charge_attempt().is_none() {
+        // Every call is noted (its start, by the store's clock, under the
+        // lease) before it is made, except the one the key phase noted.
+        if !record.call_noted_by_this_lock() {
             self.keys.note_charge_attempt(lease, now).await?;
         }
         let request = ChargeRequest {

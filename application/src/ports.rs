@@ -257,8 +257,10 @@ pub trait Keys: Send + Sync {
     /// `started`: the ride (one per key) and its `ride.created` audit record.
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError>;
 
-    /// Notes that a charge is about to be attempted (the first time only);
-    /// the review rule reads it. Does not move the recovery point.
+    /// Notes that a gateway call is about to start: the first attempt's
+    /// time (`now`, once; the review rule reads it) and this call's start by
+    /// the store's own clock (every call; the reconcile rule reads it).
+    /// Does not move the recovery point.
     async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError>;
 
     /// One atomic phase → `finished`: the response stored, the key unlocked,

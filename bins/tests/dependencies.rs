@@ -322,7 +322,7 @@ fn a_malformed_database_url_stops_a_process_at_once_saying_so() {
 #[test]
 fn contradictory_settings_stop_a_process_at_start_naming_both() {
     type Case<'a> = (&'a [(&'a str, &'a str)], [&'a str; 2]);
-    let cases: [Case; 2] = [
+    let cases: [Case; 3] = [
         (
             &[
                 ("STRIPE_API_KEY", "sk_test_never_logged_91c2"),
@@ -338,6 +338,13 @@ fn contradictory_settings_stop_a_process_at_start_naming_both() {
                 ("GATEWAY_IDEMPOTENCY_WINDOW", "24h"),
             ],
             ["REVIEW_AFTER", "GATEWAY_IDEMPOTENCY_WINDOW"],
+        ),
+        (
+            &[
+                ("STRIPE_API_KEY", "sk_test_never_logged_91c2"),
+                ("STRIPE_SEARCH_LAG", "10s"),
+            ],
+            ["STRIPE_SEARCH_LAG", "1m"],
         ),
     ];
     for (settings, named) in cases {

@@ -64,7 +64,10 @@ async fn stripes_python_library_reads_every_answer_of_fake_stripe() {
         "{printed}"
     );
     assert!(printed.contains("authentication required"), "{printed}");
-    assert!(printed.contains("refunds listed and retrieved"), "{printed}");
+    assert!(
+        printed.contains("refunds listed and retrieved"),
+        "{printed}"
+    );
     assert!(
         printed.contains("webhook events verified by construct_event"),
         "{printed}"

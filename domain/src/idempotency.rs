@@ -119,6 +119,10 @@ pub enum KeyProgress {
         ride_id: RideId,
         /// When a charge was first attempted, for the review rule.
         charge_attempted_at: Option<SystemTime>,
+        /// When the latest gateway call for this key started, by the
+        /// store's clock (the database's), written under the lease just
+        /// before the call: the reconcile rule counts from it.
+        last_call_at: Option<SystemTime>,
     },
     /// Charged, the charge id on the ride, not yet booked. Recording the
     /// charge and booking share one commit now; a key found here was left
@@ -152,6 +156,15 @@ impl KeyProgress {
     pub fn response(&self) -> Option<&StoredResponse> {
         match self {
             KeyProgress::Finished { response, .. } => Some(response),
+            _ => None,
+        }
+    }
+
+    /// When the latest gateway call started (the store's clock), at
+    /// `ride_created` only.
+    pub fn last_call_at(&self) -> Option<SystemTime> {
+        match self {
+            KeyProgress::RideCreated { last_call_at, .. } => *last_call_at,
             _ => None,
         }
     }
@@ -274,6 +287,14 @@ impl KeyRecord {
             ));
         }
         Ok(())
+    }
+
+    /// Has the holder of this lock already noted its gateway call? Only the
+    /// request that created the key holds generation 1 (every later lock
+    /// bumps it), and it noted its call in the key phase when it charges at
+    /// once; every other holder notes its own call before making it.
+    pub fn call_noted_by_this_lock(&self) -> bool {
+        self.lock_generation == 1 && self.progress.last_call_at().is_some()
     }
 
     /// May the reaper delete this key (once it is old enough)? A finished
@@ -494,6 +515,7 @@ mod tests {
         KeyProgress::RideCreated {
             ride_id: RideId(1),
             charge_attempted_at: attempted,
+            last_call_at: attempted,
         }
     }
 

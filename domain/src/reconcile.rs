@@ -89,13 +89,20 @@ pub struct ReconcilePolicy {
 
 impl ReconcilePolicy {
     /// From this instant a search shows every charge the key can have made.
-    /// Every charge call runs under a lock taken at or before the key's
-    /// `last_run_at` and ends within the lock timeout (the settings check
-    /// that one call with its retries fits), so no charge for it is younger
-    /// than `last_run_at + lock_timeout`; the search catches up `search_lag`
-    /// later.
+    /// Every gateway call is noted on the key just before it is made, by
+    /// the store's clock and under the lease (a holder whose lease was
+    /// taken over cannot note, so cannot call), and ends within the lock
+    /// timeout (the settings check that one call with its retries fits), so
+    /// no charge for the key is younger than its last noted call plus the
+    /// lock timeout; the search catches up `search_lag` later. A key from
+    /// before calls were noted counts from `last_run_at`, the process's
+    /// clock when it took the lock.
     pub fn searchable_from(&self, record: &KeyRecord) -> SystemTime {
-        record.last_run_at + self.lock.lock_timeout + self.search_lag
+        let last_call = record
+            .progress
+            .last_call_at()
+            .map_or(record.last_run_at, |call| call.max(record.last_run_at));
+        last_call + self.lock.lock_timeout + self.search_lag
     }
 
     /// Decides from the processor's answer for `record`, whose rider pays
@@ -202,6 +209,7 @@ mod tests {
             progress: KeyProgress::RideCreated {
                 ride_id: RideId(3),
                 charge_attempted_at: Some(at(0)),
+                last_call_at: None,
             },
             locked_at: None,
             lock_generation: 2,
@@ -252,6 +260,31 @@ mod tests {
                 payment_intent_id: Some("pi_1".into()),
             }
         );
+    }
+
+    #[test]
+    fn the_window_counts_from_the_last_noted_call_not_from_the_lock() {
+        // Locked at 100 by the process's clock; the call noted (by the
+        // database's clock, under the lease) at 180: a charge may reach
+        // Stripe until 180 + 90 and show up in search until 330.
+        let mut late = record(100);
+        if let KeyProgress::RideCreated { last_call_at, .. } = &mut late.progress {
+            *last_call_at = Some(at(180));
+        }
+        assert_eq!(policy().searchable_from(&late), at(330));
+        let none = ChargeSearch::Found(vec![]);
+        let early = policy().judge(&late, CUSTOMER, &none, at(300));
+        assert!(is_undecided(&early, "for another 30s"), "{early:?}");
+        assert_eq!(
+            policy().judge(&late, CUSTOMER, &none, at(330)),
+            Reconciliation::NotCharged
+        );
+        // A noted call older than the lock (an earlier attempt) counts from
+        // the lock.
+        if let KeyProgress::RideCreated { last_call_at, .. } = &mut late.progress {
+            *last_call_at = Some(at(50));
+        }
+        assert_eq!(policy().searchable_from(&late), at(250));
     }
 
     #[test]

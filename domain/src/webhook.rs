@@ -207,9 +207,7 @@ impl StripeEvent {
         })
     }
 
-    /// The event's intent and its state. The type decides a failure (a
-    /// `payment_failed` intent is `requires_payment_method` again, which
-    /// alone would not say the attempt failed); otherwise its status does.
+    /// The event's intent and its state.
     fn payment_update(event: &EventBody) -> Result<PaymentUpdate, NotAnEvent> {
         let object = &event.data.object;
         let field = |name: &str| object.get(name).and_then(serde_json::Value::as_str);
@@ -223,31 +221,22 @@ impl StripeEvent {
             .get("last_payment_error")
             .and_then(|error| error.get("code"))
             .and_then(serde_json::Value::as_str);
-        let state = match event.event_type.as_str() {
-            "payment_intent.canceled" => PaymentIntentState::Failed,
-            // A failed attempt that asks for authentication leaves the
-            // rider a way to pay: it waits on them.
-            "payment_intent.payment_failed"
-                if error_code == Some(PaymentIntentState::AUTHENTICATION_REQUIRED) =>
-            {
-                PaymentIntentState::RequiresAction
-            }
-            "payment_intent.payment_failed" => PaymentIntentState::Failed,
-            _ => {
-                let status = field("status").unwrap_or_default();
-                PaymentIntentState::from_stripe(
-                    status,
-                    field("latest_charge").map(str::to_owned),
-                    error_code,
-                )
-                .ok_or_else(|| {
-                    NotAnEvent(format!(
-                        "{} carries a PaymentIntent in status {status:?}",
-                        event.event_type
-                    ))
-                })?
-            }
-        };
+        // The intent as it is in the event says what happened, whatever
+        // the type: `payment_failed` leaves it `requires_payment_method`
+        // (failed, or waiting on the rider when the bank asks for
+        // authentication), `canceled` leaves it `canceled`.
+        let status = field("status").unwrap_or_default();
+        let state = PaymentIntentState::from_stripe(
+            status,
+            field("latest_charge").map(str::to_owned),
+            error_code,
+        )
+        .ok_or_else(|| {
+            NotAnEvent(format!(
+                "{} carries a PaymentIntent in status {status:?}",
+                event.event_type
+            ))
+        })?;
         Ok(PaymentUpdate {
             event_id: Some(event.id.clone()),
             event_type: event.event_type.clone(),
@@ -442,5 +431,11 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let shown = format!("{:?}", secrets("whsec_one, whsec_two"));
+        assert_eq!(shown, "WebhookSecrets(2 secret(s), ***)");
     }
 }

@@ -387,6 +387,7 @@ impl Keys for MemoryStore {
             record.progress = KeyProgress::RideCreated {
                 ride_id: state.create_ride(&record, now),
                 charge_attempted_at: request.charges_now.then_some(now),
+                last_call_at: request.charges_now.then_some(now),
             };
             state.insert_key(record.clone());
             return Ok(KeyPhase::Locked(record));
@@ -436,6 +437,7 @@ impl Keys for MemoryStore {
                 record.progress = KeyProgress::RideCreated {
                     ride_id,
                     charge_attempted_at: None,
+                    last_call_at: None,
                 };
             })
             .ok_or_else(|| StoreError::Inconsistent(format!("key {} vanished", lease.key_id)))
@@ -447,10 +449,12 @@ impl Keys for MemoryStore {
         state.change_key(lease.key_id, |record| {
             if let KeyProgress::RideCreated {
                 charge_attempted_at,
+                last_call_at,
                 ..
             } = &mut record.progress
             {
                 charge_attempted_at.get_or_insert(now);
+                *last_call_at = Some(now);
             }
         });
         Ok(())

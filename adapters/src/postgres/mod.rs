@@ -125,6 +125,8 @@ macro_rules! key_columns {
             $t,
             ".charge_attempted_at, ",
             $t,
+            ".last_call_at, ",
+            $t,
             ".user_id"
         )
     };

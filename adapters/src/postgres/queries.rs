@@ -18,10 +18,11 @@ pub const BEGIN_REQUEST: &str = concat!(
     select_key!("WHERE k.user_id = $9::bigint AND k.idempotency_key = $2::text"),
     "), new_key AS (INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, \
      locked_at, request_fingerprint, origin_lat, origin_lon, target_lat, target_lon, \
-     request_ip, request_id, recovery_point, charge_attempted_at, user_id) \
+     request_ip, request_id, recovery_point, charge_attempted_at, last_call_at, user_id) \
      SELECT $1::timestamptz, $2::text, $1::timestamptz, $1::timestamptz, $3::text, \
      $4::float8, $5::float8, $6::float8, $7::float8, $8::text, $11::text, 'ride_created', \
-     CASE WHEN $10::bool THEN $1::timestamptz END, $9::bigint \
+     CASE WHEN $10::bool THEN $1::timestamptz END, \
+     CASE WHEN $10::bool THEN clock_timestamp() END, $9::bigint \
      WHERE NOT EXISTS (SELECT 1 FROM existing) \
      ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *), \
      new_ride AS (INSERT INTO rides (created_at, idempotency_key_id, origin_lat, origin_lon, \
@@ -149,9 +150,13 @@ pub const UNFINISHED_COUNTS: &str = "SELECT recovery_point, count(*), \
 pub const BACKLOG: &str = "SELECT (SELECT count(*) FROM staged_jobs), \
      (SELECT created_at FROM staged_jobs ORDER BY id LIMIT 1)";
 
-/// $1 key, $2 generation, $3 expected recovery points, $4 now.
+/// A gateway call about to start: $1 key, $2 generation, $3 expected
+/// recovery points, $4 now (the first attempt's time, for the review
+/// window). The call's start is the database's clock at the write, under
+/// the lease.
 pub const NOTE_CHARGE_ATTEMPT: &str = concat!(
-    "UPDATE idempotency_keys SET charge_attempted_at = COALESCE(charge_attempted_at, $4) WHERE ",
+    "UPDATE idempotency_keys SET charge_attempted_at = COALESCE(charge_attempted_at, $4), \
+     last_call_at = clock_timestamp() WHERE ",
     leased!()
 );
 

@@ -64,6 +64,7 @@ pub struct KeyRow {
     recovery_point: String,
     downstream_key: String,
     charge_attempted_at: Option<OffsetDateTime>,
+    last_call_at: Option<OffsetDateTime>,
     user_id: i64,
     ride_id: Option<i64>,
 }
@@ -94,6 +95,7 @@ impl KeyRow {
             RecoveryPoint::RideCreated => KeyProgress::RideCreated {
                 ride_id: ride_id()?,
                 charge_attempted_at: self.charge_attempted_at.map(system_time),
+                last_call_at: self.last_call_at.map(system_time),
             },
             RecoveryPoint::ChargeCreated => KeyProgress::ChargeCreated {
                 ride_id: ride_id()?,

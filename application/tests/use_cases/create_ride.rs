@@ -788,3 +788,33 @@ async fn the_user_cache_remembers_many_users_and_stays_bounded() {
         "the oldest was dropped with the rest"
     );
 }
+
+/// Every gateway call is noted on the key just before it is made, the
+/// retries of a key attempted long ago included: the reconcile rule counts
+/// from the last call, never from an earlier one.
+#[tokio::test]
+async fn each_call_of_a_resumed_key_is_noted_before_it_is_made() {
+    use application::ports::Clock as _;
+    let h = Harness::losing_every_answer().await;
+    let first = h.book(&key(1)).await.unwrap_err();
+    assert!(
+        matches!(first, CreateRideError::GatewayUnknown { .. }),
+        "{first:?}"
+    );
+    let started = h.clock.now();
+    let record = h.store.keys()[0].clone();
+    assert_eq!(record.progress.last_call_at(), Some(started));
+    // The client retries later: its call is noted at its own time.
+    h.advance(Duration::from_secs(30));
+    h.book(&key(1)).await.unwrap_err();
+    let record = h.store.keys()[0].clone();
+    assert_eq!(
+        record.progress.last_call_at(),
+        Some(started + Duration::from_secs(30))
+    );
+    assert_eq!(
+        record.unrecorded_charge_attempt(),
+        Some(started),
+        "the first attempt stays"
+    );
+}

@@ -172,7 +172,8 @@ pub struct KeyArgs {
     /// How long after a charge is made the processor's search may still
     /// miss it (Stripe: "under normal operating conditions, less than a
     /// minute"). `resolve --from-stripe` takes "nothing found" as "no
-    /// charge" only for a key whose last possible charge is older.
+    /// charge" only for a key whose last possible charge is older. At
+    /// least 1m against Stripe itself.
     #[arg(long, env = "STRIPE_SEARCH_LAG", value_parser = duration, default_value = "5m")]
     pub stripe_search_lag: Dur,
 }
@@ -207,8 +208,22 @@ impl KeyArgs {
                 self.lock_timeout, self.review_after,
             ));
         }
+        let at_stripe = stripe.stripe_api_key.is_some()
+            && stripe.stripe_api_base.trim_end_matches('/') == adapters::stripe::DEFAULT_API_BASE;
+        if at_stripe && self.stripe_search_lag.0 < Self::MIN_STRIPE_SEARCH_LAG {
+            return Err(format!(
+                "STRIPE_SEARCH_LAG {} is below {} against Stripe itself, whose search \"under normal operating conditions\" catches up within a minute and can lag more: `resolve --from-stripe` could take a charge it cannot see yet for no charge, and end a paid ride unbooked. Raise STRIPE_SEARCH_LAG",
+                self.stripe_search_lag,
+                human(Self::MIN_STRIPE_SEARCH_LAG),
+            ));
+        }
         Ok(())
     }
+
+    /// The least `STRIPE_SEARCH_LAG` taken against Stripe itself: its
+    /// documented "less than a minute" under normal conditions. (A stand-in
+    /// such as fake-stripe lags as its own `--search-delay` says.)
+    pub const MIN_STRIPE_SEARCH_LAG: Duration = Duration::from_secs(60);
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -127,6 +127,7 @@ async fn a_new_key_is_locked_at_ride_created_with_its_ride_and_own_downstream_ke
             first.progress,
             KeyProgress::RideCreated {
                 charge_attempted_at: None,
+                last_call_at: None,
                 ..
             }
         ),
@@ -1607,6 +1608,68 @@ async fn a_refused_ride_fails_and_one_intent_pays_for_one_ride_only(store: Arc<d
     );
 }
 
+async fn last_call(store: &dyn Store, id: KeyId) -> Option<SystemTime> {
+    store
+        .find_key(id)
+        .await
+        .expect("read")
+        .expect("key")
+        .progress
+        .last_call_at()
+}
+
+/// Each gateway call's start is noted by the store's clock under the
+/// lease: a new key charging at once is noted in its key phase, every
+/// later holder notes its own call, and a superseded holder cannot.
+async fn every_gateway_call_is_noted_under_the_lease_by_the_stores_clock(
+    store: Arc<dyn ContractStore>,
+) {
+    let rider = user(&*store, "a@example.com").await;
+    let mut charging = request(&rider, &key(1), 1.0);
+    charging.charges_now = true;
+    let first = locked(&*store, &charging, at(0)).await;
+    assert!(first.call_noted_by_this_lock(), "noted in the key phase");
+    let noted = last_call(&*store, first.id).await.expect("noted");
+    // Its lock times out; the next holder notes its own call, later.
+    let stale = first.clone();
+    let current = taken_over(&*store, &charging, &stale, at(100)).await;
+    let record = store
+        .find_key(current.key_id)
+        .await
+        .expect("read")
+        .expect("key");
+    assert!(
+        !record.call_noted_by_this_lock(),
+        "a new holder notes its own call"
+    );
+    lost(
+        store.note_charge_attempt(Lease::of(&stale), at(101)).await,
+        "stale note",
+    );
+    assert_eq!(
+        last_call(&*store, first.id).await,
+        Some(noted),
+        "the stale note wrote nothing"
+    );
+    store
+        .note_charge_attempt(current, at(102))
+        .await
+        .expect("noted");
+    let again = last_call(&*store, first.id).await.expect("noted");
+    assert!(again >= noted, "{again:?} after {noted:?}");
+    let progress = store
+        .find_key(first.id)
+        .await
+        .expect("read")
+        .expect("key")
+        .progress;
+    assert_eq!(
+        progress.unrecorded_charge_attempt(),
+        Some(at(0)),
+        "the first attempt's time stays"
+    );
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -1649,6 +1712,7 @@ macro_rules! contract {
             case!(the_gauges_count_unfinished_keys_and_the_staged_backlog);
             case!(the_console_lists_recent_rides_with_their_requests_and_counts_answers_by_status);
             case!(a_ride_waiting_on_its_payment_moves_forward_once_per_event);
+            case!(every_gateway_call_is_noted_under_the_lease_by_the_stores_clock);
             case!(the_sync_pass_lists_rides_waiting_longer_than_the_cutoff_and_rechecks_later);
             case!(a_refused_ride_fails_and_one_intent_pays_for_one_ride_only);
         }
