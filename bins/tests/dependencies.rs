@@ -105,6 +105,9 @@ async fn every_process_started_before_postgres_and_nats_waits_for_them_then_work
             .arg(subcommand)
             .env("DATABASE_URL", &database_url)
             .env("NATS_URL", &nats_url)
+            // The credentials from settings (the soak passes them in the URL).
+            .env("NATS_USER", integration_tests::nats::USER)
+            .env("NATS_PASSWORD", integration_tests::nats::PASSWORD)
             .env("API_PORT", api_port.to_string())
             .env("POLL_INTERVAL", "200ms");
         command

@@ -1,6 +1,9 @@
 //! NATS for the suites: a JetStream server per test (testcontainers, image
 //! from `TEST_NATS_IMAGE` when set), on a fixed host port so a restarted
-//! server is found at the same address.
+//! server is found at the same address. Every server requires a user and
+//! password, as compose's does: a server left open would let anyone who
+//! reaches it purge the stream or forge a job; the suites' URLs carry the
+//! credentials (`nats://user:password@host`).
 
 use testcontainers::core::IntoContainerPort;
 use testcontainers::runners::AsyncRunner;
@@ -30,10 +33,21 @@ pub async fn start_nats_with_user(user: &str, password: &str) -> NatsServer {
     start(free_port(), cmd).await
 }
 
+/// The user and password every suite's NATS requires.
+pub const USER: &str = "rocket-rides";
+pub const PASSWORD: &str = "nats-test-password";
+
 /// NATS with JetStream on a given host port (one that processes may
-/// already be trying to reach).
+/// already be trying to reach), admitting only `USER` with `PASSWORD`;
+/// `url` carries them.
 pub async fn start_nats_on(port: u16) -> NatsServer {
-    start(port, NatsServerCmd::default().with_jetstream()).await
+    let cmd = NatsServerCmd::default()
+        .with_jetstream()
+        .with_user(USER)
+        .with_password(PASSWORD);
+    let mut server = start(port, cmd).await;
+    server.url = format!("nats://{USER}:{PASSWORD}@127.0.0.1:{port}");
+    server
 }
 
 async fn start(port: u16, cmd: NatsServerCmd) -> NatsServer {

@@ -525,7 +525,15 @@ async fn an_unreadable_dead_letter_is_listed_as_such_and_can_be_deleted() {
     let deployment = store.deployment_id().await.expect("deployment id");
     let settings = NatsSettings::new(&nats.url, &deployment);
     let queue = Arc::new(NatsQueue::connect(settings.clone()).await.expect("NATS"));
-    let client = async_nats::connect(&nats.url).await.expect("client");
+    // A forger with the credentials (the client library takes them from
+    // options, not from the URL).
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        integration_tests::nats::USER.into(),
+        integration_tests::nats::PASSWORD.into(),
+    )
+    .connect(&settings.url)
+    .await
+    .expect("client");
     let jetstream = async_nats::jetstream::new(client);
     jetstream
         .publish(
