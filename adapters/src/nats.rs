@@ -53,8 +53,10 @@ pub struct NatsSettings {
 }
 
 /// NATS credentials: a user and password, or a token, from the URL
-/// (`nats://user:password@host`, `nats://token@host`) or from settings.
-/// The client library does not read them from a URL by itself.
+/// (`nats://user:password@host`, `nats://token@host`) or from settings; or
+/// a credentials file (a user JWT and its NKEY seed) for a server in
+/// operator mode. The client library does not read them from a URL by
+/// itself.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum NatsAuth {
     #[default]
@@ -64,6 +66,8 @@ pub enum NatsAuth {
         password: String,
     },
     Token(String),
+    /// The path of a `.creds` file, read at each connect.
+    CredentialsFile(std::path::PathBuf),
 }
 
 /// Credentials never show in a log line.
@@ -73,6 +77,7 @@ impl std::fmt::Debug for NatsAuth {
             NatsAuth::None => f.write_str("None"),
             NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
             NatsAuth::Token(_) => f.write_str("Token(***)"),
+            NatsAuth::CredentialsFile(path) => write!(f, "CredentialsFile({})", path.display()),
         }
     }
 }
@@ -97,14 +102,33 @@ impl NatsAuth {
         (auth, parsed.to_string())
     }
 
-    fn apply(&self, options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
-        match self {
+    /// The options with these credentials; a credentials file that cannot
+    /// be read or parsed is a configuration error naming its path, never
+    /// its content.
+    fn apply(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, ConnectError> {
+        Ok(match self {
             NatsAuth::None => options,
             NatsAuth::UserPassword { user, password } => {
                 options.user_and_password(user.clone(), password.clone())
             }
             NatsAuth::Token(token) => options.token(token.clone()),
-        }
+            NatsAuth::CredentialsFile(path) => {
+                let unusable = |why: String| {
+                    ConnectError::Configuration(anyhow::anyhow!(
+                        "NATS_CREDS {}: {why}",
+                        path.display()
+                    ))
+                };
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| unusable(format!("cannot be read ({})", error.kind())))?;
+                options.credentials(&text).map_err(|_| {
+                    unusable("is not a credentials file (a user JWT and its NKEY seed)".into())
+                })?
+            }
+        })
     }
 }
 
@@ -215,7 +239,7 @@ impl NatsQueue {
         let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
         let client = settings
             .auth
-            .apply(options)
+            .apply(options)?
             .connect(&settings.url)
             .await
             .map_err(|error| {

@@ -72,3 +72,123 @@ async fn start(port: u16, cmd: NatsServerCmd) -> NatsServer {
         url: format!("nats://127.0.0.1:{port}"),
     }
 }
+
+/// NATS in operator mode (decentralized JWT auth): one operator, one
+/// account with JetStream, one user. The server trusts the operator and
+/// preloads the account; a client gets in only with the user's credentials
+/// file (`credentials`, as `nsc` writes one), whose JWT the account signed.
+pub struct OperatorNats {
+    pub server: NatsServer,
+    pub credentials: String,
+}
+
+pub async fn start_nats_with_credentials() -> OperatorNats {
+    use testcontainers::core::CopyDataSource;
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let operator_jwt = jwt(
+        &operator,
+        &operator,
+        serde_json::json!({
+            "system_account": system.public_key(),
+            "type": "operator",
+            "version": 2,
+        }),
+    );
+    // JetStream needs the server's system account.
+    let system_jwt = jwt(
+        &operator,
+        &system,
+        serde_json::json!({
+            "limits": { "subs": -1, "data": -1, "payload": -1, "imports": -1,
+                        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1 },
+            "type": "account",
+            "version": 2,
+        }),
+    );
+    let account_jwt = jwt(
+        &operator,
+        &account,
+        serde_json::json!({
+            "limits": unlimited,
+            "default_permissions": { "pub": {}, "sub": {} },
+            "type": "account",
+            "version": 2,
+        }),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user,
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2,
+        }),
+    );
+    let config = format!(
+        "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {sys}: \"{system_jwt}\"\n  {acc}: \"{account_jwt}\"\n}}\njetstream {{ store_dir: \"/tmp/nats-js\" }}\n",
+        sys = system.public_key(),
+        acc = account.public_key()
+    );
+    let credentials = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().expect("a user seed")
+    );
+    let port = free_port();
+    let (name, tag) = image_from_env("TEST_NATS_IMAGE", "nats", "2.10.14");
+    let container = Nats::default()
+        .with_name(name.clone())
+        .with_tag(tag.clone())
+        .with_cmd(["-c", "/etc/nats/operator.conf"])
+        .with_copy_to(
+            "/etc/nats/operator.conf",
+            CopyDataSource::Data(config.into_bytes()),
+        )
+        .with_mapped_port(port, 4222.tcp())
+        .with_label(CONTAINER_LABEL, "true")
+        .start()
+        .await
+        .unwrap_or_else(|error| {
+            panic!("could not start NATS ({name}:{tag}) in operator mode: {error}")
+        });
+    OperatorNats {
+        server: NatsServer {
+            container,
+            url: format!("nats://127.0.0.1:{port}"),
+        },
+        credentials,
+    }
+}
+
+/// A NATS JWT (`ed25519-nkey`) for `subject`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &nkeys::KeyPair, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": "rocket-rides-test",
+        "sub": subject.public_key(),
+        "nats": nats,
+    });
+    let payload = encode(claims.to_string().as_bytes());
+    let signed = format!("{header}.{payload}");
+    let signature = issuer.sign(signed.as_bytes()).expect("signed");
+    format!("{signed}.{}", encode(&signature))
+}

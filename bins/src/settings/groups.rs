@@ -76,11 +76,22 @@ pub struct QueueArgs {
     /// NATS token (or in the URL: `nats://token@host`).
     #[arg(long, env = "NATS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub nats_token: Option<Secret>,
+    /// A NATS credentials file (`.creds`: a user JWT and its NKEY seed, as
+    /// `nsc` writes them) for a server in operator mode.
+    #[arg(
+        long,
+        env = "NATS_CREDS",
+        conflicts_with_all = ["nats_user", "nats_token"]
+    )]
+    pub nats_creds: Option<std::path::PathBuf>,
 }
 
 impl QueueArgs {
     /// The credentials the settings name, over those of the URL.
     pub fn auth(&self) -> Option<adapters::nats::NatsAuth> {
+        if let Some(path) = &self.nats_creds {
+            return Some(adapters::nats::NatsAuth::CredentialsFile(path.clone()));
+        }
         match (&self.nats_user, &self.nats_password, &self.nats_token) {
             (Some(user), Some(password), _) => Some(adapters::nats::NatsAuth::UserPassword {
                 user: user.clone(),

@@ -624,3 +624,65 @@ async fn nats_with_a_user_and_password_admits_the_url_that_carries_them() {
     };
     assert!(!error.to_string().contains("wrong"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_in_operator_mode_admits_a_credentials_file_and_a_bad_one_is_named_not_shown() {
+    use adapters::nats::NatsAuth;
+    let nats = integration_tests::nats::start_nats_with_credentials().await;
+    let store = store_with_rides(1).await;
+    let deployment = store.deployment_id().await.expect("deployment id");
+    let dir = std::env::temp_dir().join(format!("rr-creds-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let creds = dir.join("user.creds");
+    std::fs::write(&creds, &nats.credentials).expect("written");
+    let settings = NatsSettings {
+        auth: NatsAuth::CredentialsFile(creds.clone()),
+        ..NatsSettings::new(&nats.server.url, &deployment)
+    };
+    let seed = nats
+        .credentials
+        .lines()
+        .find(|line| line.starts_with("SU"))
+        .expect("a user seed")
+        .to_owned();
+    assert!(!format!("{settings:?}").contains(&seed));
+    let queue = Arc::new(NatsQueue::connect(settings).await.expect("admitted"));
+    enqueuer(&store, queue.clone(), 10, Duration::from_secs(60))
+        .run_batch()
+        .await
+        .expect("enqueued");
+    let sender = Arc::new(CountingSender::default());
+    let worker = WorkJobs::new(store.clone(), queue, sender.clone(), Arc::new(SystemClock));
+    work_until_idle(&worker).await;
+    assert_eq!(
+        sender.sent.lock().expect("lock").len(),
+        1,
+        "JetStream works for the user"
+    );
+
+    // Without credentials: refused, a configuration error.
+    let Err(error) = NatsQueue::connect(NatsSettings::new(&nats.server.url, &deployment)).await
+    else {
+        panic!("admitted without credentials");
+    };
+    assert!(!error.is_transient(), "a configuration error: {error}");
+    // A file that is not credentials, and one that is missing: refused at
+    // once, naming the file, never showing what it holds.
+    let garbled = dir.join("garbled.creds");
+    std::fs::write(&garbled, format!("not a creds file {seed}")).expect("written");
+    for path in [garbled, dir.join("missing.creds")] {
+        let settings = NatsSettings {
+            auth: NatsAuth::CredentialsFile(path.clone()),
+            ..NatsSettings::new(&nats.server.url, &deployment)
+        };
+        let Err(error) = NatsQueue::connect(settings).await else {
+            panic!("admitted with {}", path.display());
+        };
+        let text = format!("{error:#}");
+        assert!(!error.is_transient(), "{text}");
+        assert!(text.contains("NATS_CREDS"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(!text.contains(&seed), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
