@@ -586,6 +586,23 @@ fn every_outcome_is_counted_by_runner_and_outcome() {
         let mut failing = h.request(&h.good_user, &key(4));
         failing.raise_error = true;
         h.create_ride.run(failing).await.unwrap_err();
+        h.create_ride
+            .run(h.request(&h.three_ds_user, &key(5)))
+            .await
+            .expect("authentication required");
+        let mut processing = application::ports::MockPaymentGateway::new();
+        processing
+            .expect_charge()
+            .returning(|_| domain::ChargeOutcome::Processing {
+                payment_intent_id: "pi_processing".into(),
+            });
+        let slow = Harness::with_gateway(
+            std::sync::Arc::new(adapters::memory::FakeGateway::new()),
+            Some(std::sync::Arc::new(processing)),
+        )
+        .await;
+        let pending = slow.book(&key(6)).await.expect("pending");
+        assert_eq!(pending.response.status, 202);
     });
     for outcome in [
         "created",
@@ -593,6 +610,8 @@ fn every_outcome_is_counted_by_runner_and_outcome() {
         "declined",
         "refused",
         "simulated_error",
+        "authentication_required",
+        "pending",
     ] {
         assert_eq!(
             counts.get(&format!("runner=api,outcome={outcome}")),
@@ -600,7 +619,7 @@ fn every_outcome_is_counted_by_runner_and_outcome() {
             "{outcome}: {counts:?}"
         );
     }
-    assert_eq!(counts.len(), 5, "{counts:?}");
+    assert_eq!(counts.len(), 7, "{counts:?}");
 }
 
 #[tokio::test]

@@ -356,3 +356,32 @@ async fn an_update_without_an_event_id_applies_by_the_same_forward_rule() {
     assert_eq!(status(&h, ride).await, RideStatus::PaymentFailed);
     assert_eq!(h.staged_job_count().await, 0);
 }
+
+#[tokio::test]
+async fn an_intent_the_gateway_cannot_retrieve_is_counted_unknown_and_tried_again() {
+    let h = Harness::new().await;
+    let (ride, _) = awaiting_ride(&h, 1).await;
+    // A gateway that has never heard of the intent (another Stripe account,
+    // an outage): nothing is decided.
+    let elsewhere = SyncPayments::new(
+        h.store.clone(),
+        std::sync::Arc::new(adapters::memory::FakeGateway::new()),
+        h.clock.clone(),
+        SYNC_AFTER,
+    );
+    h.advance(SYNC_AFTER);
+    assert_eq!(
+        elsewhere.run(100).await.expect("pass"),
+        application::SyncReport {
+            checked: 0,
+            settled: 0,
+            unknown: 1
+        }
+    );
+    assert_eq!(status(&h, ride).await, RideStatus::AwaitingAuthentication);
+    assert_eq!(
+        elsewhere.run(100).await.expect("pass").unknown,
+        1,
+        "still listed: it was never checked"
+    );
+}
