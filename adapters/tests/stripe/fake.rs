@@ -467,13 +467,13 @@ async fn charges_and_customers_are_retrieved_by_id_and_unknown_ids_are_resource_
     }
     // An unknown route, or a method a route lacks: Stripe's JSON, not an
     // empty 404/405.
-    let (status, body) = stripe.get("/v1/refunds").await;
+    let (status, body) = stripe.get("/v1/disputes").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert!(
         body["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("Unrecognized request URL (GET: /v1/refunds)")),
+            .is_some_and(|m| m.starts_with("Unrecognized request URL (GET: /v1/disputes)")),
         "{body}"
     );
     let (status, body, _) = stripe.post("/v1/charges/search", None, &[]).await;
