@@ -14,7 +14,7 @@ use domain::charge::ReceiptJob;
 use domain::{
     ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyProgress, KeyRecord,
     LockPolicy, RIDE_PRICE, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams, RideStatus,
-    StoredResponse, User,
+    StoredResponse, User, UserId,
 };
 use futures_util::FutureExt as _;
 use tracing::{Instrument, info, info_span, warn};
@@ -22,6 +22,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::ports::{
     Clock, Finish, KeyPhase, KeyRequest, Keys, Lease, PaymentGateway, StoreError, Users,
 };
+use crate::replay_cache::{Cached, ReplayCache};
 
 /// A client's `POST /rides`, parsed.
 #[derive(Debug, Clone)]
@@ -100,6 +101,8 @@ pub struct CreateRide {
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
     settings: CreateRideSettings,
+    /// Finished answers this process has seen, for replays (the API's).
+    replays: Option<Arc<ReplayCache>>,
 }
 
 impl CreateRide {
@@ -116,7 +119,15 @@ impl CreateRide {
             gateway,
             clock,
             settings,
+            replays: None,
         }
+    }
+
+    /// Answers replays of keys this process has seen finished from
+    /// `cache`, without a statement (the API's; the completer needs none).
+    pub fn with_replay_cache(mut self, cache: Arc<ReplayCache>) -> Self {
+        self.replays = Some(cache);
+        self
     }
 
     /// Runs a client's request from the key phase to an answer.
@@ -129,10 +140,47 @@ impl CreateRide {
     }
 
     async fn run_request(&self, request: RideRequest) -> Result<Answer, CreateRideError> {
+        let fingerprint = request.fingerprint();
+        if let Some(cache) = &self.replays {
+            match cache.get(request.user.id, &request.key, &fingerprint) {
+                Some(Cached::Replay(response)) => {
+                    return Ok(Answer {
+                        response,
+                        replayed: true,
+                    });
+                }
+                Some(Cached::Mismatch) => return Err(CreateRideError::KeyReused),
+                None => {}
+            }
+        }
+        let answer = self.run_uncached(request, fingerprint.clone()).await;
+        if let (Some(cache), Ok((user, key, answer))) = (&self.replays, &answer) {
+            // Only an answer the key is finished with comes back Ok.
+            cache.put(*user, key, &fingerprint, &answer.response);
+        }
+        answer.map(|(_, _, answer)| answer)
+    }
+
+    async fn run_uncached(
+        &self,
+        request: RideRequest,
+        fingerprint: RequestFingerprint,
+    ) -> Result<(UserId, IdempotencyKey, Answer), CreateRideError> {
+        let (user_id, key) = (request.user.id, request.key.clone());
+        self.run_phases(request, fingerprint)
+            .await
+            .map(|answer| (user_id, key, answer))
+    }
+
+    async fn run_phases(
+        &self,
+        request: RideRequest,
+        fingerprint: RequestFingerprint,
+    ) -> Result<Answer, CreateRideError> {
         let key_request = KeyRequest {
             user_id: request.user.id,
             key: request.key.clone(),
-            fingerprint: request.fingerprint(),
+            fingerprint,
             params: request.params,
             request_ip: request.request_ip.clone(),
             request_id: request.request_id.clone(),

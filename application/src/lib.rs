@@ -8,6 +8,7 @@ pub mod background;
 pub mod create_ride;
 pub mod ports;
 pub mod reconcile;
+pub mod replay_cache;
 pub mod settle_payments;
 pub mod show_ride;
 pub mod users;
@@ -20,6 +21,7 @@ pub use create_ride::{
     Answer, CreateRide, CreateRideError, CreateRideSettings, ReviewResolution, RideRequest,
 };
 pub use reconcile::{KeyFinding, ReconcileKeys, Settlement};
+pub use replay_cache::{Cached, ReplayCache, ReplayCacheLimits};
 pub use settle_payments::{ReceiveWebhook, SyncPayments, SyncReport, WebhookError, WebhookReceipt};
 pub use show_ride::ShowRide;
 pub use users::{

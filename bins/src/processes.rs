@@ -145,6 +145,7 @@ pub async fn start(args: StartCommand, shutdown: CancellationToken) -> anyhow::R
         &payments,
         &args.server,
         &args.webhooks,
+        &args.replay_cache,
         &args.shutdown,
         &args.ops,
     );
@@ -188,6 +189,7 @@ pub async fn api(args: ApiCommand, shutdown: CancellationToken) -> anyhow::Resul
         &payments,
         &args.server,
         &args.webhooks,
+        &args.replay_cache,
         &args.shutdown,
         &args.ops,
     );

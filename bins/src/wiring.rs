@@ -18,7 +18,8 @@ use application::ports::{
 };
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
-    ReapKeys, ReceiveWebhook, ReconcileKeys, SeedDemoUsers, ShowRide, SyncPayments, WorkJobs,
+    ReapKeys, ReceiveWebhook, ReconcileKeys, ReplayCache, SeedDemoUsers, ShowRide, SyncPayments,
+    WorkJobs,
 };
 use domain::{CompleterPolicy, LockPolicy, ReconcilePolicy, ReviewPolicy};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -26,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::settings::{
-    BatchArgs, CompleterArgs, EnqueuerArgs, KeyArgs, OpsArgs, QueueArgs, ReaperArgs, ServerArgs,
-    ShutdownArgs, StoreArgs, StripeArgs, WebhookArgs,
+    BatchArgs, CompleterArgs, EnqueuerArgs, KeyArgs, OpsArgs, QueueArgs, ReaperArgs,
+    ReplayCacheArgs, ServerArgs, ShutdownArgs, StoreArgs, StripeArgs, WebhookArgs,
 };
 
 /// Installs the Prometheus recorder (once per process) and returns what
@@ -414,9 +415,22 @@ impl System {
         payments: &Payments,
         server: &ServerArgs,
         webhooks: &WebhookArgs,
+        replays: &ReplayCacheArgs,
         shutdown: &ShutdownArgs,
         ops: &OpsArgs,
     ) -> ApiState {
+        let limits = replays.limits();
+        info!(entries = limits.max_entries, bytes = limits.max_bytes, ttl = %replays.replay_cache_ttl, "replay cache");
+        let create_ride = Arc::new(
+            CreateRide::new(
+                self.store.clone(),
+                self.store.clone(),
+                payments.gateway.clone(),
+                self.clock.clone(),
+                payments.create_ride_settings(),
+            )
+            .with_replay_cache(Arc::new(ReplayCache::new(limits, self.clock.clone()))),
+        );
         let webhook = match &webhooks.stripe_webhook_secret {
             Some(secrets) => {
                 info!(tolerance = %webhooks.stripe_webhook_tolerance, "POST /webhooks/stripe takes Stripe's signed events");
@@ -441,7 +455,7 @@ impl System {
             );
         }
         ApiState {
-            create_ride: self.create_ride(payments),
+            create_ride,
             authenticate: Arc::new(
                 Authenticate::new(self.store.clone(), auth_mode)
                     .cached(self.clock.clone(), server.auth_cache_ttl.0),

@@ -6,4 +6,5 @@ mod create_ride;
 mod gateway_mocks;
 mod payments;
 mod reconcile;
+mod replay_cache;
 mod support;

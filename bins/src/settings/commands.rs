@@ -14,6 +14,8 @@ pub struct StartCommand {
     #[command(flatten)]
     pub stripe: StripeArgs,
     #[command(flatten)]
+    pub replay_cache: ReplayCacheArgs,
+    #[command(flatten)]
     pub webhooks: WebhookArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
@@ -50,6 +52,8 @@ pub struct ApiCommand {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub replay_cache: ReplayCacheArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
     #[command(flatten)]

@@ -155,6 +155,31 @@ impl StripeArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Replay cache")]
+pub struct ReplayCacheArgs {
+    /// Finished answers each API process keeps to answer replays without a
+    /// statement (0: none kept).
+    #[arg(long, env = "REPLAY_CACHE_ENTRIES", default_value_t = application::ReplayCacheLimits::DEFAULT.max_entries)]
+    pub replay_cache_entries: usize,
+    /// Bytes of those answers kept at most (keys, fingerprints, bodies).
+    #[arg(long, env = "REPLAY_CACHE_BYTES", default_value_t = application::ReplayCacheLimits::DEFAULT.max_bytes)]
+    pub replay_cache_bytes: usize,
+    /// How long an answer is kept; at most 1h, far below REAPER_MAX_AGE.
+    #[arg(long, env = "REPLAY_CACHE_TTL", value_parser = replay_ttl, default_value_t = Dur(application::ReplayCacheLimits::DEFAULT.ttl))]
+    pub replay_cache_ttl: Dur,
+}
+
+impl ReplayCacheArgs {
+    pub fn limits(&self) -> application::ReplayCacheLimits {
+        application::ReplayCacheLimits {
+            ttl: self.replay_cache_ttl.0,
+            max_entries: self.replay_cache_entries,
+            max_bytes: self.replay_cache_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Stripe webhooks")]
 pub struct WebhookArgs {
     /// Endpoint secrets (whsec_…, comma-separated during a rotation);

@@ -43,6 +43,17 @@ pub(crate) fn console_token(text: &str) -> Result<Secret, String> {
     Ok(Secret(text.to_owned()))
 }
 
+pub(crate) fn replay_ttl(text: &str) -> Result<Dur, String> {
+    let ttl = duration(text)?;
+    if ttl.0 > application::ReplayCacheLimits::MAX_TTL {
+        return Err(format!(
+            "{text} is longer than {}: a replayed answer must never outlive its key (REAPER_MAX_AGE)",
+            human(application::ReplayCacheLimits::MAX_TTL)
+        ));
+    }
+    Ok(ttl)
+}
+
 pub(crate) fn payments_api(text: &str) -> Result<domain::PaymentsApi, String> {
     [
         domain::PaymentsApi::PaymentIntents,
