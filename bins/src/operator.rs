@@ -186,9 +186,15 @@ pub async fn resolve(args: &ResolveCommand, shutdown: CancellationToken) -> anyh
             if charge_id.is_empty() || charge_id.contains(char::is_whitespace) {
                 bail!("--charge-id must be a Stripe charge id such as ch_123");
             }
+            let payment_intent_id = match args.payment_intent_id.as_deref().map(str::trim) {
+                Some(id) if !id.starts_with("pi_") || id.contains(char::is_whitespace) => {
+                    bail!("--payment-intent-id must be a Stripe PaymentIntent id such as pi_123");
+                }
+                other => other.map(str::to_owned),
+            };
             Some(ReviewResolution::Charged {
                 charge_id: charge_id.to_owned(),
-                payment_intent_id: None,
+                payment_intent_id,
             })
         }
         (None, true) => Some(ReviewResolution::NotCharged),

@@ -438,7 +438,7 @@ async fn a_person_resolves_a_key_awaiting_review_with_the_charge_found_or_with_n
     let none = crash_after_charge_attempt(&h, &key(2)).await;
     let charged = || ReviewResolution::Charged {
         charge_id: "ch_found_at_stripe".to_owned(),
-        payment_intent_id: None,
+        payment_intent_id: Some("pi_found_at_stripe".to_owned()),
     };
     assert!(
         h.create_ride
@@ -458,6 +458,17 @@ async fn a_person_resolves_a_key_awaiting_review_with_the_charge_found_or_with_n
         .expect("awaiting review");
     assert_eq!(booked.response.status, 201);
     assert!(booked.response.body.contains("ch_found_at_stripe"));
+    let ride = h
+        .store
+        .rides()
+        .into_iter()
+        .find(|ride| ride.stripe_charge_id.as_deref() == Some("ch_found_at_stripe"))
+        .expect("the ride carries the charge");
+    assert_eq!(
+        (ride.stripe_payment_intent_id.as_deref(), ride.status),
+        (Some("pi_found_at_stripe"), domain::RideStatus::Booked),
+        "and the intent it paid, booked"
+    );
     let abandoned = h
         .create_ride
         .resolve_review(none.key_id, ReviewResolution::NotCharged)

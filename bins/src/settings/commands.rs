@@ -191,6 +191,10 @@ pub struct ResolveCommand {
     /// record it on the ride and book it (201, receipt staged).
     #[arg(long)]
     pub charge_id: Option<String>,
+    /// With --charge-id: the PaymentIntent that charge paid (on
+    /// PaymentIntents), recorded on the ride with it.
+    #[arg(long, requires = "charge_id")]
+    pub payment_intent_id: Option<String>,
     /// No charge exists at Stripe: end the request without one (502).
     #[arg(long)]
     pub not_charged: bool,
