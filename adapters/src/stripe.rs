@@ -138,6 +138,19 @@ struct LastPaymentError {
     code: Option<String>,
 }
 
+impl Charge {
+    fn found(self) -> FoundCharge {
+        FoundCharge {
+            id: self.id,
+            amount_cents: self.amount,
+            currency: self.currency,
+            customer_id: self.customer.unwrap_or_default(),
+            status: self.status,
+            payment_intent_id: None,
+        }
+    }
+}
+
 impl PaymentIntent {
     fn state(&self) -> Option<PaymentIntentState> {
         PaymentIntentState::from_stripe(
@@ -372,13 +385,29 @@ impl StripeGateway {
             .map_err(|error| format!("Stripe's {path} was unreadable: {error}"))
     }
 
-    /// The ids a search finds for the key's metadata.
-    async fn search_ids(&self, path: &str, downstream_key: &str) -> Result<Vec<String>, String> {
+    /// The objects of `collection` (`/v1/charges`, `/v1/payment_intents`)
+    /// whose metadata names `downstream_key`: searched, then each one
+    /// retrieved (a retrieve is read-after-write consistent where the
+    /// search lags, so the status read is current).
+    async fn search_then_retrieve<T: serde::de::DeserializeOwned>(
+        &self,
+        collection: &str,
+        downstream_key: &str,
+    ) -> Result<Vec<T>, String> {
         let query = metadata_query(downstream_key);
-        let body = self.get(path, &[("query", &query)]).await?;
+        let body = self
+            .get(&format!("{collection}/search"), &[("query", &query)])
+            .await?;
         let result: SearchResult = serde_json::from_slice(&body)
             .map_err(|error| format!("Stripe's search answer was unreadable: {error}"))?;
-        Ok(result.data.into_iter().map(|listed| listed.id).collect())
+        let mut found = Vec::with_capacity(result.data.len());
+        for listed in result.data {
+            found.push(
+                self.retrieve(&format!("{collection}/{}", listed.id))
+                    .await?,
+            );
+        }
+        Ok(found)
     }
 
     /// The charge phase on PaymentIntents: one off-session confirmation.
@@ -415,37 +444,6 @@ impl StripeGateway {
             Ok(outcome) => outcome,
             Err(reason) => ChargeOutcome::Unknown { reason },
         }
-    }
-
-    async fn find_payment_intents(&self, downstream_key: &str) -> Result<Vec<FoundCharge>, String> {
-        let ids = self
-            .search_ids("/v1/payment_intents/search", downstream_key)
-            .await?;
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let intent: PaymentIntent = self.retrieve(&format!("/v1/payment_intents/{id}")).await?;
-            found.push(intent.found());
-        }
-        Ok(found)
-    }
-
-    async fn find_charges_made(&self, downstream_key: &str) -> Result<Vec<FoundCharge>, String> {
-        let ids = self
-            .search_ids("/v1/charges/search", downstream_key)
-            .await?;
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let charge: Charge = self.retrieve(&format!("/v1/charges/{id}")).await?;
-            found.push(FoundCharge {
-                id: charge.id,
-                amount_cents: charge.amount,
-                currency: charge.currency,
-                customer_id: charge.customer.unwrap_or_default(),
-                status: charge.status,
-                payment_intent_id: None,
-            });
-        }
-        Ok(found)
     }
 }
 
@@ -651,8 +649,14 @@ impl PaymentGateway for StripeGateway {
     /// consistent where the search lags, so the status judged is current.
     async fn find_charges(&self, downstream_key: &str) -> ChargeSearch {
         let found = match self.settings.payments {
-            PaymentsApi::PaymentIntents => self.find_payment_intents(downstream_key).await,
-            PaymentsApi::Charges => self.find_charges_made(downstream_key).await,
+            PaymentsApi::PaymentIntents => self
+                .search_then_retrieve("/v1/payment_intents", downstream_key)
+                .await
+                .map(|intents| intents.into_iter().map(PaymentIntent::found).collect()),
+            PaymentsApi::Charges => self
+                .search_then_retrieve("/v1/charges", downstream_key)
+                .await
+                .map(|charges| charges.into_iter().map(Charge::found).collect()),
         };
         match found {
             Ok(found) => ChargeSearch::Found(found),

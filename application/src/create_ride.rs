@@ -14,7 +14,7 @@ use domain::charge::ReceiptJob;
 use domain::{
     ChargeOutcome, ChargeRequest, CompleterPolicy, IdempotencyKey, KeyId, KeyProgress, KeyRecord,
     LockPolicy, RIDE_PRICE, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams, RideStatus,
-    StoredResponse, User, UserId,
+    StoredResponse, User,
 };
 use futures_util::FutureExt as _;
 use tracing::{Instrument, info, info_span, warn};
@@ -153,23 +153,13 @@ impl CreateRide {
                 None => {}
             }
         }
-        let answer = self.run_uncached(request, fingerprint.clone()).await;
-        if let (Some(cache), Ok((user, key, answer))) = (&self.replays, &answer) {
+        let (user, key) = (request.user.id, request.key.clone());
+        let answer = self.run_phases(request, fingerprint.clone()).await;
+        if let (Some(cache), Ok(answer)) = (&self.replays, &answer) {
             // Only an answer the key is finished with comes back Ok.
-            cache.put(*user, key, &fingerprint, &answer.response);
+            cache.put(user, &key, &fingerprint, &answer.response);
         }
-        answer.map(|(_, _, answer)| answer)
-    }
-
-    async fn run_uncached(
-        &self,
-        request: RideRequest,
-        fingerprint: RequestFingerprint,
-    ) -> Result<(UserId, IdempotencyKey, Answer), CreateRideError> {
-        let (user_id, key) = (request.user.id, request.key.clone());
-        self.run_phases(request, fingerprint)
-            .await
-            .map(|answer| (user_id, key, answer))
+        answer
     }
 
     async fn run_phases(
@@ -445,24 +435,27 @@ impl CreateRide {
                 client_secret,
             } => {
                 info!(key_id = %record.id, %payment_intent_id, "the bank asks the rider to authenticate");
-                let ride = self.ride_awaiting(
+                self.await_payment(
+                    lease,
                     record,
                     RideStatus::AwaitingAuthentication,
-                    &payment_intent_id,
-                )?;
-                let response = StoredResponse::authentication_required(
-                    &ride,
-                    &payment_intent_id,
-                    &client_secret,
-                );
-                self.finish_awaiting(lease, ride, response).await
+                    payment_intent_id,
+                    |ride, intent| {
+                        StoredResponse::authentication_required(ride, intent, &client_secret)
+                    },
+                )
+                .await
             }
             ChargeOutcome::Processing { payment_intent_id } => {
                 info!(key_id = %record.id, %payment_intent_id, "payment processing");
-                let ride =
-                    self.ride_awaiting(record, RideStatus::PaymentPending, &payment_intent_id)?;
-                let response = StoredResponse::payment_pending(&ride);
-                self.finish_awaiting(lease, ride, response).await
+                self.await_payment(
+                    lease,
+                    record,
+                    RideStatus::PaymentPending,
+                    payment_intent_id,
+                    |ride, _| StoredResponse::payment_pending(ride),
+                )
+                .await
             }
             ChargeOutcome::Declined { message } => {
                 info!(key_id = %record.id, %message, "card declined");
@@ -481,43 +474,48 @@ impl CreateRide {
         }
     }
 
-    /// The key's ride as it is once it waits on its PaymentIntent.
-    fn ride_awaiting(
-        &self,
+    /// The key's ride as this request leaves it.
+    fn ride_of(
         record: &KeyRecord,
         status: RideStatus,
-        payment_intent_id: &str,
-    ) -> Result<Ride, CreateRideError> {
-        let ride_id = record
+        stripe_charge_id: Option<String>,
+        stripe_payment_intent_id: Option<String>,
+    ) -> Result<Ride, StoreError> {
+        let id = record
             .progress
             .ride_id()
             .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", record.id)))?;
         Ok(Ride {
-            id: ride_id,
+            id,
             idempotency_key_id: Some(record.id),
             params: record.params,
-            stripe_charge_id: None,
-            stripe_payment_intent_id: Some(payment_intent_id.to_owned()),
+            stripe_charge_id,
+            stripe_payment_intent_id,
             status,
             user_id: record.user_id,
         })
     }
 
-    /// Finishes the key with the ride waiting on its payment (402
-    /// `authentication-required` or 202), the PaymentIntent on the ride.
-    async fn finish_awaiting(
+    /// Finishes the key with its ride waiting on the PaymentIntent
+    /// (`status`, one that awaits payment): the intent on the ride, and
+    /// the answer `respond` renders for that ride and intent (402
+    /// `authentication-required` or 202).
+    async fn await_payment(
         &self,
         lease: Lease,
-        ride: Ride,
-        response: StoredResponse,
+        record: &KeyRecord,
+        status: RideStatus,
+        payment_intent_id: String,
+        respond: impl FnOnce(&Ride, &str) -> StoredResponse,
     ) -> Result<StoredResponse, CreateRideError> {
-        let payment_intent_id = ride.stripe_payment_intent_id.clone().unwrap_or_default();
+        let ride = Self::ride_of(record, status, None, Some(payment_intent_id.clone()))?;
+        let response = respond(&ride, &payment_intent_id);
         self.keys
             .finish(
                 lease,
                 Finish::AwaitingPayment {
                     payment_intent_id,
-                    status: ride.status,
+                    status,
                     response: response.clone(),
                 },
                 self.clock.now(),
@@ -573,18 +571,12 @@ impl CreateRide {
         charge_id: String,
         payment_intent_id: Option<String>,
     ) -> Result<StoredResponse, CreateRideError> {
-        let ride_id = record.progress.ride_id().ok_or_else(|| {
-            StoreError::Inconsistent(format!("key {} has no ride to book", record.id))
-        })?;
-        let ride = Ride {
-            id: ride_id,
-            idempotency_key_id: Some(record.id),
-            params: record.params,
-            stripe_charge_id: Some(charge_id.clone()),
-            stripe_payment_intent_id: payment_intent_id.clone(),
-            status: RideStatus::Booked,
-            user_id: record.user_id,
-        };
+        let ride = Self::ride_of(
+            record,
+            RideStatus::Booked,
+            Some(charge_id.clone()),
+            payment_intent_id.clone(),
+        )?;
         let response = StoredResponse::ride_created(&ride);
         let job = ReceiptJob::for_ride(ride.id, ride.user_id);
         self.keys

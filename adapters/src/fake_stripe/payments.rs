@@ -54,7 +54,7 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
-fn invalid(message: &str, code: &str, param: &str) -> (StatusCode, Value) {
+pub(super) fn invalid(message: &str, code: &str, param: &str) -> (StatusCode, Value) {
     let (status, mut body) = stripe_error(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
@@ -65,7 +65,7 @@ fn invalid(message: &str, code: &str, param: &str) -> (StatusCode, Value) {
     (status, body)
 }
 
-fn no_such(object: &str, id: &str, param: &str) -> (StatusCode, Value) {
+pub(super) fn no_such(object: &str, id: &str, param: &str) -> (StatusCode, Value) {
     invalid(
         &format!("No such {object}: '{id}'"),
         "resource_missing",

@@ -16,12 +16,12 @@ pub(super) fn create_refund(ledger: &mut Ledger, form: &Form) -> (StatusCode, Va
                 .iter()
                 .find(|stored| stored.body["id"] == intent_id)
             else {
-                return missing_object("payment_intent", intent_id, "payment_intent");
+                return no_such("payment_intent", intent_id, "payment_intent");
             };
             match intent.body["latest_charge"].as_str() {
                 Some(charge) if intent.body["status"] == "succeeded" => charge.to_owned(),
                 _ => {
-                    return invalid_refund(
+                    return invalid(
                         &format!(
                             "This PaymentIntent ({intent_id}) does not have a successful charge to refund."
                         ),
@@ -33,7 +33,7 @@ pub(super) fn create_refund(ledger: &mut Ledger, form: &Form) -> (StatusCode, Va
         }
         (None, Some(charge)) => charge.to_owned(),
         _ => {
-            return invalid_refund(
+            return invalid(
                 "One of `charge` or `payment_intent` is required.",
                 "parameter_missing",
                 "charge",
@@ -45,14 +45,14 @@ pub(super) fn create_refund(ledger: &mut Ledger, form: &Form) -> (StatusCode, Va
         .iter()
         .position(|stored| stored.body["id"] == charge_id.as_str())
     else {
-        return missing_object("charge", &charge_id, "charge");
+        return no_such("charge", &charge_id, "charge");
     };
     let charge = ledger.charges[index].body.clone();
     let charged = charge["amount"].as_i64().unwrap_or(0);
     let refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
     let left = charged - refunded;
     if left <= 0 {
-        return invalid_refund(
+        return invalid(
             &format!("Charge {charge_id} has already been refunded."),
             "charge_already_refunded",
             "charge",
@@ -63,7 +63,7 @@ pub(super) fn create_refund(ledger: &mut Ledger, form: &Form) -> (StatusCode, Va
         Some(text) => match text.parse::<i64>() {
             Ok(amount) if amount > 0 => amount,
             _ => {
-                return invalid_refund(
+                return invalid(
                     "Invalid positive integer",
                     "parameter_invalid_integer",
                     "amount",
@@ -72,7 +72,7 @@ pub(super) fn create_refund(ledger: &mut Ledger, form: &Form) -> (StatusCode, Va
         },
     };
     if amount > left {
-        return invalid_refund(
+        return invalid(
             &format!(
                 "Refund amount ({amount}) is greater than unrefunded amount on charge ({left})"
             ),
@@ -112,25 +112,6 @@ pub(super) fn create_refund(ledger: &mut Ledger, form: &Form) -> (StatusCode, Va
     });
     ledger.record_event("refund.created", &refund);
     (StatusCode::OK, refund)
-}
-
-fn invalid_refund(message: &str, code: &str, param: &str) -> (StatusCode, Value) {
-    let (status, mut body) = stripe_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        message,
-        Some(code),
-    );
-    body["error"]["param"] = json!(param);
-    (status, body)
-}
-
-fn missing_object(object: &str, id: &str, param: &str) -> (StatusCode, Value) {
-    invalid_refund(
-        &format!("No such {object}: '{id}'"),
-        "resource_missing",
-        param,
-    )
 }
 
 impl Ledger {
