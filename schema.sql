@@ -52,8 +52,9 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     -- The stored response, set together with recovery_point = 'finished'.
     response_code       INT,
     response_body       TEXT,
-    recovery_point      TEXT             NOT NULL
-        CHECK (recovery_point IN ('started', 'ride_created', 'charge_created', 'finished')),
+    -- The points a key may be at: idempotency_keys_recovery_point_known,
+    -- below, as more were added.
+    recovery_point      TEXT             NOT NULL,
     -- Ours: the Idempotency-Key sent to Stripe with every charge attempt,
     -- unique to this row forever.
     downstream_key      TEXT             NOT NULL DEFAULT 'rocket-rides-' || gen_random_uuid(),
@@ -190,9 +191,16 @@ UPDATE rides SET status = CASE
     WHERE status IS NULL;
 ALTER TABLE rides ALTER COLUMN status SET DEFAULT 'charging';
 ALTER TABLE rides ALTER COLUMN status SET NOT NULL;
+-- (Cancelling, issue 24, added three statuses: an older database's
+-- constraint without them is replaced.)
 DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'rides_status_known'
+               AND pg_get_constraintdef(oid) NOT LIKE '%refund_failed%') THEN
+        ALTER TABLE rides DROP CONSTRAINT rides_status_known;
+    END IF;
     ALTER TABLE rides ADD CONSTRAINT rides_status_known CHECK (status IN
-        ('charging', 'awaiting_authentication', 'payment_pending', 'booked', 'payment_failed'));
+        ('charging', 'awaiting_authentication', 'payment_pending', 'booked', 'payment_failed',
+         'cancelling', 'cancelled', 'refund_failed'));
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 DO $$ BEGIN
     ALTER TABLE rides ADD CONSTRAINT rides_stripe_payment_intent_id_unique
@@ -211,3 +219,72 @@ CREATE TABLE IF NOT EXISTS stripe_events (
     type        TEXT        NOT NULL,
     received_at TIMESTAMPTZ NOT NULL
 );
+
+-- Cancelling a ride (issue 24). A key is one of two actions: booking
+-- (`POST /rides`, its coordinates) or cancelling (`POST /rides/{id}/cancel`,
+-- the ride it names and the reason given). Keys from before are bookings.
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS action TEXT NOT NULL DEFAULT 'book_ride';
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS cancels_ride_id BIGINT REFERENCES rides (id);
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS cancel_reason TEXT;
+ALTER TABLE idempotency_keys ALTER COLUMN origin_lat DROP NOT NULL;
+ALTER TABLE idempotency_keys ALTER COLUMN origin_lon DROP NOT NULL;
+ALTER TABLE idempotency_keys ALTER COLUMN target_lat DROP NOT NULL;
+ALTER TABLE idempotency_keys ALTER COLUMN target_lon DROP NOT NULL;
+DO $$ BEGIN
+    ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_action_request CHECK (
+        CASE action
+            WHEN 'book_ride' THEN origin_lat IS NOT NULL AND origin_lon IS NOT NULL
+                AND target_lat IS NOT NULL AND target_lon IS NOT NULL
+                AND cancels_ride_id IS NULL AND cancel_reason IS NULL
+            WHEN 'cancel_ride' THEN cancels_ride_id IS NOT NULL AND origin_lat IS NULL
+            ELSE false
+        END);
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+-- The recovery points, a cancel's two among them (domain::RecoveryPoint).
+ALTER TABLE idempotency_keys DROP CONSTRAINT IF EXISTS idempotency_keys_recovery_point_check;
+DO $$ BEGIN
+    ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_recovery_point_known CHECK (
+        recovery_point IN ('started', 'ride_created', 'charge_created', 'cancel_recorded',
+                           'refund_created', 'finished'));
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+-- The review list now holds refunds attempted and not recorded too.
+DROP INDEX IF EXISTS idempotency_keys_review;
+CREATE INDEX IF NOT EXISTS idempotency_keys_review_calls
+    ON idempotency_keys (charge_attempted_at)
+    WHERE recovery_point IN ('ride_created', 'cancel_recorded');
+
+-- A ride's cancellation: one per ride (the primary key), written with
+-- the key's `cancel_recorded` point, the amount fixed then by the refund
+-- rule; Stripe's refund once made, one refund per ride and each refund
+-- on one ride. It outlives its key, as the ride does.
+CREATE TABLE IF NOT EXISTS ride_cancellations (
+    ride_id             BIGINT      PRIMARY KEY REFERENCES rides (id),
+    idempotency_key_id  BIGINT      REFERENCES idempotency_keys (id) ON DELETE SET NULL,
+    reason              TEXT,
+    -- domain::Giveback: a refund of the amount, the PaymentIntent
+    -- cancelled, or nothing due.
+    giveback            TEXT        NOT NULL
+        CHECK (giveback IN ('refund', 'cancel_payment_intent', 'nothing')),
+    refund_amount_cents BIGINT      NOT NULL CHECK (refund_amount_cents >= 0),
+    stripe_refund_id    TEXT,
+    refund_status       TEXT,
+    created_at          TIMESTAMPTZ NOT NULL,
+    CONSTRAINT ride_cancellations_key_unique UNIQUE (idempotency_key_id),
+    CONSTRAINT ride_cancellations_refund_unique UNIQUE (stripe_refund_id),
+    CONSTRAINT ride_cancellations_amount_is_a_refund
+        CHECK ((giveback = 'refund') = (refund_amount_cents > 0)),
+    CONSTRAINT ride_cancellations_refund_only_for_refunds
+        CHECK (stripe_refund_id IS NULL OR giveback = 'refund')
+);
+
+-- A ride's receipts, one of each kind (domain::ReceiptKind): the booking's
+-- and the cancellation's. Rows from before are booking receipts.
+ALTER TABLE sent_receipts ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'ride'
+    CHECK (kind IN ('ride', 'cancellation'));
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'sent_receipts_pkey'
+               AND cardinality(conkey) = 1) THEN
+        ALTER TABLE sent_receipts DROP CONSTRAINT sent_receipts_pkey;
+        ALTER TABLE sent_receipts ADD CONSTRAINT sent_receipts_pkey PRIMARY KEY (ride_id, kind);
+    END IF;
+END $$;

@@ -25,7 +25,7 @@ use application::ports::{DeadJob, DeadLetters, Delivery, JobQueue, QueueError};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, Context, Message, consumer, stream};
 use async_trait::async_trait;
-use domain::charge::ReceiptJob;
+use domain::charge::{ReceiptJob, ReceiptKind};
 use domain::{RideId, StagedJob, UserId};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -194,7 +194,7 @@ impl From<&StagedJob> for JobMessage {
     fn from(job: &StagedJob) -> Self {
         Self {
             id: job.id,
-            job: ReceiptJob::NAME.to_owned(),
+            job: job.job.kind.job_name().to_owned(),
             ride_id: job.job.ride_id.0,
             user_id: job.job.user_id.0,
             amount: job.job.amount_cents,
@@ -203,17 +203,23 @@ impl From<&StagedJob> for JobMessage {
     }
 }
 
-impl From<JobMessage> for StagedJob {
-    fn from(message: JobMessage) -> Self {
-        StagedJob {
+impl JobMessage {
+    /// A message's payload as a job: JSON of this shape naming a job this
+    /// service works; the reason otherwise.
+    fn parse(payload: &[u8]) -> Result<StagedJob, String> {
+        let message: JobMessage = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+        let kind = ReceiptKind::of_job_name(&message.job)
+            .ok_or_else(|| format!("unknown job {:?}", message.job))?;
+        Ok(StagedJob {
             id: message.id,
             job: ReceiptJob {
                 ride_id: RideId(message.ride_id),
                 user_id: UserId(message.user_id),
                 amount_cents: message.amount,
                 currency: message.currency,
+                kind,
             },
-        }
+        })
     }
 }
 
@@ -327,7 +333,7 @@ impl NatsQueue {
             .info()
             .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
             .map_err(queue_error)?;
-        let job: JobMessage = match serde_json::from_slice(&message.payload) {
+        let job = match JobMessage::parse(&message.payload) {
             Ok(job) => job,
             Err(cause) => {
                 error!(%cause, "unreadable job message; moving it to the dead-letter stream");
@@ -347,11 +353,7 @@ impl NatsQueue {
         }
         let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
         self.in_flight().insert(tag, message);
-        Ok(Some(Delivery {
-            job: job.into(),
-            tag,
-            attempt,
-        }))
+        Ok(Some(Delivery { job, tag, attempt }))
     }
 
     async fn bury(&self, message: &Message, reason: &str) -> Result<(), QueueError> {
@@ -447,9 +449,7 @@ impl NatsQueue {
             };
             // A message that is not a job is listed as it is, never an
             // error: one bad message must not hide the others.
-            let job = serde_json::from_slice::<JobMessage>(&message.payload)
-                .ok()
-                .map(StagedJob::from);
+            let job = JobMessage::parse(&message.payload).ok();
             let reason = message
                 .headers
                 .get("Rocket-Rides-Reason")

@@ -19,7 +19,7 @@ use application::ports::{GatewayError, PaymentGateway, SavedCustomer};
 use async_trait::async_trait;
 use domain::{
     ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge, PaymentIntentState, PaymentsApi,
-    TestCard,
+    RefundOutcome, RefundRecord, RefundRequest, RefundStatus, TestCard,
 };
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -447,6 +447,67 @@ impl StripeGateway {
     }
 }
 
+/// A refund as Stripe answers it.
+#[derive(Debug, Deserialize)]
+struct Refund {
+    id: String,
+    status: String,
+}
+
+/// Classifies a refund's answer: a 2xx is the refund (whatever its
+/// status); a 400/404 `invalid_request_error` (already refunded, more than
+/// is left, no such charge) is a refusal for good; every other answer is
+/// unknown, as for a charge.
+fn classify_refund(status: StatusCode, body: &[u8]) -> Attempt<RefundOutcome> {
+    if status.is_success() {
+        return match serde_json::from_slice::<Refund>(body) {
+            Ok(refund) => match RefundStatus::parse(&refund.status) {
+                Some(status) => Attempt::Done(RefundOutcome::Refunded(RefundRecord {
+                    refund_id: refund.id,
+                    status,
+                })),
+                None => Attempt::Unknown(format!(
+                    "Stripe answered refund {} in status {}",
+                    refund.id, refund.status
+                )),
+            },
+            Err(_) => Attempt::Unknown(format!("Stripe answered {status} with an unreadable body")),
+        };
+    }
+    refusal_or_unknown(status, body)
+}
+
+/// Classifies a PaymentIntent cancel's answer: a 2xx intent `canceled` is
+/// done; a 400 `invalid_request_error` (an intent that has succeeded, say)
+/// is a refusal for good; anything else unknown.
+fn classify_cancel(status: StatusCode, body: &[u8]) -> Attempt<RefundOutcome> {
+    if status.is_success() {
+        return match serde_json::from_slice::<PaymentIntent>(body) {
+            Ok(intent) if intent.status == "canceled" => {
+                Attempt::Done(RefundOutcome::IntentCanceled)
+            }
+            Ok(intent) => Attempt::Unknown(format!(
+                "Stripe answered the cancel of {} with status {}",
+                intent.id, intent.status
+            )),
+            Err(_) => Attempt::Unknown(format!("Stripe answered {status} with an unreadable body")),
+        };
+    }
+    refusal_or_unknown(status, body)
+}
+
+/// A refund's or cancel's error: refused for good only where `classify`
+/// finds a definitive answer.
+fn refusal_or_unknown(status: StatusCode, body: &[u8]) -> Attempt<RefundOutcome> {
+    match classify(status, body) {
+        Attempt::Done(Err(Definitive::Declined(message) | Definitive::Refused(message))) => {
+            Attempt::Done(RefundOutcome::Refused { message })
+        }
+        Attempt::Done(Ok(id)) => Attempt::Unknown(format!("Stripe answered {status} for {id}")),
+        Attempt::Unknown(reason) => Attempt::Unknown(reason),
+    }
+}
+
 /// A created object read whole (a customer), or the refusal `classify`
 /// finds in an error.
 fn read_created<T: serde::de::DeserializeOwned>(
@@ -662,6 +723,50 @@ impl PaymentGateway for StripeGateway {
             Ok(found) => ChargeSearch::Found(found),
             Err(reason) => ChargeSearch::Unknown { reason },
         }
+    }
+
+    /// `POST /v1/refunds` against the PaymentIntent (or the charge, on
+    /// Charges), or `POST /v1/payment_intents/{id}/cancel`: the key's
+    /// downstream key as `Idempotency-Key` and in metadata, retried with it
+    /// while the answer is unknown.
+    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
+        let answer = match request {
+            RefundRequest::Refund {
+                payment_intent_id,
+                charge_id,
+                amount_cents,
+                idempotency_key,
+            } => {
+                let amount = amount_cents.to_string();
+                let target = match (payment_intent_id, charge_id) {
+                    (Some(intent), _) => ("payment_intent", intent.as_str()),
+                    (None, Some(charge)) => ("charge", charge.as_str()),
+                    (None, None) => {
+                        return RefundOutcome::Refused {
+                            message: "the ride carries neither a PaymentIntent nor a charge"
+                                .to_owned(),
+                        };
+                    }
+                };
+                let form = [
+                    target,
+                    ("amount", amount.as_str()),
+                    (METADATA_FIELD, idempotency_key.as_str()),
+                ];
+                self.post_read("/v1/refunds", &form, idempotency_key, classify_refund)
+                    .await
+            }
+            RefundRequest::CancelPaymentIntent {
+                payment_intent_id,
+                idempotency_key,
+            } => {
+                let path = format!("/v1/payment_intents/{payment_intent_id}/cancel");
+                let form = [("cancellation_reason", "requested_by_customer")];
+                self.post_read(&path, &form, idempotency_key, classify_cancel)
+                    .await
+            }
+        };
+        answer.unwrap_or_else(|reason| RefundOutcome::Unknown { reason })
     }
 
     async fn payment_intent_state(&self, id: &str) -> Result<PaymentIntentState, GatewayError> {

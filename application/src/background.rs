@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{CompleterPolicy, RideId};
+use domain::{CompleterPolicy, ReceiptFor};
 use futures_util::{StreamExt as _, stream};
 use tracing::{error, info, warn};
 
-use crate::create_ride::CreateRide;
+use crate::phases::PhaseMachine;
 use crate::ports::{
     ClaimToken, Clock, Delivery, JobQueue, KeyScans, Outbox, QueueError, ReceiptClaim,
     ReceiptSender, Receipts, StoreError,
@@ -38,7 +38,7 @@ pub struct CompleterReport {
 /// machine as the API, in-process.
 pub struct CompleteStalledKeys {
     keys: Arc<dyn KeyScans>,
-    create_ride: Arc<CreateRide>,
+    create_ride: Arc<PhaseMachine>,
     clock: Arc<dyn Clock>,
     policy: CompleterPolicy,
     batch_size: usize,
@@ -49,7 +49,7 @@ pub struct CompleteStalledKeys {
 impl CompleteStalledKeys {
     pub fn new(
         keys: Arc<dyn KeyScans>,
-        create_ride: Arc<CreateRide>,
+        create_ride: Arc<PhaseMachine>,
         clock: Arc<dyn Clock>,
         policy: CompleterPolicy,
         batch_size: usize,
@@ -354,9 +354,9 @@ impl WorkJobs {
         if deliveries.is_empty() {
             return Ok(Vec::new());
         }
-        let wanted: Vec<(i64, RideId)> = deliveries
+        let wanted: Vec<(i64, ReceiptFor)> = deliveries
             .iter()
-            .map(|delivery| (delivery.job.id, delivery.job.job.ride_id))
+            .map(|delivery| (delivery.job.id, delivery.job.job.receipt()))
             .collect();
         let claims = match self
             .receipts
@@ -371,14 +371,15 @@ impl WorkJobs {
         let mut to_send = Vec::new();
         for (delivery, claim) in deliveries.into_iter().zip(claims) {
             let job_id = delivery.job.id;
-            let ride_id = delivery.job.job.ride_id;
+            let receipt = delivery.job.job.receipt();
+            let ride_id = receipt.ride_id;
             let handled = match claim {
                 ReceiptClaim::Claimed(token) => {
                     to_send.push((delivery, token));
                     continue;
                 }
                 ReceiptClaim::AlreadySent => self.queue.ack(&delivery).await.map(|()| {
-                    info!(job_id, %ride_id, "receipt already sent; duplicate delivery acknowledged");
+                    info!(job_id, %receipt, "receipt already sent; duplicate delivery acknowledged");
                     WorkOutcome::AlreadySent { job_id }
                 }),
                 ReceiptClaim::NoSuchRide => self
@@ -394,7 +395,7 @@ impl WorkJobs {
                     .retry_later(&delivery, Self::CLAIM_STALE_AFTER)
                     .await
                     .map(|()| {
-                        info!(job_id, %ride_id, "another worker is sending this receipt; asking again later");
+                        info!(job_id, %receipt, "another worker is sending this receipt; asking again later");
                         WorkOutcome::InProgressElsewhere { job_id }
                     }),
             };
@@ -404,9 +405,9 @@ impl WorkJobs {
             }
         }
         let concurrency = to_send.len().max(1);
-        let held: Vec<(RideId, ClaimToken)> = to_send
+        let held: Vec<(ReceiptFor, ClaimToken)> = to_send
             .iter()
-            .map(|(delivery, token)| (delivery.job.job.ride_id, *token))
+            .map(|(delivery, token)| (delivery.job.job.receipt(), *token))
             .collect();
         let sending = stream::iter(to_send)
             .map(|(delivery, token)| async move {
@@ -427,7 +428,7 @@ impl WorkJobs {
             error!(job_id, attempt, ?delay, error = %cause, "sending the receipt failed; retrying later");
             if let Err(error) = self
                 .receipts
-                .release_receipt(delivery.job.job.ride_id, token)
+                .release_receipt(delivery.job.job.receipt(), token)
                 .await
             {
                 failed = failed.or(Some(self.give_back(&[delivery], error.into()).await));
@@ -439,9 +440,9 @@ impl WorkJobs {
             }
         }
         if !sent.is_empty() {
-            let claims: Vec<(RideId, ClaimToken)> = sent
+            let claims: Vec<(ReceiptFor, ClaimToken)> = sent
                 .iter()
-                .map(|(delivery, token)| (delivery.job.job.ride_id, *token))
+                .map(|(delivery, token)| (delivery.job.job.receipt(), *token))
                 .collect();
             let sent: Vec<Delivery> = sent.into_iter().map(|(delivery, _)| delivery).collect();
             let marked = match self
@@ -455,10 +456,13 @@ impl WorkJobs {
                     return Err(failed.unwrap_or(error));
                 }
             };
-            for (ride_id, _) in claims.iter().filter(|(ride, _)| !marked.contains(ride)) {
+            for (receipt, _) in claims
+                .iter()
+                .filter(|(receipt, _)| !marked.contains(receipt))
+            {
                 // Only a worker that lost touch with the store for longer
                 // than a claim lasts gets here: its claim was taken over.
-                warn!(%ride_id, "the receipt's claim was taken over while it was being sent; it may have gone out twice");
+                warn!(%receipt, "the receipt's claim was taken over while it was being sent; it may have gone out twice");
             }
             metrics::counter!("rocket_rides_receipts_sent_total").increment(sent.len() as u64);
             let acks: Vec<_> = stream::iter(sent)
@@ -489,7 +493,7 @@ impl WorkJobs {
     /// logged; the next one tries again.
     async fn while_extending<T>(
         &self,
-        claims: &[(RideId, ClaimToken)],
+        claims: &[(ReceiptFor, ClaimToken)],
         work: impl std::future::Future<Output = T>,
     ) -> T {
         let extending = async {

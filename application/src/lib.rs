@@ -1,11 +1,12 @@
 //! The use cases of Rocket Rides and the ports they drive.
 //!
 //! A use case takes its ports as `Arc<dyn Port>` and knows nothing of the
-//! technology behind them. The phase machine lives in `create_ride`; the
+//! technology behind them. The phase machine lives in `phases` (the driver,
+//! and one file per endpoint's phases: `book`, `cancel`); the
 //! background processes in `background`; riders in `users`.
 
 pub mod background;
-pub mod create_ride;
+pub mod phases;
 pub mod ports;
 pub mod reconcile;
 pub mod replay_cache;
@@ -17,8 +18,8 @@ pub use background::{
     CompleteStalledKeys, CompleterReport, DrainError, DrainStagedJobs, ReapKeys, WorkError,
     WorkJobs, WorkOutcome,
 };
-pub use create_ride::{
-    Answer, CreateRide, CreateRideError, CreateRideSettings, ReviewResolution, RideRequest,
+pub use phases::{
+    Answer, CancelRequest, PhaseError, PhaseMachine, PhaseSettings, ReviewResolution, RideRequest,
 };
 pub use reconcile::{KeyFinding, ReconcileKeys, Settlement};
 pub use replay_cache::{Cached, ReplayCache, ReplayCacheLimits};

@@ -19,10 +19,11 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use domain::charge::ReceiptJob;
 use domain::{
-    ApiKeyHash, ChargeOutcome, ChargeRequest, ChargeSearch, CompleterPolicy, IdempotencyKey,
-    KeyDecision, KeyId, KeyRecord, LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate,
-    PhaseWrite, RecoveryPoint, RequestFingerprint, ReviewPolicy, Ride, RideId, RideParams,
-    RideStatus, StagedJob, StoredResponse, TestCard, User, UserId,
+    ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, ChargeOutcome, ChargeRequest,
+    ChargeSearch, CompleterPolicy, IdempotencyKey, KeyAction, KeyDecision, KeyId, KeyRecord,
+    LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor,
+    RecoveryPoint, RefundOutcome, RefundRecord, RefundRequest, RequestFingerprint, ReviewPolicy,
+    Ride, RideId, RideStatus, StagedJob, StoredResponse, TestCard, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -103,7 +104,9 @@ pub struct KeyRequest {
     pub user_id: UserId,
     pub key: IdempotencyKey,
     pub fingerprint: RequestFingerprint,
-    pub params: RideParams,
+    /// What the request asks: a booking's parameters, or the ride a cancel
+    /// names (a new cancel key is written at `started`).
+    pub action: KeyAction,
     pub request_ip: Option<String>,
     /// The request's `X-Request-Id`, recorded on the key it locks.
     pub request_id: Option<String>,
@@ -165,6 +168,20 @@ pub enum Finish {
         status: RideStatus,
         response: StoredResponse,
     },
+    /// A cancel key from `started`: the ride cannot be cancelled by it
+    /// (409 `ride-already-cancelled` or `ride-not-cancellable`); nothing
+    /// else changes.
+    CancelRefused { response: StoredResponse },
+    /// A cancel key from `cancel_recorded`: Stripe refused the refund for
+    /// good (502); the ride `refund_failed`.
+    RefundFailed { response: StoredResponse },
+    /// A cancel key from `cancel_recorded` (nothing to call Stripe for was
+    /// left) or `refund_created`: the ride `cancelled`, the 200 and the
+    /// cancellation receipt job, in one commit.
+    Cancelled {
+        response: StoredResponse,
+        job: ReceiptJob,
+    },
 }
 
 impl Finish {
@@ -173,6 +190,9 @@ impl Finish {
             Finish::Booked { .. } => PhaseWrite::Book,
             Finish::Refused { .. } => PhaseWrite::Refuse,
             Finish::AwaitingPayment { .. } => PhaseWrite::AwaitPayment,
+            Finish::CancelRefused { .. } => PhaseWrite::RefuseCancel,
+            Finish::RefundFailed { .. } => PhaseWrite::FailRefund,
+            Finish::Cancelled { .. } => PhaseWrite::FinishCancel,
         }
     }
 
@@ -180,9 +200,27 @@ impl Finish {
         match self {
             Finish::Booked { response, .. }
             | Finish::Refused { response }
-            | Finish::AwaitingPayment { response, .. } => response,
+            | Finish::AwaitingPayment { response, .. }
+            | Finish::CancelRefused { response }
+            | Finish::RefundFailed { response }
+            | Finish::Cancelled { response, .. } => response,
         }
     }
+}
+
+/// What recording a cancellation did.
+#[allow(clippy::large_enum_variant)] // one per cancel, moved once
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelRecording {
+    /// `cancel_recorded`: the key as it now is, and the cancellation.
+    Recorded {
+        record: KeyRecord,
+        cancellation: Cancellation,
+    },
+    /// The ride as it stands cannot be cancelled by this key (what
+    /// `CancelPolicy::decide` said, anything but `Cancel`); nothing was
+    /// written.
+    Refused(CancelDecision),
 }
 
 /// Riders and their credentials.
@@ -257,7 +295,37 @@ pub trait Keys: Send + Sync {
     /// `started`: the ride (one per key) and its `ride.created` audit record.
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError>;
 
-    /// Notes that a gateway call is about to start: the first attempt's
+    /// A cancel key's one atomic phase `started` → `cancel_recorded`, or
+    /// nothing: under the ride's lock, `policy` decides from the ride's
+    /// status, when it was booked and when the key was created (the
+    /// rider's asking). To cancel, the ride goes `cancelling`, the
+    /// cancellation (one per ride, by a database constraint: a second key
+    /// racing gets `Refused(AlreadyCancelled)`) and its `ride.cancelled`
+    /// audit record are written with the amount fixed. `Inconsistent` if
+    /// the ride is gone or not the key's user's.
+    async fn record_cancellation(
+        &self,
+        lease: Lease,
+        policy: CancelPolicy,
+        now: SystemTime,
+    ) -> Result<CancelRecording, StoreError>;
+
+    /// A ride's cancellation, if it has one.
+    async fn find_cancellation(&self, ride_id: RideId) -> Result<Option<Cancellation>, StoreError>;
+
+    /// A cancel key's one atomic phase `cancel_recorded` →
+    /// `refund_created`: Stripe's refund (none for a cancelled
+    /// PaymentIntent) on the cancellation; one refund id per ride and
+    /// across rides.
+    async fn record_refund(
+        &self,
+        lease: Lease,
+        refund: Option<RefundRecord>,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// Notes that a gateway call (a charge, or a cancel's refund) is about
+    /// to start: the first attempt's
     /// time (`now`, once; the review rule reads it) and this call's start by
     /// the store's own clock (every call; the reconcile rule reads it).
     /// Does not move the recovery point.
@@ -432,12 +500,13 @@ pub trait Outbox: Send + Sync {
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Receipts: Send + Sync {
-    /// Takes the right to send each ride's receipt, before sending it: one
-    /// answer per `(job id, ride)`, in order, in one write. A ride listed
-    /// twice is claimed once; its later entries are `InProgress`.
+    /// Takes the right to send each receipt (a ride's booking or
+    /// cancellation receipt), before sending it: one answer per `(job id,
+    /// receipt)`, in order, in one write. A receipt listed twice is claimed
+    /// once; its later entries are `InProgress`.
     async fn claim_receipts(
         &self,
-        claims: &[(i64, RideId)],
+        claims: &[(i64, ReceiptFor)],
         now: SystemTime,
         stale_after: Duration,
     ) -> Result<Vec<ReceiptClaim>, StoreError>;
@@ -446,7 +515,7 @@ pub trait Receipts: Send + Sync {
     /// the claims these tokens still hold; the others are left alone.
     async fn extend_receipt_claims(
         &self,
-        claims: &[(RideId, ClaimToken)],
+        claims: &[(ReceiptFor, ClaimToken)],
         now: SystemTime,
     ) -> Result<(), StoreError>;
     /// The receipts went out; nobody sends them again. Only for the claims
@@ -455,39 +524,43 @@ pub trait Receipts: Send + Sync {
     /// have sent it too.
     async fn mark_receipts_sent(
         &self,
-        claims: &[(RideId, ClaimToken)],
+        claims: &[(ReceiptFor, ClaimToken)],
         now: SystemTime,
-    ) -> Result<Vec<RideId>, StoreError>;
+    ) -> Result<Vec<ReceiptFor>, StoreError>;
     /// Sending failed; the next delivery may claim it at once. Only if
     /// `token` still holds the claim: another worker's is never released.
-    async fn release_receipt(&self, ride_id: RideId, token: ClaimToken) -> Result<(), StoreError>;
-    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError>;
+    async fn release_receipt(
+        &self,
+        receipt: ReceiptFor,
+        token: ClaimToken,
+    ) -> Result<(), StoreError>;
+    async fn receipt_sent(&self, receipt: ReceiptFor) -> Result<bool, StoreError>;
 
-    /// `claim_receipts` for one ride.
+    /// `claim_receipts` for one receipt.
     async fn claim_receipt(
         &self,
         job_id: i64,
-        ride_id: RideId,
+        receipt: ReceiptFor,
         now: SystemTime,
         stale_after: Duration,
     ) -> Result<ReceiptClaim, StoreError> {
         let mut claims = self
-            .claim_receipts(&[(job_id, ride_id)], now, stale_after)
+            .claim_receipts(&[(job_id, receipt)], now, stale_after)
             .await?;
         claims
             .pop()
             .ok_or_else(|| StoreError::Inconsistent("a claim without an answer".into()))
     }
 
-    /// `mark_receipts_sent` for one ride: whether it was marked.
+    /// `mark_receipts_sent` for one receipt: whether it was marked.
     async fn mark_receipt_sent(
         &self,
-        ride_id: RideId,
+        receipt: ReceiptFor,
         token: ClaimToken,
         now: SystemTime,
     ) -> Result<bool, StoreError> {
         Ok(!self
-            .mark_receipts_sent(&[(ride_id, token)], now)
+            .mark_receipts_sent(&[(receipt, token)], now)
             .await?
             .is_empty())
     }
@@ -579,6 +652,14 @@ pub trait PaymentGateway: Send + Sync {
         let _ = downstream_key;
         ChargeSearch::Unknown {
             reason: "this payment gateway cannot search its charges".to_owned(),
+        }
+    }
+    /// Gives money back for a cancellation: a refund, or a PaymentIntent's
+    /// cancel. Never fails: every answer is classified.
+    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
+        let _ = request;
+        RefundOutcome::Unknown {
+            reason: "this payment gateway cannot refund".to_owned(),
         }
     }
     /// A PaymentIntent's state now (read-after-write consistent).

@@ -2,7 +2,7 @@
 //! review, and settle the keys it answers definitively.
 //!
 //! The decision is the domain's (`ReconcilePolicy::judge`); settling goes
-//! through `CreateRide::resolve_review`, under the key's lock, exactly as a
+//! through `PhaseMachine::resolve_review`, under the key's lock, exactly as a
 //! person's `resolve` does. A key the gateway cannot answer for stays
 //! listed, with the reason.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use domain::{ChargeSearch, KeyId, KeyRecord, ReconcilePolicy, Reconciliation, ReviewPolicy};
 use tracing::{info, warn};
 
-use crate::create_ride::{CreateRide, CreateRideError, ReviewResolution};
+use crate::phases::{PhaseError, PhaseMachine, ReviewResolution};
 use crate::ports::{Clock, KeyViews, PaymentGateway, StoreError, Users};
 
 /// One key awaiting review with the gateway's answer and what it allows.
@@ -41,7 +41,7 @@ pub struct ReconcileKeys {
     users: Arc<dyn Users>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
-    create_ride: Arc<CreateRide>,
+    create_ride: Arc<PhaseMachine>,
     review: ReviewPolicy,
     policy: ReconcilePolicy,
 }
@@ -52,7 +52,7 @@ impl ReconcileKeys {
         users: Arc<dyn Users>,
         gateway: Arc<dyn PaymentGateway>,
         clock: Arc<dyn Clock>,
-        create_ride: Arc<CreateRide>,
+        create_ride: Arc<PhaseMachine>,
         review: ReviewPolicy,
         policy: ReconcilePolicy,
     ) -> Self {
@@ -102,7 +102,7 @@ impl ReconcileKeys {
     pub async fn settle_all(
         &self,
         limit: usize,
-    ) -> Result<Vec<(KeyFinding, Settlement)>, CreateRideError> {
+    ) -> Result<Vec<(KeyFinding, Settlement)>, PhaseError> {
         let mut settled = Vec::new();
         for finding in self.examine(limit).await? {
             let settlement = self.settle_finding(&finding).await?;
@@ -112,7 +112,7 @@ impl ReconcileKeys {
     }
 
     /// Settles one key, if it awaits review and the gateway answers for it.
-    pub async fn settle(&self, key_id: KeyId) -> Result<Settlement, CreateRideError> {
+    pub async fn settle(&self, key_id: KeyId) -> Result<Settlement, PhaseError> {
         let Some(record) = self.keys.find_key(key_id).await? else {
             return Ok(Settlement::Skipped);
         };
@@ -123,7 +123,7 @@ impl ReconcileKeys {
         self.settle_finding(&finding).await
     }
 
-    async fn settle_finding(&self, finding: &KeyFinding) -> Result<Settlement, CreateRideError> {
+    async fn settle_finding(&self, finding: &KeyFinding) -> Result<Settlement, PhaseError> {
         let key_id = finding.record.id;
         let resolution = match &finding.verdict {
             Reconciliation::Charged {

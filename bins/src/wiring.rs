@@ -17,11 +17,11 @@ use application::ports::{
     Clock, DeadLetters, JobQueue, PaymentGateway, Probe, ReceiptSender, Store,
 };
 use application::{
-    AuthMode, Authenticate, CompleteStalledKeys, CreateRide, CreateRideSettings, DrainStagedJobs,
+    AuthMode, Authenticate, CompleteStalledKeys, DrainStagedJobs, PhaseMachine, PhaseSettings,
     ReapKeys, ReceiveWebhook, ReconcileKeys, ReplayCache, SeedDemoUsers, ShowRide, SyncPayments,
     WorkJobs,
 };
-use domain::{CompleterPolicy, LockPolicy, ReconcilePolicy, ReviewPolicy};
+use domain::{CancelPolicy, CompleterPolicy, LockPolicy, ReconcilePolicy, ReviewPolicy};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -151,10 +151,14 @@ impl Payments {
         }
     }
 
-    fn create_ride_settings(&self) -> CreateRideSettings {
-        CreateRideSettings {
+    fn create_ride_settings(&self) -> PhaseSettings {
+        PhaseSettings {
             lock: self.lock_policy(),
             review: self.review_policy(),
+            cancel: CancelPolicy {
+                free_window: self.keys.free_cancel_window.0,
+                fee_cents: self.keys.cancel_fee,
+            },
         }
     }
 
@@ -398,8 +402,8 @@ impl System {
         wait_for("NATS", shutdown, || NatsQueue::connect(settings.clone())).await
     }
 
-    pub fn create_ride(&self, payments: &Payments) -> Arc<CreateRide> {
-        Arc::new(CreateRide::new(
+    pub fn create_ride(&self, payments: &Payments) -> Arc<PhaseMachine> {
+        Arc::new(PhaseMachine::new(
             self.store.clone(),
             self.store.clone(),
             payments.gateway.clone(),
@@ -422,7 +426,7 @@ impl System {
         let limits = replays.limits();
         info!(entries = limits.max_entries, bytes = limits.max_bytes, ttl = %replays.replay_cache_ttl, "replay cache");
         let create_ride = Arc::new(
-            CreateRide::new(
+            PhaseMachine::new(
                 self.store.clone(),
                 self.store.clone(),
                 payments.gateway.clone(),

@@ -60,17 +60,86 @@ pub enum ChargeOutcome {
     Unknown { reason: String },
 }
 
-/// The job staged when a ride is booked: email the rider a receipt.
+/// Which receipt a job sends: each ride gets at most one of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReceiptKind {
+    /// Staged with the 201 that books the ride.
+    Ride,
+    /// Staged with the 200 that cancels it: what was refunded.
+    Cancellation,
+}
+
+impl ReceiptKind {
+    pub const ALL: [ReceiptKind; 2] = [ReceiptKind::Ride, ReceiptKind::Cancellation];
+
+    /// The job's name, as staged and queued.
+    pub const fn job_name(self) -> &'static str {
+        match self {
+            ReceiptKind::Ride => "send_ride_receipt",
+            ReceiptKind::Cancellation => "send_cancellation_receipt",
+        }
+    }
+
+    pub fn of_job_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.job_name() == name)
+    }
+
+    /// As stored beside a sent receipt.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReceiptKind::Ride => "ride",
+            ReceiptKind::Cancellation => "cancellation",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+/// One receipt of one ride: what a worker claims before sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReceiptFor {
+    pub ride_id: RideId,
+    pub kind: ReceiptKind,
+}
+
+impl ReceiptFor {
+    pub const fn ride(ride_id: RideId) -> Self {
+        Self {
+            ride_id,
+            kind: ReceiptKind::Ride,
+        }
+    }
+}
+
+/// A ride's booking receipt.
+impl From<RideId> for ReceiptFor {
+    fn from(ride_id: RideId) -> Self {
+        Self::ride(ride_id)
+    }
+}
+
+impl std::fmt::Display for ReceiptFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} receipt of ride {}", self.kind.as_str(), self.ride_id)
+    }
+}
+
+/// A job staged with the answer that caused it: email the rider a receipt
+/// of the booking (the fare) or of the cancellation (the refund).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptJob {
     pub ride_id: RideId,
     pub user_id: UserId,
     pub amount_cents: i64,
     pub currency: String,
+    pub kind: ReceiptKind,
 }
 
 impl ReceiptJob {
-    pub const NAME: &'static str = "send_ride_receipt";
+    /// The booking receipt's job name.
+    pub const NAME: &'static str = ReceiptKind::Ride.job_name();
 
     pub fn for_ride(ride_id: RideId, user_id: UserId) -> Self {
         Self {
@@ -78,6 +147,26 @@ impl ReceiptJob {
             user_id,
             amount_cents: RIDE_PRICE.amount_cents,
             currency: RIDE_PRICE.currency.to_owned(),
+            kind: ReceiptKind::Ride,
+        }
+    }
+
+    /// A cancellation's receipt: what was refunded (0 when nothing was).
+    pub fn for_cancellation(ride_id: RideId, user_id: UserId, refunded_cents: i64) -> Self {
+        Self {
+            ride_id,
+            user_id,
+            amount_cents: refunded_cents,
+            currency: RIDE_PRICE.currency.to_owned(),
+            kind: ReceiptKind::Cancellation,
+        }
+    }
+
+    /// The receipt this job sends.
+    pub fn receipt(&self) -> ReceiptFor {
+        ReceiptFor {
+            ride_id: self.ride_id,
+            kind: self.kind,
         }
     }
 }

@@ -25,6 +25,17 @@ impl RequestFingerprint {
         Self(text)
     }
 
+    /// A cancel request: method, path (which names the ride) and the
+    /// reason given, if any (quoted, so no reason reads as another).
+    pub fn for_cancel(method: &str, path: &str, reason: Option<&str>) -> Self {
+        let reason = serde_json::to_string(&reason).unwrap_or_default();
+        Self(format!(
+            "{} {} reason={reason}",
+            method.to_ascii_uppercase(),
+            path
+        ))
+    }
+
     /// Rebuilds a fingerprint read back from storage.
     pub fn from_stored(text: String) -> Self {
         Self(text)
@@ -61,5 +72,31 @@ mod tests {
         assert_ne!(base, RequestFingerprint::for_ride("POST", "/rides", &b));
         assert_ne!(base, RequestFingerprint::for_ride("PUT", "/rides", &a));
         assert_ne!(base, RequestFingerprint::for_ride("POST", "/rides/1", &a));
+    }
+
+    #[test]
+    fn a_cancel_is_told_apart_by_its_ride_and_reason_and_never_equals_a_booking() {
+        let cancel = |path, reason| RequestFingerprint::for_cancel("post", path, reason);
+        assert_eq!(
+            cancel("/rides/1/cancel", Some("late")),
+            cancel("/rides/1/cancel", Some("late"))
+        );
+        assert_ne!(
+            cancel("/rides/1/cancel", None),
+            cancel("/rides/2/cancel", None)
+        );
+        assert_ne!(
+            cancel("/rides/1/cancel", None),
+            cancel("/rides/1/cancel", Some("null"))
+        );
+        assert_ne!(
+            cancel("/rides/1/cancel", Some("a")),
+            cancel("/rides/1/cancel", Some("b"))
+        );
+        let params = RideParams::from_numbers([0.0; 4]).expect("valid");
+        assert_ne!(
+            cancel("/rides", None),
+            RequestFingerprint::for_ride("POST", "/rides", &params)
+        );
     }
 }

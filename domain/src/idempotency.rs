@@ -69,6 +69,10 @@ pub enum RecoveryPoint {
     Started,
     RideCreated,
     ChargeCreated,
+    /// A cancel key's: the cancellation recorded, its refund not yet made.
+    CancelRecorded,
+    /// A cancel key's: the refund made (or the PaymentIntent cancelled).
+    RefundCreated,
     Finished,
 }
 
@@ -78,6 +82,8 @@ impl RecoveryPoint {
             RecoveryPoint::Started => "started",
             RecoveryPoint::RideCreated => "ride_created",
             RecoveryPoint::ChargeCreated => "charge_created",
+            RecoveryPoint::CancelRecorded => "cancel_recorded",
+            RecoveryPoint::RefundCreated => "refund_created",
             RecoveryPoint::Finished => "finished",
         }
     }
@@ -87,6 +93,8 @@ impl RecoveryPoint {
             "started" => Some(RecoveryPoint::Started),
             "ride_created" => Some(RecoveryPoint::RideCreated),
             "charge_created" => Some(RecoveryPoint::ChargeCreated),
+            "cancel_recorded" => Some(RecoveryPoint::CancelRecorded),
+            "refund_created" => Some(RecoveryPoint::RefundCreated),
             "finished" => Some(RecoveryPoint::Finished),
             _ => None,
         }
@@ -128,6 +136,17 @@ pub enum KeyProgress {
     /// charge and booking share one commit now; a key found here was left
     /// by an earlier version and resumes from it.
     ChargeCreated { ride_id: RideId },
+    /// A cancel key: the cancellation of `ride_id` recorded (the ride
+    /// `cancelling`, the amount fixed), its gateway call not yet answered.
+    CancelRecorded {
+        ride_id: RideId,
+        /// When the refund (or the intent's cancel) was first attempted.
+        call_attempted_at: Option<SystemTime>,
+        /// As at `ride_created`: the latest call's start, by the store.
+        last_call_at: Option<SystemTime>,
+    },
+    /// A cancel key: the refund made and stored on the cancellation.
+    RefundCreated { ride_id: RideId },
     Finished {
         ride_id: RideId,
         response: StoredResponse,
@@ -140,6 +159,8 @@ impl KeyProgress {
             KeyProgress::Started => RecoveryPoint::Started,
             KeyProgress::RideCreated { .. } => RecoveryPoint::RideCreated,
             KeyProgress::ChargeCreated { .. } => RecoveryPoint::ChargeCreated,
+            KeyProgress::CancelRecorded { .. } => RecoveryPoint::CancelRecorded,
+            KeyProgress::RefundCreated { .. } => RecoveryPoint::RefundCreated,
             KeyProgress::Finished { .. } => RecoveryPoint::Finished,
         }
     }
@@ -149,6 +170,8 @@ impl KeyProgress {
             KeyProgress::Started => None,
             KeyProgress::RideCreated { ride_id, .. }
             | KeyProgress::ChargeCreated { ride_id }
+            | KeyProgress::CancelRecorded { ride_id, .. }
+            | KeyProgress::RefundCreated { ride_id }
             | KeyProgress::Finished { ride_id, .. } => Some(*ride_id),
         }
     }
@@ -161,23 +184,28 @@ impl KeyProgress {
     }
 
     /// When the latest gateway call started (the store's clock), at
-    /// `ride_created` only.
+    /// `ride_created` or `cancel_recorded` only.
     pub fn last_call_at(&self) -> Option<SystemTime> {
         match self {
-            KeyProgress::RideCreated { last_call_at, .. } => *last_call_at,
+            KeyProgress::RideCreated { last_call_at, .. }
+            | KeyProgress::CancelRecorded { last_call_at, .. } => *last_call_at,
             _ => None,
         }
     }
 
-    /// When the charge whose outcome was never recorded was first attempted:
-    /// `Some` only for a key still at `ride_created` after an attempt. Such a
-    /// key is the only trace of a charge that may exist.
+    /// When the gateway call whose outcome was never recorded was first
+    /// attempted: `Some` only for a key still at `ride_created` (a charge)
+    /// or `cancel_recorded` (a refund) after an attempt. Such a key is the
+    /// only trace of money that may have moved.
     pub fn unrecorded_charge_attempt(&self) -> Option<SystemTime> {
         match self {
             KeyProgress::RideCreated {
                 charge_attempted_at,
                 ..
             } => *charge_attempted_at,
+            KeyProgress::CancelRecorded {
+                call_attempted_at, ..
+            } => *call_attempted_at,
             _ => None,
         }
     }
@@ -201,16 +229,37 @@ pub enum PhaseWrite {
     /// `ride_created` → `finished` with the ride waiting on the rider or on
     /// Stripe (402 `authentication-required`, 202): the PaymentIntent on it.
     AwaitPayment,
+    /// A cancel key, `started` → `cancel_recorded`: the cancellation, the
+    /// ride `cancelling`, the audit record.
+    RecordCancel,
+    /// A cancel key, `started` → `finished`: the ride cannot be cancelled
+    /// by it (409, stored); nothing else changes.
+    RefuseCancel,
+    /// A cancel key, `cancel_recorded` → `refund_created`: Stripe's refund.
+    RecordRefund,
+    /// A cancel key, `cancel_recorded` → `finished` with a 502: Stripe
+    /// refused the refund for good; the ride `refund_failed`.
+    FailRefund,
+    /// A cancel key → `finished` with the 200 and the cancellation
+    /// receipt job: the ride `cancelled`.
+    FinishCancel,
 }
 
 impl PhaseWrite {
     pub fn expects(self) -> &'static [RecoveryPoint] {
         match self {
-            PhaseWrite::CreateRide => &[RecoveryPoint::Started],
-            PhaseWrite::NoteChargeAttempt | PhaseWrite::Refuse | PhaseWrite::AwaitPayment => {
-                &[RecoveryPoint::RideCreated]
+            PhaseWrite::CreateRide | PhaseWrite::RecordCancel | PhaseWrite::RefuseCancel => {
+                &[RecoveryPoint::Started]
+            }
+            PhaseWrite::Refuse | PhaseWrite::AwaitPayment => &[RecoveryPoint::RideCreated],
+            PhaseWrite::NoteChargeAttempt => {
+                &[RecoveryPoint::RideCreated, RecoveryPoint::CancelRecorded]
             }
             PhaseWrite::Book => &[RecoveryPoint::RideCreated, RecoveryPoint::ChargeCreated],
+            PhaseWrite::RecordRefund | PhaseWrite::FailRefund => &[RecoveryPoint::CancelRecorded],
+            PhaseWrite::FinishCancel => {
+                &[RecoveryPoint::CancelRecorded, RecoveryPoint::RefundCreated]
+            }
         }
     }
 }
@@ -223,7 +272,36 @@ impl fmt::Display for PhaseWrite {
             PhaseWrite::Book => "book the ride",
             PhaseWrite::Refuse => "finish with a refusal",
             PhaseWrite::AwaitPayment => "finish awaiting the payment",
+            PhaseWrite::RecordCancel => "record the cancellation",
+            PhaseWrite::RefuseCancel => "refuse the cancellation",
+            PhaseWrite::RecordRefund => "record the refund",
+            PhaseWrite::FailRefund => "finish with the refund refused",
+            PhaseWrite::FinishCancel => "finish the cancellation",
         })
+    }
+}
+
+/// What a key's request asks for: each endpoint that takes an
+/// `Idempotency-Key` is one kind, run by its own phases over the one
+/// driver (`application::phases`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyAction {
+    /// `POST /rides`: book and charge a ride.
+    BookRide(RideParams),
+    /// `POST /rides/{id}/cancel`: cancel the caller's ride and give back
+    /// what the refund rule says.
+    CancelRide {
+        ride_id: RideId,
+        reason: Option<String>,
+    },
+}
+
+impl KeyAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyAction::BookRide(_) => "book_ride",
+            KeyAction::CancelRide { .. } => "cancel_ride",
+        }
     }
 }
 
@@ -235,8 +313,9 @@ pub struct KeyRecord {
     pub user_id: UserId,
     pub key: IdempotencyKey,
     pub fingerprint: RequestFingerprint,
-    /// The request's parameters, so the completer can finish it without the client.
-    pub params: RideParams,
+    /// What the key's request asks, so the completer can finish it without
+    /// the client.
+    pub action: KeyAction,
     /// The client's address, recorded in the ride's audit record.
     pub request_ip: Option<String>,
     /// The `X-Request-Id` of the request that last took the lock through
@@ -259,6 +338,15 @@ pub struct KeyRecord {
 impl KeyRecord {
     pub fn recovery_point(&self) -> RecoveryPoint {
         self.progress.recovery_point()
+    }
+
+    /// The ride the key's request is about: its booked ride once created,
+    /// or the ride a cancel names (from the start).
+    pub fn ride_id(&self) -> Option<RideId> {
+        match &self.action {
+            KeyAction::BookRide(_) => self.progress.ride_id(),
+            KeyAction::CancelRide { ride_id, .. } => Some(*ride_id),
+        }
     }
 
     /// See [`KeyProgress::unrecorded_charge_attempt`].
@@ -304,7 +392,8 @@ impl KeyRecord {
     /// for it: it never reached a charge attempt. A key whose charge may
     /// exist (`charge_created`, or attempted at `ride_created`) stays, or a
     /// retry with it would start over with a new downstream key and charge
-    /// again.
+    /// again; so does a cancel key past `started` (its ride is cancelling
+    /// and owed what the rule fixed).
     pub fn may_be_reaped(&self) -> bool {
         match &self.progress {
             KeyProgress::Finished { .. } => true,
@@ -313,7 +402,11 @@ impl KeyRecord {
                 charge_attempted_at,
                 ..
             } => self.locked_at.is_none() && charge_attempted_at.is_none(),
-            KeyProgress::ChargeCreated { .. } => false,
+            // A recorded cancellation is owed its refund: the completer
+            // finishes it, however old.
+            KeyProgress::ChargeCreated { .. }
+            | KeyProgress::CancelRecorded { .. }
+            | KeyProgress::RefundCreated { .. } => false,
         }
     }
 }
@@ -498,7 +591,7 @@ mod tests {
             user_id: UserId(1),
             key: IdempotencyKey::parse("k-0123456789abcdef0123").expect("valid"),
             fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
-            params,
+            action: KeyAction::BookRide(params),
             request_ip: None,
             request_id: None,
             progress: KeyProgress::Started,
@@ -679,6 +772,73 @@ mod tests {
         );
         assert!(!with(charged.clone(), false), "charged, not yet booked");
         assert!(!with(charged, true));
+        assert!(
+            !with(cancel_recorded(None), false),
+            "a recorded cancellation is owed its refund"
+        );
+        assert!(
+            !with(cancel_recorded(Some(at(0))), false),
+            "a refund may exist"
+        );
+        let refunded = KeyProgress::RefundCreated { ride_id: RideId(1) };
+        assert!(!with(refunded, false), "refunded, not yet finished");
+    }
+
+    fn cancel_recorded(attempted: Option<SystemTime>) -> KeyProgress {
+        KeyProgress::CancelRecorded {
+            ride_id: RideId(1),
+            call_attempted_at: attempted,
+            last_call_at: attempted,
+        }
+    }
+
+    /// A cancel key's writes, each from the recovery points of its phase
+    /// only, and none of booking's from a cancel's points.
+    #[test]
+    fn a_cancel_keys_writes_follow_its_own_recovery_points() {
+        let mut key = record();
+        key.locked_at = Some(at(0));
+        let allowed = |key: &KeyRecord| -> Vec<PhaseWrite> {
+            [
+                PhaseWrite::CreateRide,
+                PhaseWrite::NoteChargeAttempt,
+                PhaseWrite::Book,
+                PhaseWrite::Refuse,
+                PhaseWrite::AwaitPayment,
+                PhaseWrite::RecordCancel,
+                PhaseWrite::RefuseCancel,
+                PhaseWrite::RecordRefund,
+                PhaseWrite::FailRefund,
+                PhaseWrite::FinishCancel,
+            ]
+            .into_iter()
+            .filter(|write| key.check_lease(1, *write).is_ok())
+            .collect()
+        };
+        key.progress = cancel_recorded(Some(at(0)));
+        assert_eq!(
+            allowed(&key),
+            [
+                PhaseWrite::NoteChargeAttempt,
+                PhaseWrite::RecordRefund,
+                PhaseWrite::FailRefund,
+                PhaseWrite::FinishCancel
+            ]
+        );
+        key.progress = KeyProgress::RefundCreated { ride_id: RideId(1) };
+        assert_eq!(allowed(&key), [PhaseWrite::FinishCancel]);
+        key.progress = finished();
+        assert_eq!(allowed(&key), []);
+        assert!(RecoveryPoint::CancelRecorded.may_advance_to(RecoveryPoint::RefundCreated));
+        assert!(!RecoveryPoint::RefundCreated.may_advance_to(RecoveryPoint::CancelRecorded));
+        for point in [RecoveryPoint::CancelRecorded, RecoveryPoint::RefundCreated] {
+            assert_eq!(RecoveryPoint::parse(point.as_str()), Some(point));
+        }
+        assert_eq!(
+            cancel_recorded(Some(at(7))).unrecorded_charge_attempt(),
+            Some(at(7)),
+            "a refund attempted and not recorded goes to review like a charge"
+        );
     }
 
     /// The lease rule: the current generation, locked, at a recovery point

@@ -6,6 +6,7 @@
 //! rule can be tested with a handful of values.
 
 pub mod api_key;
+pub mod cancel;
 pub mod charge;
 pub mod fingerprint;
 pub mod idempotency;
@@ -18,19 +19,25 @@ pub mod user;
 pub mod webhook;
 
 pub use api_key::ApiKeyHash;
-pub use charge::{ChargeOutcome, ChargeRequest, Price, RIDE_PRICE, ReceiptJob, StagedJob};
+pub use cancel::{
+    CancelDecision, CancelPolicy, Cancellation, Giveback, MAX_CANCEL_REASON_CHARS, RefundOutcome,
+    RefundRecord, RefundRequest, RefundStatus,
+};
+pub use charge::{
+    ChargeOutcome, ChargeRequest, Price, RIDE_PRICE, ReceiptFor, ReceiptJob, ReceiptKind, StagedJob,
+};
 pub use fingerprint::RequestFingerprint;
 pub use idempotency::{
-    CompleterCutoffs, CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyDecision, KeyId,
-    KeyProgress, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, ReviewPolicy,
+    CompleterCutoffs, CompleterPolicy, IdempotencyKey, IdempotencyKeyError, KeyAction, KeyDecision,
+    KeyId, KeyProgress, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, ReviewPolicy,
 };
 pub use payment::{
     PaymentApplied, PaymentIntentState, PaymentUpdate, PaymentsApi, RideStatus, TestCard,
 };
 pub use reconcile::{ChargeSearch, FoundCharge, ReconcilePolicy, Reconciliation};
 pub use response::{
-    AuthenticationRequired, Problem, ProblemBody, ProblemKind, RideCreated, RideView,
-    StoredResponse,
+    AuthenticationRequired, Problem, ProblemBody, ProblemKind, RefundView, RideCancelled,
+    RideCreated, RideView, StoredResponse,
 };
 pub use ride::{
     Coordinate, Latitude, Longitude, Ride, RideId, RideParams, RideParamsError, RideParamsField,

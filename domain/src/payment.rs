@@ -25,15 +25,26 @@ pub enum RideStatus {
     Booked,
     /// Declined, refused or cancelled: nothing charged. Final.
     PaymentFailed,
+    /// A cancellation is recorded; its refund (or the PaymentIntent's
+    /// cancel) not yet answered.
+    Cancelling,
+    /// Cancelled: the refund made (or the PaymentIntent cancelled).
+    Cancelled,
+    /// Cancelled, but Stripe refused the refund or reported it failed: a
+    /// person must look. Final.
+    RefundFailed,
 }
 
 impl RideStatus {
-    pub const ALL: [RideStatus; 5] = [
+    pub const ALL: [RideStatus; 8] = [
         RideStatus::Charging,
         RideStatus::AwaitingAuthentication,
         RideStatus::PaymentPending,
         RideStatus::Booked,
         RideStatus::PaymentFailed,
+        RideStatus::Cancelling,
+        RideStatus::Cancelled,
+        RideStatus::RefundFailed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -43,6 +54,9 @@ impl RideStatus {
             RideStatus::PaymentPending => "payment_pending",
             RideStatus::Booked => "booked",
             RideStatus::PaymentFailed => "payment_failed",
+            RideStatus::Cancelling => "cancelling",
+            RideStatus::Cancelled => "cancelled",
+            RideStatus::RefundFailed => "refund_failed",
         }
     }
 
@@ -50,13 +64,27 @@ impl RideStatus {
         Self::ALL.into_iter().find(|status| status.as_str() == text)
     }
 
-    /// How far along: a status moves only to a higher stage.
+    /// How far along: a status moves only to a higher stage. A
+    /// cancellation is past every payment stage, so no payment news moves
+    /// a ride being cancelled or cancelled.
     const fn stage(self) -> u8 {
         match self {
             RideStatus::Charging => 0,
             RideStatus::AwaitingAuthentication => 1,
             RideStatus::PaymentPending => 2,
             RideStatus::Booked | RideStatus::PaymentFailed => 3,
+            RideStatus::Cancelling => 4,
+            RideStatus::Cancelled => 5,
+            RideStatus::RefundFailed => 6,
+        }
+    }
+
+    /// The status a cancelled ride takes when its refund is reported
+    /// failed: `refund_failed`, from `cancelling` or `cancelled` only.
+    pub const fn after_refund_failed(self) -> Option<RideStatus> {
+        match self {
+            RideStatus::Cancelling | RideStatus::Cancelled => Some(RideStatus::RefundFailed),
+            _ => None,
         }
     }
 
@@ -282,6 +310,21 @@ mod tests {
         assert_eq!(Booked.after(&succeeded()), None);
         assert_eq!(PaymentFailed.after(&succeeded()), None);
         assert_eq!(Charging.after(&succeeded()), Some(Booked));
+        // No payment news moves a ride being cancelled, or cancelled.
+        for status in [Cancelling, Cancelled, RefundFailed] {
+            for state in [succeeded(), failed.clone(), PaymentIntentState::Processing] {
+                assert_eq!(status.after(&state), None, "{status} after {state:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_cancellation_can_have_its_refund_fail() {
+        use RideStatus::*;
+        for status in RideStatus::ALL {
+            let expected = matches!(status, Cancelling | Cancelled).then_some(RefundFailed);
+            assert_eq!(status.after_refund_failed(), expected, "{status}");
+        }
     }
 
     #[test]

@@ -203,7 +203,7 @@ mod tests {
             user_id: UserId(1),
             key: IdempotencyKey::parse("k-0123456789abcdef0123").expect("valid"),
             fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
-            params,
+            action: crate::idempotency::KeyAction::BookRide(params),
             request_ip: None,
             request_id: None,
             progress: KeyProgress::RideCreated {

@@ -10,6 +10,8 @@
 
 use serde::Serialize;
 
+use crate::cancel::{Cancellation, RefundStatus};
+use crate::charge::RIDE_PRICE;
 use crate::payment::RideStatus;
 use crate::ride::Ride;
 
@@ -74,6 +76,29 @@ pub struct AuthenticationRequired {
     pub client_secret: String,
 }
 
+/// What a cancellation gave back, in the 200 of `POST /rides/{id}/cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefundView {
+    /// Stripe's refund (none when the PaymentIntent was cancelled instead,
+    /// or nothing was due).
+    pub id: Option<String>,
+    /// Cents refunded: 0 when nothing was.
+    pub amount: i64,
+    pub currency: String,
+    /// Stripe's status of the refund; none when there is no refund.
+    pub status: Option<RefundStatus>,
+}
+
+/// The 200 answer to a cancel, stored and replayed byte for byte.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RideCancelled {
+    pub message: String,
+    pub ride: RideView,
+    pub refund: RefundView,
+}
+
 /// JSON of a shape made of strings, integers and finite numbers: it cannot
 /// fail to serialize.
 fn to_json(value: &impl Serialize) -> String {
@@ -124,6 +149,52 @@ impl StoredResponse {
                 client_secret: client_secret.to_owned(),
             }),
         }
+    }
+
+    /// The ride is cancelled (`ride` as it now stands) and what went back.
+    pub fn ride_cancelled(ride: &Ride, cancellation: &Cancellation) -> Self {
+        let refund = cancellation.refund.as_ref();
+        Self {
+            status: 200,
+            body: to_json(&RideCancelled {
+                message: "Ride cancelled.".to_owned(),
+                ride: RideView::from(ride),
+                refund: RefundView {
+                    id: refund.map(|r| r.refund_id.clone()),
+                    amount: cancellation.giveback.refund_cents(),
+                    currency: RIDE_PRICE.currency.to_owned(),
+                    status: refund.map(|r| r.status),
+                },
+            }),
+        }
+    }
+
+    /// The ride was cancelled before, under another key.
+    pub fn ride_already_cancelled() -> Self {
+        Problem::new(
+            ProblemKind::RideAlreadyCancelled,
+            "This ride was already cancelled by another request. GET the ride to see it.",
+        )
+        .into_stored()
+    }
+
+    /// The ride's payment failed: there is nothing to cancel.
+    pub fn ride_not_cancellable() -> Self {
+        Problem::new(
+            ProblemKind::RideNotCancellable,
+            "This ride's payment failed, so there is nothing to cancel or refund.",
+        )
+        .into_stored()
+    }
+
+    /// Stripe refused the refund for good: the ride is `refund_failed`,
+    /// listed for a person to review.
+    pub fn refund_refused() -> Self {
+        Problem::new(
+            ProblemKind::RefundRefused,
+            "The ride is cancelled, but the payment processor refused its refund; the ride is marked refund_failed for our team to settle by hand.",
+        )
+        .into_stored()
     }
 
     /// Stripe declined the card (`card_error`): the rider must use another card.
@@ -189,6 +260,11 @@ pub enum ProblemKind {
     MethodNotAllowed,
     NotReady,
     InvalidWebhook,
+    InvalidCancelReason,
+    RideAlreadyCancelled,
+    RideNotCancellable,
+    PaymentInProgress,
+    RefundRefused,
     /// Answered by the compose deployment's load balancer when no API
     /// replica could (`deploy/haproxy/unavailable.http`), never by us.
     ReplicaUnavailable,
@@ -207,7 +283,7 @@ pub struct ProblemFacts {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 23] = [
+    pub const ALL: [ProblemKind; 28] = [
         ProblemKind::Unauthorized,
         ProblemKind::InvalidIdempotencyKey,
         ProblemKind::BodyUnreadable,
@@ -230,6 +306,11 @@ impl ProblemKind {
         ProblemKind::MethodNotAllowed,
         ProblemKind::NotReady,
         ProblemKind::InvalidWebhook,
+        ProblemKind::InvalidCancelReason,
+        ProblemKind::RideAlreadyCancelled,
+        ProblemKind::RideNotCancellable,
+        ProblemKind::PaymentInProgress,
+        ProblemKind::RefundRefused,
         ProblemKind::ReplicaUnavailable,
     ];
 
@@ -318,6 +399,41 @@ impl ProblemKind {
             ),
             NotReady => ("not-ready", 503, "Not ready", true, false),
             InvalidWebhook => ("invalid-webhook", 400, "Invalid webhook", false, false),
+            InvalidCancelReason => (
+                "invalid-cancel-reason",
+                422,
+                "Invalid cancellation reason",
+                false,
+                false,
+            ),
+            RideAlreadyCancelled => (
+                "ride-already-cancelled",
+                409,
+                "Ride already cancelled",
+                false,
+                true,
+            ),
+            RideNotCancellable => (
+                "ride-not-cancellable",
+                409,
+                "Ride not cancellable",
+                false,
+                true,
+            ),
+            PaymentInProgress => (
+                "payment-in-progress",
+                409,
+                "The ride's payment is in progress",
+                true,
+                false,
+            ),
+            RefundRefused => (
+                "refund-refused",
+                502,
+                "Payment processor refused the refund",
+                false,
+                true,
+            ),
             ReplicaUnavailable => (
                 "replica-unavailable",
                 503,

@@ -19,7 +19,7 @@ use adapters::http::{ApiState, ServerLimits};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryStore};
 use application::ports::{Clock, Keys, PaymentGateway, Probe, Store, Users};
 use application::{
-    AuthMode, Authenticate, CreateRide, CreateRideSettings, SeedDemoUsers, SeededUser, ShowRide,
+    AuthMode, Authenticate, PhaseMachine, PhaseSettings, SeedDemoUsers, SeededUser, ShowRide,
 };
 use domain::{LockPolicy, ReviewPolicy};
 use tokio::net::TcpListener;
@@ -43,10 +43,11 @@ pub const REVIEW: ReviewPolicy = ReviewPolicy::DEFAULT;
 pub const COMPLETER: domain::CompleterPolicy = domain::CompleterPolicy::DEFAULT;
 
 /// The phase machine's settings at their defaults.
-pub fn ride_settings() -> CreateRideSettings {
-    CreateRideSettings {
+pub fn ride_settings() -> PhaseSettings {
+    PhaseSettings {
         lock: LOCK,
         review: REVIEW,
+        cancel: domain::CancelPolicy::DEFAULT,
     }
 }
 
@@ -322,7 +323,7 @@ pub fn api_state(
 ) -> ApiState {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     ApiState::new(
-        Arc::new(CreateRide::new(
+        Arc::new(PhaseMachine::new(
             keys.clone(),
             users.clone(),
             gateway,
@@ -462,6 +463,25 @@ impl TestApp {
             request = request.header("Idempotency-Key", key);
         }
         request.send().await.expect("the API answers")
+    }
+
+    /// `POST /rides/{id}/cancel` with a JSON body (empty: no reason).
+    pub async fn cancel_ride(
+        &self,
+        authorization: &str,
+        key: &str,
+        id: &str,
+        body: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/rides/{id}/cancel", self.base))
+            .header("Authorization", authorization)
+            .header("Idempotency-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("the API answers")
     }
 
     pub async fn get_ride(&self, authorization: &str, id: &str) -> reqwest::Response {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use domain::{RideParams, RideParamsError, RideParamsField};
+use domain::{MAX_CANCEL_REASON_CHARS, RideParams, RideParamsError, RideParamsField};
 use http_body_util::BodyExt as _;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
@@ -49,15 +49,85 @@ fn format(headers: &HeaderMap) -> Result<Format, ApiError> {
     }
 }
 
+/// The body's bytes and format, within the timeout and the size cap.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    read_timeout: Duration,
+) -> Result<(Format, Vec<u8>), ApiError> {
+    let format = format(headers)?;
+    let bytes = tokio::time::timeout(read_timeout, read_capped(body))
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??;
+    Ok((format, bytes))
+}
+
+const REASON: &str = "reason";
+
+/// A `POST /rides/{id}/cancel` body: empty, or a form or JSON object with
+/// at most a `reason` (a string of at most `MAX_CANCEL_REASON_CHARS`
+/// characters; JSON `null` is no reason). Anything else is 422
+/// `invalid-cancel-reason` (413, 415 and 408 as for a ride's body).
+pub async fn read_cancel_body(
+    headers: &HeaderMap,
+    body: Body,
+    read_timeout: Duration,
+) -> Result<Option<String>, ApiError> {
+    let (format, bytes) = read_body(headers, body, read_timeout).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let fields: Vec<(String, Option<String>)> = match format {
+        Format::Form => form_fields(&bytes)
+            .map_err(|e| ApiError::CancelReason(e.to_string()))?
+            .into_iter()
+            .map(|(name, value)| (name, Some(value)))
+            .collect(),
+        Format::Json => {
+            let Members(members) = serde_json::from_slice(&bytes).map_err(|_| {
+                ApiError::CancelReason("the JSON body must be an object".to_owned())
+            })?;
+            members
+                .into_iter()
+                .map(|(name, value)| match value {
+                    Value::String(text) => Ok((name, Some(text))),
+                    Value::Null => Ok((name, None)),
+                    _ => Err(ApiError::CancelReason(format!("{name} must be a string"))),
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let mut reason = None;
+    for (index, (name, value)) in fields.into_iter().enumerate() {
+        if name != REASON {
+            return Err(ApiError::CancelReason(format!(
+                "unknown field {name}: a cancel takes only a reason"
+            )));
+        }
+        if index > 0 {
+            return Err(ApiError::CancelReason(
+                "reason is given more than once".to_owned(),
+            ));
+        }
+        reason = value;
+    }
+    if let Some(text) = &reason {
+        let chars = text.chars().count();
+        if chars > MAX_CANCEL_REASON_CHARS {
+            return Err(ApiError::CancelReason(format!(
+                "the reason may be at most {MAX_CANCEL_REASON_CHARS} characters, it has {chars}"
+            )));
+        }
+    }
+    Ok(reason)
+}
+
 pub async fn read_ride_body(
     headers: &HeaderMap,
     body: Body,
     read_timeout: Duration,
 ) -> Result<RideFields, ApiError> {
-    let format = format(headers)?;
-    let bytes = tokio::time::timeout(read_timeout, read_capped(body))
-        .await
-        .map_err(|_| ApiError::BodyTimeout)??;
+    let (format, bytes) = read_body(headers, body, read_timeout).await?;
     let fields = match format {
         Format::Form => form_fields(&bytes)?,
         Format::Json => json_fields(&bytes)?,

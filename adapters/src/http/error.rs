@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use application::ports::StoreError;
-use application::{AuthError, CreateRideError, WebhookError};
+use application::{AuthError, PhaseError, WebhookError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::{IdempotencyKeyError, Problem, ProblemKind, RideParamsError};
@@ -43,7 +43,9 @@ pub enum ApiError {
     #[error("raise_error must be true or false")]
     BadRaiseError,
     #[error("{0}")]
-    CreateRide(#[from] CreateRideError),
+    CancelReason(String),
+    #[error("{0}")]
+    Phases(#[from] PhaseError),
     #[error("no such ride")]
     RideNotFound,
     #[error("{0}")]
@@ -114,6 +116,7 @@ impl ApiError {
             MalformedBody(_) | Params(_) | UnknownField(_) | RepeatedField(_) | BadRaiseError => {
                 plain(ProblemKind::InvalidRideParameters)
             }
+            CancelReason(_) => plain(ProblemKind::InvalidCancelReason),
             RideNotFound | RouteNotFound => plain(ProblemKind::NotFound),
             Webhook(_) => plain(ProblemKind::InvalidWebhook),
             MethodNotAllowed => plain(ProblemKind::MethodNotAllowed),
@@ -130,39 +133,39 @@ impl ApiError {
                 ),
                 Some(*retry_after),
             ),
-            CreateRide(error) => Self::create_ride_problem(error),
+            Phases(error) => Self::create_ride_problem(error),
             Store(error) => Self::internal(error),
         }
     }
 
-    fn create_ride_problem(error: &CreateRideError) -> (Problem, Option<Duration>) {
+    fn create_ride_problem(error: &PhaseError) -> (Problem, Option<Duration>) {
         match error {
-            CreateRideError::KeyReused => (
+            PhaseError::KeyReused => (
                 Problem::new(
                     ProblemKind::IdempotencyKeyReused,
                     "This Idempotency-Key was already used with a different request (body, method or path). Use a new key for a new request.",
                 ),
                 None,
             ),
-            CreateRideError::InFlight { retry_after } => Self::in_flight(format!(
+            PhaseError::InFlight { retry_after } => Self::in_flight(format!(
                 "its lock expires within {} s at the latest",
                 retry_after.as_secs().max(1)
             )),
-            CreateRideError::Store(StoreError::LostLock(_)) => {
+            PhaseError::Store(StoreError::LostLock(_)) => {
                 Self::in_flight("another attempt took it over".to_owned())
             }
-            CreateRideError::GatewayUnknown { .. } => ApiError::GatewayUnknown {
+            PhaseError::GatewayUnknown { .. } => ApiError::GatewayUnknown {
                 retry_after: DEFAULT_GATEWAY_RETRY_AFTER,
             }
             .problem(),
-            CreateRideError::NeedsReview => (
+            PhaseError::NeedsReview => (
                 Problem::new(
                     ProblemKind::NeedsReview,
                     "The charge for this request was first attempted too long ago to retry safely; it has been set aside for review by support.",
                 ),
                 None,
             ),
-            CreateRideError::Simulated => (
+            PhaseError::Simulated => (
                 Problem::new(
                     ProblemKind::InternalError,
                     format!(
@@ -171,11 +174,19 @@ impl ApiError {
                 ),
                 None,
             ),
-            CreateRideError::Panicked(message) => {
+            PhaseError::RideNotFound => ApiError::RideNotFound.problem(),
+            PhaseError::PaymentInProgress { retry_after } => (
+                Problem::new(
+                    ProblemKind::PaymentInProgress,
+                    "This ride's booking is still being charged; it can be cancelled once its payment is settled. Retry with the same Idempotency-Key after Retry-After.",
+                ),
+                Some(*retry_after),
+            ),
+            PhaseError::Panicked(message) => {
                 error!(%message, "a phase panicked; its key was released");
                 Self::internal_problem()
             }
-            CreateRideError::Store(error) => Self::internal(error),
+            PhaseError::Store(error) => Self::internal(error),
         }
     }
 
@@ -194,12 +205,12 @@ impl ApiError {
     }
 
     /// Turns a use-case error into the API's, with the configured `Retry-After`.
-    pub fn from_create_ride(error: CreateRideError, gateway_retry_after: Duration) -> Self {
+    pub fn from_create_ride(error: PhaseError, gateway_retry_after: Duration) -> Self {
         match error {
-            CreateRideError::GatewayUnknown { .. } => ApiError::GatewayUnknown {
+            PhaseError::GatewayUnknown { .. } => ApiError::GatewayUnknown {
                 retry_after: gateway_retry_after,
             },
-            other => ApiError::CreateRide(other),
+            other => ApiError::Phases(other),
         }
     }
 
@@ -277,7 +288,8 @@ mod tests {
             | UnknownField(_)
             | RepeatedField(_)
             | BadRaiseError
-            | CreateRide(_)
+            | CancelReason(_)
+            | Phases(_)
             | RideNotFound
             | Webhook(_)
             | RouteNotFound
@@ -292,17 +304,21 @@ mod tests {
         use ApiError::*;
         let store = || StoreError::Unavailable(anyhow::anyhow!("down"));
         let create_ride = [
-            CreateRideError::KeyReused,
-            CreateRideError::InFlight {
+            PhaseError::KeyReused,
+            PhaseError::InFlight {
                 retry_after: Duration::from_secs(3),
             },
-            CreateRideError::GatewayUnknown { reason: "x".into() },
-            CreateRideError::NeedsReview,
-            CreateRideError::Simulated,
-            CreateRideError::Panicked("x".into()),
-            CreateRideError::Store(StoreError::LostLock("x".into())),
-            CreateRideError::Store(StoreError::Inconsistent("x".into())),
-            CreateRideError::Store(store()),
+            PhaseError::GatewayUnknown { reason: "x".into() },
+            PhaseError::NeedsReview,
+            PhaseError::Simulated,
+            PhaseError::RideNotFound,
+            PhaseError::PaymentInProgress {
+                retry_after: Duration::from_secs(5),
+            },
+            PhaseError::Panicked("x".into()),
+            PhaseError::Store(StoreError::LostLock("x".into())),
+            PhaseError::Store(StoreError::Inconsistent("x".into())),
+            PhaseError::Store(store()),
         ];
         let mut errors = vec![
             AuthMissing,
@@ -320,6 +336,7 @@ mod tests {
             UnknownField("x".into()),
             RepeatedField("x".into()),
             BadRaiseError,
+            CancelReason("x".into()),
             RideNotFound,
             Webhook("x".into()),
             RouteNotFound,
@@ -331,7 +348,7 @@ mod tests {
                 retry_after: Duration::from_secs(2),
             },
         ];
-        errors.extend(create_ride.into_iter().map(CreateRide));
+        errors.extend(create_ride.into_iter().map(Phases));
         errors
     }
 

@@ -94,3 +94,18 @@ impl FromRequest<ApiState> for RideBody {
         Ok(Self(fields))
     }
 }
+
+/// A `POST /rides/{id}/cancel` body's reason, if any (`read_cancel_body`).
+pub struct CancelBody(pub Option<String>);
+
+impl FromRequest<ApiState> for CancelBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let reason =
+            super::body::read_cancel_body(&parts.headers, body, state.limits.body_read_timeout)
+                .await?;
+        Ok(Self(reason))
+    }
+}

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use application::ports::Probe;
-use application::{Answer, Authenticate, CreateRide, ReceiveWebhook, RideRequest, ShowRide};
+use application::{
+    Answer, Authenticate, CancelRequest, PhaseMachine, ReceiveWebhook, RideRequest, ShowRide,
+};
 use axum::Router;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
@@ -36,7 +38,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use body::MAX_BODY_BYTES;
 pub use console::{Console, ConsoleSlot};
 pub use error::{ApiError, DEFAULT_GATEWAY_RETRY_AFTER};
-pub use extract::{AuthUser, ClientIp, IdempotencyKeyHeader, RideBody};
+pub use extract::{AuthUser, CancelBody, ClientIp, IdempotencyKeyHeader, RideBody};
 pub use health::{CachedProbe, ReadyStore, RenderMetrics, health_router, ops_router};
 pub use server::{ServerLimits, serve, serve_router};
 
@@ -96,7 +98,7 @@ fn request_span(request: &Request) -> tracing::Span {
 /// What the handlers need: the use cases, built by `bins`.
 #[derive(Clone)]
 pub struct ApiState {
-    pub create_ride: Arc<CreateRide>,
+    pub create_ride: Arc<PhaseMachine>,
     pub authenticate: Arc<Authenticate>,
     pub show_ride: Arc<ShowRide>,
     /// The store's probe, asked by `/readyz`.
@@ -117,7 +119,7 @@ impl ApiState {
     /// The API over use cases its caller built (`bins/src/wiring.rs`), with
     /// the default limits, `Retry-After` and no `/metrics` route.
     pub fn new(
-        create_ride: Arc<CreateRide>,
+        create_ride: Arc<PhaseMachine>,
         authenticate: Arc<Authenticate>,
         show_ride: Arc<ShowRide>,
         probe: Arc<dyn Probe>,
@@ -150,6 +152,7 @@ fn routes(max_concurrent_requests: usize, webhook: bool) -> OpenApiRouter<ApiSta
     let rides = OpenApiRouter::new()
         .routes(utoipa_axum::routes!(create_ride))
         .routes(utoipa_axum::routes!(show_ride))
+        .routes(utoipa_axum::routes!(cancel_ride))
         .route_layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -262,6 +265,69 @@ async fn create_ride(
     // the outcome rather than a lock that waits for the lock timeout.
     let create_ride = state.create_ride.clone();
     let work = tokio::spawn(async move { create_ride.run(request).await }.in_current_span());
+    let answer = work
+        .await
+        .map_err(|_| ApiError::Panicked)?
+        .map_err(|error| ApiError::from_create_ride(error, state.gateway_retry_after))?;
+    Ok(stored_response(answer))
+}
+
+/// Cancels one of the rider's rides and gives back what the refund rule
+/// says, exactly once per ride and once per `Idempotency-Key`.
+///
+/// A booked ride is refunded in full within `FREE_CANCEL_WINDOW` of its
+/// booking, later less `CANCEL_FEE` (never below zero); a ride awaiting
+/// authentication or pending has its PaymentIntent cancelled instead. The
+/// work runs in phases with recovery points (`started`, `cancel_recorded`,
+/// `refund_created`, `finished`), like a booking's; once an answer is
+/// stored (200, 409, 502) every retry with the key gets it again. A key's
+/// fingerprint covers the method and path: a key used to book cannot cancel.
+#[utoipa::path(
+    post,
+    path = "/rides/{id}/cancel",
+    operation_id = "cancelRide",
+    tag = "rides",
+    params(
+        ("id" = i64, Path, description = "The ride's id."),
+        ("Authorization" = String, Header, description = "The rider who booked it."),
+        ("Idempotency-Key" = String, Header, description = "20 to 255 visible ASCII characters, new for each cancel, the same for every retry of one.", min_length = 20, max_length = 255),
+        ("X-Request-Id" = Option<String>, Header, description = "Correlates the request's log lines; echoed on the answer."),
+    ),
+    request_body(
+        content(
+            (openapi::CancelForm = "application/x-www-form-urlencoded"),
+            (openapi::CancelForm = "application/json"),
+        ),
+        description = "Optional: why the rider cancels (at most 500 characters).",
+    ),
+    responses(
+        (status = 200, description = "The ride is cancelled (`status: cancelled`) and its refund made (or its PaymentIntent cancelled, refund amount 0). Stored: every retry with the key gets these bytes again.", body = domain::RideCancelled,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key.")),
+            example = json!({"message": "Ride cancelled.", "ride": {"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc", "stripe_payment_intent_id": "pi_3NxAbc", "status": "cancelled"}, "refund": {"id": "re_3NxAbc", "amount": 2000, "currency": "usd", "status": "succeeded"}})),
+    )
+)]
+async fn cancel_ride(
+    State(state): State<ApiState>,
+    AuthUser(user): AuthUser,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Path(id): Path<String>,
+    RequestId(request_id): RequestId,
+    ClientIp(request_ip): ClientIp,
+    CancelBody(reason): CancelBody,
+) -> Result<Response, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::RideNotFound)?;
+    let request = CancelRequest {
+        user,
+        key,
+        ride_id: RideId(id),
+        reason,
+        request_ip,
+        request_id: Some(request_id),
+    };
+    // Its own task, as a booking's: a client that goes away does not stop
+    // the phases between two recovery points.
+    let phases = state.create_ride.clone();
+    let work = tokio::spawn(async move { phases.cancel(request).await }.in_current_span());
     let answer = work
         .await
         .map_err(|_| ApiError::Panicked)?

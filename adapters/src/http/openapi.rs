@@ -83,6 +83,21 @@ pub fn about(kind: ProblemKind) -> &'static str {
         InvalidWebhook => {
             "`POST /webhooks/stripe`: the `Stripe-Signature` header is missing or malformed, no `v1` signature matches the raw body for any of `STRIPE_WEBHOOK_SECRET`'s secrets, its timestamp is outside `STRIPE_WEBHOOK_TOLERANCE`, or the body is not a Stripe event. Nothing was stored."
         }
+        InvalidCancelReason => {
+            "`POST /rides/{id}/cancel`: the body is not a form or JSON object with at most a `reason` (a string of at most 500 characters). Nothing was stored."
+        }
+        RideAlreadyCancelled => {
+            "The ride was already cancelled by a request with another key; nothing more was refunded. Retries with this key replay this answer; `GET /rides/{id}` shows the ride."
+        }
+        RideNotCancellable => {
+            "The ride's payment failed, so there is nothing to cancel or refund. Retries with the key replay this answer."
+        }
+        PaymentInProgress => {
+            "The ride's booking is still being charged. Retry with the same key after `Retry-After`; nothing was stored."
+        }
+        RefundRefused => {
+            "The ride is cancelled, but the payment processor refused its refund for good (for example, the charge was already refunded); the ride is `refund_failed` and listed for review. Retries with the key replay this answer."
+        }
         ReplicaUnavailable => {
             "The compose deployment's load balancer found no API replica able to answer. Retry with the same key after `Retry-After`."
         }
@@ -109,6 +124,30 @@ pub const OPERATION_PROBLEMS: &[(&str, &[ProblemKind])] = {
                 AuthenticationRequired,
                 ChargeRefused,
                 ChargeNotMade,
+                PaymentProcessorUnavailable,
+                StoreUnavailable,
+                Overloaded,
+                NeedsReview,
+                InternalError,
+            ],
+        ),
+        (
+            "cancelRide",
+            &[
+                Unauthorized,
+                InvalidIdempotencyKey,
+                BodyUnreadable,
+                UnsupportedMediaType,
+                BodyTooLarge,
+                BodyTimeout,
+                InvalidCancelReason,
+                IdempotencyKeyReused,
+                RequestInFlight,
+                NotFound,
+                RideAlreadyCancelled,
+                RideNotCancellable,
+                PaymentInProgress,
+                RefundRefused,
                 PaymentProcessorUnavailable,
                 StoreUnavailable,
                 Overloaded,
@@ -170,6 +209,16 @@ pub struct RideForm {
     /// The simulator's switch: fail the charge phase with an internal error
     /// (500, the key left for a retry). Not part of the request's identity.
     raise_error: Option<bool>,
+}
+
+/// `POST /rides/{id}/cancel`: optionally, why; as a form or JSON.
+#[derive(ToSchema)]
+#[schema(example = json!({"reason": "plans changed"}))]
+#[allow(dead_code)]
+pub struct CancelForm {
+    /// At most 500 characters; part of the request's identity.
+    #[schema(max_length = 500)]
+    reason: Option<String>,
 }
 
 /// `{"status": "ok"}` and friends: what the probes answer.

@@ -8,7 +8,9 @@
 //! `tok_chargeCustomerFail` declined. A customer with no card is refused,
 //! and a repeated idempotency key with the same parameters gets the first
 //! answer again (other parameters: refused). Optional faults make answers
-//! unknown, before or after the charge exists.
+//! unknown, before or after the charge exists. Refunds, in full or in
+//! part, never more than a charge has left, and PaymentIntents cancelled
+//! while they wait, under the same idempotency and fault rules.
 //!
 //! A customer's and a PaymentMethod's card is written into its id
 //! (`cus_visa_…`, `pm_3ds_…`), so customers created by `rocket-rides up` in
@@ -24,7 +26,7 @@ use application::ports::{GatewayError, PaymentGateway};
 use async_trait::async_trait;
 use domain::{
     ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge, PaymentIntentState, PaymentsApi,
-    TestCard,
+    RefundOutcome, RefundRecord, RefundRequest, RefundStatus, TestCard,
 };
 
 pub const DECLINE_MESSAGE: &str = "Your card was declined.";
@@ -72,9 +74,22 @@ fn id_for(prefix: &str, card: TestCard) -> String {
     format!("{prefix}_{name}_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// One refund the fake made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeRefund {
+    pub id: String,
+    pub charge_id: String,
+    pub amount_cents: i64,
+    pub idempotency_key: String,
+}
+
 #[derive(Debug, Default)]
 struct State {
     charges: Vec<FakeCharge>,
+    refunds: Vec<FakeRefund>,
+    /// Each refund or cancel key's first request and answer.
+    refund_answers: HashMap<String, (RefundRequest, RefundOutcome)>,
+    refund_calls: usize,
     answers: HashMap<String, (ChargeRequest, ChargeOutcome)>,
     /// PaymentIntents waiting on the rider, and what became of them.
     intents: HashMap<String, PaymentIntentState>,
@@ -139,6 +154,16 @@ impl FakeGateway {
         self.state().charges.clone()
     }
 
+    /// Every refund, in order.
+    pub fn refunds(&self) -> Vec<FakeRefund> {
+        self.state().refunds.clone()
+    }
+
+    /// How many refund and cancel calls arrived, retries included.
+    pub fn refund_calls(&self) -> usize {
+        self.state().refund_calls
+    }
+
     /// How many charge calls arrived, retries included.
     pub fn charge_calls(&self) -> usize {
         self.state().calls
@@ -177,6 +202,94 @@ impl FakeGateway {
         let id = charge.id.clone();
         state.charges.push(charge);
         id
+    }
+
+    /// A refund or cancel asked for the first time, as Stripe answers it.
+    fn decide_refund(&self, state: &mut State, request: &RefundRequest) -> RefundOutcome {
+        let unknown_here = |what: String| {
+            if self.sees_every_charge {
+                RefundOutcome::Refused { message: what }
+            } else {
+                RefundOutcome::Unknown {
+                    reason: format!("{what}: made by another process's in-process fake"),
+                }
+            }
+        };
+        match request {
+            RefundRequest::Refund {
+                payment_intent_id,
+                charge_id,
+                amount_cents,
+                idempotency_key,
+            } => {
+                let Some(charge) = state
+                    .charges
+                    .iter()
+                    .find(|charge| {
+                        Some(&charge.id) == charge_id.as_ref()
+                            || (charge.payment_intent_id.is_some()
+                                && charge.payment_intent_id == *payment_intent_id)
+                    })
+                    .cloned()
+                else {
+                    return unknown_here(format!(
+                        "No such charge: '{}'",
+                        charge_id
+                            .as_deref()
+                            .or(payment_intent_id.as_deref())
+                            .unwrap_or("")
+                    ));
+                };
+                let refunded: i64 = state
+                    .refunds
+                    .iter()
+                    .filter(|refund| refund.charge_id == charge.id)
+                    .map(|refund| refund.amount_cents)
+                    .sum();
+                if refunded >= charge.amount_cents {
+                    return RefundOutcome::Refused {
+                        message: format!("Charge {} has already been refunded.", charge.id),
+                    };
+                }
+                if *amount_cents <= 0 || refunded + amount_cents > charge.amount_cents {
+                    return RefundOutcome::Refused {
+                        message: format!(
+                            "Refund amount ({amount_cents}) is greater than unrefunded amount on charge ({})",
+                            charge.amount_cents - refunded
+                        ),
+                    };
+                }
+                let refund = FakeRefund {
+                    id: format!("re_{}", uuid::Uuid::new_v4().simple()),
+                    charge_id: charge.id,
+                    amount_cents: *amount_cents,
+                    idempotency_key: idempotency_key.clone(),
+                };
+                let id = refund.id.clone();
+                state.refunds.push(refund);
+                RefundOutcome::Refunded(RefundRecord {
+                    refund_id: id,
+                    status: RefundStatus::Succeeded,
+                })
+            }
+            RefundRequest::CancelPaymentIntent {
+                payment_intent_id, ..
+            } => match state.intents.get(payment_intent_id) {
+                Some(PaymentIntentState::RequiresAction | PaymentIntentState::Processing) => {
+                    state
+                        .intents
+                        .insert(payment_intent_id.clone(), PaymentIntentState::Failed);
+                    RefundOutcome::IntentCanceled
+                }
+                Some(PaymentIntentState::Failed) => RefundOutcome::IntentCanceled,
+                Some(PaymentIntentState::Succeeded { .. }) => RefundOutcome::Refused {
+                    message:
+                        "You cannot cancel this PaymentIntent because it has a status of succeeded."
+                            .to_owned(),
+                },
+                None => unknown_here(format!("No such payment_intent: '{payment_intent_id}'")),
+            },
+        }
     }
 
     fn decide(&self, state: &mut State, request: &ChargeRequest) -> ChargeOutcome {
@@ -313,6 +426,48 @@ impl PaymentGateway for FakeGateway {
         if fault {
             return ChargeOutcome::Unknown {
                 reason: "fake gateway: timed out after the charge".to_owned(),
+            };
+        }
+        outcome
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
+        if !self.faults.latency.is_zero() {
+            tokio::time::sleep(self.faults.latency).await;
+        }
+        let fault = self.faults.unknown_rate > 0.0 && fastrand::f64() < self.faults.unknown_rate;
+        let lose_after = fastrand::bool();
+        let mut state = self.state();
+        state.refund_calls += 1;
+        if fault && !lose_after {
+            return RefundOutcome::Unknown {
+                reason: "fake gateway: connection reset before the refund".to_owned(),
+            };
+        }
+        let key = match request {
+            RefundRequest::Refund {
+                idempotency_key, ..
+            }
+            | RefundRequest::CancelPaymentIntent {
+                idempotency_key, ..
+            } => idempotency_key.clone(),
+        };
+        let outcome = match state.refund_answers.get(&key) {
+            Some((first, outcome)) if first == request => outcome.clone(),
+            Some(_) => RefundOutcome::Unknown {
+                reason: "Keys for idempotent requests can only be used with the same parameters they were first used with.".to_owned(),
+            },
+            None => {
+                let outcome = self.decide_refund(&mut state, request);
+                state
+                    .refund_answers
+                    .insert(key, (request.clone(), outcome.clone()));
+                outcome
+            }
+        };
+        if fault {
+            return RefundOutcome::Unknown {
+                reason: "fake gateway: timed out after the refund".to_owned(),
             };
         }
         outcome

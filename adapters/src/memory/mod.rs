@@ -6,6 +6,6 @@ pub mod gateway;
 pub mod queue;
 pub mod store;
 
-pub use gateway::{FakeCharge, FakeGateway, FakeGatewayFaults};
+pub use gateway::{FakeCharge, FakeGateway, FakeGatewayFaults, FakeRefund};
 pub use queue::MemoryQueue;
 pub use store::{AuditRecord, MemoryStore};

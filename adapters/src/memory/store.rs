@@ -12,15 +12,16 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    AwaitingPayment, Backlog, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest,
-    KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide,
+    AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase,
+    KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide,
     RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
-    ApiKeyHash, CompleterPolicy, IdempotencyKey, KeyDecision, KeyId, KeyProgress, KeyRecord,
-    LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptJob,
-    ReviewPolicy, Ride, RideId, RideStatus, StagedJob, User, UserId,
+    ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, IdempotencyKey,
+    KeyAction, KeyDecision, KeyId, KeyProgress, KeyRecord, LockPolicy, PaymentApplied,
+    PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor, ReceiptJob, RefundRecord,
+    ReviewPolicy, Ride, RideId, RideParams, RideStatus, StagedJob, User, UserId,
 };
 
 /// An audit record, as the original kept them: what happened, to what, from where.
@@ -68,7 +69,14 @@ struct State {
     staged_at: HashMap<i64, SystemTime>,
     /// Staged job id → until when an enqueuer holds it.
     job_claims: HashMap<i64, SystemTime>,
-    receipts: HashMap<RideId, Receipt>,
+    receipts: HashMap<ReceiptFor, Receipt>,
+    /// Each ride's cancellation: one at most, as Postgres's primary key.
+    cancellations: HashMap<RideId, Cancellation>,
+    /// Refund ids on cancellations: one ride each, as the unique constraint.
+    refund_ids: HashSet<String>,
+    /// When each ride's status last changed (a booked ride's: when it was
+    /// booked, which the refund rule reads).
+    status_changed_at: HashMap<RideId, SystemTime>,
     /// The last receipt claim token handed out.
     claim_tokens: i64,
     /// Keys a completer has reported as needing review.
@@ -150,13 +158,20 @@ impl State {
         Ok(record)
     }
 
-    /// A new ride for a key, with its audit record.
-    fn create_ride(&mut self, record: &KeyRecord, now: SystemTime) -> RideId {
+    /// A new ride for a booking key, with its audit record.
+    fn create_ride(&mut self, record: &KeyRecord, now: SystemTime) -> Result<RideId, StoreError> {
+        let KeyAction::BookRide(params) = &record.action else {
+            return Err(StoreError::Inconsistent(format!(
+                "key {} books no ride",
+                record.id
+            )));
+        };
+        let params: RideParams = *params;
         let ride = Ride {
             id: RideId(self.next_id()),
             user_id: record.user_id,
             idempotency_key_id: Some(record.id),
-            params: record.params,
+            params,
             stripe_charge_id: None,
             stripe_payment_intent_id: None,
             status: RideStatus::Charging,
@@ -170,7 +185,8 @@ impl State {
         });
         let id = ride.id;
         self.rides.insert(id, ride);
-        id
+        self.status_changed_at.insert(id, now);
+        Ok(id)
     }
 
     /// Moves a ride to `status` at `now`, keeping the sync pass's index.
@@ -185,6 +201,7 @@ impl State {
         if let Some(ride) = self.rides.get_mut(&ride_id) {
             ride.status = status;
         }
+        self.status_changed_at.insert(ride_id, now);
     }
 
     /// Stages a ride's receipt job at `now`.
@@ -374,7 +391,7 @@ impl Keys for MemoryStore {
                 user_id: request.user_id,
                 key: request.key.clone(),
                 fingerprint: request.fingerprint.clone(),
-                params: request.params,
+                action: request.action.clone(),
                 request_ip: request.request_ip.clone(),
                 request_id: request.request_id.clone(),
                 progress: KeyProgress::Started,
@@ -384,11 +401,13 @@ impl Keys for MemoryStore {
                 last_run_at: now,
                 downstream_key: format!("rocket-rides-{}", uuid::Uuid::new_v4()),
             };
-            record.progress = KeyProgress::RideCreated {
-                ride_id: state.create_ride(&record, now),
-                charge_attempted_at: request.charges_now.then_some(now),
-                last_call_at: request.charges_now.then_some(now),
-            };
+            if let KeyAction::BookRide(_) = &request.action {
+                record.progress = KeyProgress::RideCreated {
+                    ride_id: state.create_ride(&record, now)?,
+                    charge_attempted_at: request.charges_now.then_some(now),
+                    last_call_at: request.charges_now.then_some(now),
+                };
+            }
             state.insert_key(record.clone());
             return Ok(KeyPhase::Locked(record));
         };
@@ -431,7 +450,7 @@ impl Keys for MemoryStore {
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
         let mut state = self.state();
         let record = state.leased(lease, PhaseWrite::CreateRide)?.clone();
-        let ride_id = state.create_ride(&record, now);
+        let ride_id = state.create_ride(&record, now)?;
         state
             .change_key(lease.key_id, |record| {
                 record.progress = KeyProgress::RideCreated {
@@ -446,16 +465,131 @@ impl Keys for MemoryStore {
     async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
         let mut state = self.state();
         state.leased(lease, PhaseWrite::NoteChargeAttempt)?;
-        state.change_key(lease.key_id, |record| {
-            if let KeyProgress::RideCreated {
-                charge_attempted_at,
+        state.change_key(lease.key_id, |record| match &mut record.progress {
+            KeyProgress::RideCreated {
+                charge_attempted_at: first,
                 last_call_at,
                 ..
-            } = &mut record.progress
-            {
-                charge_attempted_at.get_or_insert(now);
+            }
+            | KeyProgress::CancelRecorded {
+                call_attempted_at: first,
+                last_call_at,
+                ..
+            } => {
+                first.get_or_insert(now);
                 *last_call_at = Some(now);
             }
+            _ => {}
+        });
+        Ok(())
+    }
+
+    async fn record_cancellation(
+        &self,
+        lease: Lease,
+        policy: CancelPolicy,
+        now: SystemTime,
+    ) -> Result<CancelRecording, StoreError> {
+        let mut state = self.state();
+        let record = state.leased(lease, PhaseWrite::RecordCancel)?.clone();
+        let KeyAction::CancelRide { ride_id, reason } = &record.action else {
+            return Err(StoreError::Inconsistent(format!(
+                "key {} cancels no ride",
+                record.id
+            )));
+        };
+        let ride_id = *ride_id;
+        let ride = state
+            .rides
+            .get(&ride_id)
+            .filter(|ride| ride.user_id == record.user_id)
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!(
+                    "key {}: no ride {ride_id} of its user",
+                    record.id
+                ))
+            })?;
+        let paid_at = state
+            .status_changed_at
+            .get(&ride_id)
+            .copied()
+            .unwrap_or(record.created_at);
+        let decision = if state.cancellations.contains_key(&ride_id) {
+            CancelDecision::AlreadyCancelled
+        } else {
+            policy.decide(ride.status, paid_at, record.created_at)
+        };
+        let CancelDecision::Cancel(giveback) = decision else {
+            return Ok(CancelRecording::Refused(decision));
+        };
+        let cancellation = Cancellation {
+            ride_id,
+            reason: reason.clone(),
+            giveback,
+            refund: None,
+        };
+        state.cancellations.insert(ride_id, cancellation.clone());
+        state.set_ride_status(ride_id, RideStatus::Cancelling, now);
+        state.audit.push(AuditRecord {
+            action: "ride.cancelled".to_owned(),
+            user_id: record.user_id,
+            resource_id: ride_id,
+            origin_ip: record.request_ip.clone(),
+            at: now,
+        });
+        let record = state
+            .change_key(lease.key_id, |record| {
+                record.progress = KeyProgress::CancelRecorded {
+                    ride_id,
+                    call_attempted_at: None,
+                    last_call_at: None,
+                };
+            })
+            .ok_or_else(|| StoreError::Inconsistent(format!("key {} vanished", lease.key_id)))?;
+        Ok(CancelRecording::Recorded {
+            record,
+            cancellation,
+        })
+    }
+
+    async fn find_cancellation(&self, ride_id: RideId) -> Result<Option<Cancellation>, StoreError> {
+        Ok(self.state().cancellations.get(&ride_id).cloned())
+    }
+
+    async fn record_refund(
+        &self,
+        lease: Lease,
+        refund: Option<RefundRecord>,
+        _now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let record = state.leased(lease, PhaseWrite::RecordRefund)?;
+        let ride_id = record
+            .progress
+            .ride_id()
+            .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", lease.key_id)))?;
+        if let Some(refund) = &refund
+            && state.refund_ids.contains(&refund.refund_id)
+        {
+            return Err(StoreError::Inconsistent(format!(
+                "refund {} is already on a cancellation",
+                refund.refund_id
+            )));
+        }
+        let cancellation = state.cancellations.get_mut(&ride_id).ok_or_else(|| {
+            StoreError::Inconsistent(format!("ride {ride_id} has no cancellation"))
+        })?;
+        if cancellation.refund.is_some() {
+            return Err(StoreError::Inconsistent(format!(
+                "ride {ride_id} already has a refund"
+            )));
+        }
+        cancellation.refund = refund.clone();
+        if let Some(refund) = refund {
+            state.refund_ids.insert(refund.refund_id);
+        }
+        state.change_key(lease.key_id, |record| {
+            record.progress = KeyProgress::RefundCreated { ride_id };
         });
         Ok(())
     }
@@ -469,7 +603,6 @@ impl Keys for MemoryStore {
         let mut state = self.state();
         let record = state.leased(lease, finish.write())?;
         let ride_id = record
-            .progress
             .ride_id()
             .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", lease.key_id)))?;
         let response = finish.response().clone();
@@ -529,6 +662,14 @@ impl Keys for MemoryStore {
                     ride.stripe_payment_intent_id = Some(payment_intent_id);
                 }
                 state.set_ride_status(ride_id, status, now);
+            }
+            Finish::CancelRefused { .. } => {}
+            Finish::RefundFailed { .. } => {
+                state.set_ride_status(ride_id, RideStatus::RefundFailed, now);
+            }
+            Finish::Cancelled { job, .. } => {
+                state.set_ride_status(ride_id, RideStatus::Cancelled, now);
+                state.stage_receipt(job, now);
             }
         }
         state.change_key(lease.key_id, |record| {
@@ -718,25 +859,25 @@ impl Outbox for MemoryStore {
 impl Receipts for MemoryStore {
     async fn claim_receipts(
         &self,
-        claims: &[(i64, RideId)],
+        claims: &[(i64, ReceiptFor)],
         now: SystemTime,
         stale_after: Duration,
     ) -> Result<Vec<ReceiptClaim>, StoreError> {
         let mut state = self.state();
         let mut answers = Vec::with_capacity(claims.len());
-        for (_, ride_id) in claims {
-            if !state.rides.contains_key(ride_id) {
+        for (_, receipt) in claims {
+            if !state.rides.contains_key(&receipt.ride_id) {
                 answers.push(ReceiptClaim::NoSuchRide);
                 continue;
             }
-            let answer = match state.receipts.get(ride_id) {
+            let answer = match state.receipts.get(receipt) {
                 Some(receipt) if receipt.sent => ReceiptClaim::AlreadySent,
                 Some(receipt) if receipt.claimed_at + stale_after > now => ReceiptClaim::InProgress,
                 _ => {
                     state.claim_tokens += 1;
                     let token = ClaimToken(state.claim_tokens);
                     state.receipts.insert(
-                        *ride_id,
+                        *receipt,
                         Receipt {
                             claimed_at: now,
                             sent: false,
@@ -753,12 +894,12 @@ impl Receipts for MemoryStore {
 
     async fn extend_receipt_claims(
         &self,
-        claims: &[(RideId, ClaimToken)],
+        claims: &[(ReceiptFor, ClaimToken)],
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
-        for (ride_id, token) in claims {
-            if let Some(receipt) = state.receipts.get_mut(ride_id)
+        for (receipt_for, token) in claims {
+            if let Some(receipt) = state.receipts.get_mut(receipt_for)
                 && receipt.token == *token
                 && !receipt.sent
             {
@@ -770,37 +911,41 @@ impl Receipts for MemoryStore {
 
     async fn mark_receipts_sent(
         &self,
-        claims: &[(RideId, ClaimToken)],
+        claims: &[(ReceiptFor, ClaimToken)],
         _now: SystemTime,
-    ) -> Result<Vec<RideId>, StoreError> {
+    ) -> Result<Vec<ReceiptFor>, StoreError> {
         let mut state = self.state();
         let mut marked = Vec::with_capacity(claims.len());
-        for (ride_id, token) in claims {
-            if let Some(receipt) = state.receipts.get_mut(ride_id)
+        for (receipt_for, token) in claims {
+            if let Some(receipt) = state.receipts.get_mut(receipt_for)
                 && receipt.token == *token
                 && !receipt.sent
             {
                 receipt.sent = true;
-                marked.push(*ride_id);
+                marked.push(*receipt_for);
             }
         }
         Ok(marked)
     }
 
-    async fn release_receipt(&self, ride_id: RideId, token: ClaimToken) -> Result<(), StoreError> {
+    async fn release_receipt(
+        &self,
+        receipt: ReceiptFor,
+        token: ClaimToken,
+    ) -> Result<(), StoreError> {
         let mut state = self.state();
         if state
             .receipts
-            .get(&ride_id)
+            .get(&receipt)
             .is_some_and(|r| !r.sent && r.token == token)
         {
-            state.receipts.remove(&ride_id);
+            state.receipts.remove(&receipt);
         }
         Ok(())
     }
 
-    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
-        Ok(self.state().receipts.get(&ride_id).is_some_and(|r| r.sent))
+    async fn receipt_sent(&self, receipt: ReceiptFor) -> Result<bool, StoreError> {
+        Ok(self.state().receipts.get(&receipt).is_some_and(|r| r.sent))
     }
 }
 

@@ -12,22 +12,39 @@ impl Keys for PostgresStore {
         now: SystemTime,
         policy: LockPolicy,
     ) -> Result<KeyPhase, StoreError> {
-        let [origin_lat, origin_lon, target_lat, target_lon] = request.params.numbers();
-        let row: Option<BegunKeyRow> = sqlx::query_as(queries::BEGIN_REQUEST)
-            .bind(timestamp(now))
-            .bind(request.key.as_str())
-            .bind(request.fingerprint.as_str())
-            .bind(origin_lat)
-            .bind(origin_lon)
-            .bind(target_lat)
-            .bind(target_lon)
-            .bind(request.request_ip.as_deref())
-            .bind(request.user_id.0)
-            .bind(request.charges_now)
-            .bind(request.request_id.as_deref())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let row: Option<BegunKeyRow> = match &request.action {
+            KeyAction::BookRide(params) => {
+                let [origin_lat, origin_lon, target_lat, target_lon] = params.numbers();
+                sqlx::query_as(queries::BEGIN_REQUEST)
+                    .bind(timestamp(now))
+                    .bind(request.key.as_str())
+                    .bind(request.fingerprint.as_str())
+                    .bind(origin_lat)
+                    .bind(origin_lon)
+                    .bind(target_lat)
+                    .bind(target_lon)
+                    .bind(request.request_ip.as_deref())
+                    .bind(request.user_id.0)
+                    .bind(request.charges_now)
+                    .bind(request.request_id.as_deref())
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            KeyAction::CancelRide { ride_id, reason } => {
+                sqlx::query_as(queries::BEGIN_CANCEL)
+                    .bind(timestamp(now))
+                    .bind(request.key.as_str())
+                    .bind(request.fingerprint.as_str())
+                    .bind(request.request_ip.as_deref())
+                    .bind(request.request_id.as_deref())
+                    .bind(request.user_id.0)
+                    .bind(ride_id.0)
+                    .bind(reason.as_deref())
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
         let Some(row) = row else {
             // Another first request with this key won the insert.
             return self.begin_existing(request, now, policy).await;
@@ -70,7 +87,13 @@ impl Keys for PostgresStore {
     async fn create_ride(&self, lease: Lease, now: SystemTime) -> Result<KeyRecord, StoreError> {
         let mut tx = self.begin().await?;
         let record = Self::lock_leased(&mut tx, lease, PhaseWrite::CreateRide).await?;
-        let [origin_lat, origin_lon, target_lat, target_lon] = record.params.numbers();
+        let KeyAction::BookRide(params) = &record.action else {
+            return Err(StoreError::Inconsistent(format!(
+                "key {} books no ride",
+                record.id
+            )));
+        };
+        let [origin_lat, origin_lon, target_lat, target_lon] = params.numbers();
         let (ride_id,): (i64,) = sqlx::query_as(
             "INSERT INTO rides (created_at, idempotency_key_id, origin_lat, origin_lon, \
              target_lat, target_lon, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -137,6 +160,155 @@ impl Keys for PostgresStore {
         Ok(())
     }
 
+    async fn record_cancellation(
+        &self,
+        lease: Lease,
+        policy: CancelPolicy,
+        now: SystemTime,
+    ) -> Result<CancelRecording, StoreError> {
+        let mut tx = self.begin().await?;
+        let record = Self::lock_leased(&mut tx, lease, PhaseWrite::RecordCancel).await?;
+        let KeyAction::CancelRide { ride_id, reason } = &record.action else {
+            return Err(StoreError::Inconsistent(format!(
+                "key {} cancels no ride",
+                record.id
+            )));
+        };
+        // The ride's row lock: a webhook settling it, or another key
+        // cancelling it, waits for this decision.
+        let ride: Option<(String, OffsetDateTime, bool)> = sqlx::query_as(
+            "SELECT r.status, coalesce(r.status_changed_at, r.created_at), \
+             EXISTS (SELECT 1 FROM ride_cancellations c WHERE c.ride_id = r.id) \
+             FROM rides r WHERE r.id = $1 AND r.user_id = $2 FOR UPDATE",
+        )
+        .bind(ride_id.0)
+        .bind(record.user_id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some((status, changed_at, cancelled)) = ride else {
+            return Err(StoreError::Inconsistent(format!(
+                "key {}: no ride {ride_id} of its user",
+                record.id
+            )));
+        };
+        let status = domain::RideStatus::parse(&status).ok_or_else(|| {
+            StoreError::Inconsistent(format!("ride {ride_id} has status {status:?}"))
+        })?;
+        let decision = if cancelled {
+            CancelDecision::AlreadyCancelled
+        } else {
+            policy.decide(status, SystemTime::from(changed_at), record.created_at)
+        };
+        let CancelDecision::Cancel(giveback) = decision else {
+            return Ok(CancelRecording::Refused(decision));
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO ride_cancellations (ride_id, idempotency_key_id, reason, giveback, \
+             refund_amount_cents, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (ride_id) DO NOTHING",
+        )
+        .bind(ride_id.0)
+        .bind(record.id.0)
+        .bind(reason.as_deref())
+        .bind(giveback.method())
+        .bind(giveback.refund_cents())
+        .bind(timestamp(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if inserted.rows_affected() == 0 {
+            return Ok(CancelRecording::Refused(CancelDecision::AlreadyCancelled));
+        }
+        sqlx::query("UPDATE rides SET status = 'cancelling', status_changed_at = $2 WHERE id = $1")
+            .bind(ride_id.0)
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO audit_records (action, created_at, data, origin_ip, resource_id, \
+             resource_type, user_id) VALUES ('ride.cancelled', $1, \
+             jsonb_build_object('reason', $2::text, 'giveback', $3::text, \
+             'refund_amount_cents', $4::bigint), $5, $6, 'ride', $7)",
+        )
+        .bind(timestamp(now))
+        .bind(reason.as_deref())
+        .bind(giveback.method())
+        .bind(giveback.refund_cents())
+        .bind(record.request_ip.as_deref())
+        .bind(ride_id.0)
+        .bind(record.user_id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let row: KeyRow = sqlx::query_as(concat!(
+            "WITH moved AS (UPDATE idempotency_keys SET recovery_point = 'cancel_recorded' \
+             WHERE id = $1 RETURNING *) SELECT ",
+            key_columns!("m"),
+            ", m.cancels_ride_id AS ride_id FROM moved m"
+        ))
+        .bind(record.id.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(CancelRecording::Recorded {
+            record: KeyRecord::try_from(row)?,
+            cancellation: Cancellation {
+                ride_id: *ride_id,
+                reason: reason.clone(),
+                giveback,
+                refund: None,
+            },
+        })
+    }
+
+    async fn find_cancellation(&self, ride_id: RideId) -> Result<Option<Cancellation>, StoreError> {
+        let row: Option<CancellationRow> = sqlx::query_as(
+            "SELECT ride_id, reason, giveback, refund_amount_cents, stripe_refund_id, \
+             refund_status FROM ride_cancellations WHERE ride_id = $1",
+        )
+        .bind(ride_id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(Cancellation::try_from).transpose()
+    }
+
+    async fn record_refund(
+        &self,
+        lease: Lease,
+        refund: Option<RefundRecord>,
+        _now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let write = PhaseWrite::RecordRefund;
+        let (leased, moved): (bool, bool) = sqlx::query_as(queries::RECORD_REFUND)
+            .bind(lease.key_id.0)
+            .bind(lease.generation)
+            .bind(Self::expected(write))
+            .bind(refund.as_ref().map(|r| r.refund_id.as_str()))
+            .bind(refund.as_ref().map(|r| r.status.as_str()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| {
+                on_constraint(e, "ride_cancellations_refund_unique", || {
+                    StoreError::Inconsistent(format!(
+                        "refund {:?} is already on another cancellation",
+                        refund.as_ref().map(|r| &r.refund_id)
+                    ))
+                })
+            })?;
+        match (leased, moved) {
+            (true, true) => Ok(()),
+            (true, false) => Err(StoreError::Inconsistent(format!(
+                "key {}: its cancellation is missing or already has a refund",
+                lease.key_id
+            ))),
+            (false, _) => Err(self.lost_lock(lease, write).await),
+        }
+    }
+
     async fn finish(
         &self,
         lease: Lease,
@@ -183,7 +355,9 @@ impl Keys for PostgresStore {
                     (false, _) => Err(self.lost_lock(lease, write).await),
                 }
             }
-            Finish::Refused { response } => {
+            // A cancel refused at `started` changes no ride: REFUSE fails
+            // only a ride the key itself created.
+            Finish::Refused { response } | Finish::CancelRefused { response } => {
                 let leased: bool = sqlx::query_scalar(queries::REFUSE)
                     .bind(lease.key_id.0)
                     .bind(lease.generation)
@@ -226,6 +400,45 @@ impl Keys for PostgresStore {
                     return Err(self.lost_lock(lease, write).await);
                 }
                 Ok(())
+            }
+            Finish::RefundFailed { response } => {
+                let leased: bool = sqlx::query_scalar(queries::FAIL_REFUND)
+                    .bind(lease.key_id.0)
+                    .bind(lease.generation)
+                    .bind(Self::expected(write))
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .bind(timestamp(now))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                if !leased {
+                    return Err(self.lost_lock(lease, write).await);
+                }
+                Ok(())
+            }
+            Finish::Cancelled { response, job } => {
+                let (leased, finished): (bool, bool) = sqlx::query_as(queries::FINISH_CANCEL)
+                    .bind(lease.key_id.0)
+                    .bind(lease.generation)
+                    .bind(Self::expected(write))
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .bind(timestamp(now))
+                    .bind(job.kind.job_name())
+                    .bind(job.amount_cents)
+                    .bind(&job.currency)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                match (leased, finished) {
+                    (true, true) => Ok(()),
+                    (true, false) => Err(StoreError::Inconsistent(format!(
+                        "key {}: ride {} is not being cancelled",
+                        lease.key_id, job.ride_id
+                    ))),
+                    (false, _) => Err(self.lost_lock(lease, write).await),
+                }
             }
         }
     }

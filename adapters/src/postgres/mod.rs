@@ -16,13 +16,14 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use application::ports::{
-    AwaitingPayment, Backlog, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest,
-    KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide,
+    AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase,
+    KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide,
     RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
-    ApiKeyHash, CompleterPolicy, KeyDecision, KeyId, KeyRecord, LockPolicy, PhaseWrite,
+    ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, KeyAction,
+    KeyDecision, KeyId, KeyRecord, LockPolicy, PhaseWrite, ReceiptFor, ReceiptKind, RefundRecord,
     ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -30,7 +31,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use time::OffsetDateTime;
 
 use crate::connect::ConnectError;
-use rows::{BegunKeyRow, JobRow, KeyRow, RecentRideRow, RideRow, UserRow};
+use rows::{BegunKeyRow, CancellationRow, JobRow, KeyRow, RecentRideRow, RideRow, UserRow};
 
 /// Runs an idempotent statement again while it fails, with backoff, for
 /// about `budget`. For the writes that follow an effect outside the store,
@@ -127,6 +128,12 @@ macro_rules! key_columns {
             $t,
             ".last_call_at, ",
             $t,
+            ".action, ",
+            $t,
+            ".cancels_ride_id, ",
+            $t,
+            ".cancel_reason, ",
+            $t,
             ".user_id"
         )
     };
@@ -138,7 +145,7 @@ macro_rules! select_key {
         concat!(
             "SELECT ",
             key_columns!("k"),
-            ", r.id AS ride_id ",
+            ", coalesce(k.cancels_ride_id, r.id) AS ride_id ",
             "FROM idempotency_keys k LEFT JOIN rides r ON r.idempotency_key_id = k.id ",
             $where
         )

@@ -40,6 +40,79 @@ pub const BEGIN_REQUEST: &str = concat!(
      UNION ALL SELECT false AS inserted, * FROM existing"
 );
 
+/// The key phase of a cancel, one statement: $1 now, $2 the key, $3 the
+/// fingerprint, $4 the client's IP, $5 the request's id, $6 the user, $7
+/// the ride it cancels, $8 the reason. As `BEGIN_REQUEST`, but a new key
+/// is written locked at `started`: the cancellation is recorded by the
+/// next phase, under the ride's lock.
+pub const BEGIN_CANCEL: &str = concat!(
+    "WITH existing AS (",
+    select_key!("WHERE k.user_id = $6::bigint AND k.idempotency_key = $2::text"),
+    "), new_key AS (INSERT INTO idempotency_keys (created_at, idempotency_key, last_run_at, \
+     locked_at, request_fingerprint, request_ip, request_id, recovery_point, user_id, action, \
+     cancels_ride_id, cancel_reason) \
+     SELECT $1::timestamptz, $2::text, $1::timestamptz, $1::timestamptz, $3::text, $4::text, \
+     $5::text, 'started', $6::bigint, 'cancel_ride', $7::bigint, $8::text \
+     WHERE NOT EXISTS (SELECT 1 FROM existing) \
+     ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *) \
+     SELECT true AS inserted, ",
+    key_columns!("n"),
+    ", n.cancels_ride_id AS ride_id FROM new_key n \
+     UNION ALL SELECT false AS inserted, * FROM existing"
+);
+
+/// A cancel key's refund, one statement: $1 key, $2 generation, $3
+/// expected recovery points, $4 Stripe's refund id (NULL: a cancelled
+/// PaymentIntent), $5 its status. Under the lease, on this key's
+/// cancellation, which has no refund yet; then the key moves to
+/// `refund_created`. Whether the lease held and whether it moved.
+pub const RECORD_REFUND: &str = concat!(
+    "WITH leased AS (SELECT id, cancels_ride_id FROM idempotency_keys WHERE ",
+    leased!(),
+    " FOR UPDATE), refunded AS (UPDATE ride_cancellations SET stripe_refund_id = $4::text, \
+     refund_status = $5::text WHERE ride_id = (SELECT cancels_ride_id FROM leased) \
+     AND idempotency_key_id = $1::bigint AND stripe_refund_id IS NULL RETURNING ride_id), \
+     moved AS (UPDATE idempotency_keys SET recovery_point = 'refund_created' \
+     WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM refunded) RETURNING id) \
+     SELECT EXISTS (SELECT 1 FROM leased), EXISTS (SELECT 1 FROM moved)"
+);
+
+/// Finishes a cancel key whose refund Stripe refused for good: $1 key,
+/// $2 generation, $3 expected recovery points, $4 status, $5 body, $6
+/// now. Its ride `refund_failed`. Whether the lease held.
+pub const FAIL_REFUND: &str = concat!(
+    "WITH finished AS (UPDATE idempotency_keys SET recovery_point = 'finished', \
+     response_code = $4::int, response_body = $5::text, locked_at = NULL WHERE ",
+    leased!(),
+    " RETURNING cancels_ride_id), failed AS (UPDATE rides SET status = 'refund_failed', \
+     status_changed_at = $6::timestamptz WHERE id = (SELECT cancels_ride_id FROM finished) \
+     AND status IN ('cancelling', 'cancelled')) \
+     SELECT EXISTS (SELECT 1 FROM finished)"
+);
+
+/// Finishes a cancel, one statement: $1 key, $2 generation, $3 expected
+/// recovery points, $4 the 200's status, $5 its body, $6 now, $7 the
+/// job's name, $8 the amount refunded, $9 currency. Under the lease, the
+/// ride goes `cancelled` (one whose refund was already reported failed
+/// stays `refund_failed`), the key is finished and the cancellation
+/// receipt staged. Whether the lease held and whether it finished.
+pub const FINISH_CANCEL: &str = concat!(
+    "WITH leased AS (SELECT id, cancels_ride_id FROM idempotency_keys WHERE ",
+    leased!(),
+    " FOR UPDATE), cancelled AS (UPDATE rides SET \
+     status = CASE WHEN status = 'cancelling' THEN 'cancelled' ELSE status END, \
+     status_changed_at = $6::timestamptz \
+     WHERE id = (SELECT cancels_ride_id FROM leased) \
+     AND status IN ('cancelling', 'refund_failed') RETURNING id, user_id), \
+     finished AS (UPDATE idempotency_keys SET recovery_point = 'finished', \
+     response_code = $4::int, response_body = $5::text, locked_at = NULL \
+     WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM cancelled) RETURNING id), \
+     job AS (INSERT INTO staged_jobs (job_name, job_args, created_at) SELECT $7::text, \
+     jsonb_build_object('amount', $8::bigint, 'currency', $9::text, \
+     'user_id', user_id, 'ride_id', id), $6::timestamptz FROM cancelled) \
+     SELECT EXISTS (SELECT 1 FROM leased), EXISTS (SELECT 1 FROM finished)"
+);
+
 /// Books a charged key, one statement: $1 key, $2 generation, $3 the
 /// recovery points booking expects, $4 the charge id, $5 the ride, $6
 /// the 201's status, $7 its body, $8 the job's name, $9 amount, $10
@@ -99,24 +172,24 @@ pub const RIDES_AWAITING_PAYMENT: &str = "SELECT id, stripe_payment_intent_id, s
      AND status_changed_at <= $1 AND stripe_payment_intent_id IS NOT NULL \
      ORDER BY status_changed_at LIMIT $2";
 
-/// Claims receipts, one statement: $1 rides, $2 their jobs (each ride
-/// once), $3 now, $4 claims older than this are stale. A ride is
-/// claimed if nobody holds it, or its holder's claim went stale unsent;
-/// otherwise it was sent, or another worker holds it now. One row per
-/// ride: claimed, sent.
-pub const CLAIM_RECEIPTS: &str = "WITH wanted AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) \
-     AS w(ride_id, job_id)), \
-     known AS (SELECT w.ride_id, w.job_id FROM wanted w JOIN rides r ON r.id = w.ride_id), \
-     claimed AS (INSERT INTO sent_receipts (ride_id, job_id, claimed_at) \
-     SELECT ride_id, job_id, $3 FROM known ORDER BY ride_id \
-     ON CONFLICT (ride_id) DO UPDATE SET job_id = EXCLUDED.job_id, claimed_at = EXCLUDED.claimed_at, \
-     claim_token = nextval('receipt_claim_tokens') \
-     WHERE sent_receipts.sent_at IS NULL AND sent_receipts.claimed_at <= $4 \
-     RETURNING ride_id, claim_token) \
-     SELECT w.ride_id, c.claim_token, s.sent_at IS NOT NULL AS sent, \
+/// Claims receipts, one statement: $1 rides, $2 the receipts' kinds, $3
+/// their jobs (each receipt once), $4 now, $5 claims older than this are
+/// stale. A receipt is claimed if nobody holds it, or its holder's claim
+/// went stale unsent; otherwise it was sent, or another worker holds it
+/// now. One row per receipt: ride, kind, claimed, sent, the ride known.
+pub const CLAIM_RECEIPTS: &str = "WITH wanted AS (SELECT * FROM unnest($1::bigint[], $2::text[], \
+     $3::bigint[]) AS w(ride_id, kind, job_id)), \
+     known AS (SELECT w.ride_id, w.kind, w.job_id FROM wanted w JOIN rides r ON r.id = w.ride_id), \
+     claimed AS (INSERT INTO sent_receipts (ride_id, kind, job_id, claimed_at) \
+     SELECT ride_id, kind, job_id, $4 FROM known ORDER BY ride_id, kind \
+     ON CONFLICT (ride_id, kind) DO UPDATE SET job_id = EXCLUDED.job_id, \
+     claimed_at = EXCLUDED.claimed_at, claim_token = nextval('receipt_claim_tokens') \
+     WHERE sent_receipts.sent_at IS NULL AND sent_receipts.claimed_at <= $5 \
+     RETURNING ride_id, kind, claim_token) \
+     SELECT w.ride_id, w.kind, c.claim_token, s.sent_at IS NOT NULL AS sent, \
      EXISTS (SELECT 1 FROM known k WHERE k.ride_id = w.ride_id) AS known \
-     FROM wanted w LEFT JOIN claimed c ON c.ride_id = w.ride_id \
-     LEFT JOIN sent_receipts s ON s.ride_id = w.ride_id";
+     FROM wanted w LEFT JOIN claimed c ON c.ride_id = w.ride_id AND c.kind = w.kind \
+     LEFT JOIN sent_receipts s ON s.ride_id = w.ride_id AND s.kind = w.kind";
 
 /// Receipt claims still held by their tokens: $1 rides, $2 tokens.
 macro_rules! held_claims {
@@ -133,7 +206,7 @@ macro_rules! held_claims {
 /// Marks sent the receipts whose claims the tokens still hold ($3 now).
 pub const MARK_RECEIPTS_SENT: &str = concat!(
     held_claims!("UPDATE sent_receipts SET sent_at = $3"),
-    " RETURNING sent_receipts.ride_id"
+    " RETURNING sent_receipts.ride_id, sent_receipts.kind"
 );
 
 /// Restarts the age of the claims the tokens still hold ($3 now).
@@ -143,7 +216,8 @@ pub const EXTEND_RECEIPT_CLAIMS: &str = held_claims!("UPDATE sent_receipts SET c
 /// whose charge was attempted before $1 (review's): the partial index of
 /// unfinished keys, whose size follows the backlog.
 pub const UNFINISHED_COUNTS: &str = "SELECT recovery_point, count(*), \
-     count(*) FILTER (WHERE recovery_point = 'ride_created' AND charge_attempted_at < $1) \
+     count(*) FILTER (WHERE recovery_point IN ('ride_created', 'cancel_recorded') \
+     AND charge_attempted_at < $1) \
      FROM idempotency_keys WHERE recovery_point <> 'finished' GROUP BY recovery_point";
 
 /// How many jobs are staged, and when the oldest (lowest id) was.
@@ -165,7 +239,8 @@ pub const NOTE_CHARGE_ATTEMPT: &str = concat!(
 pub const FIND_COMPLETABLE: &str = "SELECT id FROM idempotency_keys \
      WHERE recovery_point <> 'finished' AND created_at < $1 AND last_run_at < $2 \
      AND (locked_at IS NULL OR locked_at < $3) \
-     AND NOT (recovery_point = 'ride_created' AND charge_attempted_at IS NOT NULL \
+     AND NOT (recovery_point IN ('ride_created', 'cancel_recorded') \
+          AND charge_attempted_at IS NOT NULL \
           AND charge_attempted_at < $5) \
      ORDER BY created_at, id LIMIT $4";
 
@@ -212,7 +287,8 @@ pub const ANSWERS_SINCE: &str = "SELECT response_code, count(*) FROM idempotency
 
 /// $1 attempted before, $2 limit.
 pub const KEYS_FOR_REVIEW: &str = select_key!(
-    "WHERE k.recovery_point = 'ride_created' AND k.charge_attempted_at < $1 \
+    "WHERE k.recovery_point IN ('ride_created', 'cancel_recorded') \
+     AND k.charge_attempted_at < $1 \
      ORDER BY k.charge_attempted_at LIMIT $2"
 );
 
@@ -222,7 +298,7 @@ pub const KEYS_FOR_REVIEW: &str = select_key!(
 pub const REPORT_KEYS_FOR_REVIEW: &str = concat!(
     "WITH reported AS (UPDATE idempotency_keys SET review_reported_at = $2 \
      WHERE id = ANY(ARRAY(SELECT id FROM idempotency_keys \
-     WHERE recovery_point = 'ride_created' AND charge_attempted_at < $1 \
+     WHERE recovery_point IN ('ride_created', 'cancel_recorded') AND charge_attempted_at < $1 \
      AND review_reported_at IS NULL \
      ORDER BY charge_attempted_at LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING id) ",
     select_key!("WHERE k.id IN (SELECT id FROM reported) ORDER BY k.charge_attempted_at")

@@ -1,4 +1,5 @@
-//! One receipt per ride: claims taken before sending, marked after.
+//! One receipt of each kind per ride: claims taken before sending, marked
+//! after.
 
 use super::*;
 
@@ -6,54 +7,64 @@ use super::*;
 impl Receipts for PostgresStore {
     async fn claim_receipts(
         &self,
-        claims: &[(i64, RideId)],
+        claims: &[(i64, ReceiptFor)],
         now: SystemTime,
         stale_after: Duration,
     ) -> Result<Vec<ReceiptClaim>, StoreError> {
-        // Each ride once (an upsert may not touch one row twice), in ride
-        // order, so two workers claiming overlapping batches take the rows'
-        // locks in the same order.
-        let mut unique: Vec<(i64, RideId)> = Vec::with_capacity(claims.len());
+        // Each receipt once (an upsert may not touch one row twice), in
+        // receipt order, so two workers claiming overlapping batches take
+        // the rows' locks in the same order.
+        let mut unique: Vec<(i64, ReceiptFor)> = Vec::with_capacity(claims.len());
         let mut seen = std::collections::HashSet::new();
-        for &(job_id, ride_id) in claims {
-            if seen.insert(ride_id) {
-                unique.push((job_id, ride_id));
+        for &(job_id, receipt) in claims {
+            if seen.insert(receipt) {
+                unique.push((job_id, receipt));
             }
         }
-        unique.sort_by_key(|(_, ride_id)| *ride_id);
+        unique.sort_by_key(|(_, receipt)| *receipt);
         let stale_before = now
             .checked_sub(stale_after)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let rows: Vec<(i64, Option<i64>, bool, bool)> = sqlx::query_as(queries::CLAIM_RECEIPTS)
-            .bind(unique.iter().map(|(_, ride)| ride.0).collect::<Vec<_>>())
-            .bind(unique.iter().map(|(job, _)| *job).collect::<Vec<_>>())
-            .bind(timestamp(now))
-            .bind(timestamp(stale_before))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let answers: std::collections::HashMap<i64, ReceiptClaim> = rows
+        let rows: Vec<(i64, String, Option<i64>, bool, bool)> =
+            sqlx::query_as(queries::CLAIM_RECEIPTS)
+                .bind(unique.iter().map(|(_, r)| r.ride_id.0).collect::<Vec<_>>())
+                .bind(
+                    unique
+                        .iter()
+                        .map(|(_, r)| r.kind.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(unique.iter().map(|(job, _)| *job).collect::<Vec<_>>())
+                .bind(timestamp(now))
+                .bind(timestamp(stale_before))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        let answers: std::collections::HashMap<(i64, String), ReceiptClaim> = rows
             .into_iter()
-            .map(|(ride, token, sent, known)| {
+            .map(|(ride, kind, token, sent, known)| {
                 let answer = match (token, sent, known) {
                     (_, _, false) => ReceiptClaim::NoSuchRide,
                     (Some(token), _, true) => ReceiptClaim::Claimed(ClaimToken(token)),
                     (None, true, true) => ReceiptClaim::AlreadySent,
                     (None, false, true) => ReceiptClaim::InProgress,
                 };
-                (ride, answer)
+                ((ride, kind), answer)
             })
             .collect();
         let mut answered = std::collections::HashSet::new();
         claims
             .iter()
-            .map(|(_, ride_id)| {
-                let answer = answers.get(&ride_id.0).copied().ok_or_else(|| {
-                    StoreError::Inconsistent(format!("no claim answer for ride {ride_id}"))
-                })?;
-                // A ride listed again: its first entry holds the claim.
+            .map(|(_, receipt)| {
+                let answer = answers
+                    .get(&(receipt.ride_id.0, receipt.kind.as_str().to_owned()))
+                    .copied()
+                    .ok_or_else(|| {
+                        StoreError::Inconsistent(format!("no claim answer for the {receipt}"))
+                    })?;
+                // A receipt listed again: its first entry holds the claim.
                 Ok(
-                    if answered.insert(*ride_id) || answer == ReceiptClaim::NoSuchRide {
+                    if answered.insert(*receipt) || answer == ReceiptClaim::NoSuchRide {
                         answer
                     } else {
                         ReceiptClaim::InProgress
@@ -65,7 +76,7 @@ impl Receipts for PostgresStore {
 
     async fn extend_receipt_claims(
         &self,
-        claims: &[(RideId, ClaimToken)],
+        claims: &[(ReceiptFor, ClaimToken)],
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let (rides, tokens) = columns(claims);
@@ -85,11 +96,11 @@ impl Receipts for PostgresStore {
     /// that.
     async fn mark_receipts_sent(
         &self,
-        claims: &[(RideId, ClaimToken)],
+        claims: &[(ReceiptFor, ClaimToken)],
         now: SystemTime,
-    ) -> Result<Vec<RideId>, StoreError> {
+    ) -> Result<Vec<ReceiptFor>, StoreError> {
         let (rides, tokens) = columns(claims);
-        let marked: Vec<(i64,)> = persist(Duration::from_secs(15), || {
+        let marked: Vec<(i64, String)> = persist(Duration::from_secs(15), || {
             sqlx::query_as(queries::MARK_RECEIPTS_SENT)
                 .bind(&rides)
                 .bind(&tokens)
@@ -98,14 +109,30 @@ impl Receipts for PostgresStore {
         })
         .await
         .map_err(unavailable)?;
-        Ok(marked.into_iter().map(|(ride,)| RideId(ride)).collect())
+        marked
+            .into_iter()
+            .map(|(ride, kind)| {
+                Ok(ReceiptFor {
+                    ride_id: RideId(ride),
+                    kind: ReceiptKind::parse(&kind).ok_or_else(|| {
+                        StoreError::Inconsistent(format!("ride {ride}: receipt kind {kind:?}"))
+                    })?,
+                })
+            })
+            .collect()
     }
 
-    async fn release_receipt(&self, ride_id: RideId, token: ClaimToken) -> Result<(), StoreError> {
+    async fn release_receipt(
+        &self,
+        receipt: ReceiptFor,
+        token: ClaimToken,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM sent_receipts WHERE ride_id = $1 AND claim_token = $2 AND sent_at IS NULL",
+            "DELETE FROM sent_receipts WHERE ride_id = $1 AND kind = $2 AND claim_token = $3 \
+             AND sent_at IS NULL",
         )
-        .bind(ride_id.0)
+        .bind(receipt.ride_id.0)
+        .bind(receipt.kind.as_str())
         .bind(token.0)
         .execute(&self.pool)
         .await
@@ -113,11 +140,13 @@ impl Receipts for PostgresStore {
         Ok(())
     }
 
-    async fn receipt_sent(&self, ride_id: RideId) -> Result<bool, StoreError> {
+    async fn receipt_sent(&self, receipt: ReceiptFor) -> Result<bool, StoreError> {
         let (sent,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM sent_receipts WHERE ride_id = $1 AND sent_at IS NOT NULL)",
+            "SELECT EXISTS (SELECT 1 FROM sent_receipts WHERE ride_id = $1 AND kind = $2 \
+             AND sent_at IS NOT NULL)",
         )
-        .bind(ride_id.0)
+        .bind(receipt.ride_id.0)
+        .bind(receipt.kind.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -125,7 +154,11 @@ impl Receipts for PostgresStore {
     }
 }
 
-/// Claims as the two arrays the statements unnest: rides, tokens.
-fn columns(claims: &[(RideId, ClaimToken)]) -> (Vec<i64>, Vec<i64>) {
-    claims.iter().map(|(ride, token)| (ride.0, token.0)).unzip()
+/// Claims as the two arrays the statements unnest: rides, tokens (a
+/// token names one claim of one receipt: never reused).
+fn columns(claims: &[(ReceiptFor, ClaimToken)]) -> (Vec<i64>, Vec<i64>) {
+    claims
+        .iter()
+        .map(|(receipt, token)| (receipt.ride_id.0, token.0))
+        .unzip()
 }

@@ -7,8 +7,9 @@ use std::time::SystemTime;
 use application::ports::{RecentRide, StoreError};
 use domain::charge::ReceiptJob;
 use domain::{
-    IdempotencyKey, KeyId, KeyProgress, KeyRecord, RecoveryPoint, RequestFingerprint, Ride, RideId,
-    RideParams, RideStatus, StagedJob, StoredResponse, User, UserId,
+    Cancellation, Giveback, IdempotencyKey, KeyAction, KeyId, KeyProgress, KeyRecord, ReceiptKind,
+    RecoveryPoint, RefundRecord, RefundStatus, RequestFingerprint, Ride, RideId, RideParams,
+    RideStatus, StagedJob, StoredResponse, User, UserId,
 };
 use time::OffsetDateTime;
 
@@ -53,10 +54,10 @@ pub struct KeyRow {
     locked_at: Option<OffsetDateTime>,
     lock_generation: i64,
     request_fingerprint: String,
-    origin_lat: f64,
-    origin_lon: f64,
-    target_lat: f64,
-    target_lon: f64,
+    origin_lat: Option<f64>,
+    origin_lon: Option<f64>,
+    target_lat: Option<f64>,
+    target_lon: Option<f64>,
     request_ip: Option<String>,
     request_id: Option<String>,
     response_code: Option<i32>,
@@ -65,6 +66,9 @@ pub struct KeyRow {
     downstream_key: String,
     charge_attempted_at: Option<OffsetDateTime>,
     last_call_at: Option<OffsetDateTime>,
+    action: String,
+    cancels_ride_id: Option<i64>,
+    cancel_reason: Option<String>,
     user_id: i64,
     ride_id: Option<i64>,
 }
@@ -100,6 +104,14 @@ impl KeyRow {
             RecoveryPoint::ChargeCreated => KeyProgress::ChargeCreated {
                 ride_id: ride_id()?,
             },
+            RecoveryPoint::CancelRecorded => KeyProgress::CancelRecorded {
+                ride_id: ride_id()?,
+                call_attempted_at: self.charge_attempted_at.map(system_time),
+                last_call_at: self.last_call_at.map(system_time),
+            },
+            RecoveryPoint::RefundCreated => KeyProgress::RefundCreated {
+                ride_id: ride_id()?,
+            },
             RecoveryPoint::Finished => {
                 let (Some(code), Some(body)) = (self.response_code, &self.response_body) else {
                     return Err(inconsistent(format!(
@@ -119,27 +131,49 @@ impl KeyRow {
     }
 }
 
+impl KeyRow {
+    /// What the key asks: a booking's coordinates or the ride a cancel
+    /// names (the table's check keeps the two apart).
+    fn action(&self) -> Result<KeyAction, StoreError> {
+        let id = self.id;
+        match (self.action.as_str(), self.cancels_ride_id) {
+            ("book_ride", None) => {
+                let (Some(a), Some(b), Some(c), Some(d)) = (
+                    self.origin_lat,
+                    self.origin_lon,
+                    self.target_lat,
+                    self.target_lon,
+                ) else {
+                    return Err(inconsistent(format!(
+                        "key {id}: a booking without coordinates"
+                    )));
+                };
+                Ok(KeyAction::BookRide(params("key", id, [a, b, c, d])?))
+            }
+            ("cancel_ride", Some(ride_id)) => Ok(KeyAction::CancelRide {
+                ride_id: RideId(ride_id),
+                reason: self.cancel_reason.clone(),
+            }),
+            (action, ride) => Err(inconsistent(format!(
+                "key {id}: action {action:?} with cancelled ride {ride:?}"
+            ))),
+        }
+    }
+}
+
 impl TryFrom<KeyRow> for KeyRecord {
     type Error = StoreError;
 
     fn try_from(row: KeyRow) -> Result<Self, StoreError> {
         let progress = row.progress()?;
+        let action = row.action()?;
         Ok(KeyRecord {
             id: KeyId(row.id),
             user_id: UserId(row.user_id),
             key: IdempotencyKey::parse(&row.idempotency_key)
                 .map_err(|e| inconsistent(format!("key {}: {e}", row.id)))?,
             fingerprint: RequestFingerprint::from_stored(row.request_fingerprint),
-            params: params(
-                "key",
-                row.id,
-                [
-                    row.origin_lat,
-                    row.origin_lon,
-                    row.target_lat,
-                    row.target_lon,
-                ],
-            )?,
+            action,
             request_ip: row.request_ip,
             request_id: row.request_id,
             progress,
@@ -236,12 +270,12 @@ impl TryFrom<JobRow> for StagedJob {
     type Error = StoreError;
 
     fn try_from(row: JobRow) -> Result<Self, StoreError> {
-        if row.job_name != ReceiptJob::NAME {
-            return Err(inconsistent(format!(
+        let kind = ReceiptKind::of_job_name(&row.job_name).ok_or_else(|| {
+            inconsistent(format!(
                 "staged job {}: unknown job {}",
                 row.id, row.job_name
-            )));
-        }
+            ))
+        })?;
         let missing = || inconsistent(format!("staged job {}: incomplete arguments", row.id));
         Ok(StagedJob {
             id: row.id,
@@ -250,7 +284,53 @@ impl TryFrom<JobRow> for StagedJob {
                 user_id: UserId(row.user_id.ok_or_else(missing)?),
                 amount_cents: row.amount.ok_or_else(missing)?,
                 currency: row.currency.ok_or_else(missing)?,
+                kind,
             },
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct CancellationRow {
+    ride_id: i64,
+    reason: Option<String>,
+    giveback: String,
+    refund_amount_cents: i64,
+    stripe_refund_id: Option<String>,
+    refund_status: Option<String>,
+}
+
+impl TryFrom<CancellationRow> for Cancellation {
+    type Error = StoreError;
+
+    fn try_from(row: CancellationRow) -> Result<Self, StoreError> {
+        let ride = row.ride_id;
+        let giveback =
+            Giveback::from_stored(&row.giveback, row.refund_amount_cents).ok_or_else(|| {
+                inconsistent(format!(
+                    "ride {ride}: cancellation {:?} of {} cents",
+                    row.giveback, row.refund_amount_cents
+                ))
+            })?;
+        let refund = match (row.stripe_refund_id, row.refund_status) {
+            (Some(refund_id), Some(status)) => Some(RefundRecord {
+                refund_id,
+                status: RefundStatus::parse(&status).ok_or_else(|| {
+                    inconsistent(format!("ride {ride}: refund status {status:?}"))
+                })?,
+            }),
+            (None, _) => None,
+            (Some(id), None) => {
+                return Err(inconsistent(format!(
+                    "ride {ride}: refund {id} without a status"
+                )));
+            }
+        };
+        Ok(Cancellation {
+            ride_id: RideId(ride),
+            reason: row.reason,
+            giveback,
+            refund,
         })
     }
 }

@@ -347,7 +347,7 @@ async fn a_job_the_queue_refuses_stays_staged_until_it_is_accepted() {
 #[tokio::test]
 async fn the_completer_reports_what_became_of_each_key() {
     use application::ports::{MockKeyScans, MockKeys};
-    use application::{CompleteStalledKeys, CompleterReport, CreateRide};
+    use application::{CompleteStalledKeys, CompleterReport, PhaseMachine};
     use domain::KeyId;
     // Finished: two stalled keys on a healthy gateway.
     let h = Harness::new().await;
@@ -394,7 +394,7 @@ async fn the_completer_reports_what_became_of_each_key() {
         .returning(|_, _, _| Ok(None));
     let completer = CompleteStalledKeys::new(
         Arc::new(scans),
-        Arc::new(CreateRide::new(
+        Arc::new(PhaseMachine::new(
             Arc::new(keys),
             h.store.clone(),
             h.gateway.clone(),
@@ -450,7 +450,7 @@ impl application::ports::PaymentGateway for Crowded {
 /// finish), and never more than 4.
 #[tokio::test]
 async fn the_completer_works_its_batch_with_bounded_concurrency() {
-    use application::{CompleteStalledKeys, CreateRide};
+    use application::{CompleteStalledKeys, PhaseMachine};
     let fake = Arc::new(adapters::memory::FakeGateway::new());
     let crowded = Arc::new(Crowded {
         inner: fake.clone(),
@@ -465,7 +465,7 @@ async fn the_completer_works_its_batch_with_bounded_concurrency() {
         h.create_ride.run(request).await.unwrap_err();
     }
     h.advance(Duration::from_secs(301));
-    let create_ride = Arc::new(CreateRide::new(
+    let create_ride = Arc::new(PhaseMachine::new(
         h.store.clone(),
         h.store.clone(),
         crowded.clone(),
@@ -618,21 +618,21 @@ async fn a_receipt_claimed_then_marked_for_one_ride_is_sent() {
     let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let claim = h
         .store
-        .claim_receipt(7, ride, now, Duration::from_secs(60))
+        .claim_receipt(7, ride.into(), now, Duration::from_secs(60))
         .await
         .expect("claimed");
     let ReceiptClaim::Claimed(token) = claim else {
         panic!("claimed: {claim:?}");
     };
-    assert!(!h.store.receipt_sent(ride).await.expect("read"));
+    assert!(!h.store.receipt_sent(ride.into()).await.expect("read"));
     assert!(
         h.store
-            .mark_receipt_sent(ride, token, now)
+            .mark_receipt_sent(ride.into(), token, now)
             .await
             .expect("marked")
     );
     assert!(
-        h.store.receipt_sent(ride).await.expect("read"),
+        h.store.receipt_sent(ride.into()).await.expect("read"),
         "marked sent"
     );
 }
@@ -706,7 +706,12 @@ async fn a_send_slower_than_a_claim_lasts_keeps_its_claim_and_sends_once() {
     }
     assert_eq!(
         h.store
-            .claim_receipt(job_id, ride, h.clock.now(), WorkJobs::CLAIM_STALE_AFTER)
+            .claim_receipt(
+                job_id,
+                ride.into(),
+                h.clock.now(),
+                WorkJobs::CLAIM_STALE_AFTER
+            )
             .await
             .expect("claim"),
         ReceiptClaim::InProgress,
@@ -718,7 +723,7 @@ async fn a_send_slower_than_a_claim_lasts_keeps_its_claim_and_sends_once() {
         matches!(outcomes[..], [WorkOutcome::Sent { .. }]),
         "{outcomes:?}"
     );
-    assert!(h.store.receipt_sent(ride).await.expect("read"));
+    assert!(h.store.receipt_sent(ride.into()).await.expect("read"));
     assert_eq!(*sender.sent.lock().expect("lock"), vec![ride.0]);
 }
 

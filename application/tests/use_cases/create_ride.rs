@@ -8,7 +8,7 @@ use application::ports::{KeyScans, KeyViews};
 use std::time::Duration;
 
 use application::ports::{Finish, KeyPhase, KeyRequest, Keys, Lease, Outbox, StoreError, Users};
-use application::{CreateRideError, ReviewResolution};
+use application::{PhaseError, ReviewResolution};
 use domain::{LockPolicy, RecoveryPoint, RideParams};
 use support::{Harness, LOCK_TIMEOUT, key};
 
@@ -93,7 +93,7 @@ async fn raise_error_fails_the_charge_phase_unlocks_and_a_retry_without_it_succe
     let mut request = h.request(&h.good_user, &key(1));
     request.raise_error = true;
     let error = h.create_ride.run(request.clone()).await.unwrap_err();
-    assert!(matches!(error, CreateRideError::Simulated), "{error:?}");
+    assert!(matches!(error, PhaseError::Simulated), "{error:?}");
     let stored = &h.store.keys()[0];
     assert_eq!(stored.recovery_point(), RecoveryPoint::RideCreated);
     assert_eq!(
@@ -119,7 +119,7 @@ async fn the_same_key_with_a_different_body_is_refused_and_changes_nothing() {
     let mut other = h.request(&h.good_user, &key(1));
     other.params = RideParams::from_numbers([1.0, 2.0, 3.0, 4.5]).expect("valid");
     let error = h.create_ride.run(other).await.unwrap_err();
-    assert!(matches!(error, CreateRideError::KeyReused), "{error:?}");
+    assert!(matches!(error, PhaseError::KeyReused), "{error:?}");
     assert_eq!(h.store.keys(), before);
     assert_eq!(h.store.rides().len(), 1);
 }
@@ -147,7 +147,7 @@ async fn crash_after_key_phase(h: &Harness, key_text: &str) -> domain::KeyRecord
                 user_id: request.user.id,
                 key: request.key.clone(),
                 fingerprint: request.fingerprint(),
-                params: request.params,
+                action: domain::KeyAction::BookRide(request.params),
                 request_ip: None,
                 request_id: None,
                 charges_now: false,
@@ -181,7 +181,7 @@ async fn a_key_locked_by_a_live_request_answers_409_until_the_lock_times_out() {
     crash_after_key_phase(&h, &key(1)).await;
     h.advance(Duration::from_secs(30));
     let error = h.book(&key(1)).await.unwrap_err();
-    let CreateRideError::InFlight { retry_after } = error else {
+    let PhaseError::InFlight { retry_after } = error else {
         panic!("expected 409, got {error:?}");
     };
     assert_eq!(retry_after, Duration::from_secs(60));
@@ -646,7 +646,7 @@ async fn a_panicking_phase_carries_its_message_and_releases_the_key() {
     )
     .await;
     let error = h.book(&key(1)).await.unwrap_err();
-    let CreateRideError::Panicked(message) = error else {
+    let PhaseError::Panicked(message) = error else {
         panic!("expected a caught panic, got {error:?}");
     };
     assert_eq!(message, "the gateway adapter has a bug");
@@ -828,7 +828,7 @@ async fn each_call_of_a_resumed_key_is_noted_before_it_is_made() {
     let h = Harness::losing_every_answer().await;
     let first = h.book(&key(1)).await.unwrap_err();
     assert!(
-        matches!(first, CreateRideError::GatewayUnknown { .. }),
+        matches!(first, PhaseError::GatewayUnknown { .. }),
         "{first:?}"
     );
     let started = h.clock.now();

@@ -9,7 +9,7 @@ use adapters::memory::FakeGateway;
 use application::ports::{
     Finish, KeyPhase, Keys, Lease, MockKeys, MockPaymentGateway, PaymentGateway, StoreError,
 };
-use application::{CreateRide, CreateRideError, RideRequest};
+use application::{PhaseError, PhaseMachine, RideRequest};
 use domain::{ChargeOutcome, IdempotencyKey, RecoveryPoint, RideParams};
 use support::{Harness, key};
 
@@ -50,7 +50,7 @@ async fn an_unknown_outcome_then_success_charges_once_with_the_same_downstream_k
 
     let error = h.book(&key(1)).await.unwrap_err();
     assert!(
-        matches!(error, CreateRideError::GatewayUnknown { .. }),
+        matches!(error, PhaseError::GatewayUnknown { .. }),
         "{error:?}"
     );
     let stored = &h.store.keys()[0];
@@ -158,7 +158,7 @@ async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_on
     let h = Harness::new().await;
     let unlocks = Arc::new(Mutex::new(Vec::new()));
     let broken = failing_finish(h.store.clone(), unlocks.clone());
-    let create_ride = CreateRide::new(
+    let create_ride = PhaseMachine::new(
         Arc::new(broken),
         h.store.clone(),
         h.gateway.clone() as Arc<dyn PaymentGateway>,
@@ -175,7 +175,7 @@ async fn an_internal_error_after_charging_unlocks_the_key_and_a_retry_charges_on
     };
     let error = create_ride.run(request.clone()).await.unwrap_err();
     assert!(
-        matches!(error, CreateRideError::Store(StoreError::Unavailable(_))),
+        matches!(error, PhaseError::Store(StoreError::Unavailable(_))),
         "{error:?}"
     );
     assert_eq!(
@@ -210,7 +210,7 @@ async fn a_store_failing_while_unlocking_still_answers_and_the_lock_timeout_free
         .expect_unlock()
         .times(1)
         .returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("gone"))));
-    let create_ride = CreateRide::new(
+    let create_ride = PhaseMachine::new(
         Arc::new(store),
         h.store.clone(),
         h.gateway.clone() as Arc<dyn PaymentGateway>,
@@ -220,15 +220,12 @@ async fn a_store_failing_while_unlocking_still_answers_and_the_lock_timeout_free
     let mut request = h.request(&h.good_user, &key(1));
     request.raise_error = true;
     let error = create_ride.run(request.clone()).await.unwrap_err();
-    assert!(matches!(error, CreateRideError::Simulated), "{error:?}");
+    assert!(matches!(error, PhaseError::Simulated), "{error:?}");
     assert!(h.store.keys()[0].locked_at.is_some(), "still locked");
 
     request.raise_error = false;
     let error = h.create_ride.run(request.clone()).await.unwrap_err();
-    assert!(
-        matches!(error, CreateRideError::InFlight { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, PhaseError::InFlight { .. }), "{error:?}");
     h.advance(support::LOCK_TIMEOUT + std::time::Duration::from_secs(1));
     let answer = h.create_ride.run(request).await.expect("after the timeout");
     assert_eq!(answer.response.status, 201);
@@ -248,7 +245,7 @@ async fn losing_the_lock_does_not_unlock_the_successor() {
         .expect_finish()
         .returning(|_, _, _| Err(StoreError::LostLock("taken over".into())));
     store.expect_unlock().never();
-    let create_ride = CreateRide::new(
+    let create_ride = PhaseMachine::new(
         Arc::new(store),
         h.store.clone(),
         h.gateway.clone() as Arc<dyn PaymentGateway>,
@@ -260,7 +257,7 @@ async fn losing_the_lock_does_not_unlock_the_successor() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, CreateRideError::Store(StoreError::LostLock(_))),
+        matches!(error, PhaseError::Store(StoreError::LostLock(_))),
         "{error:?}"
     );
     let _ = KeyPhase::Mismatch;
@@ -274,7 +271,7 @@ async fn a_store_failing_as_the_key_finishes_unlocks_it_and_a_retry_ends_it() {
     for (declined, status) in [(false, 201), (true, 402)] {
         let h = Harness::new().await;
         let unlocks = Arc::new(Mutex::new(Vec::new()));
-        let create_ride = CreateRide::new(
+        let create_ride = PhaseMachine::new(
             Arc::new(failing_finish(h.store.clone(), unlocks.clone())),
             h.store.clone(),
             h.gateway.clone() as Arc<dyn PaymentGateway>,
@@ -289,7 +286,7 @@ async fn a_store_failing_as_the_key_finishes_unlocks_it_and_a_retry_ends_it() {
         let request = h.request(user, &key(1));
         let error = create_ride.run(request.clone()).await.unwrap_err();
         assert!(
-            matches!(error, CreateRideError::Store(StoreError::Unavailable(_))),
+            matches!(error, PhaseError::Store(StoreError::Unavailable(_))),
             "{status}: {error:?}"
         );
         assert_eq!(unlocks.lock().expect("lock").len(), 1, "{status}");
@@ -318,7 +315,7 @@ async fn locked_key(h: &Harness, n: usize) -> domain::KeyRecord {
                 user_id: h.good_user.id,
                 fingerprint: request.fingerprint(),
                 key: request.key,
-                params: request.params,
+                action: domain::KeyAction::BookRide(request.params),
                 request_ip: None,
                 request_id: None,
                 charges_now: true,
@@ -358,7 +355,7 @@ async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
             .withf(move |unlocked| *unlocked == lease)
             .times(1)
             .returning(|_| Ok(()));
-        let create_ride = CreateRide::new(
+        let create_ride = PhaseMachine::new(
             Arc::new(store),
             Arc::new(users),
             h.gateway.clone() as Arc<dyn PaymentGateway>,
@@ -370,7 +367,7 @@ async fn a_completer_that_cannot_find_the_keys_user_unlocks_the_key() {
             .await
             .unwrap_err();
         assert!(
-            matches!(error, CreateRideError::Store(_)),
+            matches!(error, PhaseError::Store(_)),
             "{found:?}: {error:?}"
         );
     }
@@ -385,12 +382,12 @@ async fn a_key_needing_review_on_the_api_path_is_refused_and_unlocked() {
     let request = lost.request(&lost.good_user, &key(1));
     let error = lost.create_ride.run(request.clone()).await.unwrap_err();
     assert!(
-        matches!(error, CreateRideError::GatewayUnknown { .. }),
+        matches!(error, PhaseError::GatewayUnknown { .. }),
         "{error:?}"
     );
     lost.advance(support::REVIEW_WINDOW + std::time::Duration::from_secs(1));
     let error = lost.create_ride.run(request).await.unwrap_err();
-    assert!(matches!(error, CreateRideError::NeedsReview), "{error:?}");
+    assert!(matches!(error, PhaseError::NeedsReview), "{error:?}");
     let key = &lost.store.keys()[0];
     assert_eq!(key.locked_at, None, "released for a person");
     assert_eq!(key.recovery_point(), RecoveryPoint::RideCreated);
@@ -426,7 +423,7 @@ async fn a_resolution_the_store_refuses_unlocks_the_key() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, CreateRideError::Store(StoreError::Inconsistent(_))),
+        matches!(error, PhaseError::Store(StoreError::Inconsistent(_))),
         "{error:?}"
     );
     let after = h

@@ -2,6 +2,7 @@
 //! and mockall where a fake cannot stage the failure: one test binary.
 
 mod background;
+mod cancel;
 mod create_ride;
 mod gateway_mocks;
 mod payments;

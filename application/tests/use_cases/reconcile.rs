@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use adapters::memory::FakeGateway;
 use application::ports::{GatewayError, Keys, PaymentGateway};
-use application::{CreateRideError, ReconcileKeys, Settlement};
+use application::{PhaseError, ReconcileKeys, Settlement};
 use async_trait::async_trait;
 use domain::{
     ChargeOutcome, ChargeRequest, ChargeSearch, KeyId, LockPolicy, ReconcilePolicy, Reconciliation,
@@ -88,7 +88,7 @@ impl Reconciling {
         for n in [1, 2] {
             let error = self.h.book(&key(n)).await.unwrap_err();
             assert!(
-                matches!(error, CreateRideError::GatewayUnknown { .. }),
+                matches!(error, PhaseError::GatewayUnknown { .. }),
                 "{error:?}"
             );
         }
@@ -119,7 +119,7 @@ async fn keys_past_the_window_are_settled_with_the_charge_found_or_ended_once_no
     // the key was run a moment ago, so a charge it made could still be
     // missing from the search.
     let retry = r.h.book(&key(2)).await.unwrap_err();
-    assert!(matches!(retry, CreateRideError::NeedsReview), "{retry:?}");
+    assert!(matches!(retry, PhaseError::NeedsReview), "{retry:?}");
 
     let findings = r.reconcile.examine(10).await.expect("examined");
     assert_eq!(findings.len(), 2);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use application::ports::{KeyPhase, MockKeys, MockUsers};
-use application::{Cached, CreateRide, CreateRideError, ReplayCache, ReplayCacheLimits};
+use application::{Cached, PhaseError, PhaseMachine, ReplayCache, ReplayCacheLimits};
 use domain::{IdempotencyKey, RequestFingerprint, RideParams, StoredResponse, UserId};
 
 use crate::support::{Harness, key, settings};
@@ -15,8 +15,8 @@ fn cache(h: &Harness, limits: ReplayCacheLimits) -> Arc<ReplayCache> {
     Arc::new(ReplayCache::new(limits, h.clock.clone()))
 }
 
-fn cached_rides(h: &Harness, cache: &Arc<ReplayCache>) -> CreateRide {
-    CreateRide::new(
+fn cached_rides(h: &Harness, cache: &Arc<ReplayCache>) -> PhaseMachine {
+    PhaseMachine::new(
         h.store.clone(),
         h.store.clone(),
         h.gateway.clone(),
@@ -40,7 +40,7 @@ async fn a_finished_key_is_answered_from_memory_without_the_store() {
         .times(1)
         .returning(move |_, _, _| Ok(KeyPhase::Replay(answer.clone())));
     let cache = cache(&h, ReplayCacheLimits::DEFAULT);
-    let rides = CreateRide::new(
+    let rides = PhaseMachine::new(
         Arc::new(keys),
         Arc::new(MockUsers::new()),
         h.gateway.clone(),
@@ -59,10 +59,7 @@ async fn a_finished_key_is_answered_from_memory_without_the_store() {
     // The same key with another body: refused as the store would.
     let mut other = h.request(&h.good_user, &key(1));
     other.params = RideParams::from_numbers([9.0, 9.0, 9.0, 9.0]).expect("valid");
-    assert!(matches!(
-        rides.run(other).await,
-        Err(CreateRideError::KeyReused)
-    ));
+    assert!(matches!(rides.run(other).await, Err(PhaseError::KeyReused)));
     // Keys are per user: another rider's same key is not this answer.
     assert_eq!(
         cache.get(
@@ -98,7 +95,7 @@ async fn a_booking_answered_now_is_kept_and_replayed_byte_for_byte() {
 async fn an_unfinished_key_is_never_kept() {
     let h = Harness::losing_every_answer().await;
     let cache = cache(&h, ReplayCacheLimits::DEFAULT);
-    let rides = CreateRide::new(
+    let rides = PhaseMachine::new(
         h.store.clone(),
         h.store.clone(),
         Arc::new(adapters::memory::FakeGateway::with_faults(
@@ -113,7 +110,7 @@ async fn an_unfinished_key_is_never_kept() {
     .with_replay_cache(cache.clone());
     let unknown = rides.run(h.request(&h.good_user, &key(1))).await;
     assert!(
-        matches!(unknown, Err(CreateRideError::GatewayUnknown { .. })),
+        matches!(unknown, Err(PhaseError::GatewayUnknown { .. })),
         "{unknown:?}"
     );
     let mut failing = h.request(&h.good_user, &key(2));

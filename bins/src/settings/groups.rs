@@ -10,7 +10,7 @@ use adapters::postgres::PoolSettings;
 use adapters::stripe::StripeSettings;
 use application::{AuthMode, Authenticate};
 use clap::{Args, ValueEnum};
-use domain::{CompleterPolicy, LockPolicy, ReviewPolicy};
+use domain::{CancelPolicy, CompleterPolicy, LockPolicy, ReviewPolicy};
 
 use super::*;
 
@@ -212,6 +212,14 @@ pub struct KeyArgs {
     /// least 1m against Stripe itself.
     #[arg(long, env = "STRIPE_SEARCH_LAG", value_parser = duration, default_value = "5m")]
     pub stripe_search_lag: Dur,
+    /// A booked ride cancelled within this long of its booking is refunded
+    /// in full (`POST /rides/{id}/cancel`).
+    #[arg(long, env = "FREE_CANCEL_WINDOW", value_parser = duration, default_value_t = Dur(CancelPolicy::DEFAULT.free_window), help_heading = "Cancelling")]
+    pub free_cancel_window: Dur,
+    /// Cents kept from the fare of a ride cancelled later (the refund is
+    /// never below zero).
+    #[arg(long, env = "CANCEL_FEE", default_value_t = CancelPolicy::DEFAULT.fee_cents, value_parser = clap::value_parser!(i64).range(0..), help_heading = "Cancelling")]
+    pub cancel_fee: i64,
 }
 
 impl KeyArgs {

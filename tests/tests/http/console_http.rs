@@ -17,7 +17,7 @@ use adapters::memory::{FakeGateway, MemoryStore};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use application::ports::{Clock, GatewayError, Outbox, PaymentGateway};
-use application::{CreateRide, CreateRideSettings, ReconcileKeys, RideRequest, SeedDemoUsers};
+use application::{PhaseMachine, PhaseSettings, ReconcileKeys, RideRequest, SeedDemoUsers};
 use domain::{
     ChargeOutcome, ChargeRequest, ChargeSearch, IdempotencyKey, LockPolicy, ReconcilePolicy,
     ReviewPolicy, RideParams,
@@ -68,7 +68,7 @@ struct Running {
     clock: Arc<ManualClock>,
     slot: ConsoleSlot,
     store: Arc<MemoryStore>,
-    create_ride: Arc<CreateRide>,
+    create_ride: Arc<PhaseMachine>,
     user: domain::User,
     http: reqwest::Client,
     /// The console's dead letters, empty until a test sets them.
@@ -91,15 +91,16 @@ async fn running() -> Running {
         .expect("seeded");
     let manual = Arc::new(ManualClock::at_epoch_plus(1_700_000_000));
     let clock: Arc<dyn Clock> = manual.clone();
-    let settings = CreateRideSettings {
+    let settings = PhaseSettings {
         lock: LockPolicy {
             lock_timeout: Duration::from_secs(90),
         },
         review: ReviewPolicy {
             review_after: Duration::from_secs(3600),
         },
+        cancel: domain::CancelPolicy::DEFAULT,
     };
-    let create_ride = Arc::new(CreateRide::new(
+    let create_ride = Arc::new(PhaseMachine::new(
         store.clone(),
         store.clone(),
         gateway.clone(),
@@ -431,6 +432,7 @@ async fn an_unreadable_dead_letter_is_shown_escaped_and_deleted_from_the_page() 
             currency: "usd".to_owned(),
             user_id: c.user.id,
             ride_id: domain::RideId(3),
+            kind: domain::ReceiptKind::Ride,
         },
     };
     let letters = Arc::new(TwoDeadLetters(std::sync::Mutex::new(vec![

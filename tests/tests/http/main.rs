@@ -3,6 +3,7 @@
 //! clients, the shutdown deadline), the OpenAPI document, the console's
 //! pages. One test binary, one shared Postgres container.
 
+mod cancel_http;
 mod console_http;
 mod http_api;
 mod http_concurrency;

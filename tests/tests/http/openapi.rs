@@ -139,6 +139,7 @@ async fn the_document_is_openapi_3_1_and_every_answer_the_api_gives_is_in_it() {
             "GET /readyz",
             "GET /rides/{id}",
             "POST /rides",
+            "POST /rides/{id}/cancel",
             "POST /webhooks/stripe",
         ]
         .map(str::to_owned)
@@ -198,6 +199,47 @@ async fn the_document_is_openapi_3_1_and_every_answer_the_api_gives_is_in_it() {
     .await;
     check("GET", &format!("/rides/{id}"), &theirs, 404);
     check("GET", "/rides/1", &send(c.get(url("/rides/1"))).await, 401);
+
+    // Cancelling it: 200 (stored, replayed), then 409 under another key;
+    // someone else's ride, a bad reason, a booking's key: 404, 422, 422.
+    let cancel_path = format!("/rides/{id}/cancel");
+    let cancel = |key: &str, user: &str, body: &str| {
+        c.post(url(&cancel_path))
+            .header("Authorization", user)
+            .header("Idempotency-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+    };
+    let cancel_key = new_key();
+    let reason = r#"{"reason":"plans changed"}"#;
+    let cancelled = send(cancel(&cancel_key, GOOD_USER, reason)).await;
+    check("POST", &cancel_path, &cancelled, 200);
+    assert_eq!(cancelled.json()["ride"]["status"], "cancelled");
+    let replayed = send(cancel(&cancel_key, GOOD_USER, reason)).await;
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.body, cancelled.body);
+    check("POST", &cancel_path, &replayed, 200);
+    let twice = send(cancel(&new_key(), GOOD_USER, "")).await;
+    check("POST", &cancel_path, &twice, 409);
+    check(
+        "POST",
+        &cancel_path,
+        &send(cancel(&new_key(), DECLINED_USER, "")).await,
+        404,
+    );
+    let long = format!(r#"{{"reason":"{}"}}"#, "x".repeat(501));
+    check(
+        "POST",
+        &cancel_path,
+        &send(cancel(&new_key(), GOOD_USER, &long)).await,
+        422,
+    );
+    check(
+        "POST",
+        &cancel_path,
+        &send(cancel(&key, GOOD_USER, "")).await,
+        422,
+    );
 
     check(
         "POST",
@@ -366,9 +408,11 @@ async fn the_document_is_openapi_3_1_and_every_answer_the_api_gives_is_in_it() {
         "404 not-found",
         "405 method-not-allowed",
         "409 request-in-flight",
+        "409 ride-already-cancelled",
         "413 body-too-large",
         "415 unsupported-media-type",
         "422 idempotency-key-reused",
+        "422 invalid-cancel-reason",
         "422 invalid-ride-parameters",
         "500 internal-error",
         "502 charge-refused",

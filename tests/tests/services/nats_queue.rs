@@ -12,7 +12,9 @@ use adapters::memory::FakeGateway;
 use adapters::nats::{NatsQueue, NatsSettings};
 use adapters::postgres::PostgresStore;
 use application::ports::{Clock, JobQueue, Outbox, ReceiptClaim, ReceiptSender, Receipts};
-use application::{CreateRide, DrainStagedJobs, RideRequest, SeedDemoUsers, WorkJobs, WorkOutcome};
+use application::{
+    DrainStagedJobs, PhaseMachine, RideRequest, SeedDemoUsers, WorkJobs, WorkOutcome,
+};
 use async_trait::async_trait;
 use domain::charge::ReceiptJob;
 use domain::{IdempotencyKey, RideParams};
@@ -79,7 +81,7 @@ async fn store_with_rides(rides: usize) -> Arc<PostgresStore> {
         .run(None)
         .await
         .expect("seeded");
-    let create_ride = CreateRide::new(
+    let create_ride = PhaseMachine::new(
         store.clone(),
         store.clone(),
         gateway,
@@ -203,7 +205,7 @@ async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_recei
     let ReceiptClaim::Claimed(token) = store
         .claim_receipt(
             second.job.id,
-            second.job.job.ride_id,
+            second.job.job.ride_id.into(),
             now,
             WorkJobs::CLAIM_STALE_AFTER,
         )
@@ -218,7 +220,7 @@ async fn a_worker_that_dies_before_acking_gets_the_job_redelivered_and_one_recei
         .expect("sent");
     assert!(
         store
-            .mark_receipt_sent(second.job.job.ride_id, token, now)
+            .mark_receipt_sent(second.job.job.ride_id.into(), token, now)
             .await
             .expect("marked")
     );
@@ -374,7 +376,12 @@ async fn two_databases_sharing_one_nats_server_each_get_their_own_jobs() {
         // Neither database's jobs were dropped as repeats of the other's,
         // nor worked against the other's rides.
         assert_one_receipt_per_ride(&sender, &ride_ids(store).await);
-        assert!(store.receipt_sent(domain::RideId(3)).await.expect("sent"));
+        assert!(
+            store
+                .receipt_sent(domain::RideId(3).into())
+                .await
+                .expect("sent")
+        );
     }
 }
 
@@ -435,7 +442,7 @@ async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed()
     );
     assert!(
         !store
-            .receipt_sent(domain::RideId(ride))
+            .receipt_sent(domain::RideId(ride).into())
             .await
             .expect("read")
     );
@@ -461,7 +468,7 @@ async fn a_job_that_keeps_failing_goes_to_the_dead_letter_stream_and_is_listed()
     );
     assert!(
         store
-            .receipt_sent(domain::RideId(ride))
+            .receipt_sent(domain::RideId(ride).into())
             .await
             .expect("read")
     );

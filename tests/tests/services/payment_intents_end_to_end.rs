@@ -258,7 +258,10 @@ impl World {
         {}
         for ride in rides {
             assert!(
-                self.store.receipt_sent(RideId(*ride)).await.expect("read"),
+                self.store
+                    .receipt_sent(RideId(*ride).into())
+                    .await
+                    .expect("read"),
                 "ride {ride}'s receipt"
             );
         }

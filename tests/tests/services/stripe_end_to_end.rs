@@ -15,7 +15,7 @@ use adapters::clock::SystemClock;
 use adapters::fake_stripe::{FakeStripe, FakeStripeSettings, FaultKind, FaultTiming, Faults};
 use adapters::stripe::{StripeGateway, StripeSettings};
 use application::ports::PaymentGateway;
-use application::{AuthMode, CompleteStalledKeys, CreateRide, SeedDemoUsers};
+use application::{AuthMode, CompleteStalledKeys, PhaseMachine, SeedDemoUsers};
 use domain::CompleterPolicy;
 use integration_tests::{GOOD_USER, SEED_BODY};
 use tokio::net::TcpListener;
@@ -155,7 +155,7 @@ async fn at_twenty_percent_faults_every_charge_has_one_ride_and_every_ride_one_c
     // until it finds nothing more to do.
     let completer = CompleteStalledKeys::new(
         store.clone(),
-        Arc::new(CreateRide::new(
+        Arc::new(PhaseMachine::new(
             store.clone(),
             store.clone(),
             gateway.clone(),

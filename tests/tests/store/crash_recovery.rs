@@ -13,8 +13,7 @@ use application::ports::{
     Finish, KeyPhase, KeyRequest, Keys, Lease, PaymentGateway, Store, StoreError,
 };
 use application::{
-    CompleteStalledKeys, CreateRide, CreateRideError, CreateRideSettings, RideRequest,
-    SeedDemoUsers,
+    CompleteStalledKeys, PhaseError, PhaseMachine, PhaseSettings, RideRequest, SeedDemoUsers,
 };
 use async_trait::async_trait;
 use domain::{
@@ -54,7 +53,7 @@ struct World {
     rider: User,
 }
 
-fn settings() -> CreateRideSettings {
+fn settings() -> PhaseSettings {
     integration_tests::ride_settings()
 }
 
@@ -84,8 +83,8 @@ impl World {
         }
     }
 
-    fn create_ride(&self, gateway: Arc<dyn PaymentGateway>) -> Arc<CreateRide> {
-        Arc::new(CreateRide::new(
+    fn create_ride(&self, gateway: Arc<dyn PaymentGateway>) -> Arc<PhaseMachine> {
+        Arc::new(PhaseMachine::new(
             self.store.clone(),
             self.store.clone(),
             gateway,
@@ -94,7 +93,7 @@ impl World {
         ))
     }
 
-    fn healthy(&self) -> Arc<CreateRide> {
+    fn healthy(&self) -> Arc<PhaseMachine> {
         self.create_ride(self.gateway.clone())
     }
 
@@ -167,7 +166,7 @@ async fn a_request_that_died_after_stripe_charged_is_resumed_by_a_retry_and_char
     let retry = world.healthy();
     let error = retry.run(world.request(1)).await.unwrap_err();
     assert!(
-        matches!(error, CreateRideError::InFlight { .. }),
+        matches!(error, PhaseError::InFlight { .. }),
         "the dead request's lock still holds: {error:?}"
     );
 
@@ -289,7 +288,7 @@ async fn a_key_is_left_at_its_recovery_point_when_killed_between_phases(backend:
                 user_id: world.rider.id,
                 key: world.request(7).key,
                 fingerprint: world.request(7).fingerprint(),
-                params: world.request(7).params,
+                action: domain::KeyAction::BookRide(world.request(7).params),
                 request_ip: None,
                 request_id: None,
                 charges_now: true,
@@ -407,6 +406,31 @@ impl Keys for DyingStore {
         self.inner.note_charge_attempt(lease, now).await
     }
 
+    async fn record_cancellation(
+        &self,
+        lease: Lease,
+        policy: domain::CancelPolicy,
+        now: SystemTime,
+    ) -> Result<application::ports::CancelRecording, StoreError> {
+        self.inner.record_cancellation(lease, policy, now).await
+    }
+
+    async fn find_cancellation(
+        &self,
+        ride_id: RideId,
+    ) -> Result<Option<domain::Cancellation>, StoreError> {
+        self.inner.find_cancellation(ride_id).await
+    }
+
+    async fn record_refund(
+        &self,
+        lease: Lease,
+        refund: Option<domain::RefundRecord>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.inner.record_refund(lease, refund, now).await
+    }
+
     async fn finish(
         &self,
         lease: Lease,
@@ -432,7 +456,7 @@ impl World {
     /// Runs request `n` on a store that dies at `point`, and kills it there.
     async fn die_at(&self, n: usize, point: KillPoint) {
         let died = Arc::new(tokio::sync::Semaphore::new(0));
-        let dying = Arc::new(CreateRide::new(
+        let dying = Arc::new(PhaseMachine::new(
             Arc::new(DyingStore {
                 inner: self.store.clone(),
                 point,

@@ -48,7 +48,7 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
         user_id: rider.id,
         key: IdempotencyKey::parse("restart-key-0000000001").expect("valid"),
         fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
-        params,
+        action: domain::KeyAction::BookRide(params),
         request_ip: None,
         request_id: None,
         charges_now: true,
@@ -64,7 +64,7 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
     let lease = Lease::of(&record);
     let ride = record.progress.ride_id().expect("ride");
     let ReceiptClaim::Claimed(token) = store
-        .claim_receipt(1, ride, now, Duration::from_secs(60))
+        .claim_receipt(1, ride.into(), now, Duration::from_secs(60))
         .await
         .expect("claimed")
     else {
@@ -76,7 +76,7 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
     docker(&["stop", "-t", "1", &id]);
     let marking = {
         let store = store.clone();
-        tokio::spawn(async move { store.mark_receipt_sent(ride, token, now).await })
+        tokio::spawn(async move { store.mark_receipt_sent(ride.into(), token, now).await })
     };
     let unlocking = {
         let store = store.clone();
@@ -100,7 +100,7 @@ async fn a_receipt_already_sent_is_marked_sent_across_a_postgres_outage() {
         unlocked.is_err(),
         "an outage longer than the unlock's budget"
     );
-    assert!(store.receipt_sent(ride).await.expect("read"));
+    assert!(store.receipt_sent(ride.into()).await.expect("read"));
 }
 
 /// What `probe` tells a process at start: wait for a server that is down,

@@ -66,7 +66,7 @@ impl Db {
             user_id: self.rider.id,
             key: IdempotencyKey::parse(&format!("skip-locked-key-{n:08}")).expect("valid"),
             fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
-            params,
+            action: domain::KeyAction::BookRide(params),
             request_ip: None,
             request_id: None,
             charges_now: false,

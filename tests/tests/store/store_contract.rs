@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    Backlog, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, Lease, ReceiptClaim, Store,
-    StoreError,
+    Backlog, CancelRecording, Dashboard, Finish, KeyCounts, KeyPhase, KeyRequest, Lease,
+    ReceiptClaim, Store, StoreError,
 };
 use domain::charge::ReceiptJob;
 use domain::{
-    ApiKeyHash, IdempotencyKey, KeyId, KeyProgress, KeyRecord, PaymentApplied, PaymentIntentState,
-    PaymentUpdate, RecoveryPoint, RequestFingerprint, RideId, RideParams, RideStatus,
-    StoredResponse, User,
+    ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, Giveback, IdempotencyKey, KeyAction,
+    KeyId, KeyProgress, KeyRecord, PaymentApplied, PaymentIntentState, PaymentUpdate, ReceiptFor,
+    ReceiptKind, RecoveryPoint, RefundRecord, RefundStatus, RequestFingerprint, RideId, RideParams,
+    RideStatus, StoredResponse, User,
 };
 
 use integration_tests::{COMPLETER, LOCK, Legacy};
@@ -45,7 +46,7 @@ fn request(user: &User, key: &str, lat: f64) -> KeyRequest {
         user_id: user.id,
         key: IdempotencyKey::parse(key).expect("valid"),
         fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
-        params,
+        action: KeyAction::BookRide(params),
         request_ip: Some("198.51.100.7".into()),
         request_id: Some(format!("request-{key}")),
         charges_now: false,
@@ -149,7 +150,10 @@ async fn a_new_key_is_locked_at_ride_created_with_its_ride_and_own_downstream_ke
         .expect("the ride is written with the key");
     assert_eq!(ride.idempotency_key_id, Some(first.id));
     assert_eq!(ride.user_id, rider.id);
-    assert_eq!(ride.params, request(&rider, &key(1), 1.0).params);
+    assert_eq!(
+        KeyAction::BookRide(ride.params),
+        request(&rider, &key(1), 1.0).action
+    );
     assert_eq!(ride.stripe_charge_id, None);
 
     let charging = KeyRequest {
@@ -224,7 +228,7 @@ async fn a_booking_records_the_charge_stages_the_job_and_replays(store: Arc<dyn 
     assert_eq!(ride.idempotency_key_id, Some(record.id));
     assert_eq!(ride.user_id, rider.id);
     assert_eq!(ride.stripe_charge_id, Some(format!("ch_{}", record.id)));
-    assert_eq!(ride.params, req.params);
+    assert_eq!(KeyAction::BookRide(ride.params), req.action);
     let jobs = store.staged_jobs(10).await.expect("jobs");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].job, ReceiptJob::for_ride(ride_id, rider.id));
@@ -834,12 +838,12 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
     let ride = jobs[0].job.ride_id;
     let job_id = jobs[0].id;
     let stale = Duration::from_secs(60);
-    assert!(!store.receipt_sent(ride).await.expect("read"));
+    assert!(!store.receipt_sent(ride.into()).await.expect("read"));
     let claim = |now| {
         let store = store.clone();
         async move {
             store
-                .claim_receipt(job_id, ride, now, stale)
+                .claim_receipt(job_id, ride.into(), now, stale)
                 .await
                 .expect("claim")
         }
@@ -852,7 +856,10 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
         ReceiptClaim::InProgress,
         "another worker sends it"
     );
-    store.release_receipt(ride, first).await.expect("released");
+    store
+        .release_receipt(ride.into(), first)
+        .await
+        .expect("released");
     let ReceiptClaim::Claimed(second) = claim(at(3)).await else {
         panic!("a failed send frees it");
     };
@@ -867,11 +874,11 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
     };
     assert!(
         store
-            .mark_receipt_sent(ride, third, at(65))
+            .mark_receipt_sent(ride.into(), third, at(65))
             .await
             .expect("sent")
     );
-    assert!(store.receipt_sent(ride).await.expect("read"));
+    assert!(store.receipt_sent(ride.into()).await.expect("read"));
     assert_eq!(claim(at(66)).await, ReceiptClaim::AlreadySent);
     assert_eq!(
         claim(at(10_000)).await,
@@ -879,10 +886,10 @@ async fn staged_jobs_come_in_id_order_and_receipts_are_recorded_once(
         "sent is forever"
     );
     store
-        .release_receipt(ride, third)
+        .release_receipt(ride.into(), third)
         .await
         .expect("a no-op once sent");
-    assert!(store.receipt_sent(ride).await.expect("read"));
+    assert!(store.receipt_sent(ride.into()).await.expect("read"));
 }
 
 /// A job naming a ride that does not exist is answered `NoSuchRide`, and
@@ -895,7 +902,11 @@ async fn a_claim_for_a_missing_ride_is_refused_alone(store: Arc<dyn ContractStor
     let missing = RideId(job.job.ride_id.0 + 1_000_000);
     let claims = store
         .claim_receipts(
-            &[(999, missing), (job.id, job.job.ride_id), (998, missing)],
+            &[
+                (999, missing.into()),
+                (job.id, job.job.ride_id.into()),
+                (998, missing.into()),
+            ],
             at(1),
             Duration::from_secs(60),
         )
@@ -928,7 +939,7 @@ async fn receipt_claims_are_fenced_by_their_tokens(store: Arc<dyn ContractStore>
         let store = store.clone();
         async move {
             store
-                .claim_receipt(job_id, ride, now, stale)
+                .claim_receipt(job_id, ride.into(), now, stale)
                 .await
                 .expect("claim")
         }
@@ -939,17 +950,20 @@ async fn receipt_claims_are_fenced_by_their_tokens(store: Arc<dyn ContractStore>
     let ReceiptClaim::Claimed(taker) = claim(at(61)).await else {
         panic!("stale: taken over");
     };
-    store.release_receipt(ride, slow).await.expect("no-op");
+    store
+        .release_receipt(ride.into(), slow)
+        .await
+        .expect("no-op");
     assert_eq!(claim(at(62)).await, ReceiptClaim::InProgress, "still held");
     assert!(
         !store
-            .mark_receipt_sent(ride, slow, at(63))
+            .mark_receipt_sent(ride.into(), slow, at(63))
             .await
             .expect("no-op")
     );
-    assert!(!store.receipt_sent(ride).await.expect("read"));
+    assert!(!store.receipt_sent(ride.into()).await.expect("read"));
     store
-        .extend_receipt_claims(&[(ride, slow)], at(100))
+        .extend_receipt_claims(&[(ride.into(), slow)], at(100))
         .await
         .expect("no-op");
     assert!(
@@ -962,7 +976,7 @@ async fn receipt_claims_are_fenced_by_their_tokens(store: Arc<dyn ContractStore>
     };
     assert_ne!(holder, taker);
     store
-        .extend_receipt_claims(&[(ride, holder)], at(250))
+        .extend_receipt_claims(&[(ride.into(), holder)], at(250))
         .await
         .expect("extended");
     assert_eq!(
@@ -972,11 +986,11 @@ async fn receipt_claims_are_fenced_by_their_tokens(store: Arc<dyn ContractStore>
     );
     assert!(
         store
-            .mark_receipt_sent(ride, holder, at(301))
+            .mark_receipt_sent(ride.into(), holder, at(301))
             .await
             .expect("sent")
     );
-    assert!(store.receipt_sent(ride).await.expect("read"));
+    assert!(store.receipt_sent(ride.into()).await.expect("read"));
 }
 
 /// Receipts claimed and marked many at once answer exactly as one at a
@@ -992,9 +1006,9 @@ async fn receipts_are_claimed_and_marked_in_batches(store: Arc<dyn ContractStore
     let first = store
         .claim_receipts(
             &[
-                (jobs[0].id, ride(0)),
-                (jobs[1].id, ride(1)),
-                (jobs[0].id, ride(0)),
+                (jobs[0].id, ride(0).into()),
+                (jobs[1].id, ride(1).into()),
+                (jobs[0].id, ride(0).into()),
             ],
             at(1),
             stale,
@@ -1009,17 +1023,17 @@ async fn receipts_are_claimed_and_marked_in_batches(store: Arc<dyn ContractStore
     assert_eq!(first.len(), 3);
     assert_eq!(
         store
-            .mark_receipts_sent(&[(ride(0), token0)], at(2))
+            .mark_receipts_sent(&[(ride(0).into(), token0)], at(2))
             .await
             .expect("marked"),
-        vec![ride(0)]
+        vec![ReceiptFor::ride(ride(0))]
     );
     let second = store
         .claim_receipts(
             &[
-                (jobs[2].id, ride(2)),
-                (jobs[1].id, ride(1)),
-                (jobs[0].id, ride(0)),
+                (jobs[2].id, ride(2).into()),
+                (jobs[1].id, ride(1).into()),
+                (jobs[0].id, ride(0).into()),
             ],
             at(3),
             stale,
@@ -1032,20 +1046,29 @@ async fn receipts_are_claimed_and_marked_in_batches(store: Arc<dyn ContractStore
         panic!("in the order asked: {second:?}");
     };
     let again = store
-        .claim_receipts(&[(jobs[1].id, ride(1))], at(61), stale)
+        .claim_receipts(&[(jobs[1].id, ride(1).into())], at(61), stale)
         .await
         .expect("claims");
     let [ReceiptClaim::Claimed(token1)] = again[..] else {
         panic!("a claim 60 s old is stale: {again:?}");
     };
     let mut marked = store
-        .mark_receipts_sent(&[(ride(1), token1), (ride(2), token2)], at(62))
+        .mark_receipts_sent(
+            &[(ride(1).into(), token1), (ride(2).into(), token2)],
+            at(62),
+        )
         .await
         .expect("marked");
     marked.sort();
-    assert_eq!(marked, vec![ride(1), ride(2)]);
+    assert_eq!(
+        marked,
+        vec![ReceiptFor::ride(ride(1)), ReceiptFor::ride(ride(2))]
+    );
     for i in 0..3 {
-        assert!(store.receipt_sent(ride(i)).await.expect("read"), "ride {i}");
+        assert!(
+            store.receipt_sent(ride(i).into()).await.expect("read"),
+            "ride {i}"
+        );
     }
     assert!(
         store
@@ -1670,6 +1693,294 @@ async fn every_gateway_call_is_noted_under_the_lease_by_the_stores_clock(
     );
 }
 
+/// A cancel key for `ride`, as `request` is a booking's.
+fn cancel_request(user: &User, key: &str, ride: RideId) -> KeyRequest {
+    KeyRequest {
+        user_id: user.id,
+        key: IdempotencyKey::parse(key).expect("valid"),
+        fingerprint: RequestFingerprint::for_cancel(
+            "POST",
+            &format!("/rides/{ride}/cancel"),
+            Some("late"),
+        ),
+        action: KeyAction::CancelRide {
+            ride_id: ride,
+            reason: Some("late".to_owned()),
+        },
+        request_ip: Some("198.51.100.7".into()),
+        request_id: None,
+        charges_now: false,
+    }
+}
+
+fn recorded(recording: CancelRecording) -> (KeyRecord, Cancellation) {
+    match recording {
+        CancelRecording::Recorded {
+            record,
+            cancellation,
+        } => (record, cancellation),
+        other => panic!("expected a recorded cancellation, got {other:?}"),
+    }
+}
+
+async fn status_of(store: &dyn Store, ride: RideId) -> RideStatus {
+    store
+        .find_ride(ride)
+        .await
+        .expect("read")
+        .expect("ride")
+        .status
+}
+
+async fn a_cancel_is_recorded_once_per_ride_refunded_and_finished_with_its_receipt(
+    store: Arc<dyn ContractStore>,
+) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let booking = book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await;
+    let ride = ride_of(&booking);
+    let req = cancel_request(&rider, &key(100), ride);
+    let key_record = locked(store.as_ref(), &req, at(60)).await;
+    assert_eq!(key_record.recovery_point(), RecoveryPoint::Started);
+    assert_eq!(key_record.ride_id(), Some(ride));
+    assert_eq!(key_record.action, req.action);
+    let lease = Lease::of(&key_record);
+    let (moved, cancellation) = recorded(
+        store
+            .record_cancellation(lease, CancelPolicy::DEFAULT, at(61))
+            .await
+            .expect("recorded"),
+    );
+    assert_eq!(moved.recovery_point(), RecoveryPoint::CancelRecorded);
+    assert_eq!(moved.progress.ride_id(), Some(ride));
+    let full = Giveback::Refund {
+        amount_cents: domain::RIDE_PRICE.amount_cents,
+    };
+    assert_eq!(cancellation.giveback, full, "within the free window");
+    assert_eq!(
+        store.find_cancellation(ride).await.expect("read"),
+        Some(cancellation.clone())
+    );
+    assert_eq!(
+        status_of(store.as_ref(), ride).await,
+        RideStatus::Cancelling
+    );
+    lost(
+        store
+            .record_cancellation(lease, CancelPolicy::DEFAULT, at(62))
+            .await
+            .map(|_| ()),
+        "a second recording by the same key",
+    );
+
+    // Another key finds the ride cancelled: refused, nothing written.
+    let other = locked(
+        store.as_ref(),
+        &cancel_request(&rider, &key(101), ride),
+        at(63),
+    )
+    .await;
+    assert_eq!(
+        store
+            .record_cancellation(Lease::of(&other), CancelPolicy::DEFAULT, at(63))
+            .await
+            .expect("decided"),
+        CancelRecording::Refused(CancelDecision::AlreadyCancelled)
+    );
+    let refused = StoredResponse::ride_already_cancelled();
+    store
+        .finish(
+            Lease::of(&other),
+            Finish::CancelRefused {
+                response: refused.clone(),
+            },
+            at(64),
+        )
+        .await
+        .expect("refused");
+    assert_eq!(
+        status_of(store.as_ref(), ride).await,
+        RideStatus::Cancelling
+    );
+
+    store
+        .note_charge_attempt(lease, at(65))
+        .await
+        .expect("noted");
+    let refund = RefundRecord {
+        refund_id: "re_1".to_owned(),
+        status: RefundStatus::Pending,
+    };
+    store
+        .record_refund(lease, Some(refund.clone()), at(66))
+        .await
+        .expect("refund recorded");
+    lost(
+        store
+            .record_refund(lease, Some(refund.clone()), at(66))
+            .await,
+        "a second refund",
+    );
+    assert_eq!(
+        store
+            .find_cancellation(ride)
+            .await
+            .expect("read")
+            .and_then(|c| c.refund),
+        Some(refund)
+    );
+    let response = StoredResponse {
+        status: 200,
+        body: "{\"cancelled\":true}".into(),
+    };
+    let jobs_before = store.staged_jobs(10).await.expect("jobs").len();
+    store
+        .finish(
+            lease,
+            Finish::Cancelled {
+                response: response.clone(),
+                job: ReceiptJob::for_cancellation(ride, rider.id, full.refund_cents()),
+            },
+            at(67),
+        )
+        .await
+        .expect("finished");
+    assert_eq!(status_of(store.as_ref(), ride).await, RideStatus::Cancelled);
+    let jobs = store.staged_jobs(10).await.expect("jobs");
+    assert_eq!(jobs.len(), jobs_before + 1, "one job staged with the 200");
+    let job = &jobs.last().expect("job").job;
+    assert_eq!(job.kind, ReceiptKind::Cancellation);
+    assert_eq!(job.ride_id, ride);
+    assert_eq!(job.amount_cents, full.refund_cents());
+    for (request, answer) in [
+        (req, response),
+        (cancel_request(&rider, &key(101), ride), refused),
+    ] {
+        assert_eq!(
+            store
+                .begin_request(&request, at(68), LOCK)
+                .await
+                .expect("key phase"),
+            KeyPhase::Replay(answer)
+        );
+    }
+}
+
+async fn a_cancel_is_decided_from_the_rides_status_and_booking_time(store: Arc<dyn ContractStore>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let other_rider = user(store.as_ref(), "b@example.com").await;
+    let late = ride_of(&book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await);
+    let decide = |n: usize, who: User, ride: RideId, now: SystemTime| {
+        let store = store.clone();
+        async move {
+            let record = locked(store.as_ref(), &cancel_request(&who, &key(n), ride), now).await;
+            store
+                .record_cancellation(Lease::of(&record), CancelPolicy::DEFAULT, now)
+                .await
+        }
+    };
+    let (_, cancellation) = recorded(decide(100, rider.clone(), late, at(301)).await.expect("ok"));
+    assert_eq!(
+        cancellation.giveback,
+        Giveback::Refund {
+            amount_cents: domain::RIDE_PRICE.amount_cents - 500
+        },
+        "after the free window: less the fee"
+    );
+
+    let failed = locked(store.as_ref(), &request(&rider, &key(2), 1.0), at(0)).await;
+    store
+        .finish(Lease::of(&failed), refusal(), at(1))
+        .await
+        .expect("refused");
+    assert_eq!(
+        decide(101, rider.clone(), ride_of(&failed), at(2))
+            .await
+            .expect("ok"),
+        CancelRecording::Refused(CancelDecision::NotCancellable)
+    );
+    let charging = locked(store.as_ref(), &request(&rider, &key(3), 1.0), at(0)).await;
+    store.unlock(Lease::of(&charging)).await.expect("unlocked");
+    assert_eq!(
+        decide(102, rider.clone(), ride_of(&charging), at(2))
+            .await
+            .expect("ok"),
+        CancelRecording::Refused(CancelDecision::PaymentInProgress)
+    );
+    assert_eq!(
+        status_of(store.as_ref(), ride_of(&charging)).await,
+        RideStatus::Charging,
+        "a refusal changes nothing"
+    );
+    let booked = ride_of(&book(store.as_ref(), &request(&rider, &key(4), 1.0), at(0)).await);
+    assert!(
+        matches!(
+            decide(103, other_rider, booked, at(1)).await,
+            Err(StoreError::Inconsistent(_))
+        ),
+        "another rider's ride is never cancelled by the store"
+    );
+    assert_eq!(status_of(store.as_ref(), booked).await, RideStatus::Booked);
+    assert_eq!(store.find_cancellation(booked).await.expect("read"), None);
+}
+
+async fn a_refused_refund_fails_the_ride_and_a_refund_id_serves_one_cancellation(
+    store: Arc<dyn ContractStore>,
+) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let mut leases = Vec::new();
+    for n in 0..2 {
+        let ride = ride_of(&book(store.as_ref(), &request(&rider, &key(n), 1.0), at(0)).await);
+        let record = locked(
+            store.as_ref(),
+            &cancel_request(&rider, &key(100 + n), ride),
+            at(1),
+        )
+        .await;
+        let (record, _) = recorded(
+            store
+                .record_cancellation(Lease::of(&record), CancelPolicy::DEFAULT, at(1))
+                .await
+                .expect("recorded"),
+        );
+        leases.push((Lease::of(&record), ride));
+    }
+    let refund = RefundRecord {
+        refund_id: "re_shared".to_owned(),
+        status: RefundStatus::Succeeded,
+    };
+    store
+        .record_refund(leases[0].0, Some(refund.clone()), at(2))
+        .await
+        .expect("recorded");
+    assert!(
+        matches!(
+            store.record_refund(leases[1].0, Some(refund), at(2)).await,
+            Err(StoreError::Inconsistent(_))
+        ),
+        "one refund pays back one ride"
+    );
+    let response = StoredResponse::refund_refused();
+    store
+        .finish(
+            leases[1].0,
+            Finish::RefundFailed {
+                response: response.clone(),
+            },
+            at(3),
+        )
+        .await
+        .expect("finished");
+    assert_eq!(
+        status_of(store.as_ref(), leases[1].1).await,
+        RideStatus::RefundFailed
+    );
+    let jobs = store.staged_jobs(10).await.expect("jobs");
+    assert!(
+        jobs.iter().all(|j| j.job.kind == ReceiptKind::Ride),
+        "no cancellation receipt without a 200"
+    );
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -1715,6 +2026,9 @@ macro_rules! contract {
             case!(every_gateway_call_is_noted_under_the_lease_by_the_stores_clock);
             case!(the_sync_pass_lists_rides_waiting_longer_than_the_cutoff_and_rechecks_later);
             case!(a_refused_ride_fails_and_one_intent_pays_for_one_ride_only);
+            case!(a_cancel_is_recorded_once_per_ride_refunded_and_finished_with_its_receipt);
+            case!(a_cancel_is_decided_from_the_rides_status_and_booking_time);
+            case!(a_refused_refund_fails_the_ride_and_a_refund_id_serves_one_cancellation);
         }
     };
 }

@@ -9,7 +9,7 @@ use adapters::clock::ManualClock;
 use adapters::memory::{FakeGateway, MemoryQueue, MemoryStore};
 use application::ports::{Clock, Outbox, PaymentGateway};
 use application::{
-    Answer, CompleteStalledKeys, CreateRide, CreateRideError, CreateRideSettings, RideRequest,
+    Answer, CompleteStalledKeys, PhaseError, PhaseMachine, PhaseSettings, RideRequest,
     SeedDemoUsers,
 };
 use domain::{CompleterPolicy, IdempotencyKey, LockPolicy, ReviewPolicy, RideParams, User};
@@ -17,14 +17,15 @@ use domain::{CompleterPolicy, IdempotencyKey, LockPolicy, ReviewPolicy, RidePara
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(90);
 pub const REVIEW_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-pub fn settings() -> CreateRideSettings {
-    CreateRideSettings {
+pub fn settings() -> PhaseSettings {
+    PhaseSettings {
         lock: LockPolicy {
             lock_timeout: LOCK_TIMEOUT,
         },
         review: ReviewPolicy {
             review_after: REVIEW_WINDOW,
         },
+        cancel: domain::CancelPolicy::DEFAULT,
     }
 }
 
@@ -44,7 +45,7 @@ pub struct Harness {
     pub gateway: Arc<FakeGateway>,
     pub queue: Arc<MemoryQueue>,
     pub clock: Arc<ManualClock>,
-    pub create_ride: Arc<CreateRide>,
+    pub create_ride: Arc<PhaseMachine>,
     pub good_user: User,
     pub declined_user: User,
     /// Pays with `pm_card_authenticationRequired`.
@@ -70,7 +71,7 @@ impl Harness {
             .await
             .expect("seeding works");
         let gateway: Arc<dyn PaymentGateway> = charging.unwrap_or_else(|| fake.clone());
-        let create_ride = Arc::new(CreateRide::new(
+        let create_ride = Arc::new(PhaseMachine::new(
             store.clone(),
             store.clone(),
             gateway,
@@ -115,7 +116,7 @@ impl Harness {
         }
     }
 
-    pub async fn book(&self, key: &str) -> Result<Answer, CreateRideError> {
+    pub async fn book(&self, key: &str) -> Result<Answer, PhaseError> {
         self.create_ride
             .run(self.request(&self.good_user, key))
             .await

@@ -1,0 +1,477 @@
+//! Cancelling a ride on the same phase machine as booking: the refund rule,
+//! one cancellation and one refund per ride, answers stored and replayed,
+//! an unknown refund resumed under the same key by a retry or the
+//! completer, and the cancellation receipt through the same worker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use adapters::memory::FakeGateway;
+use application::ports::{
+    GatewayError, Keys, Outbox, PaymentGateway, ReceiptSender, Receipts, SavedCustomer,
+};
+use application::{CancelRequest, DrainStagedJobs, PhaseError, ReapKeys, WorkJobs};
+use async_trait::async_trait;
+use domain::{
+    ChargeOutcome, ChargeRequest, IdempotencyKey, KeyProgress, PaymentIntentState, RIDE_PRICE,
+    ReceiptFor, ReceiptJob, ReceiptKind, RecoveryPoint, RefundOutcome, RefundRequest, RideId,
+    RideStatus, TestCard, User,
+};
+use serde_json::Value;
+
+use crate::support::{Harness, key};
+
+fn cancel_of(user: &User, ride: RideId, key: &str) -> CancelRequest {
+    CancelRequest {
+        user: user.clone(),
+        key: IdempotencyKey::parse(key).expect("test keys are valid"),
+        ride_id: ride,
+        reason: Some("plans changed".to_owned()),
+        request_ip: Some("203.0.113.9".to_owned()),
+        request_id: None,
+    }
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).expect("json")
+}
+
+/// Books a ride for the good user: its id.
+async fn booked(h: &Harness, n: usize) -> RideId {
+    let answer = h.book(&key(n)).await.expect("booked");
+    assert_eq!(answer.response.status, 201);
+    RideId(
+        json(&answer.response.body)["ride"]["id"]
+            .as_i64()
+            .expect("id"),
+    )
+}
+
+async fn ride(h: &Harness, id: RideId) -> domain::Ride {
+    h.store.find_ride(id).await.expect("read").expect("ride")
+}
+
+fn cancel_keys(h: &Harness) -> Vec<domain::KeyRecord> {
+    h.store
+        .keys()
+        .into_iter()
+        .filter(|k| matches!(k.action, domain::KeyAction::CancelRide { .. }))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_booked_ride_cancelled_within_the_window_is_refunded_in_full_once() {
+    let h = Harness::new().await;
+    let id = booked(&h, 1).await;
+    h.advance(Duration::from_secs(300));
+    let cancel = cancel_of(&h.good_user, id, &key(100));
+    let first = h
+        .create_ride
+        .cancel(cancel.clone())
+        .await
+        .expect("cancelled");
+    assert_eq!(first.response.status, 200);
+    assert!(!first.replayed);
+    let body = json(&first.response.body);
+    assert_eq!(body["ride"]["status"], "cancelled");
+    assert_eq!(body["ride"]["id"], id.0);
+    assert_eq!(body["refund"]["amount"], RIDE_PRICE.amount_cents);
+    assert_eq!(body["refund"]["status"], "succeeded");
+    let refunds = h.gateway.refunds();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(body["refund"]["id"], refunds[0].id.as_str());
+    assert_eq!(refunds[0].amount_cents, RIDE_PRICE.amount_cents);
+    assert_eq!(ride(&h, id).await.status, RideStatus::Cancelled);
+
+    // A retry replays the stored bytes and refunds nothing more.
+    let again = h.create_ride.cancel(cancel).await.expect("replayed");
+    assert!(again.replayed);
+    assert_eq!(again.response, first.response);
+    assert_eq!(h.gateway.refund_calls(), 1);
+
+    // The cancellation's receipt is staged beside the booking's, with the
+    // amount refunded; the audit trail records the cancel.
+    let jobs = h.store.staged_jobs(100).await.expect("jobs");
+    let kinds: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.job.kind, j.job.amount_cents))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (ReceiptKind::Ride, RIDE_PRICE.amount_cents),
+            (ReceiptKind::Cancellation, RIDE_PRICE.amount_cents)
+        ]
+    );
+    assert!(
+        h.store
+            .audit_records()
+            .iter()
+            .any(|r| r.action == "ride.cancelled" && r.resource_id == id)
+    );
+    // The refund is made under the key's downstream key.
+    assert_eq!(
+        refunds[0].idempotency_key,
+        cancel_keys(&h)[0].downstream_key
+    );
+}
+
+#[tokio::test]
+async fn a_ride_cancelled_after_the_window_is_refunded_less_the_fee() {
+    let h = Harness::new().await;
+    let id = booked(&h, 1).await;
+    h.advance(Duration::from_secs(301));
+    let answer = h
+        .create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect("cancelled");
+    assert_eq!(answer.response.status, 200);
+    let expected = RIDE_PRICE.amount_cents - 500;
+    assert_eq!(json(&answer.response.body)["refund"]["amount"], expected);
+    assert_eq!(h.gateway.refunds()[0].amount_cents, expected);
+}
+
+#[tokio::test]
+async fn a_ride_awaiting_authentication_has_its_payment_intent_cancelled_not_refunded() {
+    let h = Harness::new().await;
+    let answer = h
+        .create_ride
+        .run(h.request(&h.three_ds_user, &key(1)))
+        .await
+        .expect("answered");
+    assert_eq!(answer.response.status, 402);
+    let body = json(&answer.response.body);
+    let id = RideId(body["ride"]["id"].as_i64().expect("id"));
+    let intent = body["payment_intent"].as_str().expect("intent").to_owned();
+
+    let cancelled = h
+        .create_ride
+        .cancel(cancel_of(&h.three_ds_user, id, &key(100)))
+        .await
+        .expect("cancelled");
+    assert_eq!(cancelled.response.status, 200);
+    let body = json(&cancelled.response.body);
+    assert_eq!(body["refund"]["amount"], 0);
+    assert_eq!(body["refund"]["id"], Value::Null);
+    assert_eq!(body["ride"]["status"], "cancelled");
+    assert!(h.gateway.refunds().is_empty());
+    assert_eq!(
+        h.gateway
+            .payment_intent_state(&intent)
+            .await
+            .expect("known"),
+        PaymentIntentState::Failed,
+        "the intent is cancelled at the processor"
+    );
+    assert!(
+        !h.gateway.authenticate(&intent),
+        "a cancelled intent can no longer be paid"
+    );
+}
+
+#[tokio::test]
+async fn a_second_cancel_under_another_key_is_409_stored_and_refunds_nothing() {
+    let h = Harness::new().await;
+    let id = booked(&h, 1).await;
+    h.create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect("cancelled");
+    let other = cancel_of(&h.good_user, id, &key(101));
+    let refused = h.create_ride.cancel(other.clone()).await.expect("answered");
+    assert_eq!(refused.response.status, 409);
+    assert!(refused.response.body.contains("ride-already-cancelled"));
+    let again = h.create_ride.cancel(other).await.expect("replayed");
+    assert!(again.replayed, "the 409 is stored");
+    assert_eq!(again.response, refused.response);
+    assert_eq!(h.gateway.refunds().len(), 1);
+}
+
+#[tokio::test]
+async fn a_ride_whose_payment_failed_is_not_cancellable() {
+    let h = Harness::new().await;
+    let answer = h
+        .create_ride
+        .run(h.request(&h.declined_user, &key(1)))
+        .await
+        .expect("answered");
+    assert_eq!(answer.response.status, 402);
+    let id = h.store.rides()[0].id;
+    let refused = h
+        .create_ride
+        .cancel(cancel_of(&h.declined_user, id, &key(100)))
+        .await
+        .expect("answered");
+    assert_eq!(refused.response.status, 409);
+    assert!(refused.response.body.contains("ride-not-cancellable"));
+    assert_eq!(ride(&h, id).await.status, RideStatus::PaymentFailed);
+    assert_eq!(h.gateway.refund_calls(), 0);
+}
+
+#[tokio::test]
+async fn another_riders_ride_or_no_ride_is_not_found_and_stores_nothing() {
+    let h = Harness::new().await;
+    let id = booked(&h, 1).await;
+    let keys_before = h.store.keys().len();
+    for (user, ride) in [(&h.declined_user, id), (&h.good_user, RideId(999_999))] {
+        let error = h
+            .create_ride
+            .cancel(cancel_of(user, ride, &key(100)))
+            .await
+            .expect_err("not found");
+        assert!(matches!(error, PhaseError::RideNotFound), "{error:?}");
+    }
+    assert_eq!(h.store.keys().len(), keys_before, "no key written");
+    assert_eq!(ride(&h, id).await.status, RideStatus::Booked);
+}
+
+#[tokio::test]
+async fn a_key_used_to_book_cannot_cancel_nor_one_used_to_cancel_another_ride() {
+    let h = Harness::new().await;
+    let first = booked(&h, 1).await;
+    let second = booked(&h, 2).await;
+    let error = h
+        .create_ride
+        .cancel(cancel_of(&h.good_user, first, &key(1)))
+        .await
+        .expect_err("reused");
+    assert!(matches!(error, PhaseError::KeyReused), "{error:?}");
+    h.create_ride
+        .cancel(cancel_of(&h.good_user, first, &key(100)))
+        .await
+        .expect("cancelled");
+    let error = h
+        .create_ride
+        .cancel(cancel_of(&h.good_user, second, &key(100)))
+        .await
+        .expect_err("reused");
+    assert!(matches!(error, PhaseError::KeyReused), "{error:?}");
+    let mut other_reason = cancel_of(&h.good_user, first, &key(100));
+    other_reason.reason = None;
+    let error = h
+        .create_ride
+        .cancel(other_reason)
+        .await
+        .expect_err("reused");
+    assert!(matches!(error, PhaseError::KeyReused), "{error:?}");
+    assert_eq!(ride(&h, second).await.status, RideStatus::Booked);
+}
+
+#[tokio::test]
+async fn a_ride_still_being_charged_asks_to_retry_and_stores_nothing() {
+    let h = Harness::new().await;
+    let mut request = h.request(&h.good_user, &key(1));
+    request.raise_error = true;
+    h.create_ride.run(request).await.expect_err("simulated");
+    let id = h.store.rides()[0].id;
+    assert_eq!(ride(&h, id).await.status, RideStatus::Charging);
+    let cancel = cancel_of(&h.good_user, id, &key(100));
+    let error = h
+        .create_ride
+        .cancel(cancel.clone())
+        .await
+        .expect_err("in progress");
+    assert!(
+        matches!(error, PhaseError::PaymentInProgress { .. }),
+        "{error:?}"
+    );
+    let key_record = &cancel_keys(&h)[0];
+    assert_eq!(key_record.recovery_point(), RecoveryPoint::Started);
+    assert!(key_record.locked_at.is_none(), "released for the retry");
+
+    // Once the booking is paid, the same key cancels it.
+    h.book(&key(1)).await.expect("booked");
+    let answer = h.create_ride.cancel(cancel).await.expect("cancelled");
+    assert_eq!(answer.response.status, 200);
+}
+
+/// Charges through the fake; loses the answer of the first `lose` refunds
+/// after the fake made them.
+struct LosingRefunds {
+    fake: Arc<FakeGateway>,
+    lose: AtomicUsize,
+}
+
+#[async_trait]
+impl PaymentGateway for LosingRefunds {
+    async fn create_customer(
+        &self,
+        email: &str,
+        card: TestCard,
+    ) -> Result<SavedCustomer, GatewayError> {
+        self.fake.create_customer(email, card).await
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        self.fake.charge(request).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
+        let outcome = self.fake.refund(request).await;
+        let lost = self
+            .lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lost {
+            return RefundOutcome::Unknown {
+                reason: "timed out after the refund".to_owned(),
+            };
+        }
+        outcome
+    }
+}
+
+async fn losing(lose: usize) -> Harness {
+    let fake = Arc::new(FakeGateway::new());
+    let gateway = Arc::new(LosingRefunds {
+        fake: fake.clone(),
+        lose: AtomicUsize::new(lose),
+    });
+    Harness::with_gateway(fake, Some(gateway)).await
+}
+
+#[tokio::test]
+async fn an_unknown_refund_leaves_the_key_at_cancel_recorded_and_a_retry_refunds_once() {
+    let h = losing(1).await;
+    let id = booked(&h, 1).await;
+    let cancel = cancel_of(&h.good_user, id, &key(100));
+    let error = h
+        .create_ride
+        .cancel(cancel.clone())
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(error, PhaseError::GatewayUnknown { .. }),
+        "{error:?}"
+    );
+    let record = &cancel_keys(&h)[0];
+    assert_eq!(record.recovery_point(), RecoveryPoint::CancelRecorded);
+    assert!(record.unrecorded_charge_attempt().is_some());
+    assert_eq!(ride(&h, id).await.status, RideStatus::Cancelling);
+    assert_eq!(h.gateway.refunds().len(), 1, "the refund was made");
+
+    let answer = h.create_ride.cancel(cancel).await.expect("resumed");
+    assert_eq!(answer.response.status, 200);
+    assert!(!answer.replayed);
+    assert_eq!(
+        h.gateway.refunds().len(),
+        1,
+        "the retry reused the downstream key: one refund"
+    );
+    assert_eq!(
+        json(&answer.response.body)["refund"]["id"],
+        h.gateway.refunds()[0].id.as_str()
+    );
+}
+
+#[tokio::test]
+async fn the_completer_finishes_a_stalled_cancel_and_the_reaper_keeps_it_until_then() {
+    let h = losing(1).await;
+    let id = booked(&h, 1).await;
+    h.create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect_err("unknown");
+    let reaper = ReapKeys::new(
+        h.store.clone(),
+        h.clock.clone(),
+        Duration::from_secs(3600),
+        1000,
+    );
+    h.advance(Duration::from_secs(3601));
+    reaper.run_batch().await.expect("reaped");
+    assert_eq!(
+        cancel_keys(&h).len(),
+        1,
+        "a cancel whose refund may exist is kept"
+    );
+    let report = h.completer().run_batch().await.expect("completed");
+    assert_eq!(report.finished, 1, "{report:?}");
+    let record = &cancel_keys(&h)[0];
+    let KeyProgress::Finished { response, .. } = &record.progress else {
+        panic!("finished: {:?}", record.progress);
+    };
+    assert_eq!(response.status, 200);
+    assert_eq!(ride(&h, id).await.status, RideStatus::Cancelled);
+    assert_eq!(h.gateway.refunds().len(), 1);
+}
+
+#[tokio::test]
+async fn two_cancels_racing_with_different_keys_make_one_refund() {
+    let h = Harness::new().await;
+    let id = booked(&h, 1).await;
+    let (a, b) = tokio::join!(
+        h.create_ride.cancel(cancel_of(&h.good_user, id, &key(100))),
+        h.create_ride.cancel(cancel_of(&h.good_user, id, &key(101))),
+    );
+    let mut statuses = [
+        a.expect("answered").response.status,
+        b.expect("answered").response.status,
+    ];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409]);
+    assert_eq!(h.gateway.refunds().len(), 1);
+}
+
+#[derive(Default)]
+struct Sent(std::sync::Mutex<Vec<(RideId, ReceiptKind, i64)>>);
+
+#[async_trait]
+impl ReceiptSender for Sent {
+    async fn send(&self, _job_id: i64, receipt: &ReceiptJob) -> anyhow::Result<()> {
+        self.0
+            .lock()
+            .expect("lock")
+            .push((receipt.ride_id, receipt.kind, receipt.amount_cents));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_worker_sends_the_booking_and_the_cancellation_receipt_once_each() {
+    let h = Harness::new().await;
+    let id = booked(&h, 1).await;
+    h.create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect("cancelled");
+    let enqueuer = DrainStagedJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        h.clock.clone(),
+        1000,
+        Duration::from_secs(60),
+    );
+    assert_eq!(enqueuer.run_batch().await.expect("drained"), 2);
+    let sender = Arc::new(Sent::default());
+    let worker = WorkJobs::new(
+        h.store.clone(),
+        h.queue.clone(),
+        sender.clone(),
+        h.clock.clone(),
+    );
+    for _ in 0..2 {
+        worker
+            .work_next(Duration::from_millis(10))
+            .await
+            .expect("worked");
+    }
+    let sent = sender.0.lock().expect("lock").clone();
+    assert_eq!(
+        sent,
+        [
+            (id, ReceiptKind::Ride, RIDE_PRICE.amount_cents),
+            (id, ReceiptKind::Cancellation, RIDE_PRICE.amount_cents)
+        ]
+    );
+    for kind in ReceiptKind::ALL {
+        let receipt = ReceiptFor { ride_id: id, kind };
+        assert!(
+            h.store.receipt_sent(receipt).await.expect("read"),
+            "{receipt}"
+        );
+    }
+    assert_eq!(h.store.staged_jobs(10).await.expect("jobs").len(), 0);
+}
