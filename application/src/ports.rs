@@ -22,8 +22,8 @@ use domain::{
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, ChargeOutcome, ChargeRequest,
     ChargeSearch, CompleterPolicy, IdempotencyKey, KeyAction, KeyDecision, KeyId, KeyRecord,
     LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor,
-    RecoveryPoint, RefundOutcome, RefundRecord, RefundRequest, RequestFingerprint, ReviewPolicy,
-    Ride, RideId, RideStatus, StagedJob, StoredResponse, TestCard, User, UserId,
+    RecoveryPoint, RefundOutcome, RefundRecord, RefundRequest, RefundUpdate, RequestFingerprint,
+    ReviewPolicy, Ride, RideId, RideStatus, StagedJob, StoredResponse, TestCard, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -423,6 +423,17 @@ pub trait RidePayments: Send + Sync {
     async fn apply_payment(
         &self,
         update: &PaymentUpdate,
+        now: SystemTime,
+    ) -> Result<PaymentApplied, StoreError>;
+
+    /// In one commit: the event id recorded (once: a repeat is
+    /// `Duplicate`), the refund's status noted on its cancellation, and
+    /// for a refund that failed (or was canceled) its ride moved to
+    /// `refund_failed` (`RideStatus::after_refund_failed`). A refund no
+    /// cancellation carries stores nothing (`UnknownIntent`).
+    async fn apply_refund(
+        &self,
+        update: &RefundUpdate,
         now: SystemTime,
     ) -> Result<PaymentApplied, StoreError>;
 

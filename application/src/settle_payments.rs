@@ -46,7 +46,7 @@ impl WebhookReceipt {
 }
 
 /// `POST /webhooks/stripe`: the signature checked against the raw body,
-/// the event read, and a PaymentIntent event applied once. Never calls
+/// the event read, and a PaymentIntent or refund event applied once. Never calls
 /// Stripe: the event's own object says what happened.
 pub struct ReceiveWebhook {
     payments: Arc<dyn RidePayments>,
@@ -107,9 +107,10 @@ impl ReceiveWebhook {
             .inspect_err(|error| warn!(%error, "webhook refused"))?;
         let event =
             StripeEvent::parse(body).inspect_err(|error| warn!(%error, "webhook refused"))?;
-        let applied = match &event.update {
-            Some(update) => Some(self.payments.apply_payment(update, now).await?),
-            None => None,
+        let applied = match (&event.update, &event.refund) {
+            (Some(update), _) => Some(self.payments.apply_payment(update, now).await?),
+            (None, Some(refund)) => Some(self.payments.apply_refund(refund, now).await?),
+            (None, None) => None,
         };
         let receipt = WebhookReceipt {
             event_id: event.id,

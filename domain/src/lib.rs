@@ -32,7 +32,8 @@ pub use idempotency::{
     KeyId, KeyProgress, KeyRecord, LockPolicy, PhaseWrite, RecoveryPoint, ReviewPolicy,
 };
 pub use payment::{
-    PaymentApplied, PaymentIntentState, PaymentUpdate, PaymentsApi, RideStatus, TestCard,
+    PaymentApplied, PaymentIntentState, PaymentUpdate, PaymentsApi, RefundUpdate, RideStatus,
+    TestCard,
 };
 pub use reconcile::{ChargeSearch, FoundCharge, ReconcilePolicy, Reconciliation};
 pub use response::{

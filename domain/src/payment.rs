@@ -179,10 +179,20 @@ pub struct PaymentUpdate {
     pub state: PaymentIntentState,
 }
 
-/// What applying a `PaymentUpdate` did.
+/// News of a cancellation's refund: from a webhook event (once per id).
+/// A refund that failed or was canceled marks its ride `refund_failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundUpdate {
+    pub event_id: String,
+    pub event_type: String,
+    pub refund_id: String,
+    pub status: crate::cancel::RefundStatus,
+}
+
+/// What applying a `PaymentUpdate` (or a `RefundUpdate`) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentApplied {
-    /// No ride carries this PaymentIntent: nothing stored.
+    /// No ride carries this PaymentIntent (or refund): nothing stored.
     UnknownIntent,
     /// This event id was applied before: nothing changed.
     Duplicate,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 
-use crate::payment::{PaymentIntentState, PaymentUpdate};
+use crate::cancel::RefundStatus;
+use crate::payment::{PaymentIntentState, PaymentUpdate, RefundUpdate};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -157,6 +158,9 @@ pub struct StripeEvent {
     pub event_type: String,
     /// `None` for events we do not act on (answered 200, nothing stored).
     pub update: Option<PaymentUpdate>,
+    /// A refund's news (`charge.refund.updated`, `refund.updated`,
+    /// `refund.failed`); `None` otherwise.
+    pub refund: Option<RefundUpdate>,
 }
 
 /// A body that is not a Stripe event (400, nothing stored).
@@ -189,6 +193,10 @@ impl StripeEvent {
         "payment_intent.requires_action",
     ];
 
+    /// The refund events that can report a cancellation's refund failed.
+    pub const REFUND_EVENTS: [&'static str; 3] =
+        ["charge.refund.updated", "refund.updated", "refund.failed"];
+
     pub fn parse(body: &[u8]) -> Result<Self, NotAnEvent> {
         let event: EventBody =
             serde_json::from_slice(body).map_err(|error| NotAnEvent(error.to_string()))?;
@@ -200,10 +208,38 @@ impl StripeEvent {
         } else {
             None
         };
+        let refund = if Self::REFUND_EVENTS.contains(&event.event_type.as_str()) {
+            Some(Self::refund_update(&event)?)
+        } else {
+            None
+        };
         Ok(Self {
             id: event.id,
             event_type: event.event_type,
             update,
+            refund,
+        })
+    }
+
+    /// The event's refund and its status.
+    fn refund_update(event: &EventBody) -> Result<RefundUpdate, NotAnEvent> {
+        let object = &event.data.object;
+        let field = |name: &str| object.get(name).and_then(serde_json::Value::as_str);
+        let refund_id = field("id")
+            .filter(|id| id.starts_with("re_") || id.starts_with("pyr_"))
+            .ok_or_else(|| NotAnEvent(format!("{} carries no refund id", event.event_type)))?;
+        let status = field("status").unwrap_or_default();
+        let status = RefundStatus::parse(status).ok_or_else(|| {
+            NotAnEvent(format!(
+                "{} carries a refund in status {status:?}",
+                event.event_type
+            ))
+        })?;
+        Ok(RefundUpdate {
+            event_id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            refund_id: refund_id.to_owned(),
+            status,
         })
     }
 
@@ -409,11 +445,40 @@ mod tests {
     }
 
     #[test]
+    fn refund_events_say_what_became_of_the_refund() {
+        for kind in StripeEvent::REFUND_EVENTS {
+            let parsed = StripeEvent::parse(&event(kind, r#"{"id":"re_1","status":"failed"}"#))
+                .expect("an event");
+            assert_eq!(parsed.update, None);
+            assert_eq!(
+                parsed.refund,
+                Some(RefundUpdate {
+                    event_id: "evt_9".into(),
+                    event_type: kind.into(),
+                    refund_id: "re_1".into(),
+                    status: RefundStatus::Failed,
+                }),
+                "{kind}"
+            );
+        }
+        for bad in [
+            r#"{"id":"ch_1","status":"failed"}"#,
+            r#"{"id":"re_1","status":"lost"}"#,
+        ] {
+            assert!(
+                StripeEvent::parse(&event("charge.refund.updated", bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn other_events_are_read_but_carry_no_update() {
         let parsed =
             StripeEvent::parse(&event("customer.created", r#"{"id":"cus_1"}"#)).expect("an event");
         assert_eq!(parsed.event_type, "customer.created");
         assert_eq!(parsed.update, None);
+        assert_eq!(parsed.refund, None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use domain::{
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, IdempotencyKey,
     KeyAction, KeyDecision, KeyId, KeyProgress, KeyRecord, LockPolicy, PaymentApplied,
     PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor, ReceiptJob, RefundRecord,
-    ReviewPolicy, Ride, RideId, RideParams, RideStatus, StagedJob, User, UserId,
+    RefundUpdate, ReviewPolicy, Ride, RideId, RideParams, RideStatus, StagedJob, User, UserId,
 };
 
 /// An audit record, as the original kept them: what happened, to what, from where.
@@ -73,7 +73,7 @@ struct State {
     /// Each ride's cancellation: one at most, as Postgres's primary key.
     cancellations: HashMap<RideId, Cancellation>,
     /// Refund ids on cancellations: one ride each, as the unique constraint.
-    refund_ids: HashSet<String>,
+    refund_ids: HashMap<String, RideId>,
     /// When each ride's status last changed (a booked ride's: when it was
     /// booked, which the refund rule reads).
     status_changed_at: HashMap<RideId, SystemTime>,
@@ -569,7 +569,7 @@ impl Keys for MemoryStore {
             .ride_id()
             .ok_or_else(|| StoreError::Inconsistent(format!("key {} has no ride", lease.key_id)))?;
         if let Some(refund) = &refund
-            && state.refund_ids.contains(&refund.refund_id)
+            && state.refund_ids.contains_key(&refund.refund_id)
         {
             return Err(StoreError::Inconsistent(format!(
                 "refund {} is already on a cancellation",
@@ -586,7 +586,7 @@ impl Keys for MemoryStore {
         }
         cancellation.refund = refund.clone();
         if let Some(refund) = refund {
-            state.refund_ids.insert(refund.refund_id);
+            state.refund_ids.insert(refund.refund_id, ride_id);
         }
         state.change_key(lease.key_id, |record| {
             record.progress = KeyProgress::RefundCreated { ride_id };
@@ -668,7 +668,20 @@ impl Keys for MemoryStore {
                 state.set_ride_status(ride_id, RideStatus::RefundFailed, now);
             }
             Finish::Cancelled { job, .. } => {
-                state.set_ride_status(ride_id, RideStatus::Cancelled, now);
+                // A refund already reported failed keeps its ride
+                // `refund_failed`; any other state is not a cancel's.
+                match state.rides.get(&ride_id).map(|ride| ride.status) {
+                    Some(RideStatus::Cancelling) => {
+                        state.set_ride_status(ride_id, RideStatus::Cancelled, now);
+                    }
+                    Some(RideStatus::RefundFailed) => {}
+                    other => {
+                        return Err(StoreError::Inconsistent(format!(
+                            "key {}: ride {ride_id} is not being cancelled ({other:?})",
+                            lease.key_id
+                        )));
+                    }
+                }
                 state.stage_receipt(job, now);
             }
         }
@@ -1038,6 +1051,45 @@ impl RidePayments for MemoryStore {
             from: ride.status,
             to: next,
         })
+    }
+
+    async fn apply_refund(
+        &self,
+        update: &RefundUpdate,
+        now: SystemTime,
+    ) -> Result<PaymentApplied, StoreError> {
+        let mut state = self.state();
+        let Some(ride_id) = state.refund_ids.get(&update.refund_id).copied() else {
+            return Ok(PaymentApplied::UnknownIntent);
+        };
+        if !state.stripe_events.insert(update.event_id.clone()) {
+            return Ok(PaymentApplied::Duplicate);
+        }
+        if let Some(refund) = state
+            .cancellations
+            .get_mut(&ride_id)
+            .and_then(|c| c.refund.as_mut())
+        {
+            refund.status = update.status;
+        }
+        let status = state
+            .rides
+            .get(&ride_id)
+            .map(|ride| ride.status)
+            .ok_or_else(|| StoreError::Inconsistent(format!("ride {ride_id} is gone")))?;
+        match status
+            .after_refund_failed()
+            .filter(|_| update.status.is_failure())
+        {
+            Some(next) => {
+                state.set_ride_status(ride_id, next, now);
+                Ok(PaymentApplied::Moved {
+                    from: status,
+                    to: next,
+                })
+            }
+            None => Ok(PaymentApplied::Unchanged { status }),
+        }
     }
 
     async fn rides_awaiting_payment(

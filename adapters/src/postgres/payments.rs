@@ -3,7 +3,9 @@
 //! row, so two deliveries of news about one PaymentIntent queue on it and
 //! the second sees what the first did.
 
-use domain::{PaymentApplied, PaymentIntentState, PaymentUpdate, ReceiptJob, RideStatus};
+use domain::{
+    PaymentApplied, PaymentIntentState, PaymentUpdate, ReceiptJob, RefundUpdate, RideStatus,
+};
 
 use super::*;
 
@@ -104,6 +106,64 @@ impl RidePayments for PostgresStore {
         Ok(PaymentApplied::Moved {
             from: status,
             to: next,
+        })
+    }
+
+    async fn apply_refund(
+        &self,
+        update: &RefundUpdate,
+        now: SystemTime,
+    ) -> Result<PaymentApplied, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let ride: Option<(i64, String)> = sqlx::query_as(
+            "SELECT r.id, r.status FROM ride_cancellations c JOIN rides r ON r.id = c.ride_id \
+             WHERE c.stripe_refund_id = $1 FOR UPDATE OF r, c",
+        )
+        .bind(&update.refund_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some((ride_id, status)) = ride else {
+            return Ok(PaymentApplied::UnknownIntent);
+        };
+        let status = RideStatus::parse(&status).ok_or_else(|| {
+            StoreError::Inconsistent(format!("ride {ride_id} has status {status:?}"))
+        })?;
+        let recorded = sqlx::query(
+            "INSERT INTO stripe_events (id, type, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&update.event_id)
+        .bind(&update.event_type)
+        .bind(timestamp(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if recorded.rows_affected() == 0 {
+            return Ok(PaymentApplied::Duplicate);
+        }
+        sqlx::query("UPDATE ride_cancellations SET refund_status = $2 WHERE ride_id = $1")
+            .bind(ride_id)
+            .bind(update.status.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let next = status
+            .after_refund_failed()
+            .filter(|_| update.status.is_failure());
+        if let Some(next) = next {
+            sqlx::query("UPDATE rides SET status = $2, status_changed_at = $3 WHERE id = $1")
+                .bind(ride_id)
+                .bind(next.as_str())
+                .bind(timestamp(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(match next {
+            Some(to) => PaymentApplied::Moved { from: status, to },
+            None => PaymentApplied::Unchanged { status },
         })
     }
 

@@ -308,3 +308,124 @@ async fn customers_are_created_with_email_and_source() {
         "{error:?}"
     );
 }
+
+fn refund_of(intent: Option<&str>, charge: Option<&str>) -> domain::RefundRequest {
+    domain::RefundRequest::Refund {
+        payment_intent_id: intent.map(str::to_owned),
+        charge_id: charge.map(str::to_owned),
+        amount_cents: 1500,
+        idempotency_key: "rocket-rides-cancel-1".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_refund_names_the_intent_amount_and_downstream_key_and_reads_the_refund() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .and(header("idempotency-key", "rocket-rides-cancel-1"))
+        .and(body_string_contains("payment_intent=pi_1"))
+        .and(body_string_contains("amount=1500"))
+        .and(body_string_contains(
+            "metadata%5Brocket_rides_downstream_key%5D=rocket-rides-cancel-1",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"id":"re_1","object":"refund","status":"pending"}"#),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert_eq!(
+        gateway(&server)
+            .refund(&refund_of(Some("pi_1"), Some("ch_1")))
+            .await,
+        domain::RefundOutcome::Refunded(domain::RefundRecord {
+            refund_id: "re_1".into(),
+            status: domain::RefundStatus::Pending,
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_charge_is_refunded_by_its_id_when_there_is_no_intent() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/refunds"))
+        .and(body_string_contains("charge=ch_1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"id":"re_2","object":"refund","status":"succeeded"}"#),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert!(matches!(
+        gateway(&server)
+            .refund(&refund_of(None, Some("ch_1")))
+            .await,
+        domain::RefundOutcome::Refunded(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_refund_refused_for_good_is_refused_and_a_lost_answer_unknown_after_retries() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/refunds"))
+        .and(body_string_contains("payment_intent=pi_done"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(
+            r#"{"error":{"type":"invalid_request_error","code":"charge_already_refunded","message":"Charge ch_1 has already been refunded."}}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/refunds"))
+        .and(body_string_contains("payment_intent=pi_down"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let gateway = gateway(&server);
+    assert!(matches!(
+        gateway.refund(&refund_of(Some("pi_done"), None)).await,
+        domain::RefundOutcome::Refused { message } if message.contains("already been refunded")
+    ));
+    assert!(matches!(
+        gateway.refund(&refund_of(Some("pi_down"), None)).await,
+        domain::RefundOutcome::Unknown { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_waiting_intent_is_cancelled_and_one_that_succeeded_is_refused() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents/pi_wait/cancel"))
+        .and(header("idempotency-key", "rocket-rides-cancel-2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(
+                r#"{"id":"pi_wait","object":"payment_intent","status":"canceled"}"#,
+            ),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/payment_intents/pi_paid/cancel"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(
+            r#"{"error":{"type":"invalid_request_error","code":"payment_intent_unexpected_state","message":"You cannot cancel this PaymentIntent because it has a status of succeeded."}}"#,
+        ))
+        .mount(&server)
+        .await;
+    let cancel = |intent: &str| domain::RefundRequest::CancelPaymentIntent {
+        payment_intent_id: intent.into(),
+        idempotency_key: "rocket-rides-cancel-2".into(),
+    };
+    let gateway = gateway(&server);
+    assert_eq!(
+        gateway.refund(&cancel("pi_wait")).await,
+        domain::RefundOutcome::IntentCanceled
+    );
+    assert!(matches!(
+        gateway.refund(&cancel("pi_paid")).await,
+        domain::RefundOutcome::Refused { .. }
+    ));
+}

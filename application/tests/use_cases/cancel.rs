@@ -475,3 +475,91 @@ async fn the_worker_sends_the_booking_and_the_cancellation_receipt_once_each() {
     }
     assert_eq!(h.store.staged_jobs(10).await.expect("jobs").len(), 0);
 }
+
+#[tokio::test]
+async fn a_refund_reported_failed_by_a_signed_event_marks_the_ride_refund_failed_once() {
+    use application::ports::{Clock, RidePayments};
+    use domain::{PaymentApplied, RefundStatus, RefundUpdate, WebhookSecrets};
+    let h = Harness::new().await;
+    let id = booked(&h, 1).await;
+    h.create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect("cancelled");
+    let refund = h.gateway.refunds()[0].id.clone();
+    let receiver = application::ReceiveWebhook::new(
+        h.store.clone(),
+        h.clock.clone(),
+        WebhookSecrets::parse("whsec_refunds").expect("secret"),
+        domain::webhook::DEFAULT_TOLERANCE,
+    );
+    let now = h
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs();
+    let event = |id: &str, refund: &str, status: &str| {
+        format!(
+            r#"{{"id":"{id}","object":"event","type":"charge.refund.updated","data":{{"object":{{"id":"{refund}","object":"refund","status":"{status}"}}}}}}"#
+        )
+        .into_bytes()
+    };
+    let deliver = |body: Vec<u8>| {
+        let receiver = &receiver;
+        async move {
+            let signature = domain::webhook::signature_header("whsec_refunds", now, &body);
+            receiver
+                .run(Some(&signature), &body)
+                .await
+                .expect("accepted")
+                .applied
+        }
+    };
+    assert_eq!(
+        deliver(event("evt_ok", &refund, "succeeded")).await,
+        Some(PaymentApplied::Unchanged {
+            status: RideStatus::Cancelled
+        })
+    );
+    assert_eq!(
+        deliver(event("evt_failed", &refund, "failed")).await,
+        Some(PaymentApplied::Moved {
+            from: RideStatus::Cancelled,
+            to: RideStatus::RefundFailed
+        })
+    );
+    assert_eq!(ride(&h, id).await.status, RideStatus::RefundFailed);
+    assert_eq!(
+        deliver(event("evt_failed", &refund, "failed")).await,
+        Some(PaymentApplied::Duplicate)
+    );
+    assert_eq!(
+        deliver(event("evt_other", "re_nobody", "failed")).await,
+        Some(PaymentApplied::UnknownIntent)
+    );
+    let status = h
+        .store
+        .find_cancellation(id)
+        .await
+        .expect("read")
+        .and_then(|c| c.refund)
+        .map(|r| r.status);
+    assert_eq!(status, Some(RefundStatus::Failed));
+    // The same rule through the port directly: a late success moves nothing back.
+    let late = RefundUpdate {
+        event_id: "evt_late".into(),
+        event_type: "refund.updated".into(),
+        refund_id: refund,
+        status: RefundStatus::Succeeded,
+    };
+    assert_eq!(
+        h.store
+            .apply_refund(&late, h.clock.now())
+            .await
+            .expect("applied"),
+        PaymentApplied::Unchanged {
+            status: RideStatus::RefundFailed
+        }
+    );
+}

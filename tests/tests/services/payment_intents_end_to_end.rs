@@ -4,7 +4,9 @@
 //! SPEC's table says; a ride waiting on the rider is booked (and its
 //! receipt sent) once the rider authenticates; a pending one once Stripe
 //! has processed it; with every webhook lost, the completer's sync pass
-//! settles both; every key replays its first answer.
+//! settles both; every key replays its first answer. Cancels refund once
+//! at fake-stripe (or cancel a waiting intent), and a refund fake-stripe
+//! fails later marks its ride `refund_failed` through the webhook.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +29,8 @@ use tokio::net::TcpListener;
 const API_KEY: &str = "sk_test_payment_intents";
 const SECRET: &str = "whsec_end_to_end";
 const SLOW_USER: &str = "user-slow@example.com";
+/// Pays with `pm_card_refundFail`: its refunds fail after a while.
+const REFUND_FAIL_USER: &str = "user-refund-fail@example.com";
 const PROCESSING: Duration = Duration::from_secs(1);
 
 struct World {
@@ -64,36 +68,14 @@ async fn world(drop_rate: f64) -> World {
         .await
         .expect("seeded at fake-stripe over HTTP");
     let client = reqwest::Client::new();
-    // A rider whose payments take a while (fake-stripe's own test card).
-    let customer: Value = client
-        .post(format!("{stripe}/v1/customers"))
-        .bearer_auth(API_KEY)
-        .form(&[
-            ("email", SLOW_USER),
-            ("payment_method", "pm_fake_processing"),
-            (
-                "invoice_settings[default_payment_method]",
-                "pm_fake_processing",
-            ),
-        ])
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("a customer");
-    store
-        .upsert_user(
-            SLOW_USER,
-            &SavedCustomer {
-                customer_id: customer["id"].as_str().expect("id").to_owned(),
-                payment_method_id: customer["invoice_settings"]["default_payment_method"]
-                    .as_str()
-                    .map(str::to_owned),
-            },
-        )
-        .await
-        .expect("user");
+    // A rider whose payments take a while (fake-stripe's own test card),
+    // and one whose refunds fail later (Stripe's).
+    for (email, card) in [
+        (SLOW_USER, "pm_fake_processing"),
+        (REFUND_FAIL_USER, "pm_card_refundFail"),
+    ] {
+        save_rider(&client, &stripe, &store, email, card).await;
+    }
     let mut state = integration_tests::api_state(
         store.clone(),
         store.clone(),
@@ -121,7 +103,69 @@ async fn world(drop_rate: f64) -> World {
     }
 }
 
+/// A rider paying with `card`, created at fake-stripe over HTTP.
+async fn save_rider(
+    client: &reqwest::Client,
+    stripe: &str,
+    store: &PostgresStore,
+    email: &str,
+    card: &str,
+) {
+    let customer: Value = client
+        .post(format!("{stripe}/v1/customers"))
+        .bearer_auth(API_KEY)
+        .form(&[
+            ("email", email),
+            ("payment_method", card),
+            ("invoice_settings[default_payment_method]", card),
+        ])
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("a customer");
+    store
+        .upsert_user(
+            email,
+            &SavedCustomer {
+                customer_id: customer["id"].as_str().expect("id").to_owned(),
+                payment_method_id: customer["invoice_settings"]["default_payment_method"]
+                    .as_str()
+                    .map(str::to_owned),
+            },
+        )
+        .await
+        .expect("user");
+}
+
 impl World {
+    async fn cancel(&self, user: &str, key: &str, ride: i64) -> Answer {
+        Answer::of(
+            self.client
+                .post(format!("{}/rides/{ride}/cancel", self.api))
+                .header("Authorization", user)
+                .header("Idempotency-Key", key)
+                .send()
+                .await
+                .expect("answered"),
+        )
+        .await
+    }
+
+    /// An object or list at fake-stripe.
+    async fn stripe_get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.stripe))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    }
+
     async fn book(&self, user: &str, key: &str) -> Answer {
         Answer::of(
             self.client
@@ -317,4 +361,68 @@ async fn with_every_webhook_lost_the_sync_pass_settles_the_waiting_rides() {
     let booked = answers[0].2.json()["ride"]["id"].as_i64().expect("ride");
     w.send_receipts(&[booked, waiting, pending]).await;
     w.replays_are_the_first_answers(&answers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancels_refund_once_at_stripe_and_a_refund_failing_later_marks_the_ride() {
+    let w = world(0.0).await;
+    // A booked ride: refunded in full, once, under the key's downstream key.
+    let booked = w.book(GOOD_USER, &new_key()).await.json();
+    let ride = booked["ride"]["id"].as_i64().expect("ride");
+    let intent = booked["ride"]["stripe_payment_intent_id"]
+        .as_str()
+        .expect("intent")
+        .to_owned();
+    let key = new_key();
+    let first = w.cancel(GOOD_USER, &key, ride).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let body = first.json();
+    assert_eq!(body["refund"]["amount"], 2000);
+    assert_eq!(body["refund"]["status"], "succeeded");
+    let again = w.cancel(GOOD_USER, &key, ride).await;
+    assert_eq!((again.status, &again.body), (200, &first.body));
+    let refunds = w
+        .stripe_get(&format!("/v1/refunds?payment_intent={intent}"))
+        .await;
+    let refunds = refunds["data"].as_array().expect("a list");
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!(refunds[0]["id"], body["refund"]["id"]);
+    assert!(
+        refunds[0]["metadata"]["rocket_rides_downstream_key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("rocket-rides-")),
+        "{:?}",
+        refunds[0]
+    );
+    assert_eq!(w.status(GOOD_USER, ride).await, "cancelled");
+
+    // A ride waiting on the rider: its PaymentIntent cancelled, nothing refunded.
+    let waiting = w.book(THREE_DS_USER, &new_key()).await.json();
+    let waiting_ride = waiting["ride"]["id"].as_i64().expect("ride");
+    let waiting_intent = waiting["payment_intent"].as_str().expect("intent");
+    let cancelled = w.cancel(THREE_DS_USER, &new_key(), waiting_ride).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.json()["refund"]["amount"], 0);
+    let at_stripe = w
+        .stripe_get(&format!("/v1/payment_intents/{waiting_intent}"))
+        .await;
+    assert_eq!(at_stripe["status"], "canceled");
+
+    // pm_card_refundFail: the refund succeeds, then fails; the webhook
+    // marks the ride refund_failed, and the cancel's answer stays.
+    let failing = w.book(REFUND_FAIL_USER, &new_key()).await;
+    assert_eq!(failing.status, 201, "{}", failing.body);
+    let failing_ride = failing.json()["ride"]["id"].as_i64().expect("ride");
+    let cancel_key = new_key();
+    let answer = w.cancel(REFUND_FAIL_USER, &cancel_key, failing_ride).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    w.wait_for(
+        REFUND_FAIL_USER,
+        failing_ride,
+        "refund_failed",
+        Duration::from_secs(15),
+    )
+    .await;
+    let replay = w.cancel(REFUND_FAIL_USER, &cancel_key, failing_ride).await;
+    assert_eq!(replay.body, answer.body, "the stored answer never changes");
 }

@@ -1981,6 +1981,96 @@ async fn a_refused_refund_fails_the_ride_and_a_refund_id_serves_one_cancellation
     );
 }
 
+async fn a_refund_reported_failed_fails_its_ride_once_per_event(store: Arc<dyn ContractStore>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let ride = ride_of(&book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await);
+    let record = locked(
+        store.as_ref(),
+        &cancel_request(&rider, &key(100), ride),
+        at(1),
+    )
+    .await;
+    let (record, _) = recorded(
+        store
+            .record_cancellation(Lease::of(&record), CancelPolicy::DEFAULT, at(1))
+            .await
+            .expect("recorded"),
+    );
+    store
+        .record_refund(
+            Lease::of(&record),
+            Some(RefundRecord {
+                refund_id: "re_fails".to_owned(),
+                status: RefundStatus::Succeeded,
+            }),
+            at(2),
+        )
+        .await
+        .expect("refund");
+    let update = |event: &str, refund: &str, status| domain::RefundUpdate {
+        event_id: event.to_owned(),
+        event_type: "charge.refund.updated".to_owned(),
+        refund_id: refund.to_owned(),
+        status,
+    };
+    assert_eq!(
+        store
+            .apply_refund(&update("evt_x", "re_unknown", RefundStatus::Failed), at(3))
+            .await
+            .expect("applied"),
+        PaymentApplied::UnknownIntent
+    );
+    assert_eq!(
+        store
+            .apply_refund(&update("evt_1", "re_fails", RefundStatus::Failed), at(3))
+            .await
+            .expect("applied"),
+        PaymentApplied::Moved {
+            from: RideStatus::Cancelling,
+            to: RideStatus::RefundFailed
+        }
+    );
+    assert_eq!(
+        store
+            .apply_refund(&update("evt_1", "re_fails", RefundStatus::Failed), at(4))
+            .await
+            .expect("applied"),
+        PaymentApplied::Duplicate
+    );
+    assert_eq!(
+        store
+            .apply_refund(&update("evt_2", "re_fails", RefundStatus::Succeeded), at(5))
+            .await
+            .expect("applied"),
+        PaymentApplied::Unchanged {
+            status: RideStatus::RefundFailed
+        }
+    );
+    assert_eq!(
+        status_of(store.as_ref(), ride).await,
+        RideStatus::RefundFailed
+    );
+    // The cancel still finishes with its 200: the ride stays refund_failed.
+    store
+        .finish(
+            Lease::of(&record),
+            Finish::Cancelled {
+                response: StoredResponse {
+                    status: 200,
+                    body: "{}".into(),
+                },
+                job: ReceiptJob::for_cancellation(ride, rider.id, 2000),
+            },
+            at(6),
+        )
+        .await
+        .expect("finished");
+    assert_eq!(
+        status_of(store.as_ref(), ride).await,
+        RideStatus::RefundFailed
+    );
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -2029,6 +2119,7 @@ macro_rules! contract {
             case!(a_cancel_is_recorded_once_per_ride_refunded_and_finished_with_its_receipt);
             case!(a_cancel_is_decided_from_the_rides_status_and_booking_time);
             case!(a_refused_refund_fails_the_ride_and_a_refund_id_serves_one_cancellation);
+            case!(a_refund_reported_failed_fails_its_ride_once_per_event);
         }
     };
 }
