@@ -452,6 +452,16 @@ impl StripeGateway {
 struct Refund {
     id: String,
     status: String,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+}
+
+/// A page of refunds.
+#[derive(Debug, Deserialize)]
+struct RefundList {
+    data: Vec<Refund>,
+    #[serde(default)]
+    has_more: bool,
 }
 
 /// Classifies a refund's answer: a 2xx is the refund (whatever its
@@ -767,6 +777,73 @@ impl PaymentGateway for StripeGateway {
             }
         };
         answer.unwrap_or_else(|reason| RefundOutcome::Unknown { reason })
+    }
+
+    /// Lists the refunds of the ride's PaymentIntent (or charge) and keeps
+    /// those whose metadata names the key (a list, unlike search, is
+    /// read-after-write consistent); or retrieves the PaymentIntent a
+    /// cancel was to cancel.
+    async fn find_refund(&self, request: &RefundRequest) -> ChargeSearch {
+        match request {
+            RefundRequest::Refund {
+                payment_intent_id,
+                charge_id,
+                idempotency_key,
+                ..
+            } => {
+                let filter = match (payment_intent_id, charge_id) {
+                    (Some(intent), _) => ("payment_intent", intent.as_str()),
+                    (None, Some(charge)) => ("charge", charge.as_str()),
+                    (None, None) => {
+                        return ChargeSearch::Refunds(Vec::new());
+                    }
+                };
+                let body = match self.get("/v1/refunds", &[filter, ("limit", "100")]).await {
+                    Ok(body) => body,
+                    Err(reason) => return ChargeSearch::Unknown { reason },
+                };
+                let list: RefundList = match serde_json::from_slice(&body) {
+                    Ok(list) => list,
+                    Err(error) => {
+                        return ChargeSearch::Unknown {
+                            reason: format!("Stripe's refund list was unreadable: {error}"),
+                        };
+                    }
+                };
+                if list.has_more {
+                    return ChargeSearch::Unknown {
+                        reason: "more than 100 refunds of one payment".to_owned(),
+                    };
+                }
+                let key = METADATA_FIELD
+                    .trim_start_matches("metadata[")
+                    .trim_end_matches(']');
+                let mut found = Vec::new();
+                for refund in list.data {
+                    if refund.metadata.get(key) != Some(idempotency_key) {
+                        continue;
+                    }
+                    let Some(status) = RefundStatus::parse(&refund.status) else {
+                        return ChargeSearch::Unknown {
+                            reason: format!("refund {} is in status {}", refund.id, refund.status),
+                        };
+                    };
+                    found.push(RefundRecord {
+                        refund_id: refund.id,
+                        status,
+                    });
+                }
+                ChargeSearch::Refunds(found)
+            }
+            RefundRequest::CancelPaymentIntent {
+                payment_intent_id, ..
+            } => match self.payment_intent_state(payment_intent_id).await {
+                Ok(state) => ChargeSearch::Intent(state),
+                Err(error) => ChargeSearch::Unknown {
+                    reason: error.to_string(),
+                },
+            },
+        }
     }
 
     async fn payment_intent_state(&self, id: &str) -> Result<PaymentIntentState, GatewayError> {

@@ -673,6 +673,17 @@ pub trait PaymentGateway: Send + Sync {
             reason: "this payment gateway cannot refund".to_owned(),
         }
     }
+    /// For a cancel awaiting review: the refunds made under the request's
+    /// idempotency key (listed by its PaymentIntent or charge, matched by
+    /// metadata; `ChargeSearch::Refunds`), or the state of the
+    /// PaymentIntent it was to cancel (`ChargeSearch::Intent`). A gateway
+    /// that cannot tell answers `Unknown`, so nothing is decided from it.
+    async fn find_refund(&self, request: &RefundRequest) -> ChargeSearch {
+        let _ = request;
+        ChargeSearch::Unknown {
+            reason: "this payment gateway cannot list its refunds".to_owned(),
+        }
+    }
     /// A PaymentIntent's state now (read-after-write consistent).
     async fn payment_intent_state(&self, id: &str) -> Result<PaymentIntentState, GatewayError> {
         Err(GatewayError::Unknown(format!(

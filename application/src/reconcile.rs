@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use domain::{ChargeSearch, KeyId, KeyRecord, ReconcilePolicy, Reconciliation, ReviewPolicy};
+use domain::{
+    ChargeSearch, KeyAction, KeyId, KeyRecord, ReconcilePolicy, Reconciliation, ReviewPolicy,
+};
 use tracing::{info, warn};
 
 use crate::phases::{PhaseError, PhaseMachine, ReviewResolution};
@@ -25,7 +27,8 @@ pub struct KeyFinding {
 /// What settling one key did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
-    /// Finished with this status (201 booked, 502 ended without a charge);
+    /// Finished with this status (201 booked, 502 ended without a charge;
+    /// for a cancel, 200 refunded, 502 no refund made);
     /// the client's retries replay it.
     Settled { status: u16 },
     /// Left awaiting review: no definitive answer.
@@ -81,6 +84,9 @@ impl ReconcileKeys {
 
     /// What the gateway holds for one key awaiting review, and what it allows.
     pub async fn examine_key(&self, record: KeyRecord) -> Result<KeyFinding, StoreError> {
+        if let KeyAction::CancelRide { .. } = record.action {
+            return self.examine_cancel(record).await;
+        }
         let search = self.gateway.find_charges(&record.downstream_key).await;
         let verdict = match self.users.find_user(record.user_id).await? {
             Some(user) => {
@@ -90,6 +96,33 @@ impl ReconcileKeys {
             None => Reconciliation::Undecided {
                 reason: format!("the key's user {} does not exist", record.user_id),
             },
+        };
+        Ok(KeyFinding {
+            record,
+            search,
+            verdict,
+        })
+    }
+
+    /// A cancel key: what became of the refund (or the intent's cancel)
+    /// its cancellation asked for.
+    async fn examine_cancel(&self, record: KeyRecord) -> Result<KeyFinding, StoreError> {
+        let (cancellation, _, request) = match self.create_ride.refund_request(&record).await {
+            Ok(found) => found,
+            Err(PhaseError::Store(error)) => return Err(error),
+            Err(other) => return Err(StoreError::Inconsistent(other.to_string())),
+        };
+        let search = match &request {
+            Some(request) => self.gateway.find_refund(request).await,
+            None => ChargeSearch::Refunds(Vec::new()),
+        };
+        let verdict = match request {
+            Some(_) => {
+                self.policy
+                    .judge_cancel(&record, cancellation.giveback, &search, self.clock.now())
+            }
+            // Nothing was due: no call was ever made.
+            None => Reconciliation::Refunded { refund: None },
         };
         Ok(KeyFinding {
             record,
@@ -134,6 +167,10 @@ impl ReconcileKeys {
                 payment_intent_id: payment_intent_id.clone(),
             },
             Reconciliation::NotCharged => ReviewResolution::NotCharged,
+            Reconciliation::Refunded { refund } => ReviewResolution::Refunded {
+                refund: refund.clone(),
+            },
+            Reconciliation::NotRefunded => ReviewResolution::NotRefunded,
             Reconciliation::Undecided { reason } => {
                 warn!(%key_id, %reason, "key left awaiting review");
                 return Ok(Settlement::Left {

@@ -311,6 +311,13 @@ fn describe_verdict(verdict: &Reconciliation) -> String {
     match verdict {
         Reconciliation::Charged { charge_id, .. } => format!("charged({charge_id})"),
         Reconciliation::NotCharged => "not-charged".to_owned(),
+        Reconciliation::Refunded {
+            refund: Some(refund),
+        } => {
+            format!("refunded({})", refund.refund_id)
+        }
+        Reconciliation::Refunded { refund: None } => "refunded(nothing-due)".to_owned(),
+        Reconciliation::NotRefunded => "not-refunded".to_owned(),
         Reconciliation::Undecided { reason } => format!("undecided({reason})"),
     }
 }

@@ -10,8 +10,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::cancel::{Giveback, RefundRecord};
 use crate::charge::RIDE_PRICE;
 use crate::idempotency::{KeyRecord, LockPolicy};
+use crate::payment::PaymentIntentState;
 
 /// A charge the processor holds, as it describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,13 @@ impl FoundCharge {
 pub enum ChargeSearch {
     /// The charges its search finds (none, normally one).
     Found(Vec<FoundCharge>),
+    /// For a cancel key: the refunds of the ride's payment made under the
+    /// key (its metadata), as the processor lists them (none, normally
+    /// one).
+    Refunds(Vec<RefundRecord>),
+    /// For a cancel key whose PaymentIntent was to be cancelled: the
+    /// intent as it is now.
+    Intent(PaymentIntentState),
     /// It could not be asked, or its answer could not be read.
     Unknown { reason: String },
 }
@@ -59,6 +68,15 @@ impl std::fmt::Display for ChargeSearch {
                 }
                 Ok(())
             }
+            ChargeSearch::Refunds(refunds) if refunds.is_empty() => f.write_str("no-refund-found"),
+            ChargeSearch::Refunds(refunds) => {
+                for (n, r) in refunds.iter().enumerate() {
+                    let separator = if n == 0 { "" } else { "," };
+                    write!(f, "{separator}{}:{}", r.refund_id, r.status)?;
+                }
+                Ok(())
+            }
+            ChargeSearch::Intent(state) => write!(f, "intent:{}", state.ride_status()),
             ChargeSearch::Unknown { .. } => f.write_str("unknown"),
         }
     }
@@ -74,6 +92,13 @@ pub enum Reconciliation {
     },
     /// The processor confirms no money moved: end the request without a charge.
     NotCharged,
+    /// A cancel's refund exists (or its PaymentIntent is cancelled:
+    /// `None`): record it and finish the cancel (200).
+    Refunded { refund: Option<RefundRecord> },
+    /// No refund was made under the key (or the intent was not
+    /// cancelled): finish the cancel with a 502, its ride
+    /// `refund_failed` for a person to refund by hand.
+    NotRefunded,
     /// No definitive answer; the key stays for a person, with the reason.
     Undecided { reason: String },
 }
@@ -122,6 +147,11 @@ impl ReconcilePolicy {
                 ));
             }
             ChargeSearch::Found(charges) => charges,
+            other @ (ChargeSearch::Refunds(_) | ChargeSearch::Intent(_)) => {
+                return undecided(format!(
+                    "the processor's answer ({other}) is not about a charge"
+                ));
+            }
         };
         let succeeded: Vec<&FoundCharge> = charges
             .iter()
@@ -170,6 +200,58 @@ impl ReconcilePolicy {
             ));
         }
         Reconciliation::NotCharged
+    }
+}
+
+impl ReconcilePolicy {
+    /// Decides a cancel key awaiting review from what the processor holds
+    /// for its `giveback`: the refunds made under the key (listing them is
+    /// read-after-write consistent, but a call may still be in flight
+    /// until the last one noted plus the lock timeout, so "none" counts
+    /// only from `searchable_from`), or its PaymentIntent's state.
+    pub fn judge_cancel(
+        &self,
+        record: &KeyRecord,
+        giveback: Giveback,
+        search: &ChargeSearch,
+        now: SystemTime,
+    ) -> Reconciliation {
+        let undecided = |reason: String| Reconciliation::Undecided { reason };
+        match (giveback, search) {
+            (_, ChargeSearch::Unknown { reason }) => undecided(format!(
+                "the payment processor could not be asked: {reason}"
+            )),
+            (Giveback::Refund { .. }, ChargeSearch::Refunds(refunds)) => match refunds.as_slice() {
+                [refund] => Reconciliation::Refunded {
+                    refund: Some(refund.clone()),
+                },
+                [] if now < self.searchable_from(record) => undecided(
+                    "nothing found yet, but a refund under this key may still be in flight"
+                        .to_owned(),
+                ),
+                [] => Reconciliation::NotRefunded,
+                several => undecided(format!(
+                    "{} refunds carry this key: {}",
+                    several.len(),
+                    several
+                        .iter()
+                        .map(|r| r.refund_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+            (Giveback::CancelPaymentIntent, ChargeSearch::Intent(state)) => match state {
+                PaymentIntentState::Failed => Reconciliation::Refunded { refund: None },
+                _ if now < self.searchable_from(record) => undecided(
+                    "the PaymentIntent is not cancelled yet, but a cancel may still be in flight"
+                        .to_owned(),
+                ),
+                _ => Reconciliation::NotRefunded,
+            },
+            (giveback, search) => undecided(format!(
+                "the processor's answer ({search}) does not fit this cancel ({giveback:?})"
+            )),
+        }
     }
 }
 
@@ -361,5 +443,74 @@ mod tests {
             10_000,
         );
         assert!(is_undecided(&verdict, "could not be asked: timed out"));
+    }
+
+    #[test]
+    fn a_cancel_is_settled_by_its_one_refund_or_after_the_lag_by_none() {
+        use crate::cancel::RefundStatus;
+        let refund = Giveback::Refund { amount_cents: 2000 };
+        let key = record(0);
+        let found = RefundRecord {
+            refund_id: "re_1".into(),
+            status: RefundStatus::Succeeded,
+        };
+        let judge = |giveback, search: ChargeSearch, now| {
+            policy().judge_cancel(&key, giveback, &search, now)
+        };
+        assert_eq!(
+            judge(refund, ChargeSearch::Refunds(vec![found.clone()]), at(1)),
+            Reconciliation::Refunded {
+                refund: Some(found.clone())
+            }
+        );
+        let searchable = policy().searchable_from(&key);
+        let just_before = searchable - Duration::from_secs(1);
+        assert!(matches!(
+            judge(refund, ChargeSearch::Refunds(vec![]), just_before),
+            Reconciliation::Undecided { .. }
+        ));
+        assert_eq!(
+            judge(refund, ChargeSearch::Refunds(vec![]), searchable),
+            Reconciliation::NotRefunded
+        );
+        assert!(matches!(
+            judge(
+                refund,
+                ChargeSearch::Refunds(vec![found.clone(), found]),
+                searchable
+            ),
+            Reconciliation::Undecided { .. }
+        ));
+        let intent = Giveback::CancelPaymentIntent;
+        assert_eq!(
+            judge(
+                intent,
+                ChargeSearch::Intent(PaymentIntentState::Failed),
+                at(1)
+            ),
+            Reconciliation::Refunded { refund: None }
+        );
+        assert_eq!(
+            judge(
+                intent,
+                ChargeSearch::Intent(PaymentIntentState::RequiresAction),
+                searchable
+            ),
+            Reconciliation::NotRefunded
+        );
+        assert!(matches!(
+            judge(
+                intent,
+                ChargeSearch::Unknown {
+                    reason: "down".into()
+                },
+                searchable
+            ),
+            Reconciliation::Undecided { .. }
+        ));
+        assert!(matches!(
+            judge(refund, ChargeSearch::Found(vec![]), searchable),
+            Reconciliation::Undecided { .. }
+        ));
     }
 }

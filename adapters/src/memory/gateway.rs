@@ -473,6 +473,38 @@ impl PaymentGateway for FakeGateway {
         outcome
     }
 
+    async fn find_refund(&self, request: &RefundRequest) -> ChargeSearch {
+        if !self.sees_every_charge {
+            return ChargeSearch::Unknown {
+                reason: "the in-process fake gateway holds only this process's refunds".to_owned(),
+            };
+        }
+        let state = self.state();
+        match request {
+            RefundRequest::Refund {
+                idempotency_key, ..
+            } => ChargeSearch::Refunds(
+                state
+                    .refunds
+                    .iter()
+                    .filter(|refund| refund.idempotency_key == *idempotency_key)
+                    .map(|refund| RefundRecord {
+                        refund_id: refund.id.clone(),
+                        status: RefundStatus::Succeeded,
+                    })
+                    .collect(),
+            ),
+            RefundRequest::CancelPaymentIntent {
+                payment_intent_id, ..
+            } => match state.intents.get(payment_intent_id) {
+                Some(intent) => ChargeSearch::Intent(intent.clone()),
+                None => ChargeSearch::Unknown {
+                    reason: format!("No such payment_intent: '{payment_intent_id}'"),
+                },
+            },
+        }
+    }
+
     async fn find_charges(&self, downstream_key: &str) -> ChargeSearch {
         if !self.sees_every_charge {
             return ChargeSearch::Unknown {

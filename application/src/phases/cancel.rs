@@ -158,6 +158,37 @@ impl PhaseMachine {
         Ok((cancellation, ride))
     }
 
+    /// What a cancel key asks of the gateway: its cancellation, its ride
+    /// and the call that gives the money back (`None` when nothing is
+    /// due). The refund step makes the call; reconciliation asks the
+    /// gateway what became of it.
+    pub(crate) async fn refund_request(
+        &self,
+        record: &KeyRecord,
+    ) -> Result<(Cancellation, Ride, Option<RefundRequest>), PhaseError> {
+        let ride_id = Self::ride_id_of(record)?;
+        let (cancellation, ride) = self.cancellation_of(ride_id).await?;
+        let idempotency_key = record.downstream_key.clone();
+        let request = match cancellation.giveback {
+            Giveback::Nothing => None,
+            Giveback::Refund { amount_cents } => Some(RefundRequest::Refund {
+                payment_intent_id: ride.stripe_payment_intent_id.clone(),
+                charge_id: ride.stripe_charge_id.clone(),
+                amount_cents,
+                idempotency_key,
+            }),
+            Giveback::CancelPaymentIntent => Some(RefundRequest::CancelPaymentIntent {
+                payment_intent_id: ride.stripe_payment_intent_id.clone().ok_or_else(|| {
+                    StoreError::Inconsistent(format!(
+                        "ride {ride_id} awaits a payment but has no PaymentIntent"
+                    ))
+                })?,
+                idempotency_key,
+            }),
+        };
+        Ok((cancellation, ride, request))
+    }
+
     /// `cancel_recorded`: the only cancel step that talks to the gateway.
     async fn give_back(
         &self,
@@ -165,30 +196,13 @@ impl PhaseMachine {
         record: KeyRecord,
         ride_id: RideId,
     ) -> Result<Step, PhaseError> {
-        let (cancellation, ride) = self.cancellation_of(ride_id).await?;
-        let idempotency_key = record.downstream_key.clone();
-        let request = match cancellation.giveback {
-            Giveback::Nothing => {
-                // Nothing to give back: no call, straight to the answer.
-                return Ok(Step::Done(
-                    self.finish_cancel_with(lease, &record, ride, cancellation)
-                        .await?,
-                ));
-            }
-            Giveback::Refund { amount_cents } => RefundRequest::Refund {
-                payment_intent_id: ride.stripe_payment_intent_id.clone(),
-                charge_id: ride.stripe_charge_id.clone(),
-                amount_cents,
-                idempotency_key,
-            },
-            Giveback::CancelPaymentIntent => RefundRequest::CancelPaymentIntent {
-                payment_intent_id: ride.stripe_payment_intent_id.clone().ok_or_else(|| {
-                    StoreError::Inconsistent(format!(
-                        "ride {ride_id} awaits a payment but has no PaymentIntent"
-                    ))
-                })?,
-                idempotency_key,
-            },
+        let (cancellation, ride, request) = self.refund_request(&record).await?;
+        let Some(request) = request else {
+            // Nothing to give back: no call, straight to the answer.
+            return Ok(Step::Done(
+                self.finish_cancel_with(lease, &record, ride, cancellation)
+                    .await?,
+            ));
         };
         let now = self.clock.now();
         if self.settings.review.needs_review(&record, now) {
@@ -236,6 +250,35 @@ impl PhaseMachine {
             progress: KeyProgress::RefundCreated { ride_id },
             ..record
         }))
+    }
+
+    /// A person's (or a reconciling completer's) settlement of a cancel
+    /// key awaiting review, under its lease: the refund found recorded and
+    /// the cancel finished (200), or none made: 502, the ride
+    /// `refund_failed`.
+    pub(super) async fn settle_cancel(
+        &self,
+        lease: Lease,
+        record: &KeyRecord,
+        refunded: Option<Option<domain::RefundRecord>>,
+    ) -> Result<StoredResponse, PhaseError> {
+        let Some(refund) = refunded else {
+            return self
+                .finish_with(
+                    lease,
+                    Finish::RefundFailed {
+                        response: StoredResponse::refund_refused(),
+                    },
+                )
+                .await;
+        };
+        self.keys
+            .record_refund(lease, refund, self.clock.now())
+            .await?;
+        let ride_id = Self::ride_id_of(record)?;
+        let (cancellation, ride) = self.cancellation_of(ride_id).await?;
+        self.finish_cancel_with(lease, record, ride, cancellation)
+            .await
     }
 
     async fn refund_failed(&self, lease: Lease) -> Result<Step, PhaseError> {

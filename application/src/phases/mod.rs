@@ -103,6 +103,14 @@ pub enum ReviewResolution {
     },
     /// No charge exists: finish the request without one (a stored 502).
     NotCharged,
+    /// A cancel's refund exists (`None`: its PaymentIntent is cancelled):
+    /// record it and finish the cancel (200, receipt staged).
+    Refunded {
+        refund: Option<domain::RefundRecord>,
+    },
+    /// A cancel's refund was never made: a stored 502, the ride
+    /// `refund_failed` for a person to refund by hand.
+    NotRefunded,
 }
 
 /// Settings of the phase machine.
@@ -270,25 +278,30 @@ impl PhaseMachine {
             return Ok(None);
         };
         let lease = Lease::of(&record);
-        if !matches!(record.action, KeyAction::BookRide(_)) {
-            self.release(lease).await;
-            return Err(StoreError::Inconsistent(format!(
-                "key {key_id} is a cancel; a review resolution settles a charge"
-            ))
-            .into());
-        }
+        let booking = matches!(record.action, KeyAction::BookRide(_));
         let result = match resolution {
             ReviewResolution::Charged {
                 charge_id,
                 payment_intent_id,
-            } => {
+            } if booking => {
                 self.book(lease, &record, charge_id, payment_intent_id)
                     .await
             }
-            ReviewResolution::NotCharged => {
+            ReviewResolution::NotCharged if booking => {
                 self.finish_refused(lease, StoredResponse::charge_not_made())
                     .await
             }
+            ReviewResolution::Refunded { refund } if !booking => {
+                self.settle_cancel(lease, &record, Some(refund)).await
+            }
+            ReviewResolution::NotRefunded if !booking => {
+                self.settle_cancel(lease, &record, None).await
+            }
+            other => Err(StoreError::Inconsistent(format!(
+                "key {key_id} ({}) cannot be settled as {other:?}",
+                record.action.as_str()
+            ))
+            .into()),
         };
         if let Ok(response) = &result {
             info!(%key_id, status = response.status, "review resolved");

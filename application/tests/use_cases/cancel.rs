@@ -563,3 +563,97 @@ async fn a_refund_reported_failed_by_a_signed_event_marks_the_ride_refund_failed
         }
     );
 }
+
+/// Refunds through the fake; `before` loses every refund's answer before
+/// the fake makes it, otherwise after.
+struct LostRefunds {
+    fake: Arc<FakeGateway>,
+    before: bool,
+}
+
+#[async_trait]
+impl PaymentGateway for LostRefunds {
+    async fn create_customer(
+        &self,
+        email: &str,
+        card: TestCard,
+    ) -> Result<SavedCustomer, GatewayError> {
+        self.fake.create_customer(email, card).await
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        self.fake.charge(request).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
+        if !self.before {
+            self.fake.refund(request).await;
+        }
+        RefundOutcome::Unknown {
+            reason: "the answer was lost".to_owned(),
+        }
+    }
+
+    async fn find_refund(&self, request: &RefundRequest) -> domain::ChargeSearch {
+        self.fake.find_refund(request).await
+    }
+}
+
+/// A cancel whose refund answer was lost, left past the review window,
+/// settled from the gateway's records: its status and the ride's.
+async fn reviewed_cancel(refund_made: bool) -> (u16, RideStatus, usize) {
+    use application::{ReconcileKeys, Settlement};
+    let fake = Arc::new(FakeGateway::new());
+    let gateway = Arc::new(LostRefunds {
+        fake: fake.clone(),
+        before: !refund_made,
+    });
+    let h = Harness::with_gateway(fake, Some(gateway.clone())).await;
+    let id = booked(&h, 1).await;
+    h.create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect_err("unknown");
+    h.advance(crate::support::REVIEW_WINDOW + Duration::from_secs(1));
+    let report = h.completer().run_batch().await.expect("completer");
+    assert_eq!(
+        report.finished, 0,
+        "past the window: a person's, not the completer's"
+    );
+    let reconcile = ReconcileKeys::new(
+        h.store.clone(),
+        h.store.clone(),
+        gateway,
+        h.clock.clone(),
+        h.create_ride.clone(),
+        crate::support::settings().review,
+        domain::ReconcilePolicy {
+            lock: domain::LockPolicy {
+                lock_timeout: crate::support::LOCK_TIMEOUT,
+            },
+            search_lag: Duration::from_secs(60),
+        },
+    );
+    let settled = reconcile.settle_all(10).await.expect("settled");
+    let [(_, Settlement::Settled { status })] = settled.as_slice() else {
+        panic!("one cancel settled: {settled:?}");
+    };
+    (
+        *status,
+        ride(&h, id).await.status,
+        h.gateway.refunds().len(),
+    )
+}
+
+#[tokio::test]
+async fn a_cancel_awaiting_review_is_finished_from_the_refund_the_gateway_holds() {
+    assert_eq!(reviewed_cancel(true).await, (200, RideStatus::Cancelled, 1));
+}
+
+#[tokio::test]
+async fn a_cancel_awaiting_review_with_no_refund_made_ends_refund_failed_for_a_person() {
+    assert_eq!(
+        reviewed_cancel(false).await,
+        (502, RideStatus::RefundFailed, 0)
+    );
+}

@@ -141,6 +141,16 @@ pub(super) async fn render(console: &Console, flash: Option<&str>) -> anyhow::Re
                     (format!("book with {charge_id}"), true)
                 }
                 Reconciliation::NotCharged => ("end without a charge".to_owned(), true),
+                Reconciliation::Refunded {
+                    refund: Some(refund),
+                } => (format!("finish the cancel with {}", refund.refund_id), true),
+                Reconciliation::Refunded { refund: None } => {
+                    ("finish the cancel (nothing refunded)".to_owned(), true)
+                }
+                Reconciliation::NotRefunded => (
+                    "end the cancel unrefunded (refund by hand)".to_owned(),
+                    true,
+                ),
                 Reconciliation::Undecided { reason } => (format!("undecided: {reason}"), false),
             };
             let button = if can_settle {
