@@ -13,8 +13,12 @@ pub struct LogReceiptSender;
 impl ReceiptSender for LogReceiptSender {
     async fn send(&self, job_id: i64, receipt: &ReceiptJob) -> anyhow::Result<()> {
         info!(
-            "receipt sent ride_id={} user_id={} amount={} {} job_id={job_id}",
-            receipt.ride_id, receipt.user_id, receipt.amount_cents, receipt.currency
+            "receipt sent ride_id={} {} user_id={} amount={} {} job_id={job_id}",
+            receipt.ride_id,
+            receipt.kind.as_str(),
+            receipt.user_id,
+            receipt.amount_cents,
+            receipt.currency
         );
         Ok(())
     }

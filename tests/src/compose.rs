@@ -19,7 +19,9 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::soak::{Load, SoakReport, all_charges, audit, drain, injected_faults, wait_ready};
+use crate::soak::{
+    Load, SoakReport, all_charges, all_of, audit, drain, injected_faults, wait_ready,
+};
 
 /// What the compose test runs.
 #[derive(Debug, Clone)]
@@ -406,6 +408,9 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
     let charges = all_charges(&http, &stripe, STRIPE_KEY)
         .await
         .context("listing fake-stripe's charges")?;
+    let refunds = all_of(&http, &stripe, STRIPE_KEY, "refunds")
+        .await
+        .context("listing fake-stripe's refunds")?;
     let faults = injected_faults(&http, &stripe).await?;
     let worker_log = deployment.compose(&["logs", "--no-color", "worker1", "worker2"])?;
     let mut report = SoakReport {
@@ -418,6 +423,7 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
     audit(
         &pool,
         &charges,
+        &refunds,
         &worker_log,
         client,
         &mut report,

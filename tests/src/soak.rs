@@ -90,6 +90,14 @@ pub struct SoakReport {
     pub ride_statuses: BTreeMap<String, usize>,
     pub lost_receipts: usize,
     pub doubled_receipts: usize,
+    /// Rides the clients cancelled (one or two keys each, racing).
+    pub cancelled_rides: usize,
+    /// Refunds at fake-stripe.
+    pub refunds: usize,
+    /// Refunds beyond the first of one charge.
+    pub double_refunds: usize,
+    /// Refunds of no cancelled ride.
+    pub orphan_refunds: usize,
     pub stranded_keys: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -142,6 +150,10 @@ impl SoakReport {
             ),
             ("double charges".into(), self.double_charges.to_string()),
             ("orphan charges".into(), self.orphan_charges.to_string()),
+            ("cancelled rides".into(), self.cancelled_rides.to_string()),
+            ("refunds at fake-stripe".into(), self.refunds.to_string()),
+            ("double refunds".into(), self.double_refunds.to_string()),
+            ("orphan refunds".into(), self.orphan_refunds.to_string()),
             ("lost receipts".into(), self.lost_receipts.to_string()),
             ("doubled receipts".into(), self.doubled_receipts.to_string()),
             ("stranded keys".into(), self.stranded_keys.to_string()),
@@ -303,6 +315,86 @@ struct RideRecord {
     definitive: Vec<(u16, String)>,
     /// The PaymentIntent the rider authenticated at fake-stripe.
     authenticated: Option<String>,
+    /// For a booked ride the client then cancelled: every definitive
+    /// answer of each cancel key (one key, or two racing).
+    cancels: Vec<Vec<(u16, String)>>,
+}
+
+/// One cancel key of a booked ride, retried like a booking until it gets a
+/// definitive answer (200, a stored 409, 502) or 60 s pass; sometimes sent
+/// twice at once. Every definitive answer, in order.
+async fn cancel(
+    http: &reqwest::Client,
+    apis: &[String],
+    number: usize,
+    ride: i64,
+    stats: &Mutex<ClientStats>,
+) -> Vec<(u16, String)> {
+    let key = uuid::Uuid::new_v4().to_string();
+    let double_tap = fastrand::u32(..5) == 0;
+    let started = Instant::now();
+    let mut definitive = Vec::new();
+    for attempt in 0.. {
+        let copies = if double_tap && attempt == 0 { 2 } else { 1 };
+        let sends = (0..copies).map(|copy| {
+            let url = format!(
+                "{}/rides/{ride}/cancel",
+                apis[(number + attempt + copy) % apis.len()]
+            );
+            let request = http
+                .post(url)
+                .header("Authorization", GOOD)
+                .header("Idempotency-Key", &key)
+                .timeout(Duration::from_secs(20));
+            async move {
+                let response = request.send().await.ok()?;
+                let status = response.status().as_u16();
+                Some((status, response.text().await.ok()?))
+            }
+        });
+        let mut answers = Vec::new();
+        for send in sends {
+            answers.push(send.await);
+        }
+        let mut done = false;
+        {
+            let mut stats = stats.lock().expect("stats");
+            for answer in answers {
+                let label = match &answer {
+                    Some((status, _)) => format!("cancel {status}"),
+                    None => "cancel no answer".to_owned(),
+                };
+                *stats.answers.entry(label).or_default() += 1;
+                let Some((status, body)) = answer else {
+                    continue;
+                };
+                let stored_409 = body.contains("ride-already-cancelled")
+                    || body.contains("ride-not-cancellable");
+                match status {
+                    200 | 502 => {}
+                    409 if stored_409 => {}
+                    409 | 503 => continue,
+                    _ => {
+                        stats.violations.push(format!(
+                            "cancel {key} of ride {ride}: unexpected {status}: {body}"
+                        ));
+                        continue;
+                    }
+                }
+                definitive.push((status, body));
+                done = true;
+            }
+        }
+        if done {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            stats.lock().expect("stats").gave_up += 1;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    definitive
 }
 
 /// What the clients saw.
@@ -438,10 +530,30 @@ async fn ride(
         }
         _ => None,
     };
+    // A quarter of the booked rides are cancelled, a third of those by two
+    // keys at once (a rider tapping cancel on two devices).
+    let mut cancels = Vec::new();
+    if let Some((201, body)) = definitive.first()
+        && fastrand::u32(..4) == 0
+    {
+        let ride = serde_json::from_str::<Value>(body).unwrap_or_default()["ride"]["id"]
+            .as_i64()
+            .unwrap_or(-1);
+        if fastrand::u32(..3) == 0 {
+            let (a, b) = tokio::join!(
+                cancel(&http, &apis, number, ride, &stats),
+                cancel(&http, &apis, number + 1, ride, &stats)
+            );
+            cancels = vec![a, b];
+        } else {
+            cancels = vec![cancel(&http, &apis, number, ride, &stats).await];
+        }
+    }
     stats.lock().expect("stats").rides.push(RideRecord {
         user,
         definitive,
         authenticated,
+        cancels,
     });
 }
 
@@ -496,10 +608,20 @@ pub async fn all_charges(
     stripe: &str,
     api_key: &str,
 ) -> anyhow::Result<Vec<Value>> {
+    all_of(http, stripe, api_key, "charges").await
+}
+
+/// Every object of one of fake-stripe's lists (`charges`, `refunds`).
+pub async fn all_of(
+    http: &reqwest::Client,
+    stripe: &str,
+    api_key: &str,
+    list: &str,
+) -> anyhow::Result<Vec<Value>> {
     let mut charges = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let mut url = format!("{stripe}/v1/charges?limit=100");
+        let mut url = format!("{stripe}/v1/{list}?limit=100");
         if let Some(after) = &after {
             url.push_str(&format!("&starting_after={after}"));
         }
@@ -729,6 +851,9 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     let charges = all_charges(&http, &stripe, STRIPE_KEY)
         .await
         .context("listing fake-stripe's charges")?;
+    let refunds = all_of(&http, &stripe, STRIPE_KEY, "refunds")
+        .await
+        .context("listing fake-stripe's refunds")?;
     let faults = injected_faults(&http, &stripe).await?;
     let _ = fake_stripe.start_kill();
     let _ = fake_stripe.wait().await;
@@ -746,6 +871,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     audit(
         &pool,
         &charges,
+        &refunds,
         &worker_log,
         client,
         &mut report,
@@ -894,6 +1020,7 @@ pub async fn drain(
 pub async fn audit(
     pool: &PgPool,
     charges: &[Value],
+    refunds: &[Value],
     worker_log: &str,
     client: ClientStats,
     report: &mut SoakReport,
@@ -912,9 +1039,9 @@ pub async fn audit(
     }
     for (ride, charge, _, status) in &rides {
         match (status.as_str(), charge) {
-            ("booked", Some(_)) | ("payment_failed", None) => {}
+            ("booked" | "cancelled", Some(_)) | ("payment_failed", None) => {}
             (status, charge) => violations.push(format!(
-                "ride {ride} ended {status} with charge {charge:?}: every ride ends booked (charged) or payment_failed (not)"
+                "ride {ride} ended {status} with charge {charge:?}: every ride ends booked or cancelled (charged) or payment_failed (not)"
             )),
         }
     }
@@ -927,13 +1054,21 @@ pub async fn audit(
         .into_iter()
         .map(|(id, point, code)| (id, (point, code)))
         .collect();
-    let sent: HashSet<i64> =
-        sqlx::query_as::<_, (i64,)>("SELECT ride_id FROM sent_receipts WHERE sent_at IS NOT NULL")
+    let sent_of = |kind: &'static str| async move {
+        anyhow::Ok(
+            sqlx::query_as::<_, (i64,)>(
+                "SELECT ride_id FROM sent_receipts WHERE sent_at IS NOT NULL AND kind = $1",
+            )
+            .bind(kind)
             .fetch_all(pool)
             .await?
             .into_iter()
             .map(|(id,)| id)
-            .collect();
+            .collect::<HashSet<i64>>(),
+        )
+    };
+    let sent = sent_of("ride").await?;
+    let sent_cancellations = sent_of("cancellation").await?;
     report.charges = charges.len();
     let charged_rides: HashMap<&str, i64> = rides
         .iter()
@@ -981,12 +1116,15 @@ pub async fn audit(
         .values()
         .filter(|(point, _)| point != "finished")
         .count();
-    // Receipts as the workers logged them: a ride's receipt goes out once.
+    // Receipts as the workers logged them: each receipt of a ride (its
+    // booking's, its cancellation's) goes out once.
     let mut receipts: HashMap<String, usize> = HashMap::new();
     for line in worker_log.lines() {
         if let Some(rest) = line.split("receipt sent ride_id=").nth(1) {
-            let ride = rest.split_whitespace().next().unwrap_or("").to_owned();
-            *receipts.entry(ride).or_default() += 1;
+            let mut words = rest.split_whitespace();
+            let ride = words.next().unwrap_or("");
+            let kind = words.next().unwrap_or("");
+            *receipts.entry(format!("{ride} {kind}")).or_default() += 1;
         }
     }
     report.doubled_receipts = receipts.values().filter(|n| **n > 1).count();
@@ -1001,6 +1139,7 @@ pub async fn audit(
     }
     // What the client saw.
     report.rides = client.rides.len();
+    report.refunds = refunds.len();
     report.requests = client.answers.values().sum();
     report.answers = client.answers;
     report.gave_up = client.gave_up;
@@ -1009,7 +1148,8 @@ pub async fn audit(
     latencies.sort_by(f64::total_cmp);
     report.p50_ms = percentile(&latencies, 0.50);
     report.p99_ms = percentile(&latencies, 0.99);
-    for record in &client.rides {
+    let client_rides = client.rides;
+    for record in &client_rides {
         let Some((status, body)) = record.definitive.first() else {
             *report
                 .final_statuses
@@ -1076,8 +1216,19 @@ pub async fn audit(
             }
         }
     }
+    audit_cancels(
+        &client_rides,
+        charges,
+        refunds,
+        &status_of,
+        &sent_cancellations,
+        report,
+        violations,
+    );
     for (figure, value) in [
         ("double charges", report.double_charges),
+        ("double refunds", report.double_refunds),
+        ("orphan refunds", report.orphan_refunds),
         ("orphan charges", report.orphan_charges),
         ("lost receipts", report.lost_receipts),
         ("doubled receipts", report.doubled_receipts),
@@ -1089,6 +1240,105 @@ pub async fn audit(
         }
     }
     Ok(())
+}
+
+/// The cancels the clients made against what fake-stripe and the
+/// database hold: each cancel key answered one way; each cancelled ride
+/// exactly one 200 (a second key racing got the stored 409), exactly one
+/// refund at fake-stripe, of the charge it paid with, the amount the 200
+/// named, its ride `cancelled` (or `refund_failed`) and its cancellation
+/// receipt sent; no charge refunded twice or beyond its amount; no refund
+/// of a ride nobody cancelled.
+fn audit_cancels(
+    rides: &[RideRecord],
+    charges: &[Value],
+    refunds: &[Value],
+    status_of: &HashMap<i64, &str>,
+    sent_cancellations: &HashSet<i64>,
+    report: &mut SoakReport,
+    violations: &mut Vec<String>,
+) {
+    let mut refunds_of: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for refund in refunds {
+        refunds_of
+            .entry(refund["charge"].as_str().unwrap_or(""))
+            .or_default()
+            .push(refund);
+    }
+    for charge in charges {
+        let id = charge["id"].as_str().unwrap_or("");
+        let of_charge = refunds_of.get(id).map(Vec::as_slice).unwrap_or_default();
+        report.double_refunds += of_charge.len().saturating_sub(1);
+        let refunded: i64 = of_charge.iter().filter_map(|r| r["amount"].as_i64()).sum();
+        if refunded > charge["amount"].as_i64().unwrap_or(0) {
+            violations.push(format!(
+                "charge {id} refunded {refunded}, more than it charged"
+            ));
+        }
+    }
+    let mut cancelled_charges = HashSet::new();
+    for record in rides.iter().filter(|r| !r.cancels.is_empty()) {
+        let booked: Value = serde_json::from_str(&record.definitive[0].1).unwrap_or_default();
+        let ride = booked["ride"]["id"].as_i64().unwrap_or(-1);
+        let charge = booked["ride"]["stripe_charge_id"].as_str().unwrap_or("");
+        cancelled_charges.insert(charge.to_owned());
+        report.cancelled_rides += 1;
+        let mut successes = Vec::new();
+        for answers in &record.cancels {
+            let Some(first) = answers.first() else {
+                continue; // gave up: counted, left to the completer
+            };
+            if answers.iter().any(|a| a != first) {
+                violations.push(format!(
+                    "a cancel key of ride {ride} answered differently: {answers:?}"
+                ));
+            }
+            match first.0 {
+                200 => successes.push(first.1.clone()),
+                409 if first.1.contains("ride-already-cancelled") => {}
+                status => violations.push(format!(
+                    "a cancel of booked ride {ride} got {status}: {}",
+                    first.1
+                )),
+            }
+        }
+        let [success] = successes.as_slice() else {
+            if record.cancels.iter().all(|a| !a.is_empty()) {
+                violations.push(format!(
+                    "ride {ride}: {} cancels succeeded, not one",
+                    successes.len()
+                ));
+            }
+            continue;
+        };
+        let body: Value = serde_json::from_str(success).unwrap_or_default();
+        let at_stripe = refunds_of
+            .get(charge)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        match at_stripe {
+            [refund]
+                if refund["id"] == body["refund"]["id"]
+                    && refund["amount"] == body["refund"]["amount"] => {}
+            other => violations.push(format!(
+                "ride {ride}'s cancel named refund {} of {}, fake-stripe holds {other:?}",
+                body["refund"]["id"], body["refund"]["amount"]
+            )),
+        }
+        if !matches!(status_of.get(&ride), Some(&("cancelled" | "refund_failed"))) {
+            violations.push(format!(
+                "ride {ride} was cancelled (200) but is {:?}",
+                status_of.get(&ride)
+            ));
+        }
+        if !sent_cancellations.contains(&ride) {
+            violations.push(format!("ride {ride}'s cancellation receipt was never sent"));
+        }
+    }
+    report.orphan_refunds = refunds
+        .iter()
+        .filter(|r| !cancelled_charges.contains(r["charge"].as_str().unwrap_or("")))
+        .count();
 }
 
 /// Waits until every API answers `/readyz` with a success, or `max` passed.
