@@ -288,3 +288,8 @@ DO $$ BEGIN
         ALTER TABLE sent_receipts ADD CONSTRAINT sent_receipts_pkey PRIMARY KEY (ride_id, kind);
     END IF;
 END $$;
+
+-- The console's list of rides whose refund failed, most recent first.
+CREATE INDEX IF NOT EXISTS rides_refund_failed
+    ON rides (status_changed_at)
+    WHERE status = 'refund_failed';

@@ -577,6 +577,17 @@ pub trait Receipts: Send + Sync {
     }
 }
 
+/// A cancelled ride whose refund failed, as the console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRefund {
+    pub ride_id: RideId,
+    pub user_id: UserId,
+    /// What the cancellation owed.
+    pub amount_cents: i64,
+    /// Stripe's refund, when one was made (and failed later).
+    pub refund_id: Option<String>,
+}
+
 /// A ride as the operator's console lists it, with the request that made
 /// it (while its key is kept).
 #[derive(Debug, Clone, PartialEq)]
@@ -600,6 +611,9 @@ pub struct RecentRide {
 pub trait Dashboard: Send + Sync {
     /// The newest rides, newest first.
     async fn recent_rides(&self, limit: usize) -> Result<Vec<RecentRide>, StoreError>;
+    /// Cancelled rides whose refund Stripe refused or reported failed
+    /// (`refund_failed`), most recent first: a person's to refund by hand.
+    async fn failed_refunds(&self, limit: usize) -> Result<Vec<FailedRefund>, StoreError>;
     /// Keys created at or after `since`, counted by their stored answer's
     /// status (`None`: not finished), by status.
     async fn answers_since(&self, since: SystemTime)

@@ -143,6 +143,14 @@ impl PaymentGateway for GatedGateway {
         self.inner.payment_intent_state(id).await
     }
 
+    async fn refund(&self, request: &domain::RefundRequest) -> domain::RefundOutcome {
+        self.inner.refund(request).await
+    }
+
+    async fn find_refund(&self, request: &domain::RefundRequest) -> domain::ChargeSearch {
+        self.inner.find_refund(request).await
+    }
+
     async fn charge(&self, request: &domain::ChargeRequest) -> domain::ChargeOutcome {
         self.entered.add_permits(1);
         self.gate.acquire().await.expect("open").forget();

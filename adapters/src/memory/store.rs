@@ -12,9 +12,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
-    AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase,
-    KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide,
-    RidePayments, SavedCustomer, StoreError, Users,
+    AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, FailedRefund, Finish,
+    KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim,
+    Receipts, RecentRide, RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
@@ -77,6 +77,8 @@ struct State {
     /// When each ride's status last changed (a booked ride's: when it was
     /// booked, which the refund rule reads).
     status_changed_at: HashMap<RideId, SystemTime>,
+    /// Rides whose refund failed, by when: the console's list.
+    refund_failed: BTreeSet<(SystemTime, RideId)>,
     /// The last receipt claim token handed out.
     claim_tokens: i64,
     /// Keys a completer has reported as needing review.
@@ -201,7 +203,12 @@ impl State {
         if let Some(ride) = self.rides.get_mut(&ride_id) {
             ride.status = status;
         }
-        self.status_changed_at.insert(ride_id, now);
+        if let Some(since) = self.status_changed_at.insert(ride_id, now) {
+            self.refund_failed.remove(&(since, ride_id));
+        }
+        if status == RideStatus::RefundFailed {
+            self.refund_failed.insert((now, ride_id));
+        }
     }
 
     /// Stages a ride's receipt job at `now`.
@@ -964,6 +971,26 @@ impl Receipts for MemoryStore {
 
 #[async_trait]
 impl Dashboard for MemoryStore {
+    async fn failed_refunds(&self, limit: usize) -> Result<Vec<FailedRefund>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .refund_failed
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|(_, ride_id)| {
+                let ride = state.rides.get(ride_id)?;
+                let cancellation = state.cancellations.get(ride_id)?;
+                Some(FailedRefund {
+                    ride_id: *ride_id,
+                    user_id: ride.user_id,
+                    amount_cents: cancellation.giveback.refund_cents(),
+                    refund_id: cancellation.refund.as_ref().map(|r| r.refund_id.clone()),
+                })
+            })
+            .collect())
+    }
+
     async fn recent_rides(&self, limit: usize) -> Result<Vec<RecentRide>, StoreError> {
         let state = self.state();
         Ok(state

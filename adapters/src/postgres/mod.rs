@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use application::ports::{
-    AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, Finish, KeyCounts, KeyPhase,
-    KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim, Receipts, RecentRide,
-    RidePayments, SavedCustomer, StoreError, Users,
+    AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, FailedRefund, Finish,
+    KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim,
+    Receipts, RecentRide, RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{

@@ -281,6 +281,12 @@ pub const RECENT_RIDES: &str = "SELECT r.id, r.idempotency_key_id, r.origin_lat,
      FROM rides r LEFT JOIN idempotency_keys k ON k.id = r.idempotency_key_id \
      ORDER BY r.id DESC LIMIT $1";
 
+/// $1 limit. Rides whose refund failed, most recent first (the partial
+/// index `rides_refund_failed`).
+pub const FAILED_REFUNDS: &str = "SELECT r.id, r.user_id, c.refund_amount_cents, c.stripe_refund_id \
+     FROM rides r JOIN ride_cancellations c ON c.ride_id = r.id \
+     WHERE r.status = 'refund_failed' ORDER BY r.status_changed_at DESC LIMIT $1";
+
 /// $1 since. Keys created since, by stored status (NULL: unfinished).
 pub const ANSWERS_SINCE: &str = "SELECT response_code, count(*) FROM idempotency_keys \
      WHERE created_at >= $1 GROUP BY response_code ORDER BY response_code NULLS FIRST";

@@ -53,6 +53,23 @@ impl KeyViews for PostgresStore {
 
 #[async_trait]
 impl Dashboard for PostgresStore {
+    async fn failed_refunds(&self, limit: usize) -> Result<Vec<FailedRefund>, StoreError> {
+        let rows: Vec<(i64, i64, i64, Option<String>)> = sqlx::query_as(queries::FAILED_REFUNDS)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(ride, user, amount_cents, refund_id)| FailedRefund {
+                ride_id: RideId(ride),
+                user_id: UserId(user),
+                amount_cents,
+                refund_id,
+            })
+            .collect())
+    }
+
     async fn recent_rides(&self, limit: usize) -> Result<Vec<RecentRide>, StoreError> {
         let rows: Vec<RecentRideRow> = sqlx::query_as(queries::RECENT_RIDES)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))

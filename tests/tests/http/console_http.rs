@@ -60,6 +60,10 @@ impl PaymentGateway for Counting {
         self.searches.fetch_add(1, Ordering::SeqCst);
         self.fake.find_charges(downstream_key).await
     }
+
+    async fn refund(&self, request: &domain::RefundRequest) -> domain::RefundOutcome {
+        self.fake.refund(request).await
+    }
 }
 
 struct Running {
@@ -542,4 +546,93 @@ async fn rides_waiting_on_a_payment_are_listed_with_their_intent_until_settled()
         .expect("page");
     assert!(!page.contains(&format!("waiting-{ride}")), "{page}");
     assert!(page.contains("<td>booked</td>"), "{page}");
+}
+
+#[tokio::test]
+async fn rides_whose_refund_failed_are_listed_for_a_person() {
+    use application::ports::{Keys as _, RidePayments as _, Users as _};
+    let r = running().await;
+    let rider = r
+        .store
+        .find_user_by_email("user@example.com")
+        .await
+        .expect("read")
+        .expect("seeded");
+    let booked = r
+        .create_ride
+        .run(application::RideRequest {
+            user: rider.clone(),
+            key: domain::IdempotencyKey::parse("console-refund-key-000001").expect("key"),
+            params: domain::RideParams::from_numbers([0.0; 4]).expect("params"),
+            request_ip: None,
+            request_id: None,
+            raise_error: false,
+        })
+        .await
+        .expect("answered");
+    let body: serde_json::Value = serde_json::from_str(&booked.response.body).expect("json");
+    let ride = domain::RideId(body["ride"]["id"].as_i64().expect("ride"));
+    let cancelled = r
+        .create_ride
+        .cancel(application::CancelRequest {
+            user: rider,
+            key: domain::IdempotencyKey::parse("console-cancel-key-000001").expect("key"),
+            ride_id: ride,
+            reason: None,
+            request_ip: None,
+            request_id: None,
+        })
+        .await
+        .expect("answered");
+    assert_eq!(
+        cancelled.response.status, 200,
+        "{}",
+        cancelled.response.body
+    );
+    let refund = r
+        .store
+        .find_cancellation(ride)
+        .await
+        .expect("read")
+        .and_then(|c| c.refund)
+        .expect("a refund")
+        .refund_id;
+    let before = r
+        .get("/console", Some(TOKEN))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        !before.contains(&format!("refund-failed-{ride}")),
+        "{before}"
+    );
+    r.store
+        .apply_refund(
+            &domain::RefundUpdate {
+                event_id: "evt_console_refund".into(),
+                event_type: "charge.refund.updated".into(),
+                refund_id: refund.clone(),
+                status: domain::RefundStatus::Failed,
+            },
+            std::time::SystemTime::now(),
+        )
+        .await
+        .expect("applied");
+    let row = format!(
+        "<tr id=\"refund-failed-{ride}\"><td>{ride}</td><td>{}</td><td>2000</td><td>{refund}</td></tr>",
+        r.store
+            .find_ride(ride)
+            .await
+            .expect("read")
+            .expect("ride")
+            .user_id
+    );
+    let shown = r
+        .get("/console", Some(TOKEN))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(shown.contains(&row), "{shown}");
 }

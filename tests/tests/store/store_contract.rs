@@ -1974,6 +1974,16 @@ async fn a_refused_refund_fails_the_ride_and_a_refund_id_serves_one_cancellation
         status_of(store.as_ref(), leases[1].1).await,
         RideStatus::RefundFailed
     );
+    assert_eq!(
+        store.failed_refunds(10).await.expect("listed"),
+        vec![application::ports::FailedRefund {
+            ride_id: leases[1].1,
+            user_id: rider.id,
+            amount_cents: domain::RIDE_PRICE.amount_cents,
+            refund_id: None,
+        }],
+        "listed for a person"
+    );
     let jobs = store.staged_jobs(10).await.expect("jobs");
     assert!(
         jobs.iter().all(|j| j.job.kind == ReceiptKind::Ride),
@@ -2050,6 +2060,9 @@ async fn a_refund_reported_failed_fails_its_ride_once_per_event(store: Arc<dyn C
         status_of(store.as_ref(), ride).await,
         RideStatus::RefundFailed
     );
+    let listed = store.failed_refunds(10).await.expect("listed");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].refund_id.as_deref(), Some("re_fails"));
     // The cancel still finishes with its 200: the ride stays refund_failed.
     store
         .finish(

@@ -265,6 +265,23 @@ pub(super) async fn render(console: &Console, flash: Option<&str>) -> anyhow::Re
     }
     writeln!(w, "</table>")?;
 
+    let failed = console.dashboard.failed_refunds(ROWS).await?;
+    writeln!(
+        w,
+        "<h2>Refunds that failed</h2><p>Cancelled rides whose refund Stripe refused or reported failed (ride status refund_failed): refund them by hand at Stripe.</p><table id=\"refund-failed\"><tr><th>ride</th><th>user</th><th>owed (cents)</th><th>refund</th></tr>"
+    )?;
+    for refund in &failed {
+        writeln!(
+            w,
+            "<tr id=\"refund-failed-{id}\"><td>{id}</td><td>{user}</td><td>{amount}</td><td>{refund}</td></tr>",
+            id = refund.ride_id,
+            user = refund.user_id,
+            amount = refund.amount_cents,
+            refund = escape(refund.refund_id.as_deref().unwrap_or("none made")),
+        )?;
+    }
+    writeln!(w, "</table>")?;
+
     let rides = console.dashboard.recent_rides(ROWS).await?;
     writeln!(
         w,
