@@ -35,7 +35,13 @@ use crate::connect::{ConnectError, redact_url};
 
 #[derive(Clone)]
 pub struct NatsSettings {
+    /// One server's URL, or several comma-separated (the nodes of a
+    /// cluster: the client connects to one and fails over to the others,
+    /// and to those the cluster tells it of).
     pub url: String,
+    /// Copies JetStream keeps of each stream (1 on a single server, 3 on
+    /// a three-node cluster). Applied when the streams are created.
+    pub replicas: usize,
     pub stream: String,
     pub subject: String,
     pub dead_letter_stream: String,
@@ -132,6 +138,14 @@ impl NatsAuth {
     }
 }
 
+/// Each of comma-separated URLs, redacted.
+pub fn redact_urls(text: &str) -> String {
+    text.split(',')
+        .map(|part| redact_url(part.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `%XX` escapes decoded (a user part of a URL keeps `+` as it is).
 fn percent_decoded(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
@@ -143,7 +157,7 @@ fn percent_decoded(text: &str) -> String {
 impl std::fmt::Debug for NatsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsSettings")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact_urls(&self.url))
             .field("stream", &self.stream)
             .field("consumer", &self.consumer)
             .field("duplicate_window", &self.duplicate_window)
@@ -161,11 +175,26 @@ impl NatsSettings {
 
     /// The queue of the store whose deployment id is `deployment` (letters,
     /// digits, `-` and `_` only: it names streams and subject tokens), with
-    /// the credentials `url` carries, if any.
+    /// the credentials `url` carries, if any (comma-separated URLs: those
+    /// of the first that carries any; every URL loses its own).
     pub fn new(url: impl Into<String>, deployment: &str) -> Self {
-        let (auth, url) = NatsAuth::split_url(&url.into());
+        let mut auth = NatsAuth::None;
+        let urls: Vec<String> = url
+            .into()
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let (found, stripped) = NatsAuth::split_url(part);
+                if auth == NatsAuth::None {
+                    auth = found;
+                }
+                stripped
+            })
+            .collect();
         Self {
-            url,
+            url: urls.join(","),
+            replicas: 1,
             auth,
             stream: format!("ROCKET_RIDES_JOBS_{deployment}"),
             subject: format!("rocket-rides.{deployment}.jobs.send_ride_receipt"),
@@ -241,12 +270,22 @@ impl NatsQueue {
     /// later); a malformed URL or refused credentials are not. Once
     /// connected, the client reconnects by itself after a server restart.
     pub async fn connect(settings: NatsSettings) -> Result<Self, ConnectError> {
-        let url = redact_url(&settings.url);
+        let url = redact_urls(&settings.url);
+        let servers = settings
+            .url
+            .split(',')
+            .map(|part| part.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| {
+                ConnectError::Configuration(
+                    anyhow::Error::new(error).context(format!("NATS_URL {url} is not a NATS URL")),
+                )
+            })?;
         let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
         let client = settings
             .auth
             .apply(options)?
-            .connect(&settings.url)
+            .connect(servers)
             .await
             .map_err(|error| {
                 use async_nats::ConnectErrorKind as Kind;
@@ -280,6 +319,7 @@ impl NatsQueue {
                 // An acknowledged job leaves the stream.
                 retention: stream::RetentionPolicy::WorkQueue,
                 duplicate_window: settings.duplicate_window,
+                num_replicas: settings.replicas,
                 ..Default::default()
             })
             .await
@@ -289,6 +329,7 @@ impl NatsQueue {
                 name: settings.dead_letter_stream.clone(),
                 subjects: vec![settings.dead_letter_subject.clone()],
                 storage: stream::StorageType::File,
+                num_replicas: settings.replicas,
                 ..Default::default()
             })
             .await
@@ -305,7 +346,7 @@ impl NatsQueue {
             )
             .await
             .context("creating the workers' consumer")?;
-        info!(url = %redact_url(&settings.url), stream = %settings.stream, "job queue: NATS JetStream");
+        info!(url = %redact_urls(&settings.url), stream = %settings.stream, replicas = settings.replicas, "job queue: NATS JetStream");
         Ok(Self {
             jetstream,
             consumer,
@@ -661,5 +702,30 @@ mod tests {
         let settings = NatsSettings::new("nats://rides:s3cret@nats:4222", "d");
         let shown = format!("{settings:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn a_cluster_is_several_urls_every_one_stripped_of_credentials() {
+        let settings = NatsSettings::new(
+            "nats://rides:s3cret@nats1:4222, nats://rides:s3cret@nats2:4222,nats://nats3:4222",
+            "d",
+        );
+        assert_eq!(
+            settings.url,
+            "nats://nats1:4222,nats://nats2:4222,nats://nats3:4222"
+        );
+        assert_eq!(
+            settings.auth,
+            NatsAuth::UserPassword {
+                user: "rides".into(),
+                password: "s3cret".into()
+            }
+        );
+        let shown = redact_urls("nats://a:s3cret@n1:4222,nats://tok@n2:4222");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("tok@"),
+            "{shown}"
+        );
+        assert_eq!(shown.matches("***").count(), 2, "{shown}");
     }
 }

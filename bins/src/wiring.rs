@@ -310,10 +310,32 @@ impl System {
 
     /// Waits until Postgres answers (at once on the in-memory store).
     pub async fn wait_for_store(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        match &self.postgres {
-            Some(store) => wait_for("Postgres", shutdown, || store.probe()).await,
-            None => Ok(()),
+        let Some(store) = &self.postgres else {
+            return Ok(());
+        };
+        wait_for("Postgres", shutdown, || store.probe()).await?;
+        // The promise assumes an acknowledged commit survives a failover
+        // (ARCHITECTURE.md): say so when the server's settings do not.
+        match postgres::replication(store.pool()).await {
+            Ok(replication) => match replication.risk() {
+                Some(why) => warn!(
+                    synchronous_commit = %replication.synchronous_commit,
+                    synchronous_standby_names = %replication.synchronous_standby_names,
+                    standbys = replication.streaming_standbys,
+                    "Postgres may lose acknowledged commits on failover: {why}; a stored answer lost that way would be answered again differently"
+                ),
+                None => info!(
+                    synchronous_commit = %replication.synchronous_commit,
+                    synchronous_standby_names = %replication.synchronous_standby_names,
+                    standbys = replication.streaming_standbys,
+                    "Postgres replication: no acknowledged commit is lost on failover"
+                ),
+            },
+            Err(error) => {
+                warn!(error = %format!("{error:#}"), "could not read Postgres's replication settings")
+            }
         }
+        Ok(())
     }
 
     /// Samples, every `POLL_INTERVAL` until shutdown, the gauges of what this
@@ -393,6 +415,7 @@ impl System {
                     duplicate_window: queue.nats_duplicate_window.0,
                     ack_wait: queue.nats_ack_wait.0,
                     max_deliver: queue.nats_max_deliver,
+                    replicas: usize::from(queue.nats_stream_replicas),
                     auth: queue.auth().unwrap_or(from_url.auth.clone()),
                     ..from_url
                 }

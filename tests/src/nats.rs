@@ -5,7 +5,7 @@
 //! reaches it purge the stream or forge a job; the suites' URLs carry the
 //! credentials (`nats://user:password@host`).
 
-use testcontainers::core::IntoContainerPort;
+use testcontainers::core::{CopyDataSource, IntoContainerPort};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::nats::{Nats, NatsServerCmd};
@@ -73,6 +73,64 @@ async fn start(port: u16, cmd: NatsServerCmd) -> NatsServer {
     }
 }
 
+/// A three-node NATS cluster with JetStream on a Docker network of its
+/// own, each node requiring `USER` and `PASSWORD`, on host ports of its
+/// own; `urls` is one comma-separated list (as `NATS_URL` takes a
+/// cluster's nodes), `nodes` each node's URL with its container. Nodes do
+/// not advertise their in-network addresses: a client knows them by the
+/// list it was given.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+    pub urls: String,
+}
+
+pub async fn start_nats_cluster() -> NatsCluster {
+    let (name, tag) = image_from_env("TEST_NATS_IMAGE", "nats", "2.10.14");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let network = format!("rr-nats-{id}");
+    let names: Vec<String> = (1..=3).map(|n| format!("rr-nats-{n}-{id}")).collect();
+    let routes = names
+        .iter()
+        .map(|host| format!("\"nats-route://{host}:6222\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut nodes = Vec::new();
+    for (n, host) in names.iter().enumerate() {
+        let config = format!(
+            "port: 4222\nserver_name: node{n}\n\
+             authorization {{ user: \"{USER}\", password: \"{PASSWORD}\" }}\n\
+             jetstream {{ store_dir: \"/tmp/nats-js\" }}\n\
+             cluster {{ name: rocket-rides, listen: 0.0.0.0:6222, no_advertise: true, routes: [{routes}] }}\n"
+        );
+        let port = free_port();
+        let container = Nats::default()
+            .with_name(name.clone())
+            .with_tag(tag.clone())
+            .with_cmd(["-c", "/etc/nats/cluster.conf"])
+            .with_copy_to(
+                "/etc/nats/cluster.conf",
+                CopyDataSource::Data(config.into_bytes()),
+            )
+            .with_network(network.clone())
+            .with_container_name(host.clone())
+            .with_mapped_port(port, 4222.tcp())
+            .with_label(CONTAINER_LABEL, "true")
+            .start()
+            .await
+            .unwrap_or_else(|error| panic!("could not start NATS node {host}: {error}"));
+        nodes.push(NatsServer {
+            container,
+            url: format!("nats://{USER}:{PASSWORD}@127.0.0.1:{port}"),
+        });
+    }
+    let urls = nodes
+        .iter()
+        .map(|node| node.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    NatsCluster { nodes, urls }
+}
+
 /// NATS in operator mode (decentralized JWT auth): one operator, one
 /// account with JetStream, one user. The server trusts the operator and
 /// preloads the account; a client gets in only with the user's credentials
@@ -83,7 +141,6 @@ pub struct OperatorNats {
 }
 
 pub async fn start_nats_with_credentials() -> OperatorNats {
-    use testcontainers::core::CopyDataSource;
     let operator = nkeys::KeyPair::new_operator();
     let system = nkeys::KeyPair::new_account();
     let account = nkeys::KeyPair::new_account();

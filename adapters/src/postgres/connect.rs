@@ -80,6 +80,67 @@ pub async fn probe(pool: &PgPool) -> Result<(), ConnectError> {
     }
 }
 
+/// What the server says of its replication: whether a commit it
+/// acknowledges is on a second node before the acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// `SHOW synchronous_commit`.
+    pub synchronous_commit: String,
+    /// `SHOW synchronous_standby_names` (empty: none).
+    pub synchronous_standby_names: String,
+    /// Standbys streaming from this server now (`pg_stat_replication`).
+    pub streaming_standbys: i64,
+}
+
+impl Replication {
+    /// Why a commit acknowledged to us could be lost if this server died
+    /// and a standby took over; `None` when it cannot (synchronous
+    /// replication waiting for a remote flush or apply, or no standby to
+    /// take over at all).
+    ///
+    /// The service's promise leans on it: a key's stored answer that a
+    /// failover lost would be answered again, differently (a second
+    /// charge attempt under the same downstream key is collapsed by
+    /// Stripe, but the client may already hold the first answer).
+    pub fn risk(&self) -> Option<String> {
+        let commit = self.synchronous_commit.trim();
+        let names = self.synchronous_standby_names.trim();
+        if self.streaming_standbys == 0 && names.is_empty() {
+            return None; // a single server: nothing to fail over to
+        }
+        if names.is_empty() {
+            return Some(format!(
+                "{} standby(s) stream from this server asynchronously (synchronous_standby_names is empty): a failover can lose commits already acknowledged",
+                self.streaming_standbys
+            ));
+        }
+        match commit {
+            "on" | "remote_write" | "remote_apply" => None,
+            other => Some(format!(
+                "synchronous_commit is {other}: a commit is acknowledged before a standby has it, and a failover can lose it"
+            )),
+        }
+    }
+}
+
+/// Reads the server's replication settings (see `Replication::risk`).
+pub async fn replication(pool: &PgPool) -> anyhow::Result<Replication> {
+    let (synchronous_commit, synchronous_standby_names, streaming_standbys): (String, String, i64) =
+        sqlx::query_as(
+            "SELECT current_setting('synchronous_commit'), \
+             current_setting('synchronous_standby_names'), \
+             (SELECT count(*) FROM pg_stat_replication)",
+        )
+        .fetch_one(pool)
+        .await
+        .context("reading the replication settings")?;
+    Ok(Replication {
+        synchronous_commit,
+        synchronous_standby_names,
+        streaming_standbys,
+    })
+}
+
 /// Applies `schema.sql`. Idempotent; concurrent runs queue on an advisory lock.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
@@ -140,5 +201,35 @@ impl Probe for PostgresStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Replication;
+
+    fn replication(commit: &str, names: &str, standbys: i64) -> Replication {
+        Replication {
+            synchronous_commit: commit.into(),
+            synchronous_standby_names: names.into(),
+            streaming_standbys: standbys,
+        }
+    }
+
+    #[test]
+    fn only_synchronous_replication_waiting_for_a_standby_keeps_every_acknowledged_commit() {
+        assert_eq!(replication("on", "", 0).risk(), None, "a single server");
+        assert_eq!(replication("on", "ANY 1 (*)", 2).risk(), None);
+        assert_eq!(replication("remote_apply", "node2", 1).risk(), None);
+        assert!(
+            replication("on", "", 2).risk().is_some(),
+            "asynchronous standbys"
+        );
+        for commit in ["local", "off"] {
+            assert!(
+                replication(commit, "ANY 1 (*)", 2).risk().is_some(),
+                "{commit}"
+            );
+        }
     }
 }

@@ -177,4 +177,4 @@ mod scans;
 mod users;
 mod views;
 
-pub use connect::{PoolSettings, SCHEMA, connect, migrate, probe};
+pub use connect::{PoolSettings, Replication, SCHEMA, connect, migrate, probe, replication};

@@ -49,7 +49,8 @@ impl StoreArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Job queue")]
 pub struct QueueArgs {
-    /// NATS with JetStream for the job queue; unset, an in-memory queue inside this process.
+    /// NATS with JetStream for the job queue (a cluster's nodes
+    /// comma-separated); unset, an in-memory queue inside this process.
     #[arg(long, env = "NATS_URL", hide_env_values = true, value_parser = secret)]
     pub nats_url: Option<Secret>,
     /// How long JetStream remembers a job id to drop a repeated publish;
@@ -62,6 +63,11 @@ pub struct QueueArgs {
     /// Deliveries before a job goes to the dead-letter stream.
     #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = NatsSettings::DEFAULT_MAX_DELIVER)]
     pub nats_max_deliver: u32,
+    /// Copies JetStream keeps of each stream: 3 on a three-node cluster
+    /// (a node can die and nothing staged is lost), 1 on a single server.
+    /// Applied when the streams are first created.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
     /// NATS user, with NATS_PASSWORD (or in the URL: `nats://user:password@host`).
     #[arg(
         long,

@@ -180,3 +180,33 @@ async fn each_database_gets_its_own_deployment_id_once_migrated() {
     }
     assert_ne!(ids[0], ids[1]);
 }
+
+/// The replication check reads the server's own settings: a single server
+/// (no standby) loses no acknowledged commit on failover, because there is
+/// no failover; a database whose sessions commit asynchronously
+/// (`synchronous_commit = off`) with a synchronous standby named would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_check_reads_the_servers_commit_settings() {
+    let store = integration_tests::postgres::fresh_store().await;
+    let single = adapters::postgres::replication(store.pool())
+        .await
+        .expect("read");
+    assert_eq!(single.streaming_standbys, 0);
+    assert_eq!(single.synchronous_commit, "on");
+    assert_eq!(single.risk(), None, "{single:?}");
+    let url = integration_tests::postgres::fresh_database_url().await;
+    let database = url.rsplit('/').next().expect("a database").to_owned();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" SET synchronous_commit = 'local'"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("altered");
+    let pool = adapters::postgres::connect(&url, &Default::default()).expect("pool");
+    let asynchronous = adapters::postgres::Replication {
+        synchronous_standby_names: "ANY 1 (standby)".into(),
+        ..adapters::postgres::replication(&pool).await.expect("read")
+    };
+    assert_eq!(asynchronous.synchronous_commit, "local");
+    assert!(asynchronous.risk().is_some(), "{asynchronous:?}");
+}
