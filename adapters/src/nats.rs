@@ -260,6 +260,16 @@ pub struct NatsQueue {
     next_tag: AtomicU64,
 }
 
+/// How long past a pull's own expiry the client waits for the server's
+/// answer. A pull sent on a connection that then died (its node killed,
+/// the client reconnected to another) is never answered: without a bound
+/// here a worker would wait on it forever while jobs pile up.
+const PULL_GRACE: Duration = Duration::from_secs(5);
+
+fn unanswered_pull() -> QueueError {
+    queue_error("a pull went unanswered (its connection was lost?); pulling again")
+}
+
 fn queue_error(error: impl std::fmt::Display) -> QueueError {
     QueueError(anyhow::anyhow!("{error}"))
 }
@@ -354,6 +364,12 @@ impl NatsQueue {
             in_flight: Mutex::default(),
             next_tag: AtomicU64::new(1),
         })
+    }
+
+    /// The name of the server this client is connected to now (a
+    /// cluster's node), for logs and tests.
+    pub fn server_name(&self) -> String {
+        self.jetstream.client().server_info().server_name
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Message>> {
@@ -559,7 +575,10 @@ impl JobQueue for NatsQueue {
                 .messages()
                 .await
                 .map_err(queue_error)?;
-            let Some(next) = batch.next().await else {
+            let next = tokio::time::timeout(max_wait + PULL_GRACE, batch.next())
+                .await
+                .map_err(|_| unanswered_pull())?;
+            let Some(next) = next else {
                 return Ok(None);
             };
             if let Some(delivery) = self.accept(next.map_err(queue_error)?).await? {
@@ -583,7 +602,14 @@ impl JobQueue for NatsQueue {
             .await
             .map_err(queue_error)?;
         let mut deliveries = Vec::new();
-        while let Some(next) = waiting.next().await {
+        loop {
+            let next = match tokio::time::timeout(PULL_GRACE, waiting.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                // What arrived is worked; the rest comes back after ack_wait.
+                Err(_) if !deliveries.is_empty() => break,
+                Err(_) => return Err(unanswered_pull()),
+            };
             if let Some(delivery) = self.accept(next.map_err(queue_error)?).await? {
                 deliveries.push(delivery);
             }

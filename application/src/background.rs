@@ -228,16 +228,28 @@ impl DrainStagedJobs {
         }
         let results = self.queue.publish_batch(&jobs).await;
         let mut accepted = Vec::with_capacity(jobs.len());
+        let mut refused_ids = Vec::new();
         let mut refused = None;
         for (job, result) in jobs.iter().zip(results) {
             match result {
                 Ok(()) => accepted.push(job.id),
-                // Stays staged; claimed again once this claim runs out.
-                Err(error) => refused = refused.or(Some(error)),
+                // Stays staged, its claim given up: published again on
+                // the next pass (a queue node failing over refuses for a
+                // few seconds, not for a claim's length).
+                Err(error) => {
+                    refused_ids.push(job.id);
+                    refused = refused.or(Some(error));
+                }
             }
         }
         if !accepted.is_empty() {
             self.outbox.delete_staged_jobs(&accepted).await?;
+        }
+        if !refused_ids.is_empty()
+            && let Err(error) = self.outbox.release_staged_jobs(&refused_ids).await
+        {
+            // The claims run out by themselves.
+            warn!(%error, "could not give up the refused jobs' claims");
         }
         let moved = accepted.len();
         metrics::counter!("rocket_rides_jobs_enqueued_total").increment(moved as u64);

@@ -500,6 +500,11 @@ pub trait Outbox: Send + Sync {
     async fn backlog(&self, now: SystemTime) -> Result<Backlog, StoreError>;
     /// Removes jobs the queue accepted, in one write.
     async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError>;
+    /// Gives up the claims on jobs the queue refused, so the next pass
+    /// (of any enqueuer) publishes them again at once rather than after
+    /// the claim runs out. A repeat the queue did accept is dropped by
+    /// its message id.
+    async fn release_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError>;
 }
 
 /// One receipt per ride, whoever delivers its job.

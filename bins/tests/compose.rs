@@ -17,6 +17,7 @@ async fn the_compose_deployment_books_every_ride_through_one_address_when_a_repl
         duration: Duration::from_secs(40),
         fault_rate: 0.1,
         drain: Duration::from_secs(90),
+        ha: false,
     })
     .await
     .expect("the compose run");

@@ -11,27 +11,9 @@
 //! `TEST_NATS_IMAGE`; `eval "$(../shared/ci/offline-images)"` here).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use integration_tests::bench::duration;
 use integration_tests::soak::{SoakConfig, run};
-
-fn duration(text: &str) -> Duration {
-    humantime_like(text).unwrap_or_else(|| panic!("{text} is not a duration like 90s, 10m"))
-}
-
-/// `500ms`, `90s`, `10m`: enough of a duration syntax for three flags.
-fn humantime_like(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(number)),
-        "s" => Some(Duration::from_secs(number)),
-        "m" => Some(Duration::from_secs(number * 60)),
-        "h" => Some(Duration::from_secs(number * 3600)),
-        _ => None,
-    }
-}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

@@ -29,6 +29,23 @@ pub fn release_binary() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/rocket-rides")
 }
 
+/// `500ms`, `90s`, `10m`, `1h`: enough of a duration syntax for the
+/// examples' flags.
+pub fn duration(text: &str) -> std::time::Duration {
+    let parsed = text.find(|c: char| !c.is_ascii_digit()).and_then(|split| {
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().ok()?;
+        Some(match unit {
+            "ms" => std::time::Duration::from_millis(number),
+            "s" => std::time::Duration::from_secs(number),
+            "m" => std::time::Duration::from_secs(number * 60),
+            "h" => std::time::Duration::from_secs(number * 3600),
+            _ => return None,
+        })
+    });
+    parsed.unwrap_or_else(|| panic!("{text} is not a duration like 90s, 10m"))
+}
+
 pub const USER: &str = "user@example.com";
 pub const BODY: &str = "origin_lat=0.0&origin_lon=0.0&target_lat=0.0&target_lon=0.0";
 

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::soak::{
-    Load, SoakReport, all_charges, all_of, audit, drain, injected_faults, wait_ready,
+    Load, SoakReport, all_charges, all_of, audit, drain, injected_faults, replay_sample, wait_ready,
 };
 
 /// What the compose test runs.
@@ -35,6 +35,26 @@ pub struct ComposeConfig {
     /// fake-stripe's fault rate.
     pub fault_rate: f64,
     pub drain: Duration,
+    /// The replicated deployment (`compose.ha.yaml` over `compose.yaml`):
+    /// instead of an API replica, the Postgres primary is killed a third
+    /// of the way in, and a NATS node half way.
+    pub ha: bool,
+}
+
+/// What the failover showed.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    /// The Patroni leader killed (SIGKILL).
+    pub primary: String,
+    /// From its death to the first ride a fresh client got booked.
+    pub first_booking_after: Duration,
+    /// That client's answers meanwhile, by status (each 503 carried
+    /// `Retry-After`, or the run counts a violation).
+    pub probe_answers: BTreeMap<String, usize>,
+    /// The NATS node killed (SIGKILL).
+    pub nats_node: String,
+    /// Stored answers sent again after the failover, all identical.
+    pub replayed: usize,
 }
 
 /// The soak's figures for the run, plus what the deployment showed.
@@ -51,12 +71,15 @@ pub struct ComposeReport {
     pub queried_metrics: BTreeSet<String>,
     /// Those of them Prometheus never scraped from any process.
     pub unscraped_metrics: Vec<String>,
+    /// The replicated deployment's failover, when `ha`.
+    pub failover: Option<Failover>,
 }
 
 const STRIPE_KEY: &str = "sk_test_compose";
 const APP_IMAGE: &str = "rocket-rides-test/app";
 const HAPROXY_IMAGE: &str = "rocket-rides-test/haproxy";
 const PROMETHEUS_IMAGE: &str = "rocket-rides-test/prometheus";
+const PATRONI_IMAGE: &str = "rocket-rides-test/patroni";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,14 +104,15 @@ fn run_command(command: &mut Command, what: &str) -> anyhow::Result<Output> {
     Ok(output)
 }
 
-/// Builds the three images; `TEST_DEBIAN_IMAGE` is their base when set.
-pub fn build_images(binary: &Path) -> anyhow::Result<()> {
+/// Builds the three images (and Patroni's, for `ha`); `TEST_DEBIAN_IMAGE`
+/// is their base when set.
+pub fn build_images(binary: &Path, ha: bool) -> anyhow::Result<()> {
     let root = repo_root();
     let base = std::env::var("TEST_DEBIAN_IMAGE").unwrap_or_else(|_| "debian:bookworm-slim".into());
     let context = scratch_path("image");
     std::fs::create_dir_all(&context)?;
     std::fs::copy(binary, context.join("rocket-rides")).context("copying the binary")?;
-    let builds: [(&str, PathBuf, Option<PathBuf>); 3] = [
+    let mut builds: Vec<(&str, PathBuf, Option<PathBuf>)> = vec![
         (
             APP_IMAGE,
             context.clone(),
@@ -97,6 +121,9 @@ pub fn build_images(binary: &Path) -> anyhow::Result<()> {
         (HAPROXY_IMAGE, root.join("deploy/haproxy"), None),
         (PROMETHEUS_IMAGE, root.join("deploy/prometheus"), None),
     ];
+    if ha {
+        builds.push((PATRONI_IMAGE, root.join("deploy/patroni"), None));
+    }
     for (tag, context, dockerfile) in builds {
         let mut command = Command::new("docker");
         command.args(["build", "-q", "-t", tag, "--build-arg"]);
@@ -125,10 +152,12 @@ pub struct Deployment {
     project: String,
     override_file: PathBuf,
     env: Vec<(String, String)>,
+    /// `compose.ha.yaml` laid over `compose.yaml`.
+    ha: bool,
 }
 
 impl Deployment {
-    pub fn up(env: &[(&str, String)]) -> anyhow::Result<Self> {
+    pub fn up(env: &[(&str, String)], ha: bool) -> anyhow::Result<Self> {
         let project = format!("rrtest{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         // Loopback ports for what the test reads from outside, and the label
         // the test command's cleanup removes containers by.
@@ -150,8 +179,12 @@ impl Deployment {
             "reaper",
             "prometheus",
         ];
+        let replicated = ["etcd", "pg1", "pg2", "pg3", "nats2", "nats3"];
         let mut yaml = String::from("services:\n");
-        for service in services {
+        for service in services
+            .into_iter()
+            .chain(replicated.into_iter().filter(|_| ha))
+        {
             yaml.push_str(&format!(
                 "  {service}:\n    labels:\n      rocket-rides-tests: \"compose\"\n"
             ));
@@ -172,6 +205,7 @@ impl Deployment {
                 ("ROCKET_RIDES_IMAGE", APP_IMAGE),
                 ("HAPROXY_IMAGE", HAPROXY_IMAGE),
                 ("PROMETHEUS_IMAGE", PROMETHEUS_IMAGE),
+                ("PATRONI_IMAGE", PATRONI_IMAGE),
                 ("ROCKET_RIDES_PORT", "127.0.0.1:"),
                 ("PROMETHEUS_PORT", "127.0.0.1:"),
             ]
@@ -189,6 +223,7 @@ impl Deployment {
             project,
             override_file,
             env,
+            ha,
         };
         // A port Docker picks from the ephemeral range can be taken by a
         // client socket between its pick and its bind; `up` again picks anew.
@@ -208,7 +243,12 @@ impl Deployment {
         command
             .current_dir(repo_root())
             .args(["-p", &self.project, "--profile", "monitoring"])
-            .args(["-f", "compose.yaml", "-f"])
+            .args(["-f", "compose.yaml"]);
+        if self.ha {
+            command.args(["-f", "compose.ha.yaml"]);
+        }
+        command
+            .arg("-f")
             .arg(&self.override_file)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -350,17 +390,20 @@ async fn prometheus_view(
 
 pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
     eprintln!("compose: building the images");
-    build_images(&config.binary)?;
+    build_images(&config.binary, config.ha)?;
     eprintln!("compose: bringing the stack up");
-    let deployment = Deployment::up(&[
-        ("FAKE_STRIPE_FAULT_RATE", config.fault_rate.to_string()),
-        ("STRIPE_TIMEOUT", "2s".into()),
-        ("STRIPE_MAX_RETRIES", "1".into()),
-        ("LOCK_TIMEOUT", "10s".into()),
-        ("COMPLETER_MIN_AGE", "3s".into()),
-        ("COMPLETER_MIN_IDLE", "2s".into()),
-        ("POLL_INTERVAL", "300ms".into()),
-    ])?;
+    let deployment = Deployment::up(
+        &[
+            ("FAKE_STRIPE_FAULT_RATE", config.fault_rate.to_string()),
+            ("STRIPE_TIMEOUT", "2s".into()),
+            ("STRIPE_MAX_RETRIES", "1".into()),
+            ("LOCK_TIMEOUT", "10s".into()),
+            ("COMPLETER_MIN_AGE", "3s".into()),
+            ("COMPLETER_MIN_IDLE", "2s".into()),
+            ("POLL_INTERVAL", "300ms".into()),
+        ],
+        config.ha,
+    )?;
     let lb = deployment.address("lb", 8080)?;
     let prometheus = deployment.address("prometheus", 9090)?;
     let stripe = deployment.address("fake-stripe", 12111)?;
@@ -372,7 +415,7 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let apis = Arc::new(vec![lb]);
+    let apis = Arc::new(vec![lb.clone()]);
     wait_ready(&http, &apis, Duration::from_secs(180)).await?;
     let (targets, rules) = prometheus_view(&http, &prometheus, Duration::from_secs(60)).await?;
 
@@ -389,22 +432,70 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
         config.duration,
     );
     let mut killed_after_rides = None;
+    let mut primary_killed = None;
+    let mut nats_killed = None;
     while load.running() {
-        if killed_after_rides.is_none() && load.started.elapsed() > config.duration / 3 {
+        let elapsed = load.started.elapsed();
+        if killed_after_rides.is_none() && elapsed > config.duration / 3 {
             let done = load.rides_done();
-            eprintln!("compose: SIGKILL to api1 after {done} rides");
-            deployment.compose(&["kill", "-s", "SIGKILL", "api1"])?;
+            if config.ha {
+                let primary = deployment.patroni_leader()?;
+                eprintln!("compose: SIGKILL to the Postgres primary {primary} after {done} rides");
+                deployment.compose(&["kill", "-s", "SIGKILL", &primary])?;
+                let probe = tokio::spawn(first_booking(http.clone(), lb.clone()));
+                primary_killed = Some((primary, probe));
+            } else {
+                eprintln!("compose: SIGKILL to api1 after {done} rides");
+                deployment.compose(&["kill", "-s", "SIGKILL", "api1"])?;
+            }
             killed_after_rides = Some(done);
+        }
+        if config.ha && nats_killed.is_none() && elapsed > config.duration / 2 {
+            eprintln!("compose: SIGKILL to the NATS node nats3");
+            deployment.compose(&["kill", "-s", "SIGKILL", "nats3"])?;
+            nats_killed = Some("nats3".to_owned());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let client = load.finish().await;
     let Some(killed_after_rides) = killed_after_rides else {
-        bail!("the load ended before an API replica was killed");
+        bail!("the load ended before a process was killed");
     };
+    let mut failover = None;
+    let mut replay_violations = Vec::new();
+    if let (Some((primary, probe)), Some(nats_node)) = (primary_killed, nats_killed) {
+        let (first_booking_after, probe_answers, missing_retry_after) = probe.await??;
+        let (replayed, differences) = replay_sample(&http, &lb, &client, 200).await;
+        replay_violations = differences;
+        if missing_retry_after > 0 {
+            replay_violations.push(format!(
+                "{missing_retry_after} answers 503 without Retry-After during the failover"
+            ));
+        }
+        failover = Some(Failover {
+            primary,
+            first_booking_after,
+            probe_answers,
+            nats_node,
+            replayed,
+        });
+    } else if config.ha {
+        bail!("the load ended before the primary and a NATS node were killed");
+    }
 
     let pool = PgPool::connect(&postgres).await?;
-    let drained_in = drain(&pool, config.drain, || Ok(())).await?;
+    let drained_in = match drain(&pool, config.drain, || Ok(())).await {
+        Ok(drained_in) => drained_in,
+        Err(error) => {
+            // Keep what the processes said before the deployment goes.
+            let logs = scratch_path("logs").with_extension("txt");
+            let said = deployment
+                .compose(&["logs", "--no-color", "--timestamps"])
+                .unwrap_or_default();
+            let _ = std::fs::write(&logs, said);
+            return Err(error.context(format!("the processes' logs: {}", logs.display())));
+        }
+    };
     let charges = all_charges(&http, &stripe, STRIPE_KEY)
         .await
         .context("listing fake-stripe's charges")?;
@@ -413,13 +504,22 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
         .context("listing fake-stripe's refunds")?;
     let faults = injected_faults(&http, &stripe).await?;
     let worker_log = deployment.compose(&["logs", "--no-color", "worker1", "worker2"])?;
+    let killed: Vec<&str> = match &failover {
+        Some(failover) => vec![failover.nats_node.as_str()],
+        None => vec!["api1"],
+    };
+    let exits = deployment.exits(&killed)?;
+    for exit in &exits {
+        eprintln!("compose: a process exited: {exit}");
+    }
     let mut report = SoakReport {
         faults,
         kills: 1,
         drained_in,
+        unexpected_exits: exits.len(),
         ..SoakReport::default()
     };
-    let mut violations = Vec::new();
+    let mut violations = replay_violations;
     audit(
         &pool,
         &charges,
@@ -430,6 +530,15 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
         &mut violations,
     )
     .await?;
+    if !violations.is_empty() {
+        // Keep what the processes said before the deployment goes.
+        let logs = scratch_path("logs").with_extension("txt");
+        let said = deployment
+            .compose(&["logs", "--no-color", "--timestamps"])
+            .unwrap_or_default();
+        let _ = std::fs::write(&logs, said);
+        report.logs = logs;
+    }
     if report.gave_up > 0 {
         violations.push(format!(
             "{} rides never got a definitive answer",
@@ -459,7 +568,119 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
         killed_after_rides,
         queried_metrics: queried,
         unscraped_metrics,
+        failover,
     })
+}
+
+/// A fresh client booking rides, each with a new key, every 200 ms from
+/// the primary's death until one is booked (or 120 s pass): how long that
+/// took, its answers by status, and how many 503s lacked `Retry-After`.
+async fn first_booking(
+    http: reqwest::Client,
+    lb: String,
+) -> anyhow::Result<(Duration, BTreeMap<String, usize>, usize)> {
+    let started = Instant::now();
+    let mut answers = BTreeMap::new();
+    let mut missing_retry_after = 0;
+    while started.elapsed() < Duration::from_secs(120) {
+        let answer = http
+            .post(format!("{lb}/rides"))
+            .header("Authorization", "user@example.com")
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("origin_lat=0&origin_lon=0&target_lat=0&target_lon=0")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let label = match &answer {
+            Ok(response) => {
+                if response.status().as_u16() == 503
+                    && !response.headers().contains_key("retry-after")
+                {
+                    missing_retry_after += 1;
+                }
+                response.status().as_u16().to_string()
+            }
+            Err(_) => "no answer".to_owned(),
+        };
+        *answers.entry(label.clone()).or_insert(0) += 1;
+        if label == "201" {
+            return Ok((started.elapsed(), answers, missing_retry_after));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("no ride was booked within 120 s of the primary's death: {answers:?}")
+}
+
+impl Deployment {
+    /// The rocket-rides services (and the load balancer) that exited or
+    /// were restarted during the run, with what Docker says of them; the
+    /// services in `killed` were killed on purpose and are left out.
+    pub fn exits(&self, killed: &[&str]) -> anyhow::Result<Vec<String>> {
+        let mut exits = Vec::new();
+        for service in [
+            "api1",
+            "api2",
+            "lb",
+            "completer1",
+            "completer2",
+            "enqueuer1",
+            "enqueuer2",
+            "worker1",
+            "worker2",
+            "reaper",
+        ] {
+            if killed.contains(&service) {
+                continue;
+            }
+            let id = self.compose(&["ps", "-q", service])?;
+            let output = run_command(
+                Command::new("docker").args([
+                    "inspect",
+                    "-f",
+                    "{{.RestartCount}} {{.State.Status}}",
+                    id.trim(),
+                ]),
+                "docker inspect",
+            )?;
+            let state = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if state != "0 running" {
+                exits.push(format!("{service}: restarts and state {state}"));
+            }
+        }
+        Ok(exits)
+    }
+
+    /// The Patroni member that leads now (asked of the first node that
+    /// answers).
+    pub fn patroni_leader(&self) -> anyhow::Result<String> {
+        for node in ["pg1", "pg2", "pg3"] {
+            let Ok(list) = self.compose(&[
+                "exec",
+                "-T",
+                node,
+                "patronictl",
+                "-c",
+                "/etc/patroni/patroni.yml",
+                "list",
+                "-f",
+                "json",
+            ]) else {
+                continue;
+            };
+            let members: Value = serde_json::from_str(&list).unwrap_or_default();
+            if let Some(leader) = members
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["Role"] == "Leader")
+                .and_then(|m| m["Member"].as_str())
+            {
+                return Ok(leader.to_owned());
+            }
+        }
+        bail!("no Patroni node names a leader")
+    }
 }
 
 #[cfg(test)]

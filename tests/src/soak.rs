@@ -311,6 +311,8 @@ impl Fleet {
 #[derive(Debug, Clone)]
 struct RideRecord {
     user: &'static str,
+    /// The ride's `Idempotency-Key`.
+    key: String,
     /// Every definitive answer (201, 402, 502) for the key, in order.
     definitive: Vec<(u16, String)>,
     /// The PaymentIntent the rider authenticated at fake-stripe.
@@ -501,6 +503,11 @@ async fn ride(
                         done = true;
                     }
                     409 | 503 => {
+                        if retry_after.is_none() {
+                            stats.violations.push(format!(
+                                "key {key} ({user}): {status} without Retry-After: {body}"
+                            ));
+                        }
                         wait = Duration::from_secs(retry_after.unwrap_or(1).min(2));
                     }
                     500 if raise => {}
@@ -551,6 +558,7 @@ async fn ride(
     }
     stats.lock().expect("stats").rides.push(RideRecord {
         user,
+        key,
         definitive,
         authenticated,
         cancels,
@@ -1339,6 +1347,51 @@ fn audit_cancels(
         .iter()
         .filter(|r| !cancelled_charges.contains(r["charge"].as_str().unwrap_or("")))
         .count();
+}
+
+/// Sends again, through `api`, up to `sample` of the rides the clients got
+/// a definitive answer for (their first answer stored: 201, 402, 502),
+/// each with its key and body, and compares: a replay must be the first
+/// answer byte for byte. The replays made, and a line per difference.
+pub async fn replay_sample(
+    http: &reqwest::Client,
+    api: &str,
+    client: &ClientStats,
+    sample: usize,
+) -> (usize, Vec<String>) {
+    let mut differences = Vec::new();
+    let mut replayed = 0;
+    let answered: Vec<&RideRecord> = client
+        .rides
+        .iter()
+        .filter(|r| !r.definitive.is_empty())
+        .collect();
+    let step = (answered.len() / sample.max(1)).max(1);
+    for record in answered.iter().step_by(step).take(sample) {
+        let first = &record.definitive[0];
+        let answer = http
+            .post(format!("{api}/rides"))
+            .header("Authorization", record.user)
+            .header("Idempotency-Key", &record.key)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(BODY)
+            .send()
+            .await;
+        let Ok(answer) = answer else {
+            differences.push(format!("key {}: no answer to the replay", record.key));
+            continue;
+        };
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap_or_default();
+        replayed += 1;
+        if (status, &body) != (first.0, &first.1) {
+            differences.push(format!(
+                "key {} first answered {} {}, replayed {status} {body}",
+                record.key, first.0, first.1
+            ));
+        }
+    }
+    (replayed, differences)
 }
 
 /// Waits until every API answers `/readyz` with a success, or `max` passed.

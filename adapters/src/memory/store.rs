@@ -864,6 +864,14 @@ impl Outbox for MemoryStore {
         })
     }
 
+    async fn release_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut state = self.state();
+        for id in ids {
+            state.job_claims.remove(id);
+        }
+        Ok(())
+    }
+
     async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
         let mut state = self.state();
         for id in ids {

@@ -43,6 +43,15 @@ impl Outbox for PostgresStore {
         })
     }
 
+    async fn release_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE staged_jobs SET claimed_until = NULL WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn delete_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM staged_jobs WHERE id = ANY($1)")
             .bind(ids)

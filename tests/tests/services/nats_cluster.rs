@@ -1,7 +1,8 @@
 //! The job queue on a three-node NATS cluster, streams at three replicas
-//! (`NATS_URL` listing the nodes, `NATS_STREAM_REPLICAS=3`): one node
-//! killed (SIGKILL) mid-run, and every job published before and after is
-//! still delivered through the surviving nodes.
+//! (`NATS_URL` listing the nodes, `NATS_STREAM_REPLICAS=3`): the node
+//! leading the workers' consumer is killed (SIGKILL) while a pull waits on
+//! it. The pull gives up instead of waiting forever, and every job
+//! published before and after is still delivered, through the survivors.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -51,8 +52,15 @@ async fn work(queue: &NatsQueue, expected: usize) -> Vec<i64> {
     seen
 }
 
+/// The node number of a server named `node<n>`.
+fn node(name: &str) -> usize {
+    name.strip_prefix("node")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("nodes are named node<n>, not {name}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_node_cluster_loses_no_job_when_a_node_dies() {
+async fn a_three_node_cluster_loses_no_job_when_the_consumers_leader_dies() {
     let cluster = start_nats_cluster().await;
     let settings = NatsSettings {
         replicas: 3,
@@ -71,7 +79,7 @@ async fn a_three_node_cluster_loses_no_job_when_a_node_dies() {
         }
     };
     // The streams keep three copies: any one node can go.
-    let servers: Vec<async_nats::ServerAddr> = NatsSettings::new(cluster.urls.clone(), "x")
+    let servers: Vec<async_nats::ServerAddr> = settings
         .url
         .split(',')
         .map(|url| url.parse().expect("an address"))
@@ -94,26 +102,71 @@ async fn a_three_node_cluster_loses_no_job_when_a_node_dies() {
         assert_eq!(cluster.replicas.len(), 2, "a leader and two replicas");
         leader = leader.or(cluster.leader);
     }
-    // The jobs stream's leader is the node to kill: its death forces an
-    // election while jobs are in flight.
-    let leader = leader.expect("a leader");
-    let leader = leader
-        .strip_prefix("node")
-        .and_then(|n| n.parse::<usize>().ok())
-        .expect("nodes are named node<n>");
-    publish_all(&queue, 1..=40).await;
-    let before = work(&queue, 20).await;
-    assert_eq!(before.len(), 20);
 
-    let killed = cluster.nodes[leader].container.id().to_owned();
-    let status = std::process::Command::new("docker")
-        .args(["kill", "--signal", "KILL", &killed])
+    publish_all(&queue, 1..=40).await;
+    let before = work(&queue, 40).await;
+
+    // A pull waiting on the workers' consumer when the node leading that
+    // consumer dies is never answered (the client's own connection may be
+    // fine): it must give up (the worker then pulls again), not hang.
+    let jobs = jetstream
+        .get_stream(&settings.stream)
+        .await
+        .expect("the stream");
+    let consumer_leader = jobs
+        .consumer_info(&settings.consumer)
+        .await
+        .expect("the consumer")
+        .cluster
+        .clone()
+        .and_then(|c| c.leader)
+        .expect("a consumer leader");
+    let victim = node(&consumer_leader);
+    eprintln!(
+        "client on {}; the jobs stream led by {}, its consumer by {consumer_leader}",
+        queue.server_name(),
+        leader.unwrap_or_default()
+    );
+    let started = Instant::now();
+    // The worker's pull: whatever waits now, else the first job within 3 s.
+    let receiving = queue.receive_batch(10, Duration::from_secs(3));
+    tokio::pin!(receiving);
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut receiving).await;
+    assert!(early.is_err(), "nothing to receive yet: {early:?}");
+    let dead = cluster.nodes[victim].container.id().to_owned();
+    let killed = std::process::Command::new("docker")
+        .args(["kill", "--signal", "KILL", &dead])
+        .stdout(std::process::Stdio::null())
         .status()
         .expect("docker kill");
-    assert!(status.success());
+    assert!(killed.success());
+    let ended = tokio::time::timeout(Duration::from_secs(30), receiving).await;
+    assert!(
+        ended.is_ok(),
+        "the pull on the dead consumer leader still waited after 30 s"
+    );
+    eprintln!("the pull ended {:?} after it began", started.elapsed());
+    // And while the consumer elects its next leader, the worker keeps
+    // pulling (a pull that does not wait, then a short one): none of those
+    // pulls, sent to a consumer with no leader to answer, may hang.
+    let electing = Instant::now();
+    let mut pulls = 0;
+    while electing.elapsed() < Duration::from_secs(15) {
+        let pulled = tokio::time::timeout(
+            Duration::from_secs(30),
+            queue.receive_batch(10, Duration::from_millis(200)),
+        )
+        .await;
+        assert!(
+            pulled.is_ok(),
+            "pull {pulls} during the election hung for 30 s"
+        );
+        pulls += 1;
+    }
+    eprintln!("{pulls} pulls during the election, none hung");
 
     publish_all(&queue, 41..=80).await;
-    let after = work(&queue, 60).await;
+    let after = work(&queue, 40).await;
     let all: Vec<i64> = before.iter().chain(&after).copied().collect();
     let distinct: BTreeSet<i64> = all.iter().copied().collect();
     assert_eq!(

@@ -1134,6 +1134,15 @@ async fn enqueuers_claim_disjoint_batches_and_a_dead_enqueuers_claim_runs_out(
         3,
         "claims delete nothing"
     );
+    // Refused by the queue: the claim is given up, and the jobs can be
+    // claimed again at once.
+    let refused: Vec<i64> = again[..2].iter().map(|job| job.id).collect();
+    store.release_staged_jobs(&refused).await.expect("released");
+    let retried = store
+        .claim_staged_jobs(10, at(71), hold)
+        .await
+        .expect("claim");
+    assert_eq!(retried, all[..2].to_vec(), "only the released ones");
 }
 
 async fn users_upsert_by_email_and_are_found_by_api_key_hash(store: Arc<dyn ContractStore>) {
