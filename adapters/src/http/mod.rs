@@ -259,13 +259,19 @@ async fn create_ride(
         request_id: Some(request_id),
         raise_error: fields.raise_error,
     };
-    // The request's work runs in its own task: if the client goes away, this
-    // handler is dropped with its connection, but the task goes on to a
-    // recovery point and releases (or finishes) the key, so a retry gets
-    // the outcome rather than a lock that waits for the lock timeout.
-    let create_ride = state.create_ride.clone();
-    let work = tokio::spawn(async move { create_ride.run(request).await }.in_current_span());
-    let answer = work
+    let phases = state.create_ride.clone();
+    in_own_task(&state, async move { phases.run(request).await }).await
+}
+
+/// Runs a keyed request's phases in a task of their own: if the client goes
+/// away, the handler is dropped with its connection, but the task goes on
+/// to a recovery point and releases (or finishes) the key, so a retry gets
+/// the outcome rather than a lock that waits for the lock timeout.
+async fn in_own_task(
+    state: &ApiState,
+    phases: impl Future<Output = Result<Answer, application::PhaseError>> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let answer = tokio::spawn(phases.in_current_span())
         .await
         .map_err(|_| ApiError::Panicked)?
         .map_err(|error| ApiError::from_create_ride(error, state.gateway_retry_after))?;
@@ -324,15 +330,8 @@ async fn cancel_ride(
         request_ip,
         request_id: Some(request_id),
     };
-    // Its own task, as a booking's: a client that goes away does not stop
-    // the phases between two recovery points.
     let phases = state.create_ride.clone();
-    let work = tokio::spawn(async move { phases.cancel(request).await }.in_current_span());
-    let answer = work
-        .await
-        .map_err(|_| ApiError::Panicked)?
-        .map_err(|error| ApiError::from_create_ride(error, state.gateway_retry_after))?;
-    Ok(stored_response(answer))
+    in_own_task(&state, async move { phases.cancel(request).await }).await
 }
 
 /// Stripe's events about PaymentIntents: a ride awaiting authentication

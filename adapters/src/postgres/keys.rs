@@ -358,20 +358,8 @@ impl Keys for PostgresStore {
             // A cancel refused at `started` changes no ride: REFUSE fails
             // only a ride the key itself created.
             Finish::Refused { response } | Finish::CancelRefused { response } => {
-                let leased: bool = sqlx::query_scalar(queries::REFUSE)
-                    .bind(lease.key_id.0)
-                    .bind(lease.generation)
-                    .bind(Self::expected(write))
-                    .bind(i32::from(response.status))
-                    .bind(&response.body)
-                    .bind(timestamp(now))
-                    .fetch_one(&self.pool)
+                self.finish_with_response(queries::REFUSE, lease, write, &response, now)
                     .await
-                    .map_err(unavailable)?;
-                if !leased {
-                    return Err(self.lost_lock(lease, write).await);
-                }
-                Ok(())
             }
             Finish::AwaitingPayment {
                 payment_intent_id,
@@ -402,20 +390,8 @@ impl Keys for PostgresStore {
                 Ok(())
             }
             Finish::RefundFailed { response } => {
-                let leased: bool = sqlx::query_scalar(queries::FAIL_REFUND)
-                    .bind(lease.key_id.0)
-                    .bind(lease.generation)
-                    .bind(Self::expected(write))
-                    .bind(i32::from(response.status))
-                    .bind(&response.body)
-                    .bind(timestamp(now))
-                    .fetch_one(&self.pool)
+                self.finish_with_response(queries::FAIL_REFUND, lease, write, &response, now)
                     .await
-                    .map_err(unavailable)?;
-                if !leased {
-                    return Err(self.lost_lock(lease, write).await);
-                }
-                Ok(())
             }
             Finish::Cancelled { response, job } => {
                 let (leased, finished): (bool, bool) = sqlx::query_as(queries::FINISH_CANCEL)
@@ -470,5 +446,35 @@ impl Keys for PostgresStore {
         .await
         .map_err(unavailable)?;
         row.map(Ride::try_from).transpose()
+    }
+}
+
+impl PostgresStore {
+    /// Finishes a key with a stored answer and nothing more to bind: one
+    /// of the statements that take $1 key, $2 generation, $3 expected
+    /// recovery points, $4 status, $5 body, $6 now, and return whether the
+    /// lease held.
+    async fn finish_with_response(
+        &self,
+        statement: &'static str,
+        lease: Lease,
+        write: PhaseWrite,
+        response: &domain::StoredResponse,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let leased: bool = sqlx::query_scalar(statement)
+            .bind(lease.key_id.0)
+            .bind(lease.generation)
+            .bind(Self::expected(write))
+            .bind(i32::from(response.status))
+            .bind(&response.body)
+            .bind(timestamp(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if !leased {
+            return Err(self.lost_lock(lease, write).await);
+        }
+        Ok(())
     }
 }

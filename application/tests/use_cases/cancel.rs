@@ -287,11 +287,12 @@ async fn a_ride_still_being_charged_asks_to_retry_and_stores_nothing() {
     assert_eq!(answer.response.status, 200);
 }
 
-/// Charges through the fake; loses the answer of the first `lose` refunds
-/// after the fake made them.
+/// Charges through the fake; loses the answer of the first `lose` refunds,
+/// after the fake made them (or, `before`, without making them).
 struct LosingRefunds {
     fake: Arc<FakeGateway>,
     lose: AtomicUsize,
+    before: bool,
 }
 
 #[async_trait]
@@ -309,11 +310,16 @@ impl PaymentGateway for LosingRefunds {
     }
 
     async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
-        let outcome = self.fake.refund(request).await;
         let lost = self
             .lose
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
+        if lost && self.before {
+            return RefundOutcome::Unknown {
+                reason: "connection reset before the refund".to_owned(),
+            };
+        }
+        let outcome = self.fake.refund(request).await;
         if lost {
             return RefundOutcome::Unknown {
                 reason: "timed out after the refund".to_owned(),
@@ -321,15 +327,29 @@ impl PaymentGateway for LosingRefunds {
         }
         outcome
     }
+
+    async fn find_refund(&self, request: &RefundRequest) -> domain::ChargeSearch {
+        self.fake.find_refund(request).await
+    }
 }
 
-async fn losing(lose: usize) -> Harness {
+/// A harness whose first `lose` refunds lose their answers, after (or
+/// `before`) the refund is made; and its gateway.
+async fn losing_refunds(lose: usize, before: bool) -> (Harness, Arc<LosingRefunds>) {
     let fake = Arc::new(FakeGateway::new());
     let gateway = Arc::new(LosingRefunds {
         fake: fake.clone(),
         lose: AtomicUsize::new(lose),
+        before,
     });
-    Harness::with_gateway(fake, Some(gateway)).await
+    (
+        Harness::with_gateway(fake, Some(gateway.clone())).await,
+        gateway,
+    )
+}
+
+async fn losing(lose: usize) -> Harness {
+    losing_refunds(lose, false).await.0
 }
 
 #[tokio::test]
@@ -564,51 +584,11 @@ async fn a_refund_reported_failed_by_a_signed_event_marks_the_ride_refund_failed
     );
 }
 
-/// Refunds through the fake; `before` loses every refund's answer before
-/// the fake makes it, otherwise after.
-struct LostRefunds {
-    fake: Arc<FakeGateway>,
-    before: bool,
-}
-
-#[async_trait]
-impl PaymentGateway for LostRefunds {
-    async fn create_customer(
-        &self,
-        email: &str,
-        card: TestCard,
-    ) -> Result<SavedCustomer, GatewayError> {
-        self.fake.create_customer(email, card).await
-    }
-
-    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
-        self.fake.charge(request).await
-    }
-
-    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
-        if !self.before {
-            self.fake.refund(request).await;
-        }
-        RefundOutcome::Unknown {
-            reason: "the answer was lost".to_owned(),
-        }
-    }
-
-    async fn find_refund(&self, request: &RefundRequest) -> domain::ChargeSearch {
-        self.fake.find_refund(request).await
-    }
-}
-
 /// A cancel whose refund answer was lost, left past the review window,
 /// settled from the gateway's records: its status and the ride's.
 async fn reviewed_cancel(refund_made: bool) -> (u16, RideStatus, usize) {
     use application::{ReconcileKeys, Settlement};
-    let fake = Arc::new(FakeGateway::new());
-    let gateway = Arc::new(LostRefunds {
-        fake: fake.clone(),
-        before: !refund_made,
-    });
-    let h = Harness::with_gateway(fake, Some(gateway.clone())).await;
+    let (h, gateway) = losing_refunds(usize::MAX, !refund_made).await;
     let id = booked(&h, 1).await;
     h.create_ride
         .cancel(cancel_of(&h.good_user, id, &key(100)))
