@@ -289,6 +289,13 @@ DO $$ BEGIN
     END IF;
 END $$;
 
+-- The sync pass's list of refunds still pending at Stripe, by when each
+-- was recorded or last checked.
+ALTER TABLE ride_cancellations ADD COLUMN IF NOT EXISTS refund_checked_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS ride_cancellations_refund_pending
+    ON ride_cancellations (refund_checked_at)
+    WHERE refund_status IN ('pending', 'requires_action');
+
 -- The console's list of rides whose refund failed, most recent first.
 CREATE INDEX IF NOT EXISTS rides_refund_failed
     ON rides (status_changed_at)

@@ -846,6 +846,19 @@ impl PaymentGateway for StripeGateway {
         }
     }
 
+    async fn refund_status(&self, refund_id: &str) -> Result<RefundStatus, GatewayError> {
+        let refund: Refund = self
+            .retrieve(&format!("/v1/refunds/{refund_id}"))
+            .await
+            .map_err(GatewayError::Unknown)?;
+        RefundStatus::parse(&refund.status).ok_or_else(|| {
+            GatewayError::Unknown(format!(
+                "refund {refund_id} is in status {}, which Stripe does not document",
+                refund.status
+            ))
+        })
+    }
+
     async fn payment_intent_state(&self, id: &str) -> Result<PaymentIntentState, GatewayError> {
         let intent: PaymentIntent = self
             .retrieve(&format!("/v1/payment_intents/{id}"))

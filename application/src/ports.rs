@@ -22,8 +22,9 @@ use domain::{
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, ChargeOutcome, ChargeRequest,
     ChargeSearch, CompleterPolicy, IdempotencyKey, KeyAction, KeyDecision, KeyId, KeyRecord,
     LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor,
-    RecoveryPoint, RefundOutcome, RefundRecord, RefundRequest, RefundUpdate, RequestFingerprint,
-    ReviewPolicy, Ride, RideId, RideStatus, StagedJob, StoredResponse, TestCard, User, UserId,
+    RecoveryPoint, RefundOutcome, RefundRecord, RefundRequest, RefundStatus, RefundUpdate,
+    RequestFingerprint, ReviewPolicy, Ride, RideId, RideStatus, StagedJob, StoredResponse,
+    TestCard, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]
@@ -396,6 +397,13 @@ pub trait KeyScans: Send + Sync {
     ) -> Result<usize, StoreError>;
 }
 
+/// A cancellation's refund still pending at Stripe, for the sync pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRefund {
+    pub ride_id: RideId,
+    pub refund_id: String,
+}
+
 /// A ride waiting on its payment, for the sync pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwaitingPayment {
@@ -430,12 +438,22 @@ pub trait RidePayments: Send + Sync {
     /// `Duplicate`), the refund's status noted on its cancellation, and
     /// for a refund that failed (or was canceled) its ride moved to
     /// `refund_failed` (`RideStatus::after_refund_failed`). A refund no
-    /// cancellation carries stores nothing (`UnknownIntent`).
+    /// cancellation carries stores nothing (`UnknownIntent`). A sync
+    /// update (no event id) notes the refund as checked at `now`.
     async fn apply_refund(
         &self,
         update: &RefundUpdate,
         now: SystemTime,
     ) -> Result<PaymentApplied, StoreError>;
+
+    /// Up to `limit` cancellations whose refund is still pending at Stripe
+    /// (`pending`, `requires_action`) and was last recorded or checked
+    /// before `stale_before`, oldest first: the sync pass retrieves them.
+    async fn refunds_pending(
+        &self,
+        stale_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingRefund>, StoreError>;
 
     /// Up to `limit` rides awaiting authentication or pending since before
     /// `stale_before` and not checked since then, oldest first.
@@ -702,6 +720,12 @@ pub trait PaymentGateway: Send + Sync {
         ChargeSearch::Unknown {
             reason: "this payment gateway cannot list its refunds".to_owned(),
         }
+    }
+    /// A refund's status now (read-after-write consistent).
+    async fn refund_status(&self, refund_id: &str) -> Result<RefundStatus, GatewayError> {
+        Err(GatewayError::Unknown(format!(
+            "this payment gateway cannot retrieve refund {refund_id}"
+        )))
     }
     /// A PaymentIntent's state now (read-after-write consistent).
     async fn payment_intent_state(&self, id: &str) -> Result<PaymentIntentState, GatewayError> {

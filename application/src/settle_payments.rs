@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use domain::{
-    NotAnEvent, PaymentApplied, PaymentUpdate, SignatureError, StripeEvent, WebhookSecrets,
+    NotAnEvent, PaymentApplied, PaymentUpdate, RefundUpdate, SignatureError, StripeEvent,
+    WebhookSecrets,
 };
 use tracing::{info, warn};
 
@@ -131,12 +132,19 @@ pub struct SyncReport {
     pub settled: usize,
     /// Rides whose PaymentIntent could not be retrieved (tried next pass).
     pub unknown: usize,
+    /// Pending refunds retrieved; of those, refunds that ended failed
+    /// (their rides now `refund_failed`); refunds that could not be.
+    pub refunds_checked: usize,
+    pub refunds_failed: usize,
+    pub refunds_unknown: usize,
 }
 
 /// The completer's sync pass: no ride waits on a lost webhook. A ride
 /// awaiting authentication or pending for longer than `sync_after` has its
 /// PaymentIntent retrieved and the same rule applied as for a webhook; a
-/// ride still waiting is checked again `sync_after` later.
+/// ride still waiting is checked again `sync_after` later. So has a
+/// cancellation's refund still pending: one Stripe reports failed marks
+/// its ride `refund_failed`, as the refund's webhook would.
 pub struct SyncPayments {
     payments: Arc<dyn RidePayments>,
     gateway: Arc<dyn PaymentGateway>,
@@ -207,6 +215,43 @@ impl SyncPayments {
             metrics::counter!("rocket_rides_payment_syncs_total", "result" => applied.result())
                 .increment(1);
         }
+        self.sync_refunds(stale_before, limit, &mut report).await?;
         Ok(report)
+    }
+
+    async fn sync_refunds(
+        &self,
+        stale_before: std::time::SystemTime,
+        limit: usize,
+        report: &mut SyncReport,
+    ) -> Result<(), StoreError> {
+        for pending in self.payments.refunds_pending(stale_before, limit).await? {
+            let status = match self.gateway.refund_status(&pending.refund_id).await {
+                Ok(status) => status,
+                Err(error) => {
+                    warn!(ride_id = %pending.ride_id, refund = %pending.refund_id, %error, "could not retrieve the refund; tried next pass");
+                    report.refunds_unknown += 1;
+                    continue;
+                }
+            };
+            let update = RefundUpdate {
+                event_id: None,
+                event_type: "sync".to_owned(),
+                refund_id: pending.refund_id.clone(),
+                status,
+            };
+            let applied = self
+                .payments
+                .apply_refund(&update, self.clock.now())
+                .await?;
+            report.refunds_checked += 1;
+            if let PaymentApplied::Moved { to, .. } = applied {
+                warn!(ride_id = %pending.ride_id, refund = %pending.refund_id, %to, "the refund failed at Stripe; the ride is listed for a person");
+                report.refunds_failed += 1;
+            }
+            metrics::counter!("rocket_rides_refund_syncs_total", "result" => applied.result())
+                .increment(1);
+        }
+        Ok(())
     }
 }

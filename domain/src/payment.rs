@@ -179,11 +179,13 @@ pub struct PaymentUpdate {
     pub state: PaymentIntentState,
 }
 
-/// News of a cancellation's refund: from a webhook event (once per id).
-/// A refund that failed or was canceled marks its ride `refund_failed`.
+/// News of a cancellation's refund: from a webhook event (once per id),
+/// or from the sync pass retrieving a refund still pending (no id). A
+/// refund that failed or was canceled marks its ride `refund_failed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundUpdate {
-    pub event_id: String,
+    /// Stripe's event id (`evt_…`); `None` from the sync pass.
+    pub event_id: Option<String>,
     pub event_type: String,
     pub refund_id: String,
     pub status: crate::cancel::RefundStatus,

@@ -236,7 +236,7 @@ impl StripeEvent {
             ))
         })?;
         Ok(RefundUpdate {
-            event_id: event.id.clone(),
+            event_id: Some(event.id.clone()),
             event_type: event.event_type.clone(),
             refund_id: refund_id.to_owned(),
             status,
@@ -453,7 +453,7 @@ mod tests {
             assert_eq!(
                 parsed.refund,
                 Some(RefundUpdate {
-                    event_id: "evt_9".into(),
+                    event_id: Some("evt_9".into()),
                     event_type: kind.into(),
                     refund_id: "re_1".into(),
                     status: RefundStatus::Failed,

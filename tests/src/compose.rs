@@ -514,7 +514,7 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
     }
     let mut report = SoakReport {
         faults,
-        kills: 1,
+        kills: killed.len() + usize::from(failover.is_some()),
         drained_in,
         unexpected_exits: exits.len(),
         ..SoakReport::default()

@@ -473,6 +473,23 @@ impl PaymentGateway for FakeGateway {
         outcome
     }
 
+    async fn refund_status(&self, refund_id: &str) -> Result<RefundStatus, GatewayError> {
+        let known = self
+            .state()
+            .refunds
+            .iter()
+            .any(|refund| refund.id == refund_id);
+        match known {
+            true => Ok(RefundStatus::Succeeded),
+            false if self.sees_every_charge => Err(GatewayError::Refused(format!(
+                "No such refund: '{refund_id}'"
+            ))),
+            false => Err(GatewayError::Unknown(format!(
+                "refund {refund_id} was made by another process's in-process fake"
+            ))),
+        }
+    }
+
     async fn find_refund(&self, request: &RefundRequest) -> ChargeSearch {
         if !self.sees_every_charge {
             return ChargeSearch::Unknown {

@@ -13,15 +13,16 @@ use std::time::{Duration, SystemTime};
 
 use application::ports::{
     AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, FailedRefund, Finish,
-    KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim,
-    Receipts, RecentRide, RidePayments, SavedCustomer, StoreError, Users,
+    KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, PendingRefund, Probe,
+    ReceiptClaim, Receipts, RecentRide, RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, IdempotencyKey,
     KeyAction, KeyDecision, KeyId, KeyProgress, KeyRecord, LockPolicy, PaymentApplied,
     PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor, ReceiptJob, RefundRecord,
-    RefundUpdate, ReviewPolicy, Ride, RideId, RideParams, RideStatus, StagedJob, User, UserId,
+    RefundStatus, RefundUpdate, ReviewPolicy, Ride, RideId, RideParams, RideStatus, StagedJob,
+    User, UserId,
 };
 
 /// An audit record, as the original kept them: what happened, to what, from where.
@@ -79,6 +80,11 @@ struct State {
     status_changed_at: HashMap<RideId, SystemTime>,
     /// Rides whose refund failed, by when: the console's list.
     refund_failed: BTreeSet<(SystemTime, RideId)>,
+    /// Cancellations whose refund is still pending, by when it was last
+    /// recorded or checked: the sync pass's order.
+    refunds_pending: BTreeSet<(SystemTime, RideId)>,
+    /// When each entry of `refunds_pending` was made (to remove it).
+    refund_checked_at: HashMap<RideId, SystemTime>,
     /// The last receipt claim token handed out.
     claim_tokens: i64,
     /// Keys a completer has reported as needing review.
@@ -208,6 +214,18 @@ impl State {
         }
         if status == RideStatus::RefundFailed {
             self.refund_failed.insert((now, ride_id));
+        }
+    }
+
+    /// Notes a cancellation's refund in `status` at `now`, keeping the
+    /// sync pass's index of those still pending.
+    fn note_refund(&mut self, ride_id: RideId, status: RefundStatus, now: SystemTime) {
+        if let Some(since) = self.refund_checked_at.remove(&ride_id) {
+            self.refunds_pending.remove(&(since, ride_id));
+        }
+        if matches!(status, RefundStatus::Pending | RefundStatus::RequiresAction) {
+            self.refunds_pending.insert((now, ride_id));
+            self.refund_checked_at.insert(ride_id, now);
         }
     }
 
@@ -567,7 +585,7 @@ impl Keys for MemoryStore {
         &self,
         lease: Lease,
         refund: Option<RefundRecord>,
-        _now: SystemTime,
+        now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
         let record = state.leased(lease, PhaseWrite::RecordRefund)?;
@@ -593,6 +611,7 @@ impl Keys for MemoryStore {
         }
         cancellation.refund = refund.clone();
         if let Some(refund) = refund {
+            state.note_refund(ride_id, refund.status, now);
             state.refund_ids.insert(refund.refund_id, ride_id);
         }
         state.change_key(lease.key_id, |record| {
@@ -1097,9 +1116,12 @@ impl RidePayments for MemoryStore {
         let Some(ride_id) = state.refund_ids.get(&update.refund_id).copied() else {
             return Ok(PaymentApplied::UnknownIntent);
         };
-        if !state.stripe_events.insert(update.event_id.clone()) {
+        if let Some(event_id) = &update.event_id
+            && !state.stripe_events.insert(event_id.clone())
+        {
             return Ok(PaymentApplied::Duplicate);
         }
+        state.note_refund(ride_id, update.status, now);
         if let Some(refund) = state
             .cancellations
             .get_mut(&ride_id)
@@ -1125,6 +1147,26 @@ impl RidePayments for MemoryStore {
             }
             None => Ok(PaymentApplied::Unchanged { status }),
         }
+    }
+
+    async fn refunds_pending(
+        &self,
+        stale_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingRefund>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .refunds_pending
+            .range(..(stale_before, RideId(i64::MAX)))
+            .take(limit)
+            .filter_map(|(_, ride_id)| {
+                let refund = state.cancellations.get(ride_id)?.refund.as_ref()?;
+                Some(PendingRefund {
+                    ride_id: *ride_id,
+                    refund_id: refund.refund_id.clone(),
+                })
+            })
+            .collect())
     }
 
     async fn rides_awaiting_payment(

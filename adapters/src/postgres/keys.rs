@@ -280,7 +280,7 @@ impl Keys for PostgresStore {
         &self,
         lease: Lease,
         refund: Option<RefundRecord>,
-        _now: SystemTime,
+        now: SystemTime,
     ) -> Result<(), StoreError> {
         let write = PhaseWrite::RecordRefund;
         let (leased, moved): (bool, bool) = sqlx::query_as(queries::RECORD_REFUND)
@@ -289,6 +289,7 @@ impl Keys for PostgresStore {
             .bind(Self::expected(write))
             .bind(refund.as_ref().map(|r| r.refund_id.as_str()))
             .bind(refund.as_ref().map(|r| r.status.as_str()))
+            .bind(timestamp(now))
             .fetch_one(&self.pool)
             .await
             .map_err(|e| {

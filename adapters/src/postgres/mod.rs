@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use application::ports::{
     AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, FailedRefund, Finish,
-    KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, Probe, ReceiptClaim,
-    Receipts, RecentRide, RidePayments, SavedCustomer, StoreError, Users,
+    KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, PendingRefund, Probe,
+    ReceiptClaim, Receipts, RecentRide, RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{

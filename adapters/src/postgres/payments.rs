@@ -129,25 +129,31 @@ impl RidePayments for PostgresStore {
         let status = RideStatus::parse(&status).ok_or_else(|| {
             StoreError::Inconsistent(format!("ride {ride_id} has status {status:?}"))
         })?;
-        let recorded = sqlx::query(
-            "INSERT INTO stripe_events (id, type, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO NOTHING",
+        if let Some(event_id) = &update.event_id {
+            let recorded = sqlx::query(
+                "INSERT INTO stripe_events (id, type, received_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(event_id)
+            .bind(&update.event_type)
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if recorded.rows_affected() == 0 {
+                return Ok(PaymentApplied::Duplicate);
+            }
+        }
+        sqlx::query(
+            "UPDATE ride_cancellations SET refund_status = $2, refund_checked_at = $3 \
+             WHERE ride_id = $1",
         )
-        .bind(&update.event_id)
-        .bind(&update.event_type)
+        .bind(ride_id)
+        .bind(update.status.as_str())
         .bind(timestamp(now))
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        if recorded.rows_affected() == 0 {
-            return Ok(PaymentApplied::Duplicate);
-        }
-        sqlx::query("UPDATE ride_cancellations SET refund_status = $2 WHERE ride_id = $1")
-            .bind(ride_id)
-            .bind(update.status.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
         let next = status
             .after_refund_failed()
             .filter(|_| update.status.is_failure());
@@ -165,6 +171,26 @@ impl RidePayments for PostgresStore {
             Some(to) => PaymentApplied::Moved { from: status, to },
             None => PaymentApplied::Unchanged { status },
         })
+    }
+
+    async fn refunds_pending(
+        &self,
+        stale_before: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingRefund>, StoreError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(queries::REFUNDS_PENDING)
+            .bind(timestamp(stale_before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(ride, refund_id)| PendingRefund {
+                ride_id: RideId(ride),
+                refund_id,
+            })
+            .collect())
     }
 
     async fn rides_awaiting_payment(

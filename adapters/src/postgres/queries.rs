@@ -63,14 +63,15 @@ pub const BEGIN_CANCEL: &str = concat!(
 
 /// A cancel key's refund, one statement: $1 key, $2 generation, $3
 /// expected recovery points, $4 Stripe's refund id (NULL: a cancelled
-/// PaymentIntent), $5 its status. Under the lease, on this key's
+/// PaymentIntent), $5 its status, $6 now. Under the lease, on this key's
 /// cancellation, which has no refund yet; then the key moves to
 /// `refund_created`. Whether the lease held and whether it moved.
 pub const RECORD_REFUND: &str = concat!(
     "WITH leased AS (SELECT id, cancels_ride_id FROM idempotency_keys WHERE ",
     leased!(),
     " FOR UPDATE), refunded AS (UPDATE ride_cancellations SET stripe_refund_id = $4::text, \
-     refund_status = $5::text WHERE ride_id = (SELECT cancels_ride_id FROM leased) \
+     refund_status = $5::text, refund_checked_at = $6::timestamptz \
+     WHERE ride_id = (SELECT cancels_ride_id FROM leased) \
      AND idempotency_key_id = $1::bigint AND stripe_refund_id IS NULL RETURNING ride_id), \
      moved AS (UPDATE idempotency_keys SET recovery_point = 'refund_created' \
      WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM refunded) RETURNING id) \
@@ -164,6 +165,12 @@ pub const AWAIT_PAYMENT: &str = concat!(
      WHERE idempotency_key_id = (SELECT id FROM finished) AND status = 'charging') \
      SELECT EXISTS (SELECT 1 FROM finished)"
 );
+
+/// Refunds still pending at Stripe, recorded or last checked at or
+/// before $1, oldest first, $2 at most.
+pub const REFUNDS_PENDING: &str = "SELECT ride_id, stripe_refund_id FROM ride_cancellations \
+     WHERE refund_status IN ('pending', 'requires_action') AND refund_checked_at <= $1 \
+     AND stripe_refund_id IS NOT NULL ORDER BY refund_checked_at LIMIT $2";
 
 /// Rides waiting on their payment since before $1, oldest first, $2 at
 /// most.

@@ -429,3 +429,34 @@ async fn a_waiting_intent_is_cancelled_and_one_that_succeeded_is_refused() {
         domain::RefundOutcome::Refused { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_refund_is_retrieved_by_its_id_for_the_sync_pass() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/refunds/re_1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"id":"re_1","object":"refund","status":"failed"}"#),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/refunds/re_2"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"id":"re_2","object":"refund","status":"reversed"}"#),
+        )
+        .mount(&server)
+        .await;
+    let gateway = gateway(&server);
+    assert_eq!(
+        gateway.refund_status("re_1").await.expect("read"),
+        domain::RefundStatus::Failed
+    );
+    assert!(matches!(
+        gateway.refund_status("re_2").await,
+        Err(GatewayError::Unknown(_))
+    ));
+}

@@ -568,7 +568,7 @@ async fn a_refund_reported_failed_by_a_signed_event_marks_the_ride_refund_failed
     assert_eq!(status, Some(RefundStatus::Failed));
     // The same rule through the port directly: a late success moves nothing back.
     let late = RefundUpdate {
-        event_id: "evt_late".into(),
+        event_id: Some("evt_late".into()),
         event_type: "refund.updated".into(),
         refund_id: refund,
         status: RefundStatus::Succeeded,
@@ -635,5 +635,90 @@ async fn a_cancel_awaiting_review_with_no_refund_made_ends_refund_failed_for_a_p
     assert_eq!(
         reviewed_cancel(false).await,
         (502, RideStatus::RefundFailed, 0)
+    );
+}
+
+/// Refunds through the fake, answered `pending` at first; retrieved later,
+/// in `later`.
+struct PendingRefunds {
+    fake: Arc<FakeGateway>,
+    later: std::sync::Mutex<domain::RefundStatus>,
+}
+
+#[async_trait]
+impl PaymentGateway for PendingRefunds {
+    async fn create_customer(
+        &self,
+        email: &str,
+        card: TestCard,
+    ) -> Result<SavedCustomer, GatewayError> {
+        self.fake.create_customer(email, card).await
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        self.fake.charge(request).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
+        match self.fake.refund(request).await {
+            RefundOutcome::Refunded(refund) => RefundOutcome::Refunded(domain::RefundRecord {
+                status: domain::RefundStatus::Pending,
+                ..refund
+            }),
+            other => other,
+        }
+    }
+
+    async fn refund_status(&self, _refund_id: &str) -> Result<domain::RefundStatus, GatewayError> {
+        Ok(*self.later.lock().expect("lock"))
+    }
+}
+
+#[tokio::test]
+async fn the_sync_pass_marks_a_pending_refund_that_failed_and_rechecks_one_still_pending() {
+    use application::SyncPayments;
+    let fake = Arc::new(FakeGateway::new());
+    let gateway = Arc::new(PendingRefunds {
+        fake: fake.clone(),
+        later: std::sync::Mutex::new(domain::RefundStatus::Pending),
+    });
+    let h = Harness::with_gateway(fake, Some(gateway.clone())).await;
+    let id = booked(&h, 1).await;
+    let answer = h
+        .create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect("cancelled");
+    assert_eq!(json(&answer.response.body)["refund"]["status"], "pending");
+    let sync_after = Duration::from_secs(600);
+    let sync = SyncPayments::new(
+        h.store.clone(),
+        gateway.clone(),
+        h.clock.clone(),
+        sync_after,
+    );
+    assert_eq!(
+        sync.run(100).await.expect("pass").refunds_checked,
+        0,
+        "too early"
+    );
+    h.advance(sync_after);
+    let still = sync.run(100).await.expect("pass");
+    assert_eq!((still.refunds_checked, still.refunds_failed), (1, 0));
+    assert_eq!(
+        sync.run(100).await.expect("pass").refunds_checked,
+        0,
+        "checked: not again before another period"
+    );
+    *gateway.later.lock().expect("lock") = domain::RefundStatus::Failed;
+    h.advance(sync_after);
+    let failed = sync.run(100).await.expect("pass");
+    assert_eq!((failed.refunds_checked, failed.refunds_failed), (1, 1));
+    assert_eq!(ride(&h, id).await.status, RideStatus::RefundFailed);
+    h.advance(sync_after);
+    assert_eq!(
+        sync.run(100).await.expect("pass").refunds_checked,
+        0,
+        "a failed refund is settled: never checked again"
     );
 }

@@ -375,7 +375,8 @@ async fn an_intent_the_gateway_cannot_retrieve_is_counted_unknown_and_tried_agai
         application::SyncReport {
             checked: 0,
             settled: 0,
-            unknown: 1
+            unknown: 1,
+            ..application::SyncReport::default()
         }
     );
     assert_eq!(status(&h, ride).await, RideStatus::AwaitingAuthentication);

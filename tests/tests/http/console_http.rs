@@ -610,7 +610,7 @@ async fn rides_whose_refund_failed_are_listed_for_a_person() {
     r.store
         .apply_refund(
             &domain::RefundUpdate {
-                event_id: "evt_console_refund".into(),
+                event_id: Some("evt_console_refund".into()),
                 event_type: "charge.refund.updated".into(),
                 refund_id: refund.clone(),
                 status: domain::RefundStatus::Failed,

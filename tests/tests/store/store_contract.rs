@@ -2027,7 +2027,7 @@ async fn a_refund_reported_failed_fails_its_ride_once_per_event(store: Arc<dyn C
         .await
         .expect("refund");
     let update = |event: &str, refund: &str, status| domain::RefundUpdate {
-        event_id: event.to_owned(),
+        event_id: Some(event.to_owned()),
         event_type: "charge.refund.updated".to_owned(),
         refund_id: refund.to_owned(),
         status,
@@ -2093,6 +2093,80 @@ async fn a_refund_reported_failed_fails_its_ride_once_per_event(store: Arc<dyn C
     );
 }
 
+async fn pending_refunds_are_listed_for_the_sync_pass_until_settled(store: Arc<dyn ContractStore>) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let ride = ride_of(&book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await);
+    let record = locked(
+        store.as_ref(),
+        &cancel_request(&rider, &key(100), ride),
+        at(1),
+    )
+    .await;
+    let (record, _) = recorded(
+        store
+            .record_cancellation(Lease::of(&record), CancelPolicy::DEFAULT, at(1))
+            .await
+            .expect("recorded"),
+    );
+    store
+        .record_refund(
+            Lease::of(&record),
+            Some(RefundRecord {
+                refund_id: "re_pending".to_owned(),
+                status: RefundStatus::Pending,
+            }),
+            at(10),
+        )
+        .await
+        .expect("refund");
+    let pending = |before| {
+        let store = store.clone();
+        async move {
+            store
+                .refunds_pending(before, 10)
+                .await
+                .expect("listed")
+                .into_iter()
+                .map(|p| (p.ride_id, p.refund_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(pending(at(9)).await.is_empty(), "recorded at 10");
+    assert_eq!(pending(at(10)).await, vec![(ride, "re_pending".to_owned())]);
+    let sync = |status, now| {
+        let store = store.clone();
+        async move {
+            store
+                .apply_refund(
+                    &domain::RefundUpdate {
+                        event_id: None,
+                        event_type: "sync".into(),
+                        refund_id: "re_pending".into(),
+                        status,
+                    },
+                    now,
+                )
+                .await
+                .expect("applied")
+        }
+    };
+    assert_eq!(
+        sync(RefundStatus::Pending, at(20)).await,
+        PaymentApplied::Unchanged {
+            status: RideStatus::Cancelling
+        }
+    );
+    assert!(pending(at(19)).await.is_empty(), "checked at 20");
+    assert_eq!(pending(at(20)).await.len(), 1);
+    assert_eq!(
+        sync(RefundStatus::Succeeded, at(30)).await,
+        PaymentApplied::Unchanged {
+            status: RideStatus::Cancelling
+        }
+    );
+    assert!(pending(at(1000)).await.is_empty(), "settled: not listed");
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -2142,6 +2216,7 @@ macro_rules! contract {
             case!(a_cancel_is_decided_from_the_rides_status_and_booking_time);
             case!(a_refused_refund_fails_the_ride_and_a_refund_id_serves_one_cancellation);
             case!(a_refund_reported_failed_fails_its_ride_once_per_event);
+            case!(pending_refunds_are_listed_for_the_sync_pass_until_settled);
         }
     };
 }
