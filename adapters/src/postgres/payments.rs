@@ -31,20 +31,8 @@ impl RidePayments for PostgresStore {
         let status = RideStatus::parse(&status).ok_or_else(|| {
             StoreError::Inconsistent(format!("ride {ride_id} has status {status:?}"))
         })?;
-        if let Some(event_id) = &update.event_id {
-            let recorded = sqlx::query(
-                "INSERT INTO stripe_events (id, type, received_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(event_id)
-            .bind(&update.event_type)
-            .bind(timestamp(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if recorded.rows_affected() == 0 {
-                return Ok(PaymentApplied::Duplicate);
-            }
+        if !first_time(&mut tx, update.event_id.as_deref(), &update.event_type, now).await? {
+            return Ok(PaymentApplied::Duplicate);
         }
         let Some(next) = status.after(&update.state) else {
             if update.event_id.is_none() && status.awaits_payment() {
@@ -129,20 +117,8 @@ impl RidePayments for PostgresStore {
         let status = RideStatus::parse(&status).ok_or_else(|| {
             StoreError::Inconsistent(format!("ride {ride_id} has status {status:?}"))
         })?;
-        if let Some(event_id) = &update.event_id {
-            let recorded = sqlx::query(
-                "INSERT INTO stripe_events (id, type, received_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(event_id)
-            .bind(&update.event_type)
-            .bind(timestamp(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if recorded.rows_affected() == 0 {
-                return Ok(PaymentApplied::Duplicate);
-            }
+        if !first_time(&mut tx, update.event_id.as_deref(), &update.event_type, now).await? {
+            return Ok(PaymentApplied::Duplicate);
         }
         sqlx::query(
             "UPDATE ride_cancellations SET refund_status = $2, refund_checked_at = $3 \
@@ -216,4 +192,29 @@ impl RidePayments for PostgresStore {
             })
             .collect()
     }
+}
+
+/// Records a webhook's event id in the transaction that applies it:
+/// whether this is its first delivery (`true` for a sync pass's update,
+/// which has no id).
+async fn first_time(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    event_id: Option<&str>,
+    event_type: &str,
+    now: SystemTime,
+) -> Result<bool, StoreError> {
+    let Some(event_id) = event_id else {
+        return Ok(true);
+    };
+    let recorded = sqlx::query(
+        "INSERT INTO stripe_events (id, type, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(event_type)
+    .bind(timestamp(now))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(recorded.rows_affected() > 0)
 }
