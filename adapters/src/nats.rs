@@ -261,14 +261,12 @@ pub struct NatsQueue {
 }
 
 /// How long past a pull's own expiry the client waits for the server's
-/// answer. A pull sent on a connection that then died (its node killed,
-/// the client reconnected to another) is never answered: without a bound
-/// here a worker would wait on it forever while jobs pile up.
+/// answer. A pull lost with a connection or a consumer leader that died
+/// is never answered: without a bound here a worker would wait on it
+/// forever while jobs pile up. Past it the pull counts as having received
+/// nothing (a job delivered to it comes back after `ack_wait`), and the
+/// worker pulls again; a slow answer is never an error.
 const PULL_GRACE: Duration = Duration::from_secs(5);
-
-fn unanswered_pull() -> QueueError {
-    queue_error("a pull went unanswered (its connection was lost?); pulling again")
-}
 
 fn queue_error(error: impl std::fmt::Display) -> QueueError {
     QueueError(anyhow::anyhow!("{error}"))
@@ -575,9 +573,12 @@ impl JobQueue for NatsQueue {
                 .messages()
                 .await
                 .map_err(queue_error)?;
-            let next = tokio::time::timeout(max_wait + PULL_GRACE, batch.next())
-                .await
-                .map_err(|_| unanswered_pull())?;
+            let Ok(next) = tokio::time::timeout(max_wait + PULL_GRACE, batch.next()).await else {
+                warn!(
+                    "a pull went unanswered (its connection lost?); nothing received, pulling again"
+                );
+                return Ok(None);
+            };
             let Some(next) = next else {
                 return Ok(None);
             };
@@ -606,9 +607,10 @@ impl JobQueue for NatsQueue {
             let next = match tokio::time::timeout(PULL_GRACE, waiting.next()).await {
                 Ok(Some(next)) => next,
                 Ok(None) => break,
-                // What arrived is worked; the rest comes back after ack_wait.
-                Err(_) if !deliveries.is_empty() => break,
-                Err(_) => return Err(unanswered_pull()),
+                // Unanswered: what arrived is worked (the rest comes back
+                // after ack_wait), and with nothing the waiting pull below
+                // asks again.
+                Err(_) => break,
             };
             if let Some(delivery) = self.accept(next.map_err(queue_error)?).await? {
                 deliveries.push(delivery);
