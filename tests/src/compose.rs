@@ -81,6 +81,21 @@ const HAPROXY_IMAGE: &str = "rocket-rides-test/haproxy";
 const PROMETHEUS_IMAGE: &str = "rocket-rides-test/prometheus";
 const PATRONI_IMAGE: &str = "rocket-rides-test/patroni";
 
+/// The long-running rocket-rides services and their load balancer: what
+/// must never exit during a run.
+const APP_SERVICES: [&str; 10] = [
+    "api1",
+    "api2",
+    "lb",
+    "completer1",
+    "completer2",
+    "enqueuer1",
+    "enqueuer2",
+    "worker1",
+    "worker2",
+    "reaper",
+];
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -167,22 +182,13 @@ impl Deployment {
             "fake-stripe",
             "migrate",
             "up",
-            "api1",
-            "api2",
-            "lb",
-            "completer1",
-            "completer2",
-            "enqueuer1",
-            "enqueuer2",
-            "worker1",
-            "worker2",
-            "reaper",
             "prometheus",
         ];
         let replicated = ["etcd", "pg1", "pg2", "pg3", "nats2", "nats3"];
         let mut yaml = String::from("services:\n");
         for service in services
             .into_iter()
+            .chain(APP_SERVICES)
             .chain(replicated.into_iter().filter(|_| ha))
         {
             yaml.push_str(&format!(
@@ -618,18 +624,7 @@ impl Deployment {
     /// services in `killed` were killed on purpose and are left out.
     pub fn exits(&self, killed: &[&str]) -> anyhow::Result<Vec<String>> {
         let mut exits = Vec::new();
-        for service in [
-            "api1",
-            "api2",
-            "lb",
-            "completer1",
-            "completer2",
-            "enqueuer1",
-            "enqueuer2",
-            "worker1",
-            "worker2",
-            "reaper",
-        ] {
+        for service in APP_SERVICES {
             if killed.contains(&service) {
                 continue;
             }

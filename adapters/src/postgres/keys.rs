@@ -2,6 +2,8 @@
 //! finish (booking or refusal) and the unlock, each one statement or one
 //! short transaction fenced by the lease.
 
+use domain::RecoveryPoint;
+
 use super::*;
 
 #[async_trait]
@@ -129,19 +131,15 @@ impl Keys for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let row: KeyRow = sqlx::query_as(concat!(
-            "WITH moved AS (UPDATE idempotency_keys SET recovery_point = 'ride_created' \
-             WHERE id = $1 RETURNING *) SELECT ",
-            key_columns!("m"),
-            ", $2::bigint AS ride_id FROM moved m"
-        ))
-        .bind(record.id.0)
-        .bind(ride_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        let moved = Self::move_key(
+            &mut tx,
+            record.id,
+            RecoveryPoint::RideCreated,
+            RideId(ride_id),
+        )
+        .await?;
         tx.commit().await.map_err(unavailable)?;
-        KeyRecord::try_from(row)
+        Ok(moved)
     }
 
     async fn note_charge_attempt(&self, lease: Lease, now: SystemTime) -> Result<(), StoreError> {
@@ -242,19 +240,11 @@ impl Keys for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let row: KeyRow = sqlx::query_as(concat!(
-            "WITH moved AS (UPDATE idempotency_keys SET recovery_point = 'cancel_recorded' \
-             WHERE id = $1 RETURNING *) SELECT ",
-            key_columns!("m"),
-            ", m.cancels_ride_id AS ride_id FROM moved m"
-        ))
-        .bind(record.id.0)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        let moved =
+            Self::move_key(&mut tx, record.id, RecoveryPoint::CancelRecorded, *ride_id).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(CancelRecording::Recorded {
-            record: KeyRecord::try_from(row)?,
+            record: moved,
             cancellation: Cancellation {
                 ride_id: *ride_id,
                 reason: reason.clone(),
@@ -451,6 +441,29 @@ impl Keys for PostgresStore {
 }
 
 impl PostgresStore {
+    /// Moves a key whose row `tx` holds locked to `point` and reads it back
+    /// as it now is, with its ride.
+    async fn move_key(
+        tx: &mut Transaction<'static, Postgres>,
+        key_id: KeyId,
+        point: RecoveryPoint,
+        ride_id: RideId,
+    ) -> Result<KeyRecord, StoreError> {
+        let row: KeyRow = sqlx::query_as(concat!(
+            "WITH moved AS (UPDATE idempotency_keys SET recovery_point = $2 \
+             WHERE id = $1 RETURNING *) SELECT ",
+            key_columns!("m"),
+            ", $3::bigint AS ride_id FROM moved m"
+        ))
+        .bind(key_id.0)
+        .bind(point.as_str())
+        .bind(ride_id.0)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        KeyRecord::try_from(row)
+    }
+
     /// Finishes a key with a stored answer and nothing more to bind: one
     /// of the statements that take $1 key, $2 generation, $3 expected
     /// recovery points, $4 status, $5 body, $6 now, and return whether the

@@ -32,23 +32,12 @@ async fn staged_jobs_reach_the_worker_and_each_ride_gets_one_receipt() {
     for n in 0..5 {
         h.book(&key(n)).await.expect("booked");
     }
-    let enqueuer = DrainStagedJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        h.clock.clone(),
-        1000,
-        Duration::from_secs(60),
-    );
+    let enqueuer = h.enqueuer();
     assert_eq!(enqueuer.run_batch().await.expect("drained"), 5);
     assert_eq!(h.staged_job_count().await, 0, "jobs leave once queued");
 
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        sender.clone(),
-        h.clock.clone(),
-    );
+    let worker = h.worker(sender.clone());
     for _ in 0..5 {
         let outcome = worker
             .work_next(Duration::from_millis(10))
@@ -83,12 +72,7 @@ async fn a_job_published_twice_still_sends_one_receipt() {
     h.queue.publish(&job).await.expect("published again");
 
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        sender.clone(),
-        h.clock.clone(),
-    );
+    let worker = h.worker(sender.clone());
     while worker
         .work_next(Duration::from_millis(10))
         .await
@@ -104,12 +88,7 @@ async fn a_redelivered_job_after_success_is_acknowledged_without_sending() {
     h.book(&key(1)).await.expect("booked");
     let job = h.store.staged_jobs(1).await.expect("jobs").remove(0);
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        sender.clone(),
-        h.clock.clone(),
-    );
+    let worker = h.worker(sender.clone());
     h.queue.publish(&job).await.expect("published");
     worker
         .work_next(Duration::from_millis(10))
@@ -157,12 +136,7 @@ async fn a_failed_send_is_retried_with_backoff() {
             Ok(())
         }
     });
-    let worker = WorkJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        Arc::new(sender),
-        h.clock.clone(),
-    );
+    let worker = h.worker(Arc::new(sender));
     let first = worker
         .work_next(Duration::from_millis(10))
         .await
@@ -566,23 +540,9 @@ async fn a_worker_takes_the_waiting_jobs_as_one_batch() {
     for n in 0..5 {
         h.book(&key(n)).await.expect("booked");
     }
-    DrainStagedJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        h.clock.clone(),
-        1000,
-        Duration::from_secs(60),
-    )
-    .run_batch()
-    .await
-    .expect("drained");
+    h.enqueuer().run_batch().await.expect("drained");
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        sender.clone(),
-        h.clock.clone(),
-    );
+    let worker = h.worker(sender.clone());
     let first = worker
         .receive(3, Duration::from_millis(10))
         .await
@@ -675,21 +635,10 @@ async fn a_send_slower_than_a_claim_lasts_keeps_its_claim_and_sends_once() {
     use application::ports::{Clock, ReceiptClaim, Receipts};
     let h = Harness::new().await;
     h.book(&key(0)).await.expect("booked");
-    let enqueuer = DrainStagedJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        h.clock.clone(),
-        1000,
-        Duration::from_secs(60),
-    );
+    let enqueuer = h.enqueuer();
     assert_eq!(enqueuer.run_batch().await.expect("drained"), 1);
     let sender = Arc::new(GatedSender::default());
-    let worker = WorkJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        sender.clone(),
-        h.clock.clone(),
-    );
+    let worker = h.worker(sender.clone());
     let deliveries = worker
         .receive(1, Duration::from_millis(10))
         .await
@@ -743,12 +692,7 @@ async fn a_job_for_a_missing_ride_is_set_aside_and_the_rest_of_its_batch_is_sent
     h.queue.publish(&bad).await.expect("published");
     h.queue.publish(&good).await.expect("published");
     let sender = Arc::new(CountingSender::default());
-    let worker = WorkJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        sender.clone(),
-        h.clock.clone(),
-    );
+    let worker = h.worker(sender.clone());
     let deliveries = worker
         .receive(10, Duration::from_millis(10))
         .await

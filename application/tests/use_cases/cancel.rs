@@ -11,7 +11,7 @@ use adapters::memory::FakeGateway;
 use application::ports::{
     GatewayError, Keys, Outbox, PaymentGateway, ReceiptSender, Receipts, SavedCustomer,
 };
-use application::{CancelRequest, DrainStagedJobs, PhaseError, ReapKeys, WorkJobs};
+use application::{CancelRequest, PhaseError, ReapKeys};
 use async_trait::async_trait;
 use domain::{
     ChargeOutcome, ChargeRequest, IdempotencyKey, KeyProgress, PaymentIntentState, RIDE_PRICE,
@@ -288,11 +288,14 @@ async fn a_ride_still_being_charged_asks_to_retry_and_stores_nothing() {
 }
 
 /// Charges through the fake; loses the answer of the first `lose` refunds,
-/// after the fake made them (or, `before`, without making them).
+/// after the fake made them (or, `before`, without making them). With
+/// `pending`, a refund made is answered `pending` and retrieved later in
+/// whatever status `pending` then holds.
 struct LosingRefunds {
     fake: Arc<FakeGateway>,
     lose: AtomicUsize,
     before: bool,
+    pending: Option<std::sync::Mutex<domain::RefundStatus>>,
 }
 
 #[async_trait]
@@ -325,11 +328,26 @@ impl PaymentGateway for LosingRefunds {
                 reason: "timed out after the refund".to_owned(),
             };
         }
-        outcome
+        match outcome {
+            RefundOutcome::Refunded(refund) if self.pending.is_some() => {
+                RefundOutcome::Refunded(domain::RefundRecord {
+                    status: domain::RefundStatus::Pending,
+                    ..refund
+                })
+            }
+            other => other,
+        }
     }
 
     async fn find_refund(&self, request: &RefundRequest) -> domain::ChargeSearch {
         self.fake.find_refund(request).await
+    }
+
+    async fn refund_status(&self, refund_id: &str) -> Result<domain::RefundStatus, GatewayError> {
+        match &self.pending {
+            Some(later) => Ok(*later.lock().expect("lock")),
+            None => self.fake.refund_status(refund_id).await,
+        }
     }
 }
 
@@ -341,6 +359,7 @@ async fn losing_refunds(lose: usize, before: bool) -> (Harness, Arc<LosingRefund
         fake: fake.clone(),
         lose: AtomicUsize::new(lose),
         before,
+        pending: None,
     });
     (
         Harness::with_gateway(fake, Some(gateway.clone())).await,
@@ -457,21 +476,10 @@ async fn the_worker_sends_the_booking_and_the_cancellation_receipt_once_each() {
         .cancel(cancel_of(&h.good_user, id, &key(100)))
         .await
         .expect("cancelled");
-    let enqueuer = DrainStagedJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        h.clock.clone(),
-        1000,
-        Duration::from_secs(60),
-    );
+    let enqueuer = h.enqueuer();
     assert_eq!(enqueuer.run_batch().await.expect("drained"), 2);
     let sender = Arc::new(Sent::default());
-    let worker = WorkJobs::new(
-        h.store.clone(),
-        h.queue.clone(),
-        sender.clone(),
-        h.clock.clone(),
-    );
+    let worker = h.worker(sender.clone());
     for _ in 0..2 {
         worker
             .work_next(Duration::from_millis(10))
@@ -638,49 +646,15 @@ async fn a_cancel_awaiting_review_with_no_refund_made_ends_refund_failed_for_a_p
     );
 }
 
-/// Refunds through the fake, answered `pending` at first; retrieved later,
-/// in `later`.
-struct PendingRefunds {
-    fake: Arc<FakeGateway>,
-    later: std::sync::Mutex<domain::RefundStatus>,
-}
-
-#[async_trait]
-impl PaymentGateway for PendingRefunds {
-    async fn create_customer(
-        &self,
-        email: &str,
-        card: TestCard,
-    ) -> Result<SavedCustomer, GatewayError> {
-        self.fake.create_customer(email, card).await
-    }
-
-    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
-        self.fake.charge(request).await
-    }
-
-    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
-        match self.fake.refund(request).await {
-            RefundOutcome::Refunded(refund) => RefundOutcome::Refunded(domain::RefundRecord {
-                status: domain::RefundStatus::Pending,
-                ..refund
-            }),
-            other => other,
-        }
-    }
-
-    async fn refund_status(&self, _refund_id: &str) -> Result<domain::RefundStatus, GatewayError> {
-        Ok(*self.later.lock().expect("lock"))
-    }
-}
-
 #[tokio::test]
 async fn the_sync_pass_marks_a_pending_refund_that_failed_and_rechecks_one_still_pending() {
     use application::SyncPayments;
     let fake = Arc::new(FakeGateway::new());
-    let gateway = Arc::new(PendingRefunds {
+    let gateway = Arc::new(LosingRefunds {
         fake: fake.clone(),
-        later: std::sync::Mutex::new(domain::RefundStatus::Pending),
+        lose: AtomicUsize::new(0),
+        before: false,
+        pending: Some(std::sync::Mutex::new(domain::RefundStatus::Pending)),
     });
     let h = Harness::with_gateway(fake, Some(gateway.clone())).await;
     let id = booked(&h, 1).await;
@@ -710,7 +684,12 @@ async fn the_sync_pass_marks_a_pending_refund_that_failed_and_rechecks_one_still
         0,
         "checked: not again before another period"
     );
-    *gateway.later.lock().expect("lock") = domain::RefundStatus::Failed;
+    *gateway
+        .pending
+        .as_ref()
+        .expect("pending")
+        .lock()
+        .expect("lock") = domain::RefundStatus::Failed;
     h.advance(sync_after);
     let failed = sync.run(100).await.expect("pass");
     assert_eq!((failed.refunds_checked, failed.refunds_failed), (1, 1));

@@ -161,6 +161,31 @@ async fn running() -> Running {
 }
 
 impl Running {
+    /// The demo rider `email` books a ride under `key`, through the phase
+    /// machine: the rider, and the answer.
+    async fn book_as(&self, email: &str, key: &str) -> (domain::User, application::Answer) {
+        use application::ports::Users as _;
+        let user = self
+            .store
+            .find_user_by_email(email)
+            .await
+            .expect("read")
+            .expect("seeded");
+        let answer = self
+            .create_ride
+            .run(application::RideRequest {
+                user: user.clone(),
+                key: domain::IdempotencyKey::parse(key).expect("key"),
+                params: domain::RideParams::from_numbers([0.0; 4]).expect("params"),
+                request_ip: None,
+                request_id: None,
+                raise_error: false,
+            })
+            .await
+            .expect("answered");
+        (user, answer)
+    }
+
     async fn get(&self, path: &str, bearer: Option<&str>) -> reqwest::Response {
         let mut request = self.http.get(format!("{}{path}", self.base));
         if let Some(token) = bearer {
@@ -489,25 +514,9 @@ async fn an_unreadable_dead_letter_is_shown_escaped_and_deleted_from_the_page() 
 #[tokio::test]
 async fn rides_waiting_on_a_payment_are_listed_with_their_intent_until_settled() {
     let r = running().await;
-    use application::ports::Users as _;
-    let three_ds = r
-        .store
-        .find_user_by_email("user-3ds@example.com")
-        .await
-        .expect("read")
-        .expect("seeded");
-    let answer = r
-        .create_ride
-        .run(application::RideRequest {
-            user: three_ds,
-            key: domain::IdempotencyKey::parse("console-3ds-key-000001").expect("key"),
-            params: domain::RideParams::from_numbers([0.0; 4]).expect("params"),
-            request_ip: None,
-            request_id: None,
-            raise_error: false,
-        })
-        .await
-        .expect("answered");
+    let (_, answer) = r
+        .book_as("user-3ds@example.com", "console-3ds-key-000001")
+        .await;
     assert_eq!(answer.response.status, 402);
     let body: serde_json::Value = serde_json::from_str(&answer.response.body).expect("json");
     let intent = body["payment_intent"].as_str().expect("intent").to_owned();
@@ -550,26 +559,11 @@ async fn rides_waiting_on_a_payment_are_listed_with_their_intent_until_settled()
 
 #[tokio::test]
 async fn rides_whose_refund_failed_are_listed_for_a_person() {
-    use application::ports::{Keys as _, RidePayments as _, Users as _};
+    use application::ports::{Keys as _, RidePayments as _};
     let r = running().await;
-    let rider = r
-        .store
-        .find_user_by_email("user@example.com")
-        .await
-        .expect("read")
-        .expect("seeded");
-    let booked = r
-        .create_ride
-        .run(application::RideRequest {
-            user: rider.clone(),
-            key: domain::IdempotencyKey::parse("console-refund-key-000001").expect("key"),
-            params: domain::RideParams::from_numbers([0.0; 4]).expect("params"),
-            request_ip: None,
-            request_id: None,
-            raise_error: false,
-        })
-        .await
-        .expect("answered");
+    let (rider, booked) = r
+        .book_as("user@example.com", "console-refund-key-000001")
+        .await;
     let body: serde_json::Value = serde_json::from_str(&booked.response.body).expect("json");
     let ride = domain::RideId(body["ride"]["id"].as_i64().expect("ride"));
     let cancelled = r

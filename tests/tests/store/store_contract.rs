@@ -1732,6 +1732,21 @@ fn recorded(recording: CancelRecording) -> (KeyRecord, Cancellation) {
     }
 }
 
+/// A booked ride (key `n`, at 0) whose cancellation a second key (`100 +
+/// n`, at 1) has recorded in full: the ride, and the cancel key at
+/// `cancel_recorded`.
+async fn cancelling(store: &dyn Store, rider: &User, n: usize) -> (RideId, KeyRecord) {
+    let ride = ride_of(&book(store, &request(rider, &key(n), 1.0), at(0)).await);
+    let record = locked(store, &cancel_request(rider, &key(100 + n), ride), at(1)).await;
+    let (record, _) = recorded(
+        store
+            .record_cancellation(Lease::of(&record), CancelPolicy::DEFAULT, at(1))
+            .await
+            .expect("recorded"),
+    );
+    (ride, record)
+}
+
 async fn status_of(store: &dyn Store, ride: RideId) -> RideStatus {
     store
         .find_ride(ride)
@@ -1938,19 +1953,7 @@ async fn a_refused_refund_fails_the_ride_and_a_refund_id_serves_one_cancellation
     let rider = user(store.as_ref(), "a@example.com").await;
     let mut leases = Vec::new();
     for n in 0..2 {
-        let ride = ride_of(&book(store.as_ref(), &request(&rider, &key(n), 1.0), at(0)).await);
-        let record = locked(
-            store.as_ref(),
-            &cancel_request(&rider, &key(100 + n), ride),
-            at(1),
-        )
-        .await;
-        let (record, _) = recorded(
-            store
-                .record_cancellation(Lease::of(&record), CancelPolicy::DEFAULT, at(1))
-                .await
-                .expect("recorded"),
-        );
+        let (ride, record) = cancelling(store.as_ref(), &rider, n).await;
         leases.push((Lease::of(&record), ride));
     }
     let refund = RefundRecord {
@@ -2002,19 +2005,7 @@ async fn a_refused_refund_fails_the_ride_and_a_refund_id_serves_one_cancellation
 
 async fn a_refund_reported_failed_fails_its_ride_once_per_event(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
-    let ride = ride_of(&book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await);
-    let record = locked(
-        store.as_ref(),
-        &cancel_request(&rider, &key(100), ride),
-        at(1),
-    )
-    .await;
-    let (record, _) = recorded(
-        store
-            .record_cancellation(Lease::of(&record), CancelPolicy::DEFAULT, at(1))
-            .await
-            .expect("recorded"),
-    );
+    let (ride, record) = cancelling(store.as_ref(), &rider, 1).await;
     store
         .record_refund(
             Lease::of(&record),
@@ -2095,19 +2086,7 @@ async fn a_refund_reported_failed_fails_its_ride_once_per_event(store: Arc<dyn C
 
 async fn pending_refunds_are_listed_for_the_sync_pass_until_settled(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
-    let ride = ride_of(&book(store.as_ref(), &request(&rider, &key(1), 1.0), at(0)).await);
-    let record = locked(
-        store.as_ref(),
-        &cancel_request(&rider, &key(100), ride),
-        at(1),
-    )
-    .await;
-    let (record, _) = recorded(
-        store
-            .record_cancellation(Lease::of(&record), CancelPolicy::DEFAULT, at(1))
-            .await
-            .expect("recorded"),
-    );
+    let (ride, record) = cancelling(store.as_ref(), &rider, 1).await;
     store
         .record_refund(
             Lease::of(&record),

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use adapters::clock::ManualClock;
 use adapters::memory::{FakeGateway, MemoryQueue, MemoryStore};
-use application::ports::{Clock, Outbox, PaymentGateway};
+use application::ports::{Clock, Outbox, PaymentGateway, ReceiptSender};
 use application::{
-    Answer, CompleteStalledKeys, PhaseError, PhaseMachine, PhaseSettings, RideRequest,
-    SeedDemoUsers,
+    Answer, CompleteStalledKeys, DrainStagedJobs, PhaseError, PhaseMachine, PhaseSettings,
+    RideRequest, SeedDemoUsers, WorkJobs,
 };
 use domain::{CompleterPolicy, IdempotencyKey, LockPolicy, ReviewPolicy, RideParams, User};
 
@@ -133,6 +133,28 @@ impl Harness {
             self.clock.clone() as Arc<dyn Clock>,
             completer_policy(),
             batch_size,
+        )
+    }
+
+    /// An enqueuer over this harness's store and queue: batches of 1000,
+    /// claims of 60 s.
+    pub fn enqueuer(&self) -> DrainStagedJobs {
+        DrainStagedJobs::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.clock.clone(),
+            1000,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// A worker over this harness's store and queue, sending through `sender`.
+    pub fn worker(&self, sender: Arc<dyn ReceiptSender>) -> WorkJobs {
+        WorkJobs::new(
+            self.store.clone(),
+            self.queue.clone(),
+            sender,
+            self.clock.clone(),
         )
     }
 
