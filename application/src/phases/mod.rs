@@ -161,50 +161,59 @@ impl PhaseMachine {
     #[tracing::instrument(name = "create_ride", skip_all, fields(user_id = %request.user.id, key = %request.key))]
     pub async fn run(&self, request: RideRequest) -> Result<Answer, PhaseError> {
         let started = Instant::now();
-        let key_request = KeyRequest {
-            user_id: request.user.id,
-            key: request.key.clone(),
-            fingerprint: request.fingerprint(),
-            action: KeyAction::BookRide(request.params),
-            request_ip: request.request_ip.clone(),
-            request_id: request.request_id.clone(),
-            charges_now: !request.raise_error,
+        let fingerprint = request.fingerprint();
+        let result = match self.cached(request.user.id, &request.key, &fingerprint) {
+            Some(answer) => answer,
+            None => {
+                let key_request = KeyRequest {
+                    user_id: request.user.id,
+                    key: request.key,
+                    fingerprint,
+                    action: KeyAction::BookRide(request.params),
+                    request_ip: request.request_ip,
+                    request_id: request.request_id,
+                    charges_now: !request.raise_error,
+                };
+                self.run_request(key_request, &request.user, request.raise_error)
+                    .await
+            }
         };
-        let result = self
-            .run_request(key_request, &request.user, request.raise_error)
-            .await;
         count_outcome("api", &result, started);
         result
     }
 
-    /// Any client request, from the replay cache and the key phase to an
-    /// answer.
+    /// What this process's replay cache answers for the request, if it
+    /// holds the key finished: without a statement, before anything else.
+    fn cached(
+        &self,
+        user_id: domain::UserId,
+        key: &IdempotencyKey,
+        fingerprint: &RequestFingerprint,
+    ) -> Option<Result<Answer, PhaseError>> {
+        match self.replays.as_ref()?.get(user_id, key, fingerprint)? {
+            Cached::Replay(response) => Some(Ok(Answer {
+                response,
+                replayed: true,
+            })),
+            Cached::Mismatch => Some(Err(PhaseError::KeyReused)),
+        }
+    }
+
+    /// A client request the replay cache could not answer, from the key
+    /// phase to an answer; a finished one is kept in the cache.
     async fn run_request(
         &self,
         request: KeyRequest,
         user: &User,
         raise_error: bool,
     ) -> Result<Answer, PhaseError> {
-        let fingerprint = request.fingerprint.clone();
-        if let Some(cache) = &self.replays {
-            match cache.get(request.user_id, &request.key, &fingerprint) {
-                Some(Cached::Replay(response)) => {
-                    return Ok(Answer {
-                        response,
-                        replayed: true,
-                    });
-                }
-                Some(Cached::Mismatch) => return Err(PhaseError::KeyReused),
-                None => {}
-            }
-        }
         let answer = self.run_phases(&request, user, raise_error).await;
         if let (Some(cache), Ok(answer)) = (&self.replays, &answer) {
             // Only an answer the key is finished with comes back Ok.
             cache.put(
                 request.user_id,
                 &request.key,
-                &fingerprint,
+                &request.fingerprint,
                 &answer.response,
             );
         }
