@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::phases::PhaseMachine;
 use crate::ports::{
     ClaimToken, Clock, Delivery, JobQueue, KeyScans, Outbox, QueueError, ReceiptClaim,
-    ReceiptSender, Receipts, StoreError,
+    ReceiptSender, Receipts, Retention, StoreError,
 };
 use crate::reconcile::{ReconcileKeys, Settlement};
 
@@ -545,12 +545,16 @@ impl WorkJobs {
     }
 }
 
-/// Deletes keys so old that no client or completer will retry them.
+/// Deletes keys so old that no client or completer will retry them, and
+/// has what this process keeps in memory for them forget as much
+/// (`Retention`: the embedded store's settled rides, the in-process
+/// gateway's payments).
 pub struct ReapKeys {
     keys: Arc<dyn KeyScans>,
     clock: Arc<dyn Clock>,
     max_age: Duration,
     batch_size: usize,
+    retained: Vec<Arc<dyn Retention>>,
 }
 
 impl ReapKeys {
@@ -565,9 +569,19 @@ impl ReapKeys {
             clock,
             max_age,
             batch_size,
+            retained: Vec::new(),
         }
     }
 
+    /// Also has `retained` forget what is older than the keys reaped.
+    pub fn forgetting(mut self, retained: impl IntoIterator<Item = Arc<dyn Retention>>) -> Self {
+        self.retained.extend(retained);
+        self
+    }
+
+    /// One batch: keys reaped, then each retention's batch forgotten. The
+    /// larger of the counts, so a caller that repeats a full batch at once
+    /// keeps going while any of them has more.
     #[tracing::instrument(name = "reaper_batch", skip_all)]
     pub async fn run_batch(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
@@ -579,6 +593,13 @@ impl ReapKeys {
             info!(reaped, "reaper deleted old idempotency keys");
         }
         metrics::counter!("rocket_rides_keys_reaped_total").increment(reaped as u64);
-        Ok(reaped)
+        let mut most = reaped;
+        for retained in &self.retained {
+            let forgotten = retained.forget_before(cutoff, self.batch_size);
+            metrics::counter!("rocket_rides_memory_records_forgotten_total")
+                .increment(forgotten as u64);
+            most = most.max(forgotten);
+        }
+        Ok(most)
     }
 }

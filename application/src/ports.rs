@@ -397,6 +397,18 @@ pub trait KeyScans: Send + Sync {
     ) -> Result<usize, StoreError>;
 }
 
+/// What a process holds in its own memory beside a store's keys (the
+/// embedded store's settled rides, the in-process gateway's payments): the
+/// reaper has it forget what was made before the keys it reaps, so a long
+/// run's memory stays flat. Postgres and Stripe keep their own records and
+/// have no such part.
+pub trait Retention: Send + Sync {
+    /// Forgets, oldest first, what was made before `before` and nothing
+    /// can still ask about, looking at `limit` records at most (one short
+    /// hold of a lock); how many it forgot.
+    fn forget_before(&self, before: SystemTime, limit: usize) -> usize;
+}
+
 /// A cancellation's refund still pending at Stripe, for the sync pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRefund {

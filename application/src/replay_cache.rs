@@ -10,8 +10,17 @@
 //! never answered from here. The cache holds at most `max_entries` answers
 //! and `max_bytes` of them (keys, fingerprints and bodies), the oldest
 //! dropped first.
+//!
+//! An entry is one allocation (its key, fingerprint and body end to end)
+//! under a slot of the user and the key's hash: a full cache is ten thousand
+//! blocks of its answers' size, not five times as many scattered among the
+//! requests' short-lived ones (which kept several MB more resident after a
+//! load). Two keys of one user with the same 64-bit hash share a slot: the
+//! later replaces the earlier, and the earlier is then a miss (answered by
+//! the store), never another key's answer.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -49,15 +58,36 @@ pub enum Cached {
     Mismatch,
 }
 
-type Slot = (UserId, IdempotencyKey);
+/// A user and their key's hash.
+type Slot = (UserId, u64);
 
 struct Entry {
-    fingerprint: RequestFingerprint,
-    response: StoredResponse,
+    /// The key, the request's fingerprint and the answer's body, end to end.
+    text: Box<str>,
+    key_len: u32,
+    fingerprint_len: u32,
+    status: u16,
     kept_at: SystemTime,
     /// Which insertion of the slot this is (an older one in `order` is stale).
     serial: u64,
     bytes: usize,
+}
+
+impl Entry {
+    fn key(&self) -> &str {
+        &self.text[..self.key_len as usize]
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.text[self.key_len as usize..(self.key_len + self.fingerprint_len) as usize]
+    }
+
+    fn response(&self) -> StoredResponse {
+        StoredResponse {
+            status: self.status,
+            body: self.text[(self.key_len + self.fingerprint_len) as usize..].to_owned(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -73,6 +103,8 @@ pub struct ReplayCache {
     kept: Mutex<Kept>,
     limits: ReplayCacheLimits,
     clock: Arc<dyn Clock>,
+    /// Hashes keys into slots, seeded per process.
+    hasher: RandomState,
 }
 
 /// What one entry costs: its strings and a fixed overhead for the maps.
@@ -89,7 +121,12 @@ impl ReplayCache {
                 ..limits
             },
             clock,
+            hasher: RandomState::new(),
         }
+    }
+
+    fn slot(&self, user: UserId, key: &IdempotencyKey) -> Slot {
+        (user, self.hasher.hash_one(key.as_str()))
     }
 
     fn kept(&self) -> MutexGuard<'_, Kept> {
@@ -108,13 +145,16 @@ impl ReplayCache {
     ) -> Option<Cached> {
         let now = self.clock.now();
         let mut kept = self.kept();
-        let slot = (user, key.clone());
+        let slot = self.slot(user, key);
         let found = match kept.entries.get(&slot) {
-            Some(entry) if self.fresh(entry, now) => Some(if entry.fingerprint == *fingerprint {
-                Cached::Replay(entry.response.clone())
-            } else {
-                Cached::Mismatch
-            }),
+            Some(entry) if entry.key() != key.as_str() => None,
+            Some(entry) if self.fresh(entry, now) => {
+                Some(if entry.fingerprint() == fingerprint.as_str() {
+                    Cached::Replay(entry.response())
+                } else {
+                    Cached::Mismatch
+                })
+            }
             Some(_) => {
                 kept.remove(&slot);
                 None
@@ -146,19 +186,32 @@ impl ReplayCache {
         if bytes > self.limits.max_bytes {
             return;
         }
+        let (Ok(key_len), Ok(fingerprint_len)) = (
+            u32::try_from(key.as_str().len()),
+            u32::try_from(fingerprint.as_str().len()),
+        ) else {
+            return;
+        };
+        let mut text = String::with_capacity(bytes);
+        text.push_str(key.as_str());
+        text.push_str(fingerprint.as_str());
+        text.push_str(&response.body);
+        let text = text.into_boxed_str();
         let now = self.clock.now();
+        let slot = self.slot(user, key);
         let mut kept = self.kept();
-        let slot = (user, key.clone());
         kept.remove(&slot);
         kept.serial += 1;
         let serial = kept.serial;
-        kept.order.push_back((slot.clone(), serial));
+        kept.order.push_back((slot, serial));
         kept.bytes += bytes;
         kept.entries.insert(
             slot,
             Entry {
-                fingerprint: fingerprint.clone(),
-                response: response.clone(),
+                text,
+                key_len,
+                fingerprint_len,
+                status: response.status,
                 kept_at: now,
                 serial,
                 bytes,
@@ -180,7 +233,7 @@ impl ReplayCache {
         }
         // From the front (the oldest): answers past their time go, and
         // order entries of slots kept again since or removed.
-        while let Some((slot, serial)) = kept.order.front().cloned() {
+        while let Some(&(slot, serial)) = kept.order.front() {
             match kept.entries.get(&slot) {
                 Some(entry) if entry.serial == serial && self.fresh(entry, now) => break,
                 Some(entry) if entry.serial == serial => kept.remove(&slot),
@@ -213,5 +266,55 @@ impl Kept {
         if let Some(entry) = self.entries.remove(slot) {
             self.bytes -= entry.bytes;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use domain::RideParams;
+
+    struct Fixed;
+
+    #[async_trait]
+    impl Clock for Fixed {
+        fn now(&self) -> SystemTime {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        }
+        async fn sleep(&self, _duration: Duration) {}
+    }
+
+    fn key(text: &str) -> IdempotencyKey {
+        IdempotencyKey::parse(text).expect("valid")
+    }
+
+    /// Two keys whose hashes meet share a slot: the one not in it is a
+    /// miss (the store answers it), never the other key's answer.
+    #[test]
+    fn a_key_that_shares_another_keys_slot_is_a_miss() {
+        let cache = ReplayCache::new(ReplayCacheLimits::DEFAULT, Arc::new(Fixed));
+        let params = RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid");
+        let fingerprint = RequestFingerprint::for_ride("POST", "/rides", &params);
+        let (first, second) = (key("first-key-of-the-two"), key("second-key-of-the-two"));
+        let answer = StoredResponse {
+            status: 201,
+            body: "{\"ride\":1}".into(),
+        };
+        cache.put(UserId(1), &first, &fingerprint, &answer);
+        assert_eq!(
+            cache.get(UserId(1), &first, &fingerprint),
+            Some(Cached::Replay(answer))
+        );
+        // As if `second` hashed where `first` is kept.
+        {
+            let mut kept = cache.kept();
+            let entry = kept
+                .entries
+                .remove(&cache.slot(UserId(1), &first))
+                .expect("kept");
+            kept.entries.insert(cache.slot(UserId(1), &second), entry);
+        }
+        assert_eq!(cache.get(UserId(1), &second, &fingerprint), None);
     }
 }

@@ -151,7 +151,9 @@ pub async fn start(args: StartCommand, shutdown: CancellationToken) -> anyhow::R
     );
     let completer = system.completer(&payments, &args.completer, &args.batch);
     let enqueuer = system.enqueuer(&args.enqueuer, &args.batch);
-    let reaper = system.reaper(&args.reaper, &args.batch);
+    let reaper = system
+        .reaper(&args.reaper, &args.batch)
+        .forgetting(payments.retained.clone());
     let payments = Arc::new(payments);
     let mut tasks = JoinSet::new();
     tasks.spawn(serve_api(state, listener, shutdown.clone()));

@@ -14,7 +14,7 @@ use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use anyhow::bail;
 use application::ports::{
-    Clock, DeadLetters, JobQueue, PaymentGateway, Probe, ReceiptSender, Store,
+    Clock, DeadLetters, JobQueue, PaymentGateway, Probe, ReceiptSender, Retention, Store,
 };
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, DrainStagedJobs, PhaseMachine, PhaseSettings,
@@ -31,15 +31,26 @@ use crate::settings::{
     ReplayCacheArgs, ServerArgs, ShutdownArgs, StoreArgs, StripeArgs, WebhookArgs,
 };
 
+/// How often the recorder folds the histogram samples recorded since into
+/// its buckets (the exporter's own default).
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Installs the Prometheus recorder (once per process) and returns what
 /// renders it. `None` if another recorder is installed already.
+///
+/// A histogram keeps every sample recorded until an upkeep folds them into
+/// its buckets, and `install_recorder` (unlike the exporter's own HTTP
+/// listener) runs no upkeep: with nobody scraping, each request's samples
+/// stayed in memory for good (tens of MB after a benchmark's load). A
+/// thread of its own runs it every `METRICS_UPKEEP_EVERY`, whatever runtime
+/// the process has.
 pub fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
     let handle = HANDLE
         .get_or_init(|| {
             // Durations as Prometheus histograms (buckets from 1 ms to
             // 30 s), so quantiles can be taken across processes.
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".to_owned()),
                     &[
@@ -49,7 +60,20 @@ pub fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
                 )
                 .ok()?
                 .install_recorder()
-                .ok()
+                .ok()?;
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(error) = spawned {
+                warn!(%error, "no metrics upkeep thread: histogram samples are kept until scraped");
+            }
+            Some(handle)
         })
         .clone()?;
     Some(Arc::new(move || handle.render()))
@@ -76,12 +100,17 @@ pub struct System {
     queue_settings: Option<QueueArgs>,
     /// The Postgres store, when `DATABASE_URL` chose it (to wait for it).
     postgres: Option<Arc<PostgresStore>>,
+    /// The embedded store's rides, which the reaper has it forget.
+    retained: Option<Arc<dyn Retention>>,
 }
 
 /// What charging needs: the gateway and the rules of keys. Built (and its
 /// settings checked against each other) before anything connects.
 pub struct Payments {
     pub gateway: Arc<dyn PaymentGateway>,
+    /// The in-process fake of the embedded default, which the reaper has
+    /// forget what it made (Stripe keeps its own).
+    pub retained: Option<Arc<dyn Retention>>,
     keys: KeyArgs,
 }
 
@@ -96,16 +125,27 @@ pub struct Completer {
 /// that shares its store with others (Postgres) cannot vouch that a charge
 /// does not exist.
 pub fn gateway(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<Arc<dyn PaymentGateway>> {
+    Ok(gateway_retained(stripe, embedded)?.0)
+}
+
+/// A gateway, and what of it lives in this process's memory for the reaper
+/// to prune.
+type GatewayRetained = (Arc<dyn PaymentGateway>, Option<Arc<dyn Retention>>);
+
+/// The gateway, and what of it lives in this process's memory for the
+/// reaper to prune: the embedded default's in-process fake.
+fn gateway_retained(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<GatewayRetained> {
     Ok(match &stripe.stripe_api_key {
         Some(api_key) => {
             info!(api_base = %stripe.stripe_api_base, payments = stripe.stripe_payments.as_str(), "payment gateway: Stripe over HTTP");
-            Arc::new(StripeGateway::new(StripeSettings {
+            let stripe = StripeGateway::new(StripeSettings {
                 connect_timeout: stripe.stripe_connect_timeout.0,
                 timeout: stripe.stripe_timeout.0,
                 max_retries: stripe.stripe_max_retries,
                 payments: stripe.stripe_payments,
                 ..StripeSettings::new(api_key.expose(), stripe.stripe_api_base.clone())
-            })?)
+            })?;
+            (Arc::new(stripe), None)
         }
         None => {
             info!(
@@ -119,11 +159,12 @@ pub fn gateway(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<Arc<dyn Pa
                 latency: stripe.fake_gateway_latency.0,
             })
             .on(stripe.stripe_payments);
-            Arc::new(if embedded {
-                fake
+            if embedded {
+                let fake = Arc::new(fake);
+                (fake.clone(), Some(fake))
             } else {
-                fake.one_of_several()
-            })
+                (Arc::new(fake.one_of_several()), None)
+            }
         }
     })
 }
@@ -133,8 +174,10 @@ impl Payments {
     /// before anything connects, then builds the gateway.
     pub fn new(stripe: &StripeArgs, keys: &KeyArgs, embedded: bool) -> anyhow::Result<Self> {
         keys.check(stripe).map_err(anyhow::Error::msg)?;
+        let (gateway, retained) = gateway_retained(stripe, embedded)?;
         Ok(Self {
-            gateway: gateway(stripe, embedded)?,
+            gateway,
+            retained,
             keys: keys.clone(),
         })
     }
@@ -262,8 +305,12 @@ impl System {
         needs: Needs,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        type Stores = (Arc<dyn Store>, Option<Arc<PostgresStore>>, bool);
-        let (store, postgres, embedded): Stores = match &store.database_url {
+        type Stores = (
+            Arc<dyn Store>,
+            Option<Arc<PostgresStore>>,
+            Option<Arc<dyn Retention>>,
+        );
+        let (store, postgres, retained): Stores = match &store.database_url {
             Some(url) => {
                 let pool = postgres::connect(url.expose(), &store.pool())?;
                 info!(
@@ -272,26 +319,31 @@ impl System {
                     "store: Postgres"
                 );
                 let store = Arc::new(PostgresStore::new(pool));
-                (store.clone(), Some(store), false)
+                (store.clone(), Some(store), None)
             }
             None => {
                 info!("store: in-memory (embedded default; nothing persists across restarts)");
                 let store = Arc::new(MemoryStore::new());
-                (store, None, true)
+                (store.clone(), None, Some(store))
             }
         };
+        let embedded = retained.is_some();
+        let dedup_window = queue.map_or(NatsSettings::DEFAULT_DUPLICATE_WINDOW, |queue| {
+            queue.nats_duplicate_window.0
+        });
         let probe = Arc::new(CachedProbe::new(store.clone(), CachedProbe::EVERY));
         let mut system = Self {
             probe,
             store,
             postgres,
-            queue: Arc::new(MemoryQueue::default()),
+            queue: Arc::new(MemoryQueue::new(dedup_window)),
             receipts: Arc::new(LogReceiptSender),
             clock: Arc::new(SystemClock),
             embedded,
             queue_in_process: true,
             dead_letters: None,
             queue_settings: queue.cloned(),
+            retained,
         };
         if needs.store_reachable {
             system.wait_for_store(shutdown).await?;
@@ -560,6 +612,7 @@ impl System {
             args.reaper_max_age.0,
             batch.batch_size,
         )
+        .forgetting(self.retained.clone())
     }
 
     pub fn seeder(&self, gateway: Arc<dyn PaymentGateway>) -> SeedDemoUsers {

@@ -12,7 +12,7 @@ use crate::response::StoredResponse;
 use crate::ride::RideParams;
 
 /// A client's `Idempotency-Key`: 20 to 255 visible ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdempotencyKey(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -822,11 +822,20 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         config.duration,
     );
     let started = load.started;
+    let bar = indicatif::ProgressBar::new(config.rides as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "soak: {pos}/{len} rides [{bar:30}] {elapsed} {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
 
     // The attack: kills on a schedule, one Postgres and one NATS restart.
     let (mut postgres_restarts, mut nats_restarts) = (0, 0);
     let mut next_kill = Instant::now() + config.kill_every;
     while started.elapsed() < config.duration && load.running() {
+        bar.set_position(load.rides_done() as u64);
         fleet.revive()?;
         let elapsed = started.elapsed();
         if postgres_restarts == 0 && elapsed > config.duration / 3 {
@@ -846,6 +855,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let client = load.finish().await;
+    bar.finish_and_clear();
     fleet.revive()?;
     eprintln!("soak: load stopped after {:?}; draining", started.elapsed());
 
@@ -986,6 +996,7 @@ pub async fn drain(
     mut tick: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<Duration> {
     let drain_started = Instant::now();
+    let bar = crate::bench::spinner("drain:");
     loop {
         tick()?;
         let unfinished = count(
@@ -1006,10 +1017,15 @@ pub async fn drain(
              WHERE status IN ('awaiting_authentication', 'payment_pending')",
         )
         .await;
+        bar.set_message(format!(
+            "{unfinished} unfinished keys, {waiting} rides waiting on a payment, {staged} staged jobs, {unsent} unsent receipts"
+        ));
         if unfinished == 0 && staged == 0 && unsent == 0 && waiting == 0 {
+            bar.finish_and_clear();
             return Ok(drain_started.elapsed());
         }
         if drain_started.elapsed() > max {
+            bar.finish_and_clear();
             eprintln!(
                 "drain timed out: {unfinished} unfinished keys, {waiting} rides waiting on a payment, {staged} staged jobs, {unsent} unsent receipts"
             );

@@ -16,13 +16,20 @@
 //! (`cus_visa_…`, `pm_3ds_…`), so customers created by `rocket-rides up` in
 //! one process are charged correctly by the API in another. Charges,
 //! intents and idempotency keys live in this process only.
+//!
+//! Every lookup goes through an ordered index (by id, by PaymentIntent, by
+//! idempotency key), so no call holds the mutex for longer as charges pile
+//! up, and no index is ever rehashed whole; and it forgets, oldest first,
+//! what was made before the reaper's horizon (`Retention`), so a long run's
+//! memory stays flat.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
+use crate::clock::SystemClock;
 use application::ports::SavedCustomer;
-use application::ports::{GatewayError, PaymentGateway};
+use application::ports::{Clock, GatewayError, PaymentGateway, Retention};
 use async_trait::async_trait;
 use domain::{
     ChargeOutcome, ChargeRequest, ChargeSearch, FoundCharge, PaymentIntentState, PaymentsApi,
@@ -83,22 +90,96 @@ pub struct FakeRefund {
     pub idempotency_key: String,
 }
 
+/// What the fake made, in the order it made it: what it forgets first.
+#[derive(Debug)]
+enum Made {
+    Charge(String),
+    Refund(String),
+    /// A charge idempotency key's first request and answer.
+    Answer(String),
+    /// A refund or cancel idempotency key's first request and answer.
+    RefundAnswer(String),
+    /// A PaymentIntent that waited on the rider.
+    Intent(String),
+}
+
 #[derive(Debug, Default)]
 struct State {
-    charges: Vec<FakeCharge>,
-    refunds: Vec<FakeRefund>,
+    /// Successful charges by id.
+    charges: BTreeMap<String, FakeCharge>,
+    /// A PaymentIntent's charge id.
+    charge_of_intent: BTreeMap<String, String>,
+    /// The charge id an idempotency key made (one at most: the key's
+    /// answer is kept).
+    charge_of_key: BTreeMap<String, String>,
+    /// Refunds by id.
+    refunds: BTreeMap<String, FakeRefund>,
+    /// What has been refunded of each charge (by charge id).
+    refunded: BTreeMap<String, i64>,
+    /// The refund id an idempotency key made.
+    refund_of_key: BTreeMap<String, String>,
     /// Each refund or cancel key's first request and answer.
-    refund_answers: HashMap<String, (RefundRequest, RefundOutcome)>,
+    refund_answers: BTreeMap<String, (RefundRequest, RefundOutcome)>,
     refund_calls: usize,
-    answers: HashMap<String, (ChargeRequest, ChargeOutcome)>,
+    answers: BTreeMap<String, (ChargeRequest, ChargeOutcome)>,
     /// PaymentIntents waiting on the rider, and what became of them.
-    intents: HashMap<String, PaymentIntentState>,
+    intents: BTreeMap<String, PaymentIntentState>,
     /// The charge request each waiting intent was made for.
-    intent_requests: HashMap<String, ChargeRequest>,
+    intent_requests: BTreeMap<String, ChargeRequest>,
+    /// Everything above, by when it was made, oldest first.
+    made: VecDeque<(SystemTime, Made)>,
     calls: usize,
 }
 
-#[derive(Debug)]
+impl State {
+    fn note(&mut self, made: Made, now: SystemTime) {
+        self.made.push_back((now, made));
+    }
+
+    /// Forgets one thing it made; `false` for an intent still waiting on
+    /// the rider, which stays (noted again as made now).
+    fn forget(&mut self, made: Made, now: SystemTime) -> bool {
+        match made {
+            Made::Charge(id) => {
+                if let Some(charge) = self.charges.remove(&id) {
+                    if let Some(intent) = &charge.payment_intent_id {
+                        self.charge_of_intent.remove(intent);
+                    }
+                    if self.charge_of_key.get(&charge.idempotency_key) == Some(&id) {
+                        self.charge_of_key.remove(&charge.idempotency_key);
+                    }
+                }
+                self.refunded.remove(&id);
+            }
+            Made::Refund(id) => {
+                if let Some(refund) = self.refunds.remove(&id)
+                    && self.refund_of_key.get(&refund.idempotency_key) == Some(&id)
+                {
+                    self.refund_of_key.remove(&refund.idempotency_key);
+                }
+            }
+            Made::Answer(key) => {
+                self.answers.remove(&key);
+            }
+            Made::RefundAnswer(key) => {
+                self.refund_answers.remove(&key);
+            }
+            Made::Intent(id) => {
+                if matches!(
+                    self.intents.get(&id),
+                    Some(PaymentIntentState::RequiresAction | PaymentIntentState::Processing)
+                ) {
+                    self.note(Made::Intent(id), now);
+                    return false;
+                }
+                self.intents.remove(&id);
+                self.intent_requests.remove(&id);
+            }
+        }
+        true
+    }
+}
+
 pub struct FakeGateway {
     state: Mutex<State>,
     faults: FakeGatewayFaults,
@@ -108,6 +189,18 @@ pub struct FakeGateway {
     /// are not here.
     sees_every_charge: bool,
     payments: PaymentsApi,
+    /// When things are made, for `Retention`.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for FakeGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeGateway")
+            .field("faults", &self.faults)
+            .field("sees_every_charge", &self.sees_every_charge)
+            .field("payments", &self.payments)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for FakeGateway {
@@ -127,7 +220,15 @@ impl FakeGateway {
             faults,
             sees_every_charge: true,
             payments: PaymentsApi::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Notes when things are made by `clock` (the system's by default), as
+    /// the reaper's horizon is read from it.
+    pub fn timed_by(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Charges through `payments` (PaymentIntents by default).
@@ -149,14 +250,30 @@ impl FakeGateway {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every successful charge, in order.
+    /// Every successful charge it still remembers, in order.
     pub fn charges(&self) -> Vec<FakeCharge> {
-        self.state().charges.clone()
+        let state = self.state();
+        state
+            .made
+            .iter()
+            .filter_map(|(_, made)| match made {
+                Made::Charge(id) => state.charges.get(id).cloned(),
+                _ => None,
+            })
+            .collect()
     }
 
-    /// Every refund, in order.
+    /// Every refund it still remembers, in order.
     pub fn refunds(&self) -> Vec<FakeRefund> {
-        self.state().refunds.clone()
+        let state = self.state();
+        state
+            .made
+            .iter()
+            .filter_map(|(_, made)| match made {
+                Made::Refund(id) => state.refunds.get(id).cloned(),
+                _ => None,
+            })
+            .collect()
     }
 
     /// How many refund and cancel calls arrived, retries included.
@@ -180,7 +297,7 @@ impl FakeGateway {
         let Some(request) = state.intent_requests.get(payment_intent_id).cloned() else {
             return false;
         };
-        let charge_id = Self::make_charge(&mut state, &request, Some(payment_intent_id));
+        let charge_id = self.make_charge(&mut state, &request, Some(payment_intent_id));
         state.intents.insert(
             payment_intent_id.to_owned(),
             PaymentIntentState::Succeeded {
@@ -190,7 +307,12 @@ impl FakeGateway {
         true
     }
 
-    fn make_charge(state: &mut State, request: &ChargeRequest, intent: Option<&str>) -> String {
+    fn make_charge(
+        &self,
+        state: &mut State,
+        request: &ChargeRequest,
+        intent: Option<&str>,
+    ) -> String {
         let charge = FakeCharge {
             id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
             customer_id: request.customer_id.clone(),
@@ -200,7 +322,14 @@ impl FakeGateway {
             payment_intent_id: intent.map(str::to_owned),
         };
         let id = charge.id.clone();
-        state.charges.push(charge);
+        if let Some(intent) = intent {
+            state.charge_of_intent.insert(intent.to_owned(), id.clone());
+        }
+        state
+            .charge_of_key
+            .insert(charge.idempotency_key.clone(), id.clone());
+        state.charges.insert(id.clone(), charge);
+        state.note(Made::Charge(id.clone()), self.clock.now());
         id
     }
 
@@ -222,14 +351,13 @@ impl FakeGateway {
                 amount_cents,
                 idempotency_key,
             } => {
-                let Some(charge) = state
-                    .charges
-                    .iter()
-                    .find(|charge| {
-                        Some(&charge.id) == charge_id.as_ref()
-                            || (charge.payment_intent_id.is_some()
-                                && charge.payment_intent_id == *payment_intent_id)
-                    })
+                let by_intent = payment_intent_id
+                    .as_ref()
+                    .and_then(|intent| state.charge_of_intent.get(intent));
+                let Some(charge) = charge_id
+                    .as_ref()
+                    .and_then(|id| state.charges.get(id))
+                    .or_else(|| by_intent.and_then(|id| state.charges.get(id)))
                     .cloned()
                 else {
                     return unknown_here(format!(
@@ -240,12 +368,7 @@ impl FakeGateway {
                             .unwrap_or("")
                     ));
                 };
-                let refunded: i64 = state
-                    .refunds
-                    .iter()
-                    .filter(|refund| refund.charge_id == charge.id)
-                    .map(|refund| refund.amount_cents)
-                    .sum();
+                let refunded = state.refunded.get(&charge.id).copied().unwrap_or(0);
                 if refunded >= charge.amount_cents {
                     return RefundOutcome::Refused {
                         message: format!("Charge {} has already been refunded.", charge.id),
@@ -266,7 +389,12 @@ impl FakeGateway {
                     idempotency_key: idempotency_key.clone(),
                 };
                 let id = refund.id.clone();
-                state.refunds.push(refund);
+                *state.refunded.entry(refund.charge_id.clone()).or_default() += amount_cents;
+                state
+                    .refund_of_key
+                    .insert(refund.idempotency_key.clone(), id.clone());
+                state.refunds.insert(id.clone(), refund);
+                state.note(Made::Refund(id.clone()), self.clock.now());
                 RefundOutcome::Refunded(RefundRecord {
                     refund_id: id,
                     status: RefundStatus::Succeeded,
@@ -302,7 +430,7 @@ impl FakeGateway {
         match self.payments {
             PaymentsApi::Charges => match card_of(customer) {
                 Some(TestCard::Visa) => ChargeOutcome::Charged {
-                    charge_id: Self::make_charge(state, request, None),
+                    charge_id: self.make_charge(state, request, None),
                     payment_intent_id: None,
                 },
                 Some(TestCard::Declined | TestCard::AuthenticationRequired) => {
@@ -319,7 +447,7 @@ impl FakeGateway {
                 let intent = format!("pi_{}", uuid::Uuid::new_v4().simple());
                 match card {
                     Some(TestCard::Visa) => ChargeOutcome::Charged {
-                        charge_id: Self::make_charge(state, request, Some(&intent)),
+                        charge_id: self.make_charge(state, request, Some(&intent)),
                         payment_intent_id: Some(intent),
                     },
                     Some(TestCard::Declined) => ChargeOutcome::Declined {
@@ -332,6 +460,7 @@ impl FakeGateway {
                         state
                             .intent_requests
                             .insert(intent.clone(), request.clone());
+                        state.note(Made::Intent(intent.clone()), self.clock.now());
                         ChargeOutcome::RequiresAuthentication {
                             client_secret: format!("{intent}_secret_{}", fastrand::u32(..)),
                             payment_intent_id: intent,
@@ -378,13 +507,9 @@ impl PaymentGateway for FakeGateway {
         if let Some(waiting) = state.intents.get(id) {
             return Ok(waiting.clone());
         }
-        match state
-            .charges
-            .iter()
-            .find(|charge| charge.payment_intent_id.as_deref() == Some(id))
-        {
-            Some(charge) => Ok(PaymentIntentState::Succeeded {
-                charge_id: Some(charge.id.clone()),
+        match state.charge_of_intent.get(id) {
+            Some(charge_id) => Ok(PaymentIntentState::Succeeded {
+                charge_id: Some(charge_id.clone()),
             }),
             None if self.sees_every_charge => Err(GatewayError::Refused(format!(
                 "No such payment_intent: '{id}'"
@@ -420,6 +545,7 @@ impl PaymentGateway for FakeGateway {
                 state
                     .answers
                     .insert(request.idempotency_key.clone(), (request.clone(), outcome.clone()));
+                state.note(Made::Answer(request.idempotency_key.clone()), self.clock.now());
                 outcome
             }
         };
@@ -461,7 +587,8 @@ impl PaymentGateway for FakeGateway {
                 let outcome = self.decide_refund(&mut state, request);
                 state
                     .refund_answers
-                    .insert(key, (request.clone(), outcome.clone()));
+                    .insert(key.clone(), (request.clone(), outcome.clone()));
+                state.note(Made::RefundAnswer(key), self.clock.now());
                 outcome
             }
         };
@@ -474,11 +601,7 @@ impl PaymentGateway for FakeGateway {
     }
 
     async fn refund_status(&self, refund_id: &str) -> Result<RefundStatus, GatewayError> {
-        let known = self
-            .state()
-            .refunds
-            .iter()
-            .any(|refund| refund.id == refund_id);
+        let known = self.state().refunds.contains_key(refund_id);
         match known {
             true => Ok(RefundStatus::Succeeded),
             false if self.sees_every_charge => Err(GatewayError::Refused(format!(
@@ -502,13 +625,13 @@ impl PaymentGateway for FakeGateway {
                 idempotency_key, ..
             } => ChargeSearch::Refunds(
                 state
-                    .refunds
-                    .iter()
-                    .filter(|refund| refund.idempotency_key == *idempotency_key)
-                    .map(|refund| RefundRecord {
-                        refund_id: refund.id.clone(),
+                    .refund_of_key
+                    .get(idempotency_key)
+                    .map(|id| RefundRecord {
+                        refund_id: id.clone(),
                         status: RefundStatus::Succeeded,
                     })
+                    .into_iter()
                     .collect(),
             ),
             RefundRequest::CancelPaymentIntent {
@@ -528,11 +651,11 @@ impl PaymentGateway for FakeGateway {
                 reason: "the in-process fake gateway holds only this process's charges; run `start`, or use fake-stripe or Stripe (STRIPE_API_KEY)".to_owned(),
             };
         }
-        let found = self
-            .state()
-            .charges
-            .iter()
-            .filter(|charge| charge.idempotency_key == downstream_key)
+        let state = self.state();
+        let found = state
+            .charge_of_key
+            .get(downstream_key)
+            .and_then(|id| state.charges.get(id))
             .map(|charge| FoundCharge {
                 id: charge.id.clone(),
                 amount_cents: charge.amount_cents,
@@ -541,7 +664,30 @@ impl PaymentGateway for FakeGateway {
                 status: FoundCharge::SUCCEEDED.to_owned(),
                 payment_intent_id: charge.payment_intent_id.clone(),
             })
+            .into_iter()
             .collect();
         ChargeSearch::Found(found)
+    }
+}
+
+impl Retention for FakeGateway {
+    /// Forgets, oldest first, charges, refunds, intents and idempotency
+    /// answers made before `before`; an intent still waiting on the rider
+    /// stays. At most `limit` looked at per call.
+    fn forget_before(&self, before: SystemTime, limit: usize) -> usize {
+        let now = self.clock.now();
+        let mut state = self.state();
+        let mut forgotten = 0;
+        for _ in 0..limit {
+            match state.made.front() {
+                Some((at, _)) if *at < before => {}
+                _ => break,
+            }
+            let Some((_, made)) = state.made.pop_front() else {
+                break;
+            };
+            forgotten += usize::from(state.forget(made, now));
+        }
+        forgotten
     }
 }

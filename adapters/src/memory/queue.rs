@@ -1,9 +1,12 @@
 //! The in-memory job queue: the embedded default. Publishing a job id it has
 //! seen within the dedup window is a no-op (as JetStream's `Nats-Msg-Id`),
 //! failed jobs come back after their delay, and a receiver waits without
-//! polling.
+//! polling. Every index is ordered (delayed jobs by when they are due), so
+//! no call looks at more than it takes and none is rehashed whole; the
+//! dedup ids older than the window go as new ones come, so its memory is
+//! what one window publishes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,10 +19,11 @@ use tokio::time::Instant;
 #[derive(Debug, Default)]
 struct State {
     ready: VecDeque<(StagedJob, u32)>,
-    delayed: Vec<(Instant, StagedJob, u32)>,
-    in_flight: HashMap<u64, (StagedJob, u32)>,
+    /// By when they are due (then a tag, for a total order).
+    delayed: BTreeMap<(Instant, u64), (StagedJob, u32)>,
+    in_flight: BTreeMap<u64, (StagedJob, u32)>,
     /// Job ids published within the dedup window, and when, oldest first.
-    published: HashSet<i64>,
+    published: BTreeSet<i64>,
     published_order: VecDeque<(Instant, i64)>,
     next_tag: u64,
 }
@@ -67,12 +71,12 @@ impl MemoryQueue {
     fn take(&self) -> Result<Delivery, Option<Instant>> {
         let mut state = self.state();
         let now = Instant::now();
-        let (due, waiting): (Vec<_>, Vec<_>) =
-            state.delayed.drain(..).partition(|(at, _, _)| *at <= now);
-        state.delayed = waiting;
-        state
-            .ready
-            .extend(due.into_iter().map(|(_, job, attempt)| (job, attempt)));
+        while let Some(entry) = state.delayed.first_entry()
+            && entry.key().0 <= now
+        {
+            let due = entry.remove();
+            state.ready.push_back(due);
+        }
         match state.ready.pop_front() {
             Some((job, attempt)) => {
                 state.next_tag += 1;
@@ -80,7 +84,7 @@ impl MemoryQueue {
                 state.in_flight.insert(tag, (job.clone(), attempt));
                 Ok(Delivery { job, tag, attempt })
             }
-            None => Err(state.delayed.iter().map(|(at, _, _)| *at).min()),
+            None => Err(state.delayed.keys().next().map(|(at, _)| *at)),
         }
     }
 }
@@ -155,7 +159,7 @@ impl JobQueue for MemoryQueue {
         if let Some((job, attempt)) = state.in_flight.remove(&delivery.tag) {
             state
                 .delayed
-                .push((Instant::now() + delay, job, attempt + 1));
+                .insert((Instant::now() + delay, delivery.tag), (job, attempt + 1));
         }
         Ok(())
     }

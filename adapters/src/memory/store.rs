@@ -4,25 +4,36 @@
 //! key's row would; the contract tests hold both to the same behaviour.
 //! Nothing awaits while the mutex is held, and nothing holding it walks
 //! every key: the background passes read ordered indexes (unfinished keys
-//! by age, keys awaiting review by attempt, all keys by age), as Postgres
-//! does, so a request never waits behind a pass over the whole table.
+//! by age, keys awaiting review by attempt, all keys by age, staged jobs
+//! free to claim), as Postgres does, and a read that counts many (the
+//! console's, the completer's gauges) takes the mutex once per chunk of
+//! `SCAN_CHUNK`, so a request never waits behind a pass over the whole
+//! table. Every map is ordered (a B-tree): none is ever rehashed whole
+//! while a request waits, as a growing hash map would be.
+//!
+//! Memory is not a database: beside the keys the reaper reaps, the store
+//! forgets (`Retention`) a ride once its key is reaped and nothing about
+//! it can still change (its receipts sent, no payment or refund pending),
+//! with its audit records and Stripe event ids of the same age, so a long
+//! run's memory stays flat. Postgres keeps rides for good.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use application::ports::{
     AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, FailedRefund, Finish,
     KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, PendingRefund, Probe,
-    ReceiptClaim, Receipts, RecentRide, RidePayments, SavedCustomer, StoreError, Users,
+    ReceiptClaim, Receipts, RecentRide, Retention, RidePayments, SavedCustomer, StoreError, Users,
 };
 use async_trait::async_trait;
 use domain::{
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, IdempotencyKey,
     KeyAction, KeyDecision, KeyId, KeyProgress, KeyRecord, LockPolicy, PaymentApplied,
-    PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor, ReceiptJob, RefundRecord,
-    RefundStatus, RefundUpdate, ReviewPolicy, Ride, RideId, RideParams, RideStatus, StagedJob,
-    User, UserId,
+    PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor, ReceiptJob, ReceiptKind,
+    RefundRecord, RefundStatus, RefundUpdate, ReviewPolicy, Ride, RideId, RideParams, RideStatus,
+    StagedJob, User, UserId,
 };
 
 /// An audit record, as the original kept them: what happened, to what, from where.
@@ -46,13 +57,16 @@ struct Receipt {
 /// An entry of an ordered index: a time, then the key (for a total order).
 type Entry = (SystemTime, KeyId);
 
+/// Most index entries a read that counts looks at per hold of the mutex.
+const SCAN_CHUNK: usize = 1024;
+
 #[derive(Debug, Default)]
 struct State {
     users: BTreeMap<UserId, User>,
-    emails: HashMap<String, UserId>,
-    api_keys: HashMap<String, UserId>,
+    emails: BTreeMap<String, UserId>,
+    api_keys: BTreeMap<String, UserId>,
     keys: BTreeMap<KeyId, KeyRecord>,
-    key_index: HashMap<(UserId, IdempotencyKey), KeyId>,
+    key_index: BTreeMap<(UserId, IdempotencyKey), KeyId>,
     /// Every key by creation: the reaper's order.
     by_created: BTreeSet<Entry>,
     /// Unfinished keys by creation: the completer's order.
@@ -61,44 +75,56 @@ struct State {
     /// the review list's order.
     attempted: BTreeSet<Entry>,
     rides: BTreeMap<RideId, Ride>,
+    /// Rides by creation: the order `Retention` forgets them in.
+    rides_by_created: BTreeSet<(SystemTime, RideId)>,
+    /// Where the last `forget_before` stopped in `rides_by_created`: a
+    /// ride that must stay is passed over, not looked at again each time.
+    forget_cursor: Option<(SystemTime, RideId)>,
     /// Charge ids on rides: one charge books one ride at most, as the
     /// unique constraint does in Postgres.
-    charge_ids: HashSet<String>,
-    audit: Vec<AuditRecord>,
+    charge_ids: BTreeSet<String>,
+    /// Oldest first.
+    audit: VecDeque<AuditRecord>,
     staged_jobs: BTreeMap<i64, StagedJob>,
     /// When each staged job was staged.
-    staged_at: HashMap<i64, SystemTime>,
+    staged_at: BTreeMap<i64, SystemTime>,
+    /// Staged jobs no enqueuer holds, in id order.
+    free_jobs: BTreeSet<i64>,
     /// Staged job id → until when an enqueuer holds it.
-    job_claims: HashMap<i64, SystemTime>,
-    receipts: HashMap<ReceiptFor, Receipt>,
+    job_claims: BTreeMap<i64, SystemTime>,
+    /// The same claims by when they lapse.
+    claims_lapse: BTreeSet<(SystemTime, i64)>,
+    receipts: BTreeMap<ReceiptFor, Receipt>,
     /// Each ride's cancellation: one at most, as Postgres's primary key.
-    cancellations: HashMap<RideId, Cancellation>,
+    cancellations: BTreeMap<RideId, Cancellation>,
     /// Refund ids on cancellations: one ride each, as the unique constraint.
-    refund_ids: HashMap<String, RideId>,
+    refund_ids: BTreeMap<String, RideId>,
     /// When each ride's status last changed (a booked ride's: when it was
     /// booked, which the refund rule reads).
-    status_changed_at: HashMap<RideId, SystemTime>,
+    status_changed_at: BTreeMap<RideId, SystemTime>,
     /// Rides whose refund failed, by when: the console's list.
     refund_failed: BTreeSet<(SystemTime, RideId)>,
     /// Cancellations whose refund is still pending, by when it was last
     /// recorded or checked: the sync pass's order.
     refunds_pending: BTreeSet<(SystemTime, RideId)>,
     /// When each entry of `refunds_pending` was made (to remove it).
-    refund_checked_at: HashMap<RideId, SystemTime>,
+    refund_checked_at: BTreeMap<RideId, SystemTime>,
     /// The last receipt claim token handed out.
     claim_tokens: i64,
     /// Keys a completer has reported as needing review.
-    review_reported: HashSet<KeyId>,
+    review_reported: BTreeSet<KeyId>,
     /// PaymentIntent ids on rides (one ride each, as Postgres's unique
     /// constraint).
-    payment_intents: HashMap<String, RideId>,
+    payment_intents: BTreeMap<String, RideId>,
     /// Rides awaiting their payment, by when their status last changed or
     /// they were last checked: the sync pass's order.
     awaiting_payment: BTreeSet<(SystemTime, RideId)>,
     /// When each ride in `awaiting_payment` entered it (to remove it).
-    awaiting_since: HashMap<RideId, SystemTime>,
+    awaiting_since: BTreeMap<RideId, SystemTime>,
     /// Stripe event ids applied.
-    stripe_events: HashSet<String>,
+    stripe_events: BTreeSet<String>,
+    /// The same, by when, oldest first (to forget them).
+    events_applied: VecDeque<(SystemTime, String)>,
     next_id: i64,
 }
 
@@ -184,7 +210,7 @@ impl State {
             stripe_payment_intent_id: None,
             status: RideStatus::Charging,
         };
-        self.audit.push(AuditRecord {
+        self.audit.push_back(AuditRecord {
             action: "ride.created".to_owned(),
             user_id: record.user_id,
             resource_id: ride.id,
@@ -193,6 +219,7 @@ impl State {
         });
         let id = ride.id;
         self.rides.insert(id, ride);
+        self.rides_by_created.insert((now, id));
         self.status_changed_at.insert(id, now);
         Ok(id)
     }
@@ -234,6 +261,66 @@ impl State {
         let id = self.next_id();
         self.staged_jobs.insert(id, StagedJob { id, job });
         self.staged_at.insert(id, now);
+        self.free_jobs.insert(id);
+    }
+
+    /// Drops a staged job's claim, if it has one.
+    fn unclaim(&mut self, id: i64) {
+        if let Some(until) = self.job_claims.remove(&id) {
+            self.claims_lapse.remove(&(until, id));
+        }
+    }
+
+    /// Whether nothing about a ride can change any more, its key reaped:
+    /// paid or failed for good with its receipts sent, no payment or
+    /// refund pending, nothing for a person to look at.
+    fn settled(&self, ride: &Ride) -> bool {
+        let sent = |kind| {
+            self.receipts
+                .get(&ReceiptFor {
+                    ride_id: ride.id,
+                    kind,
+                })
+                .is_some_and(|receipt| receipt.sent)
+        };
+        ride.idempotency_key_id.is_none()
+            && !self.refund_checked_at.contains_key(&ride.id)
+            && match ride.status {
+                // A ride whose key was reaped before it charged: nothing
+                // will charge it now.
+                RideStatus::Charging | RideStatus::PaymentFailed => true,
+                RideStatus::Booked => sent(ReceiptKind::Ride),
+                RideStatus::Cancelled => sent(ReceiptKind::Cancellation),
+                RideStatus::AwaitingAuthentication
+                | RideStatus::PaymentPending
+                | RideStatus::Cancelling
+                | RideStatus::RefundFailed => false,
+            }
+    }
+
+    /// Forgets a settled ride and everything kept beside it.
+    fn forget_ride(&mut self, id: RideId, created: SystemTime) {
+        self.rides_by_created.remove(&(created, id));
+        let Some(ride) = self.rides.remove(&id) else {
+            return;
+        };
+        if let Some(charge) = &ride.stripe_charge_id {
+            self.charge_ids.remove(charge);
+        }
+        if let Some(intent) = &ride.stripe_payment_intent_id {
+            self.payment_intents.remove(intent);
+        }
+        if let Some(refund) = self
+            .cancellations
+            .remove(&id)
+            .and_then(|cancellation| cancellation.refund)
+        {
+            self.refund_ids.remove(&refund.refund_id);
+        }
+        for kind in ReceiptKind::ALL {
+            self.receipts.remove(&ReceiptFor { ride_id: id, kind });
+        }
+        self.status_changed_at.remove(&id);
     }
 
     /// Keys from `index` with their time before `before`, in order.
@@ -290,6 +377,35 @@ impl MemoryStore {
         state.change_key(key_id, |record| lock_record(record, now, None))
     }
 
+    /// Visits the entries of a key index between `from` and `to`, taking
+    /// the mutex once per `SCAN_CHUNK` entries, so a count over many keys
+    /// lets requests in between. Each entry is visited once, with the
+    /// state as it is during its chunk (a count, not a snapshot).
+    fn scan_chunked(
+        &self,
+        index: fn(&State) -> &BTreeSet<Entry>,
+        from: Bound<Entry>,
+        to: Bound<Entry>,
+        mut visit: impl FnMut(&State, &Entry),
+    ) {
+        let mut from = from;
+        loop {
+            let state = self.state();
+            let mut seen = 0;
+            let mut last = None;
+            for entry in index(&state).range((from, to)).take(SCAN_CHUNK) {
+                visit(&state, entry);
+                seen += 1;
+                last = Some(*entry);
+            }
+            drop(state);
+            match last {
+                Some(entry) if seen == SCAN_CHUNK => from = Bound::Excluded(entry),
+                _ => return,
+            }
+        }
+    }
+
     /// Test support: every ride, in id order.
     pub fn rides(&self) -> Vec<Ride> {
         self.state().rides.values().cloned().collect()
@@ -302,7 +418,7 @@ impl MemoryStore {
 
     /// Test support: the audit trail.
     pub fn audit_records(&self) -> Vec<AuditRecord> {
-        self.state().audit.clone()
+        self.state().audit.iter().cloned().collect()
     }
 
     /// Test support: leaves a key at `started` without its ride, as an
@@ -555,7 +671,7 @@ impl Keys for MemoryStore {
         };
         state.cancellations.insert(ride_id, cancellation.clone());
         state.set_ride_status(ride_id, RideStatus::Cancelling, now);
-        state.audit.push(AuditRecord {
+        state.audit.push_back(AuditRecord {
             action: "ride.cancelled".to_owned(),
             user_id: record.user_id,
             resource_id: ride_id,
@@ -817,16 +933,27 @@ impl KeyViews for MemoryStore {
         &self,
         attempted_before: SystemTime,
     ) -> Result<KeyCounts, StoreError> {
-        let state = self.state();
         let mut by_point = BTreeMap::new();
-        for (_, id) in &state.unfinished {
-            if let Some(record) = state.keys.get(id) {
-                *by_point.entry(record.recovery_point()).or_insert(0) += 1;
-            }
-        }
+        self.scan_chunked(
+            |state| &state.unfinished,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            |state, (_, id)| {
+                if let Some(record) = state.keys.get(id) {
+                    *by_point.entry(record.recovery_point()).or_insert(0) += 1;
+                }
+            },
+        );
+        let mut awaiting_review = 0;
+        self.scan_chunked(
+            |state| &state.attempted,
+            Bound::Unbounded,
+            Bound::Excluded((attempted_before, KeyId(i64::MIN))),
+            |_, _| awaiting_review += 1,
+        );
         Ok(KeyCounts {
             by_recovery_point: by_point.into_iter().collect(),
-            awaiting_review: state.before(&state.attempted, attempted_before).count() as u64,
+            awaiting_review,
         })
     }
 }
@@ -850,22 +977,25 @@ impl Outbox for MemoryStore {
         claim_for: Duration,
     ) -> Result<Vec<StagedJob>, StoreError> {
         let mut state = self.state();
-        let free: Vec<StagedJob> = state
-            .staged_jobs
-            .values()
-            .filter(|job| {
-                state
-                    .job_claims
-                    .get(&job.id)
-                    .is_none_or(|until| *until <= now)
-            })
-            .take(limit)
-            .cloned()
-            .collect();
-        for job in &free {
-            state.job_claims.insert(job.id, now + claim_for);
+        // Claims that lapsed free their jobs first, each once.
+        while let Some(&(until, id)) = state.claims_lapse.first()
+            && until <= now
+        {
+            state.unclaim(id);
+            state.free_jobs.insert(id);
         }
-        Ok(free)
+        let ids: Vec<i64> = state.free_jobs.iter().take(limit).copied().collect();
+        let until = now + claim_for;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            state.free_jobs.remove(&id);
+            state.job_claims.insert(id, until);
+            state.claims_lapse.insert((until, id));
+            if let Some(job) = state.staged_jobs.get(&id) {
+                claimed.push(job.clone());
+            }
+        }
+        Ok(claimed)
     }
 
     async fn backlog(&self, now: SystemTime) -> Result<Backlog, StoreError> {
@@ -886,7 +1016,10 @@ impl Outbox for MemoryStore {
     async fn release_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
         let mut state = self.state();
         for id in ids {
-            state.job_claims.remove(id);
+            if state.job_claims.contains_key(id) {
+                state.unclaim(*id);
+                state.free_jobs.insert(*id);
+            }
         }
         Ok(())
     }
@@ -895,7 +1028,8 @@ impl Outbox for MemoryStore {
         let mut state = self.state();
         for id in ids {
             state.staged_jobs.remove(id);
-            state.job_claims.remove(id);
+            state.unclaim(*id);
+            state.free_jobs.remove(id);
             state.staged_at.remove(id);
         }
         Ok(())
@@ -1041,15 +1175,19 @@ impl Dashboard for MemoryStore {
         &self,
         since: SystemTime,
     ) -> Result<Vec<(Option<u16>, u64)>, StoreError> {
-        let state = self.state();
         let mut counts: BTreeMap<Option<u16>, u64> = BTreeMap::new();
-        for (_, id) in state.by_created.range((since, KeyId(i64::MIN))..) {
-            if let Some(key) = state.keys.get(id) {
-                *counts
-                    .entry(key.progress.response().map(|r| r.status))
-                    .or_default() += 1;
-            }
-        }
+        self.scan_chunked(
+            |state| &state.by_created,
+            Bound::Included((since, KeyId(i64::MIN))),
+            Bound::Unbounded,
+            |state, (_, id)| {
+                if let Some(key) = state.keys.get(id) {
+                    *counts
+                        .entry(key.progress.response().map(|r| r.status))
+                        .or_default() += 1;
+                }
+            },
+        );
         Ok(counts.into_iter().collect())
     }
 }
@@ -1074,10 +1212,11 @@ impl RidePayments for MemoryStore {
             .get(&ride_id)
             .cloned()
             .ok_or_else(|| StoreError::Inconsistent(format!("ride {ride_id} is gone")))?;
-        if let Some(event_id) = &update.event_id
-            && !state.stripe_events.insert(event_id.clone())
-        {
-            return Ok(PaymentApplied::Duplicate);
+        if let Some(event_id) = &update.event_id {
+            if !state.stripe_events.insert(event_id.clone()) {
+                return Ok(PaymentApplied::Duplicate);
+            }
+            state.events_applied.push_back((now, event_id.clone()));
         }
         let Some(next) = ride.status.after(&update.state) else {
             if update.event_id.is_none() && ride.status.awaits_payment() {
@@ -1116,10 +1255,11 @@ impl RidePayments for MemoryStore {
         let Some(ride_id) = state.refund_ids.get(&update.refund_id).copied() else {
             return Ok(PaymentApplied::UnknownIntent);
         };
-        if let Some(event_id) = &update.event_id
-            && !state.stripe_events.insert(event_id.clone())
-        {
-            return Ok(PaymentApplied::Duplicate);
+        if let Some(event_id) = &update.event_id {
+            if !state.stripe_events.insert(event_id.clone()) {
+                return Ok(PaymentApplied::Duplicate);
+            }
+            state.events_applied.push_back((now, event_id.clone()));
         }
         state.note_refund(ride_id, update.status, now);
         if let Some(refund) = state
@@ -1189,5 +1329,113 @@ impl RidePayments for MemoryStore {
                 })
             })
             .collect())
+    }
+}
+
+impl Retention for MemoryStore {
+    /// Forgets settled rides created before `before` (`State::settled`:
+    /// their key reaped, nothing pending), looking at `limit` of them from
+    /// where the last call stopped, then audit records and Stripe event
+    /// ids older than `before`, `limit` of each at most.
+    fn forget_before(&self, before: SystemTime, limit: usize) -> usize {
+        let mut state = self.state();
+        let horizon = (before, RideId(i64::MIN));
+        let from = match state.forget_cursor {
+            Some(cursor) if cursor < horizon => Bound::Excluded(cursor),
+            _ => Bound::Unbounded,
+        };
+        let looked: Vec<(SystemTime, RideId)> = state
+            .rides_by_created
+            .range((from, Bound::Excluded(horizon)))
+            .take(limit)
+            .copied()
+            .collect();
+        // A full batch resumes after its last; a short one reached the
+        // horizon, and the next starts again from the oldest kept.
+        state.forget_cursor = (looked.len() == limit)
+            .then(|| looked.last().copied())
+            .flatten();
+        let mut forgotten = 0;
+        for (created, id) in looked {
+            let forget = state.rides.get(&id).is_none_or(|ride| state.settled(ride));
+            if forget {
+                state.forget_ride(id, created);
+                forgotten += 1;
+            }
+        }
+        for _ in 0..limit {
+            if state.audit.front().is_none_or(|record| record.at >= before) {
+                break;
+            }
+            state.audit.pop_front();
+            forgotten += 1;
+        }
+        for _ in 0..limit {
+            if state
+                .events_applied
+                .front()
+                .is_none_or(|(at, _)| *at >= before)
+            {
+                break;
+            }
+            if let Some((_, event_id)) = state.events_applied.pop_front() {
+                state.stripe_events.remove(&event_id);
+                forgotten += 1;
+            }
+        }
+        forgotten
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{RequestFingerprint, RideParams};
+
+    fn booking(user: UserId, n: usize) -> KeyRequest {
+        let params = RideParams::from_numbers([1.0, 2.0, 3.0, 4.0]).expect("valid");
+        KeyRequest {
+            user_id: user,
+            key: IdempotencyKey::parse(&format!("key-{n:08}-of-the-chunked-count")).expect("valid"),
+            fingerprint: RequestFingerprint::for_ride("POST", "/rides", &params),
+            action: KeyAction::BookRide(params),
+            request_ip: None,
+            request_id: None,
+            charges_now: n.is_multiple_of(2),
+        }
+    }
+
+    /// The counts that read many keys take the mutex per chunk: across
+    /// chunk boundaries (and with a partial last chunk) every key is
+    /// counted once.
+    #[tokio::test]
+    async fn counts_read_in_chunks_count_every_key_once() {
+        let store = MemoryStore::new();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let policy = LockPolicy {
+            lock_timeout: Duration::from_secs(60),
+        };
+        let keys = 2 * SCAN_CHUNK + 7;
+        for n in 0..keys {
+            let at = start + Duration::from_millis(n as u64);
+            store
+                .begin_request(&booking(UserId(1), n), at, policy)
+                .await
+                .expect("a new key");
+        }
+        let since = start + Duration::from_millis(SCAN_CHUNK as u64);
+        let answers = store.answers_since(since).await.expect("counted");
+        assert_eq!(answers, [(None, (keys - SCAN_CHUNK) as u64)]);
+        let all = store.answers_since(start).await.expect("counted");
+        assert_eq!(all, [(None, keys as u64)]);
+
+        let counts = store
+            .unfinished_counts(start + Duration::from_secs(3600))
+            .await
+            .expect("counted");
+        let total: u64 = counts.by_recovery_point.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, keys as u64);
+        // Every other key noted its charge attempt.
+        assert_eq!(counts.awaiting_review, keys.div_ceil(2) as u64);
     }
 }

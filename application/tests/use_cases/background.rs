@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use application::ports::{JobQueue, MockReceiptSender, Outbox, ReceiptSender, Users};
+use application::ports::{
+    JobQueue, Keys, MockReceiptSender, Outbox, ReceiptSender, Retention, Users,
+};
 use application::{DrainStagedJobs, ReapKeys, WorkJobs, WorkOutcome};
 use async_trait::async_trait;
+use domain::RideStatus;
 use domain::charge::ReceiptJob;
 use support::{Harness, key};
 
@@ -195,6 +198,79 @@ async fn the_reaper_removes_only_old_keys_and_keeps_their_rides() {
     let answer = h.book(&key(1)).await.expect("new request");
     assert!(!answer.replayed);
     assert_eq!(h.store.rides().len(), 3);
+}
+
+/// The embedded default's memory: once a key is reaped, the store forgets
+/// its ride when nothing about it can change (receipt sent), with its
+/// audit record, and the in-process gateway forgets the charge; a ride
+/// whose receipt is not yet sent, or that waits on the rider, stays.
+#[tokio::test]
+async fn the_reaper_has_memory_forget_settled_rides_and_the_gateways_payments() {
+    let h = Harness::new().await;
+    let sent = h.book(&key(1)).await.expect("booked");
+    assert_eq!(sent.response.status, 201);
+    let sent_ride = h.store.rides()[0].id;
+    h.enqueuer().run_batch().await.expect("enqueued");
+    let worker = h.worker(Arc::new(CountingSender::default()));
+    assert!(matches!(
+        worker.work_next(Duration::ZERO).await.expect("worked"),
+        Some(WorkOutcome::Sent { .. })
+    ));
+    h.book(&key(2))
+        .await
+        .expect("booked, its receipt not yet sent");
+    let waiting = h
+        .create_ride
+        .run(h.request(&h.three_ds_user, &key(3)))
+        .await
+        .expect("answered");
+    assert_eq!(
+        waiting.response.status, 402,
+        "3-D Secure: the ride waits on the rider"
+    );
+    assert_eq!(h.gateway.charges().len(), 2);
+    assert_eq!(h.store.audit_records().len(), 3);
+
+    let reaper = ReapKeys::new(
+        h.store.clone(),
+        h.clock.clone(),
+        Duration::from_secs(72 * 3600),
+        1000,
+    )
+    .forgetting([
+        h.store.clone() as Arc<dyn Retention>,
+        h.gateway.clone() as Arc<dyn Retention>,
+    ]);
+    // Nothing is forgotten before the keys' horizon.
+    h.advance(Duration::from_secs(71 * 3600));
+    assert_eq!(reaper.run_batch().await.expect("nothing old enough"), 0);
+    assert_eq!(h.store.rides().len(), 3);
+
+    h.advance(Duration::from_secs(2 * 3600));
+    reaper.run_batch().await.expect("reaped");
+    let rides: Vec<_> = h.store.rides().iter().map(|ride| ride.status).collect();
+    assert_eq!(
+        rides,
+        [RideStatus::Booked, RideStatus::AwaitingAuthentication],
+        "the ride whose receipt went out is forgotten; the unsent one and the waiting one stay"
+    );
+    assert!(
+        h.gateway.charges().is_empty(),
+        "the gateway forgot both charges"
+    );
+    assert!(h.store.audit_records().is_empty());
+    let forgotten = h.store.find_ride(sent_ride).await.expect("read");
+    assert_eq!(forgotten, None);
+
+    // Once its receipt goes out, the second ride goes too.
+    h.enqueuer().run_batch().await.expect("enqueued");
+    assert!(matches!(
+        worker.work_next(Duration::ZERO).await.expect("worked"),
+        Some(WorkOutcome::Sent { .. })
+    ));
+    reaper.run_batch().await.expect("forgot");
+    let rides: Vec<_> = h.store.rides().iter().map(|ride| ride.status).collect();
+    assert_eq!(rides, [RideStatus::AwaitingAuthentication]);
 }
 
 #[tokio::test]

@@ -53,8 +53,9 @@ pub struct QueueArgs {
     /// comma-separated); unset, an in-memory queue inside this process.
     #[arg(long, env = "NATS_URL", hide_env_values = true, value_parser = secret)]
     pub nats_url: Option<Secret>,
-    /// How long JetStream remembers a job id to drop a repeated publish;
-    /// longer than ENQUEUER_CLAIM_TIMEOUT plus a batch.
+    /// How long the queue (JetStream, or the in-memory one) remembers a job
+    /// id to drop a repeated publish; longer than ENQUEUER_CLAIM_TIMEOUT
+    /// plus a batch.
     #[arg(long, env = "NATS_DUPLICATE_WINDOW", value_parser = duration, default_value_t = Dur(NatsSettings::DEFAULT_DUPLICATE_WINDOW))]
     pub nats_duplicate_window: Dur,
     /// A job nobody acknowledged within this is delivered again.

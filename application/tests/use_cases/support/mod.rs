@@ -54,8 +54,11 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// A harness whose fake notes what it makes by the harness's clock.
     pub async fn new() -> Self {
-        Self::with_gateway(Arc::new(FakeGateway::new()), None).await
+        let clock = Arc::new(ManualClock::at_epoch_plus(0));
+        let fake = FakeGateway::new().timed_by(clock.clone());
+        Self::with_clock(Arc::new(fake), None, clock).await
     }
 
     /// A harness whose rides are charged through `charging`, while the
@@ -64,8 +67,15 @@ impl Harness {
         fake: Arc<FakeGateway>,
         charging: Option<Arc<dyn PaymentGateway>>,
     ) -> Self {
+        Self::with_clock(fake, charging, Arc::new(ManualClock::at_epoch_plus(0))).await
+    }
+
+    async fn with_clock(
+        fake: Arc<FakeGateway>,
+        charging: Option<Arc<dyn PaymentGateway>>,
+        clock: Arc<ManualClock>,
+    ) -> Self {
         let store = Arc::new(MemoryStore::new());
-        let clock = Arc::new(ManualClock::at_epoch_plus(0));
         let seeded = SeedDemoUsers::new(store.clone(), fake.clone())
             .run(None)
             .await
