@@ -10,7 +10,7 @@
 //! `Idempotency-Key` (a booked ride), then 32 clients paced by a fixed
 //! pause before each request (the latency below saturation, where the
 //! scheduler is not the bottleneck), then one finished key again and again
-//! (a replay). Per level it prints requests/s, p50, p99, the unexpected
+//! (a replay). Per level it prints requests/s, p50, p99, max, the unexpected
 //! answers and the CPU milliseconds per request of the API, of Postgres
 //! and of the load client; per target the RSS after the load and at its
 //! peak; and pgbench running our own two statements per ride (and our one
@@ -99,6 +99,11 @@ struct Flags {
     /// The paced level's pause before each request (32 clients; 0 skips it).
     #[arg(long, value_parser = parse_duration, default_value = "4ms")]
     pause: Duration,
+    /// Seconds of new keys at 32 clients before the levels (a row of its
+    /// own): the levels then run on a store that already holds that many
+    /// keys, where a pause that grows with the store would show.
+    #[arg(long, default_value_t = 0)]
+    prefill_seconds: u64,
     /// Who sends the load.
     #[arg(long, value_enum, default_value = "ours")]
     load: LoadClient,
@@ -272,7 +277,7 @@ fn ms(d: Duration) -> f64 {
 
 fn print_header() {
     println!(
-        "{:<24} {:<8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>9}",
+        "{:<24} {:<8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9} {:>9}",
         "target",
         "work",
         "clients",
@@ -280,6 +285,7 @@ fn print_header() {
         "req/s",
         "p50 ms",
         "p99 ms",
+        "max ms",
         "unexpected",
         "floor/s",
         "of floor",
@@ -290,7 +296,7 @@ fn print_header() {
 fn print_row(row: &Row, floor: Option<&Floor>) {
     let cost = row.cost;
     println!(
-        "{:<24} {:<8} {:>7} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>10} {:>9} {:>9} {:.3}+{}+{:.3}",
+        "{:<24} {:<8} {:>7} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>9} {:>9} {:.3}+{}+{:.3}",
         row.target,
         row.work,
         row.clients,
@@ -298,6 +304,7 @@ fn print_row(row: &Row, floor: Option<&Floor>) {
         row.level.per_second,
         ms(row.level.p50),
         ms(row.level.p99),
+        ms(row.level.max),
         row.level.unexpected,
         floor.map_or("-".to_owned(), |f| format!("{:.0}", f.per_second)),
         floor.map_or("-".to_owned(), |f| format!(
@@ -312,6 +319,7 @@ fn print_row(row: &Row, floor: Option<&Floor>) {
 }
 
 /// One level through the chosen client, with what it cost.
+#[allow(clippy::too_many_arguments)]
 async fn level(
     flags: &Flags,
     service: &Service,
@@ -320,18 +328,16 @@ async fn level(
     clients: usize,
     keys: Keys,
     pause: Duration,
+    seconds: u64,
 ) -> (Level, Cost) {
     let api_before = service.cpu_seconds();
     let pg_before = postgres.and_then(container_cpu_seconds);
     let client_before = client_cpu_seconds();
     let level = match flags.load {
-        LoadClient::Ours => {
-            load_paced(&service.base, clients, flags.seconds, keys, pause, label).await
-        }
+        LoadClient::Ours => load_paced(&service.base, clients, seconds, keys, pause, label).await,
         LoadClient::Wrk => {
             let bar = spinner(label);
             let base = service.base.clone();
-            let seconds = flags.seconds;
             let level =
                 tokio::task::spawn_blocking(move || wrk(&base, clients, seconds, &keys, pause))
                     .await
@@ -351,10 +357,11 @@ async fn level(
         client: per_request(client_cpu_seconds() - client_before),
     };
     eprintln!(
-        "{label}: {} requests, {:.0}/s, p99 {:.2} ms",
+        "{label}: {} requests, {:.0}/s, p99 {:.2} ms, max {:.2} ms",
         level.requests,
         level.per_second,
-        ms(level.p99)
+        ms(level.p99),
+        ms(level.max)
     );
     (level, cost)
 }
@@ -372,7 +379,14 @@ async fn step(
     pause: Duration,
 ) -> Row {
     let label = format!("{target} {work} x{clients}");
-    let (level, cost) = level(flags, service, postgres, &label, clients, keys, pause).await;
+    let seconds = match work {
+        "prefill" => flags.prefill_seconds,
+        _ => flags.seconds,
+    };
+    let (level, cost) = level(
+        flags, service, postgres, &label, clients, keys, pause, seconds,
+    )
+    .await;
     Row {
         target: target.to_owned(),
         work,
@@ -396,6 +410,9 @@ async fn measure(
         step(flags, target, service, postgres, work, clients, keys, pause)
     };
     let mut rows = Vec::new();
+    if flags.prefill_seconds > 0 {
+        rows.push(at("prefill", PACED_CLIENTS, Keys::Fresh, Duration::ZERO).await);
+    }
     for &clients in &flags.clients {
         rows.push(at("new key", clients, Keys::Fresh, Duration::ZERO).await);
     }
@@ -570,7 +587,7 @@ async fn main() {
     }
     for (work, clients, floor) in &floors {
         println!(
-            "{:<24} {:<8} {:>7} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>10} {:>9} {:>9}",
+            "{:<24} {:<8} {:>7} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>8} {:>10} {:>9} {:>9}",
             "pgbench (floor)",
             work,
             clients,
@@ -578,6 +595,7 @@ async fn main() {
             floor.per_second,
             ms(floor.p50),
             ms(floor.p99),
+            "-",
             "-",
             "-",
             "-"

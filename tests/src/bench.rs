@@ -69,6 +69,8 @@ pub struct Level {
     pub per_second: f64,
     pub p50: Duration,
     pub p99: Duration,
+    /// The slowest answer: a pause that p99 averages away shows here.
+    pub max: Duration,
     pub unexpected: usize,
 }
 
@@ -209,6 +211,7 @@ async fn send_load(
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: at(0.50),
         p99: at(0.99),
+        max: at(1.0),
         unexpected,
     }
 }
@@ -368,8 +371,8 @@ end
 {delay}done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
     + summary.errors.status + summary.errors.timeout
-  io.write(string.format("rr-figures %d %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), errors))
+  io.write(string.format("rr-figures %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), errors, latency.max))
 end
 "#,
         run = uuid::Uuid::new_v4().simple(),
@@ -399,7 +402,7 @@ end
         .split_whitespace()
         .filter_map(|n| n.parse().ok())
         .collect();
-    let [requests, duration_us, p50_us, p99_us, errors] = figures[..] else {
+    let [requests, duration_us, p50_us, p99_us, errors, max_us] = figures[..] else {
         return Err(format!("wrk's figures unreadable: {text}"));
     };
     Ok(Level {
@@ -407,6 +410,7 @@ end
         per_second: requests / (duration_us / 1e6),
         p50: Duration::from_micros(p50_us as u64),
         p99: Duration::from_micros(p99_us as u64),
+        max: Duration::from_micros(max_us as u64),
         unexpected: errors as usize,
     })
 }
