@@ -125,7 +125,7 @@ pub struct Completer {
 /// that shares its store with others (Postgres) cannot vouch that a charge
 /// does not exist.
 pub fn gateway(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<Arc<dyn PaymentGateway>> {
-    Ok(gateway_retained(stripe, embedded)?.0)
+    Ok(gateway_retained(stripe, embedded, None)?.0)
 }
 
 /// A gateway, and what of it lives in this process's memory for the reaper
@@ -133,8 +133,14 @@ pub fn gateway(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<Arc<dyn Pa
 type GatewayRetained = (Arc<dyn PaymentGateway>, Option<Arc<dyn Retention>>);
 
 /// The gateway, and what of it lives in this process's memory for the
-/// reaper to prune: the embedded default's in-process fake.
-fn gateway_retained(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<GatewayRetained> {
+/// reaper to prune: the embedded default's in-process fake. An in-process
+/// fake in a process that shares its store (no reaper prunes it) forgets
+/// by itself what is older than `window`, when given one.
+fn gateway_retained(
+    stripe: &StripeArgs,
+    embedded: bool,
+    window: Option<Duration>,
+) -> anyhow::Result<GatewayRetained> {
     Ok(match &stripe.stripe_api_key {
         Some(api_key) => {
             info!(api_base = %stripe.stripe_api_base, payments = stripe.stripe_payments.as_str(), "payment gateway: Stripe over HTTP");
@@ -163,7 +169,12 @@ fn gateway_retained(stripe: &StripeArgs, embedded: bool) -> anyhow::Result<Gatew
                 let fake = Arc::new(fake);
                 (fake.clone(), Some(fake))
             } else {
-                (Arc::new(fake.one_of_several()), None)
+                let fake = fake.one_of_several();
+                let fake = match window {
+                    Some(window) => fake.forgetting_after(window),
+                    None => fake,
+                };
+                (Arc::new(fake), None)
             }
         }
     })
@@ -174,7 +185,8 @@ impl Payments {
     /// before anything connects, then builds the gateway.
     pub fn new(stripe: &StripeArgs, keys: &KeyArgs, embedded: bool) -> anyhow::Result<Self> {
         keys.check(stripe).map_err(anyhow::Error::msg)?;
-        let (gateway, retained) = gateway_retained(stripe, embedded)?;
+        let window = keys.gateway_idempotency_window.0;
+        let (gateway, retained) = gateway_retained(stripe, embedded, Some(window))?;
         Ok(Self {
             gateway,
             retained,

@@ -136,6 +136,23 @@ impl State {
         self.made.push_back((now, made));
     }
 
+    /// Forgets, oldest first, what was made before `before`, looking at
+    /// `limit` records at most; how many it forgot.
+    fn expire(&mut self, before: SystemTime, limit: usize, now: SystemTime) -> usize {
+        let mut forgotten = 0;
+        for _ in 0..limit {
+            match self.made.front() {
+                Some((at, _)) if *at < before => {}
+                _ => break,
+            }
+            let Some((_, made)) = self.made.pop_front() else {
+                break;
+            };
+            forgotten += usize::from(self.forget(made, now));
+        }
+        forgotten
+    }
+
     /// Forgets one thing it made; `false` for an intent still waiting on
     /// the rider, which stays (noted again as made now).
     fn forget(&mut self, made: Made, now: SystemTime) -> bool {
@@ -191,6 +208,9 @@ pub struct FakeGateway {
     payments: PaymentsApi,
     /// When things are made, for `Retention`.
     clock: Arc<dyn Clock>,
+    /// Forgets by itself what is older than this, a little at each charge
+    /// or refund (a process whose reaper does not prune it).
+    forgets_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for FakeGateway {
@@ -221,6 +241,26 @@ impl FakeGateway {
             sees_every_charge: true,
             payments: PaymentsApi::default(),
             clock: Arc::new(SystemClock),
+            forgets_after: None,
+        }
+    }
+
+    /// Forgets by itself, two records at each charge or refund, what was
+    /// made longer ago than `window`, as Stripe forgets an idempotency key
+    /// (`GATEWAY_IDEMPOTENCY_WINDOW`): for a process whose reaper does not
+    /// prune it (`api`, the completer on Postgres), whose memory would
+    /// otherwise grow with every charge it ever made.
+    pub fn forgetting_after(mut self, window: Duration) -> Self {
+        self.forgets_after = Some(window);
+        self
+    }
+
+    /// Two records past `forgets_after`, if it is set.
+    fn expire_some(&self, state: &mut State) {
+        if let Some(window) = self.forgets_after {
+            let now = self.clock.now();
+            let before = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+            state.expire(before, 2, now);
         }
     }
 
@@ -527,6 +567,7 @@ impl PaymentGateway for FakeGateway {
         let fault = self.faults.unknown_rate > 0.0 && fastrand::f64() < self.faults.unknown_rate;
         let lose_after_charging = fastrand::bool();
         let mut state = self.state();
+        self.expire_some(&mut state);
         state.calls += 1;
         if fault && !lose_after_charging {
             return ChargeOutcome::Unknown {
@@ -564,6 +605,7 @@ impl PaymentGateway for FakeGateway {
         let fault = self.faults.unknown_rate > 0.0 && fastrand::f64() < self.faults.unknown_rate;
         let lose_after = fastrand::bool();
         let mut state = self.state();
+        self.expire_some(&mut state);
         state.refund_calls += 1;
         if fault && !lose_after {
             return RefundOutcome::Unknown {
@@ -676,18 +718,62 @@ impl Retention for FakeGateway {
     /// stays. At most `limit` looked at per call.
     fn forget_before(&self, before: SystemTime, limit: usize) -> usize {
         let now = self.clock.now();
-        let mut state = self.state();
-        let mut forgotten = 0;
-        for _ in 0..limit {
-            match state.made.front() {
-                Some((at, _)) if *at < before => {}
-                _ => break,
-            }
-            let Some((_, made)) = state.made.pop_front() else {
-                break;
-            };
-            forgotten += usize::from(state.forget(made, now));
+        self.state().expire(before, limit, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn charge(key: &str, customer: &SavedCustomer) -> ChargeRequest {
+        ChargeRequest {
+            customer_id: customer.customer_id.clone(),
+            payment_method_id: customer.payment_method_id.clone(),
+            amount_cents: 2000,
+            currency: "usd".to_owned(),
+            description: "a ride".to_owned(),
+            idempotency_key: key.to_owned(),
         }
-        forgotten
+    }
+
+    /// A fake no reaper prunes forgets what is older than its window by
+    /// itself, a little at each charge: a long run's memory stays flat,
+    /// and a key inside the window still gets its first answer.
+    #[tokio::test]
+    async fn a_fake_forgets_what_is_older_than_its_window_by_itself() {
+        let clock = Arc::new(ManualClock::at_epoch_plus(0));
+        let fake = FakeGateway::new()
+            .one_of_several()
+            .forgetting_after(Duration::from_secs(3600))
+            .timed_by(clock.clone());
+        let customer = fake
+            .create_customer("rider@example.com", TestCard::Visa)
+            .await
+            .expect("a customer");
+        let first = fake.charge(&charge("key-1", &customer)).await;
+        clock.advance(Duration::from_secs(1800));
+        let second = fake.charge(&charge("key-2", &customer)).await;
+        assert_eq!(
+            fake.charge(&charge("key-1", &customer)).await,
+            first,
+            "inside the window"
+        );
+        assert_eq!(fake.charges().len(), 2);
+
+        clock.advance(Duration::from_secs(1801));
+        fake.charge(&charge("key-3", &customer)).await;
+        let kept: Vec<String> = fake
+            .charges()
+            .into_iter()
+            .map(|charge| charge.idempotency_key)
+            .collect();
+        assert_eq!(
+            kept,
+            ["key-2", "key-3"],
+            "key-1's charge is past the window"
+        );
+        assert_eq!(fake.charge(&charge("key-2", &customer)).await, second);
     }
 }
