@@ -70,7 +70,11 @@ impl Target {
     }
 }
 
-/// The request-path benchmark (see the module's documentation).
+/// POST /rides against `rocket-rides` (the embedded default, `api` on
+/// Postgres, `api` through fake-stripe) at 1, 8 and 32 clients, paced, and
+/// replayed, beside pgbench running the same statements (the floor):
+/// requests/s, p50, p99, max, CPU per request of the API, Postgres and the
+/// load client, and each target's RSS after the load.
 #[derive(Debug, Parser)]
 struct Flags {
     /// Seconds per level.

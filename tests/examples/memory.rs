@@ -21,7 +21,9 @@ use clap::Parser;
 use integration_tests::bench::{Service, parse_duration, progress};
 use integration_tests::postgres::free_port;
 
-/// The embedded default's memory over a long run (see the module's documentation).
+/// `rocket-rides start` under its simulator at full speed, its RSS sampled
+/// over a long run, with the reaper's horizon short enough to be passed
+/// many times: does its memory stay flat?
 #[derive(Debug, Parser)]
 struct Flags {
     /// How long to run.
