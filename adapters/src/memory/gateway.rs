@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use super::pop_expired;
 use crate::clock::SystemClock;
 use application::ports::SavedCustomer;
 use application::ports::{Clock, GatewayError, PaymentGateway, Retention};
@@ -141,11 +142,7 @@ impl State {
     fn expire(&mut self, before: SystemTime, limit: usize, now: SystemTime) -> usize {
         let mut forgotten = 0;
         for _ in 0..limit {
-            match self.made.front() {
-                Some((at, _)) if *at < before => {}
-                _ => break,
-            }
-            let Some((_, made)) = self.made.pop_front() else {
+            let Some((_, made)) = pop_expired(&mut self.made, |(at, _)| *at < before) else {
                 break;
             };
             forgotten += usize::from(self.forget(made, now));

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::pop_expired;
 use application::ports::{Delivery, JobQueue, QueueError};
 use async_trait::async_trait;
 use domain::StagedJob;
@@ -98,11 +99,9 @@ impl JobQueue for MemoryQueue {
             let window = self.dedup_window;
             // Forget ids older than the window, oldest first: each publish
             // touches only what expired, however many were published.
-            while let Some(&(at, id)) = state.published_order.front() {
-                if now.duration_since(at) < window {
-                    break;
-                }
-                state.published_order.pop_front();
+            while let Some((_, id)) = pop_expired(&mut state.published_order, |(at, _)| {
+                now.duration_since(*at) >= window
+            }) {
                 state.published.remove(&id);
             }
             if !state.published.insert(job.id) {

@@ -22,6 +22,7 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use super::pop_expired;
 use application::ports::{
     AwaitingPayment, Backlog, CancelRecording, ClaimToken, Dashboard, FailedRefund, Finish,
     KeyCounts, KeyPhase, KeyRequest, KeyScans, KeyViews, Keys, Lease, Outbox, PendingRefund, Probe,
@@ -264,10 +265,20 @@ impl State {
         self.free_jobs.insert(id);
     }
 
-    /// Drops a staged job's claim, if it has one.
-    fn unclaim(&mut self, id: i64) {
-        if let Some(until) = self.job_claims.remove(&id) {
-            self.claims_lapse.remove(&(until, id));
+    /// Drops a staged job's claim; whether it had one.
+    fn unclaim(&mut self, id: i64) -> bool {
+        let Some(until) = self.job_claims.remove(&id) else {
+            return false;
+        };
+        self.claims_lapse.remove(&(until, id));
+        true
+    }
+
+    /// Frees a claimed job for the next claim (a job no one holds, or one
+    /// deleted, stays as it is).
+    fn release(&mut self, id: i64) {
+        if self.unclaim(id) {
+            self.free_jobs.insert(id);
         }
     }
 
@@ -981,8 +992,7 @@ impl Outbox for MemoryStore {
         while let Some(&(until, id)) = state.claims_lapse.first()
             && until <= now
         {
-            state.unclaim(id);
-            state.free_jobs.insert(id);
+            state.release(id);
         }
         let ids: Vec<i64> = state.free_jobs.iter().take(limit).copied().collect();
         let until = now + claim_for;
@@ -1016,10 +1026,7 @@ impl Outbox for MemoryStore {
     async fn release_staged_jobs(&self, ids: &[i64]) -> Result<(), StoreError> {
         let mut state = self.state();
         for id in ids {
-            if state.job_claims.contains_key(id) {
-                state.unclaim(*id);
-                state.free_jobs.insert(*id);
-            }
+            state.release(*id);
         }
         Ok(())
     }
@@ -1352,9 +1359,7 @@ impl Retention for MemoryStore {
             .collect();
         // A full batch resumes after its last; a short one reached the
         // horizon, and the next starts again from the oldest kept.
-        state.forget_cursor = (looked.len() == limit)
-            .then(|| looked.last().copied())
-            .flatten();
+        state.forget_cursor = looked.last().copied().filter(|_| looked.len() == limit);
         let mut forgotten = 0;
         for (created, id) in looked {
             let forget = state.rides.get(&id).is_none_or(|ride| state.settled(ride));
@@ -1364,24 +1369,19 @@ impl Retention for MemoryStore {
             }
         }
         for _ in 0..limit {
-            if state.audit.front().is_none_or(|record| record.at >= before) {
+            if pop_expired(&mut state.audit, |record| record.at < before).is_none() {
                 break;
             }
-            state.audit.pop_front();
             forgotten += 1;
         }
         for _ in 0..limit {
-            if state
-                .events_applied
-                .front()
-                .is_none_or(|(at, _)| *at >= before)
-            {
+            let Some((_, event_id)) =
+                pop_expired(&mut state.events_applied, |(at, _)| *at < before)
+            else {
                 break;
-            }
-            if let Some((_, event_id)) = state.events_applied.pop_front() {
-                state.stripe_events.remove(&event_id);
-                forgotten += 1;
-            }
+            };
+            state.stripe_events.remove(&event_id);
+            forgotten += 1;
         }
         forgotten
     }
