@@ -560,6 +560,7 @@ impl System {
             },
             limits: server.limits(shutdown),
             webhook,
+            detached: Default::default(),
         }
     }
 

@@ -22,14 +22,13 @@ use application::{
 };
 use axum::Router;
 use axum::body::Body;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use domain::{RideId, RideView};
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::{Instrument, Level};
@@ -113,6 +112,9 @@ pub struct ApiState {
     /// `POST /webhooks/stripe`, when `STRIPE_WEBHOOK_SECRET` is set;
     /// `None` leaves the route out.
     pub webhook: Option<Arc<ReceiveWebhook>>,
+    /// The keyed requests' phases, each in a task of its own that outlives
+    /// a client who hangs up; shutdown waits for them (`serve`).
+    pub detached: TaskTracker,
 }
 
 impl ApiState {
@@ -133,6 +135,7 @@ impl ApiState {
             metrics: None,
             limits: ServerLimits::DEFAULT,
             webhook: None,
+            detached: TaskTracker::new(),
         }
     }
 }
@@ -149,20 +152,13 @@ fn routes(max_concurrent_requests: usize, webhook: bool) -> OpenApiRouter<ApiSta
     // that a request is shed at once with 503 + Retry-After rather than
     // queued behind a pool it would only exhaust. Probes and metrics stay
     // outside the cap, so an overloaded API still answers its orchestrator.
+    let admission = Admission(Arc::new(Semaphore::new(max_concurrent_requests)));
     let rides = OpenApiRouter::new()
         .routes(utoipa_axum::routes!(create_ride))
         .routes(utoipa_axum::routes!(show_ride))
         .routes(utoipa_axum::routes!(cancel_ride))
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                    ApiError::Overloaded
-                }))
-                .load_shed()
-                // One semaphore for both ride routes (a plain concurrency
-                // limit would get one per route).
-                .layer(GlobalConcurrencyLimitLayer::new(max_concurrent_requests)),
-        );
+        // One semaphore for every ride route.
+        .route_layer(middleware::from_fn_with_state(admission, admit));
     let rides = if webhook {
         rides.merge(
             OpenApiRouter::new()
@@ -249,6 +245,7 @@ async fn create_ride(
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     RequestId(request_id): RequestId,
     ClientIp(request_ip): ClientIp,
+    admitted: Admitted,
     RideBody(fields): RideBody,
 ) -> Result<Response, ApiError> {
     let request = RideRequest {
@@ -260,18 +257,72 @@ async fn create_ride(
         raise_error: fields.raise_error,
     };
     let phases = state.create_ride.clone();
-    in_own_task(&state, async move { phases.run(request).await }).await
+    in_own_task(&state, admitted, async move { phases.run(request).await }).await
+}
+
+/// The ride routes' cap on requests in progress: a permit per request,
+/// held until its answer is written and, for a keyed request, until its
+/// phases end (`in_own_task` keeps a share), so a client that sends and
+/// hangs up still counts while its Stripe call runs.
+#[derive(Clone)]
+struct Admission(Arc<Semaphore>);
+
+/// A request's share of its permit (`Admission`): held, never read.
+#[derive(Clone)]
+pub struct Admitted {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Admitted {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        // Every ride route is behind `admit`; a route that is not has no
+        // cap to count in, which is a wiring bug.
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or(ApiError::Panicked)
+    }
+}
+
+/// Admits a ride request while the cap has room, else sheds it with 503 +
+/// `Retry-After` at once.
+async fn admit(State(admission): State<Admission>, mut request: Request, next: Next) -> Response {
+    let Ok(permit) = admission.0.try_acquire_owned() else {
+        return ApiError::Overloaded.into_response();
+    };
+    request
+        .extensions_mut()
+        .insert(Admitted {
+            _permit: Arc::new(permit),
+        });
+    next.run(request).await
 }
 
 /// Runs a keyed request's phases in a task of their own: if the client goes
 /// away, the handler is dropped with its connection, but the task goes on
 /// to a recovery point and releases (or finishes) the key, so a retry gets
-/// the outcome rather than a lock that waits for the lock timeout.
+/// the outcome rather than a lock that waits for the lock timeout. The
+/// task keeps the request's share of the cap until it ends, and shutdown
+/// waits for it (`ApiState::detached`).
 async fn in_own_task(
     state: &ApiState,
+    admitted: Admitted,
     phases: impl Future<Output = Result<Answer, application::PhaseError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    let answer = tokio::spawn(phases.in_current_span())
+    let phases = async move {
+        let answer = phases.await;
+        drop(admitted);
+        answer
+    };
+    let answer = state
+        .detached
+        .spawn(phases.in_current_span())
         .await
         .map_err(|_| ApiError::Panicked)?
         .map_err(|error| ApiError::from_create_ride(error, state.gateway_retry_after))?;
@@ -319,6 +370,7 @@ async fn cancel_ride(
     Path(id): Path<String>,
     RequestId(request_id): RequestId,
     ClientIp(request_ip): ClientIp,
+    admitted: Admitted,
     CancelBody(reason): CancelBody,
 ) -> Result<Response, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::RideNotFound)?;
@@ -331,7 +383,7 @@ async fn cancel_ride(
         request_id: Some(request_id),
     };
     let phases = state.create_ride.clone();
-    in_own_task(&state, async move { phases.cancel(request).await }).await
+    in_own_task(&state, admitted, async move { phases.cancel(request).await }).await
 }
 
 /// Stripe's events about PaymentIntents: a ride awaiting authentication

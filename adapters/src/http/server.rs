@@ -18,6 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
@@ -62,14 +63,18 @@ impl ServerLimits {
 }
 
 /// Serves the API until `shutdown` resolves, then lets the requests in hand
-/// finish for at most `limits.shutdown_deadline`.
+/// finish, and the phases of requests whose clients hung up run to their
+/// end, for at most `limits.shutdown_deadline` in all. Phases still running
+/// then are dropped where they stand: their keys wait out the lock timeout
+/// and a retry or the completer resumes them from their recovery point.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits;
-    serve_router(listener, router(state), limits, "API", shutdown).await
+    let detached = state.detached.clone();
+    serve_until(listener, router(state), limits, "API", shutdown, Some(detached)).await
 }
 
 /// Serves `app` with `limits` (header timeout, connection cap, shutdown
@@ -81,6 +86,19 @@ pub async fn serve_router(
     limits: ServerLimits,
     name: &'static str,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_until(listener, app, limits, name, shutdown, None).await
+}
+
+/// `serve_router`, and at shutdown also waits for `detached` (within the
+/// same deadline).
+async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    name: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    detached: Option<TaskTracker>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -129,10 +147,21 @@ pub async fn serve_router(
     }
     drop(listener);
     info!(server = name, deadline = ?limits.shutdown_deadline, "stopping: finishing requests in hand");
+    let deadline = tokio::time::Instant::now() + limits.shutdown_deadline;
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(limits.shutdown_deadline) => {
+        _ = tokio::time::sleep_until(deadline) => {
             warn!("shutdown deadline passed; closing the connections still open");
+        }
+    }
+    if let Some(detached) = detached {
+        detached.close();
+        if tokio::time::timeout_at(deadline, detached.wait()).await.is_err() {
+            warn!(
+                server = name,
+                left = detached.len(),
+                "shutdown deadline passed with requests' phases still running; their keys wait out the lock timeout and resume from their recovery points"
+            );
         }
     }
     Ok(())

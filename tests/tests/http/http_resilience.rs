@@ -18,13 +18,14 @@ use integration_tests::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Retries one key until it gets something other than 409, for at most
-/// 30 s (far less than the 90 s lock timeout a stranded key would need).
+/// Retries one key until it gets something other than 409 (or 503: the
+/// cap full), for at most 30 s (far less than the 90 s lock timeout a
+/// stranded key would need).
 async fn retry_until_answered(app: &integration_tests::TestApp, key: &str) -> Answer {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let answer = Answer::of(app.post_ride(Some(GOOD_USER), Some(key), SEED_BODY).await).await;
-        if answer.status != 409 || tokio::time::Instant::now() > deadline {
+        if ![409, 503].contains(&answer.status) || tokio::time::Instant::now() > deadline {
             return answer;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -142,6 +143,79 @@ async fn shutdown_ends_within_its_deadline_even_with_a_request_stuck(backend: Ba
     let _ = stuck.await;
 }
 
+async fn a_client_that_hangs_up_still_counts_against_the_cap_until_its_phases_end(
+    backend: Backend,
+) {
+    let limits = ServerLimits {
+        max_concurrent_requests: 1,
+        ..ServerLimits::DEFAULT
+    };
+    let (app, gate) = spawn_gated_app(backend, limits).await;
+    let first_key = new_key();
+    let first = app.post_ride_in_background(&first_key);
+    gate.entered(1).await;
+    // The client sends and hangs up; its charge goes on in its own task.
+    first.abort();
+    let _ = first.await;
+    // Without the task counted, this request would be admitted and wait at
+    // the gate: a client that hangs up would buy unlimited Stripe calls.
+    let shed = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.post_ride(Some(GOOD_USER), Some(&new_key()), SEED_BODY),
+    )
+    .await
+    .expect("shed at once, not admitted behind the gate");
+    let shed = Answer::of(shed).await;
+    assert_eq!(shed.status, 503, "{}", shed.body);
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    gate.release(1);
+    assert_eq!(retry_until_answered(&app, &first_key).await.status, 201);
+    // Its phases over, the cap has room again.
+    gate.release(1);
+    let after = Answer::of(
+        app.post_ride(Some(GOOD_USER), Some(&new_key()), SEED_BODY)
+            .await,
+    )
+    .await;
+    assert_eq!(after.status, 201, "{}", after.body);
+}
+
+async fn shutdown_waits_for_the_phases_of_a_client_that_hung_up(backend: Backend) {
+    let limits = ServerLimits {
+        shutdown_deadline: Duration::from_secs(20),
+        ..ServerLimits::DEFAULT
+    };
+    let (mut app, gate) = spawn_gated_app(backend, limits).await;
+    let key = new_key();
+    let client = app.post_ride_in_background(&key);
+    gate.entered(1).await;
+    client.abort();
+    let _ = client.await;
+    app.shutdown();
+    let mut served = app.served.take().expect("server task");
+    // No connection is open, yet the charge is in flight: the server must
+    // not stop under it. (A fixed wait: there is no event for "did not
+    // stop"; half a second is ample for a server with nothing to wait for.)
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut served)
+            .await
+            .is_err(),
+        "the server stopped with a request's phases still running"
+    );
+    gate.release(1);
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the server stopped once the phases ended")
+        .expect("task")
+        .expect("served");
+    assert_eq!(app.gateway.charges().len(), 1, "charged once");
+    assert_eq!(
+        app.inspect.recovery_points().await,
+        vec![(key, domain::RecoveryPoint::Finished)],
+        "the phases ran to their end before the server stopped"
+    );
+}
+
 async fn a_client_that_never_finishes_its_headers_is_disconnected(backend: Backend) {
     let limits = ServerLimits {
         header_read_timeout: Duration::from_millis(300),
@@ -193,6 +267,8 @@ on_every_backend!(
     a_panicking_phase_is_a_500_and_releases_the_key,
     a_full_server_sheds_ride_requests_with_503_and_retry_after,
     shutdown_ends_within_its_deadline_even_with_a_request_stuck,
+    a_client_that_hangs_up_still_counts_against_the_cap_until_its_phases_end,
+    shutdown_waits_for_the_phases_of_a_client_that_hung_up,
     a_client_that_never_finishes_its_headers_is_disconnected,
     a_body_that_stops_arriving_is_a_408_and_stores_nothing,
 );
