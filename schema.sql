@@ -82,6 +82,16 @@ CREATE INDEX IF NOT EXISTS idempotency_keys_created_at
 -- release of this schema; `migrate` adds it to older databases.)
 ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS review_reported_at TIMESTAMPTZ;
 
+-- Ours: the reconciling completer's checks of a key awaiting review: how
+-- many it made and when the next is due (the first as it is reported;
+-- `ReviewChecks`). NULL: never reported, or reported by a version that
+-- did not schedule checks (such a key stays for a person, as it did).
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS review_checks INT NOT NULL DEFAULT 0;
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS review_check_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS idempotency_keys_review_checks
+    ON idempotency_keys (review_check_at)
+    WHERE review_check_at IS NOT NULL AND recovery_point <> 'finished';
+
 -- The X-Request-Id of the request that last took the key's lock through
 -- the API (created or resumed it): the request that produced a stored
 -- response, or NULL when the completer or `resolve` took the key last.

@@ -27,8 +27,10 @@ pub struct CompleterReport {
     /// Keys found past the gateway's idempotency window in this batch,
     /// reported (logged) now and left for `rocket-rides review`.
     pub needs_review: usize,
-    /// Of those, settled at once from the payment gateway's records
-    /// (reconciling completers only).
+    /// Keys for review (reported in this batch or earlier) whose check was
+    /// due and made (reconciling completers only).
+    pub checked: usize,
+    /// Of those, settled from the payment gateway's records.
     pub reconciled: usize,
     /// Picked but not started: the completer was told to stop.
     pub left: usize,
@@ -119,12 +121,20 @@ impl CompleteStalledKeys {
             ..CompleterReport::default()
         };
         if let Some(reconcile) = &self.reconcile {
+            // The keys just reported and those whose next check is due:
+            // one answer "too recent" (a call made shortly before the
+            // report) is asked again once it can be proof, a few times.
+            let due = self
+                .keys
+                .claim_review_checks(now, reconcile.checks(), self.batch_size)
+                .await?;
             let mut settled = std::pin::pin!(
-                stream::iter(for_review.iter().map(|key| key.id).collect::<Vec<_>>())
+                stream::iter(due)
                     .map(|key_id| async move { (key_id, reconcile.settle(key_id).await) })
                     .buffer_unordered(self.concurrency)
             );
             while let Some((key_id, settlement)) = settled.next().await {
+                report.checked += 1;
                 match settlement {
                     Ok(Settlement::Settled { status }) => {
                         report.reconciled += 1;
@@ -132,7 +142,7 @@ impl CompleteStalledKeys {
                     }
                     Ok(Settlement::Left { .. } | Settlement::Skipped) => {}
                     Err(error) => {
-                        warn!(%key_id, %error, "reconciling a key for review failed; it stays for a person");
+                        warn!(%key_id, %error, "reconciling a key for review failed; it is checked again later, or left for a person");
                     }
                 }
             }
@@ -159,7 +169,7 @@ impl CompleteStalledKeys {
             }
         }
         report.left = report.picked - report.finished - report.skipped - report.failed;
-        if report.picked > 0 || report.needs_review > 0 {
+        if report.picked > 0 || report.needs_review > 0 || report.checked > 0 {
             info!(?report, "completer batch done");
         }
         for (result, count) in [
@@ -168,6 +178,7 @@ impl CompleteStalledKeys {
             ("failed", report.failed),
             ("left", report.left),
             ("needs_review", report.needs_review),
+            ("checked", report.checked),
             ("reconciled", report.reconciled),
         ] {
             metrics::counter!("rocket_rides_completer_keys_total", "result" => result)

@@ -23,7 +23,7 @@ use domain::{
     ChargeSearch, CompleterPolicy, IdempotencyKey, KeyAction, KeyDecision, KeyId, KeyRecord,
     LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor,
     RecoveryPoint, RefundOutcome, RefundRecord, RefundRequest, RefundStatus, RefundUpdate,
-    RequestFingerprint, ReviewPolicy, Ride, RideId, RideStatus, StagedJob, StoredResponse,
+    RequestFingerprint, ReviewChecks, ReviewPolicy, Ride, RideId, RideStatus, StagedJob, StoredResponse,
     TestCard, User, UserId,
 };
 
@@ -385,6 +385,20 @@ pub trait KeyScans: Send + Sync {
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Up to `limit` keys reported for review, still unfinished, whose next
+    /// check is due at `now` and that were checked fewer than
+    /// `checks.max_checks` times, most overdue first; each is counted
+    /// checked once more and its next check set `checks.gap_after` that
+    /// count from `now`, and their ids returned in id order. A key is due at once when
+    /// reported; another completer claiming the same keys this instant is
+    /// skipped, so each check is made by one completer.
+    async fn claim_review_checks(
+        &self,
+        now: SystemTime,
+        checks: ReviewChecks,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError>;
 
     /// Deletes up to `limit` keys created before `created_before`, oldest
     /// first; their rides stay, with no key. Only keys

@@ -70,6 +70,12 @@ impl ReconcileKeys {
         }
     }
 
+    /// When a completer checks a key awaiting review again (the reconcile
+    /// policy's schedule).
+    pub fn checks(&self) -> domain::ReviewChecks {
+        self.policy.review_checks()
+    }
+
     /// Up to `limit` keys awaiting review, each with what the gateway holds
     /// for it. Reads only.
     pub async fn examine(&self, limit: usize) -> Result<Vec<KeyFinding>, StoreError> {

@@ -35,7 +35,7 @@ pub use payment::{
     PaymentApplied, PaymentIntentState, PaymentUpdate, PaymentsApi, RefundUpdate, RideStatus,
     TestCard,
 };
-pub use reconcile::{ChargeSearch, FoundCharge, ReconcilePolicy, Reconciliation};
+pub use reconcile::{ChargeSearch, FoundCharge, ReconcilePolicy, Reconciliation, ReviewChecks};
 pub use response::{
     AuthenticationRequired, Problem, ProblemBody, ProblemKind, RefundView, RideCancelled,
     RideCreated, RideView, StoredResponse,

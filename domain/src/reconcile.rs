@@ -82,6 +82,35 @@ impl std::fmt::Display for ChargeSearch {
     }
 }
 
+/// The reconciling completer's schedule for a key awaiting review: checked
+/// when reported, then again `first_gap` later, each gap after twice the
+/// one before, `max_checks` times in all; then the key is a person's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewChecks {
+    pub first_gap: Duration,
+    pub max_checks: u32,
+}
+
+impl ReviewChecks {
+    /// With the defaults (a 90 s lock timeout, a 1 min search lag) the
+    /// sixth and last check comes about 1 h 20 min after the report.
+    pub const MAX_CHECKS: u32 = 6;
+
+    /// The gap after the check that made `done` checks (1 for the first):
+    /// none before the first, then `first_gap`, doubled each time after.
+    pub fn gap_after(&self, done: u32) -> Duration {
+        match done {
+            0 => Duration::ZERO,
+            n => self.first_gap.saturating_mul(1 << (n - 1).min(16)),
+        }
+    }
+
+    /// Whether a key checked `done` times is checked again.
+    pub fn another(&self, done: u32) -> bool {
+        done < self.max_checks
+    }
+}
+
 /// What may be done with a key awaiting review, given the processor's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciliation {
@@ -128,6 +157,20 @@ impl ReconcilePolicy {
             .last_call_at()
             .map_or(record.last_run_at, |call| call.max(record.last_run_at));
         last_call + self.lock.lock_timeout + self.search_lag
+    }
+
+    /// When a reconciling completer asks again about a key it could not
+    /// settle, and how often at most (`ReviewChecks`). The first check
+    /// comes as the key is reported; the second once a lock timeout and
+    /// the search lag have passed since, by which time "nothing found" is
+    /// proof (a key awaiting review makes no new call, so its last call
+    /// is older than its report); later ones back off, for a processor
+    /// that could not be asked.
+    pub fn review_checks(&self) -> ReviewChecks {
+        ReviewChecks {
+            first_gap: self.lock.lock_timeout + self.search_lag,
+            max_checks: ReviewChecks::MAX_CHECKS,
+        }
     }
 
     /// Decides from the processor's answer for `record`, whose rider pays
@@ -257,6 +300,41 @@ impl ReconcilePolicy {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn review_checks_come_at_the_report_then_after_the_gap_doubling_a_bounded_number_of_times() {
+        let checks = ReviewChecks {
+            first_gap: Duration::from_secs(150),
+            max_checks: 4,
+        };
+        let gaps: Vec<u64> = (0..5).map(|done| checks.gap_after(done).as_secs()).collect();
+        assert_eq!(gaps, [0, 150, 300, 600, 1200]);
+        assert!(checks.another(3));
+        assert!(!checks.another(4));
+        assert_eq!(
+            ReviewChecks {
+                first_gap: Duration::MAX,
+                max_checks: 40
+            }
+            .gap_after(40),
+            Duration::MAX,
+            "saturates, never panics"
+        );
+        let policy = ReconcilePolicy {
+            lock: LockPolicy {
+                lock_timeout: Duration::from_secs(90),
+            },
+            search_lag: Duration::from_secs(60),
+        };
+        assert_eq!(
+            policy.review_checks(),
+            ReviewChecks {
+                first_gap: Duration::from_secs(150),
+                max_checks: ReviewChecks::MAX_CHECKS
+            }
+        );
+    }
+
     use super::*;
     use crate::fingerprint::RequestFingerprint;
     use crate::idempotency::{IdempotencyKey, KeyId, KeyProgress};

@@ -103,11 +103,20 @@ pub async fn plans(pool: &PgPool) -> Vec<(&'static str, String)> {
         .fetch_all(pool)
         .await
         .expect("explain review report");
+    let review_checks: Vec<(String,)> = sqlx::query_as(explain(queries::CLAIM_REVIEW_CHECKS))
+        .bind(ago(0))
+        .bind(150.0_f64)
+        .bind(6_i32)
+        .bind(1000_i64)
+        .fetch_all(pool)
+        .await
+        .expect("explain review checks");
     vec![
         ("completer", text(completer)),
         ("reaper", text(reaper)),
         ("enqueuer", text(enqueuer)),
         ("review", text(review)),
         ("review report", text(review_report)),
+        ("review checks", text(review_checks)),
     ]
 }

@@ -33,7 +33,7 @@ use domain::{
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, IdempotencyKey,
     KeyAction, KeyDecision, KeyId, KeyProgress, KeyRecord, LockPolicy, PaymentApplied,
     PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor, ReceiptJob, ReceiptKind,
-    RefundRecord, RefundStatus, RefundUpdate, ReviewPolicy, Ride, RideId, RideParams, RideStatus,
+    RecoveryPoint, RefundRecord, RefundStatus, RefundUpdate, ReviewChecks, ReviewPolicy, Ride, RideId, RideParams, RideStatus,
     StagedJob, User, UserId,
 };
 
@@ -112,8 +112,11 @@ struct State {
     refund_checked_at: BTreeMap<RideId, SystemTime>,
     /// The last receipt claim token handed out.
     claim_tokens: i64,
-    /// Keys a completer has reported as needing review.
-    review_reported: BTreeSet<KeyId>,
+    /// Keys a completer has reported as needing review, with the checks
+    /// made of each and when the next is due.
+    review_reported: BTreeMap<KeyId, (u32, SystemTime)>,
+    /// The same keys by when their next check is due.
+    review_due: BTreeSet<(SystemTime, KeyId)>,
     /// PaymentIntent ids on rides (one ride each, as Postgres's unique
     /// constraint).
     payment_intents: BTreeMap<String, RideId>,
@@ -166,7 +169,9 @@ impl State {
         let record = self.keys.remove(&id)?;
         self.unindex(&record);
         self.key_index.remove(&(record.user_id, record.key.clone()));
-        self.review_reported.remove(&id);
+        if let Some((_, due)) = self.review_reported.remove(&id) {
+            self.review_due.remove(&(due, id));
+        }
         Some(record)
     }
 
@@ -882,20 +887,60 @@ impl KeyScans for MemoryStore {
     async fn report_keys_for_review(
         &self,
         attempted_before: SystemTime,
-        _now: SystemTime,
+        now: SystemTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let mut state = self.state();
         let reported: Vec<KeyRecord> = state
             .before(&state.attempted, attempted_before)
-            .filter(|record| !state.review_reported.contains(&record.id))
+            .filter(|record| !state.review_reported.contains_key(&record.id))
             .take(limit)
             .cloned()
             .collect();
-        state
-            .review_reported
-            .extend(reported.iter().map(|record| record.id));
+        for record in &reported {
+            state.review_reported.insert(record.id, (0, now));
+            state.review_due.insert((now, record.id));
+        }
         Ok(reported)
+    }
+
+    async fn claim_review_checks(
+        &self,
+        now: SystemTime,
+        checks: ReviewChecks,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let mut state = self.state();
+        let due: Vec<(SystemTime, KeyId)> = state
+            .review_due
+            .range(..=(now, KeyId(i64::MAX)))
+            .copied()
+            .collect();
+        let mut claimed = Vec::new();
+        for (at, id) in due {
+            if claimed.len() == limit {
+                break;
+            }
+            state.review_due.remove(&(at, id));
+            let unfinished = state.keys.get(&id).is_some_and(|record| {
+                matches!(
+                    record.progress.recovery_point(),
+                    RecoveryPoint::RideCreated | RecoveryPoint::CancelRecorded
+                )
+            });
+            let done = state.review_reported.get(&id).map_or(0, |(done, _)| *done);
+            if !unfinished || !checks.another(done) {
+                // Finished, or checked as often as it is: no more checks
+                // (its entry stays, so it is not reported again).
+                continue;
+            }
+            let next = now + checks.gap_after(done + 1);
+            state.review_reported.insert(id, (done + 1, next));
+            state.review_due.insert((next, id));
+            claimed.push(id);
+        }
+        claimed.sort_unstable();
+        Ok(claimed)
     }
 
     async fn reap_keys(

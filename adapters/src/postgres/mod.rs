@@ -22,6 +22,7 @@ use application::ports::{
 };
 use async_trait::async_trait;
 use domain::{
+    ReviewChecks,
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, KeyAction,
     KeyDecision, KeyId, KeyRecord, LockPolicy, PhaseWrite, ReceiptFor, ReceiptKind, RefundRecord,
     ReviewPolicy, Ride, RideId, StagedJob, User, UserId,

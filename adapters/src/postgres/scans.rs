@@ -41,6 +41,23 @@ impl KeyScans for PostgresStore {
         rows.into_iter().map(KeyRecord::try_from).collect()
     }
 
+    async fn claim_review_checks(
+        &self,
+        now: SystemTime,
+        checks: ReviewChecks,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar(queries::CLAIM_REVIEW_CHECKS)
+            .bind(timestamp(now))
+            .bind(checks.first_gap.as_secs_f64())
+            .bind(i32::try_from(checks.max_checks).unwrap_or(i32::MAX))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(ids.into_iter().map(KeyId).collect())
+    }
+
     async fn reap_keys(
         &self,
         created_before: SystemTime,

@@ -259,6 +259,81 @@ async fn a_reconciling_completer_settles_the_keys_it_reports_for_review_once() {
 }
 
 #[tokio::test]
+async fn a_key_retried_just_before_its_report_is_settled_without_a_charge_on_a_later_check() {
+    let r = reconciling(None).await;
+    let (charged, uncharged) = r.two_lost_answers().await;
+    // The completer retries the uncharged key shortly before the review
+    // window closes: its last call is then too recent for "nothing found"
+    // to prove "no charge" when the key is reported.
+    r.h.advance(REVIEW_WINDOW - Duration::from_secs(10));
+    let completer = r.h.completer().reconciling(r.reconcile.clone());
+    let retried = completer.run_batch().await.expect("batch");
+    assert_eq!((retried.picked, retried.failed), (2, 2), "{retried:?}");
+    r.h.advance(Duration::from_secs(11));
+    let reported = completer.run_batch().await.expect("batch");
+    assert_eq!(
+        (reported.needs_review, reported.checked, reported.reconciled),
+        (2, 2, 1),
+        "the charged key settled at once, the other too recent"
+    );
+    let status = |record: Option<domain::KeyRecord>| {
+        record
+            .expect("kept")
+            .progress
+            .response()
+            .map(|response| response.status)
+    };
+    assert_eq!(status(r.h.store.find_key(charged).await.expect("read")), Some(201));
+    assert_eq!(status(r.h.store.find_key(uncharged).await.expect("read")), None);
+    // Not due yet: nothing checked.
+    r.h.advance(LOCK_TIMEOUT + SEARCH_LAG - Duration::from_secs(1));
+    let early = completer.run_batch().await.expect("batch");
+    assert_eq!((early.checked, early.reconciled), (0, 0), "{early:?}");
+    // Once a lock timeout and the search lag have passed since the report,
+    // the search's "nothing" is proof: ended without a charge.
+    r.h.advance(Duration::from_secs(1));
+    let later = completer.run_batch().await.expect("batch");
+    assert_eq!(
+        (later.needs_review, later.checked, later.reconciled),
+        (0, 1, 1),
+        "{later:?}"
+    );
+    assert_eq!(status(r.h.store.find_key(uncharged).await.expect("read")), Some(502));
+    assert_eq!(r.fake.charges().len(), 1, "reconciling charges nothing");
+}
+
+#[tokio::test]
+async fn a_key_the_gateway_never_answers_for_is_checked_a_bounded_number_of_times_backing_off() {
+    let blind: Arc<dyn PaymentGateway> = Arc::new(FakeGateway::new().one_of_several());
+    let r = reconciling(Some(blind)).await;
+    r.two_lost_answers().await;
+    r.h.advance(REVIEW_WINDOW + Duration::from_secs(1));
+    let completer = r.h.completer().reconciling(r.reconcile.clone());
+    let checks = r.reconcile.checks();
+    let mut checked_at = Vec::new();
+    // Six hours in steps of a minute: each check comes when due, no sooner.
+    for minute in 0..360u64 {
+        let report = completer.run_batch().await.expect("batch");
+        assert_eq!(report.reconciled, 0);
+        if report.checked > 0 {
+            assert_eq!(report.checked, 2, "both keys, on one schedule");
+            checked_at.push(minute);
+        }
+        r.h.advance(Duration::from_secs(60));
+    }
+    // Each check's gap counts from the minute it was made at.
+    let expected: Vec<u64> = (0..checks.max_checks)
+        .scan(0, |at, done| {
+            *at = (*at * 60 + checks.gap_after(done).as_secs()).div_ceil(60);
+            Some(*at)
+        })
+        .collect();
+    assert_eq!(expected.len(), 6);
+    assert_eq!(checked_at, expected, "at the report, then backing off");
+    assert_eq!(r.reconcile.examine(10).await.expect("listed").len(), 2, "a person's now");
+}
+
+#[tokio::test]
 async fn a_key_the_gateway_cannot_answer_for_stays_for_a_person_after_the_report() {
     let blind: Arc<dyn PaymentGateway> = Arc::new(FakeGateway::new().one_of_several());
     let r = reconciling(Some(blind)).await;

@@ -421,9 +421,10 @@ pub struct CompleterArgs {
     /// own lock: sized for a gateway answering in a few hundred milliseconds.
     #[arg(long, env = "COMPLETER_CONCURRENCY", default_value_t = 64)]
     pub completer_concurrency: usize,
-    /// When the completer reports a key for review, it first asks the
-    /// payment processor and settles the key if the answer is definitive
-    /// (as `resolve --from-stripe`); the rest stay for a person.
+    /// When the completer reports a key for review, it asks the payment
+    /// processor and settles the key if the answer is definitive (as
+    /// `resolve --from-stripe`), asking again later (six times at most,
+    /// backing off) while it is not; the rest stay for a person.
     #[arg(long, env = "COMPLETER_RECONCILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub completer_reconcile: bool,
     /// A ride awaiting authentication or pending longer than this has its

@@ -243,6 +243,38 @@ async fn the_review_report_skips_a_key_whose_row_is_held() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_check_skips_a_key_whose_row_is_held() {
+    let db = db().await;
+    let held = db.attempted(1, at(0)).await;
+    let free = db.attempted(2, at(1)).await;
+    let now = at(30 * 3600);
+    let before = COMPLETER.review.attempted_before(now);
+    db.store
+        .report_keys_for_review(before, now, 10)
+        .await
+        .expect("reported");
+    let checks = domain::ReviewChecks {
+        first_gap: Duration::from_secs(150),
+        max_checks: 6,
+    };
+    let holder = db.hold("idempotency_keys", held.0).await;
+    let claimed = at_once(
+        "claim_review_checks",
+        db.store.claim_review_checks(now, checks, 10),
+    )
+    .await
+    .expect("claimed");
+    assert_eq!(claimed, vec![free]);
+    holder.release().await;
+    let claimed = db
+        .store
+        .claim_review_checks(now, checks, 10)
+        .await
+        .expect("claimed");
+    assert_eq!(claimed, vec![held]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enqueuer_skips_a_staged_job_whose_row_is_held() {
     let db = db().await;
     db.booked(1, at(0)).await;

@@ -764,6 +764,66 @@ async fn the_reaper_takes_the_oldest_keys_first(store: Arc<dyn ContractStore>) {
     }
 }
 
+async fn reported_keys_are_checked_when_due_backing_off_a_bounded_number_of_times(
+    store: Arc<dyn ContractStore>,
+) {
+    let rider = user(store.as_ref(), "a@example.com").await;
+    let first = charge_attempted(store.as_ref(), &request(&rider, &key(1), 1.0), at(10)).await;
+    let second = charge_attempted(store.as_ref(), &request(&rider, &key(2), 1.0), at(20)).await;
+    let settled = charge_attempted(store.as_ref(), &request(&rider, &key(3), 1.0), at(30)).await;
+    let checks = domain::ReviewChecks {
+        first_gap: Duration::from_secs(100),
+        max_checks: 3,
+    };
+    let now = at(31) + COMPLETER.review.review_after;
+    let claim = |now: SystemTime, limit: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_review_checks(now, checks, limit)
+                .await
+                .expect("claim")
+        }
+    };
+    assert!(claim(now, 10).await.is_empty(), "never reported: not checked");
+    let reported = store
+        .report_keys_for_review(COMPLETER.review.attempted_before(now), now, 10)
+        .await
+        .expect("report");
+    assert_eq!(reported.len(), 3);
+    // A person settles one of them: it is never checked again.
+    let taken = store
+        .lock_for_review(settled.id, now, COMPLETER.review, LOCK)
+        .await
+        .expect("lock")
+        .expect("awaits review");
+    store
+        .finish(Lease::of(&taken), refusal(), now)
+        .await
+        .expect("settled");
+    // Due at once when reported, in order, each claimed once.
+    assert_eq!(claim(now, 1).await, vec![first.id]);
+    assert_eq!(claim(now, 10).await, vec![second.id]);
+    assert!(claim(now, 10).await.is_empty(), "checked: not due again yet");
+    let after = |seconds: u64| now + Duration::from_secs(seconds);
+    assert!(claim(after(99), 10).await.is_empty());
+    assert_eq!(claim(after(100), 10).await, vec![first.id, second.id]);
+    // The next gap is twice the first.
+    assert!(claim(after(100 + 199), 10).await.is_empty());
+    assert_eq!(claim(after(300), 10).await, vec![first.id, second.id]);
+    // Three checks made: a person's from now on.
+    assert!(claim(after(1_000_000), 10).await.is_empty());
+    assert_eq!(
+        store
+            .keys_for_review(COMPLETER.review.attempted_before(now), 10)
+            .await
+            .expect("list")
+            .len(),
+        2,
+        "still listed for a person"
+    );
+}
+
 async fn only_keys_awaiting_review_are_locked_for_a_person(store: Arc<dyn ContractStore>) {
     let rider = user(store.as_ref(), "a@example.com").await;
     let review = COMPLETER.review;
@@ -2184,6 +2244,7 @@ macro_rules! contract {
             case!(the_reaper_never_deletes_a_charged_or_locked_key);
             case!(the_reaper_takes_the_oldest_keys_first);
             case!(only_keys_awaiting_review_are_locked_for_a_person);
+            case!(reported_keys_are_checked_when_due_backing_off_a_bounded_number_of_times);
             case!(concurrent_first_requests_with_one_key_let_exactly_one_through);
             case!(the_gauges_count_unfinished_keys_and_the_staged_backlog);
             case!(the_console_lists_recent_rides_with_their_requests_and_counts_answers_by_status);
