@@ -268,6 +268,81 @@ pub struct NatsQueue {
 /// worker pulls again; a slow answer is never an error.
 const PULL_GRACE: Duration = Duration::from_secs(5);
 
+/// The stream `config` names, created if missing; one that exists with
+/// other settings is updated to `config`, or refused as a configuration
+/// error naming what differs when NATS will not change them.
+async fn ensure_stream(
+    jetstream: &Context,
+    config: stream::Config,
+    what: &str,
+) -> Result<stream::Stream, ConnectError> {
+    let name = config.name.clone();
+    let stream = jetstream
+        .get_or_create_stream(config.clone())
+        .await
+        .with_context(|| format!("creating the {what} stream {name}"))
+        .map_err(ConnectError::Transient)?;
+    let differs = stream_differences(&stream.cached_info().config, &config);
+    if differs.is_empty() {
+        return Ok(stream);
+    }
+    warn!(stream = %name, %differs, "the {what} stream exists with other settings: updating it");
+    jetstream.update_stream(config.clone()).await.map_err(|error| {
+        ConnectError::Configuration(anyhow::Error::new(error).context(format!(
+            "the {what} stream {name} exists with other settings ({differs}) and NATS refused to change them: set them back, or remove the stream if nothing in it is needed"
+        )))
+    })?;
+    let stream = jetstream
+        .get_stream(&name)
+        .await
+        .with_context(|| format!("reading the {what} stream {name}"))
+        .map_err(ConnectError::Transient)?;
+    // A server that takes an update but keeps a setting: refused all the
+    // same, rather than run on settings other than ours.
+    let kept = stream_differences(&stream.cached_info().config, &config);
+    if !kept.is_empty() {
+        return Err(ConnectError::Configuration(anyhow::anyhow!(
+            "the {what} stream {name} exists with other settings ({kept}) and NATS refused to change them: set them back, or run NATS as it needs to be for them"
+        )));
+    }
+    Ok(stream)
+}
+
+/// What of ours differs in an existing stream's settings, as `setting
+/// theirs -> ours, …`; empty when nothing does.
+fn stream_differences(theirs: &stream::Config, ours: &stream::Config) -> String {
+    let mut differs = Vec::new();
+    if theirs.subjects != ours.subjects {
+        differs.push(format!(
+            "subjects {:?} -> {:?}",
+            theirs.subjects, ours.subjects
+        ));
+    }
+    // No window of ours: the server's default, whatever it is.
+    if !ours.duplicate_window.is_zero() && theirs.duplicate_window != ours.duplicate_window {
+        differs.push(format!(
+            "duplicate_window {:?} -> {:?}",
+            theirs.duplicate_window, ours.duplicate_window
+        ));
+    }
+    if theirs.num_replicas != ours.num_replicas {
+        differs.push(format!(
+            "num_replicas {} -> {}",
+            theirs.num_replicas, ours.num_replicas
+        ));
+    }
+    if theirs.retention != ours.retention {
+        differs.push(format!(
+            "retention {:?} -> {:?}",
+            theirs.retention, ours.retention
+        ));
+    }
+    if theirs.storage != ours.storage {
+        differs.push(format!("storage {:?} -> {:?}", theirs.storage, ours.storage));
+    }
+    differs.join(", ")
+}
+
 fn queue_error(error: impl std::fmt::Display) -> QueueError {
     QueueError(anyhow::anyhow!("{error}"))
 }
@@ -312,15 +387,23 @@ impl NatsQueue {
                     ConnectError::Transient(error)
                 }
             })?;
-        Self::attach(client, settings)
-            .await
-            .map_err(ConnectError::Transient)
+        Self::attach(client, settings).await
     }
 
-    async fn attach(client: async_nats::Client, settings: NatsSettings) -> anyhow::Result<Self> {
+    /// The streams and the consumer, created if missing and brought to
+    /// `settings` if they exist with others (a changed
+    /// `NATS_DUPLICATE_WINDOW`, `NATS_ACK_WAIT` or `NATS_STREAM_REPLICAS`
+    /// takes effect on the next start, logged); a change NATS refuses
+    /// (replicas beyond the servers there are, another retention) stops
+    /// the process with what differs, as a configuration error.
+    async fn attach(
+        client: async_nats::Client,
+        settings: NatsSettings,
+    ) -> Result<Self, ConnectError> {
         let jetstream = jetstream::new(client);
-        let jobs = jetstream
-            .get_or_create_stream(stream::Config {
+        let jobs = ensure_stream(
+            &jetstream,
+            stream::Config {
                 name: settings.stream.clone(),
                 subjects: vec![settings.subject.clone()],
                 storage: stream::StorageType::File,
@@ -329,31 +412,45 @@ impl NatsQueue {
                 duplicate_window: settings.duplicate_window,
                 num_replicas: settings.replicas,
                 ..Default::default()
-            })
-            .await
-            .context("creating the jobs stream")?;
-        jetstream
-            .get_or_create_stream(stream::Config {
+            },
+            "jobs",
+        )
+        .await?;
+        ensure_stream(
+            &jetstream,
+            stream::Config {
                 name: settings.dead_letter_stream.clone(),
                 subjects: vec![settings.dead_letter_subject.clone()],
                 storage: stream::StorageType::File,
                 num_replicas: settings.replicas,
                 ..Default::default()
-            })
+            },
+            "dead-letter",
+        )
+        .await?;
+        let config = consumer::pull::Config {
+            durable_name: Some(settings.consumer.clone()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            ..Default::default()
+        };
+        let mut consumer: consumer::PullConsumer = jobs
+            .get_or_create_consumer(&settings.consumer, config.clone())
             .await
-            .context("creating the dead-letter stream")?;
-        let consumer = jobs
-            .get_or_create_consumer(
-                &settings.consumer,
-                consumer::pull::Config {
-                    durable_name: Some(settings.consumer.clone()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: settings.ack_wait,
-                    ..Default::default()
-                },
-            )
-            .await
-            .context("creating the workers' consumer")?;
+            .context("creating the workers' consumer")
+            .map_err(ConnectError::Transient)?;
+        let had = consumer.cached_info().config.ack_wait;
+        if had != config.ack_wait {
+            warn!(consumer = %settings.consumer, from = ?had, to = ?config.ack_wait, "the workers' consumer has another ack_wait: updating it");
+            // A durable consumer created again under its name takes the
+            // editable settings it is given.
+            consumer = jobs.create_consumer(config).await.map_err(|error| {
+                ConnectError::Configuration(anyhow::Error::new(error).context(format!(
+                    "the workers' consumer {} has ack_wait {had:?} and NATS refused to change it to {:?}",
+                    settings.consumer, settings.ack_wait
+                )))
+            })?;
+        }
         info!(url = %redact_urls(&settings.url), stream = %settings.stream, replicas = settings.replicas, "job queue: NATS JetStream");
         Ok(Self {
             jetstream,

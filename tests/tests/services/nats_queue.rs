@@ -693,3 +693,67 @@ async fn nats_in_operator_mode_admits_a_credentials_file_and_a_bad_one_is_named_
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Settings changed between two starts reach the streams and the consumer
+/// that already exist (before, an existing stream kept its old
+/// `duplicate_window` and the consumer its old `ack_wait`, silently); a
+/// change NATS refuses stops the start with what differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_stream_and_consumer_settings_are_applied_to_existing_ones_or_refused() {
+    let nats = start_nats().await;
+    let store = store_with_rides(0).await;
+    let deployment = store.deployment_id().await.expect("deployment id");
+    let first = NatsSettings {
+        duplicate_window: Duration::from_secs(120),
+        ack_wait: Duration::from_secs(30),
+        ..NatsSettings::new(&nats.url, &deployment)
+    };
+    NatsQueue::connect(first.clone()).await.expect("created");
+    let changed = NatsSettings {
+        duplicate_window: Duration::from_secs(3600),
+        ack_wait: Duration::from_secs(75),
+        ..first.clone()
+    };
+    NatsQueue::connect(changed.clone()).await.expect("updated");
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        integration_tests::nats::USER.into(),
+        integration_tests::nats::PASSWORD.into(),
+    )
+    .connect(&first.url)
+    .await
+    .expect("client");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(&first.stream).await.expect("stream");
+    assert_eq!(
+        stream.info().await.expect("info").config.duplicate_window,
+        Duration::from_secs(3600)
+    );
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(&first.consumer)
+        .await
+        .expect("consumer");
+    assert_eq!(
+        consumer.info().await.expect("info").config.ack_wait,
+        Duration::from_secs(75)
+    );
+    // A stream of that name made by hand with another retention: NATS
+    // will not turn it into a work queue, and the start says so.
+    let other = NatsSettings::new(&nats.url, &format!("{deployment}-other"));
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: other.stream.clone(),
+            subjects: vec![other.subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("made by hand");
+    let Err(error) = NatsQueue::connect(other).await else {
+        panic!("a stream of another retention was taken as the jobs stream");
+    };
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("retention Limits -> WorkQueue") && message.contains("refused"),
+        "{message}"
+    );
+}
