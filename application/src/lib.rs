@@ -12,6 +12,7 @@ pub mod reconcile;
 pub mod replay_cache;
 pub mod settle_payments;
 pub mod show_ride;
+pub mod telemetry;
 pub mod users;
 
 pub use background::{

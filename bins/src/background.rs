@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use application::telemetry::{Exporter, export_from_start};
 use application::{DrainStagedJobs, ReapKeys, WorkError};
 use domain::RecoveryPoint;
 use tokio_util::sync::CancellationToken;
@@ -99,6 +100,7 @@ pub async fn completer_loop(
         keys: completer,
         payments: sync,
     } = completer;
+    export_from_start(Exporter::Completer);
     every("completer", pace.interval, shutdown.clone(), || async {
         let out_of_time = async {
             shutdown.cancelled().await;
@@ -137,6 +139,7 @@ pub async fn enqueuer_loop(
     pace: Pace,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    export_from_start(Exporter::Enqueuer);
     every("enqueuer", pace.interval, shutdown, || async {
         let moved = enqueuer.run_batch().await;
         sample_backlog(system).await;
@@ -150,6 +153,7 @@ pub async fn reaper_loop(
     pace: Pace,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    export_from_start(Exporter::Reaper);
     every("reaper", pace.interval, shutdown, || async {
         Ok(reaper.run_batch().await? >= pace.batch_size)
     })
@@ -167,6 +171,7 @@ pub async fn worker_loop(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker = system.worker();
+    export_from_start(Exporter::Worker);
     info!(process = "worker", "started");
     let mut queue_backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {

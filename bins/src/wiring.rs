@@ -13,6 +13,7 @@ use adapters::postgres::{self, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use anyhow::bail;
+use application::telemetry::{Exporter, export_from_start};
 use application::ports::{
     Clock, DeadLetters, JobQueue, PaymentGateway, Probe, ReceiptSender, Retention, Store,
 };
@@ -73,10 +74,24 @@ pub fn metrics_renderer() -> Option<Arc<dyn Fn() -> String + Send + Sync>> {
             if let Err(error) = spawned {
                 warn!(%error, "no metrics upkeep thread: histogram samples are kept until scraped");
             }
+            metrics::describe_gauge!(
+                "rocket_rides_build_info",
+                "Always 1; the labels say which build of Rocket Rides this process runs."
+            );
+            metrics::gauge!("rocket_rides_build_info", "version" => env!("CARGO_PKG_VERSION"))
+                .set(1.0);
+            metrics_process::Collector::default().describe();
             Some(handle)
         })
         .clone()?;
-    Some(Arc::new(move || handle.render()))
+    // The process's own figures (CPU seconds, memory, open files, threads,
+    // start time) as Prometheus's client libraries name them, read at each
+    // scrape.
+    let process = metrics_process::Collector::default();
+    Some(Arc::new(move || {
+        process.collect();
+        handle.render()
+    }))
 }
 
 /// The adapters one process runs on, and the use cases built over them.
@@ -413,6 +428,9 @@ impl System {
     ) {
         let postgres = self.postgres.clone();
         let dead_letters = self.dead_letters.clone().filter(|_| dead_letters);
+        if postgres.is_some() {
+            export_from_start(Exporter::Postgres);
+        }
         if postgres.is_none() && dead_letters.is_none() {
             return;
         }
@@ -539,6 +557,13 @@ impl System {
                 None
             }
         };
+        // The recorder first (when the API serves /metrics itself), then
+        // the API's series in it.
+        let metrics = match ops.metrics_addr {
+            Some(_) => None,
+            None => metrics_renderer(),
+        };
+        export_from_start(Exporter::Api);
         let auth_mode: AuthMode = server.auth_mode.into();
         if auth_mode == AuthMode::Email {
             warn!(
@@ -554,10 +579,7 @@ impl System {
             show_ride: Arc::new(ShowRide::new(self.store.clone())),
             probe: self.probe.clone(),
             gateway_retry_after: server.gateway_retry_after.0,
-            metrics: match ops.metrics_addr {
-                Some(_) => None,
-                None => metrics_renderer(),
-            },
+            metrics,
             limits: server.limits(shutdown),
             webhook,
             detached: Default::default(),

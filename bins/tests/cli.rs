@@ -322,3 +322,87 @@ fn each_command_lists_only_the_settings_it_reads() {
         assert!(api.contains(present), "api lacks {present}");
     }
 }
+
+/// A process that has counted nothing yet already exports every series it
+/// can count, at zero and with `# HELP` (so `rate()` and `absent()` read the
+/// same after a restart), its build and its process figures.
+#[tokio::test]
+async fn a_fresh_process_exports_every_series_it_can_count_with_help_build_and_process_metrics() {
+    use application::telemetry::{Exporter, METRICS};
+    let port = free_port();
+    let mut child = command()
+        .args([
+            "start",
+            "--api-port",
+            &port.to_string(),
+            // The simulator all but idle (what it counts is beside the
+            // series checked at zero below).
+            "--max-pause",
+            "1h",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let log = collect_stdout(&mut child);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Every loop registers its series as it starts: wait for the last.
+    let metrics = loop {
+        if let Ok(response) = client.get(&url).send().await {
+            let text = response.text().await.expect("body");
+            if text.contains("rocket_rides_keys_reaped_total")
+                && text.contains("rocket_rides_receipts_sent_total")
+                && text.contains("rocket_rides_completer_keys_total")
+                && text.contains("rocket_rides_staged_jobs")
+            {
+                break text;
+            }
+        }
+        assert!(Instant::now() < deadline, "no full /metrics within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (clean, log) = stop(child, log);
+    assert!(clean, "{log}");
+    for metric in METRICS
+        .iter()
+        .filter(|metric| metric.exported_by.iter().any(|by| *by != Exporter::Postgres))
+    {
+        assert!(
+            metrics.contains(&format!("# HELP {} {}", metric.name, metric.help)),
+            "{} has no help:\n{metrics}",
+            metric.name
+        );
+        for (label, values) in metric.labels {
+            for value in *values {
+                assert!(
+                    metrics.lines().any(|line| line.starts_with(metric.name)
+                        && line.contains(&format!("{label}=\"{value}\""))),
+                    "{} has no series with {label}={value}:\n{metrics}",
+                    metric.name
+                );
+            }
+        }
+    }
+    for zero in [
+        r#"rocket_rides_ride_requests_total{runner="api",outcome="internal_error"} 0"#,
+        r#"rocket_rides_ride_requests_total{runner="completer",outcome="lost_lock"} 0"#,
+        "rocket_rides_keys_reaped_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == zero),
+            "no {zero:?}:\n{metrics}"
+        );
+    }
+    for present in [
+        "# HELP rocket_rides_build_info",
+        r#"rocket_rides_build_info{version=""#,
+        "# HELP process_cpu_seconds_total",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(metrics.contains(present), "no {present:?}:\n{metrics}");
+    }
+}
