@@ -12,7 +12,8 @@ FROM ${BASE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home rocket
+ && useradd --system --uid 10001 --no-create-home rocket \
+ && install -d -o rocket -m 700 /var/lib/rocket-rides/keys
 COPY rocket-rides /usr/local/bin/rocket-rides
 USER rocket
 EXPOSE 5000 9090

@@ -59,13 +59,33 @@ pub async fn up(args: &UpCommand, shutdown: CancellationToken) -> anyhow::Result
         .run(Some(&mut generate as &mut (dyn FnMut() -> String + Send)))
         .await?;
     for seeded in seeded {
+        let key = seeded.api_key.unwrap_or_default();
+        if let Some(dir) = &args.api_keys_dir {
+            write_api_key(dir, &seeded.user.email, &key)?;
+        }
         println!(
-            "{}\tcustomer {}\tapi key {} (shown once; stored hashed)",
-            seeded.user.email,
-            seeded.user.stripe_customer_id,
-            seeded.api_key.unwrap_or_default()
+            "{}\tcustomer {}\tapi key {key} (shown once; stored hashed)",
+            seeded.user.email, seeded.user.stripe_customer_id,
         );
     }
+    Ok(())
+}
+
+/// `Bearer <key>` in `dir/<email>`, readable by its owner only.
+fn write_api_key(dir: &std::path::Path, email: &str, key: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating UP_API_KEYS_DIR {}", dir.display()))?;
+    let path = dir.join(email);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "Bearer {key}").with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -45,6 +45,17 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", api_port));
     let url = format!("{}/rides", base.trim_end_matches('/'));
+    let authorization = match &args.authorization_file {
+        None => args.authorization.clone(),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading SIMULATOR_AUTHORIZATION_FILE {}", path.display()))?
+            .lines()
+            .next()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .with_context(|| format!("SIMULATOR_AUTHORIZATION_FILE {} is empty", path.display()))?
+            .to_owned(),
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -72,7 +83,7 @@ pub async fn run(
         let status = loop {
             let mut request = client
                 .post(&url)
-                .header("Authorization", &args.authorization)
+                .header("Authorization", &authorization)
                 .header("Idempotency-Key", &key);
             request = if raise_error {
                 let mut failing = form.to_vec();

@@ -184,6 +184,7 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
 #[tokio::test]
 async fn migrate_and_up_run_twice_against_postgres() {
     let url = integration_tests::postgres::fresh_database_url().await;
+    let keys_dir = std::env::temp_dir().join(format!("rr-keys-{}", uuid::Uuid::new_v4().simple()));
     // The first `up` saves the users as a version before PaymentIntents
     // did (Charges: no PaymentMethod); the second adds what is missing.
     for (subcommand, payments) in [
@@ -196,6 +197,7 @@ async fn migrate_and_up_run_twice_against_postgres() {
             .arg(subcommand)
             .env("DATABASE_URL", &url)
             .env("STRIPE_PAYMENTS", payments)
+            .envs((subcommand == "up").then_some(("UP_API_KEYS_DIR", &keys_dir)))
             .output()
             .expect("runs");
         assert!(
@@ -207,6 +209,20 @@ async fn migrate_and_up_run_twice_against_postgres() {
             let printed = String::from_utf8_lossy(&output.stdout);
             assert!(printed.contains("user@example.com"), "{printed}");
             assert!(printed.contains("api key rr_"), "{printed}");
+            // The key printed is the one left for the simulator, readable
+            // by its owner only.
+            use std::os::unix::fs::PermissionsExt as _;
+            let file = keys_dir.join("user@example.com");
+            let written = std::fs::read_to_string(&file).expect("key file");
+            let key = printed
+                .lines()
+                .find(|line| line.starts_with("user@example.com\t"))
+                .and_then(|line| line.split("api key ").nth(1))
+                .and_then(|rest| rest.split(' ').next())
+                .expect("a key printed");
+            assert_eq!(written, format!("Bearer {key}\n"));
+            let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
         }
     }
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
@@ -405,4 +421,66 @@ async fn a_fresh_process_exports_every_series_it_can_count_with_help_build_and_p
     ] {
         assert!(metrics.contains(present), "no {present:?}:\n{metrics}");
     }
+}
+
+/// The simulator sends the Authorization its file holds (as `up
+/// --api-keys-dir` leaves one), and a file it cannot read stops it at once,
+/// named.
+#[tokio::test]
+async fn the_simulator_authorizes_as_its_file_says() {
+    let file = std::env::temp_dir().join(format!("rr-auth-{}", uuid::Uuid::new_v4().simple()));
+    let missing = command()
+        .args(["simulator", "--authorization-file"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(!missing.status.success());
+    let said = String::from_utf8_lossy(&missing.stdout).to_string()
+        + &String::from_utf8_lossy(&missing.stderr);
+    assert!(said.contains(&file.display().to_string()), "{said}");
+    // The declined rider's email: every ride it sends is refused 402.
+    std::fs::write(&file, "user-bad-source@example.com\n").expect("written");
+    let port = free_port();
+    let mut child = command()
+        .args([
+            "start",
+            "--api-port",
+            &port.to_string(),
+            "--max-pause",
+            "50ms",
+            "--error-rate",
+            "0",
+            "--authorization-file",
+        ])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let log = collect_stdout(&mut child);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let declined = r#"rocket_rides_ride_requests_total{runner="api",outcome="declined"}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        if let Ok(response) = client.get(&url).send().await {
+            let text = response.text().await.expect("body");
+            let counted = text
+                .lines()
+                .find(|line| line.starts_with(declined))
+                .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+            if counted.is_some_and(|n| n >= 1.0) {
+                break text;
+            }
+        }
+        assert!(Instant::now() < deadline, "no declined ride within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (clean, log) = stop(child, log);
+    assert!(clean, "{log}");
+    let created = r#"rocket_rides_ride_requests_total{runner="api",outcome="created"} 0"#;
+    assert!(
+        metrics.lines().any(|line| line == created),
+        "no ride for the default rider:\n{metrics}"
+    );
 }

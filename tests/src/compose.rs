@@ -400,6 +400,9 @@ pub async fn run(config: ComposeConfig) -> anyhow::Result<ComposeReport> {
     eprintln!("compose: bringing the stack up");
     let deployment = Deployment::up(
         &[
+            // The soak's riders are named by email; compose's own default
+            // is api-key (its README shows a rider with a key).
+            ("AUTH_MODE", "email".into()),
             ("FAKE_STRIPE_FAULT_RATE", config.fault_rate.to_string()),
             ("STRIPE_TIMEOUT", "2s".into()),
             ("STRIPE_MAX_RETRIES", "1".into()),

@@ -150,6 +150,12 @@ pub struct UpCommand {
     pub store: StoreArgs,
     #[command(flatten)]
     pub stripe: StripeArgs,
+    /// Also write each demo user's new API key to a file named by the
+    /// user's email in this folder, as the `Authorization` value
+    /// (`Bearer <key>`, readable by the owner only), for a simulator or a
+    /// script to read (`SIMULATOR_AUTHORIZATION_FILE`).
+    #[arg(long, env = "UP_API_KEYS_DIR")]
+    pub api_keys_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

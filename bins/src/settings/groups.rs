@@ -474,6 +474,10 @@ pub struct SimulatorArgs {
     /// The Authorization header to send (an email, or `Bearer <key>`).
     #[arg(long, env = "SIMULATOR_AUTHORIZATION", default_value = application::DEMO_USERS[0].0)]
     pub authorization: String,
+    /// Read the Authorization header from this file instead (its first
+    /// line, e.g. one `up --api-keys-dir` wrote), at start.
+    #[arg(long, env = "SIMULATOR_AUTHORIZATION_FILE")]
+    pub authorization_file: Option<std::path::PathBuf>,
     /// Stop after this many rides (each with its retries) and log a summary;
     /// unset, the simulator runs until stopped.
     #[arg(long, env = "SIMULATOR_RIDES")]
