@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use adapters::http::ConsoleSlot;
+use adapters::http::console::ConsoleAccess;
 use anyhow::{Context, bail};
 use application::AuthMode;
 use tokio::net::TcpListener;
@@ -319,11 +320,19 @@ async fn serve_ops(
     ops: &OpsArgs,
     console: Option<&ConsoleArgs>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(adapters::http::ReadyStore, Option<(ConsoleSlot, String)>)> {
+) -> anyhow::Result<(adapters::http::ReadyStore, Option<(ConsoleSlot, ConsoleAccess)>)> {
     let ready = adapters::http::ReadyStore::default();
-    let console = console
-        .and_then(|console| console.console_token.as_ref())
-        .map(|token| (ConsoleSlot::default(), token.expose().to_owned()));
+    let console = console.and_then(|console| {
+        let token = console.console_token.as_ref()?;
+        Some((
+            ConsoleSlot::default(),
+            ConsoleAccess {
+                token: token.expose().to_owned(),
+                session_ttl: console.console_session_ttl.0,
+                secure_cookie: console.console_secure_cookie,
+            },
+        ))
+    });
     let address = ops.address();
     if console.is_some() && address.is_none() {
         warn!(
@@ -363,10 +372,10 @@ async fn serve_ops(
 async fn open_console(
     system: &System,
     payments: &Payments,
-    console: Option<(ConsoleSlot, String)>,
+    console: Option<(ConsoleSlot, ConsoleAccess)>,
     shutdown: &CancellationToken,
 ) {
-    let Some((slot, token)) = console else {
+    let Some((slot, access)) = console else {
         return;
     };
     let dead_letters = Arc::new(tokio::sync::OnceCell::new());
@@ -375,7 +384,7 @@ async fn open_console(
     }
     let _ = slot.set(Arc::new(system.console(
         payments,
-        &token,
+        access,
         dead_letters.clone(),
     )));
     if system.dead_letters.is_none()

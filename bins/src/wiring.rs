@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use adapters::clock::SystemClock;
 use adapters::connect::{ConnectError, redact_url};
-use adapters::http::console::{FindingsCache, SignInLimiter};
+use adapters::http::console::{ConsoleAccess, FindingsCache, Sessions, SignInLimiter};
 use adapters::http::{ApiState, CachedProbe, Console};
 use adapters::memory::{FakeGateway, FakeGatewayFaults, MemoryQueue, MemoryStore};
 use adapters::nats::{NatsQueue, NatsSettings};
@@ -659,11 +659,12 @@ impl System {
     pub fn console(
         &self,
         payments: &Payments,
-        token: &str,
+        access: ConsoleAccess,
         dead_letters: Arc<tokio::sync::OnceCell<Arc<dyn DeadLetters>>>,
     ) -> Console {
         Console {
-            token: token.to_owned(),
+            access,
+            sessions: Sessions::default(),
             reconcile: self.reconcile(payments),
             keys: self.store.clone(),
             outbox: self.store.clone(),

@@ -389,6 +389,14 @@ pub struct ConsoleArgs {
     /// whoever signs in with this token (16 characters at least). Unset: no console.
     #[arg(long, env = "CONSOLE_TOKEN", hide_env_values = true, value_parser = console_token)]
     pub console_token: Option<Secret>,
+    /// A console sign-in lasts this long (then the token is asked again);
+    /// signing out ends it sooner.
+    #[arg(long, env = "CONSOLE_SESSION_TTL", value_parser = session_ttl, default_value = "8h")]
+    pub console_session_ttl: Dur,
+    /// Send the console's session cookie over HTTPS only: set it when the
+    /// console is reached through TLS (a proxy in front of METRICS_ADDR).
+    #[arg(long, env = "CONSOLE_SECURE_COOKIE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub console_secure_cookie: bool,
 }
 
 #[derive(Debug, Clone, Args)]

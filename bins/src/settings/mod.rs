@@ -43,6 +43,16 @@ pub(crate) fn console_token(text: &str) -> Result<Secret, String> {
     Ok(Secret(text.to_owned()))
 }
 
+pub(crate) fn session_ttl(text: &str) -> Result<Dur, String> {
+    let ttl = duration(text)?;
+    if ttl.0 < Duration::from_secs(60) {
+        return Err(format!(
+            "{text} is shorter than 1m: an operator would be signed out between two refreshes"
+        ));
+    }
+    Ok(ttl)
+}
+
 pub(crate) fn replay_ttl(text: &str) -> Result<Dur, String> {
     let ttl = duration(text)?;
     if ttl.0 > application::ReplayCacheLimits::MAX_TTL {

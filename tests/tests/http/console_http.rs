@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::clock::ManualClock;
-use adapters::http::console::{FindingsCache, SignInLimiter};
+use adapters::http::console::{ConsoleAccess, FindingsCache, Sessions, SignInLimiter};
 use adapters::http::{Console, ConsoleSlot, ReadyStore, ops_router};
 use adapters::memory::{FakeGateway, MemoryStore};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -80,6 +80,15 @@ struct Running {
 }
 
 async fn running() -> Running {
+    running_with(ConsoleAccess {
+        token: TOKEN.to_owned(),
+        session_ttl: Duration::from_secs(8 * 3600),
+        secure_cookie: false,
+    })
+    .await
+}
+
+async fn running_with(access: ConsoleAccess) -> Running {
     let slot = ConsoleSlot::default();
     let router = ops_router(ReadyStore::default(), None, Some(slot.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -114,7 +123,8 @@ async fn running() -> Running {
     let dead_letters: Arc<tokio::sync::OnceCell<Arc<dyn application::ports::DeadLetters>>> =
         Arc::default();
     let console = Console {
-        token: TOKEN.to_owned(),
+        access,
+        sessions: Sessions::default(),
         reconcile: ReconcileKeys::new(
             store.clone(),
             store.clone(),
@@ -629,4 +639,136 @@ async fn rides_whose_refund_failed_are_listed_for_a_person() {
         .await
         .expect("page");
     assert!(shown.contains(&row), "{shown}");
+}
+
+/// Sign-in opens a session the server keeps: the cookie holds a random id,
+/// never the token, and lasts `CONSOLE_SESSION_TTL`; each session has its
+/// own form value; sign-out ends the session for good; every answer
+/// forbids framing and scripts.
+#[tokio::test]
+async fn sign_in_opens_a_session_with_its_own_form_value_that_sign_out_ends() {
+    let c = running().await;
+    let (first, second) = (sign_in(&c).await, sign_in(&c).await);
+    assert_ne!(first, second, "a session per sign-in");
+    let (status, first_value) = console_page(&c, &first).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, second_value) = console_page(&c, &second).await;
+    let (first_value, second_value) = (
+        first_value.expect("a form value"),
+        second_value.expect("a form value"),
+    );
+    assert_ne!(first_value, second_value, "a form value per session");
+    // One session's form value is no good with another's cookie.
+    let crossed = c
+        .post(
+            "/console/dead-letters/requeue",
+            Some(&second),
+            &[("csrf", &first_value)],
+        )
+        .await;
+    assert_eq!(crossed.status(), StatusCode::FORBIDDEN);
+    let own = c
+        .post(
+            "/console/dead-letters/requeue",
+            Some(&second),
+            &[("csrf", &second_value)],
+        )
+        .await;
+    assert_eq!(own.status(), StatusCode::SEE_OTHER, "its own form value");
+    // Sign-out ends the session at the server: the same cookie, replayed,
+    // signs no one in. The other session goes on.
+    let out = c
+        .post("/console/logout", Some(&first), &[("csrf", &first_value)])
+        .await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(out.headers()["set-cookie"].to_str().expect("ascii").contains("Max-Age=0"));
+    let (status, _) = console_page(&c, &first).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "sent to sign in again");
+    let (status, _) = console_page(&c, &second).await;
+    assert_eq!(status, StatusCode::OK);
+    // The sign-in page is guarded the same way.
+    let login = c.get("/console/login", None).await;
+    assert_eq!(login.headers()["x-frame-options"], "DENY");
+}
+
+/// Signs in with the token: the session's cookie pair.
+async fn sign_in(c: &Running) -> String {
+        let signed_in = c.post("/console/login", None, &[("token", TOKEN)]).await;
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        let set = signed_in.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(!set.contains(TOKEN), "the token is never in the cookie: {set}");
+        assert!(set.contains("Max-Age=28800"), "{set}");
+        assert!(!set.contains("Secure"), "{set}");
+        set.split(';').next().expect("pair").to_owned()
+}
+
+/// The console page with `cookie`: its status (checking the guard headers)
+/// and the form value it carries.
+async fn console_page(c: &Running, cookie: &str) -> (StatusCode, Option<String>) {
+        let page = c
+            .http
+            .get(format!("{}/console", c.base))
+            .header("Cookie", cookie)
+            .send()
+            .await
+            .expect("answered");
+        let status = page.status();
+        for (name, value) in [
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+        ] {
+            assert_eq!(page.headers()[name], value);
+        }
+        let policy = page.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(
+            policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"),
+            "{policy}"
+        );
+        let body = page.text().await.expect("body");
+        let form_value = body
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned);
+        (status, form_value)
+}
+
+/// A session ends at its time, and a token with characters a cookie could
+/// not carry (`;`) signs in all the same (the cookie carries the session's
+/// id, not the token); `CONSOLE_SECURE_COOKIE` marks the cookie `Secure`.
+#[tokio::test]
+async fn a_session_ends_at_its_time_and_any_visible_token_signs_in() {
+    let token = "a;token,with=odd\"chars";
+    let c = running_with(ConsoleAccess {
+        token: token.to_owned(),
+        session_ttl: Duration::ZERO,
+        secure_cookie: true,
+    })
+    .await;
+    let signed_in = c.post("/console/login", None, &[("token", token)]).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let set = signed_in.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(set.contains("; Secure"), "{set}");
+    let cookie = set.split(';').next().expect("pair").to_owned();
+    // Its time is up at once: the cookie signs no one in.
+    let page = c
+        .http
+        .get(format!("{}/console", c.base))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(page.status(), StatusCode::SEE_OTHER);
+    // As a bearer, the same token works on each request.
+    assert_eq!(c.get("/console", Some(token)).await.status(), StatusCode::OK);
 }

@@ -1,7 +1,9 @@
-//! Who may use the console: the token, as a cookie set at sign-in or as a
-//! bearer, compared in constant time; wrong tokens limited in rate, so the
-//! token cannot be found by trying many; and the per-token form guard that
-//! keeps cross-site posts out.
+//! Who may use the console: the token, given once at sign-in (which opens a
+//! session: a random id in an HttpOnly, SameSite=Strict cookie, `Secure` on
+//! request, that ends at its expiry or at sign-out) or as a bearer on each
+//! request, compared in constant time; wrong tokens limited in rate, so
+//! the token cannot be found by trying many; and the session's own form
+//! value that keeps cross-site posts out.
 
 use super::*;
 
@@ -76,36 +78,172 @@ pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
         == 0
 }
 
-impl Console {
-    pub(super) fn csrf(&self) -> String {
-        ApiKeyHash::of(&format!("console-form:{}", self.token))
-            .as_str()
-            .to_owned()
+/// Who may use the console, and how long a sign-in lasts.
+#[derive(Clone)]
+pub struct ConsoleAccess {
+    /// The token (`CONSOLE_TOKEN`).
+    pub token: String,
+    /// A session ends this long after sign-in (`CONSOLE_SESSION_TTL`).
+    pub session_ttl: Duration,
+    /// The session cookie is sent over HTTPS only
+    /// (`CONSOLE_SECURE_COOKIE`: the console is behind TLS).
+    pub secure_cookie: bool,
+}
+
+impl std::fmt::Debug for ConsoleAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleAccess")
+            .field("token", &"***")
+            .field("session_ttl", &self.session_ttl)
+            .field("secure_cookie", &self.secure_cookie)
+            .finish()
+    }
+}
+
+/// The open sessions, by the hash of their id (the id itself is kept only
+/// in the operator's cookie): each with its form value and its end.
+#[derive(Default)]
+pub struct Sessions(Mutex<std::collections::BTreeMap<String, Session>>);
+
+#[derive(Clone)]
+struct Session {
+    form_value: String,
+    ends: Instant,
+}
+
+impl Sessions {
+    /// At most this many at once; past it the one ending soonest goes.
+    pub const MAX: usize = 256;
+
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Session>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The token the request carries, in the cookie or as a bearer.
-    pub(super) fn signed_in(&self, headers: &HeaderMap) -> Option<bool> {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let cookie = headers
+    /// Opens a session lasting `ttl`; its id, for the cookie.
+    fn open(&self, ttl: Duration) -> String {
+        let id = random_value();
+        let now = Instant::now();
+        let mut sessions = self.map();
+        sessions.retain(|_, session| session.ends > now);
+        while sessions.len() >= Self::MAX {
+            let Some(soonest) = sessions
+                .iter()
+                .min_by_key(|(_, session)| session.ends)
+                .map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            sessions.remove(&soonest);
+        }
+        sessions.insert(
+            ApiKeyHash::of(&id).as_str().to_owned(),
+            Session {
+                form_value: random_value(),
+                ends: now + ttl,
+            },
+        );
+        id
+    }
+
+    /// The form value of the live session `id` names, if any.
+    fn form_value(&self, id: &str) -> Option<String> {
+        let key = ApiKeyHash::of(id);
+        let mut sessions = self.map();
+        match sessions.get(key.as_str()) {
+            Some(session) if session.ends > Instant::now() => Some(session.form_value.clone()),
+            Some(_) => {
+                sessions.remove(key.as_str());
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn close(&self, id: &str) {
+        self.map().remove(ApiKeyHash::of(id).as_str());
+    }
+}
+
+/// 244 random bits (two v4 UUIDs, from the system's CSPRNG) as 64 hex
+/// digits: a session id or a form value.
+fn random_value() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// How a request is signed in.
+pub(super) enum SignedIn {
+    /// A session: its form guard must come with each form.
+    Session { form_value: String },
+    /// The token as a bearer, on this request alone (a script: no
+    /// browser sends it by itself, so no form guard is needed).
+    Bearer,
+}
+
+impl Console {
+    /// The session id the request's cookie carries, if any.
+    pub(super) fn session_id(headers: &HeaderMap) -> Option<String> {
+        headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .find_map(|pair| pair.trim().strip_prefix(&format!("{COOKIE}=")));
-        bearer
-            .or(cookie)
-            .map(|given| constant_time_eq(given, &self.token))
+            .find_map(|pair| pair.trim().strip_prefix(&format!("{COOKIE}=")))
+            .map(str::to_owned)
+    }
+
+    /// Whether the request is signed in: `None` when it carries no
+    /// credential (or a session that ended), `Some(Err(()))` for a wrong
+    /// bearer token.
+    pub(super) fn signed_in(&self, headers: &HeaderMap) -> Option<Result<SignedIn, ()>> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(given) = bearer {
+            return Some(
+                constant_time_eq(given, &self.access.token)
+                    .then_some(SignedIn::Bearer)
+                    .ok_or(()),
+            );
+        }
+        let id = Self::session_id(headers)?;
+        self.sessions
+            .form_value(&id)
+            .map(|form_value| Ok(SignedIn::Session { form_value }))
+    }
+
+    /// Opens a session; the `Set-Cookie` value that carries it.
+    pub(super) fn open_session(&self) -> String {
+        let id = self.sessions.open(self.access.session_ttl);
+        let secure = if self.access.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        };
+        format!(
+            "{COOKIE}={id}; Path=/console; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+            self.access.session_ttl.as_secs()
+        )
+    }
+
+    /// Ends the session the request's cookie names, if any.
+    pub(super) fn close_session(&self, headers: &HeaderMap) {
+        if let Some(id) = Self::session_id(headers) {
+            self.sessions.close(&id);
+        }
     }
 }
 
-/// Not ready, or not signed in: the answer, else the console.
+/// Not ready, or not signed in: the answer, else the console and how the
+/// request signed in.
 pub(super) async fn console_for(
     slot: &ConsoleSlot,
     headers: &HeaderMap,
-) -> Result<Arc<Console>, Response> {
+) -> Result<(Arc<Console>, SignedIn), Response> {
     let Some(console) = slot.get().cloned() else {
         return Err(html(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -113,14 +251,16 @@ pub(super) async fn console_for(
         ));
     };
     let given = console.signed_in(headers);
-    if given.is_some()
+    // A token given (right or wrong) waits out a guessing spree; a live
+    // session, whose id was never guessed, does not.
+    if matches!(given, Some(Ok(SignedIn::Bearer) | Err(())))
         && let Some(wait) = console.sign_ins.wait()
     {
         return Err(too_many_tries(wait));
     }
     match given {
-        Some(true) => Ok(console),
-        Some(false) => Err({
+        Some(Ok(signed_in)) => Ok((console, signed_in)),
+        Some(Err(())) => Err({
             console.sign_ins.failed();
             html(
                 StatusCode::UNAUTHORIZED,
@@ -137,13 +277,24 @@ pub(super) async fn console_for(
 
 #[derive(Deserialize)]
 pub(super) struct Csrf {
-    pub(super) csrf: String,
+    /// The session's form value (a bearer's form needs none).
+    #[serde(default)]
+    pub(super) csrf: Option<String>,
 }
 
 /// The refusal of a form that did not come from the console, if it did not.
-pub(super) fn foreign_form(console: &Console, form: &Csrf) -> Option<Response> {
-    if constant_time_eq(&form.csrf, &console.csrf()) {
-        return None;
+pub(super) fn foreign_form(signed_in: &SignedIn, form: &Csrf) -> Option<Response> {
+    match signed_in {
+        SignedIn::Bearer => return None,
+        SignedIn::Session { form_value }
+            if form
+                .csrf
+                .as_deref()
+                .is_some_and(|given| constant_time_eq(given, form_value)) =>
+        {
+            return None;
+        }
+        SignedIn::Session { .. } => {}
     }
     Some(html(
         StatusCode::FORBIDDEN,
@@ -170,8 +321,8 @@ impl axum::extract::FromRequest<ConsoleSlot> for FormConsole {
         let Form(form) = Form::<Csrf>::from_request(request, slot)
             .await
             .map_err(IntoResponse::into_response)?;
-        let console = console_for(slot, &headers).await?;
-        match foreign_form(&console, &form) {
+        let (console, signed_in) = console_for(slot, &headers).await?;
+        match foreign_form(&signed_in, &form) {
             Some(refused) => Err(refused),
             None => Ok(Self(console)),
         }

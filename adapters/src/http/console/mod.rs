@@ -7,10 +7,13 @@
 //! the recent rides with their request ids, and the last hour's keys by
 //! the answer stored for them.
 //!
-//! Sign-in: `POST /console/login` with the token sets an HttpOnly,
-//! SameSite=Strict cookie; scripts may send `Authorization: Bearer
-//! <token>` instead. Every form carries a token derived from it (a second
-//! guard against cross-site posts). Tokens are compared in constant time.
+//! Sign-in: `POST /console/login` with the token opens a session (a random
+//! id in an HttpOnly, SameSite=Strict cookie, `Secure` with
+//! `CONSOLE_SECURE_COOKIE`, ending after `CONSOLE_SESSION_TTL` or at
+//! sign-out); scripts may send `Authorization: Bearer <token>` instead.
+//! Every form carries the session's own random value (a second guard
+//! against cross-site posts). Tokens are compared in constant time. Every
+//! answer forbids framing and any script or resource from elsewhere.
 
 mod auth;
 mod findings;
@@ -33,8 +36,8 @@ use domain::{ApiKeyHash, KeyId, Reconciliation, ReviewPolicy};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-pub use auth::SignInLimiter;
-use auth::{COOKIE, FormConsole, console_for, constant_time_eq, too_many_tries};
+pub use auth::{ConsoleAccess, Sessions, SignInLimiter};
+use auth::{FormConsole, SignedIn, console_for, constant_time_eq, too_many_tries};
 pub use findings::FindingsCache;
 use view::{back_with, escape, html, layout, login_page, render};
 
@@ -43,7 +46,10 @@ const ROWS: usize = 50;
 
 /// What the console reads and acts through; set once the process is connected.
 pub struct Console {
-    pub token: String,
+    /// The token and how long a sign-in lasts.
+    pub access: ConsoleAccess,
+    /// The sessions signed in.
+    pub sessions: Sessions,
     pub reconcile: ReconcileKeys,
     pub keys: Arc<dyn KeyViews>,
     pub outbox: Arc<dyn Outbox>,
@@ -75,7 +81,28 @@ pub fn console_router(slot: ConsoleSlot) -> Router {
         .route("/console/review/{id}/settle", post(settle))
         .route("/console/dead-letters/requeue", post(requeue))
         .route("/console/dead-letters/{sequence}/delete", post(delete_dead))
+        .layer(axum::middleware::map_response(guarded))
         .with_state(slot)
+}
+
+/// What every console answer tells the browser: never inside a frame, no
+/// script at all, styles only its own inline sheet, forms only to itself,
+/// no referrer, no guessing of types, no caching.
+async fn guarded(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 async fn login_form(State(slot): State<ConsoleSlot>) -> Response {
@@ -103,23 +130,26 @@ async fn login(State(slot): State<ConsoleSlot>, Form(form): Form<LoginForm>) -> 
     if let Some(wait) = console.sign_ins.wait() {
         return too_many_tries(wait);
     }
-    if !constant_time_eq(&form.token, &console.token) {
+    if !constant_time_eq(&form.token, &console.access.token) {
         tracing::warn!("console: sign-in with a wrong token refused");
         console.sign_ins.failed();
         return login_page(StatusCode::UNAUTHORIZED, "Wrong console token.");
     }
     let mut response = Redirect::to("/console").into_response();
-    let cookie = format!(
-        "{COOKIE}={}; Path=/console; HttpOnly; SameSite=Strict",
-        console.token
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    match HeaderValue::from_str(&console.open_session()) {
+        Ok(value) => {
+            tracing::info!("console: signed in");
+            response.headers_mut().insert(header::SET_COOKIE, value);
+            response
+        }
+        Err(_) => login_page(StatusCode::INTERNAL_SERVER_ERROR, "No session could be opened."),
     }
-    response
 }
 
-async fn logout() -> Response {
+/// Ends the session (the server forgets it: the cookie, if kept, no longer
+/// signs anyone in) and clears the cookie.
+async fn logout(headers: HeaderMap, FormConsole(console): FormConsole) -> Response {
+    console.close_session(&headers);
     let mut response = Redirect::to("/console/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -164,11 +194,16 @@ async fn page(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let console = match console_for(&slot, &headers).await {
-        Ok(console) => console,
+    let (console, signed_in) = match console_for(&slot, &headers).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
-    match render(&console, query.get("flash").map(String::as_str)).await {
+    let form_value = match &signed_in {
+        SignedIn::Session { form_value } => form_value.as_str(),
+        // A bearer's forms need no guard.
+        SignedIn::Bearer => "",
+    };
+    match render(&console, form_value, query.get("flash").map(String::as_str)).await {
         Ok(body) => html(
             StatusCode::OK,
             layout("Rocket Rides console", Some(console.refresh), &body),

@@ -6,10 +6,7 @@ use super::*;
 pub(super) fn html(status: StatusCode, body: String) -> Response {
     (
         status,
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         body,
     )
         .into_response()
@@ -44,7 +41,7 @@ pub(super) fn layout(title: &str, refresh: Option<Duration>, body: &str) -> Stri
          <style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330}}\
          table{{border-collapse:collapse;margin:.4rem 0 1.2rem}}td,th{{border:1px solid #ccd;padding:.25rem .6rem;text-align:left}}td{{overflow-wrap:anywhere}}\
          th{{background:#eef}}h2{{margin-top:1.4rem}}.flash{{background:#efe;border:1px solid #9c9;padding:.4rem}}\
-         .error{{background:#fee;border:1px solid #c99;padding:.4rem}}.muted{{color:#667}}</style></head>\
+         .error{{background:#fee;border:1px solid #c99;padding:.4rem}}.muted{{color:#667}}.inline{{display:inline}}</style></head>\
          <body>{body}</body></html>",
         escape(title)
     )
@@ -84,15 +81,18 @@ pub(super) fn ago(now: SystemTime, at: SystemTime) -> String {
     }
 }
 
-pub(super) async fn render(console: &Console, flash: Option<&str>) -> anyhow::Result<String> {
+pub(super) async fn render(
+    console: &Console,
+    csrf: &str,
+    flash: Option<&str>,
+) -> anyhow::Result<String> {
     let now = console.clock.now();
-    let csrf = console.csrf();
     let mut out = String::new();
     let w = &mut out;
     writeln!(
         w,
         "<h1>Rocket Rides console</h1><p class=\"muted\">As of {} (refreshes every {} s). \
-         <form method=\"post\" action=\"/console/logout\" style=\"display:inline\"><button>Sign out</button></form></p>",
+         <form method=\"post\" action=\"/console/logout\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Sign out</button></form></p>",
         humantime::format_rfc3339_seconds(now),
         console.refresh.as_secs().max(1)
     )?;
