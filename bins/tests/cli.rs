@@ -25,6 +25,19 @@ fn collect_stdout(child: &mut Child) -> std::thread::JoinHandle<String> {
     })
 }
 
+/// `rocket-rides start` on `port` with `args`, its log read as it comes.
+fn start(port: u16, args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = command()
+        .args(["start", "--api-port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let log = collect_stdout(&mut child);
+    (child, log)
+}
+
 fn stop(mut child: Child, log: std::thread::JoinHandle<String>) -> (bool, String) {
     let terminated = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -48,11 +61,9 @@ fn stop(mut child: Child, log: std::thread::JoinHandle<String>) -> (bool, String
 #[tokio::test]
 async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly_on_sigterm() {
     let port = free_port();
-    let mut child = command()
-        .args([
-            "start",
-            "--api-port",
-            &port.to_string(),
+    let (child, log) = start(
+        port,
+        &[
             "--poll-interval",
             "500ms",
             "--completer-min-age",
@@ -61,12 +72,8 @@ async fn start_with_nothing_configured_serves_the_seed_request_and_stops_cleanly
             "1s",
             "--max-pause",
             "200ms",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let log = collect_stdout(&mut child);
+        ],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -346,21 +353,15 @@ fn each_command_lists_only_the_settings_it_reads() {
 async fn a_fresh_process_exports_every_series_it_can_count_with_help_build_and_process_metrics() {
     use application::telemetry::{Exporter, METRICS};
     let port = free_port();
-    let mut child = command()
-        .args([
-            "start",
-            "--api-port",
-            &port.to_string(),
+    let (child, log) = start(
+        port,
+        &[
             // The simulator all but idle (what it counts is beside the
             // series checked at zero below).
             "--max-pause",
             "1h",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let log = collect_stdout(&mut child);
+        ],
+    );
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -441,23 +442,18 @@ async fn the_simulator_authorizes_as_its_file_says() {
     // The declined rider's email: every ride it sends is refused 402.
     std::fs::write(&file, "user-bad-source@example.com\n").expect("written");
     let port = free_port();
-    let mut child = command()
-        .args([
-            "start",
-            "--api-port",
-            &port.to_string(),
+    let file_arg = file.to_str().expect("a UTF-8 path");
+    let (child, log) = start(
+        port,
+        &[
             "--max-pause",
             "50ms",
             "--error-rate",
             "0",
             "--authorization-file",
-        ])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let log = collect_stdout(&mut child);
+            file_arg,
+        ],
+    );
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let declined = r#"rocket_rides_ride_requests_total{runner="api",outcome="declined"}"#;

@@ -35,6 +35,17 @@ pub async fn start_nats_with_user(user: &str, password: &str) -> NatsServer {
 
 /// The user and password every suite's NATS requires.
 pub const USER: &str = "rocket-rides";
+
+/// A JetStream client of the test's own on `url`, signed in as the suites'
+/// NATS user (the client library takes credentials from options, not from
+/// a URL): a forger, or a test reading what the queue made.
+pub async fn jetstream_as_user(url: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::ConnectOptions::with_user_and_password(USER.into(), PASSWORD.into())
+        .connect(url)
+        .await
+        .expect("client");
+    async_nats::jetstream::new(client)
+}
 pub const PASSWORD: &str = "nats-test-password";
 
 /// NATS with JetStream on a given host port (one that processes may

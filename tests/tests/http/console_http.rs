@@ -196,6 +196,15 @@ impl Running {
         (user, answer)
     }
 
+    async fn get_with_cookie(&self, path: &str, cookie: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("Cookie", cookie)
+            .send()
+            .await
+            .expect("answered")
+    }
+
     async fn get(&self, path: &str, bearer: Option<&str>) -> reqwest::Response {
         let mut request = self.http.get(format!("{}{path}", self.base));
         if let Some(token) = bearer {
@@ -276,13 +285,7 @@ async fn no_page_without_the_token_and_no_action_from_a_foreign_form() {
         .await
         .expect("booked");
     assert_eq!(answer.response.status, 201);
-    let page = c
-        .http
-        .get(format!("{}/console", c.base))
-        .header("Cookie", &cookie)
-        .send()
-        .await
-        .expect("answered");
+    let page = c.get_with_cookie("/console", &cookie).await;
     assert_eq!(page.status(), StatusCode::OK);
     assert_eq!(page.headers()["cache-control"], "no-store");
     let html = page.text().await.expect("body");
@@ -708,13 +711,7 @@ async fn sign_in(c: &Running) -> String {
 /// The console page with `cookie`: its status (checking the guard headers)
 /// and the form value it carries.
 async fn console_page(c: &Running, cookie: &str) -> (StatusCode, Option<String>) {
-        let page = c
-            .http
-            .get(format!("{}/console", c.base))
-            .header("Cookie", cookie)
-            .send()
-            .await
-            .expect("answered");
+        let page = c.get_with_cookie("/console", cookie).await;
         let status = page.status();
         for (name, value) in [
             ("x-frame-options", "DENY"),
@@ -761,13 +758,7 @@ async fn a_session_ends_at_its_time_and_any_visible_token_signs_in() {
     assert!(set.contains("; Secure"), "{set}");
     let cookie = set.split(';').next().expect("pair").to_owned();
     // Its time is up at once: the cookie signs no one in.
-    let page = c
-        .http
-        .get(format!("{}/console", c.base))
-        .header("Cookie", &cookie)
-        .send()
-        .await
-        .expect("answered");
+    let page = c.get_with_cookie("/console", &cookie).await;
     assert_eq!(page.status(), StatusCode::SEE_OTHER);
     // As a bearer, the same token works on each request.
     assert_eq!(c.get("/console", Some(token)).await.status(), StatusCode::OK);

@@ -534,14 +534,7 @@ async fn an_unreadable_dead_letter_is_listed_as_such_and_can_be_deleted() {
     let queue = Arc::new(NatsQueue::connect(settings.clone()).await.expect("NATS"));
     // A forger with the credentials (the client library takes them from
     // options, not from the URL).
-    let client = async_nats::ConnectOptions::with_user_and_password(
-        integration_tests::nats::USER.into(),
-        integration_tests::nats::PASSWORD.into(),
-    )
-    .connect(&settings.url)
-    .await
-    .expect("client");
-    let jetstream = async_nats::jetstream::new(client);
+    let jetstream = integration_tests::nats::jetstream_as_user(&settings.url).await;
     jetstream
         .publish(
             settings.dead_letter_subject.clone(),
@@ -715,14 +708,7 @@ async fn changed_stream_and_consumer_settings_are_applied_to_existing_ones_or_re
         ..first.clone()
     };
     NatsQueue::connect(changed.clone()).await.expect("updated");
-    let client = async_nats::ConnectOptions::with_user_and_password(
-        integration_tests::nats::USER.into(),
-        integration_tests::nats::PASSWORD.into(),
-    )
-    .connect(&first.url)
-    .await
-    .expect("client");
-    let jetstream = async_nats::jetstream::new(client);
+    let jetstream = integration_tests::nats::jetstream_as_user(&first.url).await;
     let mut stream = jetstream.get_stream(&first.stream).await.expect("stream");
     assert_eq!(
         stream.info().await.expect("info").config.duplicate_window,
