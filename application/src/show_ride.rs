@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use domain::{Ride, RideId, User};
+use domain::{RefundView, RideId, RideShown, RideStatus, RideView, User};
 
 use crate::ports::{Keys, StoreError};
 
@@ -15,13 +15,33 @@ impl ShowRide {
         Self { keys }
     }
 
-    /// The ride, if it exists and belongs to `user`; someone else's ride is
-    /// indistinguishable from a missing one.
-    pub async fn run(&self, user: &User, id: RideId) -> Result<Option<Ride>, StoreError> {
-        Ok(self
+    /// The ride, if it exists and belongs to `user` (someone else's ride
+    /// is indistinguishable from a missing one), with its refund once it
+    /// was cancelled.
+    pub async fn run(&self, user: &User, id: RideId) -> Result<Option<RideShown>, StoreError> {
+        let Some(ride) = self
             .keys
             .find_ride(id)
             .await?
-            .filter(|ride| ride.user_id == user.id))
+            .filter(|ride| ride.user_id == user.id)
+        else {
+            return Ok(None);
+        };
+        let cancelled = matches!(
+            ride.status,
+            RideStatus::Cancelling | RideStatus::Cancelled | RideStatus::RefundFailed
+        );
+        let refund = match cancelled {
+            true => self
+                .keys
+                .find_cancellation(ride.id)
+                .await?
+                .map(|cancellation| RefundView::of(&cancellation)),
+            false => None,
+        };
+        Ok(Some(RideShown {
+            ride: RideView::from(&ride),
+            refund,
+        }))
     }
 }

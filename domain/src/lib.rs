@@ -38,7 +38,7 @@ pub use payment::{
 pub use reconcile::{ChargeSearch, FoundCharge, ReconcilePolicy, Reconciliation, ReviewChecks};
 pub use response::{
     AuthenticationRequired, Problem, ProblemBody, ProblemKind, RefundView, RideCancelled,
-    RideCreated, RideView, StoredResponse,
+    RideCreated, RideShown, RideView, StoredResponse,
 };
 pub use ride::{
     Coordinate, Latitude, Longitude, Ride, RideId, RideParams, RideParamsError, RideParamsField,

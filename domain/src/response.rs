@@ -90,6 +90,33 @@ pub struct RefundView {
     pub status: Option<RefundStatus>,
 }
 
+impl RefundView {
+    /// What `cancellation` gave back (or is giving back: its refund's
+    /// status is Stripe's latest).
+    pub fn of(cancellation: &Cancellation) -> Self {
+        let refund = cancellation.refund.as_ref();
+        Self {
+            id: refund.map(|r| r.refund_id.clone()),
+            amount: cancellation.giveback.refund_cents(),
+            currency: RIDE_PRICE.currency.to_owned(),
+            status: refund.map(|r| r.status),
+        }
+    }
+}
+
+/// A ride as `GET /rides/{id}` shows it: the ride, and once it was
+/// cancelled, what went back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RideShown {
+    #[serde(flatten)]
+    pub ride: RideView,
+    /// Once the ride is cancelled: its refund (amount 0 and no id when its
+    /// PaymentIntent was cancelled instead or nothing was due).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund: Option<RefundView>,
+}
+
 /// The 200 answer to a cancel, stored and replayed byte for byte.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -153,18 +180,12 @@ impl StoredResponse {
 
     /// The ride is cancelled (`ride` as it now stands) and what went back.
     pub fn ride_cancelled(ride: &Ride, cancellation: &Cancellation) -> Self {
-        let refund = cancellation.refund.as_ref();
         Self {
             status: 200,
             body: to_json(&RideCancelled {
                 message: "Ride cancelled.".to_owned(),
                 ride: RideView::from(ride),
-                refund: RefundView {
-                    id: refund.map(|r| r.refund_id.clone()),
-                    amount: cancellation.giveback.refund_cents(),
-                    currency: RIDE_PRICE.currency.to_owned(),
-                    status: refund.map(|r| r.status),
-                },
+                refund: RefundView::of(cancellation),
             }),
         }
     }

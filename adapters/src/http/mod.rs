@@ -26,7 +26,7 @@ use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use domain::{RideId, RideView};
+use domain::RideId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -467,8 +467,8 @@ fn stored_response(answer: Answer) -> Response {
         ("Authorization" = String, Header, description = "The rider who booked it."),
     ),
     responses(
-        (status = 200, description = "The ride.", body = domain::RideView,
-            example = json!({"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc"})),
+        (status = 200, description = "The ride and its status now; once it was cancelled, its refund (whose status is Stripe's latest).", body = domain::RideShown,
+            example = json!({"id": 1, "origin_lat": 0.0, "origin_lon": 0.0, "target_lat": 0.0, "target_lon": 0.0, "stripe_charge_id": "ch_3NxAbc", "stripe_payment_intent_id": "pi_3NxAbc", "status": "cancelled", "refund": {"id": "re_3NxAbc", "amount": 2000, "currency": "usd", "status": "succeeded"}})),
     )
 )]
 async fn show_ride(
@@ -485,7 +485,7 @@ async fn show_ride(
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        json_text(&RideView::from(&ride)),
+        json_text(&ride),
     )
         .into_response())
 }

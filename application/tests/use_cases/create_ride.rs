@@ -708,7 +708,8 @@ async fn a_rider_sees_their_own_ride_and_nobody_elses() {
     assert!(answer.response.body.contains(&format!("\"id\":{ride_id}")));
     let show = ShowRide::new(h.store.clone());
     let own = show.run(&h.good_user, ride_id).await.expect("read");
-    assert_eq!(own.map(|r| r.id), Some(ride_id));
+    let own = own.expect("their own");
+    assert_eq!((own.ride.id, own.refund), (ride_id.0, None), "booked: no refund");
     assert_eq!(
         show.run(&h.declined_user, ride_id).await.expect("read"),
         None

@@ -34,8 +34,15 @@ async fn a_booked_ride_is_cancelled_refunded_once_and_replayed(backend: Backend)
     let again = cancel(&app, GOOD_USER, &key, &id, r#"{"reason":"plans changed"}"#).await;
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.body, first.body);
+    // Before the cancel, GET shows no refund; after it, the same refund
+    // as the cancel's answer.
     let shown = Answer::of(app.get_ride(GOOD_USER, &id).await).await;
     assert_eq!(shown.json()["status"], "cancelled");
+    assert_eq!(shown.json()["refund"], body["refund"], "{}", shown.body);
+    let booked_id = booked(&app).await;
+    let untouched = Answer::of(app.get_ride(GOOD_USER, &booked_id).await).await;
+    assert_eq!(untouched.json()["status"], "booked");
+    assert!(untouched.json().get("refund").is_none(), "{}", untouched.body);
     let other = cancel(&app, GOOD_USER, &new_key(), &id, "").await;
     assert_eq!(other.status, 409);
     assert!(
