@@ -144,6 +144,42 @@ async fn concurrent_cancels_of_one_ride_make_one_refund(backend: Backend) {
     assert_eq!(app.gateway.refunds().len(), 1);
 }
 
+/// Two cancels of one ride with different keys, sent at once, for each of
+/// 100 rides on Postgres: one refund per ride, 100 in all, each pair one
+/// 200 and one 409 (the database's constraints decide the race).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_racing_cancels_of_each_of_100_rides_make_100_refunds_on_postgres() {
+    let app = spawn_app(AppOptions::on(Backend::Postgres)).await;
+    let mut rides = Vec::new();
+    for _ in 0..100 {
+        rides.push(booked(&app).await);
+    }
+    let mut pairs = tokio::task::JoinSet::new();
+    for id in &rides {
+        let send = |id: &str| {
+            app.client
+                .post(format!("{}/rides/{id}/cancel", app.base))
+                .header("Authorization", GOOD_USER)
+                .header("Idempotency-Key", new_key())
+                .send()
+        };
+        let (first, second) = (send(id), send(id));
+        pairs.spawn(async move {
+            let (first, second) = tokio::join!(first, second);
+            let mut statuses = [
+                first.expect("answered").status().as_u16(),
+                second.expect("answered").status().as_u16(),
+            ];
+            statuses.sort_unstable();
+            statuses
+        });
+    }
+    for statuses in pairs.join_all().await {
+        assert_eq!(statuses, [200, 409]);
+    }
+    assert_eq!(app.gateway.refunds().len(), 100, "one refund per ride");
+}
+
 on_every_backend!(
     a_booked_ride_is_cancelled_refunded_once_and_replayed,
     bad_cancels_are_4xx_and_store_nothing,
