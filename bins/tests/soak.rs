@@ -21,5 +21,10 @@ async fn a_short_soak_under_kills_and_restarts_keeps_every_promise() {
     let report = run(config).await.expect("the soak ran");
     println!("{}", report.table());
     assert!(report.kills >= 20, "{}", report.table());
+    assert!(
+        report.log_lines_searched >= 1000,
+        "the secrets search read the processes' logs: {}",
+        report.table()
+    );
     assert!(report.violations.is_empty(), "{}", report.table());
 }

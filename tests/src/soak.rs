@@ -99,6 +99,10 @@ pub struct SoakReport {
     /// Refunds of no cancelled ride.
     pub orphan_refunds: usize,
     pub stranded_keys: usize,
+    /// Log lines of every process (fake-stripe's too) searched for the
+    /// run's secrets, and how many held one.
+    pub log_lines_searched: usize,
+    pub log_lines_with_a_secret: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub drained_in: Duration,
@@ -157,6 +161,13 @@ impl SoakReport {
             ("lost receipts".into(), self.lost_receipts.to_string()),
             ("doubled receipts".into(), self.doubled_receipts.to_string()),
             ("stranded keys".into(), self.stranded_keys.to_string()),
+            (
+                "log lines searched for secrets / holding one".into(),
+                format!(
+                    "{} / {}",
+                    self.log_lines_searched, self.log_lines_with_a_secret
+                ),
+            ),
             ("request p50 ms".into(), format!("{:.1}", self.p50_ms)),
             ("request p99 ms".into(), format!("{:.1}", self.p99_ms)),
             (
@@ -182,6 +193,9 @@ impl SoakReport {
 }
 
 const STRIPE_KEY: &str = "sk_test_soak";
+/// The soak's Postgres password: distinctive, so the log search below
+/// cannot mistake another word for it.
+const POSTGRES_PASSWORD: &str = "pg-soak-password-5b1e";
 const GOOD: &str = "user@example.com";
 const DECLINED: &str = "user-bad-source@example.com";
 const CARDLESS: &str = "user-no-card@example.com";
@@ -695,7 +709,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         "soak: starting Postgres and NATS; logs in {}",
         logs.display()
     );
-    let postgres = start_dedicated(pg_port, "soak").await;
+    let postgres = start_dedicated(pg_port, POSTGRES_PASSWORD).await;
     let nats = start_nats_on(nats_port).await;
     let stripe = format!("http://127.0.0.1:{stripe_port}");
     let env: Vec<(String, String)> = [
@@ -899,6 +913,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     if postgres_restarts == 0 || nats_restarts == 0 {
         violations.push("the run ended before Postgres and NATS were each restarted once".into());
     }
+    search_logs_for_secrets(&logs, &mut report, &mut violations)?;
     report.violations = violations;
     Ok(report)
 }
@@ -1041,6 +1056,43 @@ pub async fn drain(
 /// shows it sent once); no ride without a 201; no key left unfinished; each
 /// key answered the same way however often it was retried. Fills in
 /// `report`'s figures and adds a line to `violations` for each break.
+/// No secret the run handed its processes (the NATS and Postgres
+/// passwords, the Stripe key, the webhook secret) appears in any line any
+/// process logged.
+fn search_logs_for_secrets(
+    logs: &std::path::Path,
+    report: &mut SoakReport,
+    violations: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let secrets = [
+        ("the NATS password", crate::nats::PASSWORD),
+        ("the Postgres password", POSTGRES_PASSWORD),
+        ("the Stripe key", STRIPE_KEY),
+        ("the webhook secret", WEBHOOK_SECRET),
+    ];
+    for entry in std::fs::read_dir(logs)? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines() {
+            report.log_lines_searched += 1;
+            let found: Vec<&str> = secrets
+                .iter()
+                .filter(|(_, secret)| line.contains(secret))
+                .map(|(what, _)| *what)
+                .collect();
+            if !found.is_empty() {
+                report.log_lines_with_a_secret += 1;
+                violations.push(format!(
+                    "{} in a line of {}",
+                    found.join(", "),
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn audit(
     pool: &PgPool,
     charges: &[Value],
