@@ -338,7 +338,10 @@ fn stream_differences(theirs: &stream::Config, ours: &stream::Config) -> String 
         ));
     }
     if theirs.storage != ours.storage {
-        differs.push(format!("storage {:?} -> {:?}", theirs.storage, ours.storage));
+        differs.push(format!(
+            "storage {:?} -> {:?}",
+            theirs.storage, ours.storage
+        ));
     }
     differs.join(", ")
 }

@@ -23,8 +23,8 @@ use domain::{
     ChargeSearch, CompleterPolicy, IdempotencyKey, KeyAction, KeyDecision, KeyId, KeyRecord,
     LockPolicy, PaymentApplied, PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor,
     RecoveryPoint, RefundOutcome, RefundRecord, RefundRequest, RefundStatus, RefundUpdate,
-    RequestFingerprint, ReviewChecks, ReviewPolicy, Ride, RideId, RideStatus, StagedJob, StoredResponse,
-    TestCard, User, UserId,
+    RequestFingerprint, ReviewChecks, ReviewPolicy, Ride, RideId, RideStatus, StagedJob,
+    StoredResponse, TestCard, User, UserId,
 };
 
 #[cfg(any(test, feature = "mocks"))]

@@ -322,17 +322,19 @@ pub fn export_from_start(exporter: Exporter) {
 fn label_sets(
     labels: &'static [(&'static str, &'static [&'static str])],
 ) -> Vec<Vec<metrics::Label>> {
-    labels.iter().fold(vec![Vec::new()], |sets, (name, values)| {
-        sets.iter()
-            .flat_map(|set| {
-                values.iter().map(move |value| {
-                    let mut set = set.clone();
-                    set.push(metrics::Label::new(*name, *value));
-                    set
+    labels
+        .iter()
+        .fold(vec![Vec::new()], |sets, (name, values)| {
+            sets.iter()
+                .flat_map(|set| {
+                    values.iter().map(move |value| {
+                        let mut set = set.clone();
+                        set.push(metrics::Label::new(*name, *value));
+                        set
+                    })
                 })
-            })
-            .collect()
-    })
+                .collect()
+        })
 }
 
 #[cfg(test)]

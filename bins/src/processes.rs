@@ -320,7 +320,10 @@ async fn serve_ops(
     ops: &OpsArgs,
     console: Option<&ConsoleArgs>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(adapters::http::ReadyStore, Option<(ConsoleSlot, ConsoleAccess)>)> {
+) -> anyhow::Result<(
+    adapters::http::ReadyStore,
+    Option<(ConsoleSlot, ConsoleAccess)>,
+)> {
     let ready = adapters::http::ReadyStore::default();
     let console = console.and_then(|console| {
         let token = console.console_token.as_ref()?;

@@ -13,10 +13,10 @@ use adapters::postgres::{self, PostgresStore};
 use adapters::receipts::LogReceiptSender;
 use adapters::stripe::{StripeGateway, StripeSettings};
 use anyhow::bail;
-use application::telemetry::{Exporter, export_from_start};
 use application::ports::{
     Clock, DeadLetters, JobQueue, PaymentGateway, Probe, ReceiptSender, Retention, Store,
 };
+use application::telemetry::{Exporter, export_from_start};
 use application::{
     AuthMode, Authenticate, CompleteStalledKeys, DrainStagedJobs, PhaseMachine, PhaseSettings,
     ReapKeys, ReceiveWebhook, ReconcileKeys, ReplayCache, SeedDemoUsers, ShowRide, SyncPayments,

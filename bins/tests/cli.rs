@@ -382,10 +382,12 @@ async fn a_fresh_process_exports_every_series_it_can_count_with_help_build_and_p
     };
     let (clean, log) = stop(child, log);
     assert!(clean, "{log}");
-    for metric in METRICS
-        .iter()
-        .filter(|metric| metric.exported_by.iter().any(|by| *by != Exporter::Postgres))
-    {
+    for metric in METRICS.iter().filter(|metric| {
+        metric
+            .exported_by
+            .iter()
+            .any(|by| *by != Exporter::Postgres)
+    }) {
         assert!(
             metrics.contains(&format!("# HELP {} {}", metric.name, metric.help)),
             "{} has no help:\n{metrics}",

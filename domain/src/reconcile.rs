@@ -307,7 +307,9 @@ mod tests {
             first_gap: Duration::from_secs(150),
             max_checks: 4,
         };
-        let gaps: Vec<u64> = (0..5).map(|done| checks.gap_after(done).as_secs()).collect();
+        let gaps: Vec<u64> = (0..5)
+            .map(|done| checks.gap_after(done).as_secs())
+            .collect();
         assert_eq!(gaps, [0, 150, 300, 600, 1200]);
         assert!(checks.another(3));
         assert!(!checks.another(4));

@@ -33,6 +33,26 @@ pub async fn start_nats_with_user(user: &str, password: &str) -> NatsServer {
     start(free_port(), cmd).await
 }
 
+/// NATS with JetStream that admits only clients giving `token`; `url`
+/// carries no credentials.
+pub async fn start_nats_with_token(token: &str) -> NatsServer {
+    let port = free_port();
+    let (name, tag) = image_from_env("TEST_NATS_IMAGE", "nats", "2.10.14");
+    let container = Nats::default()
+        .with_cmd(["--jetstream", "--auth", token])
+        .with_name(name)
+        .with_tag(tag)
+        .with_mapped_port(port, 4222.tcp())
+        .with_label(CONTAINER_LABEL, "true")
+        .start()
+        .await
+        .expect("NATS with a token");
+    NatsServer {
+        container,
+        url: format!("nats://127.0.0.1:{port}"),
+    }
+}
+
 /// The user and password every suite's NATS requires.
 pub const USER: &str = "rocket-rides";
 

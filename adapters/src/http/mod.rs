@@ -296,11 +296,9 @@ async fn admit(State(admission): State<Admission>, mut request: Request, next: N
     let Ok(permit) = admission.0.try_acquire_owned() else {
         return ApiError::Overloaded.into_response();
     };
-    request
-        .extensions_mut()
-        .insert(Admitted {
-            _permit: Arc::new(permit),
-        });
+    request.extensions_mut().insert(Admitted {
+        _permit: Arc::new(permit),
+    });
     next.run(request).await
 }
 
@@ -383,7 +381,12 @@ async fn cancel_ride(
         request_id: Some(request_id),
     };
     let phases = state.create_ride.clone();
-    in_own_task(&state, admitted, async move { phases.cancel(request).await }).await
+    in_own_task(
+        &state,
+        admitted,
+        async move { phases.cancel(request).await },
+    )
+    .await
 }
 
 /// Stripe's events about PaymentIntents: a ride awaiting authentication

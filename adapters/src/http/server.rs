@@ -74,7 +74,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = state.limits;
     let detached = state.detached.clone();
-    serve_until(listener, router(state), limits, "API", shutdown, Some(detached)).await
+    serve_until(
+        listener,
+        router(state),
+        limits,
+        "API",
+        shutdown,
+        Some(detached),
+    )
+    .await
 }
 
 /// Serves `app` with `limits` (header timeout, connection cap, shutdown
@@ -156,7 +164,10 @@ async fn serve_until(
     }
     if let Some(detached) = detached {
         detached.close();
-        if tokio::time::timeout_at(deadline, detached.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, detached.wait())
+            .await
+            .is_err()
+        {
             warn!(
                 server = name,
                 left = detached.len(),

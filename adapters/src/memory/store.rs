@@ -33,8 +33,8 @@ use domain::{
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, IdempotencyKey,
     KeyAction, KeyDecision, KeyId, KeyProgress, KeyRecord, LockPolicy, PaymentApplied,
     PaymentIntentState, PaymentUpdate, PhaseWrite, ReceiptFor, ReceiptJob, ReceiptKind,
-    RecoveryPoint, RefundRecord, RefundStatus, RefundUpdate, ReviewChecks, ReviewPolicy, Ride, RideId, RideParams, RideStatus,
-    StagedJob, User, UserId,
+    RecoveryPoint, RefundRecord, RefundStatus, RefundUpdate, ReviewChecks, ReviewPolicy, Ride,
+    RideId, RideParams, RideStatus, StagedJob, User, UserId,
 };
 
 /// An audit record, as the original kept them: what happened, to what, from where.

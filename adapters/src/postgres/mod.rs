@@ -22,10 +22,9 @@ use application::ports::{
 };
 use async_trait::async_trait;
 use domain::{
-    ReviewChecks,
     ApiKeyHash, CancelDecision, CancelPolicy, Cancellation, CompleterPolicy, KeyAction,
     KeyDecision, KeyId, KeyRecord, LockPolicy, PhaseWrite, ReceiptFor, ReceiptKind, RefundRecord,
-    ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
+    ReviewChecks, ReviewPolicy, Ride, RideId, StagedJob, User, UserId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};

@@ -709,7 +709,11 @@ async fn a_rider_sees_their_own_ride_and_nobody_elses() {
     let show = ShowRide::new(h.store.clone());
     let own = show.run(&h.good_user, ride_id).await.expect("read");
     let own = own.expect("their own");
-    assert_eq!((own.ride.id, own.refund), (ride_id.0, None), "booked: no refund");
+    assert_eq!(
+        (own.ride.id, own.refund),
+        (ride_id.0, None),
+        "booked: no refund"
+    );
     assert_eq!(
         show.run(&h.declined_user, ride_id).await.expect("read"),
         None

@@ -283,8 +283,14 @@ async fn a_key_retried_just_before_its_report_is_settled_without_a_charge_on_a_l
             .response()
             .map(|response| response.status)
     };
-    assert_eq!(status(r.h.store.find_key(charged).await.expect("read")), Some(201));
-    assert_eq!(status(r.h.store.find_key(uncharged).await.expect("read")), None);
+    assert_eq!(
+        status(r.h.store.find_key(charged).await.expect("read")),
+        Some(201)
+    );
+    assert_eq!(
+        status(r.h.store.find_key(uncharged).await.expect("read")),
+        None
+    );
     // Not due yet: nothing checked.
     r.h.advance(LOCK_TIMEOUT + SEARCH_LAG - Duration::from_secs(1));
     let early = completer.run_batch().await.expect("batch");
@@ -298,7 +304,10 @@ async fn a_key_retried_just_before_its_report_is_settled_without_a_charge_on_a_l
         (0, 1, 1),
         "{later:?}"
     );
-    assert_eq!(status(r.h.store.find_key(uncharged).await.expect("read")), Some(502));
+    assert_eq!(
+        status(r.h.store.find_key(uncharged).await.expect("read")),
+        Some(502)
+    );
     assert_eq!(r.fake.charges().len(), 1, "reconciling charges nothing");
 }
 
@@ -330,7 +339,11 @@ async fn a_key_the_gateway_never_answers_for_is_checked_a_bounded_number_of_time
         .collect();
     assert_eq!(expected.len(), 6);
     assert_eq!(checked_at, expected, "at the report, then backing off");
-    assert_eq!(r.reconcile.examine(10).await.expect("listed").len(), 2, "a person's now");
+    assert_eq!(
+        r.reconcile.examine(10).await.expect("listed").len(),
+        2,
+        "a person's now"
+    );
 }
 
 #[tokio::test]

@@ -42,7 +42,11 @@ async fn a_booked_ride_is_cancelled_refunded_once_and_replayed(backend: Backend)
     let booked_id = booked(&app).await;
     let untouched = Answer::of(app.get_ride(GOOD_USER, &booked_id).await).await;
     assert_eq!(untouched.json()["status"], "booked");
-    assert!(untouched.json().get("refund").is_none(), "{}", untouched.body);
+    assert!(
+        untouched.json().get("refund").is_none(),
+        "{}",
+        untouched.body
+    );
     let other = cancel(&app, GOOD_USER, &new_key(), &id, "").await;
     assert_eq!(other.status, 409);
     assert!(

@@ -684,7 +684,12 @@ async fn sign_in_opens_a_session_with_its_own_form_value_that_sign_out_ends() {
         .post("/console/logout", Some(&first), &[("csrf", &first_value)])
         .await;
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
-    assert!(out.headers()["set-cookie"].to_str().expect("ascii").contains("Max-Age=0"));
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .contains("Max-Age=0")
+    );
     let (status, _) = console_page(&c, &first).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "sent to sign in again");
     let (status, _) = console_page(&c, &second).await;
@@ -696,45 +701,48 @@ async fn sign_in_opens_a_session_with_its_own_form_value_that_sign_out_ends() {
 
 /// Signs in with the token: the session's cookie pair.
 async fn sign_in(c: &Running) -> String {
-        let signed_in = c.post("/console/login", None, &[("token", TOKEN)]).await;
-        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
-        let set = signed_in.headers()["set-cookie"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
-        assert!(!set.contains(TOKEN), "the token is never in the cookie: {set}");
-        assert!(set.contains("Max-Age=28800"), "{set}");
-        assert!(!set.contains("Secure"), "{set}");
-        set.split(';').next().expect("pair").to_owned()
+    let signed_in = c.post("/console/login", None, &[("token", TOKEN)]).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let set = signed_in.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        !set.contains(TOKEN),
+        "the token is never in the cookie: {set}"
+    );
+    assert!(set.contains("Max-Age=28800"), "{set}");
+    assert!(!set.contains("Secure"), "{set}");
+    set.split(';').next().expect("pair").to_owned()
 }
 
 /// The console page with `cookie`: its status (checking the guard headers)
 /// and the form value it carries.
 async fn console_page(c: &Running, cookie: &str) -> (StatusCode, Option<String>) {
-        let page = c.get_with_cookie("/console", cookie).await;
-        let status = page.status();
-        for (name, value) in [
-            ("x-frame-options", "DENY"),
-            ("x-content-type-options", "nosniff"),
-            ("referrer-policy", "no-referrer"),
-        ] {
-            assert_eq!(page.headers()[name], value);
-        }
-        let policy = page.headers()["content-security-policy"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
-        assert!(
-            policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"),
-            "{policy}"
-        );
-        let body = page.text().await.expect("body");
-        let form_value = body
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .map(str::to_owned);
-        (status, form_value)
+    let page = c.get_with_cookie("/console", cookie).await;
+    let status = page.status();
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(page.headers()[name], value);
+    }
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"),
+        "{policy}"
+    );
+    let body = page.text().await.expect("body");
+    let form_value = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_owned);
+    (status, form_value)
 }
 
 /// A session ends at its time, and a token with characters a cookie could
@@ -761,5 +769,8 @@ async fn a_session_ends_at_its_time_and_any_visible_token_signs_in() {
     let page = c.get_with_cookie("/console", &cookie).await;
     assert_eq!(page.status(), StatusCode::SEE_OTHER);
     // As a bearer, the same token works on each request.
-    assert_eq!(c.get("/console", Some(token)).await.status(), StatusCode::OK);
+    assert_eq!(
+        c.get("/console", Some(token)).await.status(),
+        StatusCode::OK
+    );
 }

@@ -586,6 +586,44 @@ async fn an_unreadable_dead_letter_is_listed_as_such_and_can_be_deleted() {
     );
 }
 
+/// A NATS server that requires a token admits the queue given it in the
+/// URL (`nats://TOKEN@host`) or in `NATS_TOKEN` (the settings' `auth`),
+/// refuses one without it at once as a configuration error, and neither
+/// error nor settings show the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_with_a_token_admits_the_url_or_setting_that_carries_it() {
+    use adapters::nats::NatsAuth;
+    let token = "t0ken-s3cret-for-nats";
+    let nats = integration_tests::nats::start_nats_with_token(token).await;
+    let store = store_with_rides(1).await;
+    let deployment = store.deployment_id().await.expect("deployment id");
+    let in_url = NatsSettings::new(
+        &nats.url.replace("nats://", &format!("nats://{token}@")),
+        &deployment,
+    );
+    let in_setting = NatsSettings {
+        auth: NatsAuth::Token(token.to_owned()),
+        ..NatsSettings::new(&nats.url, &deployment)
+    };
+    for settings in [in_url, in_setting] {
+        assert!(!format!("{settings:?}").contains(token));
+        let queue = Arc::new(NatsQueue::connect(settings).await.expect("admitted"));
+        queue
+            .publish(&store.staged_jobs(1).await.expect("jobs")[0])
+            .await
+            .expect("published");
+    }
+    let Err(error) = NatsQueue::connect(NatsSettings::new(&nats.url, &deployment)).await else {
+        panic!("admitted without the token");
+    };
+    assert!(!error.is_transient(), "a configuration error: {error}");
+    let wrong = nats.url.replace("nats://", "nats://not-the-token@");
+    let Err(error) = NatsQueue::connect(NatsSettings::new(&wrong, &deployment)).await else {
+        panic!("admitted with a wrong token");
+    };
+    assert!(!error.to_string().contains("not-the-token"), "{error}");
+}
+
 /// A NATS server that requires credentials admits the queue whose URL
 /// carries them (the client library does not read them from a URL by
 /// itself), refuses one without them at once as a configuration error,

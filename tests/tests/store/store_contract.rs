@@ -785,7 +785,10 @@ async fn reported_keys_are_checked_when_due_backing_off_a_bounded_number_of_time
                 .expect("claim")
         }
     };
-    assert!(claim(now, 10).await.is_empty(), "never reported: not checked");
+    assert!(
+        claim(now, 10).await.is_empty(),
+        "never reported: not checked"
+    );
     let reported = store
         .report_keys_for_review(COMPLETER.review.attempted_before(now), now, 10)
         .await
@@ -804,7 +807,10 @@ async fn reported_keys_are_checked_when_due_backing_off_a_bounded_number_of_time
     // Due at once when reported, in order, each claimed once.
     assert_eq!(claim(now, 1).await, vec![first.id]);
     assert_eq!(claim(now, 10).await, vec![second.id]);
-    assert!(claim(now, 10).await.is_empty(), "checked: not due again yet");
+    assert!(
+        claim(now, 10).await.is_empty(),
+        "checked: not due again yet"
+    );
     let after = |seconds: u64| now + Duration::from_secs(seconds);
     assert!(claim(after(99), 10).await.is_empty());
     assert_eq!(claim(after(100), 10).await, vec![first.id, second.id]);

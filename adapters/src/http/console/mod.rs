@@ -142,7 +142,10 @@ async fn login(State(slot): State<ConsoleSlot>, Form(form): Form<LoginForm>) -> 
             response.headers_mut().insert(header::SET_COOKIE, value);
             response
         }
-        Err(_) => login_page(StatusCode::INTERNAL_SERVER_ERROR, "No session could be opened."),
+        Err(_) => login_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No session could be opened.",
+        ),
     }
 }
 
