@@ -330,6 +330,7 @@ mod tests {
             None
         );
         assert_eq!(Giveback::from_stored("nothing", 5), None);
+        assert_eq!(Giveback::from_stored("cancel_payment_intent", 5), None);
         assert_eq!(Giveback::from_stored("cash", 0), None);
     }
 
@@ -337,6 +338,11 @@ mod tests {
     fn refund_statuses_read_back_and_only_failed_or_canceled_are_failures() {
         for status in RefundStatus::ALL {
             assert_eq!(RefundStatus::parse(status.as_str()), Some(status));
+            assert_eq!(
+                status.to_string(),
+                status.as_str(),
+                "shown as Stripe names it"
+            );
         }
         assert_eq!(RefundStatus::parse("refunded"), None);
         let failures: Vec<_> = RefundStatus::ALL

@@ -338,6 +338,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::cancel::RefundStatus;
     use crate::fingerprint::RequestFingerprint;
     use crate::idempotency::{IdempotencyKey, KeyId, KeyProgress};
     use crate::ride::{RideId, RideParams};
@@ -398,6 +399,44 @@ mod tests {
 
     fn is_undecided(verdict: &Reconciliation, words: &str) -> bool {
         matches!(verdict, Reconciliation::Undecided { reason } if reason.contains(words))
+    }
+
+    #[test]
+    fn a_cancel_with_no_refund_found_is_ended_without_one_only_once_none_can_be_in_flight() {
+        let giveback = Giveback::Refund { amount_cents: 1500 };
+        let none = ChargeSearch::Refunds(Vec::new());
+        // record(100): its last call counts from 100; a lock timeout (90 s)
+        // and the search lag (60 s) later, "none" is proof.
+        let early = policy().judge_cancel(&record(100), giveback, &none, at(249));
+        assert!(is_undecided(&early, "may still be in flight"), "{early:?}");
+        assert_eq!(
+            policy().judge_cancel(&record(100), giveback, &none, at(250)),
+            Reconciliation::NotRefunded
+        );
+    }
+
+    #[test]
+    fn refunds_found_are_shown_in_one_word_or_a_list() {
+        let refund = |id: &str, status| RefundRecord {
+            refund_id: id.into(),
+            status,
+        };
+        assert_eq!(
+            ChargeSearch::Refunds(Vec::new()).to_string(),
+            "no-refund-found"
+        );
+        assert_eq!(
+            ChargeSearch::Refunds(vec![refund("re_1", RefundStatus::Succeeded)]).to_string(),
+            "re_1:succeeded"
+        );
+        assert_eq!(
+            ChargeSearch::Refunds(vec![
+                refund("re_1", RefundStatus::Succeeded),
+                refund("re_2", RefundStatus::Failed)
+            ])
+            .to_string(),
+            "re_1:succeeded,re_2:failed"
+        );
     }
 
     #[test]
