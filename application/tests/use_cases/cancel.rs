@@ -701,3 +701,89 @@ async fn the_sync_pass_marks_a_pending_refund_that_failed_and_rechecks_one_still
         "a failed refund is settled: never checked again"
     );
 }
+
+/// Refunds made that Stripe reports failed at once (`failed` in its
+/// answer to the create), and a refund status it cannot be asked for.
+struct RefundsFailOrGoUnseen {
+    fake: Arc<FakeGateway>,
+}
+
+#[async_trait]
+impl PaymentGateway for RefundsFailOrGoUnseen {
+    async fn create_customer(
+        &self,
+        email: &str,
+        card: TestCard,
+    ) -> Result<SavedCustomer, GatewayError> {
+        self.fake.create_customer(email, card).await
+    }
+
+    async fn charge(&self, request: &ChargeRequest) -> ChargeOutcome {
+        self.fake.charge(request).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> RefundOutcome {
+        match self.fake.refund(request).await {
+            RefundOutcome::Refunded(refund) => RefundOutcome::Refunded(domain::RefundRecord {
+                status: domain::RefundStatus::Failed,
+                ..refund
+            }),
+            other => other,
+        }
+    }
+
+    async fn refund_status(&self, _refund_id: &str) -> Result<domain::RefundStatus, GatewayError> {
+        Err(GatewayError::Unknown("Stripe did not answer".to_owned()))
+    }
+}
+
+#[tokio::test]
+async fn a_refund_that_fails_at_once_ends_the_cancel_refund_failed_not_cancelled() {
+    let fake = Arc::new(FakeGateway::new());
+    let gateway = Arc::new(RefundsFailOrGoUnseen { fake: fake.clone() });
+    let h = Harness::with_gateway(fake, Some(gateway)).await;
+    let id = booked(&h, 1).await;
+    let answer = h
+        .create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect("answered");
+    assert_eq!(answer.response.status, 502, "{}", answer.response.body);
+    assert!(
+        answer.response.body.contains("refund-refused"),
+        "{}",
+        answer.response.body
+    );
+    assert_eq!(ride(&h, id).await.status, RideStatus::RefundFailed);
+}
+
+#[tokio::test]
+async fn a_pending_refund_whose_status_cannot_be_read_is_counted_unknown_and_asked_again() {
+    use application::SyncPayments;
+    let fake = Arc::new(FakeGateway::new());
+    let pending = Arc::new(LosingRefunds {
+        fake: fake.clone(),
+        lose: AtomicUsize::new(0),
+        before: false,
+        pending: Some(std::sync::Mutex::new(domain::RefundStatus::Pending)),
+    });
+    let h = Harness::with_gateway(fake.clone(), Some(pending)).await;
+    let id = booked(&h, 1).await;
+    h.create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect("cancelled, its refund pending");
+    let sync_after = Duration::from_secs(600);
+    let blind = Arc::new(RefundsFailOrGoUnseen { fake });
+    let sync = SyncPayments::new(h.store.clone(), blind, h.clock.clone(), sync_after);
+    h.advance(sync_after);
+    for _ in 0..2 {
+        let report = sync.run(100).await.expect("pass");
+        assert_eq!(
+            (report.refunds_unknown, report.refunds_checked),
+            (1, 0),
+            "{report:?}"
+        );
+    }
+    assert_eq!(ride(&h, id).await.status, RideStatus::Cancelled);
+}
