@@ -416,6 +416,24 @@ mod tests {
     }
 
     #[test]
+    fn an_intent_not_cancelled_is_proof_of_no_cancel_only_once_none_can_be_in_flight() {
+        let giveback = Giveback::CancelPaymentIntent;
+        let waiting = ChargeSearch::Intent(PaymentIntentState::RequiresAction);
+        let early = policy().judge_cancel(&record(100), giveback, &waiting, at(249));
+        assert!(is_undecided(&early, "may still be in flight"), "{early:?}");
+        assert_eq!(
+            policy().judge_cancel(&record(100), giveback, &waiting, at(250)),
+            Reconciliation::NotRefunded
+        );
+        let cancelled = ChargeSearch::Intent(PaymentIntentState::Failed);
+        assert_eq!(
+            policy().judge_cancel(&record(100), giveback, &cancelled, at(0)),
+            Reconciliation::Refunded { refund: None },
+            "a cancelled intent is proof at any time"
+        );
+    }
+
+    #[test]
     fn refunds_found_are_shown_in_one_word_or_a_list() {
         let refund = |id: &str, status| RefundRecord {
             refund_id: id.into(),
