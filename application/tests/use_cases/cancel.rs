@@ -787,3 +787,50 @@ async fn a_pending_refund_whose_status_cannot_be_read_is_counted_unknown_and_ask
     }
     assert_eq!(ride(&h, id).await.status, RideStatus::Cancelled);
 }
+
+#[tokio::test]
+async fn a_cancel_key_is_not_settled_as_a_booking_and_stays_for_the_right_resolution() {
+    use application::ReviewResolution;
+    let (h, _) = losing_refunds(usize::MAX, true).await;
+    let id = booked(&h, 1).await;
+    h.create_ride
+        .cancel(cancel_of(&h.good_user, id, &key(100)))
+        .await
+        .expect_err("unknown");
+    h.advance(crate::support::REVIEW_WINDOW + Duration::from_secs(1));
+    let cancel_key = h
+        .store
+        .keys()
+        .into_iter()
+        .find(|record| record.key.as_str() == key(100))
+        .expect("the cancel's key")
+        .id;
+    for wrong in [
+        ReviewResolution::Charged {
+            charge_id: "ch_x".to_owned(),
+            payment_intent_id: None,
+        },
+        ReviewResolution::NotCharged,
+    ] {
+        let error = h
+            .create_ride
+            .resolve_review(cancel_key, wrong)
+            .await
+            .expect_err("a cancel key cannot be settled as a booking");
+        assert!(
+            matches!(
+                error,
+                PhaseError::Store(application::ports::StoreError::Inconsistent(_))
+            ),
+            "{error:?}"
+        );
+    }
+    let settled = h
+        .create_ride
+        .resolve_review(cancel_key, ReviewResolution::NotRefunded)
+        .await
+        .expect("resolve")
+        .expect("still awaiting review");
+    assert_eq!(settled.response.status, 502);
+    assert_eq!(ride(&h, id).await.status, RideStatus::RefundFailed);
+}

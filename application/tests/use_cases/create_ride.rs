@@ -432,6 +432,38 @@ async fn a_charge_attempted_beyond_the_gateway_window_goes_to_review_not_to_stri
 }
 
 #[tokio::test]
+async fn a_booking_key_is_not_settled_as_a_cancel_and_stays_for_the_right_resolution() {
+    let h = Harness::new().await;
+    let lost = crash_after_charge_attempt(&h, &key(1)).await;
+    h.advance(support::REVIEW_WINDOW + Duration::from_secs(1));
+    for wrong in [
+        ReviewResolution::Refunded { refund: None },
+        ReviewResolution::NotRefunded,
+    ] {
+        let error = h
+            .create_ride
+            .resolve_review(lost.key_id, wrong)
+            .await
+            .expect_err("a booking key cannot be settled as a cancel");
+        assert!(
+            matches!(
+                error,
+                PhaseError::Store(application::ports::StoreError::Inconsistent(_))
+            ),
+            "{error:?}"
+        );
+    }
+    // Refused without a trace: the key still awaits review, unlocked.
+    let settled = h
+        .create_ride
+        .resolve_review(lost.key_id, ReviewResolution::NotCharged)
+        .await
+        .expect("resolve")
+        .expect("still awaiting review");
+    assert_eq!(settled.response.status, 502);
+}
+
+#[tokio::test]
 async fn a_person_resolves_a_key_awaiting_review_with_the_charge_found_or_with_none() {
     let h = Harness::new().await;
     let found = crash_after_charge_attempt(&h, &key(1)).await;
