@@ -646,6 +646,32 @@ fn every_outcome_is_counted_by_runner_and_outcome() {
         .await;
         let pending = slow.book(&key(6)).await.expect("pending");
         assert_eq!(pending.response.status, 202);
+        // A cancel (200), and one of a ride whose payment failed (409).
+        let cancel = |user: &domain::User, ride_id, n| application::CancelRequest {
+            user: user.clone(),
+            key: domain::IdempotencyKey::parse(&key(n)).expect("valid"),
+            ride_id,
+            reason: None,
+            request_ip: None,
+            request_id: None,
+        };
+        let ride_of = |status| {
+            h.store
+                .rides()
+                .into_iter()
+                .find(|ride| ride.status == status)
+                .expect("a ride so")
+                .id
+        };
+        let booked = ride_of(domain::RideStatus::Booked);
+        let failed = ride_of(domain::RideStatus::PaymentFailed);
+        let answer = h.create_ride.cancel(cancel(&h.good_user, booked, 7)).await;
+        assert_eq!(answer.expect("cancelled").response.status, 200);
+        let answer = h
+            .create_ride
+            .cancel(cancel(&h.declined_user, failed, 8))
+            .await;
+        assert_eq!(answer.expect("refused").response.status, 409);
     });
     for outcome in [
         "created",
@@ -655,6 +681,8 @@ fn every_outcome_is_counted_by_runner_and_outcome() {
         "simulated_error",
         "authentication_required",
         "pending",
+        "cancelled",
+        "not_cancellable",
     ] {
         assert_eq!(
             counts.get(&format!("runner=api,outcome={outcome}")),
@@ -662,7 +690,7 @@ fn every_outcome_is_counted_by_runner_and_outcome() {
             "{outcome}: {counts:?}"
         );
     }
-    assert_eq!(counts.len(), 7, "{counts:?}");
+    assert_eq!(counts.len(), 9, "{counts:?}");
 }
 
 #[tokio::test]
