@@ -819,10 +819,11 @@ async fn a_cancel_key_is_not_settled_as_a_booking_and_stays_for_the_right_resolu
             .expect_err("a cancel key cannot be settled as a booking");
         assert!(
             matches!(
-                error,
-                PhaseError::Store(application::ports::StoreError::Inconsistent(_))
+                &error,
+                PhaseError::Store(application::ports::StoreError::Inconsistent(why))
+                    if why.contains("cannot be settled as")
             ),
-            "{error:?}"
+            "refused before any write: {error:?}"
         );
     }
     let settled = h
