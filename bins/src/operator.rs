@@ -200,26 +200,7 @@ pub async fn dead_jobs(args: &DeadJobsCommand, shutdown: CancellationToken) -> a
 }
 
 pub async fn resolve(args: &ResolveCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let resolution = match (&args.charge_id, args.not_charged) {
-        (Some(charge_id), _) => {
-            let charge_id = charge_id.trim();
-            if charge_id.is_empty() || charge_id.contains(char::is_whitespace) {
-                bail!("--charge-id must be a Stripe charge id such as ch_123");
-            }
-            let payment_intent_id = match args.payment_intent_id.as_deref().map(str::trim) {
-                Some(id) if !id.starts_with("pi_") || id.contains(char::is_whitespace) => {
-                    bail!("--payment-intent-id must be a Stripe PaymentIntent id such as pi_123");
-                }
-                other => other.map(str::to_owned),
-            };
-            Some(ReviewResolution::Charged {
-                charge_id: charge_id.to_owned(),
-                payment_intent_id,
-            })
-        }
-        (None, true) => Some(ReviewResolution::NotCharged),
-        (None, false) => None,
-    };
+    let resolution = resolution(args)?;
     let payments = Payments::new(&args.stripe, &args.keys, args.store.embedded())?;
     let system = System::build(&args.store, None, Needs::STORE, &shutdown).await?;
     require_shared_store(&system, "resolve")?;
@@ -244,6 +225,51 @@ pub async fn resolve(args: &ResolveCommand, shutdown: CancellationToken) -> anyh
         answer.response.status, answer.response.body
     );
     Ok(())
+}
+
+/// What a person decided for a key, from `resolve`'s flags; `None`: ask
+/// Stripe (`--from-stripe`). Stripe's ids are checked for their prefix.
+fn resolution(args: &ResolveCommand) -> anyhow::Result<Option<ReviewResolution>> {
+    let stripe_id = |flag: &str, id: &str, prefix: &str| -> anyhow::Result<String> {
+        let id = id.trim();
+        if !id.starts_with(prefix) || id.len() == prefix.len() || id.contains(char::is_whitespace) {
+            bail!("{flag} must be a Stripe id such as {prefix}123");
+        }
+        Ok(id.to_owned())
+    };
+    if let Some(charge_id) = &args.charge_id {
+        let charge_id = charge_id.trim();
+        if charge_id.is_empty() || charge_id.contains(char::is_whitespace) {
+            bail!("--charge-id must be a Stripe charge id such as ch_123");
+        }
+        let payment_intent_id = args
+            .payment_intent_id
+            .as_deref()
+            .map(|id| stripe_id("--payment-intent-id", id, "pi_"))
+            .transpose()?;
+        return Ok(Some(ReviewResolution::Charged {
+            charge_id: charge_id.to_owned(),
+            payment_intent_id,
+        }));
+    }
+    if let Some(refund_id) = &args.refund_id {
+        let refund_id = stripe_id("--refund-id", refund_id, "re_")?;
+        let Some(status) = domain::RefundStatus::parse(args.refund_status.trim()) else {
+            bail!(
+                "--refund-status must be one of Stripe's: {}",
+                domain::RefundStatus::ALL.map(|s| s.as_str()).join(", ")
+            );
+        };
+        return Ok(Some(ReviewResolution::Refunded {
+            refund: Some(domain::RefundRecord { refund_id, status }),
+        }));
+    }
+    Ok(match () {
+        () if args.not_charged => Some(ReviewResolution::NotCharged),
+        () if args.intent_cancelled => Some(ReviewResolution::Refunded { refund: None }),
+        () if args.not_refunded => Some(ReviewResolution::NotRefunded),
+        () => None,
+    })
 }
 
 /// `resolve --from-stripe`: one line per key; fails when a named key was
@@ -339,5 +365,75 @@ fn describe_verdict(verdict: &Reconciliation) -> String {
         Reconciliation::Refunded { refund: None } => "refunded(nothing-due)".to_owned(),
         Reconciliation::NotRefunded => "not-refunded".to_owned(),
         Reconciliation::Undecided { reason } => format!("undecided({reason})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::settings::{Cli, Command};
+
+    fn resolved(flags: &[&str]) -> anyhow::Result<Option<ReviewResolution>> {
+        let cli = Cli::try_parse_from(["rocket-rides", "resolve", "42"].iter().chain(flags))
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let Command::Resolve(args) = cli.command else {
+            panic!("parsed another command");
+        };
+        resolution(&args)
+    }
+
+    #[test]
+    fn a_person_settles_a_cancel_key_with_the_refund_found_the_intent_cancelled_or_none() {
+        assert_eq!(
+            resolved(&["--refund-id", "re_123"]).expect("parsed"),
+            Some(ReviewResolution::Refunded {
+                refund: Some(domain::RefundRecord {
+                    refund_id: "re_123".to_owned(),
+                    status: domain::RefundStatus::Succeeded,
+                })
+            })
+        );
+        assert_eq!(
+            resolved(&["--refund-id", "re_123", "--refund-status", "pending"]).expect("parsed"),
+            Some(ReviewResolution::Refunded {
+                refund: Some(domain::RefundRecord {
+                    refund_id: "re_123".to_owned(),
+                    status: domain::RefundStatus::Pending,
+                })
+            })
+        );
+        assert_eq!(
+            resolved(&["--intent-cancelled"]).expect("parsed"),
+            Some(ReviewResolution::Refunded { refund: None })
+        );
+        assert_eq!(
+            resolved(&["--not-refunded"]).expect("parsed"),
+            Some(ReviewResolution::NotRefunded)
+        );
+        assert_eq!(resolved(&["--from-stripe"]).expect("parsed"), None);
+    }
+
+    #[test]
+    fn settlements_are_one_at_a_time_with_stripe_shaped_ids() {
+        for wrong in [
+            &["--refund-id", "re_1", "--not-charged"][..],
+            &["--not-refunded", "--intent-cancelled"],
+            &["--refund-id", "ch_1"],
+            &["--refund-id", "re_"],
+            &["--refund-id", "re_1", "--refund-status", "refunded"],
+            &["--charge-id", "ch_1", "--payment-intent-id", "ch_2"],
+            &[],
+        ] {
+            assert!(resolved(wrong).is_err(), "{wrong:?} was taken");
+        }
+        assert_eq!(
+            resolved(&["--charge-id", "ch_1", "--payment-intent-id", "pi_1"]).expect("parsed"),
+            Some(ReviewResolution::Charged {
+                charge_id: "ch_1".to_owned(),
+                payment_intent_id: Some("pi_1".to_owned()),
+            })
+        );
     }
 }

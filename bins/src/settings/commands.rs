@@ -172,7 +172,9 @@ pub struct ReviewCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("finding").required(true).args(["charge_id", "not_charged", "from_stripe"])))]
+#[command(group(clap::ArgGroup::new("finding").required(true).multiple(false).args([
+    "from_stripe", "charge_id", "not_charged", "refund_id", "intent_cancelled", "not_refunded",
+])))]
 pub struct ResolveCommand {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -204,6 +206,22 @@ pub struct ResolveCommand {
     /// No charge exists at Stripe: end the request without one (502).
     #[arg(long)]
     pub not_charged: bool,
+    /// A cancel key: the refund exists at Stripe (listed under the ride's
+    /// PaymentIntent with the key's downstream_key in its metadata):
+    /// record it and finish the cancel (200, receipt staged).
+    #[arg(long)]
+    pub refund_id: Option<String>,
+    /// With --refund-id: the refund's status at Stripe.
+    #[arg(long, requires = "refund_id", default_value = "succeeded")]
+    pub refund_status: String,
+    /// A cancel key: its PaymentIntent is cancelled at Stripe (no refund
+    /// was due): finish the cancel (200).
+    #[arg(long)]
+    pub intent_cancelled: bool,
+    /// A cancel key: no refund was made at Stripe: end the cancel with a
+    /// 502, its ride `refund_failed` for a person to refund by hand.
+    #[arg(long)]
+    pub not_refunded: bool,
 }
 
 #[derive(Debug, Args)]
