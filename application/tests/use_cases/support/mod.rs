@@ -177,6 +177,19 @@ impl Harness {
     }
 }
 
+/// A review resolution of the other kind of key (a charge for a cancel, a
+/// refund for a booking), refused by the phase machine before any write.
+pub fn assert_refused_as_the_other_kind(error: &application::PhaseError) {
+    assert!(
+        matches!(
+            error,
+            application::PhaseError::Store(application::ports::StoreError::Inconsistent(why))
+                if why.contains("cannot be settled as")
+        ),
+        "refused before any write: {error:?}"
+    );
+}
+
 pub fn key(n: usize) -> String {
     format!("test-key-{n:020}")
 }
