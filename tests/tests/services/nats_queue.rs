@@ -598,7 +598,7 @@ async fn nats_with_a_token_admits_the_url_or_setting_that_carries_it() {
     let store = store_with_rides(1).await;
     let deployment = store.deployment_id().await.expect("deployment id");
     let in_url = NatsSettings::new(
-        &nats.url.replace("nats://", &format!("nats://{token}@")),
+        nats.url.replace("nats://", &format!("nats://{token}@")),
         &deployment,
     );
     let in_setting = NatsSettings {
