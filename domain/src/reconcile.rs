@@ -109,6 +109,13 @@ impl ReviewChecks {
     pub fn another(&self, done: u32) -> bool {
         done < self.max_checks
     }
+
+    /// The gap after each check, in order (`gap_after(1)` to
+    /// `gap_after(max_checks)`): the whole schedule, for a store that
+    /// keeps it.
+    pub fn gaps(&self) -> impl Iterator<Item = Duration> + '_ {
+        (1..=self.max_checks).map(|done| self.gap_after(done))
+    }
 }
 
 /// What may be done with a key awaiting review, given the processor's answer.
@@ -313,6 +320,8 @@ mod tests {
         assert_eq!(gaps, [0, 150, 300, 600, 1200]);
         assert!(checks.another(3));
         assert!(!checks.another(4));
+        let schedule: Vec<u64> = checks.gaps().map(|gap| gap.as_secs()).collect();
+        assert_eq!(schedule, [150, 300, 600, 1200], "one gap after each check");
         assert_eq!(
             ReviewChecks {
                 first_gap: Duration::MAX,

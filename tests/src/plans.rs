@@ -105,8 +105,7 @@ pub async fn plans(pool: &PgPool) -> Vec<(&'static str, String)> {
         .expect("explain review report");
     let review_checks: Vec<(String,)> = sqlx::query_as(explain(queries::CLAIM_REVIEW_CHECKS))
         .bind(ago(0))
-        .bind(150.0_f64)
-        .bind(6_i32)
+        .bind(vec![150.0_f64, 300.0, 600.0, 1200.0, 2400.0, 4800.0])
         .bind(1000_i64)
         .fetch_all(pool)
         .await

@@ -911,16 +911,15 @@ impl KeyScans for MemoryStore {
         limit: usize,
     ) -> Result<Vec<KeyId>, StoreError> {
         let mut state = self.state();
-        let due: Vec<(SystemTime, KeyId)> = state
-            .review_due
-            .range(..=(now, KeyId(i64::MAX)))
-            .copied()
-            .collect();
         let mut claimed = Vec::new();
-        for (at, id) in due {
-            if claimed.len() == limit {
+        let mut rescheduled = Vec::new();
+        // Most overdue first, one at a time, each taken off the list as it
+        // is looked at: the hold is as long as the batch, not the list, and
+        // a key rescheduled here is not taken twice.
+        while claimed.len() < limit {
+            let Some(&(at, id)) = state.review_due.first().filter(|(at, _)| *at <= now) else {
                 break;
-            }
+            };
             state.review_due.remove(&(at, id));
             let unfinished = state.keys.get(&id).is_some_and(|record| {
                 matches!(
@@ -936,9 +935,10 @@ impl KeyScans for MemoryStore {
             }
             let next = now + checks.gap_after(done + 1);
             state.review_reported.insert(id, (done + 1, next));
-            state.review_due.insert((next, id));
+            rescheduled.push((next, id));
             claimed.push(id);
         }
+        state.review_due.extend(rescheduled);
         claimed.sort_unstable();
         Ok(claimed)
     }

@@ -298,17 +298,17 @@ pub const FAILED_REFUNDS: &str = "SELECT r.id, r.user_id, c.refund_amount_cents,
 pub const ANSWERS_SINCE: &str = "SELECT response_code, count(*) FROM idempotency_keys \
      WHERE created_at >= $1 GROUP BY response_code ORDER BY response_code NULLS FIRST";
 
-/// $1 now, $2 the first gap in seconds, $3 most checks, $4 limit. Counts
-/// due review checks made and schedules the next (the gap doubling per
-/// check, as `ReviewChecks::gap_after`); another completer claiming the
-/// same keys this instant is skipped.
+/// $1 now, $2 the gap in seconds after each check (`ReviewChecks::gaps`:
+/// the `n`th element follows the `n`th check; as many as checks are made),
+/// $3 limit. Counts due review checks made and schedules the next; another
+/// completer claiming the same keys this instant is skipped.
 pub const CLAIM_REVIEW_CHECKS: &str = "WITH claimed AS (UPDATE idempotency_keys \
      SET review_checks = review_checks + 1, \
-     review_check_at = $1 + make_interval(secs => $2 * power(2, LEAST(review_checks, 16))) \
+     review_check_at = $1 + make_interval(secs => ($2::float8[])[review_checks + 1]) \
      WHERE id = ANY(ARRAY(SELECT id FROM idempotency_keys \
-     WHERE review_check_at <= $1 AND review_checks < $3 \
+     WHERE review_check_at <= $1 AND review_checks < cardinality($2::float8[]) \
      AND recovery_point IN ('ride_created', 'cancel_recorded') \
-     ORDER BY review_check_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)) RETURNING id) \
+     ORDER BY review_check_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING id) \
      SELECT id FROM claimed ORDER BY id";
 
 /// $1 attempted before, $2 limit.

@@ -49,8 +49,12 @@ impl KeyScans for PostgresStore {
     ) -> Result<Vec<KeyId>, StoreError> {
         let ids: Vec<i64> = sqlx::query_scalar(queries::CLAIM_REVIEW_CHECKS)
             .bind(timestamp(now))
-            .bind(checks.first_gap.as_secs_f64())
-            .bind(i32::try_from(checks.max_checks).unwrap_or(i32::MAX))
+            .bind(
+                checks
+                    .gaps()
+                    .map(|gap| gap.as_secs_f64())
+                    .collect::<Vec<_>>(),
+            )
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
