@@ -287,11 +287,17 @@ async fn ensure_stream(
         return Ok(stream);
     }
     warn!(stream = %name, %differs, "the {what} stream exists with other settings: updating it");
-    jetstream.update_stream(config.clone()).await.map_err(|error| {
-        ConnectError::Configuration(anyhow::Error::new(error).context(format!(
+    let refused = |differs: &str| {
+        format!(
             "the {what} stream {name} exists with other settings ({differs}) and NATS refused to change them: set them back, or remove the stream if nothing in it is needed"
-        )))
-    })?;
+        )
+    };
+    jetstream
+        .update_stream(config.clone())
+        .await
+        .map_err(|error| {
+            ConnectError::Configuration(anyhow::Error::new(error).context(refused(&differs)))
+        })?;
     let stream = jetstream
         .get_stream(&name)
         .await
@@ -301,9 +307,7 @@ async fn ensure_stream(
     // same, rather than run on settings other than ours.
     let kept = stream_differences(&stream.cached_info().config, &config);
     if !kept.is_empty() {
-        return Err(ConnectError::Configuration(anyhow::anyhow!(
-            "the {what} stream {name} exists with other settings ({kept}) and NATS refused to change them: set them back, or run NATS as it needs to be for them"
-        )));
+        return Err(ConnectError::Configuration(anyhow::anyhow!(refused(&kept))));
     }
     Ok(stream)
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use domain::{RefundView, RideId, RideShown, RideStatus, RideView, User};
+use domain::{RefundView, RideId, RideShown, RideView, User};
 
 use crate::ports::{Keys, StoreError};
 
@@ -27,11 +27,7 @@ impl ShowRide {
         else {
             return Ok(None);
         };
-        let cancelled = matches!(
-            ride.status,
-            RideStatus::Cancelling | RideStatus::Cancelled | RideStatus::RefundFailed
-        );
-        let refund = match cancelled {
+        let refund = match ride.status.has_cancellation() {
             true => self
                 .keys
                 .find_cancellation(ride.id)

@@ -90,7 +90,9 @@ const PHASES: &[&str] = &[
     "refund",
     "finish_cancel",
 ];
-const SYNC_RESULTS: &[&str] = &["applied", "unchanged", "duplicate", "unknown_intent"];
+/// What applying news of a payment did (`PaymentApplied::result`), for a
+/// webhook's event and a sync pass's retrieval alike.
+const APPLIED_RESULTS: &[&str] = &["applied", "unchanged", "duplicate", "unknown_intent"];
 const WEBHOOK_TYPES: &[&str] = &[
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
@@ -99,7 +101,6 @@ const WEBHOOK_TYPES: &[&str] = &[
     "refund.updated",
     "refund.failed",
 ];
-const WEBHOOK_RESULTS: &[&str] = &["applied", "unchanged", "duplicate", "unknown_intent"];
 const API: &[Exporter] = &[Exporter::Api];
 const REQUEST_RUNNERS: &[Exporter] = &[Exporter::Api, Exporter::Completer];
 
@@ -151,7 +152,7 @@ pub const METRICS: &[Metric] = &[
         name: "rocket_rides_webhook_events_total",
         kind: MetricKind::Counter,
         help: "Stripe webhook events received, by type and what applying them did.",
-        labels: &[("type", WEBHOOK_TYPES), ("result", WEBHOOK_RESULTS)],
+        labels: &[("type", WEBHOOK_TYPES), ("result", APPLIED_RESULTS)],
         exported_by: API,
     },
     Metric {
@@ -221,14 +222,14 @@ pub const METRICS: &[Metric] = &[
         name: "rocket_rides_payment_syncs_total",
         kind: MetricKind::Counter,
         help: "Rides waiting on a payment settled by the completer's sync pass, by result.",
-        labels: &[("result", SYNC_RESULTS)],
+        labels: &[("result", APPLIED_RESULTS)],
         exported_by: &[Exporter::Completer],
     },
     Metric {
         name: "rocket_rides_refund_syncs_total",
         kind: MetricKind::Counter,
         help: "Pending refunds checked by the completer's sync pass, by result.",
-        labels: &[("result", SYNC_RESULTS)],
+        labels: &[("result", APPLIED_RESULTS)],
         exported_by: &[Exporter::Completer],
     },
     Metric {

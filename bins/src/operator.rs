@@ -264,11 +264,14 @@ fn resolution(args: &ResolveCommand) -> anyhow::Result<Option<ReviewResolution>>
             refund: Some(domain::RefundRecord { refund_id, status }),
         }));
     }
-    Ok(match () {
-        () if args.not_charged => Some(ReviewResolution::NotCharged),
-        () if args.intent_cancelled => Some(ReviewResolution::Refunded { refund: None }),
-        () if args.not_refunded => Some(ReviewResolution::NotRefunded),
-        () => None,
+    Ok(if args.not_charged {
+        Some(ReviewResolution::NotCharged)
+    } else if args.intent_cancelled {
+        Some(ReviewResolution::Refunded { refund: None })
+    } else if args.not_refunded {
+        Some(ReviewResolution::NotRefunded)
+    } else {
+        None
     })
 }
 

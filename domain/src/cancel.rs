@@ -300,12 +300,12 @@ mod tests {
             decide(RideStatus::Charging),
             CancelDecision::PaymentInProgress
         );
-        for status in [
-            RideStatus::Cancelling,
-            RideStatus::Cancelled,
-            RideStatus::RefundFailed,
-        ] {
-            assert_eq!(decide(status), CancelDecision::AlreadyCancelled, "{status}");
+        for status in RideStatus::ALL {
+            assert_eq!(
+                decide(status) == CancelDecision::AlreadyCancelled,
+                status.has_cancellation(),
+                "{status}: already cancelled exactly when a cancellation is recorded"
+            );
         }
     }
 

@@ -88,6 +88,12 @@ impl RideStatus {
         }
     }
 
+    /// A cancellation is recorded for the ride (being refunded, refunded,
+    /// or its refund failed): the stage past every payment stage.
+    pub const fn has_cancellation(self) -> bool {
+        self.stage() >= RideStatus::Cancelling.stage()
+    }
+
     /// Waits on the rider or on Stripe: a webhook or the sync pass settles it.
     pub const fn awaits_payment(self) -> bool {
         matches!(

@@ -30,27 +30,13 @@ pub async fn start_nats_with_user(user: &str, password: &str) -> NatsServer {
         .with_jetstream()
         .with_user(user)
         .with_password(password);
-    start(free_port(), cmd).await
+    start(free_port(), &cmd).await
 }
 
 /// NATS with JetStream that admits only clients giving `token`; `url`
 /// carries no credentials.
 pub async fn start_nats_with_token(token: &str) -> NatsServer {
-    let port = free_port();
-    let (name, tag) = image_from_env("TEST_NATS_IMAGE", "nats", "2.10.14");
-    let container = Nats::default()
-        .with_cmd(["--jetstream", "--auth", token])
-        .with_name(name)
-        .with_tag(tag)
-        .with_mapped_port(port, 4222.tcp())
-        .with_label(CONTAINER_LABEL, "true")
-        .start()
-        .await
-        .expect("NATS with a token");
-    NatsServer {
-        container,
-        url: format!("nats://127.0.0.1:{port}"),
-    }
+    start(free_port(), ["--jetstream", "--auth", token]).await
 }
 
 /// The user and password every suite's NATS requires.
@@ -76,15 +62,21 @@ pub async fn start_nats_on(port: u16) -> NatsServer {
         .with_jetstream()
         .with_user(USER)
         .with_password(PASSWORD);
-    let mut server = start(port, cmd).await;
+    let mut server = start(port, &cmd).await;
     server.url = format!("nats://{USER}:{PASSWORD}@127.0.0.1:{port}");
     server
 }
 
-async fn start(port: u16, cmd: NatsServerCmd) -> NatsServer {
+/// NATS started with `cmd` (a `NatsServerCmd`, or the server's flags as
+/// they are) on host `port`.
+async fn start<I>(port: u16, cmd: I) -> NatsServer
+where
+    I: IntoIterator,
+    I::Item: Into<String>,
+{
     let (name, tag) = image_from_env("TEST_NATS_IMAGE", "nats", "2.10.14");
     let container = Nats::default()
-        .with_cmd(&cmd)
+        .with_cmd(cmd)
         .with_name(name.clone())
         .with_tag(tag.clone())
         .with_mapped_port(port, 4222.tcp())

@@ -219,22 +219,30 @@ impl Console {
     /// Opens a session; the `Set-Cookie` value that carries it.
     pub(super) fn open_session(&self) -> String {
         let id = self.sessions.open(self.access.session_ttl);
+        self.session_cookie(&id, self.access.session_ttl)
+    }
+
+    /// Ends the session the request's cookie names, if any; the
+    /// `Set-Cookie` value that clears the cookie.
+    pub(super) fn close_session(&self, headers: &HeaderMap) -> String {
+        if let Some(id) = Self::session_id(headers) {
+            self.sessions.close(&id);
+        }
+        self.session_cookie("", Duration::ZERO)
+    }
+
+    /// The session cookie holding `value` for `lasts`, with the same
+    /// attributes whether it is set or cleared.
+    fn session_cookie(&self, value: &str, lasts: Duration) -> String {
         let secure = if self.access.secure_cookie {
             "; Secure"
         } else {
             ""
         };
         format!(
-            "{COOKIE}={id}; Path=/console; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-            self.access.session_ttl.as_secs()
+            "{COOKIE}={value}; Path=/console; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+            lasts.as_secs()
         )
-    }
-
-    /// Ends the session the request's cookie names, if any.
-    pub(super) fn close_session(&self, headers: &HeaderMap) {
-        if let Some(id) = Self::session_id(headers) {
-            self.sessions.close(&id);
-        }
     }
 }
 

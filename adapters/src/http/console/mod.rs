@@ -152,14 +152,11 @@ async fn login(State(slot): State<ConsoleSlot>, Form(form): Form<LoginForm>) -> 
 /// Ends the session (the server forgets it: the cookie, if kept, no longer
 /// signs anyone in) and clears the cookie.
 async fn logout(headers: HeaderMap, FormConsole(console): FormConsole) -> Response {
-    console.close_session(&headers);
+    let cleared = console.close_session(&headers);
     let mut response = Redirect::to("/console/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "rocket_rides_console=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict",
-        ),
-    );
+    if let Ok(value) = HeaderValue::from_str(&cleared) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
     response
 }
 
