@@ -665,6 +665,15 @@ async fn the_reaper_deletes_old_keys_only_and_keeps_their_rides(store: Arc<dyn C
     assert_ne!(again.id, old.id);
 }
 
+/// How many keys a person's review lists at `now`.
+async fn listed_for_review(store: &dyn Store, now: SystemTime) -> usize {
+    store
+        .keys_for_review(COMPLETER.review.attempted_before(now), 10)
+        .await
+        .expect("list")
+        .len()
+}
+
 /// A key whose request charged at `attempt` and died before the answer.
 async fn charge_attempted(
     store: &dyn Store,
@@ -820,11 +829,7 @@ async fn reported_keys_are_checked_when_due_backing_off_a_bounded_number_of_time
     // Three checks made: a person's from now on.
     assert!(claim(after(1_000_000), 10).await.is_empty());
     assert_eq!(
-        store
-            .keys_for_review(COMPLETER.review.attempted_before(now), 10)
-            .await
-            .expect("list")
-            .len(),
+        listed_for_review(store.as_ref(), now).await,
         2,
         "still listed for a person"
     );
@@ -1344,11 +1349,7 @@ async fn keys_for_review_are_reported_once_and_left_out_of_the_completers_batche
     assert_eq!(ids(&second), vec![attempted[2]]);
     assert!(third.is_empty(), "each key is reported once");
     assert_eq!(
-        store
-            .keys_for_review(COMPLETER.review.attempted_before(now), 10)
-            .await
-            .expect("list")
-            .len(),
+        listed_for_review(store.as_ref(), now).await,
         2,
         "reported keys stay listed for a person"
     );
